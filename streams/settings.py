@@ -1,0 +1,76 @@
+"""The one settings object of streamcdp, read from ``STREAMCDP_*`` environment variables once.
+
+Every knob the pipeline has lives here, with its default and the reason for it; the README's
+settings table is generated from the same field descriptions (``streamcdp settings``).
+Code receives a ``Settings`` instance; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Frozen configuration; build it with ``Settings()`` (reads the environment) or with keywords in tests."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMCDP_", frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap servers, faust URL form.")
+    topic_prefix: str = Field("", description="Prefix for every topic name, e.g. `shop1.` (empty: none).")
+    topic_partitions: int = Field(4, ge=1, description="Partitions of every topic the project creates.")
+    app_id: str = Field("streamcdp", description="Faust application id: consumer group and changelog prefix.")
+
+    # --- Worker ------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("var/data"), description="Where the worker keeps its RocksDB tables.")
+    web_port: int = Field(6066, description="Port of the worker's web server (profile API, metrics).")
+    web_host: str = Field("127.0.0.1", description="Interface the worker's web server binds to.")
+    rocksdb_block_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="RocksDB block cache per table; faust's default is 2 GiB, far too much per process.",
+    )
+    rocksdb_write_buffer_bytes: int = Field(16 * 1024 * 1024, description="RocksDB memtable size per table.")
+    log_level: str = Field("info", description="Worker log level.")
+
+    # --- Local Kafka (streamcdp kafka start) ---------------------------------------------------
+    kafka_version: str = Field("3.9.1", description="Apache Kafka broker version taken from Maven Central.")
+    kafka_home: Path = Field(Path(".cache/kafka"), description="Cache of the broker jars (git-ignored, reused).")
+    kafka_run_dir: Path = Field(Path("var/kafka"), description="KRaft storage, log file and pid of the local broker.")
+    kafka_port: int = Field(9092, description="Port of the local broker's client listener on 127.0.0.1.")
+    kafka_controller_port: int = Field(0, description="Port of the KRaft controller listener (0: kafka_port + 1).")
+    kafka_heap: str = Field("512m", description="JVM heap of the local broker.")
+
+    # --- Ingestion -----------------------------------------------------------------------------
+    max_event_bytes: int = Field(64 * 1024, description="Largest accepted event payload; larger ones are dead-lettered.")
+    max_future_skew_s: float = Field(300.0, description="How far in the future an event timestamp may be.")
+    max_past_skew_s: float = Field(400 * 86400.0, description="How far in the past an event timestamp may be.")
+    dedup_window_s: float = Field(24 * 3600.0, description="Window in which a repeated messageId is dropped.")
+    dedup_max_ids: int = Field(256, description="Per-customer cap of remembered messageIds for deduplication.")
+
+    # --- Identity and privacy ------------------------------------------------------------------
+    pii_hash_key: str = Field(
+        "dev-only-change-me", description="Secret key of the keyed hash (HMAC-SHA256) of email and phone."
+    )
+    max_users_per_anonymous_id: int = Field(
+        3, description="Over-merge guard: a device linked to more user ids than this stops being re-linked."
+    )
+    api_token: str = Field("dev-token", description="Bearer token required to read profiles over HTTP.")
+
+    # --- Triggers ------------------------------------------------------------------------------
+    cart_abandonment_delay_s: float = Field(1800.0, description="Idle time after the last cart change before a reminder.")
+    cart_abandonment_max_age_s: float = Field(
+        3 * 86400.0, description="Carts idle longer than this are stale: replaying history does not mail them."
+    )
+    trigger_scan_interval_s: float = Field(1.0, description="How often the worker looks for due triggers.")
+
+    @property
+    def broker_bootstrap(self) -> str:
+        """The broker list as aiokafka / kafka-python want it: ``host:port[,host:port]``."""
+        return ",".join(part.split("://", 1)[-1] for part in self.broker_url.split(";"))
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
