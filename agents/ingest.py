@@ -1,0 +1,52 @@
+"""Ingestion: inbound Segment Spec bytes → validated events keyed for the profile stage, or dead letters.
+
+Thin shell around ``schemas.validation.decode_event``: it reads the clock, sends, and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from core.errors import InvalidEvent
+from schemas.commands import ApplyEvent, encode_command
+from schemas.deadletter import DeadLetter
+from schemas.events import OTHER
+from schemas.validation import ContractLimits, decode_event
+from streams import metrics
+from streams.app import app, deadletter_topic, inbound_topic, profile_commands_topic, settings
+from streams.codecs import encode_json
+
+log = logging.getLogger(__name__)
+
+limits = ContractLimits(
+    max_event_bytes=settings.max_event_bytes,
+    max_future_skew_s=settings.max_future_skew_s,
+    max_past_skew_s=settings.max_past_skew_s,
+)
+
+
+@app.agent(inbound_topic)
+async def ingest_events(stream):
+    async for event in stream.events():
+        message = event.message
+        raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+        try:
+            validated = decode_event(raw, now=time.time(), limits=limits)
+        except InvalidEvent as exc:
+            record = DeadLetter(
+                reason=exc.reason, detail=exc.detail, source_topic=message.topic,
+                source_partition=message.partition, source_offset=message.offset,
+                failed_at=time.time(), original=raw,
+            )
+            await deadletter_topic.send(key=message.key, value=encode_json(record),
+                                        headers={"reason": exc.reason.encode()})
+            metrics.events_deadlettered.labels(exc.reason).inc()
+            log.debug("dead-lettered %s:%s@%s: %s", message.topic, message.partition, message.offset, exc)
+            continue
+        metrics.events_ingested.labels(validated.family).inc()
+        if validated.family == OTHER:
+            metrics.events_unknown.inc()
+        await profile_commands_topic.send(
+            key=validated.routing_id.encode(), value=encode_command(ApplyEvent(event=validated))
+        )

@@ -1,0 +1,52 @@
+"""The normalised event that flows between streamcdp's stages, and the names of the event families.
+
+Producers send Segment Spec JSON (see ``schemas/json/`` and the README); ingestion validates and
+normalises it into an ``Event``: snake_case envelope fields, timestamps as UTC epoch seconds, ids as
+strings, money as integer minor units (cents). Stages after ingestion only ever see ``Event``.
+
+Contract version: ``CONTRACT_VERSION``. Fields are only ever added, with defaults; a breaking change is
+a new version, never a rename.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+CONTRACT_VERSION = 1
+
+SEGMENT_TYPES = ("track", "identify", "page", "screen", "alias")
+
+# Families, one inbound topic each (events.<family>); "other" is a track event of a name we do not model.
+CLICKSTREAM = "clickstream"
+PURCHASE = "purchase"
+MESSAGING = "messaging"
+CUSTOMER = "customer"
+OTHER = "other"
+FAMILIES = (CLICKSTREAM, PURCHASE, MESSAGING, CUSTOMER)
+
+
+class Event(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """One validated, normalised Segment Spec call.
+
+    ``properties`` keeps the producer's property names; monetary values in it (``price``, ``total``,
+    ``revenue``, ``value``, ``discount``, ``shipping``, ``tax``, item prices) are integer minor units.
+    """
+
+    type: str
+    message_id: str
+    timestamp: float
+    family: str
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    event: str | None = None
+    properties: dict[str, Any] = {}
+    traits: dict[str, Any] = {}
+    previous_id: str | None = None
+    context: dict[str, Any] = {}
+
+    @property
+    def routing_id(self) -> str:
+        """The id the pipeline partitions on before identity resolution: userId, else anonymousId."""
+        return self.user_id or self.anonymous_id  # type: ignore[return-value]  # validation guarantees one

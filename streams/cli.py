@@ -1,0 +1,80 @@
+"""The ``streamcdp`` command: local Kafka, topics, worker, and the tools that feed the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from core.errors import StreamcdpError
+from streams.settings import Settings
+
+log = logging.getLogger("streamcdp")
+
+
+def _cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from streams import kafka_local
+
+    if args.action == "start":
+        pid = kafka_local.start(settings)
+        print(f"Kafka running, pid {pid}, bootstrap 127.0.0.1:{settings.kafka_port}, "
+              f"log {kafka_local.broker_paths(settings).run_dir / 'server.log'}")
+    elif args.action == "stop":
+        stopped = kafka_local.stop(settings)
+        print("Kafka stopped" if stopped else "Kafka was not running")
+    elif args.action == "status":
+        print(kafka_local.status(settings))
+        return 0 if kafka_local.running_pid(settings) else 3
+    elif args.action == "fetch":
+        print(f"Kafka jars in {kafka_local.ensure_jars(settings)}")
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.topics import ensure_topics
+
+    created = ensure_topics(settings)
+    print(f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else ""))
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    run_worker()
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    print("| variable | default | meaning |\n|---|---|---|")
+    for name, field in Settings.model_fields.items():
+        print(f"| `STREAMCDP_{name.upper()}` | `{field.default}` | {field.description} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamcdp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    kafka = sub.add_parser("kafka", help="the project's local single-node Kafka broker")
+    kafka.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    kafka.set_defaults(handler=_cmd_kafka)
+    sub.add_parser("topics", help="create the project's topics (idempotent)").set_defaults(handler=_cmd_topics)
+    sub.add_parser("worker", help="run a worker process").set_defaults(handler=_cmd_worker)
+    sub.add_parser("settings", help="print the settings table (markdown)").set_defaults(handler=_cmd_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    try:
+        return args.handler(args, settings)
+    except StreamcdpError as exc:
+        print(f"streamcdp: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

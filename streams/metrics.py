@@ -1,0 +1,41 @@
+"""Prometheus metrics of the worker, served at ``/metrics`` by the worker's web server.
+
+Names follow Prometheus conventions (``streamcdp_<what>_total`` for counters); labels are bounded
+sets (family, reason code, kind, channel), never ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry(auto_describe=True)
+
+events_ingested = Counter(
+    "streamcdp_events_ingested_total", "Valid inbound events, by family.", ["family"], registry=registry
+)
+events_unknown = Counter(
+    "streamcdp_events_unknown_total", "Valid track events of a name streamcdp does not model.", registry=registry
+)
+events_deadlettered = Counter(
+    "streamcdp_events_deadlettered_total", "Inbound messages sent to the dead-letter topic, by reason.",
+    ["reason"], registry=registry,
+)
+events_duplicate = Counter(
+    "streamcdp_events_duplicate_total", "Events dropped because their messageId was already applied.",
+    registry=registry,
+)
+profile_commands = Counter(
+    "streamcdp_profile_commands_total", "Commands handled by the profile stage, by kind.", ["kind"],
+    registry=registry,
+)
+triggers_emitted = Counter(
+    "streamcdp_triggers_emitted_total", "Triggers published, by kind and channel.", ["kind", "channel"],
+    registry=registry,
+)
+triggers_pending = Gauge(
+    "streamcdp_triggers_pending", "Customers with a trigger waiting to become due (this worker).", registry=registry
+)
+event_lag_seconds = Histogram(
+    "streamcdp_event_lag_seconds", "Event timestamp → profile updated, for events younger than an hour.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry,
+)
