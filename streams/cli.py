@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
@@ -52,6 +53,10 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# Modules that add their own subcommands: each has ``register(subparsers)`` setting ``handler(args, settings)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamcdp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the project's topics (idempotent)").set_defaults(handler=_cmd_topics)
     sub.add_parser("worker", help="run a worker process").set_defaults(handler=_cmd_worker)
     sub.add_parser("settings", help="print the settings table (markdown)").set_defaults(handler=_cmd_settings)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
