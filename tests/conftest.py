@@ -1,0 +1,221 @@
+"""Shared fixtures: the real local Kafka broker (started and stopped by pid here) and worker processes.
+
+Integration tests run against a real single-node KRaft broker on a free 127.0.0.1 port, started once per
+test session by ``streams.kafka_local``. Each test that needs a worker gets its own topic prefix and
+application id, so tests never see each other's data on the shared broker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams import kafka_local
+from streams.settings import Settings
+from streams.topics import TopicNames
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A running local broker for the whole test session; stopped by pid at the end."""
+    run_dir = tmp_path_factory.mktemp("kafka")
+    port = kafka_local.free_port()
+    controller_port = kafka_local.free_port()
+    settings = Settings(
+        broker_url=f"kafka://127.0.0.1:{port}",
+        kafka_port=port,
+        kafka_controller_port=controller_port,
+        kafka_run_dir=run_dir,
+        kafka_home=REPO / ".cache" / "kafka",
+    )
+    kafka_local.start(settings)
+    try:
+        yield settings
+    finally:
+        kafka_local.stop(settings)
+
+
+class KafkaIO:
+    """Produce to and consume from the test broker (kafka-python, synchronous, bounded waits)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+
+    def send(self, topic: str, value: bytes | dict, key: str | bytes | None = None) -> None:
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        encoded_key = key.encode() if isinstance(key, str) else key
+        self._producer.send(topic, key=encoded_key, value=payload)
+
+    def flush(self) -> None:
+        self._producer.flush(timeout=30)
+
+    def read(self, topic: str, *, min_count: int = 1, timeout_s: float = 60.0, settle_s: float = 0.0) -> list:
+        """All records of ``topic`` from the start, once at least ``min_count`` arrived (or the timeout passed).
+
+        ``settle_s`` keeps reading that long after ``min_count`` is reached, to catch records that
+        must *not* be there.
+        """
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+            group_id=None, consumer_timeout_ms=500,
+        )
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        reached_at: float | None = None
+        try:
+            while time.monotonic() < deadline:
+                for message in consumer:
+                    records.append(message)
+                if len(records) >= min_count:
+                    reached_at = reached_at or time.monotonic()
+                    if time.monotonic() - reached_at >= settle_s:
+                        break
+        finally:
+            consumer.close()
+        return records
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+class WorkerProcess:
+    """One ``streamcdp worker`` subprocess with its own environment; stopped by pid."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, web_port: int, api_token: str) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.web_port = web_port
+        self.api_token = api_token
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready_timeout_s: float = 120.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"], cwd=REPO, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                msg = f"worker exited with {self.proc.returncode}; log:\n{self.log_tail()}"
+                raise RuntimeError(msg)
+            status, _ = self.http_get("/readyz")
+            if status == 200:
+                return
+            time.sleep(0.3)
+        msg = f"worker not ready within {ready_timeout_s}s; log:\n{self.log_tail()}"
+        raise RuntimeError(msg)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def http_get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, b""
+
+    def profile(self, customer_id: str) -> dict | None:
+        status, body = self.http_get(f"/profiles/{customer_id}", token=self.api_token)
+        return orjson.loads(body) if status == 200 else None
+
+    def wait_for_profile(self, customer_id: str, predicate, timeout_s: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        profile = None
+        while time.monotonic() < deadline:
+            profile = self.profile(customer_id)
+            if profile is not None and predicate(profile):
+                return profile
+            time.sleep(0.3)
+        msg = f"profile {customer_id!r} never matched; last seen: {profile}\nlog:\n{self.log_tail()}"
+        raise AssertionError(msg)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+class Pipeline:
+    """A worker plus the topic names and Kafka I/O of one isolated test deployment."""
+
+    def __init__(self, settings: Settings, worker: WorkerProcess, kafka: KafkaIO) -> None:
+        self.settings = settings
+        self.topics = TopicNames(prefix=settings.topic_prefix)
+        self.worker = worker
+        self.kafka = kafka
+
+
+@pytest.fixture
+def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
+    """Factory: ``make_pipeline(**setting_overrides)`` → a started ``Pipeline``; all stopped at teardown."""
+    started: list[Pipeline] = []
+
+    def _make(start: bool = True, **overrides: object) -> Pipeline:
+        tag = uuid.uuid4().hex[:8]
+        web_port = kafka_local.free_port()
+        values: dict[str, object] = {
+            "broker_url": kafka_settings.broker_url,
+            "topic_prefix": f"t{tag}.",
+            "app_id": f"streamcdp-test-{tag}",
+            "data_dir": tmp_path / f"data-{tag}",
+            "web_port": web_port,
+            "topic_partitions": 4,
+            "cart_abandonment_delay_s": 2.0,
+            "trigger_scan_interval_s": 0.5,
+            "api_token": f"token-{tag}",
+            "log_level": "info",
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCDP_")}
+        env.update({f"STREAMCDP_{k.upper()}": str(v) for k, v in values.items()})
+        env["PYTHONUNBUFFERED"] = "1"
+        worker = WorkerProcess(env, tmp_path / f"worker-{tag}.log", web_port, settings.api_token)
+        pipeline = Pipeline(settings, worker, KafkaIO(settings.broker_bootstrap))
+        started.append(pipeline)
+        if start:
+            worker.start()
+        return pipeline
+
+    yield _make
+    for pipeline in started:
+        pipeline.worker.stop()
+        pipeline.kafka.close()

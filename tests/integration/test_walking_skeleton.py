@@ -1,0 +1,104 @@
+"""The walking skeleton through the real broker: events → profile table → cart-abandonment trigger."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def track(name: str, user_id: str, properties: dict, at: float | None = None) -> dict:
+    return {
+        "type": "track", "event": name, "messageId": str(uuid.uuid4()), "userId": user_id,
+        "timestamp": at if at is not None else time.time(), "properties": properties,
+    }
+
+
+def added(user_id: str, product_id: str, price: float, at: float | None = None) -> dict:
+    return track("Product Added", user_id, {"product_id": product_id, "price": price, "quantity": 1,
+                                            "name": product_id.title()}, at)
+
+
+def triggers_for(records: list, customer_id: str) -> list[dict]:
+    decoded = [orjson.loads(record.value) for record in records]
+    return [trigger for trigger in decoded if trigger["customer_id"] == customer_id]
+
+
+def test_cart_abandonment_fires_after_the_delay_and_not_after_an_order(make_pipeline):
+    pipeline = make_pipeline(cart_abandonment_delay_s=2.0)
+    kafka, topics = pipeline.kafka, pipeline.topics
+    started = time.time()
+    kafka.send(topics.inbound("clickstream"), added("alice", "rope-9mm", 89.90), key="alice")
+    kafka.send(topics.inbound("clickstream"), added("bob", "dog-food-12kg", 54.00), key="bob")
+    order = track("Order Completed", "bob", {"order_id": "o-1", "total": 54.00,
+                                              "products": [{"product_id": "dog-food-12kg", "price": 54.0, "quantity": 1}]},
+                  at=time.time() + 0.2)
+    kafka.send(topics.inbound("purchase"), order, key="bob")
+    kafka.flush()
+
+    records = kafka.read(topics.triggers("email"), min_count=1, timeout_s=60, settle_s=4.0)
+
+    alice = triggers_for(records, "alice")
+    assert len(alice) == 1, alice
+    trigger = alice[0]
+    assert trigger["kind"] == "cart_abandonment"
+    assert trigger["channel"] == "email"
+    assert [item["product_id"] for item in trigger["items"]] == ["rope-9mm"]
+    assert trigger["cart_value"] == 8990
+    assert trigger["created_at"] - started >= 2.0  # not before the configured delay
+    assert triggers_for(records, "bob") == []  # the order came first: no reminder
+    profile = pipeline.worker.profile("bob")
+    assert profile["orders"] == 1 and profile["revenue"] == 5400 and profile["cart"] == []
+
+
+def test_profile_is_recovered_from_the_changelog_after_a_restart(make_pipeline):
+    pipeline = make_pipeline(cart_abandonment_delay_s=3600.0)
+    kafka, topics, worker = pipeline.kafka, pipeline.topics, pipeline.worker
+    base = time.time() - 60
+    for i in range(5):
+        kafka.send(topics.inbound("clickstream"), added("carol", f"tent-{i}", 100.0 + i, at=base + i), key="carol")
+    kafka.send(topics.inbound("purchase"), track("Order Completed", "carol", {"order_id": "o-9", "total": 250.0},
+                                                 at=base + 10), key="carol")
+    kafka.flush()
+    before = worker.wait_for_profile("carol", lambda p: p["event_count"] == 6)
+    assert before["orders"] == 1 and before["revenue"] == 25000
+
+    worker.stop()
+    # Remove the local RocksDB state: everything must come back from the Kafka changelog.
+    shutil.rmtree(pipeline.settings.data_dir)
+    worker.start()
+
+    after = worker.wait_for_profile("carol", lambda p: p["event_count"] == 6, timeout_s=90)
+    assert after == before
+
+
+def test_profile_api_requires_the_token_and_answers_404_for_unknown_ids(make_pipeline):
+    pipeline = make_pipeline()
+    worker = pipeline.worker
+    status, _ = worker.http_get("/profiles/nobody")
+    assert status == 401
+    status, _ = worker.http_get("/profiles/nobody", token="wrong")
+    assert status == 401
+    status, body = worker.http_get("/profiles/nobody", token=pipeline.settings.api_token)
+    assert status == 404, body
+    assert worker.http_get("/healthz")[0] == 200
+    assert worker.http_get("/readyz")[0] == 200
+
+
+def test_a_broken_message_does_not_stop_the_worker(make_pipeline):
+    pipeline = make_pipeline()
+    kafka, topics = pipeline.kafka, pipeline.topics
+    kafka.send(topics.inbound("clickstream"), b"\xff\xfe not json at all", key="x")
+    kafka.send(topics.inbound("clickstream"), b'{"type": "track"}', key="x")
+    kafka.send(topics.inbound("clickstream"), added("dave", "boots-42", 120.0), key="dave")
+    kafka.flush()
+    profile = pipeline.worker.wait_for_profile("dave", lambda p: p["event_count"] == 1)
+    assert profile["cart"][0]["product_id"] == "boots-42"
+    dead = kafka.read(topics.deadletter, min_count=2, timeout_s=30)
+    reasons = sorted(orjson.loads(record.value)["reason"] for record in dead)
+    assert reasons == ["missing_field", "not_json"]
