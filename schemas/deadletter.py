@@ -1,8 +1,13 @@
-"""The record written to ``events.deadletter`` for every inbound message that breaks the contract."""
+"""The record written to ``events.deadletter`` for every inbound message that breaks the contract.
+
+``reason`` is one of ``schemas.validation.REASONS`` (the table in ``schemas/CONTRACT.md``).
+"""
 
 from __future__ import annotations
 
 import msgspec
+
+from schemas.events import CONTRACT_VERSION
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -15,4 +20,4 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     source_offset: int
     failed_at: float
     original: bytes
-    contract_version: int = 1
+    contract_version: int = CONTRACT_VERSION

@@ -1,11 +1,16 @@
 """The normalised event that flows between streamcdp's stages, and the names of the event families.
 
-Producers send Segment Spec JSON (see ``schemas/json/`` and the README); ingestion validates and
-normalises it into an ``Event``: snake_case envelope fields, timestamps as UTC epoch seconds, ids as
-strings, money as integer minor units (cents). Stages after ingestion only ever see ``Event``.
+Producers send Segment Spec JSON (track, identify, page, screen, alias; the JSON Schema files in
+``schemas/json/`` and ``schemas/CONTRACT.md`` describe it); ingestion validates and normalises it with
+``schemas.validation.decode_event`` into an ``Event``: snake_case envelope fields, timestamps as UTC
+epoch seconds, ids as strings, money as integer minor units (cents), currency upper-cased, quantities
+as ints, and Segment's email event names ("Email Opened") mapped to the canonical messaging names
+("Message Opened", channel "email"). Stages after ingestion only ever see ``Event``. Which track names
+belong to which family is listed once, in ``schemas.catalog``.
 
-Contract version: ``CONTRACT_VERSION``. Fields are only ever added, with defaults; a breaking change is
-a new version, never a rename.
+Contract version: ``CONTRACT_VERSION`` (carried by dead letters). Fields are only ever added, with
+defaults, and new event names or optional properties keep the version; a change that makes a valid
+message invalid or changes a field's meaning is a new version, never a rename.
 """
 
 from __future__ import annotations

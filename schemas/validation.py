@@ -1,34 +1,65 @@
 """Decode, validate and normalise one inbound Segment Spec message into an ``Event``.
 
 Pure: the clock (``now``) and the limits come in as arguments. Every rejection raises ``InvalidEvent``
-with a short reason code that the dead-letter record carries.
+with a short reason code (``REASONS`` lists them all) that the dead-letter record carries.
+
+The checks run cheapest first: size, UTF-8 and JSON (orjson), the shape limits (nesting depth, array
+length — walked only when a byte count says the limit could be reached), the envelope, then the
+properties the event's name requires. Normalisation: timestamps → UTC epoch seconds, ids → strings,
+money → integer minor units, currency → upper case, quantities → ints, Segment's email event names →
+the canonical ``Message …`` names with ``channel="email"``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import orjson
 
 from core.errors import InvalidEvent
-from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, OTHER, PURCHASE, SEGMENT_TYPES, Event
+from schemas.catalog import (
+    CHANNELS,
+    CLICKSTREAM_EVENTS,
+    CUSTOMER_EVENTS,
+    EMAIL_ALIASES,
+    ID_PROPERTIES,
+    MESSAGING_EVENTS,
+    MONEY_PROPERTIES,
+    PRODUCT_EVENTS,
+    PURCHASE_EVENTS,
+    STRING_TRAITS,
+    TRACK_FAMILIES,
+)
+from schemas.events import CLICKSTREAM, CUSTOMER, OTHER, SEGMENT_TYPES, Event
 
-CLICKSTREAM_EVENTS = frozenset(
-    {
-        "Products Searched", "Product List Viewed", "Product Viewed", "Product Added", "Product Removed",
-        "Cart Viewed", "Checkout Started",
-    }
-)
-PURCHASE_EVENTS = frozenset({"Order Completed", "Order Refunded"})
-MESSAGING_EVENTS = frozenset(
-    {
-        "Message Sent", "Message Delivered", "Message Opened", "Message Clicked", "Message Bounced",
-        "Message Replied", "Unsubscribed",
-    }
-)
-CUSTOMER_EVENTS = frozenset({"Consent Updated", "Deletion Requested"})
+__all__ = [
+    "CLICKSTREAM_EVENTS", "CUSTOMER_EVENTS", "MESSAGING_EVENTS", "PURCHASE_EVENTS", "REASONS",
+    "ContractLimits", "canonical_event_name", "decode_event", "family_of", "parse_timestamp", "to_minor_units",
+]
+
+# Every reason code ``decode_event`` can raise, with what it means (the CONTRACT.md table mirrors this).
+REASONS: dict[str, str] = {
+    "oversized": "payload larger than max_event_bytes",
+    "not_utf8": "payload bytes are not valid UTF-8",
+    "not_json": "payload is not JSON",
+    "not_an_object": "top-level JSON value is not an object",
+    "too_deep": "containers nested deeper than max_depth",
+    "array_too_long": "an array longer than max_array_length",
+    "unknown_type": "type is not one of track, identify, page, screen, alias",
+    "missing_field": "a required field or property is absent (detail names it)",
+    "wrong_type": "a field or property has the wrong JSON type (detail names it)",
+    "bad_id": "an id (messageId, userId, anonymousId, previousId, *_id) is not a string or integer",
+    "missing_identity": "neither userId nor anonymousId",
+    "bad_timestamp": "timestamp is not ISO-8601 or epoch seconds/milliseconds",
+    "timestamp_skew": "timestamp further in the future or past than the limits allow",
+    "bad_amount": "a money value is negative or larger than max_amount",
+    "bad_quantity": "a quantity is negative, fractional or larger than max_quantity",
+    "bad_currency": "currency is not a three-letter ISO-4217 code",
+    "bad_channel": "channel (or preferred_channel) is not email, sms, whatsapp, webpush or apppush",
+    "bad_value": "a known trait has an impossible value (email without @, age, birthday)",
+}
 
 
 @dataclass(frozen=True)
@@ -38,23 +69,27 @@ class ContractLimits:
     max_event_bytes: int = 64 * 1024
     max_future_skew_s: float = 300.0
     max_past_skew_s: float = 400 * 86400.0
+    max_depth: int = 16  # containers nested in containers, the top-level object counting as 1
+    max_array_length: int = 1000
+    max_amount: float = 10_000_000.0  # in major units (a price or total above this is absurd)
+    max_quantity: int = 10_000
+    max_age: int = 150
+
+
+def canonical_event_name(event_name: str) -> str:
+    """Segment's email spec names ("Email Opened") → our canonical names ("Message Opened")."""
+    return EMAIL_ALIASES.get(event_name, event_name)
 
 
 def family_of(event_type: str, event_name: str | None) -> str:
-    """Which family an event belongs to, by its Segment type and track name."""
+    """Which family an event belongs to, by its Segment type and track name (aliases included)."""
     if event_type in ("page", "screen"):
         return CLICKSTREAM
     if event_type in ("identify", "alias"):
         return CUSTOMER
-    if event_name in CLICKSTREAM_EVENTS:
-        return CLICKSTREAM
-    if event_name in PURCHASE_EVENTS:
-        return PURCHASE
-    if event_name in MESSAGING_EVENTS:
-        return MESSAGING
-    if event_name in CUSTOMER_EVENTS:
-        return CUSTOMER
-    return OTHER
+    if event_type != "track" or not isinstance(event_name, str):
+        return OTHER
+    return TRACK_FAMILIES.get(event_name, OTHER)
 
 
 def parse_timestamp(value: Any) -> float:
@@ -64,37 +99,57 @@ def parse_timestamp(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value) / 1000.0 if value > 1e11 else float(value)
     if not isinstance(value, str):
-        raise InvalidEvent("bad_timestamp", f"timestamp has type {type(value).__name__}")
+        detail = f"timestamp has type {type(value).__name__}"
+        raise InvalidEvent("bad_timestamp", detail)
     text = value.strip()
-    if text.endswith("Z"):
+    if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            # Segment timestamps without an offset are UTC.
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    except (ValueError, OverflowError):
         detail = f"unparseable timestamp {value[:40]!r}"
         raise InvalidEvent("bad_timestamp", detail) from None
-    if parsed.tzinfo is None:
-        # Segment timestamps without an offset are UTC.
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
-def to_minor_units(amount: Any, field: str) -> int:
+def to_minor_units(amount: Any, field: str, max_amount: float = ContractLimits.max_amount) -> int:
     """A decimal currency amount → integer minor units (cents)."""
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise InvalidEvent("bad_amount", f"{field} is not a number")
-    if amount < 0 or amount > 10_000_000:
-        raise InvalidEvent("bad_amount", f"{field}={amount} is negative or absurd")
+        detail = f"{field} is not a number"
+        raise InvalidEvent("wrong_type", detail)
+    if amount < 0 or amount > max_amount:
+        detail = f"{field}={amount} is negative or absurd"
+        raise InvalidEvent("bad_amount", detail)
     return round(amount * 100)
+
+
+def _to_quantity(value: Any, field: str, limits: ContractLimits) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        detail = f"{field} is not a number"
+        raise InvalidEvent("wrong_type", detail)
+    if value < 0 or value > limits.max_quantity or value != int(value):
+        detail = f"{field}={value} is negative, fractional or absurd"
+        raise InvalidEvent("bad_quantity", detail)
+    return int(value)
+
+
+def _to_id(value: Any, field: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    detail = f"{field} must be a string or integer"
+    raise InvalidEvent("bad_id", detail)
 
 
 def _optional_id(payload: dict, key: str) -> str | None:
     value = payload.get(key)
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidEvent("bad_id", f"{key} must be a string or integer")
-    return str(value)
+    return _to_id(value, key)
 
 
 def _dict_field(payload: dict, key: str) -> dict:
@@ -102,45 +157,195 @@ def _dict_field(payload: dict, key: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidEvent("wrong_type", f"{key} must be an object")
+        detail = f"{key} must be an object"
+        raise InvalidEvent("wrong_type", detail)
     return value
 
 
-_MONEY_KEYS = ("price", "total", "revenue", "value", "subtotal", "discount", "shipping", "tax")
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = str(exc)
+        if "depth limit" in message:
+            reason = "too_deep"
+        else:
+            try:
+                bytes(raw).decode("utf-8")
+                reason = "not_json"
+            except UnicodeDecodeError:
+                reason = "not_utf8"
+        raise InvalidEvent(reason, message[:120]) from None
 
 
-def _normalise_money(properties: dict) -> dict:
-    normalised = dict(properties)
-    for key in _MONEY_KEYS:
-        if key in normalised and normalised[key] is not None:
-            normalised[key] = to_minor_units(normalised[key], key)
-    products = normalised.get("products")
-    if products is not None:
-        if not isinstance(products, list):
-            raise InvalidEvent("wrong_type", "products must be an array")
-        normalised["products"] = [_normalise_money(_as_object(item, "products[]")) for item in products]
+def _check_shape(raw: bytes, payload: dict, limits: ContractLimits) -> None:
+    """Nesting depth and array length; the byte counts skip the walk for every ordinary event."""
+    check_depth = raw.count(b"{") + raw.count(b"[") > limits.max_depth
+    check_arrays = raw.count(b",") >= limits.max_array_length
+    if not (check_depth or check_arrays):
+        return
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.max_depth:
+            detail = f"nested deeper than {limits.max_depth}"
+            raise InvalidEvent("too_deep", detail)
+        if isinstance(node, dict):
+            children = node.values()
+        else:
+            if len(node) > limits.max_array_length:
+                detail = f"array of {len(node)} items > {limits.max_array_length}"
+                raise InvalidEvent("array_too_long", detail)
+            children = node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def _normalise_values(values: dict, limits: ContractLimits, where: str) -> dict:
+    """Ids → strings, money → minor units, quantity → int, currency → upper case; a new dict."""
+    normalised = dict(values)
+    for key in ID_PROPERTIES:
+        value = normalised.get(key)
+        if value is not None:
+            normalised[key] = _to_id(value, f"{where}.{key}")
+    for key in MONEY_PROPERTIES:
+        value = normalised.get(key)
+        if value is not None:
+            normalised[key] = to_minor_units(value, f"{where}.{key}", limits.max_amount)
+    quantity = normalised.get("quantity")
+    if quantity is not None:
+        normalised["quantity"] = _to_quantity(quantity, f"{where}.quantity", limits)
+    currency = normalised.get("currency")
+    if currency is not None:
+        if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha() or not currency.isascii():
+            detail = f"{where}.currency={str(currency)[:10]!r}"
+            raise InvalidEvent("bad_currency", detail)
+        normalised["currency"] = currency.upper()
     return normalised
 
 
-def _as_object(value: Any, what: str) -> dict:
-    if not isinstance(value, dict):
-        raise InvalidEvent("wrong_type", f"{what} must be an object")
+def _normalise_properties(properties: dict, limits: ContractLimits) -> dict:
+    normalised = _normalise_values(properties, limits, "properties")
+    products = normalised.get("products")
+    if products is not None:
+        if not isinstance(products, list):
+            detail = "properties.products must be an array"
+            raise InvalidEvent("wrong_type", detail)
+        items = []
+        for index, item in enumerate(products):
+            if not isinstance(item, dict):
+                detail = f"properties.products[{index}] must be an object"
+                raise InvalidEvent("wrong_type", detail)
+            items.append(_normalise_values(item, limits, f"properties.products[{index}]"))
+        normalised["products"] = items
+    return normalised
+
+
+def _require(properties: dict, key: str) -> Any:
+    value = properties.get(key)
+    if value is None or value == "":
+        detail = f"properties.{key}"
+        raise InvalidEvent("missing_field", detail)
     return value
+
+
+def _require_channel(properties: dict, key: str = "channel") -> None:
+    channel = _require(properties, key)
+    if channel not in CHANNELS:
+        detail = f"properties.{key}={str(channel)[:20]!r}"
+        raise InvalidEvent("bad_channel", detail)
+
+
+def _check_track_properties(name: str, properties: dict) -> dict:
+    """The properties the named event requires; returns them with defaults filled in."""
+    if name in PRODUCT_EVENTS:
+        if properties.get("product_id") in (None, "") and isinstance(properties.get("sku"), (str, int)):
+            properties = {**properties, "product_id": str(properties["sku"])}
+        _require(properties, "product_id")
+    elif name == "Products Searched":
+        if not isinstance(_require(properties, "query"), str):
+            detail = "properties.query must be a string"
+            raise InvalidEvent("wrong_type", detail)
+    elif name == "Order Completed":
+        products = properties.get("products")
+        if not products and properties.get("total") is None and properties.get("revenue") is None:
+            detail = "Order Completed needs properties.products or properties.total"
+            raise InvalidEvent("missing_field", detail)
+        for index, item in enumerate(products or ()):
+            if item.get("product_id") in (None, ""):
+                detail = f"properties.products[{index}].product_id"
+                raise InvalidEvent("missing_field", detail)
+    elif name == "Order Refunded":
+        _require(properties, "order_id")
+    elif name in MESSAGING_EVENTS:
+        if name == "Unsubscribed" and properties.get("channel") is None:
+            # Segment's email spec sends Unsubscribed without a channel.
+            properties = {**properties, "channel": "email"}
+        _require_channel(properties)
+    elif name == "Consent Updated":
+        _require_channel(properties)
+        granted = _require(properties, "granted")
+        if not isinstance(granted, bool):
+            detail = "properties.granted must be a boolean"
+            raise InvalidEvent("wrong_type", detail)
+    return properties
+
+
+def _normalise_traits(traits: dict, limits: ContractLimits) -> dict:
+    if not traits:
+        return traits
+    normalised = dict(traits)
+    phone = normalised.get("phone")
+    if isinstance(phone, int) and not isinstance(phone, bool):
+        normalised["phone"] = str(phone)
+    for key in STRING_TRAITS:
+        value = normalised.get(key)
+        if value is not None and not isinstance(value, str):
+            detail = f"traits.{key} must be a string"
+            raise InvalidEvent("wrong_type", detail)
+    email = normalised.get("email")
+    if email is not None:
+        email = email.strip().lower()
+        if "@" not in email:
+            detail = "traits.email has no @"
+            raise InvalidEvent("bad_value", detail)
+        normalised["email"] = email
+    age = normalised.get("age")
+    if age is not None:
+        if isinstance(age, bool) or not isinstance(age, (int, float)):
+            detail = "traits.age is not a number"
+            raise InvalidEvent("wrong_type", detail)
+        if age < 0 or age > limits.max_age or age != int(age):
+            detail = f"traits.age={age}"
+            raise InvalidEvent("bad_value", detail)
+        normalised["age"] = int(age)
+    birthday = normalised.get("birthday")
+    if birthday is not None:
+        try:
+            date.fromisoformat(birthday[:10])
+        except ValueError:
+            detail = f"traits.birthday={birthday[:20]!r}"
+            raise InvalidEvent("bad_value", detail) from None
+    preferred = normalised.get("preferred_channel")
+    if preferred is not None and preferred not in CHANNELS:
+        detail = f"traits.preferred_channel={str(preferred)[:20]!r}"
+        raise InvalidEvent("bad_channel", detail)
+    return normalised
 
 
 def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()) -> Event:
     """Bytes of one Segment Spec call → a normalised ``Event``; raises ``InvalidEvent``."""
     if len(raw) > limits.max_event_bytes:
-        raise InvalidEvent("oversized", f"{len(raw)} bytes > {limits.max_event_bytes}")
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("not_json", str(exc)[:120]) from None
+        detail = f"{len(raw)} bytes > {limits.max_event_bytes}"
+        raise InvalidEvent("oversized", detail)
+    payload = _parse_json(raw)
     if not isinstance(payload, dict):
-        raise InvalidEvent("not_an_object", f"top level is {type(payload).__name__}")
+        detail = f"top level is {type(payload).__name__}"
+        raise InvalidEvent("not_an_object", detail)
+    _check_shape(raw, payload, limits)
     event_type = payload.get("type")
-    if event_type not in SEGMENT_TYPES:
-        raise InvalidEvent("unknown_type", f"type={str(event_type)[:40]!r}")
+    if not isinstance(event_type, str) or event_type not in SEGMENT_TYPES:
+        detail = f"type={str(event_type)[:40]!r}"
+        raise InvalidEvent("unknown_type", detail)
     message_id = _optional_id(payload, "messageId")
     if message_id is None:
         raise InvalidEvent("missing_field", "messageId")
@@ -152,14 +357,27 @@ def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLim
         raise InvalidEvent("missing_field", "timestamp")
     timestamp = parse_timestamp(payload["timestamp"])
     if timestamp > now + limits.max_future_skew_s:
-        raise InvalidEvent("timestamp_skew", "timestamp too far in the future")
+        detail = f"timestamp {timestamp:.0f} is more than {limits.max_future_skew_s:.0f}s in the future"
+        raise InvalidEvent("timestamp_skew", detail)
     if timestamp < now - limits.max_past_skew_s:
-        raise InvalidEvent("timestamp_skew", "timestamp too far in the past")
-    event_name = payload.get("event") if event_type == "track" else payload.get("name")
-    if event_type == "track" and (not isinstance(event_name, str) or not event_name):
-        raise InvalidEvent("missing_field", "event")
-    if event_name is not None and not isinstance(event_name, str):
-        raise InvalidEvent("wrong_type", "name must be a string")
+        detail = f"timestamp {timestamp:.0f} is more than {limits.max_past_skew_s:.0f}s in the past"
+        raise InvalidEvent("timestamp_skew", detail)
+    properties = _normalise_properties(_dict_field(payload, "properties"), limits)
+    event_name: Any = None
+    if event_type == "track":
+        event_name = payload.get("event")
+        if event_name is None or event_name == "":
+            raise InvalidEvent("missing_field", "event")
+        if not isinstance(event_name, str):
+            raise InvalidEvent("wrong_type", "event must be a string")
+        if event_name in EMAIL_ALIASES:
+            event_name = EMAIL_ALIASES[event_name]
+            properties["channel"] = "email"
+        properties = _check_track_properties(event_name, properties)
+    elif event_type in ("page", "screen"):
+        event_name = payload.get("name")
+        if event_name is not None and not isinstance(event_name, str):
+            raise InvalidEvent("wrong_type", "name must be a string")
     previous_id = _optional_id(payload, "previousId")
     if event_type == "alias" and (previous_id is None or user_id is None):
         raise InvalidEvent("missing_field", "alias needs previousId and userId")
@@ -171,8 +389,8 @@ def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLim
         user_id=user_id,
         anonymous_id=anonymous_id,
         event=event_name,
-        properties=_normalise_money(_dict_field(payload, "properties")),
-        traits=_dict_field(payload, "traits"),
+        properties=properties,
+        traits=_normalise_traits(_dict_field(payload, "traits"), limits),
         previous_id=previous_id,
         context=_dict_field(payload, "context"),
     )
