@@ -1,58 +1,285 @@
 """The profile stage as one pure step: (state of a key, command, now) → new state and what to emit.
 
 The Faust agent ``agents.profiles.update_profiles`` reads the key's state from its tables, calls
-``step``, writes the returned state back and sends what it says; all decisions live here.
+``step_key``, writes the returned state back and sends what it says; all decisions live here.
+
+Per key the agent stores (and builds ``KeyState(key, profile, identity)`` from):
+
+- ``customer_to_profile[key]``  msgpack ``Profile``, absent when ``state.profile`` is None;
+- ``alias_to_customer[key]``    msgpack ``core.identity.KeyIdentity``, absent when it ``is_default``;
+- ``customer_to_trigger_due[key]`` ``StepResult.due_at`` (absent when None), as before.
+
+After ``step_key`` the agent writes the profile back if ``result.profile_changed`` (deleting it when
+``result.state.profile`` is None), the identity if ``result.identity_changed`` (deleting it when it
+``is_default``), stores ``due_at``, sends each ``(key, command)`` of ``result.forwards`` to
+``profile-commands`` (``encode_command``), sends ``result.triggers`` and counts ``result.notes``.
+
+Deletion ("Deletion Requested" event or ``ForgetCustomer``): the profile is removed, every linked id
+gets an ``UnlinkIdentity``, and the key keeps only ``KeyIdentity(forgotten_at=...)`` — an id and a time,
+no personal data. Later events for the key with a timestamp up to ``forgotten_at`` (replays, late
+arrivals) are dropped; newer ones start a fresh profile (the person came back). Triggers are never
+decided from state older than ``forgotten_at``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.profile import Profile, apply_event
+import msgspec
+
+from core.identity import (
+    NO_IDENTITY,
+    UNLINKED,
+    KeyIdentity,
+    decide_link,
+    decide_unlink,
+    flattening_links,
+    links_revealed,
+    merge_profiles,
+    with_linked_ids,
+)
+from core.profile import MAX_ABSORBED_IDS, Profile, ProfilePolicy, apply_event, capped_append, new_profile
 from core.triggers import CartAbandonmentPolicy, Trigger, cart_reminder_due_at, decide_cart_abandonment, record_trigger
-from schemas.commands import ApplyEvent, CheckTriggers, ProfileCommand
+from schemas.commands import (
+    AbsorbProfile,
+    ApplyEvent,
+    CheckTriggers,
+    ForgetCustomer,
+    LinkIdentity,
+    ProfileCommand,
+    UnlinkIdentity,
+)
+
+DELETION_REQUESTED = "Deletion Requested"
+
+# Notes (besides core.identity's link notes), one metric label value each.
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+FORWARDED = "forwarded"
+REDIRECT_LOOP = "redirect_loop"
+FORGOTTEN_DROP = "forgotten_drop"
+ABSORBED = "absorbed"
+ABSORB_DUPLICATE = "absorb_duplicate"
+ABSORB_FORGOTTEN = "absorb_forgotten"
+FORGOTTEN = "forgotten"
+TRIGGER_BLOCKED_FORGOTTEN = "trigger_blocked_forgotten"
 
 
 @dataclass(frozen=True)
 class StagePolicy:
-    """Everything the profile stage decides by (built from ``Settings`` by the worker)."""
+    """Everything the profile stage decides by (built from ``Settings`` by the worker).
+
+    ``profile.pii_hash_key`` must be ``Settings.pii_hash_key`` (the default drops email/phone instead of
+    hashing them); ``max_users_per_anonymous_id`` is ``Settings.max_users_per_anonymous_id``.
+    """
 
     cart_abandonment: CartAbandonmentPolicy = CartAbandonmentPolicy()
+    profile: ProfilePolicy = ProfilePolicy()
+    max_users_per_anonymous_id: int = 3
+    max_hops: int = 8  # a command forwarded this often is dropped (redirect loop)
+
+
+class KeyState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the profile stage holds for one key of ``profile-commands``."""
+
+    key: str
+    profile: Profile | None = None
+    identity: KeyIdentity = NO_IDENTITY
+
+    @property
+    def redirect_to(self) -> str | None:
+        return self.identity.redirect_to
+
+    @property
+    def forgotten_at(self) -> float | None:
+        return self.identity.forgotten_at
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one command changes: the profile to store, when a trigger may next be due, what to send."""
+    """What one command changes and what the agent must send.
 
-    profile: Profile | None
+    ``state``: the key's new state; ``profile_changed`` / ``identity_changed``: which parts to write.
+    ``due_at``: when a trigger may next be due for the key (None: nothing pending).
+    ``forwards``: ``(key, command)`` pairs for ``profile-commands``. ``notes``: counters to increment.
+    """
+
+    state: KeyState
     due_at: float | None
     triggers: tuple[Trigger, ...] = ()
-    duplicate: bool = False
-    changed: bool = True
+    forwards: tuple[tuple[str, ProfileCommand], ...] = ()
     notes: tuple[str, ...] = field(default=())
+    profile_changed: bool = False
+    identity_changed: bool = False
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.state.profile
+
+    @property
+    def duplicate(self) -> bool:
+        return DUPLICATE in self.notes
+
+    @property
+    def changed(self) -> bool:
+        return self.profile_changed or self.identity_changed
 
 
 def _next_due(profile: Profile | None, policy: StagePolicy) -> float | None:
     return None if profile is None else cart_reminder_due_at(profile, policy.cart_abandonment)
 
 
-def step(profile: Profile | None, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
-    """Apply one command to the state of its key."""
+_RECOMPUTE = float("nan")  # sentinel: derive due_at from the new profile
+
+
+def _result(
+    before: KeyState, after: KeyState, policy: StagePolicy, *, notes: tuple[str, ...] = (),
+    forwards: tuple[tuple[str, ProfileCommand], ...] = (), triggers: tuple[Trigger, ...] = (),
+    due_at: float | None = _RECOMPUTE,
+) -> StepResult:
+    return StepResult(
+        state=after,
+        due_at=_next_due(after.profile, policy) if due_at is _RECOMPUTE else due_at,
+        triggers=triggers,
+        forwards=forwards,
+        notes=notes,
+        profile_changed=after.profile is not before.profile,
+        identity_changed=after.identity is not before.identity,
+    )
+
+
+def _forward(state: KeyState, command: ProfileCommand, policy: StagePolicy) -> StepResult:
+    """Send ``command`` on to the key this one redirects to (hops + 1), or drop it as a loop."""
+    hops = getattr(command, "hops", 0)
+    if hops >= policy.max_hops:
+        return _result(state, state, policy, notes=(REDIRECT_LOOP,))
+    forwarded = msgspec.structs.replace(command, hops=hops + 1)
+    return _result(state, state, policy, notes=(FORWARDED,), forwards=((state.identity.redirect_to, forwarded),))
+
+
+def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy) -> StepResult:
+    event = command.event
+    if state.identity.redirect_to is not None:
+        return _forward(state, command, policy)
+    if event.type == "track" and event.event == DELETION_REQUESTED:
+        forget = ForgetCustomer(customer_id=state.key, at=event.timestamp, request_id=event.message_id)
+        return _forget(state, forget, policy)
+    forgotten_at = state.identity.forgotten_at
+    if forgotten_at is not None and event.timestamp <= forgotten_at:
+        return _result(state, state, policy, notes=(FORGOTTEN_DROP,))
+    profile = state.profile
+    if profile is not None and event.message_id in profile.applied_ids:
+        return _result(state, state, policy, notes=(DUPLICATE,))
+    updated = apply_event(profile or new_profile(state.key), event, now=now, policy=policy.profile)
+    links = links_revealed(updated, event)
+    if links:
+        updated = with_linked_ids(updated, [link.alias for link in links])
+    after = msgspec.structs.replace(state, profile=updated)
+    return _result(state, after, policy, notes=(APPLIED,), forwards=tuple((link.alias, link) for link in links))
+
+
+def _link(state: KeyState, command: LinkIdentity, policy: StagePolicy) -> StepResult:
+    decision = decide_link(state.identity, state.profile, command, max_users=policy.max_users_per_anonymous_id)
+    after = KeyState(key=state.key, profile=decision.profile, identity=decision.identity)
+    forwards = ((command.customer_id, decision.absorb),) if decision.absorb is not None else ()
+    return _result(state, after, policy, notes=(decision.note,), forwards=forwards)
+
+
+def _absorb(state: KeyState, command: AbsorbProfile, policy: StagePolicy) -> StepResult:
+    if state.identity.redirect_to is not None:
+        return _forward(state, command, policy)
+    forgotten_at = state.identity.forgotten_at
+    if forgotten_at is not None and command.linked_at <= forgotten_at:
+        return _result(state, state, policy, notes=(ABSORB_FORGOTTEN,))
+    profile = state.profile or new_profile(state.key)
+    if command.absorb_id in profile.absorbed_ids:
+        return _result(state, state, policy, notes=(ABSORB_DUPLICATE,))
+    merged = merge_profiles(profile, command.absorbed, half_life_s=policy.profile.affinity_half_life_s)
+    merged = msgspec.structs.replace(
+        merged, absorbed_ids=capped_append(merged.absorbed_ids, command.absorb_id, MAX_ABSORBED_IDS))
+    links = flattening_links(merged, command.absorbed, command.linked_at)
+    after = msgspec.structs.replace(state, profile=merged)
+    return _result(state, after, policy, notes=(ABSORBED,), forwards=tuple((link.alias, link) for link in links))
+
+
+def _forget(state: KeyState, command: ForgetCustomer, policy: StagePolicy) -> StepResult:
+    if state.identity.redirect_to is not None:
+        return _forward(state, command, policy)
+    profile = state.profile
+    linked = profile.linked_ids if profile is not None else ()
+    forgotten_at = max(state.identity.forgotten_at or command.at, command.at)
+    identity = KeyIdentity(forgotten_at=forgotten_at)
+    if identity == state.identity and profile is None:
+        return _result(state, state, policy, notes=(FORGOTTEN,), due_at=None)
+    unlinks = tuple(
+        (alias, UnlinkIdentity(alias=alias, customer_id=state.key, at=command.at)) for alias in linked
+    )
+    after = KeyState(key=state.key, profile=None, identity=identity)
+    return _result(state, after, policy, notes=(FORGOTTEN,), forwards=unlinks, due_at=None)
+
+
+def _unlink(state: KeyState, command: UnlinkIdentity, policy: StagePolicy) -> StepResult:
+    identity = decide_unlink(state.identity, command)
+    after = state if identity == state.identity else msgspec.structs.replace(state, identity=identity)
+    return _result(state, after, policy, notes=(UNLINKED,))
+
+
+def _check(state: KeyState, command: CheckTriggers, policy: StagePolicy) -> StepResult:
+    profile = state.profile
+    if profile is None:
+        return _result(state, state, policy, due_at=None)
+    forgotten_at = state.identity.forgotten_at
+    if forgotten_at is not None and profile.cart_updated_at <= forgotten_at:
+        return _result(state, state, policy, notes=(TRIGGER_BLOCKED_FORGOTTEN,), due_at=None)
+    trigger = decide_cart_abandonment(profile, command.now, policy.cart_abandonment)
+    if trigger is None:
+        due_at = _next_due(profile, policy)
+        # Due but not decided means stale (idle past max age): stop checking it.
+        return _result(state, state, policy, due_at=None if due_at is not None and due_at <= command.now else due_at)
+    after = msgspec.structs.replace(state, profile=record_trigger(profile, trigger))
+    return _result(state, after, policy, triggers=(trigger,))
+
+
+def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
+    """Apply one command to the state of its key (``state.key`` is the command's Kafka key).
+
+    - ``ApplyEvent``: forwarded (hops + 1) if the key redirects; "Deletion Requested" forgets the
+      customer; else applied to the profile (a new one if none), asking for links it reveals.
+    - ``LinkIdentity``: ``core.identity.decide_link`` at the alias; may forward an ``AbsorbProfile``.
+    - ``AbsorbProfile``: merged once per ``absorb_id``; re-points the absorbed profile's linked ids.
+    - ``ForgetCustomer``: profile deleted, ``UnlinkIdentity`` to every linked id, key marked forgotten.
+    - ``UnlinkIdentity``: the alias drops its redirect to the forgotten customer.
+    - ``CheckTriggers``: cart abandonment as before (nothing for forgotten state).
+    """
     if isinstance(command, ApplyEvent):
-        if profile is not None and command.event.message_id in profile.applied_ids:
-            return StepResult(profile=profile, due_at=_next_due(profile, policy), duplicate=True, changed=False)
-        updated = apply_event(profile, command.event, now=now)
-        return StepResult(profile=updated, due_at=_next_due(updated, policy))
+        return _apply(state, command, now, policy)
     if isinstance(command, CheckTriggers):
-        if profile is None:
-            return StepResult(profile=None, due_at=None, changed=False)
-        trigger = decide_cart_abandonment(profile, command.now, policy.cart_abandonment)
-        if trigger is None:
-            due_at = _next_due(profile, policy)
-            # Due but not decided means stale (idle past max age): stop checking it.
-            return StepResult(profile=profile, due_at=None if due_at is not None and due_at <= command.now else due_at,
-                              changed=False)
-        updated = record_trigger(profile, trigger)
-        return StepResult(profile=updated, due_at=_next_due(updated, policy), triggers=(trigger,))
+        return _check(state, command, policy)
+    if isinstance(command, LinkIdentity):
+        return _link(state, command, policy)
+    if isinstance(command, AbsorbProfile):
+        return _absorb(state, command, policy)
+    if isinstance(command, ForgetCustomer):
+        return _forget(state, command, policy)
+    if isinstance(command, UnlinkIdentity):
+        return _unlink(state, command, policy)
     msg = f"unknown profile command {type(command).__name__}"
     raise TypeError(msg)
+
+
+def step(profile: Profile | None, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
+    """Compatibility wrapper for the agent of the walking skeleton (profile table only, no identity).
+
+    Treats the key as having no redirect and no deletion marker; ``result.forwards`` and the identity
+    are ignored by that agent, so links, merges and deletions only take effect once it calls ``step_key``.
+    """
+    key = profile.customer_id if profile is not None else _key_of(command)
+    return step_key(KeyState(key=key, profile=profile), command, now=now, policy=policy)
+
+
+def _key_of(command: ProfileCommand) -> str:
+    if isinstance(command, ApplyEvent):
+        return command.event.routing_id
+    if isinstance(command, (LinkIdentity, UnlinkIdentity)):
+        return command.alias
+    return getattr(command, "customer_id", "")

@@ -4,12 +4,22 @@ The profile stage is the only writer of per-customer state; everything that must
 (a new event, a time-based check, an identity link, a merge, a deletion) reaches it as one of these,
 so that each change happens in the partition that owns the key, in order, inside a stream event.
 Encoded with msgpack (msgspec): compact and several times faster than JSON for this hot path.
+
+Who sends what (all keyed by the id named first):
+
+- ``ApplyEvent``      ingestion → key ``event.routing_id``; a redirected key forwards it (``hops`` + 1).
+- ``CheckTriggers``   trigger timer → key of a customer with a due time.
+- ``LinkIdentity``    profile stage of ``customer_id`` → key ``alias``: "this id belongs to that customer".
+- ``AbsorbProfile``   profile stage of the alias → key ``customer_id``: merge the alias's profile.
+- ``ForgetCustomer``  "Deletion Requested" event or the API → key ``customer_id`` (redirects forward it).
+- ``UnlinkIdentity``  profile stage of a forgotten customer → key ``alias``: drop the redirect.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from core.profile import Profile
 from schemas.events import Event
 
 
@@ -26,7 +36,55 @@ class CheckTriggers(msgspec.Struct, frozen=True, tag="check"):
     now: float
 
 
-ProfileCommand = ApplyEvent | CheckTriggers
+class LinkIdentity(msgspec.Struct, frozen=True, kw_only=True, tag="link"):
+    """Key ``alias``: redirect this id to ``customer_id`` and hand its profile over (see ``core.identity``).
+
+    ``kind`` is ``"identify"`` (userId + anonymousId seen together: never merges two user ids) or
+    ``"alias"`` (an explicit Segment alias call: may merge a user id into another). ``at`` is the time of
+    the event that revealed the link; ``link_id`` is deterministic (``core.identity.link_id_for``).
+    ``via`` (set only after a merge) re-points an alias that redirects to ``via`` straight to ``customer_id``.
+    """
+
+    alias: str
+    customer_id: str
+    at: float
+    link_id: str
+    kind: str = "identify"
+    via: str = ""
+
+
+class AbsorbProfile(msgspec.Struct, frozen=True, kw_only=True, tag="absorb"):
+    """Key ``customer_id``: merge ``absorbed`` (the alias's former profile) into the customer's profile.
+
+    ``absorb_id`` is deterministic, so a replayed absorb is merged once; ``linked_at`` is the link's time
+    (an absorb of a link older than the customer's deletion is dropped).
+    """
+
+    customer_id: str
+    absorbed: Profile
+    absorb_id: str
+    linked_at: float
+    hops: int = 0
+
+
+class ForgetCustomer(msgspec.Struct, frozen=True, kw_only=True, tag="forget"):
+    """Key ``customer_id``: delete the profile, unlink every linked id, block replays older than ``at``."""
+
+    customer_id: str
+    at: float
+    request_id: str = ""
+    hops: int = 0
+
+
+class UnlinkIdentity(msgspec.Struct, frozen=True, kw_only=True, tag="unlink"):
+    """Key ``alias``: the customer it redirected to was forgotten at ``at``; drop the redirect."""
+
+    alias: str
+    customer_id: str
+    at: float
+
+
+ProfileCommand = ApplyEvent | CheckTriggers | LinkIdentity | AbsorbProfile | ForgetCustomer | UnlinkIdentity
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ProfileCommand)
