@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The demo: set-up, then Kafka + a worker + a time-compressed day of synthetic shoppers; triggers are
+# printed as they arrive, then a summary; the worker and the broker are stopped by pid at the end.
+# Extra arguments go to `streamcdp demo` (e.g. --customers 300 --seconds 60).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/bootstrap.sh
+exec .venv/bin/streamcdp demo "$@"
