@@ -822,7 +822,7 @@ def profile_document(profile: Profile, *, now: float, policy: TraitPolicy = DEFA
         "first_seen": profile.first_seen,
         "last_seen": profile.last_seen,
         "event_count": profile.event_count,
-        "cart": msgspec.to_builtins(profile.cart),
+        "cart": [msgspec.to_builtins(item) for item in profile.cart],
         "cart_updated_at": profile.cart_updated_at,
         "last_checkout_at": profile.last_checkout_at,
         "orders": profile.orders,
