@@ -1,0 +1,156 @@
+"""Replenishment prediction: when will a customer next buy a consumable they have bought before?
+
+Pure: a function of the profile's ``product_purchases`` (product id → purchase timestamps) and a
+``ConsumableCatalog`` (which products are consumables and their default cycle). With two or more
+purchases the customer's own rhythm wins (median inter-purchase interval); after one purchase the
+catalog's default cycle for the product (else for its category) is used.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from core.errors import ConfigError
+
+DAY_S = 86400.0
+# Purchases of one product closer together than this are one shopping trip (a split order), not a cycle.
+MIN_INTERVAL_S = 3600.0
+
+
+@dataclass(frozen=True)
+class ConsumableCatalog:
+    """Default replenishment cycles: per product, else per category (days); and each product's category."""
+
+    cycle_days_by_product: Mapping[str, float] = field(default_factory=dict)
+    cycle_days_by_category: Mapping[str, float] = field(default_factory=dict)
+    category_by_product: Mapping[str, str] = field(default_factory=dict)
+
+    def category_of(self, product_id: str) -> str:
+        return self.category_by_product.get(product_id, "")
+
+    def default_cycle_days(self, product_id: str) -> float | None:
+        """The catalog cycle for ``product_id``, or None if it is not a known consumable."""
+        if product_id in self.cycle_days_by_product:
+            return self.cycle_days_by_product[product_id]
+        return self.cycle_days_by_category.get(self.category_of(product_id))
+
+
+@dataclass(frozen=True)
+class Replenishment:
+    """The expected next purchase of one consumable by one customer."""
+
+    product_id: str
+    category: str
+    last_purchase_at: float
+    interval_days: float
+    expected_at: float
+    basis: str  # "own" (median of the customer's intervals) or "catalog" (default cycle)
+    purchases: int
+
+
+def purchase_intervals(timestamps: Iterable[float]) -> list[float]:
+    """Gaps (seconds) between successive purchases, ignoring repeats within ``MIN_INTERVAL_S``."""
+    ordered = sorted(timestamps)
+    gaps: list[float] = []
+    previous: float | None = None
+    for at in ordered:
+        if previous is not None and at - previous >= MIN_INTERVAL_S:
+            gaps.append(at - previous)
+            previous = at
+        elif previous is None:
+            previous = at
+    return gaps
+
+
+def predict_product(
+    product_id: str, timestamps: Sequence[float], catalog: ConsumableCatalog
+) -> Replenishment | None:
+    """The next expected purchase of one consumable, or None (not a consumable, or never bought)."""
+    default = catalog.default_cycle_days(product_id)
+    if default is None or not timestamps:
+        return None
+    gaps = purchase_intervals(timestamps)
+    if gaps:
+        interval_s, basis = statistics.median(gaps), "own"
+    else:
+        interval_s, basis = default * DAY_S, "catalog"
+    last = max(timestamps)
+    return Replenishment(
+        product_id=product_id,
+        category=catalog.category_of(product_id),
+        last_purchase_at=last,
+        interval_days=interval_s / DAY_S,
+        expected_at=last + interval_s,
+        basis=basis,
+        purchases=len(gaps) + 1,
+    )
+
+
+def predict_replenishment(
+    product_purchases: Mapping[str, Sequence[float]], catalog: ConsumableCatalog
+) -> dict[str, Replenishment]:
+    """For every consumable the customer has bought: when they are expected to buy it again."""
+    predictions: dict[str, Replenishment] = {}
+    for product_id, timestamps in product_purchases.items():
+        if not isinstance(timestamps, (list, tuple)):
+            continue
+        prediction = predict_product(product_id, [float(t) for t in timestamps], catalog)
+        if prediction is not None:
+            predictions[product_id] = prediction
+    return predictions
+
+
+def due_replenishments(
+    product_purchases: Mapping[str, Sequence[float]], catalog: ConsumableCatalog, *, now: float, within_days: float
+) -> list[Replenishment]:
+    """Consumables expected within ``within_days`` from ``now`` (or overdue), soonest first."""
+    horizon = now + within_days * DAY_S
+    due = [p for p in predict_replenishment(product_purchases, catalog).values() if p.expected_at <= horizon]
+    return sorted(due, key=lambda p: (p.expected_at, p.product_id))
+
+
+def catalog_from_mapping(data: Mapping, *, source: str = "consumables") -> ConsumableCatalog:
+    """``{"products": {id: days}, "categories": {name: days}, "product_categories": {id: name}}`` → catalog.
+
+    Also accepts a flat ``{product_id_or_category: days}`` mapping (each key may name a product or a category).
+    """
+    if not isinstance(data, Mapping):
+        message = f"{source}: expected a mapping"
+        raise ConfigError(message)
+    if not {"products", "categories", "product_categories"} & set(data):
+        data = {"products": data, "categories": data}
+    products = _cycles(data.get("products") or {}, f"{source}.products")
+    categories = _cycles(data.get("categories") or {}, f"{source}.categories")
+    product_categories = data.get("product_categories") or {}
+    if not isinstance(product_categories, Mapping):
+        message = f"{source}.product_categories: expected a mapping of product id to category"
+        raise ConfigError(message)
+    return ConsumableCatalog(products, categories, {str(k): str(v) for k, v in product_categories.items()})
+
+
+def _cycles(data: object, source: str) -> dict[str, float]:
+    if not isinstance(data, Mapping):
+        message = f"{source}: expected a mapping of id to cycle days"
+        raise ConfigError(message)
+    cycles: dict[str, float] = {}
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3650:
+            message = f"{source}.{key}: cycle must be a number of days in (0, 3650], got {value!r}"
+            raise ConfigError(message)
+        cycles[str(key)] = float(value)
+    return cycles
+
+
+def catalog_from_generator() -> ConsumableCatalog | None:
+    """The consumables of the workload generator's catalog (``core.generator.CATALOG``), if it exists."""
+    try:
+        from core.generator import CATALOG
+    except ImportError:
+        return None
+    consumables = [product for product in CATALOG if getattr(product, "cycle_days", 0)]
+    return ConsumableCatalog(
+        cycle_days_by_product={p.product_id: float(p.cycle_days) for p in consumables},
+        category_by_product={p.product_id: p.category for p in CATALOG},
+    )

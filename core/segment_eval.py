@@ -1,0 +1,125 @@
+"""Segment evaluation as pure functions: memberships, what changed and why, and when time alone changes them.
+
+    memberships = evaluate_segments(definitions, profile, now=now)
+    entered, exited = diff_memberships(before, memberships, definitions)
+    due = next_time_change(definitions, profile, now=now)   # schedule a re-check at ``due``
+
+``profile`` is a ``core.profile.Profile`` or the dict view of one (``profile_document``'s output or
+``msgspec.to_builtins(profile)``). Nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from core.segment_defs import SegmentDefinitions
+from core.segment_fields import profile_view
+from core.segment_rules import Context, breakpoints, evaluate_node
+
+ENTERED = "entered"
+EXITED = "exited"
+
+
+class SegmentChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A customer entered or left a segment (published on ``segments.changes``, keyed by customer id)."""
+
+    customer_id: str
+    segment: str
+    change: Literal["entered", "exited"]
+    at: float
+    reason: str
+    group: str = ""
+
+
+def _context(definitions: SegmentDefinitions, profile: Any, now: float) -> Context:
+    return Context(profile_view(profile, now=now), now, definitions.consumables)
+
+
+def _memberships(definitions: SegmentDefinitions, ctx: Context) -> frozenset[str]:
+    members = {rule.name for rule in definitions.independent if evaluate_node(rule.condition, ctx)}
+    for group in definitions.groups:
+        pick = next((rule.name for rule in group.segments if evaluate_node(rule.condition, ctx)), None)
+        if pick is not None:
+            members.add(pick)
+    return frozenset(members)
+
+
+def evaluate_segments(definitions: SegmentDefinitions, profile: Any, *, now: float) -> frozenset[str]:
+    """The segments ``profile`` belongs to at ``now``: matching independents and each group's first match."""
+    return _memberships(definitions, _context(definitions, profile, now))
+
+
+def next_time_change(definitions: SegmentDefinitions, profile: Any, *, now: float) -> float | None:
+    """The earliest instant after ``now`` at which, with no new event, the memberships would differ.
+
+    Time-driven atoms (windows, ``days_since`` comparisons, replenishment) list the instants at which they
+    flip; between two such instants nothing can change, so trying them in order finds the exact answer.
+    None: time alone never changes this profile's memberships.
+    """
+    ctx = _context(definitions, profile, now)
+    candidates = sorted({t for rule in definitions.rules for t in breakpoints(rule.condition, ctx) if t > now})
+    if not candidates:
+        return None
+    current = _memberships(definitions, ctx)
+    for at in candidates:
+        if _memberships(definitions, Context(ctx.view, at, ctx.consumables)) != current:
+            return at
+    return None
+
+
+def _group_of(definitions: SegmentDefinitions | None, name: str) -> str:
+    rule = definitions.rule(name) if definitions is not None else None
+    return rule.group or "" if rule is not None else ""
+
+
+def _reason(definitions: SegmentDefinitions | None, name: str, change: str, others: frozenset[str]) -> str:
+    rule = definitions.rule(name) if definitions is not None else None
+    if definitions is not None and rule is None:
+        return "segment no longer defined"
+    if rule is None:
+        return f"{change} {name}"
+    if change == ENTERED:
+        prefix = f"first match in waterfall {rule.group}" if rule.group else "matches"
+        return f"{prefix}: {rule.rule}"
+    if rule.group:
+        group = next(g for g in definitions.groups if g.name == rule.group)
+        now_in = next((r.name for r in group.segments if r.name in others), None)
+        if now_in is not None:
+            return f"waterfall {rule.group} now picks {now_in}"
+    return f"no longer matches: {rule.rule}"
+
+
+def diff_memberships(
+    before: frozenset[str] | set[str], after: frozenset[str] | set[str],
+    definitions: SegmentDefinitions | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(entered, exited)``: each maps a segment name to the reason (which rule), sorted by name."""
+    before, after = frozenset(before), frozenset(after)
+    entered = {name: _reason(definitions, name, ENTERED, after) for name in sorted(after - before)}
+    exited = {name: _reason(definitions, name, EXITED, after) for name in sorted(before - after)}
+    return entered, exited
+
+
+def segment_changes(
+    customer_id: str, before: frozenset[str], after: frozenset[str], definitions: SegmentDefinitions,
+    *, at: float,
+) -> tuple[SegmentChange, ...]:
+    """The ``SegmentChange`` records for one customer's move from ``before`` to ``after`` (exits first)."""
+    entered, exited = diff_memberships(before, after, definitions)
+    changes: list[SegmentChange] = []
+    for kind, table in ((EXITED, exited), (ENTERED, entered)):
+        changes.extend(
+            SegmentChange(customer_id=customer_id, segment=name, change=kind, at=at, reason=reason,
+                          group=_group_of(definitions, name))
+            for name, reason in table.items()
+        )
+    return tuple(changes)
+
+
+def explain_segments(definitions: SegmentDefinitions, profile: Any, *, now: float) -> Mapping[str, bool]:
+    """Every rule's own answer (ignoring waterfall exclusivity): for ``segments eval`` and debugging."""
+    ctx = _context(definitions, profile, now)
+    return {rule.name: evaluate_node(rule.condition, ctx) for rule in definitions.rules}
