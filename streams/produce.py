@@ -1,0 +1,280 @@
+"""``streamcdp produce``: send JSONL Segment Spec events to the inbound topics, one line per message.
+
+Each line goes to ``events.<family>`` (family from ``schemas.validation.family_of``; track names we do not
+model go to clickstream), keyed by its routing id (userId, else anonymousId) as UTF-8, its bytes unchanged.
+``--validate`` runs the full contract check locally and does not send rejected lines; ``--raw`` sends every
+line as it is, even broken ones (to exercise the dead-letter path); ``--topic`` overrides the routing.
+
+The pure part is ``route_line`` (a line → where it goes, or why not); ``produce_lines`` is the loop
+(numbering, pacing, progress, summary) around any ``send`` callable, so ``streamcdp generate --produce``
+reuses it, and tests drive it without Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from core.errors import InvalidEvent, StreamcdpError
+from schemas.events import OTHER
+from schemas.validation import ContractLimits, decode_event, family_of
+from streams.settings import Settings
+from streams.topics import TopicNames, topic_names
+
+MAX_REPORTED_REJECTIONS = 50
+
+
+@dataclass(frozen=True)
+class Routed:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    detail: str
+
+
+@dataclass
+class ProduceSummary:
+    sent: int = 0
+    rejected: int = 0
+    failed: int = 0  # sends the broker did not acknowledge
+    seconds: float = 0.0
+    rejections: list[tuple[str, int, str, str]] = field(default_factory=list)  # (source, line, reason, detail)
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"sent {self.sent}, rejected {self.rejected}, failed {self.failed}, "
+                f"{self.seconds:.2f} s, {self.rate:.0f} events/s")
+
+
+def contract_limits(settings: Settings) -> ContractLimits:
+    return ContractLimits(max_event_bytes=settings.max_event_bytes, max_future_skew_s=settings.max_future_skew_s,
+                          max_past_skew_s=settings.max_past_skew_s)
+
+
+def _routing_key(payload: dict) -> bytes | None:
+    for name in ("userId", "anonymousId"):
+        value = payload.get(name)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
+            return str(value).encode()
+    return None
+
+
+def route_line(line: bytes, *, topics: TopicNames, validate: bool = False, raw: bool = False,
+               topic: str | None = None, now: float = 0.0, limits: ContractLimits = ContractLimits()) -> Routed | Rejected:
+    """Where one JSONL line goes (topic, key, its bytes) or why it is not sent; ``now`` is for ``validate``."""
+    value = line.rstrip(b"\r\n")
+    if validate:
+        try:
+            event = decode_event(value, now=now, limits=limits)
+        except InvalidEvent as exc:
+            return Rejected(exc.reason, exc.detail)
+        family = event.family
+        key: bytes | None = event.routing_id.encode()
+    else:
+        try:
+            payload: Any = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            payload = None
+            if not raw:
+                return Rejected("not_json", str(exc)[:120])
+        if isinstance(payload, dict):
+            family = family_of(str(payload.get("type")), payload.get("event"))
+            key = _routing_key(payload)
+        else:
+            if not raw:
+                return Rejected("not_an_object", f"top level is {type(payload).__name__}")
+            family, key = OTHER, None
+        if key is None and not raw:
+            return Rejected("missing_identity", "neither userId nor anonymousId")
+    if topic is None:
+        topic = topics.inbound("clickstream" if family == OTHER else family)
+    return Routed(topic=topic, key=key, value=value)
+
+
+def pace_delay(sent: int, elapsed: float, rate: float) -> float:
+    """Seconds to wait before the next send so that ``sent`` messages take ``sent / rate`` seconds (0: no limit)."""
+    if rate <= 0:
+        return 0.0
+    return max(0.0, sent / rate - elapsed)
+
+
+class Progress:
+    """A live counter on stderr when it is a terminal, else a line every ``every_s`` seconds."""
+
+    def __init__(self, stream: IO[str], every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every_s = 0.2 if self.tty else every_s
+        self.clock = clock
+        self.started = clock()
+        self.last = self.started
+
+    def update(self, summary: ProduceSummary) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.started
+        text = f"sent {summary.sent}, rejected {summary.rejected}, {summary.sent / max(elapsed, 1e-9):.0f} events/s"
+        self.stream.write(f"\r{text}   " if self.tty else f"{text}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def produce_lines(numbered_lines: Iterable[tuple[str, int, bytes]], route: Callable[[bytes], Routed | Rejected],
+                  send: Callable[[Routed], None], *, rate: float = 0.0, progress: Progress | None = None,
+                  clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> ProduceSummary:
+    """Route and send every non-blank line; rejected lines are counted and remembered, not sent."""
+    summary = ProduceSummary()
+    started = clock()
+    for source, number, line in numbered_lines:
+        if not line.strip():
+            continue
+        routed = route(line)
+        if isinstance(routed, Rejected):
+            summary.rejected += 1
+            if len(summary.rejections) < MAX_REPORTED_REJECTIONS:
+                summary.rejections.append((source, number, routed.reason, routed.detail))
+            continue
+        if rate > 0:
+            delay = pace_delay(summary.sent, clock() - started, rate)
+            if delay > 0.001:
+                sleep(delay)
+        send(routed)
+        summary.sent += 1
+        if progress is not None and summary.sent % 1000 == 0:
+            progress.update(summary)
+    summary.seconds = clock() - started
+    return summary
+
+
+def read_lines(paths: list[str], stdin: IO[bytes]) -> Iterator[tuple[str, int, bytes]]:
+    """(source, line number, bytes) of every line of the files, or of stdin for none or ``-``."""
+    for path in paths or ["-"]:
+        if path == "-":
+            yield from (("<stdin>", number, line) for number, line in enumerate(stdin, 1))
+            continue
+        with Path(path).open("rb") as handle:
+            yield from ((path, number, line) for number, line in enumerate(handle, 1))
+
+
+class KafkaSender:
+    """Batched, asynchronous sends with kafka-python; ``close`` flushes and reports unacknowledged sends."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaProducer
+        from kafka.errors import NoBrokersAvailable
+
+        try:
+            import lz4  # noqa: F401  # optional: compress only if the codec is installed
+
+            compression = "lz4"
+        except ImportError:
+            compression = None
+        try:
+            self.producer = KafkaProducer(
+                bootstrap_servers=settings.broker_bootstrap, client_id="streamcdp-produce", acks=1,
+                linger_ms=20, batch_size=256 * 1024, buffer_memory=128 * 1024 * 1024,
+                max_request_size=4 * 1024 * 1024, compression_type=compression, enable_idempotence=False,
+            )
+        except NoBrokersAvailable:
+            message = f"no Kafka broker reachable at {settings.broker_bootstrap}"
+            raise StreamcdpError(message) from None
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def _on_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+
+    def send(self, routed: Routed) -> None:
+        self.producer.send(routed.topic, value=routed.value, key=routed.key).add_errback(self._on_error)
+
+    def close(self) -> int:
+        """Flush, close, and return how many sends failed."""
+        self.producer.flush()
+        self.producer.close()
+        return self.failed
+
+
+def report(summary: ProduceSummary, stream: IO[str]) -> None:
+    """Rejections with their line numbers, then the one summary line."""
+    for source, number, reason, detail in summary.rejections:
+        stream.write(f"{source}:{number}: rejected: {reason}: {detail}\n")
+    if summary.rejected > len(summary.rejections):
+        stream.write(f"... and {summary.rejected - len(summary.rejections)} more rejected lines\n")
+    stream.write(summary.line() + "\n")
+    stream.flush()
+
+
+def create_topics(settings: Settings) -> None:
+    """The project's topics, created if missing; a clear error when no broker answers."""
+    from kafka.errors import NoBrokersAvailable
+
+    from streams.topics import ensure_topics
+
+    try:
+        ensure_topics(settings)
+    except NoBrokersAvailable:
+        message = f"no Kafka broker reachable at {settings.broker_bootstrap}"
+        raise StreamcdpError(message) from None
+
+
+def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    topics = topic_names(settings)
+    limits = contract_limits(settings)
+
+    def route(line: bytes) -> Routed | Rejected:
+        return route_line(line, topics=topics, validate=args.validate, raw=args.raw, topic=args.topic,
+                          now=time.time(), limits=limits)
+
+    if not args.no_create_topics:
+        create_topics(settings)
+    sender = KafkaSender(settings)
+    progress = Progress(sys.stderr)
+    try:
+        summary = produce_lines(read_lines(args.files, sys.stdin.buffer), route, sender.send, rate=args.rate,
+                                progress=progress)
+    finally:
+        failed = sender.close()
+        progress.done()
+    summary.failed = failed
+    report(summary, sys.stderr)
+    return 1 if summary.rejected or summary.failed else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "produce", help="send JSONL events to the inbound topics",
+        description="Send JSONL Segment Spec events (files or stdin) to events.<family>, keyed by userId or "
+                    "anonymousId. Exit status 1 when a line was rejected or not acknowledged.",
+    )
+    parser.add_argument("files", nargs="*", help="JSONL files (none or '-': stdin)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--validate", action="store_true", help="check each line against the contract; don't send rejects")
+    mode.add_argument("--raw", action="store_true", help="send every line as-is, even unparseable ones")
+    parser.add_argument("--topic", default=None, help="send everything to this topic instead of events.<family>")
+    parser.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    parser.add_argument("--no-create-topics", action="store_true", help="don't create missing project topics first")
+    parser.set_defaults(handler=_cmd_produce)
