@@ -121,8 +121,10 @@ def absorb_id_for(link: LinkIdentity) -> str:
 def links_revealed(profile: Profile, event: Event) -> tuple[LinkIdentity, ...]:
     """Links the canonical ``profile`` must ask for after applying ``event`` (first sighting only).
 
-    An event with a userId and an anonymousId links the anonymous id (``identify``); an alias call
-    links its previousId (``alias``). Ids already in ``profile.linked_ids`` or equal to the key are skipped.
+    An event with a userId and an anonymousId links the anonymous id (``identify``) the first time the
+    profile sees it (ids in ``profile.linked_ids`` are skipped, so a device seen again by a user it is
+    already linked to costs nothing). An alias call always links its previousId (``alias``): it is rare,
+    explicit, and may follow a refused identify link of the same id; the alias's key deduplicates it.
     """
     key = profile.customer_id
     wanted: list[tuple[str, str]] = []
@@ -133,7 +135,7 @@ def links_revealed(profile: Profile, event: Event) -> tuple[LinkIdentity, ...]:
     return tuple(
         LinkIdentity(alias=alias, customer_id=key, at=event.timestamp, link_id=link_id_for(alias, key, kind), kind=kind)
         for alias, kind in wanted
-        if alias != key and alias not in profile.linked_ids
+        if alias != key and (kind == ALIAS or alias not in profile.linked_ids)
     )
 
 
