@@ -472,7 +472,8 @@ def _view_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict
             seen = tuple(entry for entry in profile.recently_viewed if entry[0] != product_id)
             previous = next((entry[1] for entry in profile.recently_viewed if entry[0] == product_id), at)
             entry = (product_id, max(previous, at))
-            viewed = (*seen, entry) if not seen or entry[1] >= seen[-1][1] else tuple(
+            # Ordered by (time, product id), the order merge_profiles keeps too.
+            viewed = (*seen, entry) if not seen or (entry[1], entry[0]) >= (seen[-1][1], seen[-1][0]) else tuple(
                 sorted((*seen, entry), key=lambda e: (e[1], e[0])))
             changes["recently_viewed"] = viewed[-MAX_RECENTLY_VIEWED:]
         weight = policy.affinity_view
