@@ -82,7 +82,7 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
 
     # --- identity ------------------------------------------------------------------------------
     user_id: str | None = None
-    anonymous_ids: tuple[str, ...] = ()  # newest last (capped)
+    anonymous_ids: tuple[str, ...] = ()  # first-seen order (capped)
     linked_ids: tuple[str, ...] = ()  # every id this profile asked to link or absorbed (capped)
     absorbed_ids: tuple[str, ...] = ()  # absorb ids already merged in (capped): absorb replay guard
     email_hash: str | None = None
@@ -103,7 +103,7 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     sessions: int = 0
     last_session_id: str = ""
     last_active_at: float = 0.0  # latest user-activity event (sessions are split on its gaps)
-    devices: tuple[str, ...] = ()  # newest last (capped)
+    devices: tuple[str, ...] = ()  # first-seen order (capped)
     product_views: dict[str, int] = {}
     category_views: dict[str, int] = {}
     category_affinity: dict[str, Affinity] = {}
@@ -117,7 +117,7 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     orders_with_coupon: int = 0
     payment_methods: dict[str, int] = {}
     size_counts: dict[str, dict[str, int]] = {}  # category → size → times bought
-    stores_visited: tuple[str, ...] = ()  # store ids of orders, newest last (capped)
+    stores_visited: tuple[str, ...] = ()  # store ids of orders, first-seen order (capped)
     order_ledger: dict[str, OrderRecord] = {}  # recent order_id → what it added (capped)
     refunds: int = 0  # distinct refunded order ids seen
 
@@ -195,25 +195,33 @@ def new_profile(customer_id: str) -> Profile:
 
 
 def capped_append(items: tuple, item: object, cap: int) -> tuple:
-    return (*items, item)[-cap:]
+    """``items`` with ``item`` appended, the oldest dropped past ``cap``."""
+    return items + (item,) if len(items) < cap else items[len(items) - cap + 1:] + (item,)
 
 
 # --- small immutable-collection helpers ----------------------------------------------------------
 
 
 def _remember(items: tuple[str, ...], item: str, cap: int) -> tuple[str, ...]:
-    """``items`` with ``item`` as the newest entry (moved there if present), oldest dropped past ``cap``."""
-    if items and items[-1] == item:
+    """``items`` with ``item`` added if new (first-seen order), the oldest dropped past ``cap``."""
+    if item in items:
         return items
-    return (*(x for x in items if x != item), item)[-cap:]
+    return capped_append(items, item, cap)
 
 
 def _bump(counts: dict[str, int], key: str, by: int, cap: int) -> dict[str, int]:
-    """A copy of ``counts`` with ``key`` increased; past ``cap`` the smallest *other* key is evicted."""
+    """A copy of ``counts`` with ``key`` increased.
+
+    Past ``cap`` + a quarter, the dict is trimmed back to ``cap`` entries, dropping the smallest counts
+    other than ``key`` (ties: larger key first): one sort per ``cap / 4`` new keys instead of a scan
+    per event, so a full dict stays cheap to update. A dict therefore holds at most ``cap * 5 / 4`` keys.
+    """
     updated = dict(counts)
     updated[key] = updated.get(key, 0) + by
-    if len(updated) > cap:
-        del updated[min((k for k in updated if k != key), key=lambda k: (updated[k], k))]
+    if len(updated) > cap + cap // 4:
+        ranked = sorted((k for k in updated if k != key), key=lambda k: (-updated[k], k))
+        for dropped in ranked[cap - 1:]:
+            del updated[dropped]
     return updated
 
 
@@ -286,6 +294,8 @@ def _without_one(times: tuple[float, ...], at: float) -> tuple[float, ...]:
 
 
 def _short(value: Any) -> str:
+    if type(value) is str and len(value) <= MAX_ID_CHARS:
+        return value
     return str(value)[:MAX_ID_CHARS]
 
 
@@ -469,9 +479,14 @@ def _view_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict
         product_id = product_id_of(props)
         if product_id:
             changes["product_views"] = _bump(profile.product_views, product_id, 1, MAX_PRODUCT_VIEWS)
-            seen = tuple(entry for entry in profile.recently_viewed if entry[0] != product_id)
-            previous = next((entry[1] for entry in profile.recently_viewed if entry[0] == product_id), at)
-            entry = (product_id, max(previous, at))
+            seen_at = at
+            seen = []
+            for entry in profile.recently_viewed:
+                if entry[0] == product_id:
+                    seen_at = max(seen_at, entry[1])
+                else:
+                    seen.append(entry)
+            entry = (product_id, seen_at)
             # Ordered by (time, product id), the order merge_profiles keeps too.
             viewed = (*seen, entry) if not seen or (entry[1], entry[0]) >= (seen[-1][1], seen[-1][0]) else tuple(
                 sorted((*seen, entry), key=lambda e: (e[1], e[0])))

@@ -167,10 +167,10 @@ def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy
     forgotten_at = state.identity.forgotten_at
     if forgotten_at is not None and event.timestamp <= forgotten_at:
         return _result(state, state, policy, notes=(FORGOTTEN_DROP,))
-    profile = state.profile
-    if profile is not None and event.message_id in profile.applied_ids:
+    profile = state.profile or new_profile(state.key)
+    updated = apply_event(profile, event, now=now, policy=policy.profile)
+    if updated is profile:  # apply_event returns its input unchanged for an already applied message id
         return _result(state, state, policy, notes=(DUPLICATE,))
-    updated = apply_event(profile or new_profile(state.key), event, now=now, policy=policy.profile)
     links = links_revealed(updated, event)
     if links:
         updated = with_linked_ids(updated, [link.alias for link in links])

@@ -164,6 +164,6 @@ def test_profile_size_stays_bounded_after_10000_events():
         profile = apply_event(profile, event, now=at, policy=POLICY)
     size = len(msgspec.msgpack.encode(profile))
     assert size < 48 * 1024, size
-    assert len(profile.product_views) <= 100 and len(profile.event_counts) <= 50 and len(profile.cart) <= 50
+    assert len(profile.product_views) <= 125 and len(profile.event_counts) <= 50 and len(profile.cart) <= 50
     assert len(profile.order_ledger) <= 50 and len(profile.custom_traits) <= 32 and len(profile.consent) <= 8
     assert profile.orders >= 0 and profile.revenue >= 0 and profile.event_count == 10_000
