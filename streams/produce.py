@@ -180,11 +180,17 @@ def read_lines(paths: list[str], stdin: IO[bytes]) -> Iterator[tuple[str, int, b
 
 
 class KafkaSender:
-    """Batched, asynchronous sends with kafka-python; ``close`` flushes and reports unacknowledged sends."""
+    """Fast sends with aiokafka: records are packed into per-partition batches here (aiokafka's default
+    murmur2 partitioner, so a key always lands on the same partition) and shipped by an event loop on
+    a background thread — several times faster than one ``send`` call per record. A batch is shipped
+    when full or when ``linger_s`` has passed, so paced (``--rate``) sends still go out promptly."""
 
-    def __init__(self, settings: Settings) -> None:
-        from kafka import KafkaProducer
-        from kafka.errors import NoBrokersAvailable
+    def __init__(self, settings: Settings, linger_s: float = 0.05) -> None:
+        import asyncio
+
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+        from aiokafka.partitioner import DefaultPartitioner
 
         try:
             import lz4  # noqa: F401  # optional: compress only if the codec is installed
@@ -192,29 +198,97 @@ class KafkaSender:
             compression = "lz4"
         except ImportError:
             compression = None
-        try:
-            self.producer = KafkaProducer(
+        self._asyncio = asyncio
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="streamcdp-produce", daemon=True)
+        self.thread.start()
+
+        async def make_producer() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(
                 bootstrap_servers=settings.broker_bootstrap, client_id="streamcdp-produce", acks=1,
-                linger_ms=20, batch_size=256 * 1024, buffer_memory=128 * 1024 * 1024,
-                max_request_size=4 * 1024 * 1024, compression_type=compression, enable_idempotence=False,
+                enable_idempotence=False, max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
+                compression_type=compression,
             )
-        except NoBrokersAvailable:
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer
+
+        try:
+            self.producer = self._call(make_producer())
+        except KafkaError:
+            self._stop_loop()
             message = f"no Kafka broker reachable at {settings.broker_bootstrap}"
             raise StreamcdpError(message) from None
+        self.partitioner = DefaultPartitioner()
+        self.linger_s = linger_s
+        self.partitions: dict[str, list[int]] = {}
+        self.batches: dict[tuple[str, int], Any] = {}
+        self.in_flight: list[tuple[Any, int]] = []  # (delivery future, records)
+        self.last_ship = time.monotonic()
         self.failed = 0
-        self._lock = threading.Lock()
 
-    def _on_error(self, exc: BaseException) -> None:
-        with self._lock:
-            self.failed += 1
+    def _call(self, coroutine: Any) -> Any:
+        return self._asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def _partitions_of(self, topic: str) -> list[int]:
+        if topic not in self.partitions:
+            self.partitions[topic] = sorted(self._call(self.producer.partitions_for(topic)))
+        return self.partitions[topic]
+
+    def _ship(self, topic: str, partition: int, batch: Any) -> None:
+        future = self._call(self.producer.send_batch(batch, topic, partition=partition))
+        self.in_flight.append((future, batch.record_count()))
+
+    def _ship_open(self) -> None:
+        for (topic, partition), batch in self.batches.items():
+            self._ship(topic, partition, batch)
+        self.batches = {}
+        self.last_ship = time.monotonic()
+        self._collect(done_only=True)
+
+    def _collect(self, done_only: bool) -> None:
+        """Count failed records of settled deliveries (all of them, waiting, unless ``done_only``)."""
+        settled = [(future, records) for future, records in self.in_flight if not done_only or future.done()]
+        self.in_flight = [item for item in self.in_flight if item not in settled] if done_only else []
+        if not done_only:
+            asyncio = self._asyncio
+
+            async def settle() -> None:
+                await asyncio.gather(*(future for future, _ in settled), return_exceptions=True)
+
+            self._call(settle())
+        self.failed += sum(records for future, records in settled if future.cancelled() or future.exception())
 
     def send(self, routed: Routed) -> None:
-        self.producer.send(routed.topic, value=routed.value, key=routed.key).add_errback(self._on_error)
+        partitions = self._partitions_of(routed.topic)
+        partition = self.partitioner(routed.key, partitions, partitions)
+        slot = (routed.topic, partition)
+        batch = self.batches.get(slot)
+        if batch is None:
+            batch = self.batches[slot] = self.producer.create_batch()
+        if batch.append(key=routed.key, value=routed.value, timestamp=None) is None:
+            self._ship(routed.topic, partition, batch)
+            batch = self.batches[slot] = self.producer.create_batch()
+            batch.append(key=routed.key, value=routed.value, timestamp=None)
+        if time.monotonic() - self.last_ship > self.linger_s:
+            self._ship_open()
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
 
     def close(self) -> int:
-        """Flush, close, and return how many sends failed."""
-        self.producer.flush()
-        self.producer.close()
+        """Ship what is left, wait for every acknowledgement, stop; return how many records failed."""
+        try:
+            self._ship_open()
+            self._collect(done_only=False)
+        finally:
+            self._call(self.producer.stop())
+            self._stop_loop()
         return self.failed
 
 
@@ -230,13 +304,13 @@ def report(summary: ProduceSummary, stream: IO[str]) -> None:
 
 def create_topics(settings: Settings) -> None:
     """The project's topics, created if missing; a clear error when no broker answers."""
-    from kafka.errors import NoBrokersAvailable
+    from kafka.errors import KafkaError
 
     from streams.topics import ensure_topics
 
     try:
         ensure_topics(settings)
-    except NoBrokersAvailable:
+    except KafkaError:
         message = f"no Kafka broker reachable at {settings.broker_bootstrap}"
         raise StreamcdpError(message) from None
 
