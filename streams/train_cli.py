@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 from pathlib import Path
 
 from streams.settings import Settings
@@ -14,7 +15,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from core.training import TrainingConfig, train_from_file
 
     config = TrainingConfig(cutoff_every_days=args.cutoff_every_days, test_fraction=args.test_fraction)
-    model, report = train_from_file(Path(args.events), config)
+    trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    model, report = train_from_file(Path(args.events), config, trained_at=trained_at)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(model)

@@ -1,0 +1,308 @@
+"""Propensity scores: purchase in the next 7 days, churn in the next 60, per-category affinity — pure.
+
+``compute_features(profile, now=...)`` turns a profile (the ``Profile`` record or its dict view) into a
+small feature vector; ``score_profile(models, profile, now=...)`` applies the logistic models of a
+versioned model file (``models/propensity-v1.json``, written by ``streamcdp train``) and returns scores in
+[0, 1]. Plain Python, no numpy: a dozen features cost a few microseconds.
+
+Model file (JSON)::
+
+    {"version": "propensity-v1", "trained_at": "...", "features": [...names...],
+     "models": {"purchase_7d": {"coefficients": [...], "intercept": x, "means": [...], "scales": [...],
+                                "calibration": {"method": "platt", "a": 1.0, "b": 0.0}, "metrics": {...}},
+                "churn_60d": {...}},
+     "training": {...how it was trained...}}
+
+A model's probability is ``sigmoid(a * z + b)`` with ``z = intercept + Σ coef_i (x_i - mean_i) / scale_i``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from core.errors import ConfigError
+
+DAY_S = 86400.0
+PURCHASE_7D = "purchase_7d"
+CHURN_60D = "churn_60d"
+AFFINITY_PREFIX = "affinity."
+MODEL_NAMES = (PURCHASE_7D, CHURN_60D)
+DEFAULT_MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "propensity-v1.json"
+NEVER_DAYS = 400.0  # recency of something that never happened (beyond the profile's horizon)
+AFFINITY_HALF_LIFE_S = 14 * DAY_S
+AFFINITY_PRIOR = 1.0  # affinity "of nothing else": keeps one weak signal from scoring 1.0
+
+FEATURES: tuple[str, ...] = (
+    "has_ordered",
+    "log_orders",
+    "log_revenue",
+    "log_aov",
+    "log_days_since_order",
+    "log_days_since_seen",
+    "log_tenure_days",
+    "log_events",
+    "log_sessions",
+    "viewed_7d",
+    "log_days_since_view",
+    "cart_nonempty",
+    "log_cart_value",
+    "checkout_unfinished",
+    "open_rate",
+    "click_rate",
+    "log_mean_order_gap",
+    "order_overdue",
+)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """A field of a profile record or of its dict view (the same resolver for both)."""
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _days_since(at: Any, now: float) -> float:
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or at <= 0:
+        return NEVER_DAYS
+    return min(NEVER_DAYS, max(0.0, (now - at) / DAY_S))
+
+
+def _log1p(value: float) -> float:
+    return math.log1p(max(0.0, value))
+
+
+def _engagement_rates(engagement: Any) -> tuple[float, float]:
+    delivered = opened = clicked = 0
+    if isinstance(engagement, Mapping):
+        for counts in engagement.values():
+            if isinstance(counts, Mapping):
+                delivered += int(counts.get("delivered", 0) or counts.get("sent", 0) or 0)
+                opened += int(counts.get("opened", 0) or 0)
+                clicked += int(counts.get("clicked", 0) or 0)
+    if delivered <= 0:
+        return 0.0, 0.0
+    return min(1.0, opened / delivered), min(1.0, clicked / delivered)
+
+
+def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
+    """The feature vector (in ``FEATURES`` order) of a profile record or view at ``now``."""
+    orders = max(0, int(_get(profile, "orders", 0) or 0))
+    revenue = max(0, int(_get(profile, "revenue", 0) or 0))
+    event_last_at = _get(profile, "event_last_at", {}) or {}
+    last_view = event_last_at.get("Product Viewed") if isinstance(event_last_at, Mapping) else None
+    days_since_view = _days_since(last_view, now)
+    cart = _get(profile, "cart", ()) or ()
+    cart_value = sum(max(0, int(_get(item, "quantity", 0) or 0)) * max(0, int(_get(item, "price", 0) or 0))
+                     for item in cart)
+    last_order_at = _get(profile, "last_order_at", 0.0) if orders else 0.0
+    checkout_at = _get(profile, "last_checkout_at", 0.0) or 0.0
+    open_rate, click_rate = _engagement_rates(_get(profile, "engagement"))
+    order_times = _get(profile, "order_times", ()) or ()
+    if len(order_times) >= 2:
+        mean_gap_days = max(1.0 / 24, (order_times[-1] - order_times[0]) / (len(order_times) - 1) / DAY_S)
+    else:
+        mean_gap_days = NEVER_DAYS
+    days_since_order = _days_since(last_order_at, now)
+    return (
+        1.0 if orders else 0.0,
+        _log1p(orders),
+        _log1p(revenue / 100.0),
+        _log1p(revenue / orders / 100.0) if orders else 0.0,
+        _log1p(days_since_order),
+        _log1p(_days_since(_get(profile, "last_seen", 0.0), now)),
+        _log1p(_days_since(_get(profile, "first_seen", 0.0), now)) if _get(profile, "first_seen", 0.0) else 0.0,
+        _log1p(float(_get(profile, "event_count", 0) or 0)),
+        _log1p(float(_get(profile, "sessions", 0) or 0)),
+        1.0 if days_since_view < 7 else 0.0,
+        _log1p(days_since_view),
+        1.0 if cart else 0.0,
+        _log1p(cart_value / 100.0),
+        1.0 if checkout_at and checkout_at > (last_order_at or 0.0) else 0.0,
+        open_rate,
+        click_rate,
+        _log1p(mean_gap_days),
+        min(3.0, days_since_order / mean_gap_days) if mean_gap_days < NEVER_DAYS else 0.0,
+    )
+
+
+def sigmoid(z: float) -> float:
+    """The logistic function, safe for any finite or infinite z; always within [0, 1]."""
+    if z != z:  # NaN: no information
+        return 0.5
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-min(z, 700.0)))
+    e = math.exp(max(z, -700.0))
+    return e / (1.0 + e)
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """A standardised logistic regression with Platt calibration on top."""
+
+    coefficients: tuple[float, ...]
+    intercept: float
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+    calibration_a: float = 1.0
+    calibration_b: float = 0.0
+    metrics: Mapping[str, Any] | None = None
+
+    def logit(self, features: Sequence[float]) -> float:
+        z = self.intercept
+        for coef, x, mean, scale in zip(self.coefficients, features, self.means, self.scales):
+            z += coef * (x - mean) / scale
+        return z
+
+    def probability(self, features: Sequence[float]) -> float:
+        return sigmoid(self.calibration_a * self.logit(features) + self.calibration_b)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "coefficients": list(self.coefficients), "intercept": self.intercept,
+            "means": list(self.means), "scales": list(self.scales),
+            "calibration": {"method": "platt", "a": self.calibration_a, "b": self.calibration_b},
+            "metrics": dict(self.metrics or {}),
+        }
+
+
+@dataclass(frozen=True)
+class PropensityModels:
+    """The contents of one model file."""
+
+    version: str
+    trained_at: str
+    features: tuple[str, ...]
+    models: Mapping[str, LogisticModel]
+    training: Mapping[str, Any] | None = None
+
+    def to_json(self) -> bytes:
+        document = {
+            "version": self.version, "trained_at": self.trained_at, "features": list(self.features),
+            "models": {name: model.to_json() for name, model in self.models.items()},
+            "training": dict(self.training or {}),
+        }
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def _numbers(value: Any, length: int, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) != length or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        message = f"{where}: expected {length} finite numbers"
+        raise ConfigError(message)
+    return tuple(float(v) for v in value)
+
+
+def _number(value: Any, where: str) -> float:
+    return _numbers([value], 1, where)[0]
+
+
+def parse_models(data: bytes, *, source: str = "<memory>") -> PropensityModels:
+    """Model file bytes → ``PropensityModels``; raises ``ConfigError`` naming the problem."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        message = f"{source}: not JSON: {exc}"
+        raise ConfigError(message) from None
+    if not isinstance(document, dict) or not isinstance(document.get("models"), dict):
+        message = f"{source}: expected an object with 'version', 'features' and 'models'"
+        raise ConfigError(message)
+    features = document.get("features")
+    if features != list(FEATURES):
+        message = (f"{source}: the model's features {features!r} are not this code's {list(FEATURES)!r}; "
+                   "retrain with `streamcdp train`")
+        raise ConfigError(message)
+    models: dict[str, LogisticModel] = {}
+    for name, raw in document["models"].items():
+        where = f"{source}: models.{name}"
+        if not isinstance(raw, dict):
+            message = f"{where}: expected an object"
+            raise ConfigError(message)
+        calibration = raw.get("calibration") or {"a": 1.0, "b": 0.0}
+        scales = _numbers(raw.get("scales"), len(FEATURES), f"{where}.scales")
+        if any(scale <= 0 for scale in scales):
+            message = f"{where}.scales: must be positive"
+            raise ConfigError(message)
+        models[name] = LogisticModel(
+            coefficients=_numbers(raw.get("coefficients"), len(FEATURES), f"{where}.coefficients"),
+            intercept=_number(raw.get("intercept"), f"{where}.intercept"),
+            means=_numbers(raw.get("means"), len(FEATURES), f"{where}.means"),
+            scales=scales,
+            calibration_a=_number(calibration.get("a", 1.0), f"{where}.calibration.a"),
+            calibration_b=_number(calibration.get("b", 0.0), f"{where}.calibration.b"),
+            metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {},
+        )
+    return PropensityModels(str(document.get("version", "")), str(document.get("trained_at", "")),
+                            tuple(features), models, document.get("training") or {})
+
+
+def load_models(path: str | Path | None = None) -> PropensityModels:
+    """Read a model file (default ``models/propensity-v1.json``)."""
+    path = Path(path) if path is not None else DEFAULT_MODEL_FILE
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        message = f"{path}: cannot read model file: {exc}"
+        raise ConfigError(message) from None
+    return parse_models(data, source=str(path))
+
+
+def category_affinity_scores(profile: Any, *, now: float) -> dict[str, float]:
+    """Per category, the share of the profile's time-decayed affinity: in [0, 1], summing to < 1.
+
+    ``AFFINITY_PRIOR`` acts as an "anything else" category, so a single weak signal does not score 1.0.
+    """
+    stored = _get(profile, "category_affinity", {}) or {}
+    decayed: dict[str, float] = {}
+    for category, entry in stored.items():
+        value = _get(entry, "value") if not isinstance(entry, (list, tuple)) else entry[0]
+        at = _get(entry, "at") if not isinstance(entry, (list, tuple)) else entry[1]
+        if not isinstance(value, (int, float)) or not isinstance(at, (int, float)) or value <= 0:
+            continue
+        decayed[category] = value if now <= at else value * math.pow(0.5, (now - at) / AFFINITY_HALF_LIFE_S)
+    total = sum(decayed.values()) + AFFINITY_PRIOR
+    return {category: value / total for category, value in decayed.items()}
+
+
+def score_profile(models: PropensityModels, profile: Any, *, now: float,
+                  with_affinity: bool = True) -> dict[str, float]:
+    """Every score of a profile at ``now``: the models' probabilities and ``affinity.<category>`` shares."""
+    features = compute_features(profile, now=now)
+    scores = {name: model.probability(features) for name, model in models.models.items()}
+    if with_affinity:
+        for category, share in category_affinity_scores(profile, now=now).items():
+            scores[AFFINITY_PREFIX + category] = share
+    return scores
+
+
+@dataclass(frozen=True)
+class ScoreCrossing:
+    """A score moved across a threshold: ``direction`` "up" (now ≥ threshold) or "down" (now below)."""
+
+    score: str
+    threshold: float
+    direction: str
+    before: float | None
+    after: float | None
+
+
+def score_crossings(before_scores: Mapping[str, float], after_scores: Mapping[str, float],
+                    thresholds: Mapping[str, Sequence[float]]) -> list[ScoreCrossing]:
+    """Each (score, threshold) whose side changed from ``before_scores`` to ``after_scores``.
+
+    A score missing on one side counts as below every threshold. Sorted by score name, then threshold.
+    """
+    crossings: list[ScoreCrossing] = []
+    for name in sorted(thresholds):
+        before, after = before_scores.get(name), after_scores.get(name)
+        for threshold in sorted(thresholds[name]):
+            was = before is not None and before >= threshold
+            now_above = after is not None and after >= threshold
+            if was != now_above:
+                crossings.append(ScoreCrossing(name, threshold, "up" if now_above else "down", before, after))
+    return crossings
