@@ -12,18 +12,15 @@ from core.errors import InvalidEvent
 from schemas.commands import ApplyEvent, encode_command
 from schemas.deadletter import DeadLetter
 from schemas.events import OTHER
-from schemas.validation import ContractLimits, decode_event
+from schemas.validation import decode_event
 from streams import metrics
 from streams.app import app, deadletter_topic, inbound_topic, profile_commands_topic, settings
 from streams.codecs import encode_json
+from streams.produce import contract_limits
 
 log = logging.getLogger(__name__)
 
-limits = ContractLimits(
-    max_event_bytes=settings.max_event_bytes,
-    max_future_skew_s=settings.max_future_skew_s,
-    max_past_skew_s=settings.max_past_skew_s,
-)
+limits = contract_limits(settings)
 
 
 @app.agent(inbound_topic)

@@ -1,7 +1,8 @@
-"""The profile stage: the only writer of per-customer state.
+"""The profile stage: the only writer of per-customer state (profiles, identity links, pending triggers).
 
-Reads the key's state, calls the pure ``core.profile_stage.step``, writes the result back (so the
-changelog records it) and sends the triggers it decided.
+Reads the key's state, calls the pure ``core.profile_stage.step_key``, writes back what changed (so the
+changelogs record it), forwards the commands it asks for (identity links, merges, redirects) and sends
+the triggers it decided.
 """
 
 from __future__ import annotations
@@ -9,49 +10,75 @@ from __future__ import annotations
 import logging
 import time
 
-from core.profile_stage import StagePolicy, step
+from core.profile import ProfilePolicy
+from core.profile_stage import KeyState, StagePolicy, step_key
 from core.triggers import CartAbandonmentPolicy
-from schemas.commands import ApplyEvent, decode_command
+from schemas.commands import ApplyEvent, decode_command, encode_command
 from streams import metrics
-from streams.app import app, customer_to_profile, customer_to_trigger_due, profile_commands_topic, settings, trigger_topics
-from streams.codecs import decode_profile, encode_float, encode_json, encode_profile
+from streams.app import (
+    alias_to_customer,
+    app,
+    customer_to_profile,
+    customer_to_trigger_due,
+    profile_commands_topic,
+    settings,
+    trigger_topics,
+)
+from streams.codecs import decode_identity, decode_profile, encode_float, encode_identity, encode_json, encode_profile
 
 log = logging.getLogger(__name__)
 
 policy = StagePolicy(
     cart_abandonment=CartAbandonmentPolicy(
         delay_s=settings.cart_abandonment_delay_s, max_age_s=settings.cart_abandonment_max_age_s
-    )
+    ),
+    profile=ProfilePolicy(pii_hash_key=settings.pii_hash_key),
+    max_users_per_anonymous_id=settings.max_users_per_anonymous_id,
 )
 
 
 @app.agent(profile_commands_topic)
 async def update_profiles(stream):
     async for event in stream.events():
-        key = event.key
+        key: bytes = event.key
         command = decode_command(event.value)
-        kind = "event" if isinstance(command, ApplyEvent) else "check"
-        metrics.profile_commands.labels(kind).inc()
-        before = decode_profile(customer_to_profile.get(key))
-        result = step(before, command, now=time.time(), policy=policy)
-        if result.duplicate:
-            metrics.events_duplicate.inc()
-        if result.changed and result.profile is not None:
-            customer_to_profile[key] = encode_profile(result.profile)
-        _store_due(key, result.due_at)
+        metrics.profile_commands.labels(command.__struct_config__.tag).inc()
+        state = KeyState(
+            key=key.decode(),
+            profile=decode_profile(customer_to_profile.get(key)),
+            identity=decode_identity(alias_to_customer.get(key)),
+        )
+        result = step_key(state, command, now=time.time(), policy=policy)
+        _write_back(key, result)
+        for target, forwarded in result.forwards:
+            await profile_commands_topic.send(key=target.encode(), value=encode_command(forwarded))
         for trigger in result.triggers:
             await trigger_topics[trigger.channel].send(key=trigger.customer_id.encode(), value=encode_json(trigger))
             metrics.triggers_emitted.labels(trigger.kind, trigger.channel).inc()
-        if isinstance(command, ApplyEvent) and not result.duplicate:
+        for note in result.notes:
+            metrics.profile_notes.labels(note).inc()
+        if isinstance(command, ApplyEvent) and command.hops == 0:
             lag = time.time() - command.event.timestamp
             if 0 <= lag < 3600:
                 metrics.event_lag_seconds.observe(lag)
 
 
-def _store_due(key: bytes, due_at: float | None) -> None:
-    stored = customer_to_trigger_due.get(key)
-    if due_at is None:
-        if stored is not None:
+def _write_back(key: bytes, result) -> None:
+    """Store what the step changed; no await in here, so read-modify-write of a key is atomic."""
+    new_state = result.state
+    if result.profile_changed:
+        if new_state.profile is None:
+            customer_to_profile.pop(key, None)
+        else:
+            customer_to_profile[key] = encode_profile(new_state.profile)
+    if result.identity_changed:
+        if new_state.identity.is_default:
+            alias_to_customer.pop(key, None)
+        else:
+            alias_to_customer[key] = encode_identity(new_state.identity)
+    stored_due = customer_to_trigger_due.get(key)
+    if result.due_at is None:
+        if stored_due is not None:
             del customer_to_trigger_due[key]
-    elif stored is None or float(stored) != due_at:
-        customer_to_trigger_due[key] = encode_float(due_at)
+    elif stored_due is None or float(stored_due) != result.due_at:
+        customer_to_trigger_due[key] = encode_float(result.due_at)

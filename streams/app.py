@@ -74,6 +74,9 @@ def _table(name: str, help_text: str) -> faust.Table:
 
 # Keyed by the routing id of profile-commands (canonical customer id, or an alias before linking).
 customer_to_profile = _table("customer_to_profile", "msgpack Profile per customer id")
+alias_to_customer = _table(
+    "alias_to_customer", "msgpack KeyIdentity per id: redirect to the canonical customer, link count, forgotten_at"
+)
 customer_to_trigger_due = _table(
     "customer_to_trigger_due", "epoch seconds at which a pending trigger of the customer may become due"
 )

@@ -54,7 +54,9 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # Modules that add their own subcommands: each has ``register(subparsers)`` setting ``handler(args, settings)``.
-COMMAND_MODULES: tuple[str, ...] = ("streams.segments_cli", "streams.train_cli", "streams.produce", "streams.generate")
+COMMAND_MODULES: tuple[str, ...] = (
+    "streams.produce", "streams.generate", "streams.demo", "streams.segments_cli", "streams.train_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

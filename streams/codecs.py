@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import msgspec
 
+from core.identity import NO_IDENTITY, KeyIdentity
 from core.profile import Profile
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _profile_decoder = msgspec.msgpack.Decoder(Profile)
+_identity_decoder = msgspec.msgpack.Decoder(KeyIdentity)
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -21,6 +23,15 @@ def encode_profile(profile: Profile) -> bytes:
 
 def decode_profile(raw: bytes | None) -> Profile | None:
     return None if raw is None else _profile_decoder.decode(raw)
+
+
+def encode_identity(identity: KeyIdentity) -> bytes:
+    return _msgpack_encoder.encode(identity)
+
+
+def decode_identity(raw: bytes | None) -> KeyIdentity:
+    """A missing entry is the default identity (no redirect, never forgotten)."""
+    return NO_IDENTITY if raw is None else _identity_decoder.decode(raw)
 
 
 def encode_json(record: object) -> bytes:

@@ -20,13 +20,14 @@ events_deadlettered = Counter(
     "streamcdp_events_deadlettered_total", "Inbound messages sent to the dead-letter topic, by reason.",
     ["reason"], registry=registry,
 )
-events_duplicate = Counter(
-    "streamcdp_events_duplicate_total", "Events dropped because their messageId was already applied.",
+profile_commands = Counter(
+    "streamcdp_profile_commands_total", "Commands handled by the profile stage, by command type.", ["kind"],
     registry=registry,
 )
-profile_commands = Counter(
-    "streamcdp_profile_commands_total", "Commands handled by the profile stage, by kind.", ["kind"],
-    registry=registry,
+profile_notes = Counter(
+    "streamcdp_profile_outcomes_total",
+    "Outcomes of the profile stage (applied, duplicate, forwarded, linked, overmerge_blocked, forgotten, ...).",
+    ["outcome"], registry=registry,
 )
 triggers_emitted = Counter(
     "streamcdp_triggers_emitted_total", "Triggers published, by kind and channel.", ["kind", "channel"],

@@ -7,14 +7,14 @@ the worker that owns the id's partition, so any worker can be asked.
 from __future__ import annotations
 
 import hmac
-
-import msgspec
+import time
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics
-from streams.app import app, customer_to_profile, settings
-from streams.codecs import decode_profile
+from core.profile import profile_document
+from streams.app import alias_to_customer, app, customer_to_profile, settings
+from streams.codecs import decode_identity, decode_profile
 
 
 def _is_ready() -> bool:
@@ -44,15 +44,31 @@ async def prometheus_metrics(self: web.View, request: web.Request) -> web.Respon
     return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
+def _owned_here(key: str) -> bool:
+    owner = app.router.key_store(customer_to_profile.name, key)
+    return (owner.host, owner.port) == (app.conf.canonical_url.host, app.conf.canonical_url.port)
+
+
 @app.page("/profiles/{customer_id}")
 class ProfileView(web.View):
+    """A profile by its canonical id or by any id linked to it (anonymous id, earlier user id)."""
+
     @app.table_route(table=customer_to_profile, match_info="customer_id")
     async def get(self, request: web.Request, customer_id: str) -> web.Response:
         if not _authorised(request):
             return self.json({"error": "missing or wrong bearer token"}, status=401)
-        profile = decode_profile(customer_to_profile.get(customer_id.encode()))
+        key = customer_id
+        identity = decode_identity(alias_to_customer.get(key.encode()))
+        if identity.redirect_to is not None:
+            key = identity.redirect_to
+            if not _owned_here(key):
+                # Another worker owns the canonical profile: send the client there through our own router.
+                location = f"/profiles/{key}"
+                return self.json({"redirect": location}, status=307, headers={"Location": location})
+        profile = decode_profile(customer_to_profile.get(key.encode()))
         if profile is None:
             return self.json({"error": f"no profile for id {customer_id!r}"}, status=404)
-        document = msgspec.to_builtins(profile)
-        document.pop("applied_ids", None)
+        document = profile_document(profile, now=time.time())
+        if key != customer_id:
+            document["requested_id"] = customer_id
         return self.json(document)

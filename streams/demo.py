@@ -1,0 +1,236 @@
+"""``streamcdp demo``: the whole pipeline on this machine, end to end, in about a minute.
+
+Starts the project's own Kafka broker and one worker (free ports, state under ``var/demo/``), plays a
+generated omnichannel day of a pet shop and an outdoor store time-compressed into live traffic (a
+sprinkle of corrupted messages included), prints every trigger as it arrives, prints a summary, and
+stops the worker and the broker by pid — also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from core.generator import WorkloadConfig, generate_workload
+from streams import kafka_local
+from streams.produce import route_line
+from streams.settings import Settings
+from streams.topics import CHANNELS, topic_names
+
+log = logging.getLogger(__name__)
+
+DEMO_DIR = Path("var/demo")
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCDP_")}
+    for name in ("broker_url", "data_dir", "web_port", "api_token", "cart_abandonment_delay_s",
+                 "trigger_scan_interval_s", "topic_partitions", "app_id", "pii_hash_key"):
+        env[f"STREAMCDP_{name.upper()}"] = str(getattr(settings, name))
+    env["STREAMCDP_LOG_LEVEL"] = "warning"
+    return env
+
+
+def _http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, b""
+
+
+def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            msg = f"the worker exited with {worker.returncode}; see {log_path}"
+            raise RuntimeError(msg)
+        if _http_get(f"http://127.0.0.1:{settings.web_port}/readyz")[0] == 200:
+            return
+        time.sleep(0.3)
+    msg = f"the worker was not ready within {timeout_s:.0f}s; see {log_path}"
+    raise RuntimeError(msg)
+
+
+def _stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _format_trigger(trigger: dict) -> str:
+    items = ", ".join(f"{item['quantity']}× {item.get('name') or item['product_id']}" for item in trigger.get("items", []))
+    value = trigger.get("cart_value", 0) / 100
+    return (f"  → {trigger['kind']:<18} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
+            f"€{value:>8.2f}  [{items[:70]}]")
+
+
+async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float, linger_s: float) -> dict:
+    """Send ``lines`` time-compressed into ``seconds`` of live traffic while printing triggers."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    names = topic_names(settings)
+    trigger_topics = [names.triggers(channel) for channel in (*CHANNELS, "holdout")]
+    consumer = AIOKafkaConsumer(*trigger_topics, names.deadletter, bootstrap_servers=settings.broker_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker_bootstrap, linger_ms=5, acks="all")
+    await consumer.start()
+    await producer.start()
+    counts: Counter = Counter()
+    sent = 0
+    stop_watching = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop_watching.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    if record.topic == names.deadletter:
+                        counts["dead-lettered"] += 1
+                        continue
+                    trigger = orjson.loads(record.value)
+                    counts[f"{trigger['kind']} via {trigger['channel']}"] += 1
+                    print(_format_trigger(trigger), flush=True)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        first_ts, last_ts = _time_span(lines)
+        span = max(last_ts - first_ts, 1.0)
+        started = time.time()
+        for line in lines:
+            original = _timestamp_of(line)
+            due = started + ((original - first_ts) / span) * seconds if original is not None else time.time()
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            routed = route_line(_restamp(line, time.time()), topics=names, raw=True)
+            await producer.send(routed.topic, value=routed.value, key=routed.key)
+            sent += 1
+        await producer.flush()
+        print(f"\n  … all {sent} events sent; waiting {linger_s:.0f}s for the last carts to be abandoned\n", flush=True)
+        await asyncio.sleep(linger_s)
+    finally:
+        stop_watching.set()
+        await watcher
+        await producer.stop()
+        await consumer.stop()
+    return {"sent": sent, "counts": counts}
+
+
+def _timestamp_of(line: bytes) -> float | None:
+    try:
+        value = orjson.loads(line).get("timestamp")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    try:
+        from schemas.validation import parse_timestamp
+
+        return parse_timestamp(value)
+    except Exception:  # noqa: BLE001  (a corrupted line keeps its place in time anyway)
+        return None
+
+
+def _time_span(lines: list[bytes]) -> tuple[float, float]:
+    stamps = [stamp for stamp in (_timestamp_of(line) for line in lines) if stamp is not None]
+    return min(stamps), max(stamps)
+
+
+def _restamp(line: bytes, now: float) -> bytes:
+    """Move a valid event to the present; corrupted lines are sent exactly as generated."""
+    try:
+        payload = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line
+    if not isinstance(payload, dict) or _timestamp_of(line) is None:
+        return line
+    payload["timestamp"] = now
+    return orjson.dumps(payload)
+
+
+def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -> int:
+    if DEMO_DIR.exists():
+        shutil.rmtree(DEMO_DIR)
+    DEMO_DIR.mkdir(parents=True)
+    kafka_port = kafka_local.free_port()
+    settings = settings.model_copy(update={
+        "kafka_port": kafka_port, "kafka_controller_port": kafka_local.free_port(),
+        "kafka_run_dir": DEMO_DIR / "kafka", "broker_url": f"kafka://127.0.0.1:{kafka_port}",
+        "data_dir": DEMO_DIR / "data", "web_port": kafka_local.free_port(), "app_id": "streamcdp-demo",
+        "cart_abandonment_delay_s": 5.0, "trigger_scan_interval_s": 0.5,
+    })
+    workload = generate_workload(WorkloadConfig(start=time.time() - 86400, customers=customers, days=1.0,
+                                                seed=seed, corrupt_fraction=0.01))
+    print(f"streamcdp demo: {len(workload.lines)} generated events of {customers} shoppers "
+          f"(pet shop + outdoor store, web, app and in-store), {workload.truth['corrupted']} corrupted on purpose")
+    print(f"starting Kafka {settings.kafka_version} on 127.0.0.1:{kafka_port} …", flush=True)
+    kafka_local.start(settings)
+    worker_log = DEMO_DIR / "worker.log"
+    worker: subprocess.Popen | None = None
+    try:
+        with worker_log.open("ab") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=_worker_env(settings),
+                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        print(f"starting a worker (pid {worker.pid}, log {worker_log}) …", flush=True)
+        _wait_ready(settings, worker, worker_log)
+        print(f"worker ready; API on http://127.0.0.1:{settings.web_port}. Playing one day in {seconds:.0f}s; "
+              f"triggers as they arrive:\n", flush=True)
+        result = asyncio.run(_play_and_watch(settings, workload.lines, seconds, settings.cart_abandonment_delay_s + 4))
+        _print_summary(settings, workload.truth, result)
+    finally:
+        if worker is not None:
+            _stop_process(worker)
+        kafka_local.stop(settings)
+        print("worker and Kafka stopped.")
+    return 0
+
+
+def _print_summary(settings: Settings, truth: dict, result: dict) -> None:
+    counts: Counter = result["counts"]
+    print("\nsummary")
+    print(f"  events sent          {result['sent']}")
+    print(f"  dead-lettered        {counts.pop('dead-lettered', 0)} (corrupted on purpose: {truth['corrupted']})")
+    for label, count in sorted(counts.items()):
+        print(f"  {label:<20} {count}")
+    buyers = sorted((p for p in truth["profiles"] if p.get("orders") and not p.get("deleted")),
+                    key=lambda p: -p["revenue"])[:1]
+    for expected in buyers:
+        status, body = _http_get(f"http://127.0.0.1:{settings.web_port}/profiles/{expected['user_id']}",
+                                 token=settings.api_token)
+        if status == 200:
+            profile = orjson.loads(body)
+            print(f"  top buyer profile    {expected['user_id']}: {profile.get('orders')} orders, "
+                  f"€{profile.get('revenue', 0) / 100:.2f} (generator truth: {expected['orders']} orders, "
+                  f"€{expected['revenue'] / 100:.2f})")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run Kafka + a worker + synthetic shoppers and print triggers")
+    parser.add_argument("--customers", type=int, default=150)
+    parser.add_argument("--seconds", type=float, default=30.0, help="wall time into which one day is compressed")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.set_defaults(handler=lambda args, settings: run_demo(settings, customers=args.customers,
+                                                                seconds=args.seconds, seed=args.seed))
