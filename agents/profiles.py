@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import time
 
-from core.profile import ProfilePolicy
-from core.profile_stage import KeyState, StagePolicy, step_key
-from core.triggers import CartAbandonmentPolicy
+from core.profile_stage import KeyState, step_key
 from schemas.commands import ApplyEvent, decode_command, encode_command
+from schemas.segments import SegmentChange
 from streams import metrics
 from streams.app import (
     alias_to_customer,
@@ -21,20 +20,17 @@ from streams.app import (
     customer_to_profile,
     customer_to_trigger_due,
     profile_commands_topic,
+    segment_changes_topic,
+    segment_partition_to_size,
     settings,
     trigger_topics,
 )
+from streams.stage_config import stage_policy
 from streams.codecs import decode_identity, decode_profile, encode_float, encode_identity, encode_json, encode_profile
 
 log = logging.getLogger(__name__)
 
-policy = StagePolicy(
-    cart_abandonment=CartAbandonmentPolicy(
-        delay_s=settings.cart_abandonment_delay_s, max_age_s=settings.cart_abandonment_max_age_s
-    ),
-    profile=ProfilePolicy(pii_hash_key=settings.pii_hash_key),
-    max_users_per_anonymous_id=settings.max_users_per_anonymous_id,
-)
+policy = stage_policy()
 
 
 @app.agent(profile_commands_topic)
@@ -52,6 +48,10 @@ async def update_profiles(stream):
         _write_back(key, result)
         for target, forwarded in result.forwards:
             await profile_commands_topic.send(key=target.encode(), value=encode_command(forwarded))
+        _count_members(result.audience_changes, event.message.partition)
+        for change in result.audience_changes:
+            await segment_changes_topic.send(key=change.customer_id.encode(), value=encode_json(change))
+            metrics.audience_changes.labels(type(change).__struct_config__.tag).inc()
         for trigger in result.triggers:
             await trigger_topics[trigger.channel].send(key=trigger.customer_id.encode(), value=encode_json(trigger))
             metrics.triggers_emitted.labels(trigger.kind, trigger.channel).inc()
@@ -61,6 +61,17 @@ async def update_profiles(stream):
             lag = time.time() - command.event.timestamp
             if 0 <= lag < 3600:
                 metrics.event_lag_seconds.observe(lag)
+
+
+def _count_members(changes, partition: int) -> None:
+    deltas: dict[str, int] = {}
+    for change in changes:
+        if isinstance(change, SegmentChange):
+            deltas[change.segment] = deltas.get(change.segment, 0) + (1 if change.change == "entered" else -1)
+    for segment, delta in deltas.items():
+        if delta:
+            key = f"{segment}#{partition}".encode()
+            segment_partition_to_size[key] = str(int(segment_partition_to_size.get(key) or 0) + delta).encode()
 
 
 def _write_back(key: bytes, result) -> None:

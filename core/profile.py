@@ -126,9 +126,11 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     consent: dict[str, bool] = {}  # channel → granted
     consent_updated_at: dict[str, float] = {}
 
-    # --- filled by later stages; apply_event leaves them untouched -----------------------------
+    # --- filled by core.audiences (segments and scores); apply_event leaves them untouched ------
     segments: tuple[str, ...] = ()
     scores: dict[str, float] = {}
+    audience_version: str = ""  # which segment definitions + model produced segments/scores
+    audience_due_at: float | None = None  # when time alone next changes a membership (None: never)
 
 
 MAX_APPLIED_IDS = 256

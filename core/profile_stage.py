@@ -23,10 +23,12 @@ decided from state older than ``forgotten_at``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import msgspec
 
+from core.audiences import AudiencePolicy, refresh_audiences
 from core.identity import (
     NO_IDENTITY,
     UNLINKED,
@@ -49,6 +51,7 @@ from schemas.commands import (
     ProfileCommand,
     UnlinkIdentity,
 )
+from schemas.segments import AudienceChange
 
 DELETION_REQUESTED = "Deletion Requested"
 
@@ -77,6 +80,7 @@ class StagePolicy:
     profile: ProfilePolicy = ProfilePolicy()
     max_users_per_anonymous_id: int = 3
     max_hops: int = 8  # a command forwarded this often is dropped (redirect loop)
+    audiences: AudiencePolicy | None = None  # segments and scores; None: not maintained
 
 
 class KeyState(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +106,7 @@ class StepResult:
     ``state``: the key's new state; ``profile_changed`` / ``identity_changed``: which parts to write.
     ``due_at``: when a trigger may next be due for the key (None: nothing pending).
     ``forwards``: ``(key, command)`` pairs for ``profile-commands``. ``notes``: counters to increment.
+    ``audience_changes``: segment entries / exits and score crossings for ``segments.changes``.
     """
 
     state: KeyState
@@ -111,6 +116,7 @@ class StepResult:
     notes: tuple[str, ...] = field(default=())
     profile_changed: bool = False
     identity_changed: bool = False
+    audience_changes: tuple[AudienceChange, ...] = ()  # for segments.changes
 
     @property
     def profile(self) -> Profile | None:
@@ -241,6 +247,32 @@ def _check(state: KeyState, command: CheckTriggers, policy: StagePolicy) -> Step
 
 
 def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
+    """Apply one command to the state of its key, then bring its segments and scores up to date.
+
+    The wake-up time ``due_at`` is the earlier of the cart reminder and the next time-driven segment
+    change, so one due table serves both.
+    """
+    result = _step_command(state, command, now=now, policy=policy)
+    profile = result.state.profile
+    if profile is None or policy.audiences is None:
+        return result
+    at = command.now if isinstance(command, CheckTriggers) else now
+    changes: tuple[AudienceChange, ...] = ()
+    if result.profile_changed or isinstance(command, CheckTriggers) or profile.audience_version != policy.audiences.version:
+        update = refresh_audiences(profile, now=at, policy=policy.audiences)
+        if update.profile is not profile:
+            profile = update.profile
+            changes = update.changes
+            result = dataclasses.replace(result, state=msgspec.structs.replace(result.state, profile=profile),
+                                         profile_changed=True)
+    audience_due = profile.audience_due_at
+    if audience_due is not None and audience_due <= at:
+        audience_due = None  # never ask to be woken for the past: that would spin
+    due_at = min((due for due in (result.due_at, audience_due) if due is not None), default=None)
+    return dataclasses.replace(result, due_at=due_at, audience_changes=changes)
+
+
+def _step_command(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
     """Apply one command to the state of its key (``state.key`` is the command's Kafka key).
 
     - ``ApplyEvent``: forwarded (hops + 1) if the key redirects; "Deletion Requested" forgets the

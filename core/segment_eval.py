@@ -11,27 +11,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
 
 from core.segment_defs import SegmentDefinitions
 from core.segment_fields import profile_view
 from core.segment_rules import Context, breakpoints, evaluate_node
+from schemas.segments import SegmentChange
 
 ENTERED = "entered"
 EXITED = "exited"
-
-
-class SegmentChange(msgspec.Struct, frozen=True, kw_only=True):
-    """A customer entered or left a segment (published on ``segments.changes``, keyed by customer id)."""
-
-    customer_id: str
-    segment: str
-    change: Literal["entered", "exited"]
-    at: float
-    reason: str
-    group: str = ""
 
 
 def _context(definitions: SegmentDefinitions, profile: Any, now: float) -> Context:

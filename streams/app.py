@@ -77,6 +77,9 @@ customer_to_profile = _table("customer_to_profile", "msgpack Profile per custome
 alias_to_customer = _table(
     "alias_to_customer", "msgpack KeyIdentity per id: redirect to the canonical customer, link count, forgotten_at"
 )
+# Keyed "<segment>#<partition>": each partition counts its own members, so the count is written in the
+# partition that owns the customers it counts; /segments sums the partitions this worker holds.
+segment_partition_to_size = _table("segment_partition_to_size", "members of a segment within one partition")
 customer_to_trigger_due = _table(
     "customer_to_trigger_due", "epoch seconds at which a pending trigger of the customer may become due"
 )

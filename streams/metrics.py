@@ -29,6 +29,10 @@ profile_notes = Counter(
     "Outcomes of the profile stage (applied, duplicate, forwarded, linked, overmerge_blocked, forgotten, ...).",
     ["outcome"], registry=registry,
 )
+audience_changes = Counter(
+    "streamcdp_audience_changes_total", "Records published on segments.changes, by kind (segment, score).",
+    ["kind"], registry=registry,
+)
 triggers_emitted = Counter(
     "streamcdp_triggers_emitted_total", "Triggers published, by kind and channel.", ["kind", "channel"],
     registry=registry,

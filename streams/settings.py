@@ -59,12 +59,29 @@ class Settings(BaseSettings):
     )
     api_token: str = Field("dev-token", description="Bearer token required to read profiles over HTTP.")
 
+    # --- Segments and scores -------------------------------------------------------------------
+    segments_file: Path = Field(Path("config/segments.yaml"), description="Segment definitions (YAML); checked at start.")
+    model_file: Path = Field(Path("models/propensity-v1.json"), description="Propensity model file (`streamcdp train`).")
+    score_thresholds: str = Field(
+        "purchase_7d:0.6,churn_60d:0.5",
+        description="Score thresholds whose crossing is published on segments.changes: `score:t[,score:t]`.",
+    )
+
     # --- Triggers ------------------------------------------------------------------------------
     cart_abandonment_delay_s: float = Field(1800.0, description="Idle time after the last cart change before a reminder.")
     cart_abandonment_max_age_s: float = Field(
         3 * 86400.0, description="Carts idle longer than this are stale: replaying history does not mail them."
     )
     trigger_scan_interval_s: float = Field(1.0, description="How often the worker looks for due triggers.")
+
+    @property
+    def score_threshold_map(self) -> dict[str, tuple[float, ...]]:
+        """``score_thresholds`` parsed: score name → ascending thresholds."""
+        thresholds: dict[str, list[float]] = {}
+        for item in filter(None, (part.strip() for part in self.score_thresholds.split(","))):
+            name, _, value = item.partition(":")
+            thresholds.setdefault(name.strip(), []).append(float(value))
+        return {name: tuple(sorted(values)) for name, values in thresholds.items()}
 
     @property
     def broker_bootstrap(self) -> str:

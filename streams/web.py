@@ -13,8 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics
 from core.profile import profile_document
-from streams.app import alias_to_customer, app, customer_to_profile, settings
+from streams.app import alias_to_customer, app, customer_to_profile, segment_partition_to_size, settings
 from streams.codecs import decode_identity, decode_profile
+from streams.stage_config import stage_policy
+
+
+audience_policy = stage_policy().audiences
 
 
 def _is_ready() -> bool:
@@ -47,6 +51,28 @@ async def prometheus_metrics(self: web.View, request: web.Request) -> web.Respon
 def _owned_here(key: str) -> bool:
     owner = app.router.key_store(customer_to_profile.name, key)
     return (owner.host, owner.port) == (app.conf.canonical_url.host, app.conf.canonical_url.port)
+
+
+@app.page("/segments")
+async def segments(self: web.View, request: web.Request) -> web.Response:
+    """Definitions and current sizes (members in the partitions this worker holds)."""
+    if not _authorised(request):
+        return self.json({"error": "missing or wrong bearer token"}, status=401)
+    sizes: dict[str, int] = {}
+    partitions: set[int] = set()
+    for key, value in segment_partition_to_size.items():
+        segment, _, partition = key.decode().rpartition("#")
+        sizes[segment] = sizes.get(segment, 0) + int(value)
+        partitions.add(int(partition))
+    definitions = audience_policy.definitions
+    listing = [
+        {"name": rule.name, "group": rule.group, "rule": rule.rule, "description": rule.description,
+         "size": sizes.get(rule.name, 0)}
+        for rule in definitions.rules
+    ]
+    return self.json({"source": definitions.source, "version": audience_policy.version,
+                      "groups": [group.name for group in definitions.groups], "segments": listing,
+                      "counted_partitions": sorted(partitions)})
 
 
 @app.page("/profiles/{customer_id}")

@@ -1,0 +1,90 @@
+"""Segments and propensity scores of one profile, kept current: a pure refresh after every change.
+
+``refresh_audiences(profile, now=..., policy=...)`` scores the profile, evaluates every segment on the
+scored profile, and returns the new profile (``segments``, ``scores``, ``audience_version``,
+``audience_due_at``) with the changes to publish on ``segments.changes``: entries, exits and score
+threshold crossings.
+
+``audience_due_at`` is when time alone would next change a membership; the profile stage keeps it in the
+worker's due table, so a windowed rule ("no order for 60 days") flips with no new event and no scan of
+all profiles. Computing it is the costly part (it tries each instant a time-driven rule flips), so it
+is recomputed only when the memberships changed, the definitions changed, or the previous instant has
+passed; otherwise the stored one stands. A stored instant can only be early, never late, for rules
+whose windows an event extends — an early wake-up re-evaluates and finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from core.profile import Profile
+from core.scoring import PropensityModels, score_crossings, score_profile
+from core.segment_defs import SegmentDefinitions
+from core.segment_eval import evaluate_segments, next_time_change, segment_changes
+from core.segment_fields import profile_view
+from schemas.segments import AudienceChange, ScoreCrossed
+
+SCORE_DECIMALS = 4  # scores are stored rounded: noise below this must not rewrite the profile
+
+
+@dataclass(frozen=True)
+class AudiencePolicy:
+    """The segment definitions, the propensity models and the score thresholds that emit events."""
+
+    definitions: SegmentDefinitions
+    models: PropensityModels | None = None
+    score_thresholds: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    version: str = ""
+
+    @staticmethod
+    def build(definitions: SegmentDefinitions, models: PropensityModels | None,
+              score_thresholds: Mapping[str, Sequence[float]], fingerprint: bytes) -> AudiencePolicy:
+        """``fingerprint``: the bytes of the definition and model files, so editing either re-evaluates."""
+        version = hashlib.sha256(fingerprint).hexdigest()[:16]
+        return AudiencePolicy(definitions=definitions, models=models, score_thresholds=score_thresholds,
+                              version=version)
+
+
+@dataclass(frozen=True)
+class AudienceUpdate:
+    profile: Profile
+    changes: tuple[AudienceChange, ...] = ()
+
+
+def _scores(profile: Profile, view: dict, now: float, policy: AudiencePolicy) -> dict[str, float]:
+    if policy.models is None:
+        return dict(profile.scores)
+    raw = score_profile(policy.models, view, now=now)
+    return {name: round(value, SCORE_DECIMALS) for name, value in raw.items()}
+
+
+def refresh_audiences(profile: Profile, *, now: float, policy: AudiencePolicy) -> AudienceUpdate:
+    """``profile`` with current scores and segments at ``now``, and the changes to publish."""
+    view = profile_view(profile, now=now)
+    scores = _scores(profile, view, now, policy)
+    view["scores"] = scores
+    segments = evaluate_segments(policy.definitions, view, now=now)
+    before_segments = frozenset(profile.segments)
+    version_changed = profile.audience_version != policy.version
+    due = profile.audience_due_at
+    if segments != before_segments or version_changed or due is None or due <= now:
+        due = next_time_change(policy.definitions, view, now=now)
+    changes: list[AudienceChange] = list(
+        segment_changes(profile.customer_id, before_segments, segments, policy.definitions, at=now)
+    )
+    changes.extend(
+        ScoreCrossed(customer_id=profile.customer_id, score=crossing.score, threshold=crossing.threshold,
+                     direction=crossing.direction, value=crossing.after, at=now)
+        for crossing in score_crossings(profile.scores, scores, policy.score_thresholds)
+    )
+    updated = msgspec.structs.replace(
+        profile, segments=tuple(sorted(segments)), scores=scores, audience_version=policy.version,
+        audience_due_at=due,
+    )
+    if updated == profile:
+        return AudienceUpdate(profile=profile)
+    return AudienceUpdate(profile=updated, changes=tuple(changes))
