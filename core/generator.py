@@ -183,6 +183,8 @@ def _track(name: str, properties: dict, **extra: Any) -> dict:
 
 
 def _link_device(shopper: _Shopper, device: _Device, at_ms: int) -> None:
+    # Never before the window: a cut-off link would leave the device's later userId events unexplained.
+    at_ms = max(at_ms, shopper.start_ms)
     if shopper.rng.random() < 0.05:
         _emit(shopper, at_ms, {"type": "alias", "previousId": device.anonymous_id})
         device.linked = True

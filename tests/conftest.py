@@ -219,3 +219,113 @@ def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
     for pipeline in started:
         pipeline.worker.stop()
         pipeline.kafka.close()
+
+
+# --- Workload-scale helpers (dead-letter and ground-truth tests): produce many lines, know when the
+# worker is done, read its metrics and many profiles. Bounded waits everywhere.
+
+
+def produce_raw_lines(pipeline: Pipeline, lines: list[bytes]) -> int:
+    """Send every line as it is (``route_line(raw=True)``) with the batching ``KafkaSender``; all must be acked."""
+    from streams.produce import KafkaSender, Routed, route_line
+
+    sender = KafkaSender(pipeline.settings)
+    sent = 0
+    try:
+        for line in lines:
+            routed = route_line(line, topics=pipeline.topics, raw=True)
+            assert isinstance(routed, Routed), routed
+            sender.send(routed)
+            sent += 1
+    finally:
+        failed = sender.close()
+    assert failed == 0, f"{failed} of {sent} records not acknowledged"
+    return sent
+
+
+def read_metrics(worker: WorkerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The worker's ``/metrics`` as {(sample name, sorted labels): value}; {} when it does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = worker.http_get("/metrics")
+    if status != 200:
+        return {}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def metric_sum(metrics: dict, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(value for (sample, sample_labels), value in metrics.items()
+               if sample == name and wanted <= set(sample_labels))
+
+
+def consumer_lag(pipeline: Pipeline) -> dict[str, int]:
+    """Per source topic of the worker (inbound + profile-commands): end offsets minus the group's commits."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+
+    topics = [*pipeline.topics.all_inbound, pipeline.topics.profile_commands]
+    admin = KafkaAdminClient(bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000)
+    consumer = KafkaConsumer(bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000)
+    try:
+        committed = admin.list_group_offsets(pipeline.settings.app_id).get(pipeline.settings.app_id, {})
+        partitions = [tp for tp in committed if tp.topic in topics]
+        ends = consumer.end_offsets([*{*partitions, *_all_partitions(consumer, topics)}])
+    finally:
+        consumer.close()
+        admin.close()
+    lag: dict[str, int] = dict.fromkeys(topics, 0)
+    for tp, end in ends.items():
+        done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
+        lag[tp.topic] += max(end - done, 0)
+    return lag
+
+
+def _all_partitions(consumer, topics: list[str]) -> list:
+    from kafka import TopicPartition
+
+    return [TopicPartition(topic, p) for topic in topics for p in (consumer.partitions_for_topic(topic) or ())]
+
+
+def wait_until_drained(pipeline: Pipeline, *, timeout_s: float, quiet_s: float = 2.0) -> float:
+    """Wait until the worker's consumer group has committed everything on its source topics (inbound and
+    profile-commands, so forwarded links/merges too) and stays so for ``quiet_s``; returns seconds waited.
+
+    Committed offsets survive a ``kill9`` (unlike ``/metrics`` counters), so this works across restarts.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    idle_since: float | None = None
+    lag: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        worker = pipeline.worker
+        if worker.proc is not None and worker.proc.poll() is not None:
+            msg = f"worker exited with {worker.proc.returncode}; log:\n{worker.log_tail()}"
+            raise AssertionError(msg)
+        lag = consumer_lag(pipeline)
+        if sum(lag.values()) == 0:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since >= quiet_s:
+                return time.monotonic() - started
+        else:
+            idle_since = None
+        time.sleep(0.5)
+    msg = f"worker not drained within {timeout_s}s; lag {lag}\nlog:\n{pipeline.worker.log_tail()}"
+    raise AssertionError(msg)
+
+
+def fetch_profiles(worker: WorkerProcess, ids: list[str], threads: int = 8) -> dict[str, tuple[int, dict | None]]:
+    """``GET /profiles/{id}`` for many ids in parallel: {id: (status, document or None)}."""
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import quote
+
+    def one(customer_id: str) -> tuple[int, dict | None]:
+        status, body = worker.http_get(f"/profiles/{quote(customer_id, safe='')}", token=worker.api_token)
+        return status, orjson.loads(body) if status == 200 else None
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return dict(zip(ids, pool.map(one, ids), strict=True))
