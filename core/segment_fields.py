@@ -235,7 +235,7 @@ def profile_view(profile: Any, *, now: float) -> dict[str, Any]:
     """
     if isinstance(profile, dict):
         return profile
-    view = msgspec.to_builtins(profile)
+    view = _tuples_to_lists(msgspec.to_builtins(profile))
     from core import profile as profile_module
 
     render = getattr(profile_module, "profile_document", None)
@@ -245,6 +245,15 @@ def profile_view(profile: Any, *, now: float) -> dict[str, Any]:
             for key, value in document_extras(document, view).items():
                 view.setdefault(key, value)
     return view
+
+
+def _tuples_to_lists(value: Any) -> Any:
+    """Record tuples become lists, as in the JSON form rules are written against (and projected over)."""
+    if isinstance(value, (tuple, list)):
+        return [_tuples_to_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _tuples_to_lists(item) for key, item in value.items()}
+    return value
 
 
 _MISSING = object()

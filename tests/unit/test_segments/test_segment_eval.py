@@ -172,3 +172,20 @@ def test_nothing_changes_before_next_time_change(profile: dict, offset_days: flo
     assert due > now
     assert evaluate_segments(DEFINITIONS, profile, now=now + (due - now) / 2) == current
     assert evaluate_segments(DEFINITIONS, profile, now=due) != current
+
+
+def test_rules_read_record_tuples_of_a_real_profile_as_lists():
+    """Regression: ``cart`` is a tuple in the Profile record; cart_value and projections must still see it."""
+    import msgspec
+
+    from core.profile import CartItem, new_profile
+    from core.segment_defs import parse_definitions
+    from core.segment_eval import evaluate_segments
+
+    definitions = parse_definitions(
+        "version: 1\nsegments:\n  - name: big_cart\n    when: cart_value >= 10000\n"
+        "  - name: tent_in_cart\n    when: cart.category contains \"tents\"\n"
+    )
+    item = CartItem(product_id="out-tent-2p", quantity=1, price=15000, added_at=1.0, category="tents")
+    profile = msgspec.structs.replace(new_profile("c1"), cart=(item,))
+    assert evaluate_segments(definitions, profile, now=2.0) == frozenset({"big_cart", "tent_in_cart"})
