@@ -1,0 +1,83 @@
+"""Segments and scores inside the profile stage: refreshed on change, woken by time alone, published once."""
+
+from __future__ import annotations
+
+import orjson
+
+from core.audiences import AudiencePolicy
+from core.profile_stage import KeyState, StagePolicy, step_key
+from core.scoring import load_models
+from core.segment_defs import parse_definitions
+from schemas.commands import ApplyEvent, CheckTriggers
+from schemas.segments import ScoreCrossed, SegmentChange
+from schemas.validation import decode_event
+
+DAY = 86400.0
+T0 = 1_790_000_000.0
+DEFINITIONS = """
+version: 1
+segments:
+  - name: buyers
+    when: orders >= 1
+  - name: lapsed
+    when: orders >= 1 and no_event("Order Completed", for=60d)
+"""
+
+
+def policy(thresholds=None) -> StagePolicy:
+    audiences = AudiencePolicy.build(parse_definitions(DEFINITIONS), load_models(), thresholds or {}, b"v1")
+    return StagePolicy(audiences=audiences)
+
+
+def order(at: float, message_id: str = "m1"):
+    payload = {"type": "track", "event": "Order Completed", "messageId": message_id, "userId": "c1",
+               "timestamp": at, "properties": {"order_id": message_id, "total": 40.0}}
+    return ApplyEvent(event=decode_event(orjson.dumps(payload), now=at))
+
+
+def segment_moves(result) -> list[tuple[str, str]]:
+    return [(c.change, c.segment) for c in result.audience_changes if isinstance(c, SegmentChange)]
+
+
+def test_an_order_enters_buyers_and_schedules_the_lapse():
+    result = step_key(KeyState(key="c1"), order(T0), now=T0, policy=policy())
+    assert segment_moves(result) == [("entered", "buyers")]
+    assert result.state.profile.segments == ("buyers",)
+    assert result.due_at == T0 + 60 * DAY  # no cart: the only wake-up is the lapse
+    assert set(result.state.profile.scores) >= {"purchase_7d", "churn_60d"}
+
+
+def test_time_alone_moves_a_customer_into_lapsed_at_the_wake_up():
+    stage = policy()
+    first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
+    early = step_key(first.state, CheckTriggers(now=T0 + 59 * DAY), now=T0 + 59 * DAY, policy=stage)
+    assert segment_moves(early) == []
+    woken = step_key(early.state, CheckTriggers(now=T0 + 60 * DAY), now=T0 + 60 * DAY, policy=stage)
+    assert segment_moves(woken) == [("entered", "lapsed")]
+    assert woken.due_at is None  # nothing more that time alone can change
+    again = step_key(woken.state, CheckTriggers(now=T0 + 61 * DAY), now=T0 + 61 * DAY, policy=stage)
+    assert segment_moves(again) == []  # published once
+
+
+def test_a_replayed_event_publishes_nothing_twice():
+    stage = policy()
+    first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
+    replay = step_key(first.state, order(T0), now=T0 + 1, policy=stage)
+    assert replay.audience_changes == ()
+
+
+def test_changed_definitions_re_evaluate_on_the_next_command():
+    stage = policy()
+    first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
+    narrower = AudiencePolicy.build(parse_definitions("version: 1\nsegments:\n  - name: big\n    when: orders >= 5\n"),
+                                    load_models(), {}, b"v2")
+    result = step_key(first.state, CheckTriggers(now=T0 + 1), now=T0 + 1, policy=StagePolicy(audiences=narrower))
+    assert segment_moves(result) == [("exited", "buyers")]
+    assert result.state.profile.audience_version == narrower.version
+
+
+def test_score_thresholds_emit_crossings():
+    result = step_key(KeyState(key="c1"), order(T0), now=T0, policy=policy({"purchase_7d": (0.0001,)}))
+    crossings = [c for c in result.audience_changes if isinstance(c, ScoreCrossed)]
+    assert [(c.score, c.direction) for c in crossings] == [("purchase_7d", "up")]
+    assert 0.0 <= crossings[0].value <= 1.0
