@@ -329,3 +329,22 @@ def fetch_profiles(worker: WorkerProcess, ids: list[str], threads: int = 8) -> d
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return dict(zip(ids, pool.map(one, ids), strict=True))
+
+
+def anonymous_visitors(lines: list[bytes], truth: dict) -> dict[str, int]:
+    """Valid events per anonymous id that no customer of ``truth`` ever linked: those ids keep profiles
+    of their own (a device that never logs in stays a separate anonymous visitor)."""
+    from core.errors import InvalidEvent
+    from schemas.validation import decode_event
+
+    linked = {anonymous_id for customer in truth["profiles"] for anonymous_id in customer["anonymous_ids"]}
+    now = time.time()
+    visitors: dict[str, int] = {}
+    for line in lines:
+        try:
+            event = decode_event(line, now=now)
+        except InvalidEvent:
+            continue
+        if event.user_id is None and event.anonymous_id not in linked:
+            visitors[event.anonymous_id] = visitors.get(event.anonymous_id, 0) + 1
+    return visitors

@@ -17,7 +17,14 @@ import pytest
 
 from core.generator import WorkloadConfig, generate_workload
 from streams.produce import route_line
-from conftest import fetch_profiles, metric_sum, produce_raw_lines, read_metrics, wait_until_drained
+from conftest import (
+    anonymous_visitors,
+    fetch_profiles,
+    metric_sum,
+    produce_raw_lines,
+    read_metrics,
+    wait_until_drained,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -25,20 +32,6 @@ DAYS = 10.0
 # No deletions here (the ground-truth test covers them): then every valid event must still be counted
 # in exactly one live profile, which makes "processed exactly once" observable as a sum.
 CONFIG = dict(customers=300, days=DAYS, seed=3, corrupt_fraction=0.01, deletion_rate=0.0)
-
-
-def anonymous_visitors(lines: list[bytes], truth: dict) -> Counter:
-    """Events per anonymous id that no customer ever linked: those ids keep profiles of their own."""
-    linked = {anonymous_id for customer in truth["profiles"] for anonymous_id in customer["anonymous_ids"]}
-    visitors: Counter = Counter()
-    for line in lines:
-        if not _passes_contract(line):
-            continue
-        payload = orjson.loads(line)
-        anonymous_id = payload.get("anonymousId")
-        if "userId" not in payload and anonymous_id and anonymous_id not in linked:
-            visitors[anonymous_id] += 1
-    return visitors
 
 
 def test_valid_events_are_applied_once_and_corrupted_ones_are_dead_lettered(make_pipeline):
