@@ -181,6 +181,7 @@ class ProfilePolicy:
     """
 
     pii_hash_key: str | bytes | None = None
+    max_applied_ids: int = MAX_APPLIED_IDS  # replay guard: how many recent message ids each profile keeps
     session_timeout_s: float = 1800.0
     affinity_half_life_s: float = 14 * DAY_S
     affinity_view: float = 1.0
@@ -735,7 +736,7 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     changes["first_seen"] = min(current.first_seen or at, at)
     changes["last_seen"] = max(current.last_seen, at)
     changes["event_count"] = current.event_count + 1
-    changes["applied_ids"] = capped_append(current.applied_ids, event.message_id, MAX_APPLIED_IDS)
+    changes["applied_ids"] = capped_append(current.applied_ids, event.message_id, policy.max_applied_ids)
     return msgspec.structs.replace(current, **changes)
 
 

@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(64 * 1024, description="Largest accepted event payload; larger ones are dead-lettered.")
     max_future_skew_s: float = Field(300.0, description="How far in the future an event timestamp may be.")
     max_past_skew_s: float = Field(400 * 86400.0, description="How far in the past an event timestamp may be.")
-    dedup_window_s: float = Field(24 * 3600.0, description="Window in which a repeated messageId is dropped.")
-    dedup_max_ids: int = Field(256, description="Per-customer cap of remembered messageIds for deduplication.")
+    dedup_max_ids: int = Field(
+        256, ge=16,
+        description="Dedup window: each profile remembers its last N messageIds; a repeat within them is dropped.",
+    )
 
     # --- Identity and privacy ------------------------------------------------------------------
     pii_hash_key: str = Field(

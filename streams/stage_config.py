@@ -32,7 +32,7 @@ def stage_policy() -> StagePolicy:
         cart_abandonment=CartAbandonmentPolicy(
             delay_s=settings.cart_abandonment_delay_s, max_age_s=settings.cart_abandonment_max_age_s
         ),
-        profile=ProfilePolicy(pii_hash_key=settings.pii_hash_key),
+        profile=ProfilePolicy(pii_hash_key=settings.pii_hash_key, max_applied_ids=settings.dedup_max_ids),
         max_users_per_anonymous_id=settings.max_users_per_anonymous_id,
         audiences=load_audience_policy(settings),
     )
