@@ -131,6 +131,7 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     scores: dict[str, float] = {}
     audience_version: str = ""  # which segment definitions + model produced segments/scores
     audience_due_at: float | None = None  # when time alone next changes a membership (None: never)
+    audience_refreshed_at: float = 0.0  # when segments/scores were last evaluated
 
 
 MAX_APPLIED_IDS = 256

@@ -81,6 +81,7 @@ class StagePolicy:
     max_users_per_anonymous_id: int = 3
     max_hops: int = 8  # a command forwarded this often is dropped (redirect loop)
     audiences: AudiencePolicy | None = None  # segments and scores; None: not maintained
+    audience_min_interval_s: float = 0.0  # refresh segments/scores at most this often per customer
 
 
 class KeyState(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,20 +250,32 @@ def _check(state: KeyState, command: CheckTriggers, policy: StagePolicy) -> Step
 def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
     """Apply one command to the state of its key, then bring its segments and scores up to date.
 
-    The wake-up time ``due_at`` is the earlier of the cart reminder and the next time-driven segment
-    change, so one due table serves both.
+    Segments and scores are refreshed when the profile changed, at most once per
+    ``policy.audience_min_interval_s`` per customer: a burst of events (a session, a backlog) is evaluated
+    once, at the end of the interval, by a wake-up. A wake-up (``CheckTriggers``) or new definitions
+    always refresh. The wake-up time ``due_at`` is the earlier of the cart reminder and the next
+    audience refresh, so one due table serves both.
     """
     result = _step_command(state, command, now=now, policy=policy)
     profile = result.state.profile
-    if profile is None or policy.audiences is None:
+    audiences = policy.audiences
+    if profile is None or audiences is None:
         return result
     at = command.now if isinstance(command, CheckTriggers) else now
     changes: tuple[AudienceChange, ...] = ()
-    if result.profile_changed or isinstance(command, CheckTriggers) or profile.audience_version != policy.audiences.version:
-        update = refresh_audiences(profile, now=at, policy=policy.audiences)
-        if update.profile is not profile:
-            profile = update.profile
+    must_refresh = isinstance(command, CheckTriggers) or profile.audience_version != audiences.version
+    if must_refresh or result.profile_changed:
+        next_refresh = profile.audience_refreshed_at + policy.audience_min_interval_s
+        if must_refresh or at >= next_refresh:
+            update = refresh_audiences(profile, now=at, policy=audiences)
             changes = update.changes
+            refreshed = msgspec.structs.replace(update.profile, audience_refreshed_at=at)
+        elif profile.audience_due_at is not None and profile.audience_due_at <= next_refresh:
+            refreshed = profile  # a wake-up is due by then anyway
+        else:
+            refreshed = msgspec.structs.replace(profile, audience_due_at=next_refresh)
+        if refreshed is not profile:
+            profile = refreshed
             result = dataclasses.replace(result, state=msgspec.structs.replace(result.state, profile=profile),
                                          profile_changed=True)
     audience_due = profile.audience_due_at

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # --- Segments and scores -------------------------------------------------------------------
     segments_file: Path = Field(Path("config/segments.yaml"), description="Segment definitions (YAML); checked at start.")
     model_file: Path = Field(Path("models/propensity-v1.json"), description="Propensity model file (`streamcdp train`).")
+    audience_min_interval_s: float = Field(
+        1.0, ge=0.0,
+        description="Segments and scores are re-evaluated at most this often per customer; a burst is evaluated once at its end.",
+    )
     score_thresholds: str = Field(
         "purchase_7d:0.6,churn_60d:0.5",
         description="Score thresholds whose crossing is published on segments.changes: `score:t[,score:t]`.",

@@ -35,4 +35,5 @@ def stage_policy() -> StagePolicy:
         profile=ProfilePolicy(pii_hash_key=settings.pii_hash_key, max_applied_ids=settings.dedup_max_ids),
         max_users_per_anonymous_id=settings.max_users_per_anonymous_id,
         audiences=load_audience_policy(settings),
+        audience_min_interval_s=settings.audience_min_interval_s,
     )

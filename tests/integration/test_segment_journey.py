@@ -52,9 +52,11 @@ def test_a_journey_emits_the_exact_entries_and_exits(make_pipeline, tmp_path):
                                            "products": [{"product_id": "out-gas-230g", "price": 100.0, "quantity": 1}]}),
     ]
     for payload in steps:
+        # Steps further apart than STREAMCDP_AUDIENCE_MIN_INTERVAL_S (1 s): each is evaluated on its own.
+        payload["timestamp"] = time.time()
         kafka.send(inbound, payload, key=customer)
         kafka.flush()
-        time.sleep(0.3)
+        time.sleep(1.3)
 
     deadline = time.monotonic() + 60
     while True:  # until the time-driven exit arrived (or the deadline), then 2 s more for strays

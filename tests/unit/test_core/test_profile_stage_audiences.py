@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 
 from core.audiences import AudiencePolicy
@@ -81,3 +83,16 @@ def test_score_thresholds_emit_crossings():
     crossings = [c for c in result.audience_changes if isinstance(c, ScoreCrossed)]
     assert [(c.score, c.direction) for c in crossings] == [("purchase_7d", "up")]
     assert 0.0 <= crossings[0].value <= 1.0
+
+
+def test_a_burst_is_evaluated_once_at_the_end_of_the_interval():
+    stage = dataclasses.replace(policy(), audience_min_interval_s=1.0)
+    first = step_key(KeyState(key="c1"), order(T0, "m1"), now=T0, policy=stage)
+    assert segment_moves(first) == [("entered", "buyers")]  # the first change is evaluated at once
+    burst = step_key(first.state, order(T0 + 0.2, "m2"), now=T0 + 0.2, policy=stage)
+    assert burst.audience_changes == ()
+    assert burst.due_at == T0 + 1.0  # deferred to the end of the interval
+    assert burst.state.profile.orders == 2
+    woken = step_key(burst.state, CheckTriggers(now=T0 + 1.0), now=T0 + 1.0, policy=stage)
+    assert woken.state.profile.audience_refreshed_at == T0 + 1.0
+    assert woken.due_at == T0 + 0.2 + 60 * DAY  # the lapse, counted from the last order
