@@ -138,8 +138,14 @@ def test_ground_truth_holds_after_a_kill9_midway_and_a_restart(make_pipeline):
     worker.start()
     ready_s = time.monotonic() - restarted
     drained_s = wait_until_drained(pipeline, timeout_s=DRAIN_TIMEOUT_S)
+    # What the restarted worker saw again (its counters start at zero): replays, told apart as duplicates.
+    metrics = read_metrics(worker)
+    replayed = metric_sum(metrics, "streamcdp_events_ingested_total")
+    duplicates = metric_sum(metrics, "streamcdp_profile_outcomes_total", outcome="duplicate")
     assert_matches_truth(pipeline, workload)
-    print(f"\nkilled after {killed_at:.0f} of {sent} events ingested; ready again {ready_s:.1f} s after the "
+    print(f"\nrestarted worker ingested {replayed:.0f} events (≈ {replayed - (sent - killed_at):.0f} of them again), "
+          f"{duplicates:.0f} recognised as duplicates")
+    print(f"killed after {killed_at:.0f} of {sent} events ingested; ready again {ready_s:.1f} s after the "
           f"restart, drained {drained_s:.1f} s later; {time.monotonic() - started:.1f} s in all")
 
 
