@@ -55,17 +55,19 @@ class AudienceUpdate:
     changes: tuple[AudienceChange, ...] = ()
 
 
-def _scores(profile: Profile, view: dict, now: float, policy: AudiencePolicy) -> dict[str, float]:
+def _scores(profile: Profile, now: float, policy: AudiencePolicy) -> dict[str, float]:
     if policy.models is None:
         return dict(profile.scores)
-    raw = score_profile(policy.models, view, now=now)
+    # Scored from the record itself (``compute_features`` reads a record or its view alike).
+    raw = score_profile(policy.models, profile, now=now)
     return {name: round(value, SCORE_DECIMALS) for name, value in raw.items()}
 
 
 def refresh_audiences(profile: Profile, *, now: float, policy: AudiencePolicy) -> AudienceUpdate:
     """``profile`` with current scores and segments at ``now``, and the changes to publish."""
-    view = profile_view(profile, now=now)
-    scores = _scores(profile, view, now, policy)
+    scores = _scores(profile, now, policy)
+    # Only the fields the rules read: rendering the whole profile for every event is most of the cost.
+    view = profile_view(profile, now=now, fields=policy.definitions.view_fields)
     view["scores"] = scores
     segments = evaluate_segments(policy.definitions, view, now=now)
     before_segments = frozenset(profile.segments)
@@ -73,9 +75,9 @@ def refresh_audiences(profile: Profile, *, now: float, policy: AudiencePolicy) -
     due = profile.audience_due_at
     if segments != before_segments or version_changed or due is None or due <= now:
         due = next_time_change(policy.definitions, view, now=now)
-    changes: list[AudienceChange] = list(
-        segment_changes(profile.customer_id, before_segments, segments, policy.definitions, at=now)
-    )
+    changes: list[AudienceChange] = []
+    if segments != before_segments:
+        changes.extend(segment_changes(profile.customer_id, before_segments, segments, policy.definitions, at=now))
     changes.extend(
         ScoreCrossed(customer_id=profile.customer_id, score=crossing.score, threshold=crossing.threshold,
                      direction=crossing.direction, value=crossing.after, at=now)

@@ -26,7 +26,9 @@ with ``yaml.compose`` so each node keeps its line; nothing in it is ever execute
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ import yaml
 from core.errors import ConfigError
 from core.replenishment import ConsumableCatalog, catalog_from_mapping
 from core.segment_fields import FieldCatalog, build_catalog
-from core.segment_rules import RuleError, compile_rule
+from core.segment_rules import Context, RuleError, compile_node, compile_rule, referenced_fields
 
 DEFAULT_DEFINITIONS = Path(__file__).resolve().parent.parent / "config" / "segments.yaml"
 MAX_FILE_BYTES = 1_000_000
@@ -55,6 +57,11 @@ class SegmentRule:
     description: str = ""
     group: str | None = None
     line: int = 0
+    # ``condition`` compiled to closures (``compile_node``), once: what evaluation calls.
+    evaluate: Callable[[Context], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "evaluate", compile_node(self.condition))
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,17 @@ class SegmentDefinitions:
 
     def rule(self, name: str) -> SegmentRule | None:
         return next((rule for rule in self.rules if rule.name == name), None)
+
+    @cached_property
+    def view_fields(self) -> frozenset[str] | None:
+        """The profile-view keys the rules read (for ``profile_view(fields=...)``); None: not known."""
+        names: set[str] = set()
+        for rule in self.rules:
+            fields = referenced_fields(rule.condition)
+            if fields is None:
+                return None
+            names |= fields
+        return frozenset(names)
 
 
 class _Problems:

@@ -16,7 +16,7 @@ from typing import Any
 
 from core.segment_defs import SegmentDefinitions
 from core.segment_fields import profile_view
-from core.segment_rules import Context, breakpoints, evaluate_node
+from core.segment_rules import Context, breakpoints
 from schemas.segments import SegmentChange
 
 ENTERED = "entered"
@@ -24,15 +24,16 @@ EXITED = "exited"
 
 
 def _context(definitions: SegmentDefinitions, profile: Any, now: float) -> Context:
-    return Context(profile_view(profile, now=now), now, definitions.consumables)
+    return Context(profile_view(profile, now=now, fields=definitions.view_fields), now, definitions.consumables)
 
 
 def _memberships(definitions: SegmentDefinitions, ctx: Context) -> frozenset[str]:
-    members = {rule.name for rule in definitions.independent if evaluate_node(rule.condition, ctx)}
+    members = {rule.name for rule in definitions.independent if rule.evaluate(ctx)}
     for group in definitions.groups:
-        pick = next((rule.name for rule in group.segments if evaluate_node(rule.condition, ctx)), None)
-        if pick is not None:
-            members.add(pick)
+        for rule in group.segments:
+            if rule.evaluate(ctx):
+                members.add(rule.name)
+                break
     return frozenset(members)
 
 
@@ -111,4 +112,4 @@ def segment_changes(
 def explain_segments(definitions: SegmentDefinitions, profile: Any, *, now: float) -> Mapping[str, bool]:
     """Every rule's own answer (ignoring waterfall exclusivity): for ``segments eval`` and debugging."""
     ctx = _context(definitions, profile, now)
-    return {rule.name: evaluate_node(rule.condition, ctx) for rule in definitions.rules}
+    return {rule.name: rule.evaluate(ctx) for rule in definitions.rules}

@@ -12,6 +12,8 @@ Paths are tuples of names and keys: ``("traits", "country")``, ``("scores", "pur
 from __future__ import annotations
 
 import difflib
+import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +80,12 @@ DERIVED_FIELDS: Mapping[str, tuple[FieldType, Callable[[Mapping[str, Any]], Any]
         NUMBER_TYPE,
         lambda view: sum(int(i.get("quantity") or 0) * int(i.get("price") or 0) for i in _cart_items(view)),
     ),
+}
+# The view keys each derived field reads, so a view built for a set of rules includes them.
+DERIVED_INPUTS: Mapping[str, tuple[str, ...]] = {
+    "aov": ("orders", "revenue"),
+    "cart_size": ("cart",),
+    "cart_value": ("cart",),
 }
 
 
@@ -232,24 +240,64 @@ _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 
 
-def profile_view(profile: Any, *, now: float) -> dict[str, Any]:
+@functools.cache
+def _document_extra_names(profile_type: type) -> frozenset[str]:
+    """The view keys only ``profile_document`` provides (its keys are fixed, so an empty profile shows them)."""
+    return frozenset(document_extras(_document_sample(profile_type), profile_type.__struct_encode_fields__))
+
+
+def profile_view(profile: Any, *, now: float, fields: Iterable[str] | None = None) -> dict[str, Any]:
     """The dict rules read: the record's fields (``msgspec.to_builtins``) plus ``profile_document``'s extras.
 
-    A dict passes through unchanged (already a view, e.g. in tests or from the API).
+    ``fields``: the top-level keys the reader needs (``SegmentDefinitions.view_fields``); the view then
+    holds at least those, with the same values as the full view, and the document is rendered only if one
+    of them comes from it. None: every key. A dict passes through unchanged (already a view, e.g. in tests
+    or from the API).
     """
     if isinstance(profile, dict):
         return profile
+    if fields is not None and isinstance(profile, msgspec.Struct) \
+            and not type(profile).__struct_config__.omit_defaults:
+        return _partial_view(profile, frozenset(fields), now)
     # The JSON round trip (C speed) gives the form rules are written against: record tuples as lists.
     view = _json_decoder.decode(_json_encoder.encode(profile))
+    _add_document_extras(profile, view, now)
+    return view
+
+
+@functools.lru_cache(maxsize=64)
+def _view_plan(cls: type, fields: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], Any], bool]:
+    """For a record type and wanted keys: the encoded names, a getter of their values, whether to render."""
+    pairs = [(name, encoded) for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__)
+             if encoded in fields]
+    names = tuple(name for name, _ in pairs)
+    if len(names) == 1:
+        only = names[0]
+        getter: Callable[[Any], Any] = lambda record: (getattr(record, only),)  # noqa: E731
+    else:
+        getter = operator.attrgetter(*names) if names else (lambda record: ())
+    return tuple(encoded for _, encoded in pairs), getter, not fields.isdisjoint(_document_extra_names(cls))
+
+
+def _partial_view(profile: msgspec.Struct, fields: frozenset[str], now: float) -> dict[str, Any]:
+    encoded, values_of, render = _view_plan(type(profile), fields)
+    # The same JSON round trip as the full view, over the wanted fields only (under their encoded names).
+    view = _json_decoder.decode(_json_encoder.encode(dict(zip(encoded, values_of(profile)))))
+    if render:
+        _add_document_extras(profile, view, now)
+    return view
+
+
+def _add_document_extras(profile: Any, view: dict[str, Any], now: float) -> None:
     from core import profile as profile_module
 
     render = getattr(profile_module, "profile_document", None)
     if render is not None and isinstance(profile, profile_module.Profile):
         document = render(profile, now=now)
         if isinstance(document, dict):
-            for key, value in document_extras(document, view).items():
+            record = set(view) | set(type(profile).__struct_encode_fields__)
+            for key, value in document_extras(document, record).items():
                 view.setdefault(key, value)
-    return view
 
 
 _MISSING = object()

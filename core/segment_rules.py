@@ -27,6 +27,7 @@ re-evaluation instead of scanning every profile.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from core.segment_fields import (
     STRING,
     STRUCT,
     FieldCatalog,
+    DERIVED_FIELDS,
+    DERIVED_INPUTS,
     FieldType,
     read_path,
     read_time,
@@ -295,6 +298,8 @@ except (ImportError, AttributeError):
 
 
 def _time_of(value: Any) -> float | None:
+    if value.__class__ is float:  # the common case first
+        return value if value > 1e8 else None
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -309,17 +314,21 @@ def _time_of(value: Any) -> float | None:
     return None
 
 
+def _time_in(container: Any, key: str) -> float | None:
+    """The newest time of ``key`` in one container of a ``TIME_SOURCES`` entry."""
+    if isinstance(container, dict):
+        return _time_of(container.get(key))
+    if isinstance(container, list):
+        return _time_of([item[1:] for item in container
+                         if isinstance(item, (list, tuple)) and item and item[0] == key])
+    return None
+
+
 def last_time(view: Mapping[str, Any], source: str, key: str) -> float | None:
     """The newest time the profile records for ``key`` in ``source`` (see ``TIME_SOURCES``)."""
     best: float | None = None
     for name in TIME_SOURCES[source]:
-        container = view.get(name)
-        found: float | None = None
-        if isinstance(container, dict):
-            found = _time_of(container.get(key))
-        elif isinstance(container, list):
-            found = _time_of([item[1:] for item in container
-                              if isinstance(item, (list, tuple)) and item and item[0] == key])
+        found = _time_in(view.get(name), key)
         if found is not None and (best is None or found > best):
             best = found
     return best
@@ -327,8 +336,8 @@ def last_time(view: Mapping[str, Any], source: str, key: str) -> float | None:
 
 def affinity_at(view: Mapping[str, Any], category: str, now: float) -> tuple[float, float] | None:
     """``(value, at)`` of the stored (undecayed) affinity for ``category``, or None."""
-    entry = view.get("category_affinity", {}).get(category) if isinstance(view.get("category_affinity"), dict) \
-        else None
+    table = view.get("category_affinity")
+    entry = table.get(category) if isinstance(table, dict) else None
     if isinstance(entry, (list, tuple)) and len(entry) == 2:
         return float(entry[0]), float(entry[1])
     if isinstance(entry, dict) and "value" in entry and "at" in entry:
@@ -784,7 +793,7 @@ def compile_rule(text: str, catalog: FieldCatalog) -> Any:
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Context:
     """What evaluation reads: the profile view, the time, and the consumables catalog."""
 
@@ -931,12 +940,337 @@ def breakpoints(node: Any, ctx: Context) -> Iterator[float]:
             yield from (crossing, math.nextafter(crossing, math.inf), crossing + 1e-3)
 
 
+# ------------------------------------------------------------------------------------------ compilation
+
+# ``compile_node`` turns a checked node tree into nested closures, once, when the definitions are loaded:
+# evaluation then makes no isinstance dispatch on nodes and no generator per ``and``/``or``. Only closures
+# over the node's own constants — no Python source is generated, so a rule still cannot run code.
+# ``evaluate_node`` above stays the reference: the tests check that both give the same answers.
+
+Evaluator = Callable[[Context], Any]
+_NUMERIC = (int, float)
+_CONTAINERS = (list, tuple, dict)
+_EMPTY = (None, "", 0, 0.0, [], {})
+_ORDER_OPS: Mapping[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def _ordered_function(op: str) -> Callable[[Any, Any], bool]:
+    """``lambda left, right: _ordered(op, left, right)``, with the operator chosen once."""
+    if op == "==":
+        return operator.eq
+    if op == "!=":
+        return operator.ne
+    compare = _ORDER_OPS[op]
+
+    def ordered(left: Any, right: Any) -> bool:
+        if isinstance(left, str):
+            return isinstance(right, str) and compare(left, right)
+        return (isinstance(left, _NUMERIC) and isinstance(right, _NUMERIC) and left.__class__ is not bool
+                and right.__class__ is not bool and compare(left, right))
+
+    return ordered
+
+
+def _compile_path(path: tuple[str, ...]) -> Evaluator:
+    """``read_path(ctx.view, path)``, with a fast lane for plain dicts one or two levels deep."""
+    if len(path) == 1 and path[0] not in DERIVED_FIELDS:
+        name = path[0]
+
+        def read_top(ctx: Context) -> Any:
+            view = ctx.view
+            return view.get(name) if view.__class__ is dict else read_path(view, path)
+
+        return read_top
+    if len(path) == 2:
+        outer, inner = path
+
+        def read_nested(ctx: Context) -> Any:
+            view = ctx.view
+            if view.__class__ is dict:
+                section = view.get(outer)
+                if section.__class__ is dict:
+                    return section.get(inner)
+            return read_path(view, path)
+
+        return read_nested
+    return lambda ctx: read_path(ctx.view, path)
+
+
+def _compile_value(node: Any) -> Evaluator:
+    """The closure of ``_value(node, ctx)``."""
+    if isinstance(node, Literal):
+        value = node.value
+        return lambda ctx: value
+    if isinstance(node, ListLiteral):
+        values = node.values
+        return lambda ctx: values
+    if isinstance(node, FieldRef):
+        return _compile_path(node.path)
+    if isinstance(node, EventCount):
+        event = node.event
+
+        def event_count(ctx: Context) -> Any:
+            counts = ctx.view.get("event_counts")
+            return counts.get(event, 0) if isinstance(counts, dict) else 0
+
+        return event_count
+    if isinstance(node, Affinity):
+        category = node.category
+        return lambda ctx: decayed_affinity(ctx.view, category, ctx.now)
+    if isinstance(node, Count):
+        read = _compile_path(node.path)
+
+        def count(ctx: Context) -> int:
+            value = read(ctx)
+            return len(value) if isinstance(value, (list, dict, str)) else 0
+
+        return count
+    return compile_node(node)
+
+
+def _compile_compare(node: Compare) -> Evaluator:
+    left = _compile_value(node.left)
+    if isinstance(node.right, Literal):
+        constant = node.right.value
+        if node.op == "==":
+            return lambda ctx: left(ctx) == constant
+        if node.op == "!=":
+            return lambda ctx: left(ctx) != constant
+        compare = _ORDER_OPS[node.op]
+        if isinstance(constant, _NUMERIC) and constant.__class__ is not bool:
+            def against_number(ctx: Context) -> bool:
+                value = left(ctx)
+                kind = value.__class__
+                if kind is int or kind is float:
+                    return compare(value, constant)
+                return isinstance(value, _NUMERIC) and kind is not bool and compare(value, constant)
+
+            return against_number
+        if isinstance(constant, str):
+            def against_string(ctx: Context) -> bool:
+                value = left(ctx)
+                return isinstance(value, str) and compare(value, constant)
+
+            return against_string
+    right = _compile_value(node.right)
+    ordered = _ordered_function(node.op)
+    return lambda ctx: ordered(left(ctx), right(ctx))
+
+
+def _compile_age(node: AgeCompare) -> Evaluator:
+    read = _compile_path(node.path)
+    span = node.days * DAY_S
+    ordered = _ordered_function(node.op)
+
+    def age(ctx: Context) -> bool:
+        start = read(ctx)  # read_time, inlined: 0, missing or not a number mean "never"
+        if start.__class__ is bool or not isinstance(start, _NUMERIC) or start <= 0:
+            return False
+        return ordered(ctx.now, float(start) + span)
+
+    return age
+
+
+def _last_time_reader(source: str, key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    """``last_time(view, source, key)`` with the source's containers looked up once."""
+    names = TIME_SOURCES[source]
+    if len(names) == 1:
+        name = names[0]
+        return lambda view: _time_in(view.get(name), key)
+
+    def newest(view: Mapping[str, Any]) -> float | None:
+        best: float | None = None
+        for name in names:
+            container = view.get(name)
+            if container is not None:  # most sources' second container is absent
+                found = _time_in(container, key)
+                if found is not None and (best is None or found > best):
+                    best = found
+        return best
+
+    return newest
+
+
+def _compile_within(node: Within) -> Evaluator:
+    last_of = _last_time_reader(node.source, node.key)
+    window = node.window_s
+
+    def within(ctx: Context) -> bool:
+        last = last_of(ctx.view)
+        return last is not None and ctx.now < last + window
+
+    return within
+
+
+def _compile_affinity(node: AffinityCompare) -> Evaluator:
+    category, threshold = node.category, node.threshold
+    ordered = _ordered_function(node.op)
+    absent = ordered(0.0, threshold)  # most profiles never touched most categories
+
+    def affinity(ctx: Context) -> bool:
+        view = ctx.view
+        table = view.get("category_affinity")
+        if table.__class__ is dict:
+            entry = table.get(category)
+            if entry is None:
+                return absent
+            if entry.__class__ is list and len(entry) == 2:  # decayed_affinity, inlined for the view's shape
+                value, at, now = float(entry[0]), float(entry[1]), ctx.now
+                decayed = value if now <= at else value * math.pow(0.5, (now - at) / AFFINITY_HALF_LIFE_S)
+                return ordered(decayed, threshold)
+        return ordered(decayed_affinity(view, category, ctx.now), threshold)
+
+    return affinity
+
+
+def _compile_replenishment(node: ReplenishmentDue) -> Evaluator:
+    def due(ctx: Context) -> bool:
+        purchases = ctx.view.get("product_purchases")
+        if not purchases and isinstance(purchases, dict):  # nothing bought: no prediction to make
+            return False
+        now = ctx.now
+        return any(now >= at for at in _replenishment_times(node, ctx))
+
+    return due
+
+
+def _compile_in(node: In) -> Evaluator:
+    left, right, negate = _compile_value(node.left), _compile_value(node.right), node.negate
+
+    def member(ctx: Context) -> bool:
+        item, container = left(ctx), right(ctx)
+        if isinstance(container, _CONTAINERS):
+            if isinstance(item, list):
+                found = any(one in container for one in item)
+            else:
+                found = item is not None and _hashable(item) and item in container
+        else:
+            found = False
+        return found != negate
+
+    return member
+
+
+def _compile_contains(node: Contains) -> Evaluator:
+    left, right = _compile_value(node.left), _compile_value(node.right)
+
+    def contains(ctx: Context) -> bool:
+        container, item = left(ctx), right(ctx)
+        if isinstance(container, str):
+            return isinstance(item, str) and item in container
+        if isinstance(container, (list, tuple)):
+            return item in container
+        if isinstance(container, dict):
+            return _hashable(item) and item in container
+        return False
+
+    return contains
+
+
+def _compile_all(items: tuple[Evaluator, ...]) -> Evaluator:
+    if len(items) == 2:
+        first, second = items
+        return lambda ctx: first(ctx) and second(ctx)
+
+    def all_of(ctx: Context) -> bool:
+        for item in items:
+            if not item(ctx):
+                return False
+        return True
+
+    return all_of
+
+
+def _compile_any(items: tuple[Evaluator, ...]) -> Evaluator:
+    if len(items) == 2:
+        first, second = items
+        return lambda ctx: first(ctx) or second(ctx)
+
+    def any_of(ctx: Context) -> bool:
+        for item in items:
+            if item(ctx):
+                return True
+        return False
+
+    return any_of
+
+
+def compile_node(node: Any) -> Evaluator:
+    """A checked node tree → a closure ``ctx -> bool`` giving the same answer as ``evaluate_node``."""
+    if isinstance(node, And):
+        return _compile_all(tuple(compile_node(item) for item in node.items))
+    if isinstance(node, Or):
+        return _compile_any(tuple(compile_node(item) for item in node.items))
+    if isinstance(node, Not):
+        inner = compile_node(node.item)
+        return lambda ctx: not inner(ctx)
+    if isinstance(node, Compare):
+        return _compile_compare(node)
+    if isinstance(node, AgeCompare):
+        return _compile_age(node)
+    if isinstance(node, Within):
+        return _compile_within(node)
+    if isinstance(node, AffinityCompare):
+        return _compile_affinity(node)
+    if isinstance(node, ReplenishmentDue):
+        return _compile_replenishment(node)
+    if isinstance(node, In):
+        return _compile_in(node)
+    if isinstance(node, Contains):
+        return _compile_contains(node)
+    if isinstance(node, Exists):
+        read = _compile_path(node.path)
+
+        def exists(ctx: Context) -> bool:
+            value = read(ctx)
+            return value not in _EMPTY and value is not False
+
+        return exists
+    if isinstance(node, Literal):
+        answer = bool(node.value)
+        return lambda ctx: answer
+    message = f"not a condition: {type(node).__name__}"
+    raise TypeError(message)
+
+
+def referenced_fields(node: Any) -> frozenset[str] | None:
+    """The top-level profile-view keys evaluating ``node`` may read; None if that is not known."""
+    names: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (And, Or)):
+            stack.extend(current.items)
+        elif isinstance(current, Not):
+            stack.append(current.item)
+        elif isinstance(current, (Compare, In, Contains)):
+            stack.extend((current.left, current.right))
+        elif isinstance(current, (FieldRef, Count, Exists, AgeCompare)):
+            head = current.path[0]
+            names.add(head)
+            if len(current.path) == 1:
+                names.update(DERIVED_INPUTS.get(head, ()))
+        elif isinstance(current, EventCount):
+            names.add("event_counts")
+        elif isinstance(current, (Affinity, AffinityCompare)):
+            names.add("category_affinity")
+        elif isinstance(current, Within):
+            names.update(TIME_SOURCES[current.source])
+        elif isinstance(current, ReplenishmentDue):
+            names.add("product_purchases")
+        elif not isinstance(current, (Literal, ListLiteral)):
+            return None
+    return frozenset(names)
+
+
 def describe_functions() -> str:
     """One line per function, for ``segments check --help`` and the docs."""
     return "\n".join(f"  {name}({', '.join(fn.params)}): {fn.doc}" for name, fn in sorted(FUNCTIONS.items()))
 
 
 __all__ = [
-    "FUNCTIONS", "Context", "RuleError", "compile_rule", "evaluate_node", "breakpoints", "tokenize",
-    "parse_window", "last_time",
+    "FUNCTIONS", "Context", "RuleError", "compile_rule", "compile_node", "evaluate_node", "breakpoints",
+    "referenced_fields", "tokenize", "parse_window", "last_time",
 ]
