@@ -19,6 +19,7 @@ from streams.app import (
     app,
     customer_to_profile,
     customer_to_trigger_due,
+    due_index,
     profile_commands_topic,
     segment_changes_topic,
     segment_partition_to_size,
@@ -26,7 +27,7 @@ from streams.app import (
     trigger_topics,
 )
 from streams.stage_config import stage_policy
-from streams.codecs import decode_identity, decode_profile, encode_float, encode_identity, encode_json, encode_profile
+from streams.codecs import decode_float, decode_identity, decode_profile, encode_float, encode_identity, encode_json, encode_profile
 
 log = logging.getLogger(__name__)
 
@@ -91,5 +92,6 @@ def _write_back(key: bytes, result) -> None:
     if result.due_at is None:
         if stored_due is not None:
             del customer_to_trigger_due[key]
-    elif stored_due is None or float(stored_due) != result.due_at:
+    elif stored_due is None or decode_float(stored_due) != result.due_at:
         customer_to_trigger_due[key] = encode_float(result.due_at)
+        due_index.push(key, result.due_at)

@@ -1,7 +1,8 @@
 """The clock of the profile stage: faust has no per-key timers, so periodic scans find keys that need a look.
 
-- ``check_due_triggers``: only keys with something pending are in ``customer_to_trigger_due`` (a cart
-  that may be abandoned, a time-driven segment change), so the scan is over that set, not all profiles.
+- ``check_due_triggers``: keys with something pending (a cart that may be abandoned, a time-driven
+  segment change) are in ``customer_to_trigger_due``; the in-memory ``due_index`` heap beside it lets
+  each tick touch only the keys that are due, never the whole table.
 - ``reevaluate_stale_audiences``: once per worker start, after table recovery, every local profile whose
   segments were computed by other definitions or another model gets a check (changing a definition and
   restarting re-evaluates membership and publishes the resulting entries and exits).
@@ -17,44 +18,40 @@ import time
 
 from schemas.commands import CheckTriggers, encode_command
 from streams import metrics
-from streams.app import app, customer_to_profile, customer_to_trigger_due, profile_commands_topic, settings
+from streams.app import app, customer_to_profile, customer_to_trigger_due, due_index, profile_commands_topic, settings
 from streams.codecs import decode_float, decode_profile
 from streams.stage_config import stage_policy
 
 log = logging.getLogger(__name__)
 
 
-class DueChecks:
-    """Which due time each key was already asked about, so a slow stage is not flooded with repeats."""
+class IndexedPartitions:
+    """Which partitions the due index was built for; a rebalance changes them and forces a rebuild."""
 
     def __init__(self) -> None:
-        self.asked: dict[bytes, float] = {}
-
-    def should_ask(self, key: bytes, due_at: float) -> bool:
-        if self.asked.get(key) == due_at:
-            return False
-        self.asked[key] = due_at
-        return True
-
-    def forget_old(self, pending: int) -> None:
-        if len(self.asked) > 4 * max(pending, 1024):
-            self.asked.clear()
+        self.partitions: frozenset | None = None
 
 
-due_checks = DueChecks()
+indexed = IndexedPartitions()
+
+
+def _current_due(key: bytes) -> float | None:
+    raw = customer_to_trigger_due.get(key)
+    return None if raw is None else decode_float(raw)
 
 
 @app.timer(interval=settings.trigger_scan_interval_s)
 async def check_due_triggers():
+    if app.rebalancing or not app.tables.recovery.completed.is_set():
+        return
+    assigned = frozenset(app.assignor.assigned_actives())
+    if assigned != indexed.partitions or due_index.needs_compaction():
+        due_index.rebuild((key, decode_float(raw)) for key, raw in customer_to_trigger_due.items())
+        indexed.partitions = assigned
+        metrics.wakeups_indexed.set(len(due_index))
     now = time.time()
-    pending = 0
-    for key, raw_due in list(customer_to_trigger_due.items()):
-        pending += 1
-        due_at = decode_float(raw_due)
-        if due_at <= now and due_checks.should_ask(key, due_at):
-            await profile_commands_topic.send(key=key, value=encode_command(CheckTriggers(now=now)))
-    metrics.triggers_pending.set(pending)
-    due_checks.forget_old(pending)
+    for key in due_index.pop_due(now, _current_due):
+        await profile_commands_topic.send(key=key, value=encode_command(CheckTriggers(now=now)))
 
 
 class AudienceSweep:

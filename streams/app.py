@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faust
 
+from core.due_index import DueIndex
 from streams.settings import Settings
 from streams.topics import CHANNELS, topic_names
 
@@ -32,6 +33,9 @@ app = faust.App(
     table_standby_replicas=0,
     producer_acks=-1,
     producer_linger_ms=5,
+    # A crashed worker's partitions move on after 10 s instead of the 60 s default.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=3.0,
     autodiscover=False,
 )
 
@@ -83,3 +87,5 @@ segment_partition_to_size = _table("segment_partition_to_size", "members of a se
 customer_to_trigger_due = _table(
     "customer_to_trigger_due", "epoch seconds at which a pending trigger of the customer may become due"
 )
+# This process's heap over customer_to_trigger_due (the table stays the truth; see core/due_index.py).
+due_index = DueIndex()

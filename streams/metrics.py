@@ -37,8 +37,8 @@ triggers_emitted = Counter(
     "streamcdp_triggers_emitted_total", "Triggers published, by kind and channel.", ["kind", "channel"],
     registry=registry,
 )
-triggers_pending = Gauge(
-    "streamcdp_triggers_pending", "Customers with a trigger waiting to become due (this worker).", registry=registry
+wakeups_indexed = Gauge(
+    "streamcdp_wakeups_indexed", "Entries in this worker's wake-up index at its last rebuild.", registry=registry
 )
 event_lag_seconds = Histogram(
     "streamcdp_event_lag_seconds", "Event timestamp → profile updated, for events younger than an hour.",

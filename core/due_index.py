@@ -1,0 +1,51 @@
+"""An in-memory index of wake-up times, so the trigger clock touches only what is due.
+
+The worker's due table (customer → time a trigger or a segment change may next be due) is the truth and
+lives in RocksDB with a changelog; nearly every profile has an entry (e.g. "new visitor" ends 7 days after
+first seen). Scanning it every tick would scan every profile, so the worker keeps this min-heap of
+``(due_at, key)`` beside it: the profile stage pushes every due time it writes, the clock pops only what
+is due and acts on an entry only if the table still holds that time (stale entries are skipped).
+The heap is rebuilt from the table when the worker's partitions change, and when stale entries make it
+much larger than the table.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+
+
+class DueIndex:
+    """Min-heap of wake-up times over a key → due-time table."""
+
+    def __init__(self, *, compact_factor: int = 4, min_compact_size: int = 100_000) -> None:
+        self._heap: list[tuple[float, bytes]] = []
+        self._table_size = 0
+        self._compact_factor = compact_factor
+        self._min_compact_size = min_compact_size
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def rebuild(self, entries: Iterable[tuple[bytes, float]]) -> None:
+        """Replace the heap with the table's current ``(key, due_at)`` entries."""
+        self._heap = [(due_at, key) for key, due_at in entries]
+        heapq.heapify(self._heap)
+        self._table_size = len(self._heap)
+
+    def push(self, key: bytes, due_at: float) -> None:
+        heapq.heappush(self._heap, (due_at, key))
+
+    def needs_compaction(self) -> bool:
+        return len(self._heap) > max(self._min_compact_size, self._compact_factor * self._table_size)
+
+    def pop_due(self, now: float, current: Callable[[bytes], float | None]) -> list[bytes]:
+        """Keys whose due time has come and is still the one in the table (``current(key)``), each once."""
+        due: list[bytes] = []
+        seen: set[bytes] = set()
+        while self._heap and self._heap[0][0] <= now:
+            due_at, key = heapq.heappop(self._heap)
+            if key not in seen and current(key) == due_at:
+                seen.add(key)
+                due.append(key)
+        return due

@@ -1,0 +1,42 @@
+"""The due index pops exactly the keys whose current due time has come."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.due_index import DueIndex
+
+
+def test_pops_only_due_keys_whose_table_entry_is_unchanged():
+    table = {b"a": 10.0, b"b": 20.0, b"c": 5.0}
+    index = DueIndex()
+    index.rebuild(table.items())
+    table[b"c"] = 30.0  # moved later by the profile stage
+    index.push(b"c", 30.0)
+    assert index.pop_due(15.0, table.get) == [b"a"]  # c's old 5.0 is stale, b not due yet
+    assert index.pop_due(25.0, table.get) == [b"b"]
+    del table[b"c"]  # deleted: never due
+    assert index.pop_due(100.0, table.get) == []
+    assert len(index) == 0
+
+
+def test_compaction_is_asked_for_when_stale_entries_pile_up():
+    index = DueIndex(compact_factor=2, min_compact_size=4)
+    index.rebuild([(b"a", 1.0), (b"b", 2.0)])
+    for i in range(3):
+        index.push(b"a", 10.0 + i)
+    assert index.needs_compaction()
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"k1", b"k2", b"k3", b"k4"]), st.floats(0, 100)), max_size=60),
+       st.floats(0, 100))
+def test_every_due_key_is_popped_once_and_no_other(writes, now):
+    table: dict[bytes, float] = {}
+    index = DueIndex()
+    for key, due_at in writes:
+        table[key] = due_at
+        index.push(key, due_at)
+    popped = index.pop_due(now, table.get)
+    assert sorted(popped) == sorted(key for key, due_at in table.items() if due_at <= now)
+    assert len(set(popped)) == len(popped)
