@@ -298,8 +298,10 @@ except (ImportError, AttributeError):
 
 
 def _time_of(value: Any) -> float | None:
-    if value.__class__ is float:  # the common case first
+    if value.__class__ is float:  # the common cases first: a stored time, or nothing recorded
         return value if value > 1e8 else None
+    if value is None:
+        return None
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
