@@ -229,8 +229,9 @@ def _format_storage(java: str, paths: BrokerPaths) -> None:
     if (paths.storage_dir / "meta.properties").exists():
         return
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # "--cluster-id=ID", not "-t ID": one id in 32 starts with "-", which argparse takes for an option.
     cmd = [java, "-cp", f"{paths.libs}/*", f"-Dlog4j.configuration=file:{paths.log4j_file}",
-           "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(paths.config_file)]
+           "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(paths.config_file)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         msg = f"formatting KRaft storage failed: {result.stdout[-1500:]}{result.stderr[-1500:]}"

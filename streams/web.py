@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hmac
 import time
+
+import msgspec
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams import metrics
 from core.profile import profile_document
+from core.replenishment import predict_replenishment
+from streams import metrics
 from streams.app import alias_to_customer, app, customer_to_profile, segment_partition_to_size, settings
 from streams.codecs import decode_identity, decode_profile
 from streams.stage_config import stage_policy
@@ -95,6 +98,11 @@ class ProfileView(web.View):
         if profile is None:
             return self.json({"error": f"no profile for id {customer_id!r}"}, status=404)
         document = profile_document(profile, now=time.time())
+        catalog = audience_policy.definitions.consumables if audience_policy is not None else None
+        if catalog is not None:
+            # Expected next purchase per consumable (the customer's own cadence, else the catalog cycle).
+            predictions = predict_replenishment(profile.product_purchases, catalog)
+            document["replenishment"] = [msgspec.to_builtins(p) for p in predictions.values()]
         if key != customer_id:
             document["requested_id"] = customer_id
         return self.json(document)
