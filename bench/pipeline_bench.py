@@ -238,11 +238,16 @@ def parse_metrics(text: str) -> dict:
     """Processed events (profile-stage events + dead letters) and the event-lag histogram of one scrape."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    figures = {"events": 0.0, "deadlettered": 0.0, "checks": 0.0, "lag_buckets": {}, "lag_count": 0.0, "lag_sum": 0.0}
+    figures = {"events": 0.0, "deadlettered": 0.0, "checks": 0.0, "forwarded": 0.0, "ingested": 0.0,
+               "lag_buckets": {}, "lag_count": 0.0, "lag_sum": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "streamcdp_profile_commands_total":
                 figures["events" if sample.labels.get("kind") == "event" else "checks"] += sample.value
+            elif sample.name == "streamcdp_profile_outcomes_total" and sample.labels.get("outcome") == "forwarded":
+                figures["forwarded"] += sample.value
+            elif sample.name == "streamcdp_events_ingested_total":
+                figures["ingested"] += sample.value
             elif sample.name == "streamcdp_events_deadlettered_total":
                 figures["deadlettered"] += sample.value
             elif sample.name == "streamcdp_event_lag_seconds_bucket":
@@ -251,7 +256,9 @@ def parse_metrics(text: str) -> dict:
                 figures["lag_count"] = sample.value
             elif sample.name == "streamcdp_event_lag_seconds_sum":
                 figures["lag_sum"] = sample.value
-    figures["processed"] = figures["events"] + figures["deadlettered"]
+    # An event whose key was merged into another customer is handled twice by the profile stage: once
+    # forwarded (counted as kind="event" and outcome="forwarded"), once applied. Count it once.
+    figures["processed"] = figures["events"] - figures["forwarded"] + figures["deadlettered"]
     return figures
 
 
@@ -450,9 +457,45 @@ class Worker:
             return "(no log)"
 
 
-def wait_processed(worker: Worker, target: float, timeout_s: float,
+class GroupLag:
+    """Whether a consumer group has committed up to the end of its topics (kafka-python, bounded calls)."""
+
+    def __init__(self, bootstrap: str, group: str, topics: tuple[str, ...]) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        self.group, self.topics = group, topics
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-lag", request_timeout_ms=5000)
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-lag", request_timeout_ms=5000)
+
+    def lag(self) -> int:
+        """Messages between the group's committed offsets and the end of its topics (all partitions)."""
+        from kafka import TopicPartition
+
+        partitions = [TopicPartition(topic, p) for topic in self.topics
+                      for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+        ends = self.consumer.end_offsets(partitions)
+        if hasattr(self.admin, "list_consumer_group_offsets"):  # kafka-python 2.x
+            committed = self.admin.list_consumer_group_offsets(self.group)
+        else:  # kafka-python 3.x
+            committed = self.admin.list_group_offsets({self.group: None}).get(self.group, {})
+        total = 0
+        for partition in partitions:
+            offset = committed.get(partition)
+            total += max(0, ends[partition] - (offset.offset if offset is not None and offset.offset >= 0 else 0))
+        return total
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+
+def wait_processed(worker: Worker, target: float, timeout_s: float, group_lag: GroupLag | None = None,
                    stall_s: float = 180.0) -> list[tuple[float, dict]]:
-    """Scrape ``/metrics`` every ``SAMPLE_EVERY_S`` until ``processed >= target``; (s since start, figures)."""
+    """Scrape ``/metrics`` every ``SAMPLE_EVERY_S`` until ``processed >= target``; (s since start, figures).
+
+    With ``group_lag``, also until the worker's consumer group has committed everything on the inbound
+    and profile-commands topics: the pipeline is then drained whatever the counters count.
+    """
     samples: list[tuple[float, dict]] = []
     deadline = time.monotonic() + timeout_s
     last_progress, last_count = time.monotonic(), -1.0
@@ -465,7 +508,7 @@ def wait_processed(worker: Worker, target: float, timeout_s: float,
             samples.append((now - worker.started_at, figures))
             if figures["processed"] > last_count:
                 last_count, last_progress = figures["processed"], now
-            if figures["processed"] >= target:
+            if figures["processed"] >= target and (group_lag is None or group_lag.lag() == 0):
                 return samples
             if now >= next_report:
                 next_report = now + 30.0
@@ -636,7 +679,8 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     broker_cpu_at_start = cpu_seconds(broker_pid)
     machine_at_start = machine_busy_seconds()
     log.info("worker pid %s ready after %.1f s; draining %d events", worker.pid, ready_s, events)
-    samples = wait_processed(worker, events, timeout_s=args.phase_timeout)
+    group_lag = GroupLag(bootstrap, app_id, (*topics.all_inbound, topics.profile_commands))
+    samples = wait_processed(worker, events, timeout_s=args.phase_timeout, group_lag=group_lag)
     drained_at = samples[-1][0]
     cpu_used = cpu_seconds(worker.pid) - cpu_at_start
     broker_cpu_used = cpu_seconds(broker_pid) - broker_cpu_at_start
@@ -652,7 +696,8 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "ready_s": ready_s,
         "first_event_s": first_t,
         "drained_s": drained_at,
-        "events_processed": final["events"], "deadlettered": final["deadlettered"], "check_commands": final["checks"],
+        "processed": final["processed"], "ingested": final["ingested"], "event_commands": final["events"],
+        "forwarded": final["forwarded"], "deadlettered": final["deadlettered"], "other_commands": final["checks"],
         "worker_cpu_seconds": cpu_used, "worker_cpu_share": cpu_used / drain_window,
         "broker_cpu_share": broker_cpu_used / drain_window,
         # Everything else that ran meanwhile (this bench's sampler, other users of the machine), in cores.
@@ -667,7 +712,8 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     before = worker.metrics() or final
     log.info("live phase: %d events at %.0f events/s", len(payloads), live_rate)
     live = asyncio.run(produce_live(bootstrap, topics, payloads, live_rate))
-    wait_processed(worker, before["processed"] + live["events"], timeout_s=args.phase_timeout)
+    wait_processed(worker, before["processed"] + live["events"], timeout_s=args.phase_timeout, group_lag=group_lag)
+    group_lag.close()
     time.sleep(1.0)  # the lag is observed right after the table write; one more scrape interval to be safe
     after = worker.metrics() or before
     buckets = {bound: after["lag_buckets"].get(bound, 0.0) - before["lag_buckets"].get(bound, 0.0)
