@@ -23,11 +23,18 @@ from streams.app import (
     profile_commands_topic,
     segment_changes_topic,
     segment_partition_to_size,
-    settings,
     trigger_topics,
 )
+from streams.codecs import (
+    decode_float,
+    decode_identity,
+    decode_profile,
+    encode_float,
+    encode_identity,
+    encode_json,
+    encode_profile,
+)
 from streams.stage_config import stage_policy
-from streams.codecs import decode_float, decode_identity, decode_profile, encode_float, encode_identity, encode_json, encode_profile
 
 log = logging.getLogger(__name__)
 

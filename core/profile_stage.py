@@ -51,7 +51,7 @@ from schemas.commands import (
     ProfileCommand,
     UnlinkIdentity,
 )
-from schemas.segments import AudienceChange
+from schemas.segments import AudienceChange, SegmentChange
 
 DELETION_REQUESTED = "Deletion Requested"
 
@@ -259,8 +259,10 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
     result = _step_command(state, command, now=now, policy=policy)
     profile = result.state.profile
     audiences = policy.audiences
-    if profile is None or audiences is None:
+    if audiences is None:
         return result
+    if profile is None:
+        return _leave_all_segments(state.profile, result, now=now, policy=audiences)
     at = command.now if isinstance(command, CheckTriggers) else now
     changes: tuple[AudienceChange, ...] = ()
     must_refresh = isinstance(command, CheckTriggers) or profile.audience_version != audiences.version
@@ -283,6 +285,20 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
         audience_due = None  # never ask to be woken for the past: that would spin
     due_at = min((due for due in (result.due_at, audience_due) if due is not None), default=None)
     return dataclasses.replace(result, due_at=due_at, audience_changes=changes)
+
+
+def _leave_all_segments(before: Profile | None, result: StepResult, *, now: float,
+                        policy: AudiencePolicy) -> StepResult:
+    """A profile that is gone (forgotten, or merged into another) leaves every segment it was in."""
+    if before is None or not before.segments:
+        return result
+    reason = "customer forgotten" if FORGOTTEN in result.notes else "profile merged into another customer"
+    exits = tuple(
+        SegmentChange(customer_id=before.customer_id, segment=name, change="exited", at=now, reason=reason,
+                      group=(rule.group or "") if (rule := policy.definitions.rule(name)) is not None else "")
+        for name in before.segments
+    )
+    return dataclasses.replace(result, audience_changes=exits)
 
 
 def _step_command(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:

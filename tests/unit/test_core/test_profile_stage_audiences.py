@@ -96,3 +96,15 @@ def test_a_burst_is_evaluated_once_at_the_end_of_the_interval():
     woken = step_key(burst.state, CheckTriggers(now=T0 + 1.0), now=T0 + 1.0, policy=stage)
     assert woken.state.profile.audience_refreshed_at == T0 + 1.0
     assert woken.due_at == T0 + 0.2 + 60 * DAY  # the lapse, counted from the last order
+
+
+def test_a_forgotten_customer_leaves_every_segment():
+    stage = policy()
+    first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
+    deletion = {"type": "track", "event": "Deletion Requested", "messageId": "d1", "userId": "c1",
+                "timestamp": T0 + 10, "properties": {}}
+    forgotten = step_key(first.state, ApplyEvent(event=decode_event(orjson.dumps(deletion), now=T0 + 10)),
+                         now=T0 + 10, policy=stage)
+    assert forgotten.state.profile is None
+    assert [(c.change, c.segment, c.reason) for c in forgotten.audience_changes] == [
+        ("exited", "buyers", "customer forgotten")]
