@@ -17,8 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import orjson
 
 from core.generator import WorkloadConfig, generate_workload
 from streams import kafka_local
+from streams.http_probe import http_get
 from streams.produce import route_line
 from streams.settings import Settings
 from streams.topics import CHANNELS, topic_names
@@ -44,26 +43,13 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, b""
-
-
 def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path: Path, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             msg = f"the worker exited with {worker.returncode}; see {log_path}"
             raise RuntimeError(msg)
-        if _http_get(f"http://127.0.0.1:{settings.web_port}/readyz")[0] == 200:
+        if http_get(f"http://127.0.0.1:{settings.web_port}/readyz")[0] == 200:
             return
         time.sleep(0.3)
     msg = f"the worker was not ready within {timeout_s:.0f}s; see {log_path}"
@@ -218,7 +204,7 @@ def _print_summary(settings: Settings, truth: dict, result: dict) -> None:
     buyers = sorted((p for p in truth["profiles"] if p.get("orders") and not p.get("deleted")),
                     key=lambda p: -p["revenue"])[:1]
     for expected in buyers:
-        status, body = _http_get(f"http://127.0.0.1:{settings.web_port}/profiles/{expected['user_id']}",
+        status, body = http_get(f"http://127.0.0.1:{settings.web_port}/profiles/{expected['user_id']}",
                                  token=settings.api_token)
         if status == 200:
             profile = orjson.loads(body)

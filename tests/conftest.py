@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import orjson
 import pytest
 
 from streams import kafka_local
+from streams.http_probe import http_get
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -140,16 +139,7 @@ class WorkerProcess:
             self.proc.wait(timeout=10)
 
     def http_get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, b""
+        return http_get(f"http://127.0.0.1:{self.web_port}{path}", token=token)
 
     def profile(self, customer_id: str) -> dict | None:
         status, body = self.http_get(f"/profiles/{customer_id}", token=self.api_token)
