@@ -1,6 +1,10 @@
-"""Ingestion: inbound Segment Spec bytes → validated events keyed for the profile stage, or dead letters.
+"""Ingestion: inbound Segment Spec bytes → validated events for the profile stage, or dead letters.
 
-Thin shell around ``schemas.validation.decode_event``: it reads the clock, sends, and counts.
+Thin shell around ``schemas.validation.decode_event``: it reads the clock, sends, and counts. A valid
+event goes to ``profile-commands`` keyed by its routing id, unless the producer already keyed and
+partitioned it that way (``streamcdp produce`` does, as do forwarders that key by userId with the Java
+partitioner): then it is applied in place, in the partition that owns it, saving a produce, a consume
+and a second pass through faust per event (``STREAMCDP_INGEST_IN_PLACE``).
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+from agents.profiles import handle_command
 from core.errors import InvalidEvent
 from schemas.commands import ApplyEvent, encode_command
 from schemas.deadletter import DeadLetter
@@ -16,11 +21,16 @@ from schemas.validation import decode_event
 from streams import metrics
 from streams.app import app, deadletter_topic, inbound_topic, profile_commands_topic, settings
 from streams.codecs import encode_json
+from streams.partitioning import InPlaceRouting
 from streams.produce import contract_limits
 
 log = logging.getLogger(__name__)
 
 limits = contract_limits(settings)
+in_place = (
+    InPlaceRouting(settings.topic_partitions, lambda topic: app.consumer.topic_partitions(topic))
+    if settings.ingest_in_place else None
+)
 
 
 @app.agent(inbound_topic)
@@ -44,6 +54,9 @@ async def ingest_events(stream):
         metrics.events_ingested.labels(validated.family).inc()
         if validated.family == OTHER:
             metrics.events_unknown.inc()
-        await profile_commands_topic.send(
-            key=validated.routing_id.encode(), value=encode_command(ApplyEvent(event=validated))
-        )
+        key = validated.routing_id.encode()
+        command = ApplyEvent(event=validated)
+        if in_place is not None and in_place.applies(message.topic, message.partition, message.key, key):
+            await handle_command(key, command, message.partition)
+        else:
+            await profile_commands_topic.send(key=key, value=encode_command(command))

@@ -11,7 +11,7 @@ import logging
 import time
 
 from core.profile_stage import KeyState, step_key
-from schemas.commands import ApplyEvent, decode_command, encode_command
+from schemas.commands import ApplyEvent, ProfileCommand, decode_command, encode_command
 from schemas.segments import SegmentChange
 from streams import metrics
 from streams.app import (
@@ -44,31 +44,38 @@ policy = stage_policy()
 @app.agent(profile_commands_topic)
 async def update_profiles(stream):
     async for event in stream.events():
-        key: bytes = event.key
-        command = decode_command(event.value)
-        metrics.profile_commands.labels(command.__struct_config__.tag).inc()
-        state = KeyState(
-            key=key.decode(),
-            profile=decode_profile(customer_to_profile.get(key)),
-            identity=decode_identity(alias_to_customer.get(key)),
-        )
-        result = step_key(state, command, now=time.time(), policy=policy)
-        _write_back(key, result)
-        for target, forwarded in result.forwards:
-            await profile_commands_topic.send(key=target.encode(), value=encode_command(forwarded))
-        _count_members(result.audience_changes, event.message.partition)
-        for change in result.audience_changes:
-            await segment_changes_topic.send(key=change.customer_id.encode(), value=encode_json(change))
-            metrics.audience_changes.labels(type(change).__struct_config__.tag).inc()
-        for trigger in result.triggers:
-            await trigger_topics[trigger.channel].send(key=trigger.customer_id.encode(), value=encode_json(trigger))
-            metrics.triggers_emitted.labels(trigger.kind, trigger.channel).inc()
-        for note in result.notes:
-            metrics.profile_notes.labels(note).inc()
-        if isinstance(command, ApplyEvent) and command.hops == 0:
-            lag = time.time() - command.event.timestamp
-            if 0 <= lag < 3600:
-                metrics.event_lag_seconds.observe(lag)
+        await handle_command(event.key, decode_command(event.value), event.message.partition)
+
+
+async def handle_command(key: bytes, command: ProfileCommand, partition: int) -> None:
+    """One command for ``key``, inside the stream event of ``partition`` (the partition that owns ``key``).
+
+    Called by this agent, and by ingestion for an inbound event already keyed and partitioned as this
+    stage would key it (see ``agents.ingest``).
+    """
+    metrics.profile_commands.labels(command.__struct_config__.tag).inc()
+    state = KeyState(
+        key=key.decode(),
+        profile=decode_profile(customer_to_profile.get(key)),
+        identity=decode_identity(alias_to_customer.get(key)),
+    )
+    result = step_key(state, command, now=time.time(), policy=policy)
+    _write_back(key, result)
+    _count_members(result.audience_changes, partition)
+    for target, forwarded in result.forwards:
+        await profile_commands_topic.send(key=target.encode(), value=encode_command(forwarded))
+    for change in result.audience_changes:
+        await segment_changes_topic.send(key=change.customer_id.encode(), value=encode_json(change))
+        metrics.audience_changes.labels(type(change).__struct_config__.tag).inc()
+    for trigger in result.triggers:
+        await trigger_topics[trigger.channel].send(key=trigger.customer_id.encode(), value=encode_json(trigger))
+        metrics.triggers_emitted.labels(trigger.kind, trigger.channel).inc()
+    for note in result.notes:
+        metrics.profile_notes.labels(note).inc()
+    if isinstance(command, ApplyEvent) and command.hops == 0:
+        lag = time.time() - command.event.timestamp
+        if 0 <= lag < 3600:
+            metrics.event_lag_seconds.observe(lag)
 
 
 def _count_members(changes, partition: int) -> None:

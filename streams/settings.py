@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         description="Dedup window: each profile remembers its last N messageIds; a repeat within them is dropped.",
     )
 
+    ingest_in_place: bool = Field(
+        True,
+        description="Apply an inbound event in place when its key and partition already match its routing id "
+        "(no hop through profile-commands).",
+    )
+
     # --- Identity and privacy ------------------------------------------------------------------
     pii_hash_key: str = Field(
         "dev-only-change-me", description="Secret key of the keyed hash (HMAC-SHA256) of email and phone."

@@ -1,0 +1,35 @@
+"""Which partition owns a key, as the profile stage's topic and tables see it.
+
+Everything keyed on ``profile-commands`` is placed by the default Kafka partitioner (murmur2 of the key,
+as the Java client and aiokafka compute it). An inbound message that already carries its routing id as
+key *and* sits in the partition murmur2 gives for that key, in a topic with the same partition count, is
+already where the profile stage would put it: ingestion may apply it in place instead of re-sending it.
+Producers that partition otherwise (librdkafka's default is CRC32) simply take the re-keying hop.
+"""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import murmur2
+
+
+def owning_partition(key: bytes, partitions: int) -> int:
+    """The partition the default partitioner assigns ``key`` among ``partitions``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class InPlaceRouting:
+    """Decides whether an inbound message may be applied in place (no hop through profile-commands)."""
+
+    def __init__(self, partitions: int, topic_partitions) -> None:
+        self._partitions = partitions
+        self._topic_partitions = topic_partitions  # topic name → its partition count (or None: unknown)
+        self._topic_ok: dict[str, bool] = {}
+
+    def applies(self, topic: str, partition: int, message_key: bytes | None, routing_key: bytes) -> bool:
+        if message_key != routing_key:
+            return False
+        ok = self._topic_ok.get(topic)
+        if ok is None:
+            ok = self._topic_partitions(topic) == self._partitions
+            self._topic_ok[topic] = ok
+        return ok and owning_partition(routing_key, self._partitions) == partition
