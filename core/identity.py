@@ -118,13 +118,15 @@ def absorb_id_for(link: LinkIdentity) -> str:
     return f"absorb:{_digest(link.link_id, f'{link.at:.6f}')}"
 
 
-def links_revealed(profile: Profile, event: Event) -> tuple[LinkIdentity, ...]:
+def links_revealed(profile: Profile, event: Event, *, again: bool = False) -> tuple[LinkIdentity, ...]:
     """Links the canonical ``profile`` must ask for after applying ``event`` (first sighting only).
 
     An event with a userId and an anonymousId links the anonymous id (``identify``) the first time the
     profile sees it (ids in ``profile.linked_ids`` are skipped, so a device seen again by a user it is
     already linked to costs nothing). An alias call always links its previousId (``alias``): it is rare,
     explicit, and may follow a refused identify link of the same id; the alias's key deduplicates it.
+    ``again``: every link of the event, known or not — for a replayed event whose first links may have
+    been lost in a crash (the alias's key deduplicates them).
     """
     key = profile.customer_id
     wanted: list[tuple[str, str]] = []
@@ -135,7 +137,7 @@ def links_revealed(profile: Profile, event: Event) -> tuple[LinkIdentity, ...]:
     return tuple(
         LinkIdentity(alias=alias, customer_id=key, at=event.timestamp, link_id=link_id_for(alias, key, kind), kind=kind)
         for alias, kind in wanted
-        if alias != key and (kind == ALIAS or alias not in profile.linked_ids)
+        if alias != key and (again or kind == ALIAS or alias not in profile.linked_ids)
     )
 
 

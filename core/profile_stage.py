@@ -177,7 +177,10 @@ def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy
     profile = state.profile or new_profile(state.key)
     updated = apply_event(profile, event, now=now, policy=policy.profile)
     if updated is profile:  # apply_event returns its input unchanged for an already applied message id
-        return _result(state, state, policy, notes=(DUPLICATE,))
+        # A replay after a crash: the profile write may have reached the changelog while the links it
+        # asked for did not. Links are idempotent at the alias's key, so ask for them again.
+        relinks = links_revealed(profile, event, again=True)
+        return _result(state, state, policy, notes=(DUPLICATE,), forwards=tuple((l.alias, l) for l in relinks))
     links = links_revealed(updated, event)
     if links:
         updated = with_linked_ids(updated, [link.alias for link in links])

@@ -224,3 +224,15 @@ def test_compatibility_step_keeps_the_old_signature():
     again = step(result.profile, ApplyEvent(event=replay), now=T0, policy=StagePolicy())
     assert again.duplicate and not again.changed
 
+
+
+def test_a_replayed_event_asks_again_for_the_links_a_crash_may_have_lost():
+    """Regression (kill -9 at 2,000 customers): the profile write reached the changelog, the link did not;
+    the replayed identify was a duplicate and asked for nothing, so the device stayed unlinked (404)."""
+    event = identify(T0, user="u1", anon="a1")
+    first = step_key(KeyState(key="u1"), ApplyEvent(event=event), now=T0, policy=STAGE_POLICY)
+    [(alias_key, link)] = first.forwards
+    replay = step_key(first.state, ApplyEvent(event=event), now=T0 + 5, policy=STAGE_POLICY)
+    assert DUPLICATE in replay.notes
+    assert replay.forwards == ((alias_key, link),)  # the same, deterministic link: idempotent at a1
+    assert replay.state.profile == first.state.profile
