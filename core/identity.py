@@ -87,6 +87,9 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     ``link_kind`` / ``linked_at``: how and by which event time the redirect was made.
     ``linked_users``: distinct customers this key was ever linked to (over-merge guard, capped).
     ``forgotten_at``: the customer of this key was deleted at this time; older events are dropped.
+    ``sent_absorb``: the merge this key sent with its redirect, kept so that a replayed link (after a
+    crash that persisted the redirect but lost the message) sends it again; the customer's key merges
+    it once per ``absorb_id``. Dropped when the customer is forgotten (no data outlives a deletion).
     """
 
     redirect_to: str | None = None
@@ -94,6 +97,7 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     linked_at: float = 0.0
     linked_users: tuple[str, ...] = ()
     forgotten_at: float | None = None
+    sent_absorb: AbsorbProfile | None = None
 
     @property
     def is_default(self) -> bool:
@@ -163,17 +167,21 @@ def decide_link(
     identity: KeyIdentity, profile: Profile | None, link: LinkIdentity, *, max_users: int
 ) -> LinkDecision:
     """Decide ``link`` at the alias's key (rules in the module docstring)."""
-    unchanged = LinkDecision(identity, profile, None, LINK_DUPLICATE)
     customer = link.customer_id
-    if link.alias == customer or identity.redirect_to == customer:
-        return unchanged
+    if link.alias == customer:
+        return LinkDecision(identity, profile, None, LINK_DUPLICATE)
+    if identity.redirect_to == customer:
+        # Already linked: perhaps a replay whose first absorb was lost; re-sending it is idempotent.
+        return LinkDecision(identity, profile, identity.sent_absorb, LINK_DUPLICATE)
     if identity.forgotten_at is not None and link.at <= identity.forgotten_at:
         return LinkDecision(identity, profile, None, LINK_FORGOTTEN)
     if link.via:
         if identity.redirect_to != link.via:
             return LinkDecision(identity, profile, None, LINK_STALE)
         users = tuple(dict.fromkeys(customer if u == link.via else u for u in identity.linked_users))
-        updated = msgspec.structs.replace(identity, redirect_to=customer, linked_users=users or (customer,))
+        # The data already travelled inside ``via``'s profile: nothing left to re-send from here.
+        updated = msgspec.structs.replace(identity, redirect_to=customer, linked_users=users or (customer,),
+                                          sent_absorb=None)
         return LinkDecision(updated, profile, None, RELINKED)
     if profile is not None and customer in profile.linked_ids:
         return LinkDecision(identity, profile, None, LINK_CYCLE_REFUSED)
@@ -188,12 +196,13 @@ def decide_link(
         link.at, customer, identity.linked_at, identity.redirect_to
     ):
         return LinkDecision(msgspec.structs.replace(identity, linked_users=users), profile, None, LINK_STALE)
-    updated = msgspec.structs.replace(
-        identity, redirect_to=customer, link_kind=link.kind, linked_at=link.at, linked_users=users
-    )
     absorb = None
     if profile is not None:
         absorb = AbsorbProfile(customer_id=customer, absorbed=profile, absorb_id=absorb_id_for(link), linked_at=link.at)
+    updated = msgspec.structs.replace(
+        identity, redirect_to=customer, link_kind=link.kind, linked_at=link.at, linked_users=users,
+        sent_absorb=absorb,
+    )
     return LinkDecision(updated, None, absorb, RELINKED if identity.redirect_to is not None else LINKED)
 
 
@@ -202,7 +211,8 @@ def decide_unlink(identity: KeyIdentity, unlink: UnlinkIdentity) -> KeyIdentity:
     the customer's id removed from ``linked_users``, replays older than the deletion blocked."""
     users = tuple(u for u in identity.linked_users if u != unlink.customer_id)
     if identity.redirect_to != unlink.customer_id:
-        return msgspec.structs.replace(identity, linked_users=users)
+        kept = identity.sent_absorb if identity.sent_absorb is None or identity.sent_absorb.customer_id != unlink.customer_id else None
+        return msgspec.structs.replace(identity, linked_users=users, sent_absorb=kept)
     forgotten_at = max(identity.forgotten_at or unlink.at, unlink.at)
     return KeyIdentity(linked_users=users, forgotten_at=forgotten_at)
 

@@ -13,6 +13,7 @@ from core.identity import (
     KeyIdentity,
     absorb_id_for,
     decide_link,
+    decide_unlink,
     link_id_for,
 )
 from core.profile import new_profile
@@ -28,7 +29,16 @@ from core.profile_stage import (
     step_key,
 )
 from core.triggers import CartAbandonmentPolicy
-from schemas.commands import AbsorbProfile, ApplyEvent, CheckTriggers, ForgetCustomer, LinkIdentity, decode_command, encode_command
+from schemas.commands import (
+    AbsorbProfile,
+    ApplyEvent,
+    CheckTriggers,
+    ForgetCustomer,
+    LinkIdentity,
+    UnlinkIdentity,
+    decode_command,
+    encode_command,
+)
 
 
 def anon_history(anon: str = "a1") -> list:
@@ -236,3 +246,20 @@ def test_a_replayed_event_asks_again_for_the_links_a_crash_may_have_lost():
     assert DUPLICATE in replay.notes
     assert replay.forwards == ((alias_key, link),)  # the same, deterministic link: idempotent at a1
     assert replay.state.profile == first.state.profile
+
+
+def test_a_replayed_link_sends_its_absorb_again_and_the_customer_merges_it_once():
+    """After a crash that persisted the redirect but lost the AbsorbProfile, the replayed link re-sends
+    it; the customer's key merges it once per absorb_id, and a deletion drops the kept copy."""
+    sim = StageSim().feed(*anon_history("a1"))
+    link = LinkIdentity(alias="a1", customer_id="u1", at=T0 + 100, link_id=link_id_for("a1", "u1", "identify"))
+    first = step_key(sim.state("a1"), link, now=T0, policy=STAGE_POLICY)
+    [(target, absorb)] = first.forwards
+    replay = step_key(first.state, link, now=T0 + 1, policy=STAGE_POLICY)
+    assert replay.forwards == ((target, absorb),)
+    customer = KeyState(key="u1", profile=new_profile("u1"))
+    merged = step_key(customer, absorb, now=T0, policy=STAGE_POLICY)
+    again = step_key(merged.state, absorb, now=T0, policy=STAGE_POLICY)
+    assert again.notes == (ABSORB_DUPLICATE,) and again.state.profile == merged.state.profile
+    forgotten = decide_unlink(first.state.identity, UnlinkIdentity(alias="a1", customer_id="u1", at=T0 + 200))
+    assert forgotten.sent_absorb is None and forgotten.redirect_to is None
