@@ -31,8 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +43,7 @@ import orjson  # noqa: E402
 
 from passthrough import run_passthrough, steady_rate  # noqa: E402
 from streams import kafka_local  # noqa: E402
+from streams.http_probe import http_get  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import TopicNames, ensure_topics  # noqa: E402
 
@@ -400,16 +399,7 @@ class Worker:
             raise RuntimeError(message)
 
     def get(self, path: str, token: str | None = None, timeout_s: float = 5.0) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            return 0, b""
+        return http_get(f"http://127.0.0.1:{self.web_port}{path}", token=token, timeout_s=timeout_s)
 
     def metrics(self) -> dict | None:
         status, body = self.get("/metrics")

@@ -16,5 +16,5 @@ def http_get(url: str, token: str | None = None, timeout_s: float = 5.0) -> tupl
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+    except (urllib.error.URLError, OSError):  # refused, reset, timed out
         return 0, b""
