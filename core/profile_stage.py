@@ -330,20 +330,3 @@ def _step_command(state: KeyState, command: ProfileCommand, *, now: float, polic
     msg = f"unknown profile command {type(command).__name__}"
     raise TypeError(msg)
 
-
-def step(profile: Profile | None, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
-    """Compatibility wrapper for the agent of the walking skeleton (profile table only, no identity).
-
-    Treats the key as having no redirect and no deletion marker; ``result.forwards`` and the identity
-    are ignored by that agent, so links, merges and deletions only take effect once it calls ``step_key``.
-    """
-    key = profile.customer_id if profile is not None else _key_of(command)
-    return step_key(KeyState(key=key, profile=profile), command, now=now, policy=policy)
-
-
-def _key_of(command: ProfileCommand) -> str:
-    if isinstance(command, ApplyEvent):
-        return command.event.routing_id
-    if isinstance(command, (LinkIdentity, UnlinkIdentity)):
-        return command.alias
-    return getattr(command, "customer_id", "")

@@ -25,7 +25,6 @@ from core.profile_stage import (
     REDIRECT_LOOP,
     KeyState,
     StagePolicy,
-    step,
     step_key,
 )
 from core.triggers import CartAbandonmentPolicy
@@ -224,16 +223,6 @@ def test_cart_abandonment_still_works_through_step_key():
     assert added.due_at == T0 + 10
     checked = step_key(added.state, CheckTriggers(now=T0 + 11), now=T0 + 11, policy=policy)
     assert len(checked.triggers) == 1 and checked.profile_changed and checked.due_at is None
-
-
-def test_compatibility_step_keeps_the_old_signature():
-    result = step(None, ApplyEvent(event=track("Product Added", T0, product_id="p", price=5)), now=T0,
-                  policy=StagePolicy())
-    assert result.changed and result.profile.customer_id == "u1" and not result.duplicate
-    replay = track("Product Added", T0, product_id="p", message_id=result.profile.applied_ids[0])
-    again = step(result.profile, ApplyEvent(event=replay), now=T0, policy=StagePolicy())
-    assert again.duplicate and not again.changed
-
 
 
 def test_a_replayed_event_asks_again_for_the_links_a_crash_may_have_lost():
