@@ -124,10 +124,6 @@ class StepResult:
         return self.state.profile
 
     @property
-    def duplicate(self) -> bool:
-        return DUPLICATE in self.notes
-
-    @property
     def changed(self) -> bool:
         return self.profile_changed or self.identity_changed
 
