@@ -1,10 +1,11 @@
-"""Ingestion: inbound Segment Spec bytes → validated events for the profile stage, or dead letters.
+"""Ingestion: one inbound Segment Spec message → a command for the profile stage, or a dead letter.
 
-Thin shell around ``schemas.validation.decode_event``: it reads the clock, sends, and counts. A valid
-event goes to ``profile-commands`` keyed by its routing id, unless the producer already keyed and
-partitioned it that way (``streamcdp produce`` does, as do forwarders that key by userId with the Java
-partitioner): then it is applied in place, in the partition that owns it, saving a produce, a consume
-and a second pass through faust per event (``STREAMCDP_INGEST_IN_PLACE``).
+Thin shell around ``schemas.validation.decode_event``: it reads the clock and counts. A valid event
+becomes ``ApplyEvent`` keyed by its routing id (userId, else anonymousId). The runtime applies it in
+place when the producer already keyed and partitioned it that way (``streamcdp produce`` does, as do
+forwarders that key by userId with the Java partitioner), else sends it through ``profile-commands``
+(``STREAMCDP_INGEST_IN_PLACE``). An invalid message goes to the dead-letter topic with its reason, its
+exact bytes and where it came from; the stream goes on.
 """
 
 from __future__ import annotations
@@ -12,51 +13,38 @@ from __future__ import annotations
 import logging
 import time
 
-from agents.profiles import handle_command
+from aiokafka.structs import ConsumerRecord
+
 from core.errors import InvalidEvent
-from schemas.commands import ApplyEvent, encode_command
+from schemas.commands import ApplyEvent
 from schemas.deadletter import DeadLetter
 from schemas.events import OTHER
-from schemas.validation import decode_event
+from schemas.validation import ContractLimits, decode_event
 from streams import metrics
-from streams.app import app, deadletter_topic, inbound_topic, profile_commands_topic, settings
 from streams.codecs import encode_json
-from streams.partitioning import InPlaceRouting
-from streams.produce import contract_limits
+from streams.outbox import Outbox
+from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
-limits = contract_limits(settings)
-in_place = (
-    InPlaceRouting(settings.topic_partitions, lambda topic: app.consumer.topic_partitions(topic))
-    if settings.ingest_in_place else None
-)
 
-
-@app.agent(inbound_topic)
-async def ingest_events(stream):
-    async for event in stream.events():
-        message = event.message
-        raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-        try:
-            validated = decode_event(raw, now=time.time(), limits=limits)
-        except InvalidEvent as exc:
-            record = DeadLetter(
-                reason=exc.reason, detail=exc.detail, source_topic=message.topic,
-                source_partition=message.partition, source_offset=message.offset,
-                failed_at=time.time(), original=raw,
-            )
-            await deadletter_topic.send(key=message.key, value=encode_json(record),
-                                        headers={"reason": exc.reason.encode()})
-            metrics.events_deadlettered.labels(exc.reason).inc()
-            log.debug("dead-lettered %s:%s@%s: %s", message.topic, message.partition, message.offset, exc)
-            continue
-        metrics.events_ingested.labels(validated.family).inc()
-        if validated.family == OTHER:
-            metrics.events_unknown.inc()
-        key = validated.routing_id.encode()
-        command = ApplyEvent(event=validated)
-        if in_place is not None and in_place.applies(message.topic, message.partition, message.key, key):
-            await handle_command(key, command, message.partition)
-        else:
-            await profile_commands_topic.send(key=key, value=encode_command(command))
+def ingest_record(
+    record: ConsumerRecord, *, limits: ContractLimits, topics: TopicNames, outbox: Outbox
+) -> tuple[bytes, ApplyEvent] | None:
+    """``(routing key, ApplyEvent)`` for a valid event; None after dead-lettering an invalid one."""
+    raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
+    try:
+        validated = decode_event(raw, now=time.time(), limits=limits)
+    except InvalidEvent as exc:
+        dead = DeadLetter(
+            reason=exc.reason, detail=exc.detail, source_topic=record.topic, source_partition=record.partition,
+            source_offset=record.offset, failed_at=time.time(), original=raw,
+        )
+        outbox.send(topics.deadletter, record.key, encode_json(dead), [("reason", exc.reason.encode())])
+        metrics.events_deadlettered.labels(exc.reason).inc()
+        log.debug("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset, exc)
+        return None
+    metrics.events_ingested.labels(validated.family).inc()
+    if validated.family == OTHER:
+        metrics.events_unknown.inc()
+    return validated.routing_id.encode(), ApplyEvent(event=validated)

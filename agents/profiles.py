@@ -1,74 +1,45 @@
 """The profile stage: the only writer of per-customer state (profiles, identity links, pending triggers).
 
-Reads the key's state, calls the pure ``core.profile_stage.step_key``, writes back what changed (so the
-changelogs record it), forwards the commands it asks for (identity links, merges, redirects) and sends
-the triggers it decided.
+For one command of one key, in the partition that owns the key: read the key's state from the
+partition's store, call the pure ``core.profile_stage.step_key``, write back what changed, and put what
+it asks for in the outbox (commands forwarded to other keys, segment changes, triggers).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
-from core.profile_stage import KeyState, step_key
-from schemas.commands import ApplyEvent, ProfileCommand, decode_command, encode_command
+from core.identity import NO_IDENTITY
+from core.profile_stage import KeyState, StagePolicy, step_key
+from schemas.commands import ApplyEvent, ProfileCommand, encode_command
 from schemas.segments import SegmentChange
 from streams import metrics
-from streams.app import (
-    alias_to_customer,
-    app,
-    customer_to_profile,
-    customer_to_trigger_due,
-    due_index,
-    profile_commands_topic,
-    segment_changes_topic,
-    segment_partition_to_size,
-    trigger_topics,
-)
-from streams.codecs import (
-    decode_float,
-    decode_identity,
-    decode_profile,
-    encode_float,
-    encode_identity,
-    encode_json,
-    encode_profile,
-)
-from streams.stage_config import stage_policy
-
-log = logging.getLogger(__name__)
-
-policy = stage_policy()
+from streams.codecs import encode_json
+from streams.outbox import Outbox
+from streams.state_store import PartitionStore
+from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from streams.topics import TopicNames
 
 
-@app.agent(profile_commands_topic)
-async def update_profiles(stream):
-    async for event in stream.events():
-        await handle_command(event.key, decode_command(event.value), event.message.partition)
-
-
-async def handle_command(key: bytes, command: ProfileCommand, partition: int) -> None:
-    """One command for ``key``, inside the stream event of ``partition`` (the partition that owns ``key``).
-
-    Called by this agent, and by ingestion for an inbound event already keyed and partitioned as this
-    stage would key it (see ``agents.ingest``).
-    """
+def handle_command(
+    store: PartitionStore, key: bytes, command: ProfileCommand, *, now: float, policy: StagePolicy,
+    topics: TopicNames, outbox: Outbox,
+) -> None:
+    """Apply ``command`` to ``key``'s state in ``store`` (the partition that owns ``key``)."""
     metrics.profile_commands.labels(command.__struct_config__.tag).inc()
     state = KeyState(
-        key=key.decode(),
-        profile=decode_profile(customer_to_profile.get(key)),
-        identity=decode_identity(alias_to_customer.get(key)),
+        key=key.decode(), profile=store.get(PROFILES, key), identity=store.get(IDENTITIES, key) or NO_IDENTITY
     )
-    result = step_key(state, command, now=time.time(), policy=policy)
-    _write_back(key, result)
-    _count_members(result.audience_changes, partition)
+    result = step_key(state, command, now=now, policy=policy)
+    _write_back(store, key, result)
+    _count_members(store, result.audience_changes)
     for target, forwarded in result.forwards:
-        await profile_commands_topic.send(key=target.encode(), value=encode_command(forwarded))
+        outbox.send(topics.profile_commands, target.encode(), encode_command(forwarded))
     for change in result.audience_changes:
-        await segment_changes_topic.send(key=change.customer_id.encode(), value=encode_json(change))
+        outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
         metrics.audience_changes.labels(type(change).__struct_config__.tag).inc()
     for trigger in result.triggers:
-        await trigger_topics[trigger.channel].send(key=trigger.customer_id.encode(), value=encode_json(trigger))
+        outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
         metrics.triggers_emitted.labels(trigger.kind, trigger.channel).inc()
     for note in result.notes:
         metrics.profile_notes.labels(note).inc()
@@ -78,34 +49,25 @@ async def handle_command(key: bytes, command: ProfileCommand, partition: int) ->
             metrics.event_lag_seconds.observe(lag)
 
 
-def _count_members(changes, partition: int) -> None:
+def _count_members(store: PartitionStore, changes) -> None:
     deltas: dict[str, int] = {}
     for change in changes:
         if isinstance(change, SegmentChange):
             deltas[change.segment] = deltas.get(change.segment, 0) + (1 if change.change == "entered" else -1)
     for segment, delta in deltas.items():
         if delta:
-            key = f"{segment}#{partition}".encode()
-            segment_partition_to_size[key] = str(int(segment_partition_to_size.get(key) or 0) + delta).encode()
+            key = segment.encode()
+            store.put(SEGMENT_SIZES, key, (store.get(SEGMENT_SIZES, key) or 0) + delta)
 
 
-def _write_back(key: bytes, result) -> None:
-    """Store what the step changed; no await in here, so read-modify-write of a key is atomic."""
+def _write_back(store: PartitionStore, key: bytes, result) -> None:
     new_state = result.state
     if result.profile_changed:
-        if new_state.profile is None:
-            customer_to_profile.pop(key, None)
-        else:
-            customer_to_profile[key] = encode_profile(new_state.profile)
+        store.put(PROFILES, key, new_state.profile)  # None deletes
     if result.identity_changed:
-        if new_state.identity.is_default:
-            alias_to_customer.pop(key, None)
-        else:
-            alias_to_customer[key] = encode_identity(new_state.identity)
-    stored_due = customer_to_trigger_due.get(key)
-    if result.due_at is None:
-        if stored_due is not None:
-            del customer_to_trigger_due[key]
-    elif stored_due is None or decode_float(stored_due) != result.due_at:
-        customer_to_trigger_due[key] = encode_float(result.due_at)
-        due_index.push(key, result.due_at)
+        store.put(IDENTITIES, key, None if new_state.identity.is_default else new_state.identity)
+    stored_due = store.get(TRIGGER_DUE, key)
+    if result.due_at != stored_due:
+        store.put(TRIGGER_DUE, key, result.due_at)
+        if result.due_at is not None:
+            store.due_index.push(key, result.due_at)

@@ -44,3 +44,22 @@ event_lag_seconds = Histogram(
     "streamcdp_event_lag_seconds", "Event timestamp → profile updated, for events younger than an hour.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry,
 )
+flush_seconds = Histogram(
+    "streamcdp_flush_seconds", "One flush: outputs sent and acknowledged, changelog written, offsets committed.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry,
+)
+outputs_sent = Counter(
+    "streamcdp_outputs_sent_total",
+    "Records sent by the profile stage (triggers, segment changes, dead letters, re-keyed commands).",
+    registry=registry,
+)
+changelog_records = Counter(
+    "streamcdp_changelog_records_total", "State records written to the changelog (one per dirty key per flush).",
+    registry=registry,
+)
+restored_records = Counter(
+    "streamcdp_restored_records_total", "Changelog records read back into partition stores.", registry=registry
+)
+assigned_partitions = Gauge(
+    "streamcdp_assigned_partitions", "State partitions this worker holds.", registry=registry
+)

@@ -19,10 +19,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMCDP_", frozen=True, extra="ignore")
 
     # --- Kafka -------------------------------------------------------------------------------
-    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap servers, faust URL form.")
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap servers: `kafka://host:port[;kafka://host:port]`.")
     topic_prefix: str = Field("", description="Prefix for every topic name, e.g. `shop1.` (empty: none).")
     topic_partitions: int = Field(4, ge=1, description="Partitions of every topic the project creates.")
-    app_id: str = Field("streamcdp", description="Faust application id: consumer group and changelog prefix.")
+    app_id: str = Field("streamcdp", description="Application id: the workers' consumer group and their changelog topic's name.")
 
     # --- Worker ------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var/data"), description="Where the worker keeps its RocksDB tables.")
@@ -30,9 +30,21 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Interface the worker's web server binds to.")
     rocksdb_block_cache_bytes: int = Field(
         64 * 1024 * 1024,
-        description="RocksDB block cache per table; faust's default is 2 GiB, far too much per process.",
+        description="RocksDB block cache per partition store.",
     )
-    rocksdb_write_buffer_bytes: int = Field(16 * 1024 * 1024, description="RocksDB memtable size per table.")
+    rocksdb_write_buffer_bytes: int = Field(16 * 1024 * 1024, description="RocksDB memtable size per partition store.")
+    state_cache_keys: int = Field(
+        50_000, ge=100,
+        description="Decoded keys kept in memory per partition store (beyond it, clean ones are dropped after a flush).",
+    )
+    commit_interval_s: float = Field(
+        0.5, gt=0,
+        description="Longest time between flushes (outputs sent, changelog written, input offsets committed).",
+    )
+    flush_max_records: int = Field(
+        20_000, ge=1, description="Inputs processed before a flush is forced, whatever the interval."
+    )
+    fetch_max_records: int = Field(5_000, ge=1, description="Most records taken from Kafka per fetch.")
     log_level: str = Field("info", description="Worker log level.")
 
     # --- Local Kafka (streamcdp kafka start) ---------------------------------------------------

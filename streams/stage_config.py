@@ -2,12 +2,10 @@
 
 Reads and validates the segment definitions and the propensity model named in the settings: a broken
 definition stops the worker at start with the file, line and problem, rather than evaluating nothing.
-The agent and the web views share the one instance.
+The runtime and the web views share the one instance the worker builds.
 """
 
 from __future__ import annotations
-
-from functools import cache
 
 from core.audiences import AudiencePolicy
 from core.profile import ProfilePolicy
@@ -15,7 +13,6 @@ from core.profile_stage import StagePolicy
 from core.scoring import load_models
 from core.segment_defs import load_definitions
 from core.triggers import CartAbandonmentPolicy
-from streams.app import settings
 from streams.settings import Settings
 
 
@@ -26,8 +23,7 @@ def load_audience_policy(config: Settings) -> AudiencePolicy:
     return AudiencePolicy.build(definitions, models, config.score_threshold_map, fingerprint)
 
 
-@cache
-def stage_policy() -> StagePolicy:
+def stage_policy(settings: Settings) -> StagePolicy:
     return StagePolicy(
         cart_abandonment=CartAbandonmentPolicy(
             delay_s=settings.cart_abandonment_delay_s, max_age_s=settings.cart_abandonment_max_age_s

@@ -1,9 +1,9 @@
 """The names of every Kafka topic streamcdp reads or writes, and their idempotent creation.
 
 Inbound (one per event family), dead letters, outbound trigger topics (one per channel plus the holdout
-log), segment changes, and the internal command topic of the profile stage. Faust creates its own
-changelog topics (compacted) for the tables; everything here is created with explicit partition counts
-by ``ensure_topics`` before a worker or producer uses it.
+log), segment changes, and the internal topics of the profile stage (commands re-keyed by id, and the
+compacted changelog of its state). ``ensure_topics`` creates them all with explicit partition counts
+before a worker or producer uses them.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ class TopicNames:
         """Internal: events and commands re-keyed by the id whose profile partition must act."""
         return f"{self.prefix}streamcdp.profile-commands"
 
+    def state_changelog(self, app_id: str) -> str:
+        """Internal, compacted: the profile stage's state (``streams.state_store``), partitioned like its inputs."""
+        return f"{self.prefix}{app_id}.state-changelog"
+
     @property
     def all_declared(self) -> tuple[str, ...]:
         return (*self.all_inbound, self.deadletter, *self.all_triggers, self.segment_changes, self.profile_commands)
@@ -70,11 +74,15 @@ def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(admin.list_topics())
         missing = [name for name in names.all_declared if name not in existing]
+        new_topics = [
+            NewTopic(name=name, num_partitions=settings.topic_partitions, replication_factor=1) for name in missing
+        ]
+        changelog = names.state_changelog(settings.app_id)
+        if changelog not in existing:
+            missing.append(changelog)
+            new_topics.append(NewTopic(name=changelog, num_partitions=settings.topic_partitions, replication_factor=1,
+                                       topic_configs={"cleanup.policy": "compact"}))
         if missing:
-            new_topics = [
-                NewTopic(name=name, num_partitions=settings.topic_partitions, replication_factor=1)
-                for name in missing
-            ]
             try:
                 admin.create_topics(new_topics)
             except TopicAlreadyExistsError:

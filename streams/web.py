@@ -1,108 +1,131 @@
-"""The worker's HTTP API: health, readiness, Prometheus metrics, and profile reads.
+"""The worker's HTTP API (aiohttp): health, readiness, Prometheus metrics, segments, and profile reads.
 
-``GET /profiles/{id}`` needs ``Authorization: Bearer <STREAMCDP_API_TOKEN>`` and is routed by faust to
-the worker that owns the id's partition, so any worker can be asked.
+``GET /profiles/{id}`` needs ``Authorization: Bearer <STREAMCDP_API_TOKEN>``. Any worker can be asked:
+the one that does not hold the id's partition answers 307 with the owner's URL (every worker knows the
+partition → web address map from the consumer group's assignment, ``streams.assignor``).
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from urllib.parse import quote
 
 import msgspec
-from faust import web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core.identity import NO_IDENTITY
 from core.profile import profile_document
 from core.replenishment import predict_replenishment
 from streams import metrics
-from streams.app import alias_to_customer, app, customer_to_profile, segment_partition_to_size, settings
-from streams.codecs import decode_identity, decode_profile
-from streams.stage_config import stage_policy
+from streams.codecs import encode_json
+from streams.partitioning import owning_partition
+from streams.runtime import Runtime
+from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES
 
 
-audience_policy = stage_policy().audiences
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=encode_json(body), status=status, content_type="application/json", headers=headers)
 
 
-def _is_ready() -> bool:
-    recovery = app.tables.recovery
-    return recovery.completed.is_set() and not app.in_recovery and not app.rebalancing
+class Api:
+    """The views over one runtime's stores."""
 
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.audience_policy = runtime.policy.audiences
 
-def _authorised(request: web.Request) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), settings.api_token.encode())
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/healthz", self.healthz),
+            web.get("/readyz", self.readyz),
+            web.get("/metrics", self.prometheus_metrics),
+            web.get("/segments", self.segments),
+            web.get("/profiles/{customer_id}", self.profile),
+        ]
 
+    def _authorised(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self.settings.api_token.encode())
 
-@app.page("/healthz")
-async def healthz(self: web.View, request: web.Request) -> web.Response:
-    return self.json({"status": "ok"})
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
 
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.runtime.ready
+        return _json({"ready": ready, "partitions": sorted(self.runtime.stores)}, status=200 if ready else 503)
 
-@app.page("/readyz")
-async def readyz(self: web.View, request: web.Request) -> web.Response:
-    ready = _is_ready()
-    return self.json({"ready": ready}, status=200 if ready else 503)
+    async def prometheus_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-
-@app.page("/metrics")
-async def prometheus_metrics(self: web.View, request: web.Request) -> web.Response:
-    return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-
-def _owned_here(key: str) -> bool:
-    owner = app.router.key_store(customer_to_profile.name, key)
-    return (owner.host, owner.port) == (app.conf.canonical_url.host, app.conf.canonical_url.port)
-
-
-@app.page("/segments")
-async def segments(self: web.View, request: web.Request) -> web.Response:
-    """Definitions and current sizes (members in the partitions this worker holds)."""
-    if not _authorised(request):
-        return self.json({"error": "missing or wrong bearer token"}, status=401)
-    sizes: dict[str, int] = {}
-    partitions: set[int] = set()
-    for key, value in segment_partition_to_size.items():
-        segment, _, partition = key.decode().rpartition("#")
-        sizes[segment] = sizes.get(segment, 0) + int(value)
-        partitions.add(int(partition))
-    definitions = audience_policy.definitions
-    listing = [
-        {"name": rule.name, "group": rule.group, "rule": rule.rule, "description": rule.description,
-         "size": sizes.get(rule.name, 0)}
-        for rule in definitions.rules
-    ]
-    return self.json({"source": definitions.source, "version": audience_policy.version,
+    async def segments(self, request: web.Request) -> web.Response:
+        """Definitions and current sizes (members in the partitions this worker holds)."""
+        if not self._authorised(request):
+            return _json({"error": "missing or wrong bearer token"}, status=401)
+        sizes: dict[str, int] = {}
+        for store in list(self.runtime.stores.values()):
+            for segment, count in store.items(SEGMENT_SIZES):
+                sizes[segment.decode()] = sizes.get(segment.decode(), 0) + count
+        definitions = self.audience_policy.definitions
+        listing = [
+            {"name": rule.name, "group": rule.group, "rule": rule.rule, "description": rule.description,
+             "size": sizes.get(rule.name, 0)}
+            for rule in definitions.rules
+        ]
+        return _json({"source": definitions.source, "version": self.audience_policy.version,
                       "groups": [group.name for group in definitions.groups], "segments": listing,
-                      "counted_partitions": sorted(partitions)})
+                      "counted_partitions": sorted(self.runtime.stores)})
 
+    def _elsewhere(self, key: str) -> web.Response | None:
+        """None when this worker holds ``key``'s partition; else a 307 to the owner (503: no owner known)."""
+        partition = owning_partition(key.encode(), self.settings.topic_partitions)
+        if partition in self.runtime.stores:
+            return None
+        owner = self.runtime.assignor.owners.get(partition)
+        if owner is None or owner == self.runtime.assignor.web_url:
+            return _json({"error": f"partition {partition} is not assigned yet"}, status=503,
+                         headers={"Retry-After": "1"})
+        location = f"{owner}/profiles/{quote(key, safe='')}"
+        return _json({"redirect": location}, status=307, headers={"Location": location})
 
-@app.page("/profiles/{customer_id}")
-class ProfileView(web.View):
-    """A profile by its canonical id or by any id linked to it (anonymous id, earlier user id)."""
-
-    @app.table_route(table=customer_to_profile, match_info="customer_id")
-    async def get(self, request: web.Request, customer_id: str) -> web.Response:
-        if not _authorised(request):
-            return self.json({"error": "missing or wrong bearer token"}, status=401)
-        key = customer_id
-        identity = decode_identity(alias_to_customer.get(key.encode()))
+    async def profile(self, request: web.Request) -> web.Response:
+        """A profile by its canonical id or by any id linked to it (anonymous id, earlier user id)."""
+        if not self._authorised(request):
+            return _json({"error": "missing or wrong bearer token"}, status=401)
+        requested = request.match_info["customer_id"]
+        elsewhere = self._elsewhere(requested)
+        if elsewhere is not None:
+            return elsewhere
+        store = self.runtime.stores[owning_partition(requested.encode(), self.settings.topic_partitions)]
+        key = requested
+        identity = store.get(IDENTITIES, key.encode()) or NO_IDENTITY
         if identity.redirect_to is not None:
             key = identity.redirect_to
-            if not _owned_here(key):
-                # Another worker owns the canonical profile: send the client there through our own router.
-                location = f"/profiles/{key}"
-                return self.json({"redirect": location}, status=307, headers={"Location": location})
-        profile = decode_profile(customer_to_profile.get(key.encode()))
+            elsewhere = self._elsewhere(key)
+            if elsewhere is not None:
+                return elsewhere
+            store = self.runtime.stores[owning_partition(key.encode(), self.settings.topic_partitions)]
+        profile = store.get(PROFILES, key.encode())
         if profile is None:
-            return self.json({"error": f"no profile for id {customer_id!r}"}, status=404)
+            return _json({"error": f"no profile for id {requested!r}"}, status=404)
         document = profile_document(profile, now=time.time())
-        catalog = audience_policy.definitions.consumables if audience_policy is not None else None
+        catalog = self.audience_policy.definitions.consumables if self.audience_policy is not None else None
         if catalog is not None:
             # Expected next purchase per consumable (the customer's own cadence, else the catalog cycle).
             predictions = predict_replenishment(profile.product_purchases, catalog)
             document["replenishment"] = [msgspec.to_builtins(p) for p in predictions.values()]
-        if key != customer_id:
-            document["requested_id"] = customer_id
-        return self.json(document)
+        if key != requested:
+            document["requested_id"] = requested
+        return _json(document)
+
+
+async def start_web(runtime: Runtime) -> web.AppRunner:
+    """Serve the API on ``STREAMCDP_WEB_HOST:STREAMCDP_WEB_PORT``; the caller cleans the runner up."""
+    application = web.Application()
+    application.add_routes(Api(runtime).routes())
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, runtime.settings.web_host, runtime.settings.web_port).start()
+    return runner

@@ -1,0 +1,164 @@
+"""The profile stage's state for one partition: RocksDB (rocksdict) behind a write-back cache of decoded
+values, with a compacted changelog topic as the truth.
+
+Every key of every table lives under a one-byte table tag (``b"p" + customer id`` …), the same bytes in
+RocksDB and as the changelog key, so one changelog partition restores one store. Reads return decoded
+values from the cache (RocksDB is read and decoded once per key, not once per event); writes change only
+the cache and mark the key dirty. ``Runtime.flush`` then asks for ``pending_records`` (each dirty key
+encoded once, however many events changed it), sends them to the changelog, and only after the broker
+acknowledged them calls ``persist`` to write them and the changelog offset to RocksDB in one batch. So
+the local store is never ahead of the changelog: a crash at any point restores to a state the changelog
+holds, and the consumer offsets (committed after ``persist``) replay whatever came after it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rocksdict
+
+from core.due_index import DueIndex
+
+_OFFSET_KEY = b"\xff changelog offset"  # tag 0xff: no table uses it
+
+
+@dataclass(frozen=True)
+class Table:
+    """One kind of value in the store: its key tag and its byte codec."""
+
+    tag: bytes
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+    def storage_key(self, key: bytes) -> bytes:
+        return self.tag + key
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    block_cache_bytes: int
+    write_buffer_bytes: int
+    max_cached_keys: int  # decoded values kept in memory per partition; beyond it clean ones are dropped
+
+
+def _rocksdb_options(options: StoreOptions) -> rocksdict.Options:
+    db_options = rocksdict.Options(raw_mode=True)
+    db_options.create_if_missing(True)
+    db_options.set_write_buffer_size(options.write_buffer_bytes)
+    db_options.set_max_write_buffer_number(2)
+    table_options = rocksdict.BlockBasedOptions()
+    table_options.set_block_cache(rocksdict.Cache(options.block_cache_bytes))
+    table_options.set_bloom_filter(10, False)
+    db_options.set_block_based_table_factory(table_options)
+    return db_options
+
+
+_MISSING = object()
+
+
+class PartitionStore:
+    """State of one partition of the profile stage (see the module docstring)."""
+
+    def __init__(self, partition: int, path: Path, options: StoreOptions) -> None:
+        self.partition = partition
+        self.path = path
+        self._options = options
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = rocksdict.Rdict(str(path), _rocksdb_options(options))
+        # storage key → decoded value (None: deleted); the dirty ones are written at the next flush.
+        self._cache: dict[bytes, Any] = {}
+        self._dirty: dict[bytes, Table] = {}
+        self.due_index = DueIndex()
+
+    # --- reads and writes of the processing path --------------------------------------------------------
+
+    def get(self, table: Table, key: bytes) -> Any:
+        storage_key = table.tag + key
+        value = self._cache.get(storage_key, _MISSING)
+        if value is _MISSING:
+            raw = self._db.get(storage_key)
+            value = None if raw is None else table.decode(raw)
+            self._cache[storage_key] = value
+        return value
+
+    def put(self, table: Table, key: bytes, value: Any) -> None:
+        storage_key = table.tag + key
+        self._cache[storage_key] = value
+        self._dirty[storage_key] = table
+
+    def delete(self, table: Table, key: bytes) -> None:
+        self.put(table, key, None)
+
+    @property
+    def dirty_count(self) -> int:
+        return len(self._dirty)
+
+    # --- flush: changelog first, then RocksDB -----------------------------------------------------------
+
+    def pending_records(self) -> list[tuple[bytes, bytes | None]]:
+        """Every dirty key with its encoded value (None: tombstone), for the changelog."""
+        return [
+            (storage_key, None if (value := self._cache[storage_key]) is None else table.encode(value))
+            for storage_key, table in self._dirty.items()
+        ]
+
+    def persist(self, records: list[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        """Write records the changelog acknowledged (up to ``changelog_offset``) to RocksDB, atomically."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for storage_key, raw in records:
+            if raw is None:
+                batch.delete(storage_key)
+            else:
+                batch.put(storage_key, raw)
+            self._dirty.pop(storage_key, None)
+        batch.put(_OFFSET_KEY, str(changelog_offset).encode())
+        self._db.write(batch)
+        self._evict()
+
+    def _evict(self) -> None:
+        excess = len(self._cache) - self._options.max_cached_keys
+        if excess <= 0:
+            return
+        # Oldest loaded first (dict order); dirty values stay until they are written.
+        victims = [key for key in self._cache if key not in self._dirty][:excess]
+        for key in victims:
+            del self._cache[key]
+
+    # --- restore from the changelog ---------------------------------------------------------------------
+
+    @property
+    def changelog_offset(self) -> int:
+        """Offset of the last changelog record in RocksDB (-1: none)."""
+        raw = self._db.get(_OFFSET_KEY)
+        return -1 if raw is None else int(raw)
+
+    def apply_changelog(self, records: Iterable[tuple[bytes, bytes | None]], last_offset: int) -> None:
+        """Write changelog records read back from Kafka (restore) straight to RocksDB."""
+        self.persist(list(records), last_offset)
+        self._cache.clear()
+
+    def items(self, table: Table) -> Iterator[tuple[bytes, Any]]:
+        """Every ``(key, value)`` of ``table``, the cached (newer) values over the written ones."""
+        seen: set[bytes] = set()
+        for storage_key, value in self._cache.items():
+            if storage_key[:1] == table.tag:
+                seen.add(storage_key)
+                if value is not None:
+                    yield storage_key[1:], value
+        for storage_key, raw in self._db.items(from_key=table.tag):
+            if storage_key[:1] != table.tag:
+                break
+            if storage_key not in seen:
+                yield storage_key[1:], table.decode(raw)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def wipe(path: Path) -> None:
+        """Delete a store whose changelog was lost (its offset is past the changelog's end)."""
+        shutil.rmtree(path, ignore_errors=True)
