@@ -171,6 +171,21 @@ class Pipeline:
         self.topics = TopicNames(prefix=settings.topic_prefix)
         self.worker = worker
         self.kafka = kafka
+        self.more_workers: list[WorkerProcess] = []
+
+    def add_worker(self, start: bool = True) -> WorkerProcess:
+        """Another worker of this deployment: same topics, consumer group and token, its own web port, data
+        directory and log; stopped at teardown with the first."""
+        number = len(self.more_workers) + 2
+        web_port = kafka_local.free_port()
+        env = dict(self.worker.env, STREAMCDP_WEB_PORT=str(web_port),
+                   STREAMCDP_DATA_DIR=f"{self.settings.data_dir}-worker{number}")
+        log_path = self.worker.log_path.with_name(f"{self.worker.log_path.stem}-worker{number}.log")
+        worker = WorkerProcess(env, log_path, web_port, self.worker.api_token)
+        self.more_workers.append(worker)
+        if start:
+            worker.start()
+        return worker
 
 
 @pytest.fixture
@@ -207,6 +222,8 @@ def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
 
     yield _make
     for pipeline in started:
+        for worker in pipeline.more_workers:
+            worker.stop()
         pipeline.worker.stop()
         pipeline.kafka.close()
 

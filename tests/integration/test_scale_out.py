@@ -1,0 +1,179 @@
+"""The profile stage scaled out over two worker processes of one deployment, through the real broker.
+
+Worker A starts alone, worker B joins the same consumer group (its own web port and data directory): the
+co-partitioning assignor splits the four partitions between them, and each ``/readyz`` lists its half.
+A seeded workload is produced and drained; then every identified customer is asked of worker A. A answers
+what it holds itself and sends the rest to B with a 307 whose ``Location`` is B's address (reads here never
+follow redirects on their own, so the 307 is seen); either way the profile equals the generator's truth.
+Linked anonymous ids may take two hops (the anonymous id's owner, then the customer's).
+Then B is stopped with SIGTERM: A takes all four partitions back, restores B's half from the changelog
+topic, and answers every profile itself, still equal to the truth.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+import orjson
+import pytest
+
+from conftest import Pipeline, WorkerProcess, produce_raw_lines, wait_until_drained
+from core.generator import Workload, WorkloadConfig, generate_workload
+from streams.partitioning import owning_partition
+from test_identity_ground_truth import expected_document, observed_document
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+CUSTOMERS = 60
+DAYS = 10.0
+SETTINGS = dict(topic_partitions=PARTITIONS, cart_abandonment_delay_s=30 * 86400.0)  # no reminders
+ASSIGNMENT_TIMEOUT_S = 90.0
+DRAIN_TIMEOUT_S = 180.0
+MAX_HOPS = 3  # answers per read: the worker asked, the anonymous id's owner, the customer's owner
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, redirects not followed."""
+
+    url: str
+    status: int
+    location: str | None
+    document: dict | None
+
+
+def get_once(url: str, token: str) -> Answer:
+    """``GET url`` without following a redirect (``streams.http_probe.http_get`` follows them, via urllib)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        connection.request("GET", parts.path, headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    document = orjson.loads(body) if response.status == 200 else None
+    return Answer(url, response.status, response.getheader("Location"), document)
+
+
+def ask_profile(worker: WorkerProcess, profile_id: str) -> list[Answer]:
+    """``GET /profiles/{id}`` of ``worker``, then of each 307's ``Location``: every answer, the last one final."""
+    answers = [get_once(f"{url_of(worker)}/profiles/{quote(profile_id, safe='')}", worker.api_token)]
+    while answers[-1].status == 307 and len(answers) < MAX_HOPS:
+        location = answers[-1].location
+        assert location is not None, f"307 without Location from {answers[-1].url}"
+        answers.append(get_once(location, worker.api_token))
+    return answers
+
+
+def url_of(worker: WorkerProcess) -> str:
+    return f"http://127.0.0.1:{worker.web_port}"
+
+
+def held_partitions(worker: WorkerProcess) -> set[int] | None:
+    """The partitions ``worker``'s ``/readyz`` lists; None while it is not ready."""
+    status, body = worker.http_get("/readyz")
+    return set(orjson.loads(body)["partitions"]) if status == 200 else None
+
+
+def wait_for_assignment(workers: list[WorkerProcess], timeout_s: float) -> list[set[int]]:
+    """Wait until every worker is ready and together they hold each partition exactly once."""
+    deadline = time.monotonic() + timeout_s
+    held: list[set[int] | None] = []
+    while time.monotonic() < deadline:
+        held = [held_partitions(worker) for worker in workers]
+        if all(h is not None for h in held):
+            split = [h for h in held if h is not None]
+            if sorted(p for h in split for p in h) == list(range(PARTITIONS)):
+                return split
+        time.sleep(0.3)
+    logs = "\n".join(f"--- {worker.log_path.name}\n{worker.log_tail(30)}" for worker in workers)
+    msg = f"partitions never split as {list(range(PARTITIONS))} within {timeout_s}s; last /readyz: {held}\n{logs}"
+    raise AssertionError(msg)
+
+
+def make_workload() -> Workload:
+    config = WorkloadConfig(start=time.time() - (DAYS + 1) * 86400, customers=CUSTOMERS, days=DAYS, seed=21,
+                            deletion_rate=0.02)
+    return generate_workload(config)
+
+
+def routing_problems(worker: WorkerProcess, workload: Workload,
+                     owner_of: dict[int, str]) -> tuple[list[str], int, int]:
+    """Ask ``worker`` for every identified customer (and each linked anonymous id); ``owner_of`` maps each
+    partition to the URL that must answer for it. Returns the differences from the truth, how many customer
+    reads were redirected, and how many anonymous-id reads took two redirects."""
+    problems: list[str] = []
+    redirected = two_hops = 0
+    for customer in workload.truth["profiles"]:
+        user_id = customer["user_id"]
+        answers = ask_profile(worker, user_id)
+        redirected += answers[0].status == 307
+        owner = owner_of[owning_partition(user_id.encode(), PARTITIONS)]
+        route = [(answer.url.split("/profiles/")[0], answer.status) for answer in answers]
+        wanted_status = 404 if customer["deleted"] else 200
+        if owner == url_of(worker):
+            wanted_route = [(owner, wanted_status)]
+        else:
+            wanted_route = [(url_of(worker), 307), (owner, wanted_status)]
+        if route != wanted_route:
+            problems.append(f"{user_id}: route {route}, expected {wanted_route}")
+            continue
+        if customer["deleted"]:
+            continue
+        actual = observed_document(answers[-1].document)
+        expected = expected_document(customer)
+        if actual != expected:
+            problems.append(f"{user_id}: {actual} != truth {expected}")
+        for anonymous_id in customer["anonymous_ids"]:
+            via = ask_profile(worker, anonymous_id)
+            two_hops += len(via) == 3
+            last = via[-1]
+            if last.status != 200 or last.document["customer_id"] != user_id:
+                seen = [(answer.url, answer.status) for answer in via]
+                problems.append(f"{anonymous_id} of {user_id}: answers {seen}, no profile of {user_id}")
+            elif observed_document(last.document) != actual:
+                problems.append(f"{anonymous_id} of {user_id}: {observed_document(last.document)} != {actual}")
+    return problems, redirected, two_hops
+
+
+def assert_no_problems(problems: list[str], workers: list[WorkerProcess]) -> None:
+    logs = "\n".join(f"--- {worker.log_path.name}\n{worker.log_tail(20)}" for worker in workers)
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20]) + f"\n{logs}"
+
+
+def test_two_workers_split_the_partitions_route_reads_and_one_takes_over(make_pipeline):
+    workload = make_workload()
+    pipeline: Pipeline = make_pipeline(**SETTINGS)
+    worker_a = pipeline.worker
+    started = time.monotonic()
+    worker_b = pipeline.add_worker()
+    held_a, held_b = wait_for_assignment([worker_a, worker_b], timeout_s=ASSIGNMENT_TIMEOUT_S)
+    assert held_a and held_b, f"one worker holds nothing: A {held_a}, B {held_b}"
+    split_s = time.monotonic() - started
+
+    sent = produce_raw_lines(pipeline, workload.lines)
+    drained_s = wait_until_drained(pipeline, timeout_s=DRAIN_TIMEOUT_S)
+    owner_of = {p: url_of(worker_a if p in held_a else worker_b) for p in range(PARTITIONS)}
+    problems, redirected, two_hops = routing_problems(worker_a, workload, owner_of)
+    assert_no_problems(problems, [worker_a, worker_b])
+    customers = len(workload.truth["profiles"])
+    assert 0 < redirected < customers, f"{redirected} of {customers} reads redirected: both workers should own some"
+
+    stopping = time.monotonic()
+    worker_b.stop()
+    assert worker_b.proc.returncode == 0, f"worker B exited with {worker_b.proc.returncode}\n{worker_b.log_tail()}"
+    [held] = wait_for_assignment([worker_a], timeout_s=ASSIGNMENT_TIMEOUT_S)
+    assert held == set(range(PARTITIONS))
+    takeover_s = time.monotonic() - stopping
+    alone = dict.fromkeys(range(PARTITIONS), url_of(worker_a))
+    problems, redirected_alone, two_hops_alone = routing_problems(worker_a, workload, alone)
+    assert_no_problems(problems, [worker_a, worker_b])
+    assert redirected_alone == two_hops_alone == 0
+    print(f"\nsplit A {sorted(held_a)} / B {sorted(held_b)} {split_s:.1f} s after B started; {sent} events "
+          f"drained in {drained_s:.1f} s; {customers} customers read through A, {redirected} redirected to B, "
+          f"{two_hops} anonymous ids A → B → A; A alone with all partitions {takeover_s:.1f} s after B's SIGTERM")
