@@ -41,10 +41,10 @@ def ingest_record(
             source_offset=record.offset, failed_at=time.time(), original=raw,
         )
         outbox.send(topics.deadletter, record.key, encode_json(dead), [("reason", exc.reason.encode())])
-        metrics.events_deadlettered.labels(exc.reason).inc()
+        metrics.child(metrics.events_deadlettered, exc.reason).inc()
         log.debug("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset, exc)
         return None
-    metrics.events_ingested.labels(validated.family).inc()
+    metrics.child(metrics.events_ingested, validated.family).inc()
     if validated.family == OTHER:
         metrics.events_unknown.inc()
     return validated.routing_id.encode(), ApplyEvent(event=validated)

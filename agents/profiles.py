@@ -26,7 +26,7 @@ def handle_command(
     topics: TopicNames, outbox: Outbox,
 ) -> None:
     """Apply ``command`` to ``key``'s state in ``store`` (the partition that owns ``key``)."""
-    metrics.profile_commands.labels(command.__struct_config__.tag).inc()
+    metrics.child(metrics.profile_commands, command.__struct_config__.tag).inc()
     state = KeyState(
         key=key.decode(), profile=store.get(PROFILES, key), identity=store.get(IDENTITIES, key) or NO_IDENTITY
     )
@@ -37,12 +37,12 @@ def handle_command(
         outbox.send(topics.profile_commands, target.encode(), encode_command(forwarded))
     for change in result.audience_changes:
         outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
-        metrics.audience_changes.labels(type(change).__struct_config__.tag).inc()
+        metrics.child(metrics.audience_changes, type(change).__struct_config__.tag).inc()
     for trigger in result.triggers:
         outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
-        metrics.triggers_emitted.labels(trigger.kind, trigger.channel).inc()
+        metrics.child(metrics.triggers_emitted, trigger.kind, trigger.channel).inc()
     for note in result.notes:
-        metrics.profile_notes.labels(note).inc()
+        metrics.child(metrics.profile_notes, note).inc()
     if isinstance(command, ApplyEvent) and command.hops == 0:
         lag = time.time() - command.event.timestamp
         if 0 <= lag < 3600:

@@ -19,13 +19,20 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, Cons
 log = logging.getLogger(__name__)
 
 
-def co_partitioned(partition_counts: Mapping[str, int], members: list[str]) -> dict[str, dict[str, list[int]]]:
-    """member → topic → partitions: partition p of every topic to ``members[p % len(members)]`` (sorted)."""
-    ordered = sorted(members)
-    plan: dict[str, dict[str, list[int]]] = {member: {} for member in ordered}
+def co_partitioned(
+    partition_counts: Mapping[str, int], members: list[str], subscriptions: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, dict[str, list[int]]]:
+    """member → topic → partitions: partition p of a topic goes to the p-th (mod n) of the sorted members
+    subscribed to it (``subscriptions``: member → topics; None: all members take every topic). Members
+    with the same subscriptions thus get the same partition numbers in every topic; a member is never
+    given a topic it did not subscribe to (workers of two versions during a rolling deploy)."""
+    plan: dict[str, dict[str, list[int]]] = {member: {} for member in sorted(members)}
     for topic, count in sorted(partition_counts.items()):
+        takers = sorted(m for m in members if subscriptions is None or topic in set(subscriptions[m]))
+        if not takers:
+            continue
         for partition in range(count):
-            plan[ordered[partition % len(ordered)]].setdefault(topic, []).append(partition)
+            plan[takers[partition % len(takers)]].setdefault(topic, []).append(partition)
     return plan
 
 
@@ -51,7 +58,7 @@ class CoPartitionAssignor(AbstractPartitionAssignor):
                 log.warning("no partition metadata for topic %s", topic)
                 continue
             counts[topic] = len(partitions)
-        plan = co_partitioned(counts, list(members))
+        plan = co_partitioned(counts, list(members), {m: meta.subscription for m, meta in members.items()})
         owners: dict[int, str] = {}
         for member, by_topic in plan.items():
             for partitions in by_topic.values():

@@ -20,10 +20,21 @@ def owning_partition(key: bytes, partitions: int) -> int:
 class InPlaceRouting:
     """Decides whether an inbound message may be applied in place (no hop through profile-commands)."""
 
-    def __init__(self, partitions: int, topic_partitions) -> None:
+    def __init__(self, partitions: int, topic_partitions, *, max_cached_keys: int = 200_000) -> None:
         self._partitions = partitions
         self._topic_partitions = topic_partitions  # topic name → its partition count (or None: unknown)
         self._topic_ok: dict[str, bool] = {}
+        # murmur2 is pure Python in aiokafka (~3 µs a key); a customer's events repeat the same key.
+        self._owner: dict[bytes, int] = {}
+        self._max_cached_keys = max_cached_keys
+
+    def owner(self, key: bytes) -> int:
+        partition = self._owner.get(key)
+        if partition is None:
+            if len(self._owner) >= self._max_cached_keys:
+                self._owner.clear()
+            partition = self._owner[key] = owning_partition(key, self._partitions)
+        return partition
 
     def applies(self, topic: str, partition: int, message_key: bytes | None, routing_key: bytes) -> bool:
         if message_key != routing_key:
@@ -32,4 +43,4 @@ class InPlaceRouting:
         if ok is None:
             ok = self._topic_partitions(topic) == self._partitions
             self._topic_ok[topic] = ok
-        return ok and owning_partition(routing_key, self._partitions) == partition
+        return ok and self.owner(routing_key) == partition

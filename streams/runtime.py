@@ -42,8 +42,10 @@ from agents.ingest import ingest_record
 from agents.profiles import handle_command
 from core.profile_stage import StagePolicy
 from schemas.commands import decode_command, encode_command
+from schemas.deadletter import PROCESSING_FAILED, processing_failure
 from streams import metrics
 from streams.assignor import CoPartitionAssignor
+from streams.codecs import encode_json
 from streams.outbox import Outbox
 from streams.partitioning import InPlaceRouting
 from streams.produce import contract_limits
@@ -161,7 +163,7 @@ class Runtime(ConsumerRebalanceListener):
                     log.error("undecodable command at %s@%d skipped: %s", tp, record.offset, exc)
                     metrics.profile_notes.labels("undecodable_command").inc()
                     continue
-                self._apply(store, record.key, command, now)
+                self._apply(store, record.key, command, now, record)
         else:
             for record in records:
                 routed = ingest_record(record, limits=self.limits, topics=self.topics, outbox=self.outbox)
@@ -170,14 +172,22 @@ class Runtime(ConsumerRebalanceListener):
                 key, command = routed
                 if (store is not None and self._in_place is not None
                         and self._in_place.applies(record.topic, record.partition, record.key, key)):
-                    self._apply(store, key, command, now)
+                    self._apply(store, key, command, now, record)
                 else:
                     self.outbox.send(self.topics.profile_commands, key, encode_command(command))
         self._positions[tp] = records[-1].offset + 1
         self._unflushed += len(records)
 
-    def _apply(self, store: PartitionStore, key: bytes, command, now: float) -> None:
-        handle_command(store, key, command, now=now, policy=self.policy, topics=self.topics, outbox=self.outbox)
+    def _apply(self, store: PartitionStore, key: bytes, command, now: float, record: ConsumerRecord | None = None) -> None:
+        try:
+            handle_command(store, key, command, now=now, policy=self.policy, topics=self.topics, outbox=self.outbox)
+        except Exception as exc:  # noqa: BLE001  (a bug must not stall the partition: park the input, go on)
+            log.exception("processing failed for key %r (%s)", key, type(command).__name__)
+            metrics.child(metrics.events_deadlettered, PROCESSING_FAILED).inc()
+            if record is not None:
+                dead = processing_failure(record, exc, failed_at=time.time())
+                self.outbox.send(self.topics.deadletter, record.key, encode_json(dead),
+                                 [("reason", PROCESSING_FAILED.encode())])
 
     def _tick(self, now: float) -> None:
         for store in self.stores.values():
@@ -197,12 +207,11 @@ class Runtime(ConsumerRebalanceListener):
         for store in self.stores.values():
             records = store.pending_records()
             if records:
-                futures = [await send(self.changelog_topic, value, key=key, partition=store.partition)
-                           for key, value in records]
-                changelog.append((store, records, futures))
+                changelog.append((store, records, await self._send_batches(store.partition, records)))
         for store, records, futures in changelog:
-            metadata = await asyncio.gather(*futures)
-            store.persist(records, max(item.offset for item in metadata))
+            # A batch's future gives its base offset; the last record of the last batch is base + count - 1.
+            last_offset = max([(await future).offset + count - 1 for future, count in futures])
+            store.persist(records, last_offset)
             metrics.changelog_records.inc(len(records))
         if self._positions:
             offsets, self._positions = self._positions, {}
@@ -215,20 +224,34 @@ class Runtime(ConsumerRebalanceListener):
         metrics.flush_seconds.observe(time.perf_counter() - started)
         metrics.outputs_sent.inc(len(outputs))
 
+    async def _send_batches(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> list:
+        """Changelog records as whole producer batches (one future per batch, not per record)."""
+        sent: list[tuple[asyncio.Future, int]] = []
+        batch, count = self.producer.create_batch(), 0
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                sent.append((await self.producer.send_batch(batch, self.changelog_topic, partition=partition), count))
+                batch, count = self.producer.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    msg = f"changelog record of {len(value or b'')} bytes does not fit in a producer batch"
+                    raise ValueError(msg)
+            count += 1
+        if count:
+            sent.append((await self.producer.send_batch(batch, self.changelog_topic, partition=partition), count))
+        return sent
+
     # --- rebalance listener -----------------------------------------------------------------------------
 
     def _state_partitions(self, tps) -> set[int]:
         return {tp.partition for tp in tps if tp.topic == self.topics.profile_commands}
 
     async def on_partitions_revoked(self, revoked) -> None:
+        # Flush and commit what was processed; the stores stay open, since the next assignment usually
+        # gives most partitions back (it closes the ones it does not).
         async with self._lock:
             self.ready = False
             self._generation += 1
             await self._flush()
-            for partition in self._state_partitions(revoked):
-                store = self.stores.pop(partition, None)
-                if store is not None:
-                    store.close()
             log.info("partitions revoked: %s", sorted(self._state_partitions(revoked)))
 
     async def on_partitions_assigned(self, assigned) -> None:

@@ -138,6 +138,9 @@ class PartitionStore:
 
     def apply_changelog(self, records: Iterable[tuple[bytes, bytes | None]], last_offset: int) -> None:
         """Write changelog records read back from Kafka (restore) straight to RocksDB."""
+        if self._dirty:
+            msg = f"partition {self.partition}: restore into a store with {len(self._dirty)} unflushed write(s)"
+            raise RuntimeError(msg)
         self.persist(list(records), last_offset)
         self._cache.clear()
 

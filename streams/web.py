@@ -78,8 +78,9 @@ class Api:
                       "groups": [group.name for group in definitions.groups], "segments": listing,
                       "counted_partitions": sorted(self.runtime.stores)})
 
-    def _elsewhere(self, key: str) -> web.Response | None:
-        """None when this worker holds ``key``'s partition; else a 307 to the owner (503: no owner known)."""
+    def _elsewhere(self, key: str, requested: str) -> web.Response | None:
+        """None when this worker holds ``key``'s partition; else a 307 to the owner (503: no owner known).
+        The redirect names the id the client asked for, so the owner's answer says it as a local one would."""
         partition = owning_partition(key.encode(), self.settings.topic_partitions)
         if partition in self.runtime.stores:
             return None
@@ -88,22 +89,24 @@ class Api:
             return _json({"error": f"partition {partition} is not assigned yet"}, status=503,
                          headers={"Retry-After": "1"})
         location = f"{owner}/profiles/{quote(key, safe='')}"
+        if requested != key:
+            location += f"?requested_id={quote(requested, safe='')}"
         return _json({"redirect": location}, status=307, headers={"Location": location})
 
     async def profile(self, request: web.Request) -> web.Response:
         """A profile by its canonical id or by any id linked to it (anonymous id, earlier user id)."""
         if not self._authorised(request):
             return _json({"error": "missing or wrong bearer token"}, status=401)
-        requested = request.match_info["customer_id"]
-        elsewhere = self._elsewhere(requested)
+        requested = request.query.get("requested_id") or request.match_info["customer_id"]
+        key = request.match_info["customer_id"]
+        elsewhere = self._elsewhere(key, requested)
         if elsewhere is not None:
             return elsewhere
-        store = self.runtime.stores[owning_partition(requested.encode(), self.settings.topic_partitions)]
-        key = requested
+        store = self.runtime.stores[owning_partition(key.encode(), self.settings.topic_partitions)]
         identity = store.get(IDENTITIES, key.encode()) or NO_IDENTITY
         if identity.redirect_to is not None:
             key = identity.redirect_to
-            elsewhere = self._elsewhere(key)
+            elsewhere = self._elsewhere(key, requested)
             if elsewhere is not None:
                 return elsewhere
             store = self.runtime.stores[owning_partition(key.encode(), self.settings.topic_partitions)]

@@ -163,3 +163,11 @@ def test_on_assignment_without_a_usable_owner_map_gives_no_owners(user_data):
     worker.owners = {0: "http://stale"}
     worker.on_assignment(ConsumerProtocolMemberAssignment(0, [(TOPICS[0], [0])], user_data))
     assert worker.owners == {}
+
+
+def test_a_member_only_gets_topics_it_subscribed_to():
+    """A rolling deploy may mix workers that subscribe to different topics: each keeps to its own."""
+    plan = co_partitioned({"a": 2, "b": 2}, ["old", "new"], {"old": ["a"], "new": ["a", "b"]})
+    assert set(plan["old"]) == {"a"}
+    assert plan["new"]["b"] == [0, 1]
+    assert sorted(plan["old"]["a"] + plan["new"]["a"]) == [0, 1]

@@ -369,3 +369,10 @@ def test_wipe_deletes_the_store(stores: Stores, store, text: Table):
 def test_wipe_of_a_missing_store_is_harmless(tmp_path: Path):
     PartitionStore.wipe(tmp_path / "never-created")
     assert not (tmp_path / "never-created").exists()
+
+
+def test_restore_refuses_a_store_with_unflushed_writes(store: PartitionStore, text: Table):
+    """Restoring over pending writes would drop them silently: the runtime only restores fresh stores."""
+    store.put(text, b"k", "dirty")
+    with pytest.raises(RuntimeError, match="unflushed"):
+        store.apply_changelog([(text.storage_key(b"x"), b"1")], 0)
