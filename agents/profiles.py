@@ -8,6 +8,7 @@ it asks for in the outbox (commands forwarded to other keys, segment changes, tr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from core.identity import NO_IDENTITY
 from core.profile_stage import KeyState, StagePolicy, step_key
@@ -23,9 +24,13 @@ from streams.topics import TopicNames
 
 def handle_command(
     store: PartitionStore, key: bytes, command: ProfileCommand, *, now: float, policy: StagePolicy,
-    topics: TopicNames, outbox: Outbox,
+    topics: TopicNames, outbox: Outbox, forward: Callable[[bytes, ProfileCommand], None] | None = None,
 ) -> None:
-    """Apply ``command`` to ``key``'s state in ``store`` (the partition that owns ``key``)."""
+    """Apply ``command`` to ``key``'s state in ``store`` (the partition that owns ``key``).
+
+    Commands for other keys (links, merges, events of a linked id) go to ``forward`` when given (the
+    runtime applies them in place when it holds the target's partition), else to ``profile-commands``.
+    """
     metrics.child(metrics.profile_commands, command.__struct_config__.tag).inc()
     state = KeyState(
         key=key.decode(), profile=store.get(PROFILES, key), identity=store.get(IDENTITIES, key) or NO_IDENTITY
@@ -34,7 +39,10 @@ def handle_command(
     _write_back(store, key, result)
     _count_members(store, result.audience_changes)
     for target, forwarded in result.forwards:
-        outbox.send(topics.profile_commands, target.encode(), encode_command(forwarded))
+        if forward is None:
+            outbox.send(topics.profile_commands, target.encode(), encode_command(forwarded))
+        else:
+            forward(target.encode(), forwarded)
     for change in result.audience_changes:
         outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
         metrics.child(metrics.audience_changes, type(change).__struct_config__.tag).inc()

@@ -62,6 +62,11 @@ changelog_records = Counter(
 restored_records = Counter(
     "streamcdp_restored_records_total", "Changelog records read back into partition stores.", registry=registry
 )
+forwards = Counter(
+    "streamcdp_forwards_total",
+    "Commands the profile stage addressed to another key: applied in place (partition held here) or via Kafka.",
+    ["path"], registry=registry,
+)
 assigned_partitions = Gauge(
     "streamcdp_assigned_partitions", "State partitions this worker holds.", registry=registry
 )

@@ -17,24 +17,32 @@ def owning_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-class InPlaceRouting:
-    """Decides whether an inbound message may be applied in place (no hop through profile-commands)."""
+class PartitionOwners:
+    """``owning_partition`` with a bounded memo: murmur2 is pure Python in aiokafka (~3 µs a key), and a
+    customer's events and commands repeat the same keys."""
 
-    def __init__(self, partitions: int, topic_partitions, *, max_cached_keys: int = 200_000) -> None:
-        self._partitions = partitions
-        self._topic_partitions = topic_partitions  # topic name → its partition count (or None: unknown)
-        self._topic_ok: dict[str, bool] = {}
-        # murmur2 is pure Python in aiokafka (~3 µs a key); a customer's events repeat the same key.
+    def __init__(self, partitions: int, *, max_cached_keys: int = 200_000) -> None:
+        self.partitions = partitions
         self._owner: dict[bytes, int] = {}
         self._max_cached_keys = max_cached_keys
 
-    def owner(self, key: bytes) -> int:
+    def __call__(self, key: bytes) -> int:
         partition = self._owner.get(key)
         if partition is None:
             if len(self._owner) >= self._max_cached_keys:
                 self._owner.clear()
-            partition = self._owner[key] = owning_partition(key, self._partitions)
+            partition = self._owner[key] = owning_partition(key, self.partitions)
         return partition
+
+
+class InPlaceRouting:
+    """Decides whether an inbound message may be applied in place (no hop through profile-commands)."""
+
+    def __init__(self, owners: PartitionOwners, topic_partitions) -> None:
+        self._partitions = owners.partitions
+        self._owner = owners
+        self._topic_partitions = topic_partitions  # topic name → its partition count (or None: unknown)
+        self._topic_ok: dict[str, bool] = {}
 
     def applies(self, topic: str, partition: int, message_key: bytes | None, routing_key: bytes) -> bool:
         if message_key != routing_key:
@@ -43,4 +51,4 @@ class InPlaceRouting:
         if ok is None:
             ok = self._topic_partitions(topic) == self._partitions
             self._topic_ok[topic] = ok
-        return ok and self.owner(routing_key) == partition
+        return ok and self._owner(routing_key) == partition

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -47,7 +48,7 @@ from streams import metrics
 from streams.assignor import CoPartitionAssignor
 from streams.codecs import encode_json
 from streams.outbox import Outbox
-from streams.partitioning import InPlaceRouting
+from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.produce import contract_limits
 from streams.settings import Settings
 from streams.state_store import PartitionStore, StoreOptions
@@ -82,9 +83,10 @@ class Runtime(ConsumerRebalanceListener):
         self._positions: dict[TopicPartition, int] = {}
         self._unflushed = 0
         self._stopping = asyncio.Event()
-        self._in_place = (
-            InPlaceRouting(settings.topic_partitions, self._partition_count) if settings.ingest_in_place else None
-        )
+        self._owners = PartitionOwners(settings.topic_partitions)
+        self._in_place = InPlaceRouting(self._owners, self._partition_count) if settings.ingest_in_place else None
+        # Commands the profile stage addressed to keys of partitions held here: applied in place, in order.
+        self._local: deque[tuple[PartitionStore, bytes, object]] = deque()
         bootstrap = settings.broker_bootstrap
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
@@ -179,15 +181,34 @@ class Runtime(ConsumerRebalanceListener):
         self._unflushed += len(records)
 
     def _apply(self, store: PartitionStore, key: bytes, command, now: float, record: ConsumerRecord | None = None) -> None:
-        try:
-            handle_command(store, key, command, now=now, policy=self.policy, topics=self.topics, outbox=self.outbox)
-        except Exception as exc:  # noqa: BLE001  (a bug must not stall the partition: park the input, go on)
-            log.exception("processing failed for key %r (%s)", key, type(command).__name__)
-            metrics.child(metrics.events_deadlettered, PROCESSING_FAILED).inc()
-            if record is not None:
-                dead = processing_failure(record, exc, failed_at=time.time())
-                self.outbox.send(self.topics.deadletter, record.key, encode_json(dead),
-                                 [("reason", PROCESSING_FAILED.encode())])
+        """Apply one command, then every command it leads to whose key is held here (links, merges, an
+        event of a linked id), before the next input: no round trip through Kafka, and all of it is
+        flushed together."""
+        local = self._local
+        local.append((store, key, command))
+        dead_lettered = False
+        while local:
+            store, key, command = local.popleft()
+            try:
+                handle_command(store, key, command, now=now, policy=self.policy, topics=self.topics,
+                               outbox=self.outbox, forward=self._forward)
+            except Exception as exc:  # noqa: BLE001  (a bug must not stall the partition: park the input, go on)
+                log.exception("processing failed for key %r (%s)", key, type(command).__name__)
+                metrics.child(metrics.events_deadlettered, PROCESSING_FAILED).inc()
+                if record is not None and not dead_lettered:
+                    dead_lettered = True
+                    dead = processing_failure(record, exc, failed_at=time.time())
+                    self.outbox.send(self.topics.deadletter, record.key, encode_json(dead),
+                                     [("reason", PROCESSING_FAILED.encode())])
+
+    def _forward(self, key: bytes, command) -> None:
+        store = self.stores.get(self._owners(key))
+        if store is not None:
+            self._local.append((store, key, command))
+            metrics.child(metrics.forwards, "in_place").inc()
+        else:
+            self.outbox.send(self.topics.profile_commands, key, encode_command(command))
+            metrics.child(metrics.forwards, "kafka").inc()
 
     def _tick(self, now: float) -> None:
         for store in self.stores.values():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.partitioning import InPlaceRouting, owning_partition
+from streams.partitioning import InPlaceRouting, PartitionOwners, owning_partition
 
 
 def test_owning_partition_is_the_default_partitioners_choice():
@@ -16,7 +16,7 @@ def test_owning_partition_is_the_default_partitioners_choice():
 
 def test_in_place_only_for_the_routing_key_in_its_own_partition_of_an_equal_topic():
     counts = {"events.clickstream": 4, "foreign.events": 6}
-    routing = InPlaceRouting(4, counts.get)
+    routing = InPlaceRouting(PartitionOwners(4), counts.get)
     key = b"user-7"
     home = owning_partition(key, 4)
     assert routing.applies("events.clickstream", home, key, key)
