@@ -556,7 +556,7 @@ def machine_info() -> dict:
     except (OSError, ValueError, IndexError):
         pass
     versions = {}
-    for package in ("faust-streaming", "aiokafka", "kafka-python", "rocksdict"):
+    for package in ("aiokafka", "kafka-python", "rocksdict", "aiohttp"):
         try:
             from importlib.metadata import version
 

@@ -82,6 +82,11 @@ class StagePolicy:
     max_hops: int = 8  # a command forwarded this often is dropped (redirect loop)
     audiences: AudiencePolicy | None = None  # segments and scores; None: not maintained
     audience_min_interval_s: float = 0.0  # refresh segments/scores at most this often per customer
+    # Behind live traffic (a backlog, a replay) an event ``lag`` seconds old stretches that interval to
+    # ``lag × audience_backlog_fraction``, at most ``audience_max_interval_s``: while the stage catches up,
+    # a customer's burst is evaluated once, not once a second, and live traffic keeps the short interval.
+    audience_backlog_fraction: float = 0.0
+    audience_max_interval_s: float = 60.0
 
 
 class KeyState(msgspec.Struct, frozen=True, kw_only=True):
@@ -266,7 +271,7 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
     changes: tuple[AudienceChange, ...] = ()
     must_refresh = isinstance(command, CheckTriggers) or profile.audience_version != audiences.version
     if must_refresh or result.profile_changed:
-        next_refresh = profile.audience_refreshed_at + policy.audience_min_interval_s
+        next_refresh = profile.audience_refreshed_at + _refresh_interval(command, now, policy)
         if must_refresh or at >= next_refresh:
             update = refresh_audiences(profile, now=at, policy=audiences)
             changes = update.changes
@@ -284,6 +289,15 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
         audience_due = None  # never ask to be woken for the past: that would spin
     due_at = min((due for due in (result.due_at, audience_due) if due is not None), default=None)
     return dataclasses.replace(result, due_at=due_at, audience_changes=changes)
+
+
+def _refresh_interval(command: ProfileCommand, now: float, policy: StagePolicy) -> float:
+    """How long after the last refresh segments and scores may be refreshed again (see ``StagePolicy``)."""
+    interval = policy.audience_min_interval_s
+    if policy.audience_backlog_fraction > 0 and isinstance(command, ApplyEvent):
+        lag = now - command.event.timestamp
+        interval = max(interval, min(lag * policy.audience_backlog_fraction, policy.audience_max_interval_s))
+    return interval
 
 
 def _leave_all_segments(before: Profile | None, result: StepResult, *, now: float,

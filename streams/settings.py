@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         1.0, ge=0.0,
         description="Segments and scores are re-evaluated at most this often per customer; a burst is evaluated once at its end.",
     )
+    audience_backlog_fraction: float = Field(
+        0.1, ge=0,
+        description="Behind live traffic, an event `lag` s old stretches that interval to `lag` × this "
+        "(0: never), at most `STREAMCDP_AUDIENCE_MAX_INTERVAL_S`.",
+    )
+    audience_max_interval_s: float = Field(
+        60.0, gt=0, description="Longest refresh interval of segments and scores while catching up on a backlog."
+    )
     score_thresholds: str = Field(
         "purchase_7d:0.6,churn_60d:0.5",
         description="Score thresholds whose crossing is published on segments.changes: `score:t[,score:t]`.",

@@ -32,4 +32,6 @@ def stage_policy(settings: Settings) -> StagePolicy:
         max_users_per_anonymous_id=settings.max_users_per_anonymous_id,
         audiences=load_audience_policy(settings),
         audience_min_interval_s=settings.audience_min_interval_s,
+        audience_backlog_fraction=settings.audience_backlog_fraction,
+        audience_max_interval_s=settings.audience_max_interval_s,
     )

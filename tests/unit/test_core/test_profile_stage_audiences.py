@@ -108,3 +108,16 @@ def test_a_forgotten_customer_leaves_every_segment():
     assert forgotten.state.profile is None
     assert [(c.change, c.segment, c.reason) for c in forgotten.audience_changes] == [
         ("exited", "buyers", "customer forgotten")]
+
+
+def test_behind_live_traffic_a_burst_waits_longer_but_live_keeps_the_short_interval():
+    stage = dataclasses.replace(policy(), audience_min_interval_s=1.0, audience_backlog_fraction=0.1,
+                                audience_max_interval_s=60.0)
+    now = T0 + 3600.0  # the worker is an hour behind these events
+    first = step_key(KeyState(key="c1"), order(T0, "m1"), now=now, policy=stage)
+    assert segment_moves(first) == [("entered", "buyers")]  # a first change is still evaluated at once
+    behind = step_key(first.state, order(T0 + 1, "m2"), now=now + 2.0, policy=stage)
+    assert behind.audience_changes == ()
+    assert behind.due_at == now + 60.0  # an hour of lag: the longest interval, not one second
+    live = step_key(first.state, order(now + 2.0, "m2"), now=now + 2.0, policy=stage)
+    assert live.state.profile.audience_refreshed_at == now + 2.0  # a live event: one second was enough
