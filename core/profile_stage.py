@@ -1,18 +1,20 @@
 """The profile stage as one pure step: (state of a key, command, now) → new state and what to emit.
 
-The Faust agent ``agents.profiles.update_profiles`` reads the key's state from its tables, calls
-``step_key``, writes the returned state back and sends what it says; all decisions live here.
+``agents.profiles.handle_command`` reads the key's state from the partition's store, calls ``step_key``,
+writes the returned state back and sends what it says; all decisions live here.
 
-Per key the agent stores (and builds ``KeyState(key, profile, identity)`` from):
+Per key the store holds (and the agent builds ``KeyState(key, profile, identity)`` from), in the tables
+of ``streams.tables``:
 
-- ``customer_to_profile[key]``  msgpack ``Profile``, absent when ``state.profile`` is None;
-- ``alias_to_customer[key]``    msgpack ``core.identity.KeyIdentity``, absent when it ``is_default``;
-- ``customer_to_trigger_due[key]`` ``StepResult.due_at`` (absent when None), as before.
+- ``PROFILES[key]``     ``Profile``, absent when ``state.profile`` is None;
+- ``IDENTITIES[key]``   ``core.identity.KeyIdentity``, absent when it ``is_default``;
+- ``TRIGGER_DUE[key]``  ``StepResult.due_at`` (absent when None).
 
 After ``step_key`` the agent writes the profile back if ``result.profile_changed`` (deleting it when
 ``result.state.profile`` is None), the identity if ``result.identity_changed`` (deleting it when it
-``is_default``), stores ``due_at``, sends each ``(key, command)`` of ``result.forwards`` to
-``profile-commands`` (``encode_command``), sends ``result.triggers`` and counts ``result.notes``.
+``is_default``), stores ``due_at``, forwards each ``(key, command)`` of ``result.forwards`` (applied in
+place when the worker holds that key's partition, else sent to ``profile-commands``), sends
+``result.triggers`` and ``result.audience_changes`` and counts ``result.notes``.
 
 Deletion ("Deletion Requested" event or ``ForgetCustomer``): the profile is removed, every linked id
 gets an ``UnlinkIdentity``, and the key keeps only ``KeyIdentity(forgotten_at=...)`` — an id and a time,
