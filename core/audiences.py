@@ -74,7 +74,7 @@ def refresh_audiences(profile: Profile, *, now: float, policy: AudiencePolicy) -
     version_changed = profile.audience_version != policy.version
     due = profile.audience_due_at
     if segments != before_segments or version_changed or due is None or due <= now:
-        due = next_time_change(policy.definitions, view, now=now)
+        due = next_time_change(policy.definitions, view, now=now, current=segments)
     changes: list[AudienceChange] = []
     if segments != before_segments:
         changes.extend(segment_changes(profile.customer_id, before_segments, segments, policy.definitions, at=now))

@@ -26,7 +26,7 @@ with ``yaml.compose`` so each node keeps its line; nothing in it is ever execute
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -37,7 +37,16 @@ import yaml
 from core.errors import ConfigError
 from core.replenishment import ConsumableCatalog, catalog_from_mapping
 from core.segment_fields import FieldCatalog, build_catalog
-from core.segment_rules import Context, RuleError, compile_node, compile_rule, referenced_fields
+from core.segment_rules import (
+    Context,
+    RuleError,
+    compile_breakpoints,
+    compile_node,
+    compile_rule,
+    depends_on_time,
+    referenced_fields,
+    time_atoms,
+)
 
 DEFAULT_DEFINITIONS = Path(__file__).resolve().parent.parent / "config" / "segments.yaml"
 MAX_FILE_BYTES = 1_000_000
@@ -59,9 +68,12 @@ class SegmentRule:
     line: int = 0
     # ``condition`` compiled to closures (``compile_node``), once: what evaluation calls.
     evaluate: Callable[[Context], bool] = field(init=False, repr=False, compare=False)
+    # Whether time alone can change the answer: ``next_time_change`` re-evaluates only such rules.
+    timed: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evaluate", compile_node(self.condition))
+        object.__setattr__(self, "timed", depends_on_time(self.condition))
 
 
 @dataclass(frozen=True)
@@ -82,12 +94,25 @@ class SegmentDefinitions:
     consumables: ConsumableCatalog | None = None
     source: str = "<memory>"
 
-    @property
+    @cached_property
     def rules(self) -> tuple[SegmentRule, ...]:
         return (*self.independent, *(rule for group in self.groups for rule in group.segments))
 
+    @cached_property
+    def _rule_by_name(self) -> dict[str, SegmentRule]:
+        by_name: dict[str, SegmentRule] = {}
+        for rule in self.rules:
+            by_name.setdefault(rule.name, rule)  # the first of a name, as a scan would find
+        return by_name
+
     def rule(self, name: str) -> SegmentRule | None:
-        return next((rule for rule in self.rules if rule.name == name), None)
+        return self._rule_by_name.get(name)
+
+    @cached_property
+    def breakpoints(self) -> tuple[Callable[[Context], Iterable[float]], ...]:
+        """Per time-driven atom of any rule (each once): its compiled ``segment_rules.breakpoints``."""
+        atoms = dict.fromkeys(atom for rule in self.rules for atom in time_atoms(rule.condition))
+        return tuple(compile_breakpoints(atom) for atom in atoms)
 
     @cached_property
     def view_fields(self) -> frozenset[str] | None:

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-
-from core.segment_defs import SegmentDefinitions
+from core.segment_defs import SegmentDefinitions, SegmentRule
 from core.segment_fields import profile_view
-from core.segment_rules import Context, breakpoints
+from core.segment_rules import Context
 from schemas.segments import SegmentChange
 
 ENTERED = "entered"
@@ -27,35 +26,47 @@ def _context(definitions: SegmentDefinitions, profile: Any, now: float) -> Conte
     return Context(profile_view(profile, now=now, fields=definitions.view_fields), now, definitions.consumables)
 
 
-def _memberships(definitions: SegmentDefinitions, ctx: Context) -> frozenset[str]:
-    members = {rule.name for rule in definitions.independent if rule.evaluate(ctx)}
+def _memberships(definitions: SegmentDefinitions, matches: Callable[[SegmentRule], bool]) -> frozenset[str]:
+    members = {rule.name for rule in definitions.independent if matches(rule)}
     for group in definitions.groups:
         for rule in group.segments:
-            if rule.evaluate(ctx):
+            if matches(rule):
                 members.add(rule.name)
                 break
     return frozenset(members)
 
 
+def _matcher(ctx: Context, fixed: Mapping[int, bool] | None = None) -> Callable[[SegmentRule], bool]:
+    """Whether a rule matches at ``ctx``; ``fixed``: known answers of the rules time cannot change, by id."""
+    if fixed is None:
+        return lambda rule: rule.evaluate(ctx)
+    return lambda rule: rule.evaluate(ctx) if rule.timed else fixed[id(rule)]
+
+
 def evaluate_segments(definitions: SegmentDefinitions, profile: Any, *, now: float) -> frozenset[str]:
     """The segments ``profile`` belongs to at ``now``: matching independents and each group's first match."""
-    return _memberships(definitions, _context(definitions, profile, now))
+    return _memberships(definitions, _matcher(_context(definitions, profile, now)))
 
 
-def next_time_change(definitions: SegmentDefinitions, profile: Any, *, now: float) -> float | None:
+def next_time_change(definitions: SegmentDefinitions, profile: Any, *, now: float,
+                     current: frozenset[str] | None = None) -> float | None:
     """The earliest instant after ``now`` at which, with no new event, the memberships would differ.
 
     Time-driven atoms (windows, ``days_since`` comparisons, replenishment) list the instants at which they
     flip; between two such instants nothing can change, so trying them in order finds the exact answer.
-    None: time alone never changes this profile's memberships.
+    None: time alone never changes this profile's memberships. ``current``: the memberships at ``now``
+    (``evaluate_segments``' answer), if the caller has them already.
     """
     ctx = _context(definitions, profile, now)
-    candidates = sorted({t for rule in definitions.rules for t in breakpoints(rule.condition, ctx) if t > now})
+    candidates = sorted({t for instants in definitions.breakpoints for t in instants(ctx) if t > now})
     if not candidates:
         return None
-    current = _memberships(definitions, ctx)
+    if current is None:
+        current = _memberships(definitions, _matcher(ctx))
+    # Rules time cannot change keep their answer at every candidate: evaluate them once.
+    fixed = {id(rule): rule.evaluate(ctx) for rule in definitions.rules if not rule.timed}
     for at in candidates:
-        if _memberships(definitions, Context(ctx.view, at, ctx.consumables)) != current:
+        if _memberships(definitions, _matcher(ctx.at(at), fixed)) != current:
             return at
     return None
 

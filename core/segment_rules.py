@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from core.replenishment import ConsumableCatalog, predict_replenishment
+from core.replenishment import ConsumableCatalog, Replenishment, predict_replenishment
 from core.segment_fields import (
     AGE_FIELDS,
     ANY,
@@ -307,6 +307,9 @@ def _time_of(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value) if value > 1e8 else None  # counts are not times
     if isinstance(value, (list, tuple)):
+        newest = _newest_float(value)
+        if newest is not None:
+            return newest
         times = [t for t in (_time_of(item) for item in value) if t is not None]
         return max(times) if times else None
     if isinstance(value, dict):
@@ -314,6 +317,19 @@ def _time_of(value: Any) -> float | None:
             if key in value:
                 return _time_of(value[key])
     return None
+
+
+def _newest_float(values: list | tuple) -> float | None:
+    """``max(values)`` if that is a float time (None otherwise), for lists of plain times (most of them).
+
+    It then equals what ``_time_of`` finds item by item: every item compared with a float, so each is a
+    number, and a larger int, a NaN first or a nested list would have made ``max`` return a non-float.
+    """
+    try:
+        newest = max(values)
+    except (TypeError, ValueError):  # not comparable, or empty
+        return None
+    return newest if newest.__class__ is float and newest > 1e8 else None
 
 
 def _time_in(container: Any, key: str) -> float | None:
@@ -797,11 +813,20 @@ def compile_rule(text: str, catalog: FieldCatalog) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What evaluation reads: the profile view, the time, and the consumables catalog."""
+    """What evaluation reads: the profile view, the time, and the consumables catalog.
+
+    ``memo`` holds what is derived from the view alone (replenishment predictions), so contexts of the
+    same view at other instants (``at``) derive it once; it never changes an answer.
+    """
 
     view: Mapping[str, Any]
     now: float
     consumables: ConsumableCatalog | None = None
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def at(self, now: float) -> Context:
+        """The same view (and memo) at another instant."""
+        return Context(self.view, now, self.consumables, self.memo)
 
 
 def _value(node: Any, ctx: Context) -> Any:
@@ -847,13 +872,22 @@ def _age_boundary(node: AgeCompare, view: Mapping[str, Any]) -> float | None:
     return None if start is None else start + node.days * DAY_S
 
 
+def _predictions(ctx: Context) -> Mapping[str, Replenishment]:
+    """``predict_replenishment`` of the view's purchases, once per view (see ``Context.memo``)."""
+    predictions = ctx.memo.get("replenishment")
+    if predictions is None:
+        predictions = predict_replenishment(ctx.view["product_purchases"], ctx.consumables)
+        ctx.memo["replenishment"] = predictions
+    return predictions
+
+
 def _replenishment_times(node: ReplenishmentDue, ctx: Context) -> list[float]:
     if ctx.consumables is None:
         return []
     purchases = ctx.view.get("product_purchases")
     if not isinstance(purchases, dict):
         return []
-    predictions = predict_replenishment(purchases, ctx.consumables)
+    predictions = _predictions(ctx)
     return [
         prediction.expected_at - node.within_s
         for prediction in predictions.values()
@@ -940,6 +974,32 @@ def breakpoints(node: Any, ctx: Context) -> Iterator[float]:
             crossing = at + AFFINITY_HALF_LIFE_S * math.log2(value / node.threshold)
             # Rounding may put the exact crossing a hair late; the caller re-evaluates at each candidate.
             yield from (crossing, math.nextafter(crossing, math.inf), crossing + 1e-3)
+
+
+_TIMED_ATOMS = (AgeCompare, Within, ReplenishmentDue, AffinityCompare)  # what ``breakpoints`` lists
+
+
+def time_atoms(node: Any) -> tuple[Any, ...]:
+    """The atoms of ``node`` that ``breakpoints`` reads: ``breakpoints(node)`` is the union of theirs."""
+    if isinstance(node, (And, Or)):
+        return tuple(atom for item in node.items for atom in time_atoms(item))
+    if isinstance(node, Not):
+        return time_atoms(node.item)
+    return (node,) if isinstance(node, _TIMED_ATOMS) else ()
+
+
+_TIMELESS_LEAVES = (Literal, ListLiteral, FieldRef, EventCount, Count, Exists)
+
+
+def depends_on_time(node: Any) -> bool:
+    """Whether the answer for ``node`` can change with ``ctx.now`` alone (True when not known)."""
+    if isinstance(node, (And, Or)):
+        return any(depends_on_time(item) for item in node.items)
+    if isinstance(node, Not):
+        return depends_on_time(node.item)
+    if isinstance(node, (Compare, In, Contains)):
+        return depends_on_time(node.left) or depends_on_time(node.right)
+    return not isinstance(node, _TIMELESS_LEAVES)
 
 
 # ------------------------------------------------------------------------------------------ compilation
@@ -1237,6 +1297,68 @@ def compile_node(node: Any) -> Evaluator:
     raise TypeError(message)
 
 
+Instants = Callable[[Context], Iterable[float]]
+
+
+def _compile_age_breakpoints(node: AgeCompare) -> Instants:
+    read = _compile_path(node.path)
+    span = node.days * DAY_S
+    # ">=" and "<" flip at the boundary itself; ">" and "<=" at the first instant after it.
+    at_boundary = node.op in (">=", "<", "==", "!=")
+    after_boundary = node.op in (">", "<=", "==", "!=")
+
+    def age(ctx: Context) -> tuple[float, ...]:
+        start = read(ctx)  # read_time, inlined
+        if start.__class__ is bool or not isinstance(start, _NUMERIC) or start <= 0:
+            return ()
+        boundary = float(start) + span
+        if at_boundary and after_boundary:
+            return boundary, math.nextafter(boundary, math.inf)
+        return (boundary,) if at_boundary else (math.nextafter(boundary, math.inf),)
+
+    return age
+
+
+def _compile_within_breakpoints(node: Within) -> Instants:
+    last_of = _last_time_reader(node.source, node.key)
+    window = node.window_s
+
+    def within(ctx: Context) -> tuple[float, ...]:
+        last = last_of(ctx.view)
+        return () if last is None else (last + window,)
+
+    return within
+
+
+def _compile_affinity_breakpoints(node: AffinityCompare) -> Instants:
+    category, threshold = node.category, node.threshold
+    if not threshold > 0:
+        return lambda ctx: ()
+
+    def affinity(ctx: Context) -> tuple[float, ...]:
+        stored = affinity_at(ctx.view, category, ctx.now)
+        if stored is None or not stored[0] > threshold:
+            return ()
+        value, at = stored
+        crossing = at + AFFINITY_HALF_LIFE_S * math.log2(value / threshold)
+        return crossing, math.nextafter(crossing, math.inf), crossing + 1e-3
+
+    return affinity
+
+
+def compile_breakpoints(atom: Any) -> Instants:
+    """The closure of ``breakpoints(atom, ctx)`` for an atom of ``time_atoms`` (the same instants)."""
+    if isinstance(atom, AgeCompare):
+        return _compile_age_breakpoints(atom)
+    if isinstance(atom, Within):
+        return _compile_within_breakpoints(atom)
+    if isinstance(atom, ReplenishmentDue):
+        return lambda ctx: _replenishment_times(atom, ctx)
+    if isinstance(atom, AffinityCompare):
+        return _compile_affinity_breakpoints(atom)
+    return lambda ctx: breakpoints(atom, ctx)
+
+
 def referenced_fields(node: Any) -> frozenset[str] | None:
     """The top-level profile-view keys evaluating ``node`` may read; None if that is not known."""
     names: set[str] = set()
@@ -1274,5 +1396,6 @@ def describe_functions() -> str:
 
 __all__ = [
     "FUNCTIONS", "Context", "RuleError", "compile_rule", "compile_node", "evaluate_node", "breakpoints",
-    "referenced_fields", "tokenize", "parse_window", "last_time",
+    "referenced_fields", "tokenize", "parse_window", "last_time", "time_atoms", "depends_on_time",
+    "compile_breakpoints",
 ]

@@ -1,0 +1,123 @@
+"""How long the profile stage's pure step takes per event, with the worker's segments and scores.
+
+Run: ``.venv/bin/python bench/step_bench.py [customers] [days]``. Events come from ``core.generator``
+(the ``streamcdp generate`` workload), keyed by customer as the identity stage would key them; each key's
+state is carried from event to event as the worker carries it. The first third of the events warms the
+profiles up (untimed); the rest are timed. Prints microseconds per event: the sum over chunks of 250
+events of each chunk's best of 5 runs (a machine busy with other work slows some runs of some chunks,
+rarely all five):
+
+- ``step_key, no audiences``: ``StagePolicy(audiences=None)``;
+- ``step_key, audiences``: the worker's policy (``streams.stage_config`` from default ``Settings``), with
+  ``now`` the event's time, so every event more than ``audience_min_interval_s`` after the last refresh
+  refreshes — the worst case, close to a live stream of sparse customers;
+- ``refresh_audiences`` alone, on each timed event's resulting profile.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.audiences import refresh_audiences  # noqa: E402
+from core.generator import WorkloadConfig, generate_workload  # noqa: E402
+from core.profile import Profile  # noqa: E402
+from core.profile_stage import KeyState, StagePolicy, step_key  # noqa: E402
+from core.training import ReplayStats, customer_of, decode_lines, identity_map  # noqa: E402
+from schemas.commands import ApplyEvent  # noqa: E402
+from schemas.events import Event  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.stage_config import stage_policy  # noqa: E402
+
+REPEATS = 5
+CHUNK = 250  # events timed together; each chunk's best run counts, so a pause of the machine skews one run only
+
+
+def keyed_commands(customers: int, days: float) -> list[tuple[str, ApplyEvent, float]]:
+    """``(key, command, now)`` in time order for a generated workload."""
+    workload = generate_workload(WorkloadConfig(start=1_700_000_000.0, customers=customers, days=days, seed=5))
+    events: list[Event] = decode_lines(workload.lines, ReplayStats())
+    links = identity_map(events)
+    return [(customer_of(event, links), ApplyEvent(event=event), event.timestamp) for event in events]
+
+
+def run(commands, states: dict[str, KeyState], policy: StagePolicy) -> dict[str, KeyState]:
+    for key, command, now in commands:
+        state = states.get(key) or KeyState(key=key)
+        states[key] = step_key(state, command, now=now, policy=policy).state
+    return states
+
+
+def best_us(measure: Callable[[list], None], items: list, restart: Callable[[], None] = lambda: None) -> float:
+    """µs per item of ``measure`` over ``items`` in order, chunk by chunk: the sum of each chunk's best time.
+
+    ``restart`` is called before each repeat (to start from the same state).
+    """
+    chunks = [items[start:start + CHUNK] for start in range(0, len(items), CHUNK)]
+    best = [float("inf")] * len(chunks)
+    for _ in range(REPEATS):
+        restart()
+        for index, chunk in enumerate(chunks):
+            started = time.perf_counter()
+            measure(chunk)
+            best[index] = min(best[index], time.perf_counter() - started)
+    return sum(best) / len(items) * 1e6
+
+
+def step_us(warm, timed, policy: StagePolicy) -> tuple[float, dict[str, KeyState]]:
+    """``step_key`` over ``timed``, each repeat from the same warmed-up states."""
+    warmed = run(warm, {}, policy)
+    states: dict[str, KeyState] = {}
+
+    def restart() -> None:
+        states.clear()
+        states.update(warmed)
+
+    return best_us(lambda chunk: run(chunk, states, policy), timed, restart), warmed
+
+
+def refresh_inputs(timed, warmed: dict[str, KeyState], policy: StagePolicy) -> list[tuple[Profile, float]]:
+    """The profile each timed event leaves (before its refresh), as ``refresh_audiences`` would see it."""
+    plain = StagePolicy(cart_abandonment=policy.cart_abandonment, profile=policy.profile)
+    states = dict(warmed)
+    inputs = []
+    for key, command, now in timed:
+        state = states.get(key) or KeyState(key=key)
+        after = step_key(state, command, now=now, policy=plain).state
+        if after.profile is not None:
+            inputs.append((after.profile, now))
+        states[key] = step_key(state, command, now=now, policy=policy).state
+    return inputs
+
+
+def main() -> None:
+    customers = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    days = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    commands = keyed_commands(customers, days)
+    split = len(commands) // 3
+    warm, timed = commands[:split], commands[split:]
+    policy = stage_policy(Settings())
+    audiences = policy.audiences
+    plain_us, _ = step_us(warm, timed, StagePolicy(cart_abandonment=policy.cart_abandonment,
+                                                  profile=policy.profile))
+    audience_us, warmed = step_us(warm, timed, policy)
+    inputs = refresh_inputs(timed, warmed, policy)
+
+    def refresh_all(chunk: list[tuple[Profile, float]]) -> None:
+        for profile, now in chunk:
+            refresh_audiences(profile, now=now, policy=audiences)
+
+    refresh_us = best_us(refresh_all, inputs)
+    print(f"{len(timed)} timed events ({customers} customers, {days:g} days, {split} warm-up), "
+          f"best of {REPEATS} per chunk of {CHUNK}")
+    print(f"  step_key, no audiences   {plain_us:6.1f} µs/event")
+    print(f"  step_key, audiences      {audience_us:6.1f} µs/event")
+    print(f"  refresh_audiences alone  {refresh_us:6.1f} µs/event")
+
+
+if __name__ == "__main__":
+    main()
