@@ -41,10 +41,10 @@ def ingest_record(
             source_offset=record.offset, failed_at=time.time(), original=raw,
         )
         outbox.send(topics.deadletter, record.key, encode_json(dead), [("reason", exc.reason.encode())])
-        metrics.child(metrics.events_deadlettered, exc.reason).inc()
+        metrics.tally.add(metrics.events_deadlettered, exc.reason)
         log.debug("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset, exc)
         return None
-    metrics.child(metrics.events_ingested, validated.family).inc()
+    metrics.tally.add(metrics.events_ingested, validated.family)
     if validated.family == OTHER:
-        metrics.events_unknown.inc()
+        metrics.tally.add(metrics.events_unknown)
     return validated.routing_id.encode(), ApplyEvent(event=validated)

@@ -31,7 +31,7 @@ def handle_command(
     Commands for other keys (links, merges, events of a linked id) go to ``forward`` when given (the
     runtime applies them in place when it holds the target's partition), else to ``profile-commands``.
     """
-    metrics.child(metrics.profile_commands, command.__struct_config__.tag).inc()
+    metrics.tally.add(metrics.profile_commands, command.__struct_config__.tag)
     state = KeyState(
         key=key.decode(), profile=store.get(PROFILES, key), identity=store.get(IDENTITIES, key) or NO_IDENTITY
     )
@@ -45,12 +45,12 @@ def handle_command(
             forward(target.encode(), forwarded)
     for change in result.audience_changes:
         outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
-        metrics.child(metrics.audience_changes, type(change).__struct_config__.tag).inc()
+        metrics.tally.add(metrics.audience_changes, type(change).__struct_config__.tag)
     for trigger in result.triggers:
         outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
-        metrics.child(metrics.triggers_emitted, trigger.kind, trigger.channel).inc()
+        metrics.tally.add(metrics.triggers_emitted, trigger.kind, trigger.channel)
     for note in result.notes:
-        metrics.child(metrics.profile_notes, note).inc()
+        metrics.tally.add(metrics.profile_notes, note)
     if isinstance(command, ApplyEvent) and command.hops == 0:
         lag = time.time() - command.event.timestamp
         if 0 <= lag < 3600:

@@ -77,3 +77,26 @@ def child(metric: Counter | Gauge | Histogram, *label_values: str):
     """``metric.labels(*label_values)``, looked up once: label sets are bounded, and the lookup costs a
     few microseconds on the per-event path."""
     return metric.labels(*label_values)
+
+
+class Tally:
+    """Counter increments of the per-event path, added up in a plain dict and published in one go.
+
+    A prometheus-client ``inc`` takes a lock (~1 µs); the stage makes several per event. The runtime
+    publishes at every flush and ``/metrics`` before every scrape, so what a scrape shows is current.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple, float] = {}
+
+    def add(self, metric: Counter, *label_values: str, amount: float = 1) -> None:
+        key = (metric, *label_values)
+        self._counts[key] = self._counts.get(key, 0) + amount
+
+    def publish(self) -> None:
+        counts, self._counts = self._counts, {}
+        for (metric, *label_values), amount in counts.items():
+            (child(metric, *label_values) if label_values else metric).inc(amount)
+
+
+tally = Tally()

@@ -205,10 +205,10 @@ class Runtime(ConsumerRebalanceListener):
         store = self.stores.get(self._owners(key))
         if store is not None:
             self._local.append((store, key, command))
-            metrics.child(metrics.forwards, "in_place").inc()
+            metrics.tally.add(metrics.forwards, "in_place")
         else:
             self.outbox.send(self.topics.profile_commands, key, encode_command(command))
-            metrics.child(metrics.forwards, "kafka").inc()
+            metrics.tally.add(metrics.forwards, "kafka")
 
     def _tick(self, now: float) -> None:
         for store in self.stores.values():
@@ -242,6 +242,7 @@ class Runtime(ConsumerRebalanceListener):
                 # A rebalance took the partitions: their new owner replays from the last commit (deduplicated).
                 log.warning("offset commit failed (%s); the inputs since the last commit will be replayed", exc)
         self._unflushed = 0
+        metrics.tally.publish()
         metrics.flush_seconds.observe(time.perf_counter() - started)
         metrics.outputs_sent.inc(len(outputs))
 

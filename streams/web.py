@@ -58,6 +58,7 @@ class Api:
         return _json({"ready": ready, "partitions": sorted(self.runtime.stores)}, status=200 if ready else 503)
 
     async def prometheus_metrics(self, request: web.Request) -> web.Response:
+        metrics.tally.publish()
         return web.Response(body=generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def segments(self, request: web.Request) -> web.Response:
