@@ -234,6 +234,8 @@ class Runtime(ConsumerRebalanceListener):
             last_offset = max([(await future).offset + count - 1 for future, count in futures])
             store.persist(records, last_offset)
             metrics.changelog_records.inc(len(records))
+        for store in self.stores.values():
+            store.evict()
         if self._positions:
             offsets, self._positions = self._positions, {}
             try:

@@ -117,9 +117,10 @@ class PartitionStore:
             self._dirty.pop(storage_key, None)
         batch.put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch)
-        self._evict()
+        self.evict()
 
-    def _evict(self) -> None:
+    def evict(self) -> None:
+        """Drop clean cached values beyond ``max_cached_keys`` (reads alone fill the cache too)."""
         excess = len(self._cache) - self._options.max_cached_keys
         if excess <= 0:
             return
