@@ -98,6 +98,8 @@ class Api:
         """A profile by its canonical id or by any id linked to it (anonymous id, earlier user id)."""
         if not self._authorised(request):
             return _json({"error": "missing or wrong bearer token"}, status=401)
+        if not self.runtime.ready:  # restoring or rebalancing: a store may be half restored
+            return _json({"error": "worker is restoring or rebalancing"}, status=503, headers={"Retry-After": "1"})
         requested = request.query.get("requested_id") or request.match_info["customer_id"]
         key = request.match_info["customer_id"]
         elsewhere = self._elsewhere(key, requested)
