@@ -25,8 +25,7 @@ decided from state older than ``forgotten_at``.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -107,21 +106,23 @@ class KeyState(msgspec.Struct, frozen=True, kw_only=True):
         return self.identity.forgotten_at
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(msgspec.Struct, frozen=True):
     """What one command changes and what the agent must send.
 
     ``state``: the key's new state; ``profile_changed`` / ``identity_changed``: which parts to write.
     ``due_at``: when a trigger may next be due for the key (None: nothing pending).
     ``forwards``: ``(key, command)`` pairs for ``profile-commands``. ``notes``: counters to increment.
     ``audience_changes``: segment entries / exits and score crossings for ``segments.changes``.
+
+    A msgspec struct, not a dataclass: it is built once or twice per event, and a frozen dataclass takes
+    about 2 µs to build (or to ``replace``), a struct 0.1 µs.
     """
 
     state: KeyState
     due_at: float | None
     triggers: tuple[Trigger, ...] = ()
     forwards: tuple[tuple[str, ProfileCommand], ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
     profile_changed: bool = False
     identity_changed: bool = False
     audience_changes: tuple[AudienceChange, ...] = ()  # for segments.changes
@@ -284,13 +285,13 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
             refreshed = msgspec.structs.replace(profile, audience_due_at=next_refresh)
         if refreshed is not profile:
             profile = refreshed
-            result = dataclasses.replace(result, state=msgspec.structs.replace(result.state, profile=profile),
-                                         profile_changed=True)
+            result = msgspec.structs.replace(result, state=msgspec.structs.replace(result.state, profile=profile),
+                                             profile_changed=True)
     audience_due = profile.audience_due_at
     if audience_due is not None and audience_due <= at:
         audience_due = None  # never ask to be woken for the past: that would spin
     due_at = min((due for due in (result.due_at, audience_due) if due is not None), default=None)
-    return dataclasses.replace(result, due_at=due_at, audience_changes=changes)
+    return msgspec.structs.replace(result, due_at=due_at, audience_changes=changes)
 
 
 def _refresh_interval(command: ProfileCommand, now: float, policy: StagePolicy) -> float:
@@ -313,7 +314,7 @@ def _leave_all_segments(before: Profile | None, result: StepResult, *, now: floa
                       group=(rule.group or "") if (rule := policy.definitions.rule(name)) is not None else "")
         for name in before.segments
     )
-    return dataclasses.replace(result, audience_changes=exits)
+    return msgspec.structs.replace(result, audience_changes=exits)
 
 
 def _step_command(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:

@@ -59,7 +59,9 @@ def cart_reminder_due_at(profile: Profile, policy: CartAbandonmentPolicy) -> flo
         return None
     if profile.last_checkout_at >= profile.cart_updated_at or profile.last_order_at >= profile.cart_updated_at:
         return None
-    if trigger_id_for(profile.customer_id, CART_ABANDONMENT, profile.cart_updated_at) in profile.triggers_sent:
+    # Most profiles were never sent a trigger: then there is no id to compute (a hash, on every event).
+    sent = profile.triggers_sent
+    if sent and trigger_id_for(profile.customer_id, CART_ABANDONMENT, profile.cart_updated_at) in sent:
         return None
     return profile.cart_updated_at + policy.delay_s
 
