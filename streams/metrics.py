@@ -90,12 +90,13 @@ class Tally:
         self._counts: dict[tuple, float] = {}
 
     def add(self, metric: Counter, *label_values: str, amount: float = 1) -> None:
-        key = (metric, *label_values)
-        self._counts[key] = self._counts.get(key, 0) + amount
+        key = (metric, label_values)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + amount
 
     def publish(self) -> None:
         counts, self._counts = self._counts, {}
-        for (metric, *label_values), amount in counts.items():
+        for (metric, label_values), amount in counts.items():
             (child(metric, *label_values) if label_values else metric).inc(amount)
 
 
