@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import msgspec
 
@@ -39,6 +40,12 @@ class AudiencePolicy:
     models: PropensityModels | None = None
     score_thresholds: Mapping[str, Sequence[float]] = field(default_factory=dict)
     version: str = ""
+
+    @cached_property
+    def view_fields(self) -> frozenset[str] | None:
+        """The view keys the rules read but ``scores``: ``refresh_audiences`` puts the fresh scores there."""
+        fields = self.definitions.view_fields
+        return None if fields is None else fields - {"scores"}
 
     @staticmethod
     def build(definitions: SegmentDefinitions, models: PropensityModels | None,
@@ -67,7 +74,7 @@ def refresh_audiences(profile: Profile, *, now: float, policy: AudiencePolicy) -
     """``profile`` with current scores and segments at ``now``, and the changes to publish."""
     scores = _scores(profile, now, policy)
     # Only the fields the rules read: rendering the whole profile for every event is most of the cost.
-    view = profile_view(profile, now=now, fields=policy.definitions.view_fields)
+    view = profile_view(profile, now=now, fields=policy.view_fields)
     view["scores"] = scores
     segments = evaluate_segments(policy.definitions, view, now=now)
     before_segments = frozenset(profile.segments)

@@ -278,8 +278,12 @@ def category_affinity_scores(profile: Any, *, now: float) -> dict[str, float]:
     stored = _get(profile, "category_affinity", {}) or {}
     decayed: dict[str, float] = {}
     for category, entry in stored.items():
-        value = _get(entry, "value") if not isinstance(entry, (list, tuple)) else entry[0]
-        at = _get(entry, "at") if not isinstance(entry, (list, tuple)) else entry[1]
+        if isinstance(entry, (list, tuple)):  # the view's [value, at]
+            value, at = entry[0], entry[1]
+        elif _is_mapping(type(entry)):
+            value, at = entry.get("value"), entry.get("at")
+        else:  # the record's Affinity
+            value, at = getattr(entry, "value", None), getattr(entry, "at", None)
         if not isinstance(value, (int, float)) or not isinstance(at, (int, float)) or value <= 0:
             continue
         decayed[category] = value if now <= at else value * math.pow(0.5, (now - at) / AFFINITY_HALF_LIFE_S)
