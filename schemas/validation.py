@@ -181,7 +181,8 @@ def _parse_json(raw: bytes) -> Any:
 def _check_shape(raw: bytes, payload: dict, limits: ContractLimits) -> None:
     """Nesting depth and array length; the byte counts skip the walk for every ordinary event."""
     check_depth = raw.count(b"{") + raw.count(b"[") > limits.max_depth
-    check_arrays = raw.count(b",") >= limits.max_array_length
+    # A payload shorter than the limit holds fewer commas than that: no need to count them.
+    check_arrays = len(raw) >= limits.max_array_length and raw.count(b",") >= limits.max_array_length
     if not (check_depth or check_arrays):
         return
     stack: list[tuple[Any, int]] = [(payload, 1)]
@@ -200,9 +201,14 @@ def _check_shape(raw: bytes, payload: dict, limits: ContractLimits) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
+_NORMALISED_KEYS = frozenset((*ID_PROPERTIES, *MONEY_PROPERTIES, "quantity", "currency"))
+
+
 def _normalise_values(values: dict, limits: ContractLimits, where: str) -> dict:
     """Ids → strings, money → minor units, quantity → int, currency → upper case; a new dict."""
     normalised = dict(values)
+    if _NORMALISED_KEYS.isdisjoint(normalised):  # pages, messages: nothing to look up one key at a time
+        return normalised
     for key in ID_PROPERTIES:
         value = normalised.get(key)
         if value is not None:
