@@ -633,6 +633,9 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "web_port": web_port, "topic_partitions": args.partitions, "api_token": token, "log_level": "warning",
         "cart_abandonment_delay_s": 1e9,  # no triggers fire during the benchmark: it measures the profile path
     }
+    for item in args.worker_setting:  # e.g. state_cache_keys=2000: the same run with another worker setting
+        name, _, value = item.partition("=")
+        values[name.strip().lower()] = value.strip()
     settings = Settings(**values)
     topics = TopicNames(prefix=prefix)
     ensure_topics(settings)
@@ -642,7 +645,8 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     events = len(workload.messages)
     results["config"] = {"events": events, "requested_events": args.events, "customers": workload.customers,
                          "days": round(workload.days, 2), "partitions": args.partitions, "seed": args.seed,
-                         "generator": workload.source, "topic_prefix": prefix, "app_id": app_id}
+                         "generator": workload.source, "topic_prefix": prefix, "app_id": app_id,
+                         "worker_settings": list(args.worker_setting)}
     log.info("generated %d events (%s, %d customers) in %.1f s; loading", events, workload.source,
              workload.customers, workload.seconds)
     results["load"] = asyncio.run(load_backlog(bootstrap, workload.messages, args.partitions))
@@ -841,6 +845,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /readyz")
     parser.add_argument("--phase-timeout", type=float, default=None,
                         help="seconds any one phase may take (default 300 + events / 200)")
+    parser.add_argument("--worker-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a worker setting (streams/settings.py field name), repeatable; e.g. state_cache_keys=2000")
     parser.add_argument("--keep", action="store_true", help="keep the temp run dir (broker + worker logs, data)")
     args = parser.parse_args(argv)
     if args.phase_timeout is None:
