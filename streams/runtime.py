@@ -83,6 +83,7 @@ class Runtime(ConsumerRebalanceListener):
         self._positions: dict[TopicPartition, int] = {}
         self._unflushed = 0
         self._stopping = asyncio.Event()
+        self._failed: BaseException | None = None  # a flush that failed in a rebalance listener
         self._owners = PartitionOwners(settings.topic_partitions)
         self._in_place = InPlaceRouting(self._owners, self._partition_count) if settings.ingest_in_place else None
         # Commands the profile stage addressed to keys of partitions held here: applied in place, in order.
@@ -119,9 +120,11 @@ class Runtime(ConsumerRebalanceListener):
         self._stopping.set()
 
     async def close(self) -> None:
-        """Flush what was processed, leave the group, close the stores."""
+        """Flush what was processed (unless a flush failed: then nothing more is written, the inputs
+        since the last commit replay), leave the group, close the stores."""
         async with self._lock:
-            await self._flush()
+            if self._failed is None:
+                await self._flush()
         await self.consumer.stop()
         await self.restorer.stop()
         await self.producer.stop()
@@ -148,6 +151,9 @@ class Runtime(ConsumerRebalanceListener):
                 ):
                     await self._flush()
                     last_flush = time.monotonic()
+        if self._failed is not None:
+            msg = "a flush failed during a rebalance; stopping so that the inputs since the last commit replay"
+            raise RuntimeError(msg) from self._failed
 
     # --- processing (no awaits: a key's read-modify-write is atomic) -------------------------------------
 
@@ -218,6 +224,18 @@ class Runtime(ConsumerRebalanceListener):
     # --- flush: outputs, then changelog, then RocksDB, then offsets ---------------------------------------
 
     async def _flush(self) -> None:
+        if self._failed is not None:
+            msg = "an earlier flush failed; nothing more is written"
+            raise RuntimeError(msg) from self._failed
+        try:
+            await self._flush_in_order()
+        except BaseException as exc:
+            # Outputs may be lost while the cache holds state that assumes them sent: never persist that
+            # state (close() writes nothing more); the inputs since the last commit replay after a restart.
+            self._failed = exc
+            raise
+
+    async def _flush_in_order(self) -> None:
         started = time.perf_counter()
         send = self.producer.send
         outputs = self.outbox.take()
@@ -275,7 +293,12 @@ class Runtime(ConsumerRebalanceListener):
         async with self._lock:
             self.ready = False
             self._generation += 1
-            await self._flush()
+            try:
+                await self._flush()
+            except Exception:  # noqa: BLE001  (aiokafka would log it and go on with the rebalance)
+                log.exception("flush failed in a rebalance; the worker stops")
+                self.stop()
+                return
             log.info("partitions revoked: %s", sorted(self._state_partitions(revoked)))
 
     async def on_partitions_assigned(self, assigned) -> None:

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 import streams.runtime as runtime_module
@@ -33,12 +35,12 @@ async def runtime(tmp_path: Path):
     rt = Runtime(settings, POLICY, "http://127.0.0.1:1")
     # Partition counts come from the consumer's metadata once it runs; here every topic has PARTITIONS.
     rt._in_place = InPlaceRouting(rt._owners, lambda topic: PARTITIONS)
+    kafka_clients = (rt.consumer, rt.restorer, rt.producer)
     yield rt
     for store in rt.stores.values():
         store.close()
-    await rt.consumer.stop()
-    await rt.restorer.stop()
-    await rt.producer.stop()
+    for client in kafka_clients:
+        await client.stop()
 
 
 def hold(rt: Runtime, *partitions: int) -> None:
@@ -120,3 +122,84 @@ async def test_a_record_whose_processing_raises_is_dead_lettered_and_the_partiti
     assert source == (tp_bad.topic, tp_bad.partition, 7)
     good_store = runtime.stores[owning_partition(b"good-user", PARTITIONS)]
     assert good_store.get(PROFILES, b"good-user").event_count == 1
+
+
+class _Acked:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class _RecordingBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def append(self, *, key, value, timestamp, headers=()):
+        self.records.append((key, value))
+        return object()
+
+
+class _RecordingKafka:
+    """Stands in for the producer and the consumer: records what the flush does, in order."""
+
+    def __init__(self, fail_outputs: bool = False) -> None:
+        self.calls: list[str] = []
+        self.next_offset = 100
+        self.fail_outputs = fail_outputs
+        self.committed: dict | None = None
+
+    def _future(self, result) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
+
+    async def send(self, topic, value, *, key=None, headers=None):
+        self.calls.append(f"send {topic}")
+        if self.fail_outputs:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(KafkaError("broker gone"))
+            return future
+        return self._future(_Acked(0))
+
+    def create_batch(self) -> _RecordingBatch:
+        return _RecordingBatch()
+
+    async def send_batch(self, batch, topic, *, partition):
+        self.calls.append(f"changelog p{partition} x{len(batch.records)}")
+        offset, self.next_offset = self.next_offset, self.next_offset + len(batch.records)
+        return self._future(_Acked(offset))
+
+    async def commit(self, offsets):
+        self.calls.append("commit")
+        self.committed = dict(offsets)
+
+
+def dirty_store_with_an_output(rt: Runtime) -> tuple[PartitionStore, TopicPartition]:
+    hold(rt, 0)
+    store = rt.stores[0]
+    store.put(PROFILES, b"u-9", None)  # any dirty key will do: a tombstone
+    rt.outbox.send(rt.topics.triggers("email"), b"u-9", b"{}")
+    tp = TopicPartition(rt.topics.inbound("clickstream"), 0)
+    rt._positions[tp] = 42
+    return store, tp
+
+
+async def test_a_flush_sends_outputs_then_the_changelog_then_writes_state_then_commits(runtime: Runtime):
+    kafka = _RecordingKafka()
+    runtime.producer = runtime.consumer = kafka
+    store, tp = dirty_store_with_an_output(runtime)
+    await runtime._flush()
+    assert kafka.calls == [f"send {runtime.topics.triggers('email')}", "changelog p0 x1", "commit"]
+    assert store.changelog_offset == 100 and store.dirty_count == 0  # written only after the changelog ack
+    assert kafka.committed == {tp: 42}
+
+
+async def test_a_failed_output_writes_no_state_commits_nothing_and_stops_all_later_flushes(runtime: Runtime):
+    kafka = _RecordingKafka(fail_outputs=True)
+    runtime.producer = runtime.consumer = kafka
+    store, _ = dirty_store_with_an_output(runtime)
+    with pytest.raises(KafkaError):
+        await runtime._flush()
+    assert kafka.calls == [f"send {runtime.topics.triggers('email')}"]
+    assert store.changelog_offset == -1 and store.dirty_count == 1
+    with pytest.raises(RuntimeError, match="earlier flush failed"):
+        await runtime._flush()  # close() and rebalances must not persist state whose outputs were lost
