@@ -8,6 +8,7 @@ import uuid
 
 import orjson
 import pytest
+from conftest import metric_sum, read_metrics, wait_until_drained
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +113,21 @@ def test_a_broken_message_does_not_stop_the_worker(make_pipeline):
     dead = kafka.read(topics.deadletter, min_count=2, timeout_s=30)
     reasons = sorted(orjson.loads(record.value)["reason"] for record in dead)
     assert reasons == ["missing_field", "not_utf8"]
+
+
+def test_events_not_keyed_by_their_routing_id_are_rekeyed_through_profile_commands(make_pipeline):
+    """A producer that keys by something else (or not at all) still gets every event applied, once, in the
+    partition that owns the customer: ingestion re-keys it through profile-commands."""
+    pipeline = make_pipeline(cart_abandonment_delay_s=3600.0)
+    kafka, topics, worker = pipeline.kafka, pipeline.topics, pipeline.worker
+    base = time.time() - 60
+    for i in range(6):
+        kafka.send(topics.inbound("clickstream"), added("dave", f"boot-{i}", 50.0 + i, at=base + i),
+                   key=None if i % 2 else f"session-{i}")
+    kafka.flush()
+    profile = worker.wait_for_profile("dave", lambda p: p["event_count"] == 6)
+    assert sorted(item["product_id"] for item in profile["cart"]) == [f"boot-{i}" for i in range(6)]
+    wait_until_drained(pipeline, timeout_s=60)
+    metrics = read_metrics(worker)
+    assert metric_sum(metrics, "streamcdp_profile_commands_total", kind="event") == 6
+    assert metric_sum(metrics, "streamcdp_outputs_sent_total") >= 6  # the six re-keyed commands
