@@ -32,7 +32,9 @@ def due_commands(store: PartitionStore, now: float) -> Iterator[tuple[bytes, Che
         yield key, CheckTriggers(now=now)
 
 
-def stale_audience_commands(store: PartitionStore, policy: StagePolicy, now: float) -> list[tuple[bytes, CheckTriggers]]:
+def stale_audience_commands(
+    store: PartitionStore, policy: StagePolicy, now: float
+) -> list[tuple[bytes, CheckTriggers]]:
     if policy.audiences is None:
         return []
     version = policy.audiences.version

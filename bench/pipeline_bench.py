@@ -771,7 +771,8 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     equal_s = time.monotonic() - worker.started_at
     results["recovery"] = {
         "stop_s": stop_s, "ready_s": recovery_ready_s, "profiles_equal_s": equal_s if not remaining else None,
-        "sampled_profiles": len(expected), "ignored_fields": [*READ_TIME_FIELDS, *CLOCK_DRIVEN_FIELDS], "not_equal": {k: differences.get(k) for k in sorted(remaining)[:20]},
+        "sampled_profiles": len(expected), "ignored_fields": [*READ_TIME_FIELDS, *CLOCK_DRIVEN_FIELDS],
+        "not_equal": {k: differences.get(k) for k in sorted(remaining)[:20]},
     }
     if remaining:
         log.error("%d of %d sampled profiles differ after recovery", len(remaining), len(expected))

@@ -152,7 +152,7 @@ class Runtime(ConsumerRebalanceListener):
                     await self._flush()
                     last_flush = time.monotonic()
         if self._failed is not None:
-            msg = "a flush failed during a rebalance; stopping so that the inputs since the last commit replay"
+            msg = "a flush failed; stopping so that the inputs since the last commit replay"
             raise RuntimeError(msg) from self._failed
 
     # --- processing (no awaits: a key's read-modify-write is atomic) -------------------------------------
@@ -186,7 +186,9 @@ class Runtime(ConsumerRebalanceListener):
         self._positions[tp] = records[-1].offset + 1
         self._unflushed += len(records)
 
-    def _apply(self, store: PartitionStore, key: bytes, command, now: float, record: ConsumerRecord | None = None) -> None:
+    def _apply(
+        self, store: PartitionStore, key: bytes, command, now: float, record: ConsumerRecord | None = None
+    ) -> None:
         """Apply one command, then every command it leads to whose key is held here (links, merges, an
         event of a linked id), before the next input: no round trip through Kafka, and all of it is
         flushed together."""
