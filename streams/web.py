@@ -22,6 +22,7 @@ from streams import metrics
 from streams.codecs import encode_json
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
+from streams.state_store import PartitionStore
 from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES
 
 
@@ -79,12 +80,14 @@ class Api:
                       "groups": [group.name for group in definitions.groups], "segments": listing,
                       "counted_partitions": sorted(self.runtime.stores)})
 
-    def _elsewhere(self, key: str, requested: str) -> web.Response | None:
-        """None when this worker holds ``key``'s partition; else a 307 to the owner (503: no owner known).
-        The redirect names the id the client asked for, so the owner's answer says it as a local one would."""
+    def _locate(self, key: str, requested: str) -> PartitionStore | web.Response:
+        """The store of ``key``'s partition when this worker holds it; else a 307 to the owner (503: no owner
+        known). The redirect names the id the client asked for, so the owner's answer says it as a local one
+        would."""
         partition = owning_partition(key.encode(), self.settings.topic_partitions)
-        if partition in self.runtime.stores:
-            return None
+        store = self.runtime.stores.get(partition)
+        if store is not None:
+            return store
         owner = self.runtime.assignor.owners.get(partition)
         if owner is None or owner == self.runtime.assignor.web_url:
             return _json({"error": f"partition {partition} is not assigned yet"}, status=503,
@@ -102,17 +105,15 @@ class Api:
             return _json({"error": "worker is restoring or rebalancing"}, status=503, headers={"Retry-After": "1"})
         requested = request.query.get("requested_id") or request.match_info["customer_id"]
         key = request.match_info["customer_id"]
-        elsewhere = self._elsewhere(key, requested)
-        if elsewhere is not None:
-            return elsewhere
-        store = self.runtime.stores[owning_partition(key.encode(), self.settings.topic_partitions)]
+        store = self._locate(key, requested)
+        if isinstance(store, web.Response):
+            return store
         identity = store.get(IDENTITIES, key.encode()) or NO_IDENTITY
         if identity.redirect_to is not None:
             key = identity.redirect_to
-            elsewhere = self._elsewhere(key, requested)
-            if elsewhere is not None:
-                return elsewhere
-            store = self.runtime.stores[owning_partition(key.encode(), self.settings.topic_partitions)]
+            store = self._locate(key, requested)
+            if isinstance(store, web.Response):
+                return store
         profile = store.get(PROFILES, key.encode())
         if profile is None:
             return _json({"error": f"no profile for id {requested!r}"}, status=404)
