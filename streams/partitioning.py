@@ -39,7 +39,6 @@ class InPlaceRouting:
     """Decides whether an inbound message may be applied in place (no hop through profile-commands)."""
 
     def __init__(self, owners: PartitionOwners, topic_partitions) -> None:
-        self._partitions = owners.partitions
         self._owner = owners
         self._topic_partitions = topic_partitions  # topic name → its partition count (or None: unknown)
         self._topic_ok: dict[str, bool] = {}
@@ -49,6 +48,8 @@ class InPlaceRouting:
             return False
         ok = self._topic_ok.get(topic)
         if ok is None:
-            ok = self._topic_partitions(topic) == self._partitions
-            self._topic_ok[topic] = ok
+            count = self._topic_partitions(topic)
+            ok = count == self._owner.partitions
+            if count is not None:  # unknown yet (no metadata): ask again next time, never remember "no"
+                self._topic_ok[topic] = ok
         return ok and self._owner(routing_key) == partition

@@ -23,3 +23,13 @@ def test_in_place_only_for_the_routing_key_in_its_own_partition_of_an_equal_topi
     assert not routing.applies("events.clickstream", (home + 1) % 4, key, key)  # partitioned otherwise
     assert not routing.applies("events.clickstream", home, b"anon-1", key)  # keyed by another id
     assert not routing.applies("foreign.events", home, key, key)  # a topic with another partition count
+
+
+def test_a_topic_without_metadata_yet_is_asked_about_again():
+    counts: dict[str, int] = {}
+    routing = InPlaceRouting(PartitionOwners(4), counts.get)
+    key = b"user-1"
+    partition = owning_partition(key, 4)
+    assert not routing.applies("t.events.clickstream", partition, key, key)  # no metadata: take the hop
+    counts["t.events.clickstream"] = 4
+    assert routing.applies("t.events.clickstream", partition, key, key)
