@@ -37,8 +37,13 @@ def ingest_record(
         validated = decode_event(raw, now=time.time(), limits=limits)
     except InvalidEvent as exc:
         dead = DeadLetter(
-            reason=exc.reason, detail=exc.detail, source_topic=record.topic, source_partition=record.partition,
-            source_offset=record.offset, failed_at=time.time(), original=raw,
+            reason=exc.reason,
+            detail=exc.detail,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            failed_at=time.time(),
+            original=raw,
         )
         outbox.send(topics.deadletter, record.key, encode_json(dead), [("reason", exc.reason.encode())])
         metrics.tally.add(metrics.events_deadlettered, exc.reason)

@@ -23,8 +23,15 @@ from streams.topics import TopicNames
 
 
 def handle_command(
-    store: PartitionStore, key: bytes, command: ProfileCommand, *, now: float, policy: StagePolicy,
-    topics: TopicNames, outbox: Outbox, forward: Callable[[bytes, ProfileCommand], None] | None = None,
+    store: PartitionStore,
+    key: bytes,
+    command: ProfileCommand,
+    *,
+    now: float,
+    policy: StagePolicy,
+    topics: TopicNames,
+    outbox: Outbox,
+    forward: Callable[[bytes, ProfileCommand], None] | None = None,
 ) -> None:
     """Apply ``command`` to ``key``'s state in ``store`` (the partition that owns ``key``).
 

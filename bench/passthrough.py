@@ -82,8 +82,12 @@ async def run_passthrough(
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=group_id or f"bench-passthrough-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group_id or f"bench-passthrough-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
@@ -120,8 +124,13 @@ async def run_passthrough(
         await producer.stop()
     seconds = samples[-1][0] if samples else 0.0
     return PassthroughResult(
-        events=done, bytes=moved_bytes, startup_s=(first or began) - began, seconds=seconds,
-        rate=done / seconds if seconds > 0 else 0.0, sustained_rate=steady_rate(samples, done), batches=batches,
+        events=done,
+        bytes=moved_bytes,
+        startup_s=(first or began) - began,
+        seconds=seconds,
+        rate=done / seconds if seconds > 0 else 0.0,
+        sustained_rate=steady_rate(samples, done),
+        batches=batches,
         samples=samples,
     )
 

@@ -33,15 +33,15 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import orjson  # noqa: E402
-
 from passthrough import run_passthrough, steady_rate  # noqa: E402
+
 from streams import kafka_local  # noqa: E402
 from streams.http_probe import http_get  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -74,7 +74,7 @@ class Message:
 
 def iso_now_ms(moment: float) -> str:
     """Epoch seconds → Segment's ISO-8601 form with milliseconds (UTC)."""
-    stamp = datetime.fromtimestamp(moment, tz=timezone.utc)
+    stamp = datetime.fromtimestamp(moment, tz=UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
@@ -100,11 +100,20 @@ def simple_events(count: int, customers: int, start: float, seed: int) -> list[d
         customer = rng.randrange(customers)
         user_id, anonymous_id = f"user-{customer:06d}", f"anon-{customer:06d}"
         moment = start + span * index / max(count, 1)
-        base = {"messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "anonymousId": anonymous_id,
-                "userId": user_id, "timestamp": iso_now_ms(moment)}
+        base = {
+            "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "anonymousId": anonymous_id,
+            "userId": user_id,
+            "timestamp": iso_now_ms(moment),
+        }
         roll = rng.random()
-        product = {"product_id": f"sku-{rng.randrange(50)}", "name": "Thing", "category": "things",
-                   "price": 9.99, "currency": "EUR"}
+        product = {
+            "product_id": f"sku-{rng.randrange(50)}",
+            "name": "Thing",
+            "category": "things",
+            "price": 9.99,
+            "currency": "EUR",
+        }
         if roll < 0.05:
             events.append({**base, "type": "identify", "traits": {"city": "Berlin"}})
         elif roll < 0.75:
@@ -112,9 +121,19 @@ def simple_events(count: int, customers: int, start: float, seed: int) -> list[d
         elif roll < 0.93:
             events.append({**base, "type": "track", "event": "Product Added", "properties": {**product, "quantity": 1}})
         else:
-            events.append({**base, "type": "track", "event": "Order Completed", "properties": {
-                "order_id": f"ord-{index}", "total": 9.99, "currency": "EUR",
-                "products": [{"product_id": product["product_id"], "price": 9.99, "quantity": 1}]}})
+            events.append(
+                {
+                    **base,
+                    "type": "track",
+                    "event": "Order Completed",
+                    "properties": {
+                        "order_id": f"ord-{index}",
+                        "total": 9.99,
+                        "currency": "EUR",
+                        "products": [{"product_id": product["product_id"], "price": 9.99, "quantity": 1}],
+                    },
+                }
+            )
     return events
 
 
@@ -178,8 +197,9 @@ async def load_backlog(bootstrap: str, messages: list[Message], partitions: int)
 
     partitioner = DefaultPartitioner()
     all_partitions = list(range(partitions))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=512 * 1024,
-                                max_request_size=8 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024
+    )
     await producer.start()
     began = time.perf_counter()
     total_bytes = 0
@@ -241,8 +261,16 @@ def parse_metrics(text: str) -> dict:
     """Processed events (profile-stage events + dead letters) and the event-lag histogram of one scrape."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    figures = {"events": 0.0, "deadlettered": 0.0, "checks": 0.0, "forwarded": 0.0, "ingested": 0.0,
-               "lag_buckets": {}, "lag_count": 0.0, "lag_sum": 0.0}
+    figures = {
+        "events": 0.0,
+        "deadlettered": 0.0,
+        "checks": 0.0,
+        "forwarded": 0.0,
+        "ingested": 0.0,
+        "lag_buckets": {},
+        "lag_count": 0.0,
+        "lag_sum": 0.0,
+    }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "streamcdp_profile_commands_total":
@@ -387,8 +415,13 @@ class Worker:
     def start(self) -> None:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], cwd=self.cwd, env=self.env, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "streams.cli", "worker"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.started_at = time.monotonic()
 
@@ -465,8 +498,11 @@ class GroupLag:
         """Messages between the group's committed offsets and the end of its topics (all partitions)."""
         from kafka import TopicPartition
 
-        partitions = [TopicPartition(topic, p) for topic in self.topics
-                      for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+        ]
         ends = self.consumer.end_offsets(partitions)
         if hasattr(self.admin, "list_consumer_group_offsets"):  # kafka-python 2.x
             committed = self.admin.list_consumer_group_offsets(self.group)
@@ -483,8 +519,9 @@ class GroupLag:
         self.admin.close()
 
 
-def wait_processed(worker: Worker, target: float, timeout_s: float, group_lag: GroupLag | None = None,
-                   stall_s: float = 180.0) -> list[tuple[float, dict]]:
+def wait_processed(
+    worker: Worker, target: float, timeout_s: float, group_lag: GroupLag | None = None, stall_s: float = 180.0
+) -> list[tuple[float, dict]]:
     """Scrape ``/metrics`` every ``SAMPLE_EVERY_S`` until ``processed >= target``; (s since start, figures).
 
     With ``group_lag``, also until the worker's consumer group has committed everything on the inbound
@@ -537,7 +574,7 @@ class Run:
         if self.worker is not None:
             try:
                 self.worker.stop(timeout_s=30)
-            except Exception:  # noqa: BLE001 - cleanup goes on to the broker whatever happens
+            except Exception:
                 log.exception("stopping the worker failed")
         if self.broker is not None:
             kafka_local.stop(self.broker)
@@ -550,8 +587,14 @@ def machine_info() -> dict:
 
     cpu_model = ""
     try:
-        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("model name")), "")
+        cpu_model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     except OSError:
         pass
     mem_kib = 0
@@ -568,15 +611,31 @@ def machine_info() -> dict:
         except Exception:  # noqa: BLE001
             versions[package] = None
     return {
-        "nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu_model": cpu_model,
-        "mem_total_bytes": mem_kib * 1024, "python": platform.python_version(), "platform": platform.platform(),
-        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "mem_total_bytes": mem_kib * 1024,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "packages": versions,
     }
 
 
-SNAPSHOT_SKIP = {".git", ".venv", ".cache", "var", ".data", "tests", "bench", "__pycache__", ".pytest_cache",
-                 ".hypothesis", "node_modules"}
+SNAPSHOT_SKIP = {
+    ".git",
+    ".venv",
+    ".cache",
+    "var",
+    ".data",
+    "tests",
+    "bench",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "node_modules",
+}
 
 
 def snapshot_sources(target: Path) -> dict:
@@ -616,9 +675,15 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     results["source_snapshot"] = snapshot_sources(run.run_dir / "src")
     tag = uuid.uuid4().hex[:8]
     port, controller_port = kafka_local.free_port(), kafka_local.free_port()
-    broker = Settings(broker_url=f"kafka://127.0.0.1:{port}", kafka_port=port, kafka_controller_port=controller_port,
-                      kafka_run_dir=run.run_dir / "kafka", kafka_home=REPO / ".cache" / "kafka",
-                      kafka_heap=args.kafka_heap, topic_partitions=args.partitions)
+    broker = Settings(
+        broker_url=f"kafka://127.0.0.1:{port}",
+        kafka_port=port,
+        kafka_controller_port=controller_port,
+        kafka_run_dir=run.run_dir / "kafka",
+        kafka_home=REPO / ".cache" / "kafka",
+        kafka_heap=args.kafka_heap,
+        topic_partitions=args.partitions,
+    )
     bootstrap = broker.broker_bootstrap
     log.info("starting Kafka on %s (run dir %s)", bootstrap, run.run_dir)
     run.broker = broker
@@ -629,8 +694,14 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     web_port, token = kafka_local.free_port(), f"bench-{tag}"
     data_dir = run.run_dir / "worker-data"
     values: dict[str, object] = {
-        "broker_url": broker.broker_url, "topic_prefix": prefix, "app_id": app_id, "data_dir": data_dir,
-        "web_port": web_port, "topic_partitions": args.partitions, "api_token": token, "log_level": "warning",
+        "broker_url": broker.broker_url,
+        "topic_prefix": prefix,
+        "app_id": app_id,
+        "data_dir": data_dir,
+        "web_port": web_port,
+        "topic_partitions": args.partitions,
+        "api_token": token,
+        "log_level": "warning",
         "cart_abandonment_delay_s": 1e9,  # no triggers fire during the benchmark: it measures the profile path
     }
     for item in args.worker_setting:  # e.g. state_cache_keys=2000: the same run with another worker setting
@@ -643,12 +714,25 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     # --- 1. load the backlog ---------------------------------------------------------------------------
     workload = build_workload(topics, args.events, args.customers, args.seed)
     events = len(workload.messages)
-    results["config"] = {"events": events, "requested_events": args.events, "customers": workload.customers,
-                         "days": round(workload.days, 2), "partitions": args.partitions, "seed": args.seed,
-                         "generator": workload.source, "topic_prefix": prefix, "app_id": app_id,
-                         "worker_settings": list(args.worker_setting)}
-    log.info("generated %d events (%s, %d customers) in %.1f s; loading", events, workload.source,
-             workload.customers, workload.seconds)
+    results["config"] = {
+        "events": events,
+        "requested_events": args.events,
+        "customers": workload.customers,
+        "days": round(workload.days, 2),
+        "partitions": args.partitions,
+        "seed": args.seed,
+        "generator": workload.source,
+        "topic_prefix": prefix,
+        "app_id": app_id,
+        "worker_settings": list(args.worker_setting),
+    }
+    log.info(
+        "generated %d events (%s, %d customers) in %.1f s; loading",
+        events,
+        workload.source,
+        workload.customers,
+        workload.seconds,
+    )
     results["load"] = asyncio.run(load_backlog(bootstrap, workload.messages, args.partitions))
     results["load"]["generate_seconds"] = workload.seconds
     log.info("loaded %d events in %.1f s (%.0f events/s)", events, results["load"]["seconds"], results["load"]["rate"])
@@ -660,8 +744,9 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     from passthrough import ensure_topic
 
     ensure_topic(bootstrap, scratch, args.partitions)
-    passthrough = asyncio.run(run_passthrough(bootstrap, topics.all_inbound, scratch, events,
-                                              timeout_s=args.phase_timeout))
+    passthrough = asyncio.run(
+        run_passthrough(bootstrap, topics.all_inbound, scratch, events, timeout_s=args.phase_timeout)
+    )
     results["passthrough"] = {k: v for k, v in asdict(passthrough).items() if k != "samples"}
     log.info("passthrough: %.0f events/s sustained (%.0f overall)", passthrough.sustained_rate, passthrough.rate)
 
@@ -694,9 +779,14 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "ready_s": ready_s,
         "first_event_s": first_t,
         "drained_s": drained_at,
-        "processed": final["processed"], "ingested": final["ingested"], "event_commands": final["events"],
-        "forwarded": final["forwarded"], "deadlettered": final["deadlettered"], "other_commands": final["checks"],
-        "worker_cpu_seconds": cpu_used, "worker_cpu_share": cpu_used / drain_window,
+        "processed": final["processed"],
+        "ingested": final["ingested"],
+        "event_commands": final["events"],
+        "forwarded": final["forwarded"],
+        "deadlettered": final["deadlettered"],
+        "other_commands": final["checks"],
+        "worker_cpu_seconds": cpu_used,
+        "worker_cpu_share": cpu_used / drain_window,
         "broker_cpu_share": broker_cpu_used / drain_window,
         # Everything else that ran meanwhile (this bench's sampler, other users of the machine), in cores.
         "other_cpu_share": max(0.0, machine_used - cpu_used - broker_cpu_used) / drain_window,
@@ -714,15 +804,22 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     group_lag.close()
     time.sleep(1.0)  # the lag is observed right after the table write; one more scrape interval to be safe
     after = worker.metrics() or before
-    buckets = {bound: after["lag_buckets"].get(bound, 0.0) - before["lag_buckets"].get(bound, 0.0)
-               for bound in after["lag_buckets"]}
+    buckets = {
+        bound: after["lag_buckets"].get(bound, 0.0) - before["lag_buckets"].get(bound, 0.0)
+        for bound in after["lag_buckets"]
+    }
     observed = after["lag_count"] - before["lag_count"]
     p50, p50_bound = histogram_quantile(0.5, buckets)
     p99, p99_bound = histogram_quantile(0.99, buckets)
     results["latency"] = {
-        "live_events": live["events"], "live_rate": live["rate"], "observed": observed,
+        "live_events": live["events"],
+        "live_rate": live["rate"],
+        "observed": observed,
         "mean_s": (after["lag_sum"] - before["lag_sum"]) / observed if observed else math.nan,
-        "p50_s": p50, "p50_bucket_le": p50_bound, "p99_s": p99, "p99_bucket_le": p99_bound,
+        "p50_s": p50,
+        "p50_bucket_le": p50_bound,
+        "p99_s": p99,
+        "p99_bucket_le": p99_bound,
         "buckets": {str(bound): count for bound, count in sorted(buckets.items())},
     }
 
@@ -764,19 +861,27 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
             elif status != 200 or profile is None:
                 differences[customer_id] = f"HTTP {status}"
             else:
-                differences[customer_id] = sorted(k for k in set(profile) | set(remaining[customer_id])
-                                                  if profile.get(k) != remaining[customer_id].get(k))
+                differences[customer_id] = sorted(
+                    k
+                    for k in set(profile) | set(remaining[customer_id])
+                    if profile.get(k) != remaining[customer_id].get(k)
+                )
         if remaining:
             time.sleep(0.2)
     equal_s = time.monotonic() - worker.started_at
     results["recovery"] = {
-        "stop_s": stop_s, "ready_s": recovery_ready_s, "profiles_equal_s": equal_s if not remaining else None,
-        "sampled_profiles": len(expected), "ignored_fields": [*READ_TIME_FIELDS, *CLOCK_DRIVEN_FIELDS],
+        "stop_s": stop_s,
+        "ready_s": recovery_ready_s,
+        "profiles_equal_s": equal_s if not remaining else None,
+        "sampled_profiles": len(expected),
+        "ignored_fields": [*READ_TIME_FIELDS, *CLOCK_DRIVEN_FIELDS],
         "not_equal": {k: differences.get(k) for k in sorted(remaining)[:20]},
     }
     if remaining:
         log.error("%d of %d sampled profiles differ after recovery", len(remaining), len(expected))
-    results["ratio_pipeline_to_passthrough"] = sustained / passthrough.sustained_rate if passthrough.sustained_rate else None
+    results["ratio_pipeline_to_passthrough"] = (
+        sustained / passthrough.sustained_rate if passthrough.sustained_rate else None
+    )
     return results
 
 
@@ -809,20 +914,27 @@ def table(results: dict) -> str:
         ("passthrough ceiling (sustained)", f"{through['sustained_rate']:,.0f} events/s"),
         ("pipeline, 1 worker (sustained)", f"{pipeline['sustained_rate']:,.0f} events/s"),
         ("pipeline / passthrough", f"{results['ratio_pipeline_to_passthrough']:.3f}"),
-        ("pipeline overall drain", f"{pipeline['overall_rate']:,.0f} events/s "
-                                   f"({pipeline['drained_s'] - pipeline['first_event_s']:.1f} s)"),
+        (
+            "pipeline overall drain",
+            f"{pipeline['overall_rate']:,.0f} events/s ({pipeline['drained_s'] - pipeline['first_event_s']:.1f} s)",
+        ),
         ("worker start → ready / first event", f"{pipeline['ready_s']:.1f} s / {pipeline['first_event_s']:.1f} s"),
-        ("worker CPU during drain", f"{pipeline['worker_cpu_share'] * 100:.0f} % of one core "
-                                    f"(broker {pipeline['broker_cpu_share'] * 100:.0f} %, "
-                                    f"everything else {pipeline.get('other_cpu_share', 0) * 100:.0f} %)"),
+        (
+            "worker CPU during drain",
+            f"{pipeline['worker_cpu_share'] * 100:.0f} % of one core "
+            f"(broker {pipeline['broker_cpu_share'] * 100:.0f} %, "
+            f"everything else {pipeline.get('other_cpu_share', 0) * 100:.0f} %)",
+        ),
         ("dead-lettered", f"{pipeline['deadlettered']:,.0f}"),
         (f"e2e lag p50 (live, {latency['live_rate']:,.0f}/s)", ms(latency["p50_s"], latency["p50_bucket_le"])),
         ("e2e lag p99", ms(latency["p99_s"], latency["p99_bucket_le"])),
         ("worker peak RSS (VmHWM)", mib(memory["worker_vmhwm_bytes"])),
         ("state on disk (data dir)", mib(state["bytes_on_disk"])),
         ("recovery: ready (readyz 200)", f"{recovery['ready_s']:.1f} s"),
-        (f"recovery: {recovery['sampled_profiles']} profiles equal",
-         f"{equal:.1f} s" if equal is not None else "NOT EQUAL"),
+        (
+            f"recovery: {recovery['sampled_profiles']} profiles equal",
+            f"{equal:.1f} s" if equal is not None else "NOT EQUAL",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -831,23 +943,41 @@ def table(results: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000, help="backlog size (default 1,000,000)")
-    parser.add_argument("--customers", type=int, default=None,
-                        help="customers of the generated workload (default: events / ~85, 30 days)")
+    parser.add_argument(
+        "--customers",
+        type=int,
+        default=None,
+        help="customers of the generated workload (default: events / ~85, 30 days)",
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"), help="JSON output")
     parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     parser.add_argument("--live-events", type=int, default=20_000, help="events of the live lag phase (default 20,000)")
-    parser.add_argument("--live-rate", type=float, default=1_000.0,
-                        help="live phase rate cap, events/s (default 1,000; see --live-load)")
-    parser.add_argument("--live-load", type=float, default=0.5,
-                        help="live rate as a fraction of the measured sustained rate, so lag is not queueing (0.5)")
+    parser.add_argument(
+        "--live-rate",
+        type=float,
+        default=1_000.0,
+        help="live phase rate cap, events/s (default 1,000; see --live-load)",
+    )
+    parser.add_argument(
+        "--live-load",
+        type=float,
+        default=0.5,
+        help="live rate as a fraction of the measured sustained rate, so lag is not queueing (0.5)",
+    )
     parser.add_argument("--recovery-sample", type=int, default=100, help="profiles compared across recovery (100)")
     parser.add_argument("--kafka-heap", default="1g", help="JVM heap of the benchmark's broker (default 1g)")
     parser.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /readyz")
-    parser.add_argument("--phase-timeout", type=float, default=None,
-                        help="seconds any one phase may take (default 300 + events / 200)")
-    parser.add_argument("--worker-setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a worker setting (streams/settings.py field name), repeatable; e.g. state_cache_keys=2000")
+    parser.add_argument(
+        "--phase-timeout", type=float, default=None, help="seconds any one phase may take (default 300 + events / 200)"
+    )
+    parser.add_argument(
+        "--worker-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting (streams/settings.py field name), repeatable; e.g. state_cache_keys=2000",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp run dir (broker + worker logs, data)")
     args = parser.parse_args(argv)
     if args.phase_timeout is None:
@@ -880,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("run dir kept for inspection: %s", run.run_dir)
         else:
             shutil.rmtree(run.run_dir, ignore_errors=True)
-    results["finished_at"] = datetime.now(tz=timezone.utc).isoformat(timespec="seconds")
+    results["finished_at"] = datetime.now(tz=UTC).isoformat(timespec="seconds")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_finite(results), indent=2, default=str) + "\n")
     sys.stdout.write(table(results) + f"\n\nwritten: {out}\n")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.profile import ProfilePolicy, apply_event  # noqa: E402
-from core.profile_stage import KeyState, StagePolicy, step_key  # noqa: E402
-from schemas.commands import ApplyEvent  # noqa: E402
-from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, PURCHASE, Event  # noqa: E402
+from core.profile import ProfilePolicy, apply_event
+from core.profile_stage import KeyState, StagePolicy, step_key
+from schemas.commands import ApplyEvent
+from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, PURCHASE, Event
 
 T0 = 1_700_000_000.0
 
@@ -28,27 +28,50 @@ def make_events(count: int, seed: int = 1) -> list[Event]:
     for i in range(count):
         at = T0 + i * 30
         roll = rng.random()
-        common = {"message_id": f"m{i}", "timestamp": at, "user_id": "u1", "anonymous_id": f"a{rng.randrange(3)}",
-                  "context": {"device": {"id": f"d{rng.randrange(3)}"}}}
+        common = {
+            "message_id": f"m{i}",
+            "timestamp": at,
+            "user_id": "u1",
+            "anonymous_id": f"a{rng.randrange(3)}",
+            "context": {"device": {"id": f"d{rng.randrange(3)}"}},
+        }
         product = {"product_id": f"p{rng.randrange(300)}", "category": f"c{rng.randrange(25)}", "price": 1999}
         if roll < 0.45:
             event = Event(type="track", event="Product Viewed", family=CLICKSTREAM, properties=product, **common)
         elif roll < 0.60:
             event = Event(type="page", event="Home", family=CLICKSTREAM, **common)
         elif roll < 0.72:
-            event = Event(type="track", event="Product Added", family=CLICKSTREAM, properties={**product, "quantity": 1},
-                          **common)
+            event = Event(
+                type="track", event="Product Added", family=CLICKSTREAM, properties={**product, "quantity": 1}, **common
+            )
         elif roll < 0.76:
-            event = Event(type="track", event="Order Completed", family=PURCHASE, properties={
-                "order_id": f"o{i}", "total": 4999, "payment_method": "card",
-                "products": [{**product, "size": "M"}, {"product_id": "p1", "category": "c1", "size": "L"}]}, **common)
+            event = Event(
+                type="track",
+                event="Order Completed",
+                family=PURCHASE,
+                properties={
+                    "order_id": f"o{i}",
+                    "total": 4999,
+                    "payment_method": "card",
+                    "products": [{**product, "size": "M"}, {"product_id": "p1", "category": "c1", "size": "L"}],
+                },
+                **common,
+            )
         elif roll < 0.90:
-            event = Event(type="track", event=rng.choice(["Message Sent", "Message Opened", "Message Clicked"]),
-                          family=MESSAGING, properties={"channel": "email"}, **common)
+            event = Event(
+                type="track",
+                event=rng.choice(["Message Sent", "Message Opened", "Message Clicked"]),
+                family=MESSAGING,
+                properties={"channel": "email"},
+                **common,
+            )
         elif roll < 0.95:
-            event = Event(type="identify", family=CUSTOMER, traits={
-                "email": "ann@example.com", "phone": "+4930123456", "city": "Berlin", "age": 33, "plan": "pro"},
-                **common)
+            event = Event(
+                type="identify",
+                family=CUSTOMER,
+                traits={"email": "ann@example.com", "phone": "+4930123456", "city": "Berlin", "age": 33, "plan": "pro"},
+                **common,
+            )
         else:
             event = Event(type="track", event="Wishlist Shared", family="other", **common)
         events.append(event)

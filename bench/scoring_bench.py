@@ -12,13 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.generator import WorkloadConfig, generate_workload  # noqa: E402
-from core.profile import Profile, apply_event  # noqa: E402
-from core.scoring import compute_features, load_models, score_profile  # noqa: E402
-from core.segment_defs import load_definitions  # noqa: E402
-from core.segment_eval import evaluate_segments, next_time_change  # noqa: E402
-from core.segment_fields import profile_view  # noqa: E402
-from core.training import ReplayStats, customer_of, decode_lines, identity_map  # noqa: E402
+from core.generator import WorkloadConfig, generate_workload
+from core.profile import Profile, apply_event
+from core.scoring import compute_features, load_models, score_profile
+from core.segment_defs import load_definitions
+from core.segment_eval import evaluate_segments, next_time_change
+from core.segment_fields import profile_view
+from core.training import ReplayStats, customer_of, decode_lines, identity_map
 
 
 def replayed_profiles(customers: int = 200, days: float = 60.0) -> tuple[list[Profile], float]:
@@ -48,15 +48,26 @@ def main() -> None:
     rows = [
         ("features only (compute_features)", lambda p: compute_features(p, now=now), profiles, 20),
         ("score_profile, 2 models + affinity shares", lambda p: score_profile(models, p, now=now), profiles, 20),
-        ("score_profile, 2 models, no affinity", lambda p: score_profile(models, p, now=now, with_affinity=False),
-         profiles, 20),
+        (
+            "score_profile, 2 models, no affinity",
+            lambda p: score_profile(models, p, now=now, with_affinity=False),
+            profiles,
+            20,
+        ),
         ("profile_view (to_builtins + profile_document)", lambda p: profile_view(p, now=now), profiles, 5),
-        ("evaluate_segments on a ready view (21 rules)", lambda v: evaluate_segments(definitions, v, now=now),
-         views, 5),
-        ("evaluate_segments from the Profile record", lambda p: evaluate_segments(definitions, p, now=now),
-         profiles, 5),
-        ("next_time_change from the Profile record", lambda p: next_time_change(definitions, p, now=now),
-         profiles, 2),
+        (
+            "evaluate_segments on a ready view (21 rules)",
+            lambda v: evaluate_segments(definitions, v, now=now),
+            views,
+            5,
+        ),
+        (
+            "evaluate_segments from the Profile record",
+            lambda p: evaluate_segments(definitions, p, now=now),
+            profiles,
+            5,
+        ),
+        ("next_time_change from the Profile record", lambda p: next_time_change(definitions, p, now=now), profiles, 2),
     ]
     print(f"{len(profiles)} replayed profiles, Python {sys.version.split()[0]}")
     for label, function, inputs, repeat in rows:

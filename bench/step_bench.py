@@ -23,15 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.audiences import refresh_audiences  # noqa: E402
-from core.generator import WorkloadConfig, generate_workload  # noqa: E402
-from core.profile import Profile  # noqa: E402
-from core.profile_stage import KeyState, StagePolicy, step_key  # noqa: E402
-from core.training import ReplayStats, customer_of, decode_lines, identity_map  # noqa: E402
-from schemas.commands import ApplyEvent  # noqa: E402
-from schemas.events import Event  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.stage_config import stage_policy  # noqa: E402
+from core.audiences import refresh_audiences
+from core.generator import WorkloadConfig, generate_workload
+from core.profile import Profile
+from core.profile_stage import KeyState, StagePolicy, step_key
+from core.training import ReplayStats, customer_of, decode_lines, identity_map
+from schemas.commands import ApplyEvent
+from schemas.events import Event
+from streams.settings import Settings
+from streams.stage_config import stage_policy
 
 REPEATS = 5
 CHUNK = 250  # events timed together; each chunk's best run counts, so a pause of the machine skews one run only
@@ -57,7 +57,7 @@ def best_us(measure: Callable[[list], None], items: list, restart: Callable[[], 
 
     ``restart`` is called before each repeat (to start from the same state).
     """
-    chunks = [items[start:start + CHUNK] for start in range(0, len(items), CHUNK)]
+    chunks = [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
     best = [float("inf")] * len(chunks)
     for _ in range(REPEATS):
         restart()
@@ -102,8 +102,7 @@ def main() -> None:
     warm, timed = commands[:split], commands[split:]
     policy = stage_policy(Settings())
     audiences = policy.audiences
-    plain_us, _ = step_us(warm, timed, StagePolicy(cart_abandonment=policy.cart_abandonment,
-                                                  profile=policy.profile))
+    plain_us, _ = step_us(warm, timed, StagePolicy(cart_abandonment=policy.cart_abandonment, profile=policy.profile))
     audience_us, warmed = step_us(warm, timed, policy)
     inputs = refresh_inputs(timed, warmed, policy)
 
@@ -112,8 +111,10 @@ def main() -> None:
             refresh_audiences(profile, now=now, policy=audiences)
 
     refresh_us = best_us(refresh_all, inputs)
-    print(f"{len(timed)} timed events ({customers} customers, {days:g} days, {split} warm-up), "
-          f"best of {REPEATS} per chunk of {CHUNK}")
+    print(
+        f"{len(timed)} timed events ({customers} customers, {days:g} days, {split} warm-up), "
+        f"best of {REPEATS} per chunk of {CHUNK}"
+    )
     print(f"  step_key, no audiences   {plain_us:6.1f} µs/event")
     print(f"  step_key, audiences      {audience_us:6.1f} µs/event")
     print(f"  refresh_audiences alone  {refresh_us:6.1f} µs/event")

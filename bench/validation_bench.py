@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson  # noqa: E402
+import orjson
 
-from core.generator import WorkloadConfig, generate_workload  # noqa: E402
-from schemas.validation import decode_event  # noqa: E402
+from core.generator import WorkloadConfig, generate_workload
+from schemas.validation import decode_event
 
 
 def best_rate(lines: list[bytes], decode, repeats: int) -> float:

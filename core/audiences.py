@@ -48,12 +48,17 @@ class AudiencePolicy:
         return None if fields is None else fields - {"scores"}
 
     @staticmethod
-    def build(definitions: SegmentDefinitions, models: PropensityModels | None,
-              score_thresholds: Mapping[str, Sequence[float]], fingerprint: bytes) -> AudiencePolicy:
+    def build(
+        definitions: SegmentDefinitions,
+        models: PropensityModels | None,
+        score_thresholds: Mapping[str, Sequence[float]],
+        fingerprint: bytes,
+    ) -> AudiencePolicy:
         """``fingerprint``: the bytes of the definition and model files, so editing either re-evaluates."""
         version = hashlib.sha256(fingerprint).hexdigest()[:16]
-        return AudiencePolicy(definitions=definitions, models=models, score_thresholds=score_thresholds,
-                              version=version)
+        return AudiencePolicy(
+            definitions=definitions, models=models, score_thresholds=score_thresholds, version=version
+        )
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,21 @@ def refresh_audiences(profile: Profile, *, now: float, policy: AudiencePolicy) -
     if segments != before_segments:
         changes.extend(segment_changes(profile.customer_id, before_segments, segments, policy.definitions, at=now))
     changes.extend(
-        ScoreCrossed(customer_id=profile.customer_id, score=crossing.score, threshold=crossing.threshold,
-                     direction=crossing.direction, value=crossing.after, at=now)
+        ScoreCrossed(
+            customer_id=profile.customer_id,
+            score=crossing.score,
+            threshold=crossing.threshold,
+            direction=crossing.direction,
+            value=crossing.after,
+            at=now,
+        )
         for crossing in score_crossings(profile.scores, scores, policy.score_thresholds)
     )
     updated = msgspec.structs.replace(
-        profile, segments=tuple(sorted(segments)), scores=scores, audience_version=policy.version,
+        profile,
+        segments=tuple(sorted(segments)),
+        scores=scores,
+        audience_version=policy.version,
         audience_due_at=due,
     )
     if updated == profile:

@@ -1,9 +1,9 @@
 """The exception tree of streamcdp; every error the project raises on purpose derives from one base.
 
-    StreamcdpError
-    ├── InvalidEvent          an inbound message breaks the event contract (goes to the dead-letter topic)
-    ├── ConfigError           a configuration file or setting is wrong (segment YAML, model file, ...)
-    └── LocalKafkaError       the project's own local broker cannot be set up, started or stopped
+StreamcdpError
+├── InvalidEvent          an inbound message breaks the event contract (goes to the dead-letter topic)
+├── ConfigError           a configuration file or setting is wrong (segment YAML, model file, ...)
+└── LocalKafkaError       the project's own local broker cannot be set up, started or stopped
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -68,10 +68,22 @@ CATALOG: tuple[Product, ...] = (
     Product("out-rope-10mm-70m", "Dynamic Rope 10 mm 70 m", "climbing-rope", "outdoor", 17900),
     Product("out-tent-2p", "Trekking Tent 2 Person", "tents", "outdoor", 22900),
     Product("out-tent-4p", "Family Tent 4 Person", "tents", "outdoor", 38900),
-    Product("out-boots-trail", "Trail Hiking Boots", "hiking-boots", "outdoor", 13995,
-            tuple(str(size) for size in range(38, 47))),
-    Product("out-boots-alpine", "Alpine Hiking Boots", "hiking-boots", "outdoor", 21900,
-            tuple(str(size) for size in range(38, 47))),
+    Product(
+        "out-boots-trail",
+        "Trail Hiking Boots",
+        "hiking-boots",
+        "outdoor",
+        13995,
+        tuple(str(size) for size in range(38, 47)),
+    ),
+    Product(
+        "out-boots-alpine",
+        "Alpine Hiking Boots",
+        "hiking-boots",
+        "outdoor",
+        21900,
+        tuple(str(size) for size in range(38, 47)),
+    ),
     Product("out-jacket-rain", "Rain Jacket", "jackets", "outdoor", 11900, ("XS", "S", "M", "L", "XL", "XXL")),
     Product("out-socks-merino", "Merino Hiking Socks", "socks", "outdoor", 1800, ("S", "M", "L")),
     Product("out-gas-230g", "Gas Canister 230 g", "gas-canisters", "outdoor", 650, cycle_days=45),
@@ -82,18 +94,37 @@ STORES = ("store-berlin-01", "store-munich-02", "store-hamburg-03", "store-lyon-
 COUPONS = ("WELCOME10", "SPRING10", "LOYAL10")
 WEB_PAYMENTS = ("card", "paypal", "apple_pay", "klarna", "gift_card")
 POS_PAYMENTS = ("card", "cash", "contactless")
-CITIES = (("Berlin", "DE", "Europe/Berlin"), ("Munich", "DE", "Europe/Berlin"), ("Lyon", "FR", "Europe/Paris"),
-          ("Vienna", "AT", "Europe/Vienna"), ("Zurich", "CH", "Europe/Zurich"), ("Hamburg", "DE", "Europe/Berlin"))
-SEARCHES = {"pet": ("dog food", "puppy toy", "cat litter", "harness"), "outdoor": ("tent", "rope", "boots", "rain jacket")}
+CITIES = (
+    ("Berlin", "DE", "Europe/Berlin"),
+    ("Munich", "DE", "Europe/Berlin"),
+    ("Lyon", "FR", "Europe/Paris"),
+    ("Vienna", "AT", "Europe/Vienna"),
+    ("Zurich", "CH", "Europe/Zurich"),
+    ("Hamburg", "DE", "Europe/Berlin"),
+)
+SEARCHES = {
+    "pet": ("dog food", "puppy toy", "cat litter", "harness"),
+    "outdoor": ("tent", "rope", "boots", "rain jacket"),
+}
 PAGES = ("Home", "Category", "Search Results", "Product", "Cart", "Account")
-EMAIL_SPEC_NAMES = {"Message Sent": "Email Sent", "Message Delivered": "Email Delivered",
-                    "Message Opened": "Email Opened", "Message Clicked": "Email Link Clicked",
-                    "Message Bounced": "Email Bounced"}
+EMAIL_SPEC_NAMES = {
+    "Message Sent": "Email Sent",
+    "Message Delivered": "Email Delivered",
+    "Message Opened": "Email Opened",
+    "Message Clicked": "Email Link Clicked",
+    "Message Bounced": "Email Bounced",
+}
 
 CORRUPTIONS = (
-    ("bad_json", "not_json"), ("not_utf8", "not_utf8"), ("missing_ids", "missing_identity"),
-    ("bad_timestamp", "bad_timestamp"), ("negative_price", "bad_amount"), ("unknown_type", "unknown_type"),
-    ("oversized", "oversized"), ("missing_message_id", "missing_field"), ("future_timestamp", "timestamp_skew"),
+    ("bad_json", "not_json"),
+    ("not_utf8", "not_utf8"),
+    ("missing_ids", "missing_identity"),
+    ("bad_timestamp", "bad_timestamp"),
+    ("negative_price", "bad_amount"),
+    ("unknown_type", "unknown_type"),
+    ("oversized", "oversized"),
+    ("missing_message_id", "missing_field"),
+    ("future_timestamp", "timestamp_skew"),
     ("too_deep", "too_deep"),
 )
 
@@ -156,7 +187,7 @@ class _Shopper:
 
 def iso_ms(ms: int) -> str:
     """Epoch milliseconds → ISO-8601 UTC with milliseconds, Segment's timestamp form."""
-    moment = datetime.fromtimestamp(ms // 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
     return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}.{ms % 1000:03d}Z"
 
 
@@ -190,8 +221,16 @@ def _link_device(shopper: _Shopper, device: _Device, at_ms: int) -> None:
         device.linked = True
         return
     device.linked = True
-    _emit(shopper, at_ms, {"type": "identify", "traits": dict(shopper.traits),
-                           "context": {"device": {"type": "mobile" if device.kind == "app" else "desktop"}}}, device)
+    _emit(
+        shopper,
+        at_ms,
+        {
+            "type": "identify",
+            "traits": dict(shopper.traits),
+            "context": {"device": {"type": "mobile" if device.kind == "app" else "desktop"}},
+        },
+        device,
+    )
     if not shopper.identified:
         shopper.identified = True
         for channel in ("email", "sms", "whatsapp", "webpush", "apppush"):
@@ -205,8 +244,13 @@ def _order_items(shopper: _Shopper, products: list[tuple[Product, str | None, in
     items = []
     subtotal = 0
     for product, size, quantity in products:
-        item = {"product_id": product.product_id, "name": product.name, "category": product.category,
-                "price": product.price / 100, "quantity": quantity}
+        item = {
+            "product_id": product.product_id,
+            "name": product.name,
+            "category": product.category,
+            "price": product.price / 100,
+            "quantity": quantity,
+        }
         if size is not None:
             item["size"] = size
         items.append(item)
@@ -214,8 +258,14 @@ def _order_items(shopper: _Shopper, products: list[tuple[Product, str | None, in
     return items, subtotal
 
 
-def _order(shopper: _Shopper, at_ms: int, cart: list[tuple[Product, str | None, int]], device: _Device | None,
-           currency: str, refund_rate: float) -> int:
+def _order(
+    shopper: _Shopper,
+    at_ms: int,
+    cart: list[tuple[Product, str | None, int]],
+    device: _Device | None,
+    currency: str,
+    refund_rate: float,
+) -> int:
     """Order Completed (web if ``device``, else in-store POS); maybe a refund later. Returns the time after it."""
     rng = shopper.rng
     items, subtotal = _order_items(shopper, cart)
@@ -240,8 +290,11 @@ def _order(shopper: _Shopper, at_ms: int, cart: list[tuple[Product, str | None, 
         _emit(shopper, at_ms, _track("Order Completed", properties), device)
     if rng.random() < refund_rate:
         refund_at = at_ms + rng.randint(2, 10) * MS_PER_DAY + rng.randint(0, MS_PER_DAY)
-        _emit(shopper, refund_at, _track("Order Refunded", {"order_id": order_id, "total": total / 100,
-                                                              "currency": currency}))
+        _emit(
+            shopper,
+            refund_at,
+            _track("Order Refunded", {"order_id": order_id, "total": total / 100, "currency": currency}),
+        )
     return at_ms + rng.randint(2000, 20000)
 
 
@@ -252,8 +305,13 @@ def _pick(shopper: _Shopper) -> tuple[Product, str | None]:
 
 
 def _product_properties(product: Product, size: str | None, currency: str, quantity: int | None = None) -> dict:
-    properties: dict[str, Any] = {"product_id": product.product_id, "name": product.name,
-                                  "category": product.category, "price": product.price / 100, "currency": currency}
+    properties: dict[str, Any] = {
+        "product_id": product.product_id,
+        "name": product.name,
+        "category": product.category,
+        "price": product.price / 100,
+        "currency": currency,
+    }
     if size is not None:
         properties["size"] = size
     if quantity is not None:
@@ -266,10 +324,7 @@ def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
     rng = shopper.rng
     device = rng.choice(shopper.devices)
     currency = config.currency
-    if shopper.identified and not device.linked and rng.random() < 0.4:
-        _link_device(shopper, device, at_ms)
-        at_ms += rng.randint(2000, 10000)
-    elif not shopper.identified and rng.random() < 0.3:
+    if shopper.identified and not device.linked and rng.random() < 0.4 or not shopper.identified and rng.random() < 0.3:
         _link_device(shopper, device, at_ms)
         at_ms += rng.randint(2000, 10000)
     view_type = "screen" if device.kind == "app" else "page"
@@ -279,13 +334,18 @@ def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
         _emit(shopper, at_ms, {"type": view_type, "name": name, "properties": properties}, device)
         at_ms += rng.randint(3000, 60000)
     if rng.random() < 0.3:
-        _emit(shopper, at_ms, _track("Products Searched", {"query": rng.choice(SEARCHES[rng.choice(shopper.shops)])}),
-              device)
+        _emit(
+            shopper,
+            at_ms,
+            _track("Products Searched", {"query": rng.choice(SEARCHES[rng.choice(shopper.shops)])}),
+            device,
+        )
         at_ms += rng.randint(3000, 30000)
     if rng.random() < 0.5:
         category = rng.choice(PRODUCTS_BY_SHOP[rng.choice(shopper.shops)]).category
-        _emit(shopper, at_ms, _track("Product List Viewed", {"list_id": f"list-{category}", "category": category}),
-              device)
+        _emit(
+            shopper, at_ms, _track("Product List Viewed", {"list_id": f"list-{category}", "category": category}), device
+        )
         at_ms += rng.randint(3000, 30000)
     cart: list[tuple[Product, str | None, int]] = []
     for _ in range(rng.randint(1, 4)):
@@ -294,20 +354,27 @@ def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
         at_ms += rng.randint(5000, 90000)
         if rng.random() < 0.35 and all(item[0] is not product for item in cart):
             quantity = rng.randint(1, 3) if product.cycle_days else 1
-            _emit(shopper, at_ms, _track("Product Added", _product_properties(product, size, currency, quantity)),
-                  device)
+            _emit(
+                shopper, at_ms, _track("Product Added", _product_properties(product, size, currency, quantity)), device
+            )
             cart.append((product, size, quantity))
             at_ms += rng.randint(3000, 30000)
     if len(cart) > 1 and rng.random() < 0.2:
         product, size, quantity = cart.pop(rng.randrange(len(cart)))
-        _emit(shopper, at_ms, _track("Product Removed", _product_properties(product, size, currency, quantity)),
-              device)
+        _emit(shopper, at_ms, _track("Product Removed", _product_properties(product, size, currency, quantity)), device)
         at_ms += rng.randint(3000, 30000)
     if not cart:
         return
     if rng.random() < 0.6:
-        _emit(shopper, at_ms, _track("Cart Viewed", {"products": [
-            {"product_id": p.product_id, "price": p.price / 100, "quantity": q} for p, _, q in cart]}), device)
+        _emit(
+            shopper,
+            at_ms,
+            _track(
+                "Cart Viewed",
+                {"products": [{"product_id": p.product_id, "price": p.price / 100, "quantity": q} for p, _, q in cart]},
+            ),
+            device,
+        )
         at_ms += rng.randint(3000, 30000)
     if rng.random() < 0.45:
         if not device.linked:
@@ -362,30 +429,55 @@ def _messages(shopper: _Shopper, at_ms: int, trigger_id: str | None) -> None:
 def _new_shopper(index: int, config: WorkloadConfig) -> _Shopper:
     rng = random.Random(f"streamcdp-workload:{config.seed}:{index}")
     start_ms = round(config.start * 1000)
-    devices = [_Device(anonymous_id=_message_id(rng), kind=rng.choice(("web", "web", "app")))
-               for _ in range(rng.choice((1, 1, 2, 2, 3)))]
+    devices = [
+        _Device(anonymous_id=_message_id(rng), kind=rng.choice(("web", "web", "app")))
+        for _ in range(rng.choice((1, 1, 2, 2, 3)))
+    ]
     shops = rng.choice((("pet",), ("pet",), ("outdoor",), ("pet", "outdoor")))
     consumables: tuple[Product, ...] = ()
     if "pet" in shops and rng.random() < 0.7:
-        consumables = rng.choice(((PRODUCT_BY_ID["pet-dogfood-adult-12kg"],), (PRODUCT_BY_ID["pet-dogfood-puppy-4kg"],),
-                                  (PRODUCT_BY_ID["pet-catlitter-clump-10l"], PRODUCT_BY_ID["pet-catfood-dry-6kg"])))
+        consumables = rng.choice(
+            (
+                (PRODUCT_BY_ID["pet-dogfood-adult-12kg"],),
+                (PRODUCT_BY_ID["pet-dogfood-puppy-4kg"],),
+                (PRODUCT_BY_ID["pet-catlitter-clump-10l"], PRODUCT_BY_ID["pet-catfood-dry-6kg"]),
+            )
+        )
     elif "outdoor" in shops and rng.random() < 0.2:
         consumables = (PRODUCT_BY_ID["out-gas-230g"],)
     city, country, tz = rng.choice(CITIES)
     user_id = f"user-{index:06d}"
-    channels = [channel for channel, chance in (("email", 0.9), ("sms", 0.4), ("whatsapp", 0.25), ("webpush", 0.2),
-                                                ("apppush", 0.3)) if rng.random() < chance]
-    traits: dict[str, Any] = {"email": f"{user_id}@example.com", "phone": f"+49151{index:07d}",
-                              "gender": rng.choice(("female", "male", "diverse")), "city": city, "country": country,
-                              "timezone": tz, "loyalty_tier": rng.choice(("bronze", "bronze", "silver", "gold")),
-                              "preferred_channel": channels[0] if channels else "email"}
+    channels = [
+        channel
+        for channel, chance in (("email", 0.9), ("sms", 0.4), ("whatsapp", 0.25), ("webpush", 0.2), ("apppush", 0.3))
+        if rng.random() < chance
+    ]
+    traits: dict[str, Any] = {
+        "email": f"{user_id}@example.com",
+        "phone": f"+49151{index:07d}",
+        "gender": rng.choice(("female", "male", "diverse")),
+        "city": city,
+        "country": country,
+        "timezone": tz,
+        "loyalty_tier": rng.choice(("bronze", "bronze", "silver", "gold")),
+        "preferred_channel": channels[0] if channels else "email",
+    }
     if rng.random() < 0.5:
         traits["age"] = rng.randint(18, 80)
     else:
         traits["birthday"] = f"{rng.randint(1945, 2006)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-    return _Shopper(index=index, user_id=user_id, rng=rng, start_ms=start_ms,
-                    end_ms=start_ms + round(config.days * MS_PER_DAY), devices=devices, shops=shops,
-                    consumables=consumables, traits=traits, channels=channels)
+    return _Shopper(
+        index=index,
+        user_id=user_id,
+        rng=rng,
+        start_ms=start_ms,
+        end_ms=start_ms + round(config.days * MS_PER_DAY),
+        devices=devices,
+        shops=shops,
+        consumables=consumables,
+        traits=traits,
+        channels=channels,
+    )
 
 
 def _simulate(index: int, config: WorkloadConfig) -> list[tuple[int, int, dict]]:
@@ -394,10 +486,14 @@ def _simulate(index: int, config: WorkloadConfig) -> list[tuple[int, int, dict]]
     rng = shopper.rng
     activity = rng.uniform(0.1, 0.6)  # sessions per day
     day_ms = shopper.start_ms
-    next_refill = {p.product_id: shopper.start_ms + rng.randint(0, p.cycle_days) * MS_PER_DAY
-                   for p in shopper.consumables}
-    deletion_at = (shopper.start_ms + round(rng.uniform(0.5, 1.0) * (shopper.end_ms - shopper.start_ms))
-                   if rng.random() < config.deletion_rate else None)
+    next_refill = {
+        p.product_id: shopper.start_ms + rng.randint(0, p.cycle_days) * MS_PER_DAY for p in shopper.consumables
+    }
+    deletion_at = (
+        shopper.start_ms + round(rng.uniform(0.5, 1.0) * (shopper.end_ms - shopper.start_ms))
+        if rng.random() < config.deletion_rate
+        else None
+    )
     campaign_every = rng.randint(4, 10)
     day = 0
     while day_ms < shopper.end_ms:
@@ -412,13 +508,19 @@ def _simulate(index: int, config: WorkloadConfig) -> list[tuple[int, int, dict]]
             _messages(shopper, day_ms + rng.randint(9, 18) * 3_600_000, None)
         if shopper.identified and day % 11 == 10 and rng.random() < 0.1:
             shopper.traits["loyalty_tier"] = rng.choice(("silver", "gold", "platinum"))
-            _emit(shopper, day_ms + rng.randint(0, MS_PER_DAY - 1), {"type": "identify", "traits": {
-                "loyalty_tier": shopper.traits["loyalty_tier"]}})
+            _emit(
+                shopper,
+                day_ms + rng.randint(0, MS_PER_DAY - 1),
+                {"type": "identify", "traits": {"loyalty_tier": shopper.traits["loyalty_tier"]}},
+            )
         if shopper.identified and rng.random() < 0.005:
             channel = rng.choice(("email", "sms", "whatsapp", "webpush", "apppush"))
             granted = channel not in shopper.channels
-            _emit(shopper, day_ms + rng.randint(0, MS_PER_DAY - 1),
-                  _track("Consent Updated", {"channel": channel, "granted": granted}))
+            _emit(
+                shopper,
+                day_ms + rng.randint(0, MS_PER_DAY - 1),
+                _track("Consent Updated", {"channel": channel, "granted": granted}),
+            )
             if granted:
                 shopper.channels.append(channel)
             else:
@@ -445,8 +547,9 @@ def _refill(shopper: _Shopper, at_ms: int, product: Product, config: WorkloadCon
     device = shopper.devices[0]
     if not device.linked:
         _link_device(shopper, device, at_ms - 60_000)
-    _emit(shopper, at_ms, _track("Product Added", _product_properties(product, None, config.currency, quantity)),
-          device)
+    _emit(
+        shopper, at_ms, _track("Product Added", _product_properties(product, None, config.currency, quantity)), device
+    )
     _emit(shopper, at_ms + 20_000, _track("Checkout Started", {"currency": config.currency}), device)
     _order(shopper, at_ms + 90_000, [(product, None, quantity)], device, config.currency, config.refund_rate)
 
@@ -462,8 +565,10 @@ def _finish(payload: dict) -> dict:
 def customer_truth(user_id: str, timed_events: list[tuple[int, dict]]) -> dict[str, Any]:
     """The truth of one customer from its final (epoch ms, wire event) pairs (see the module docstring)."""
     events = [event for _, event in timed_events]
-    linked = sorted({e["anonymousId"] for e in events if e["type"] == "identify" and e.get("anonymousId")}
-                    | {e["previousId"] for e in events if e["type"] == "alias"})
+    linked = sorted(
+        {e["anonymousId"] for e in events if e["type"] == "identify" and e.get("anonymousId")}
+        | {e["previousId"] for e in events if e["type"] == "alias"}
+    )
     order_totals: dict[str, int] = {}
     last_order_ms = None
     refunds = 0
@@ -507,8 +612,11 @@ def _corrupt(kind: str, source: dict, rng: random.Random) -> bytes:
     elif kind == "bad_timestamp":
         event["timestamp"] = "the day after tomorrow"
     elif kind == "negative_price":
-        event.update(type="track", event="Product Added",
-                     properties={"product_id": "pet-toy-rope", "price": -7.99, "quantity": 1})
+        event.update(
+            type="track",
+            event="Product Added",
+            properties={"product_id": "pet-toy-rope", "price": -7.99, "quantity": 1},
+        )
     elif kind == "unknown_type":
         event["type"] = "trakc"
     elif kind == "oversized":

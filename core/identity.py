@@ -163,9 +163,7 @@ class LinkDecision:
     note: str
 
 
-def decide_link(
-    identity: KeyIdentity, profile: Profile | None, link: LinkIdentity, *, max_users: int
-) -> LinkDecision:
+def decide_link(identity: KeyIdentity, profile: Profile | None, link: LinkIdentity, *, max_users: int) -> LinkDecision:
     """Decide ``link`` at the alias's key (rules in the module docstring)."""
     customer = link.customer_id
     if link.alias == customer:
@@ -180,27 +178,28 @@ def decide_link(
             return LinkDecision(identity, profile, None, LINK_STALE)
         users = tuple(dict.fromkeys(customer if u == link.via else u for u in identity.linked_users))
         # The data already travelled inside ``via``'s profile: nothing left to re-send from here.
-        updated = msgspec.structs.replace(identity, redirect_to=customer, linked_users=users or (customer,),
-                                          sent_absorb=None)
+        updated = msgspec.structs.replace(
+            identity, redirect_to=customer, linked_users=users or (customer,), sent_absorb=None
+        )
         return LinkDecision(updated, profile, None, RELINKED)
     if profile is not None and customer in profile.linked_ids:
         return LinkDecision(identity, profile, None, LINK_CYCLE_REFUSED)
-    if link.kind != ALIAS and (
-        (profile is not None and profile.user_id == link.alias) or identity.link_kind == ALIAS
-    ):
+    if link.kind != ALIAS and ((profile is not None and profile.user_id == link.alias) or identity.link_kind == ALIAS):
         return LinkDecision(identity, profile, None, LINK_REFUSED)
     if customer not in identity.linked_users and len(identity.linked_users) >= max_users:
         return LinkDecision(identity, profile, None, OVERMERGE_BLOCKED)
-    users = tuple(dict.fromkeys((*identity.linked_users, customer)))[-max(max_users, 1):]
-    if identity.redirect_to is not None and not is_newer(
-        link.at, customer, identity.linked_at, identity.redirect_to
-    ):
+    users = tuple(dict.fromkeys((*identity.linked_users, customer)))[-max(max_users, 1) :]
+    if identity.redirect_to is not None and not is_newer(link.at, customer, identity.linked_at, identity.redirect_to):
         return LinkDecision(msgspec.structs.replace(identity, linked_users=users), profile, None, LINK_STALE)
     absorb = None
     if profile is not None:
         absorb = AbsorbProfile(customer_id=customer, absorbed=profile, absorb_id=absorb_id_for(link), linked_at=link.at)
     updated = msgspec.structs.replace(
-        identity, redirect_to=customer, link_kind=link.kind, linked_at=link.at, linked_users=users,
+        identity,
+        redirect_to=customer,
+        link_kind=link.kind,
+        linked_at=link.at,
+        linked_users=users,
         sent_absorb=absorb,
     )
     return LinkDecision(updated, None, absorb, RELINKED if identity.redirect_to is not None else LINKED)
@@ -211,7 +210,11 @@ def decide_unlink(identity: KeyIdentity, unlink: UnlinkIdentity) -> KeyIdentity:
     the customer's id removed from ``linked_users``, replays older than the deletion blocked."""
     users = tuple(u for u in identity.linked_users if u != unlink.customer_id)
     if identity.redirect_to != unlink.customer_id:
-        kept = identity.sent_absorb if identity.sent_absorb is None or identity.sent_absorb.customer_id != unlink.customer_id else None
+        kept = (
+            identity.sent_absorb
+            if identity.sent_absorb is None or identity.sent_absorb.customer_id != unlink.customer_id
+            else None
+        )
         return msgspec.structs.replace(identity, linked_users=users, sent_absorb=kept)
     forgotten_at = max(identity.forgotten_at or unlink.at, unlink.at)
     return KeyIdentity(linked_users=users, forgotten_at=forgotten_at)
@@ -222,8 +225,9 @@ def flattening_links(merged: Profile, absorbed: Profile, linked_at: float) -> tu
     key = merged.customer_id
     via = absorbed.customer_id
     return tuple(
-        LinkIdentity(alias=alias, customer_id=key, at=linked_at, link_id=link_id_for(alias, key, ALIAS), kind=ALIAS,
-                     via=via)
+        LinkIdentity(
+            alias=alias, customer_id=key, at=linked_at, link_id=link_id_for(alias, key, ALIAS), kind=ALIAS, via=via
+        )
         for alias in absorbed.linked_ids
         if alias not in (key, via)
     )
@@ -232,7 +236,14 @@ def flattening_links(merged: Profile, absorbed: Profile, linked_at: float) -> tu
 # --- merging two profiles of one customer --------------------------------------------------------
 
 _LWW_FIELDS = (
-    "email_hash", "phone_hash", "age_band", "gender", "city", "country", "timezone", "loyalty_tier",
+    "email_hash",
+    "phone_hash",
+    "age_band",
+    "gender",
+    "city",
+    "country",
+    "timezone",
+    "loyalty_tier",
     "preferred_channel",
 )
 
@@ -269,7 +280,8 @@ def _merge_affinity(a: dict[str, Affinity], b: dict[str, Affinity], half_life_s:
             continue
         at = max(mine.at, other.at)
         merged[category] = Affinity(
-            decay(mine.value, mine.at, at, half_life_s) + decay(other.value, other.at, at, half_life_s), at)
+            decay(mine.value, mine.at, at, half_life_s) + decay(other.value, other.at, at, half_life_s), at
+        )
     if len(merged) <= MAX_AFFINITIES:
         return merged
     newest = max(x.at for x in merged.values())
@@ -281,7 +293,10 @@ def _merge_cart(a: Profile, b: Profile, last_order_at: float) -> tuple[CartItem,
     for item in (*a.cart, *b.cart):
         current = items.get(item.product_id)
         if current is None or (item.added_at, item.quantity, item.price) > (
-                current.added_at, current.quantity, current.price):
+            current.added_at,
+            current.quantity,
+            current.price,
+        ):
             items[item.product_id] = item
     kept = sorted((i for i in items.values() if i.added_at > last_order_at), key=lambda i: (i.added_at, i.product_id))
     return tuple(kept)[-MAX_CART_ITEMS:]

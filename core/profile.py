@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
@@ -200,7 +200,7 @@ def new_profile(customer_id: str) -> Profile:
 
 def capped_append(items: tuple, item: object, cap: int) -> tuple:
     """``items`` with ``item`` appended, the oldest dropped past ``cap``."""
-    return items + (item,) if len(items) < cap else items[len(items) - cap + 1:] + (item,)
+    return items + (item,) if len(items) < cap else items[len(items) - cap + 1 :] + (item,)
 
 
 # --- small immutable-collection helpers ----------------------------------------------------------
@@ -224,7 +224,7 @@ def _bump(counts: dict[str, int], key: str, by: int, cap: int) -> dict[str, int]
     updated[key] = updated.get(key, 0) + by
     if len(updated) > cap + cap // 4:
         ranked = sorted((k for k in updated if k != key), key=lambda k: (-updated[k], k))
-        for dropped in ranked[cap - 1:]:
+        for dropped in ranked[cap - 1 :]:
             del updated[dropped]
     return updated
 
@@ -394,7 +394,7 @@ def age_at(birthday: str, at: float) -> int | None:
         born = date.fromisoformat(birthday.strip()[:10])
     except ValueError:
         return None
-    on = datetime.fromtimestamp(at, tz=timezone.utc).date()
+    on = datetime.fromtimestamp(at, tz=UTC).date()
     age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
     return age if 0 <= age <= 150 else None
 
@@ -428,8 +428,9 @@ def _trait_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dic
     for key, field in _KNOWN_TRAITS.items():
         value = folded.get(key)
         if isinstance(value, str) and value.strip():
-            values[field] = value.strip()[:MAX_TRAIT_CHARS].lower() if field == "gender" else value.strip()[
-                :MAX_TRAIT_CHARS]
+            values[field] = (
+                value.strip()[:MAX_TRAIT_CHARS].lower() if field == "gender" else value.strip()[:MAX_TRAIT_CHARS]
+            )
     if policy.pii_hash_key is not None:
         for key, field in (("email", "email_hash"), ("phone", "phone_hash")):
             value = folded.get(key)
@@ -492,8 +493,11 @@ def _view_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict
                     seen.append(entry)
             entry = (product_id, seen_at)
             # Ordered by (time, product id), the order merge_profiles keeps too.
-            viewed = (*seen, entry) if not seen or (entry[1], entry[0]) >= (seen[-1][1], seen[-1][0]) else tuple(
-                sorted((*seen, entry), key=lambda e: (e[1], e[0])))
+            viewed = (
+                (*seen, entry)
+                if not seen or (entry[1], entry[0]) >= (seen[-1][1], seen[-1][0])
+                else tuple(sorted((*seen, entry), key=lambda e: (e[1], e[0])))
+            )
             changes["recently_viewed"] = viewed[-MAX_RECENTLY_VIEWED:]
         weight = policy.affinity_view
     else:
@@ -524,17 +528,25 @@ def _cart_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict
         total = quantity + (current.quantity if current else 0)
         category = _short(props.get("category") or "")
         item = CartItem(
-            product_id=product_id, quantity=total, price=int(props.get("price") or 0), added_at=at,
-            name=str(props.get("name") or "")[:MAX_TRAIT_CHARS], category=category,
+            product_id=product_id,
+            quantity=total,
+            price=int(props.get("price") or 0),
+            added_at=at,
+            name=str(props.get("name") or "")[:MAX_TRAIT_CHARS],
+            category=category,
         )
         changes["cart"] = (*others, item)[-MAX_CART_ITEMS:]
         if category:
             changes["category_affinity"] = _with_affinity(
-                profile.category_affinity, category, policy.affinity_add, at, policy)
+                profile.category_affinity, category, policy.affinity_add, at, policy
+            )
     else:
         remaining = (current.quantity if current else 0) - quantity
-        changes["cart"] = others if remaining <= 0 or current is None else (
-            *others, msgspec.structs.replace(current, quantity=remaining))
+        changes["cart"] = (
+            others
+            if remaining <= 0 or current is None
+            else (*others, msgspec.structs.replace(current, quantity=remaining))
+        )
     changes["cart_updated_at"] = max(profile.cart_updated_at, at)
     return changes
 
@@ -609,7 +621,8 @@ def _order_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dic
     if existing is not None:
         # Its refund came first: the order is recorded as refunded and adds nothing.
         changes["order_ledger"] = with_ledger_entry(
-            profile.order_ledger, order_id, msgspec.structs.replace(record, refunded=True))
+            profile.order_ledger, order_id, msgspec.structs.replace(record, refunded=True)
+        )
         return changes
     changes.update(order_contribution(profile, record, 1))
     changes["order_ledger"] = with_ledger_entry(profile.order_ledger, order_id, record)
@@ -652,10 +665,14 @@ def _refund_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> di
     if existing is None:
         # Unknown order (not seen yet, or older than the ledger): remember the refund, change nothing else.
         record = OrderRecord(at=event.timestamp, known=False, refunded=True)
-        return {"order_ledger": with_ledger_entry(profile.order_ledger, order_id, record), "refunds": profile.refunds + 1}
+        return {
+            "order_ledger": with_ledger_entry(profile.order_ledger, order_id, record),
+            "refunds": profile.refunds + 1,
+        }
     changes = order_contribution(profile, existing, -1)
     changes["order_ledger"] = with_ledger_entry(
-        profile.order_ledger, order_id, msgspec.structs.replace(existing, refunded=True))
+        profile.order_ledger, order_id, msgspec.structs.replace(existing, refunded=True)
+    )
     changes["refunds"] = profile.refunds + 1
     return changes
 
@@ -797,8 +814,11 @@ def rfm_scores(profile: Profile, now: float, policy: TraitPolicy = DEFAULT_TRAIT
         recency = 1
     else:
         recency = next((5 - i for i, limit in enumerate(policy.recency_days) if days <= limit), 1)
-    return (recency, _score_at_least(profile.orders, policy.frequency_orders),
-            _score_at_least(profile.revenue, policy.monetary_minor))
+    return (
+        recency,
+        _score_at_least(profile.orders, policy.frequency_orders),
+        _score_at_least(profile.revenue, policy.monetary_minor),
+    )
 
 
 def lifecycle_stage(profile: Profile, now: float, policy: TraitPolicy = DEFAULT_TRAIT_POLICY) -> str:
@@ -828,7 +848,8 @@ def preferred_sizes(profile: Profile) -> dict[str, str]:
     """Per category, the size bought most often (ties: the smaller size name)."""
     return {
         category: min(counts, key=lambda size: (-counts[size], size))
-        for category, counts in profile.size_counts.items() if counts
+        for category, counts in profile.size_counts.items()
+        if counts
     }
 
 

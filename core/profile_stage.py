@@ -144,8 +144,13 @@ _RECOMPUTE = float("nan")  # sentinel: derive due_at from the new profile
 
 
 def _result(
-    before: KeyState, after: KeyState, policy: StagePolicy, *, notes: tuple[str, ...] = (),
-    forwards: tuple[tuple[str, ProfileCommand], ...] = (), triggers: tuple[Trigger, ...] = (),
+    before: KeyState,
+    after: KeyState,
+    policy: StagePolicy,
+    *,
+    notes: tuple[str, ...] = (),
+    forwards: tuple[tuple[str, ProfileCommand], ...] = (),
+    triggers: tuple[Trigger, ...] = (),
     due_at: float | None = _RECOMPUTE,
 ) -> StepResult:
     return StepResult(
@@ -210,7 +215,8 @@ def _absorb(state: KeyState, command: AbsorbProfile, policy: StagePolicy) -> Ste
         return _result(state, state, policy, notes=(ABSORB_DUPLICATE,))
     merged = merge_profiles(profile, command.absorbed, half_life_s=policy.profile.affinity_half_life_s)
     merged = msgspec.structs.replace(
-        merged, absorbed_ids=capped_append(merged.absorbed_ids, command.absorb_id, MAX_ABSORBED_IDS))
+        merged, absorbed_ids=capped_append(merged.absorbed_ids, command.absorb_id, MAX_ABSORBED_IDS)
+    )
     links = flattening_links(merged, command.absorbed, command.linked_at)
     after = msgspec.structs.replace(state, profile=merged)
     return _result(state, after, policy, notes=(ABSORBED,), forwards=tuple((link.alias, link) for link in links))
@@ -225,9 +231,7 @@ def _forget(state: KeyState, command: ForgetCustomer, policy: StagePolicy) -> St
     identity = KeyIdentity(forgotten_at=forgotten_at)
     if identity == state.identity and profile is None:
         return _result(state, state, policy, notes=(FORGOTTEN,), due_at=None)
-    unlinks = tuple(
-        (alias, UnlinkIdentity(alias=alias, customer_id=state.key, at=command.at)) for alias in linked
-    )
+    unlinks = tuple((alias, UnlinkIdentity(alias=alias, customer_id=state.key, at=command.at)) for alias in linked)
     after = KeyState(key=state.key, profile=None, identity=identity)
     return _result(state, after, policy, notes=(FORGOTTEN,), forwards=unlinks, due_at=None)
 
@@ -285,8 +289,9 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
             refreshed = msgspec.structs.replace(profile, audience_due_at=next_refresh)
         if refreshed is not profile:
             profile = refreshed
-            result = msgspec.structs.replace(result, state=msgspec.structs.replace(result.state, profile=profile),
-                                             profile_changed=True)
+            result = msgspec.structs.replace(
+                result, state=msgspec.structs.replace(result.state, profile=profile), profile_changed=True
+            )
     audience_due = profile.audience_due_at
     if audience_due is not None and audience_due <= at:
         audience_due = None  # never ask to be woken for the past: that would spin
@@ -303,15 +308,22 @@ def _refresh_interval(command: ProfileCommand, now: float, policy: StagePolicy) 
     return interval
 
 
-def _leave_all_segments(before: Profile | None, result: StepResult, *, now: float,
-                        policy: AudiencePolicy) -> StepResult:
+def _leave_all_segments(
+    before: Profile | None, result: StepResult, *, now: float, policy: AudiencePolicy
+) -> StepResult:
     """A profile that is gone (forgotten, or merged into another) leaves every segment it was in."""
     if before is None or not before.segments:
         return result
     reason = "customer forgotten" if FORGOTTEN in result.notes else "profile merged into another customer"
     exits = tuple(
-        SegmentChange(customer_id=before.customer_id, segment=name, change="exited", at=now, reason=reason,
-                      group=(rule.group or "") if (rule := policy.definitions.rule(name)) is not None else "")
+        SegmentChange(
+            customer_id=before.customer_id,
+            segment=name,
+            change="exited",
+            at=now,
+            reason=reason,
+            group=(rule.group or "") if (rule := policy.definitions.rule(name)) is not None else "",
+        )
         for name in before.segments
     )
     return msgspec.structs.replace(result, audience_changes=exits)
@@ -342,4 +354,3 @@ def _step_command(state: KeyState, command: ProfileCommand, *, now: float, polic
         return _unlink(state, command, policy)
     msg = f"unknown profile command {type(command).__name__}"
     raise TypeError(msg)
-

@@ -64,9 +64,7 @@ def purchase_intervals(timestamps: Iterable[float]) -> list[float]:
     return gaps
 
 
-def predict_product(
-    product_id: str, timestamps: Sequence[float], catalog: ConsumableCatalog
-) -> Replenishment | None:
+def predict_product(product_id: str, timestamps: Sequence[float], catalog: ConsumableCatalog) -> Replenishment | None:
     """The next expected purchase of one consumable, or None (not a consumable, or never bought)."""
     default = catalog.default_cycle_days(product_id)
     if default is None or not timestamps:

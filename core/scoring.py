@@ -114,8 +114,9 @@ def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
     last_view = event_last_at.get("Product Viewed") if isinstance(event_last_at, Mapping) else None
     days_since_view = _days_since(last_view, now)
     cart = get("cart", ()) or ()
-    cart_value = sum(max(0, int(_get(item, "quantity", 0) or 0)) * max(0, int(_get(item, "price", 0) or 0))
-                     for item in cart)
+    cart_value = sum(
+        max(0, int(_get(item, "quantity", 0) or 0)) * max(0, int(_get(item, "price", 0) or 0)) for item in cart
+    )
     last_order_at = get("last_order_at", 0.0) if orders else 0.0
     checkout_at = get("last_checkout_at", 0.0) or 0.0
     open_rate, click_rate = _engagement_rates(get("engagement", None))
@@ -182,8 +183,10 @@ class LogisticModel:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "coefficients": list(self.coefficients), "intercept": self.intercept,
-            "means": list(self.means), "scales": list(self.scales),
+            "coefficients": list(self.coefficients),
+            "intercept": self.intercept,
+            "means": list(self.means),
+            "scales": list(self.scales),
             "calibration": {"method": "platt", "a": self.calibration_a, "b": self.calibration_b},
             "metrics": dict(self.metrics or {}),
         }
@@ -201,7 +204,9 @@ class PropensityModels:
 
     def to_json(self) -> bytes:
         document = {
-            "version": self.version, "trained_at": self.trained_at, "features": list(self.features),
+            "version": self.version,
+            "trained_at": self.trained_at,
+            "features": list(self.features),
             "models": {name: model.to_json() for name, model in self.models.items()},
             "training": dict(self.training or {}),
         }
@@ -209,8 +214,11 @@ class PropensityModels:
 
 
 def _numbers(value: Any, length: int, where: str) -> tuple[float, ...]:
-    if not isinstance(value, list) or len(value) != length or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if (
+        not isinstance(value, list)
+        or len(value) != length
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
         message = f"{where}: expected {length} finite numbers"
         raise ConfigError(message)
     return tuple(float(v) for v in value)
@@ -232,8 +240,10 @@ def parse_models(data: bytes, *, source: str = "<memory>") -> PropensityModels:
         raise ConfigError(message)
     features = document.get("features")
     if features != list(FEATURES):
-        message = (f"{source}: the model's features {features!r} are not this code's {list(FEATURES)!r}; "
-                   "retrain with `streamcdp train`")
+        message = (
+            f"{source}: the model's features {features!r} are not this code's {list(FEATURES)!r}; "
+            "retrain with `streamcdp train`"
+        )
         raise ConfigError(message)
     models: dict[str, LogisticModel] = {}
     for name, raw in document["models"].items():
@@ -255,8 +265,13 @@ def parse_models(data: bytes, *, source: str = "<memory>") -> PropensityModels:
             calibration_b=_number(calibration.get("b", 0.0), f"{where}.calibration.b"),
             metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {},
         )
-    return PropensityModels(str(document.get("version", "")), str(document.get("trained_at", "")),
-                            tuple(features), models, document.get("training") or {})
+    return PropensityModels(
+        str(document.get("version", "")),
+        str(document.get("trained_at", "")),
+        tuple(features),
+        models,
+        document.get("training") or {},
+    )
 
 
 def load_models(path: str | Path | None = None) -> PropensityModels:
@@ -291,8 +306,9 @@ def category_affinity_scores(profile: Any, *, now: float) -> dict[str, float]:
     return {category: value / total for category, value in decayed.items()}
 
 
-def score_profile(models: PropensityModels, profile: Any, *, now: float,
-                  with_affinity: bool = True) -> dict[str, float]:
+def score_profile(
+    models: PropensityModels, profile: Any, *, now: float, with_affinity: bool = True
+) -> dict[str, float]:
     """Every score of a profile at ``now``: the models' probabilities and ``affinity.<category>`` shares."""
     features = compute_features(profile, now=now)
     scores = {name: model.probability(features) for name, model in models.models.items()}
@@ -313,8 +329,9 @@ class ScoreCrossing:
     after: float | None
 
 
-def score_crossings(before_scores: Mapping[str, float], after_scores: Mapping[str, float],
-                    thresholds: Mapping[str, Sequence[float]]) -> list[ScoreCrossing]:
+def score_crossings(
+    before_scores: Mapping[str, float], after_scores: Mapping[str, float], thresholds: Mapping[str, Sequence[float]]
+) -> list[ScoreCrossing]:
     """Each (score, threshold) whose side changed from ``before_scores`` to ``after_scores``.
 
     A score missing on one side counts as below every threshold. Sorted by score name, then threshold.

@@ -171,8 +171,9 @@ def _text(node: yaml.Node, problems: _Problems, what: str) -> str | None:
     return node.value
 
 
-def _segment(node: yaml.Node, group: str | None, catalog: FieldCatalog, problems: _Problems,
-             names: set[str]) -> SegmentRule | None:
+def _segment(
+    node: yaml.Node, group: str | None, catalog: FieldCatalog, problems: _Problems, names: set[str]
+) -> SegmentRule | None:
     what = f"segment in group {group!r}" if group else "segment"
     pairs = _pairs(node, problems, what, SEGMENT_KEYS)
     if not pairs and not isinstance(node, yaml.MappingNode):
@@ -221,8 +222,13 @@ def _items(node: yaml.Node, problems: _Problems, what: str) -> list[yaml.Node]:
     return list(node.value)
 
 
-def parse_definitions(text: str, *, source: str = "<memory>", catalog: FieldCatalog | None = None,
-                      consumables: ConsumableCatalog | None = None) -> SegmentDefinitions:
+def parse_definitions(
+    text: str,
+    *,
+    source: str = "<memory>",
+    catalog: FieldCatalog | None = None,
+    consumables: ConsumableCatalog | None = None,
+) -> SegmentDefinitions:
     """YAML text → checked ``SegmentDefinitions``; raises ``ConfigError`` listing every problem."""
     problems = _Problems(source)
     catalog = catalog or build_catalog()
@@ -260,8 +266,10 @@ def parse_definitions(text: str, *, source: str = "<memory>", catalog: FieldCata
             if pairs:
                 problems.add(item, f"group {group_name or '?'!r} has no 'segments' list")
             continue
-        members = [_segment(member, group_name, catalog, problems, names)
-                   for member in _items(pairs["segments"][1], problems, f"segments of group {group_name!r}")]
+        members = [
+            _segment(member, group_name, catalog, problems, names)
+            for member in _items(pairs["segments"][1], problems, f"segments of group {group_name!r}")
+        ]
         if not members and isinstance(pairs["segments"][1], yaml.SequenceNode):
             problems.add(pairs["segments"][1], f"group {group_name!r} has no segments")
         description = _text(pairs["description"][1], problems, "description") if "description" in pairs else ""
@@ -294,8 +302,9 @@ def _consumables(node: yaml.Node, source: str, problems: _Problems) -> Consumabl
         return None
 
 
-def load_definitions(path: str | Path | None = None, *, catalog: FieldCatalog | None = None,
-                     consumables: ConsumableCatalog | None = None) -> SegmentDefinitions:
+def load_definitions(
+    path: str | Path | None = None, *, catalog: FieldCatalog | None = None, consumables: ConsumableCatalog | None = None
+) -> SegmentDefinitions:
     """Read and check a definitions file (default ``config/segments.yaml``)."""
     path = Path(path) if path is not None else DEFAULT_DEFINITIONS
     try:

@@ -48,8 +48,9 @@ def evaluate_segments(definitions: SegmentDefinitions, profile: Any, *, now: flo
     return _memberships(definitions, _matcher(_context(definitions, profile, now)))
 
 
-def next_time_change(definitions: SegmentDefinitions, profile: Any, *, now: float,
-                     current: frozenset[str] | None = None) -> float | None:
+def next_time_change(
+    definitions: SegmentDefinitions, profile: Any, *, now: float, current: frozenset[str] | None = None
+) -> float | None:
     """The earliest instant after ``now`` at which, with no new event, the memberships would differ.
 
     Time-driven atoms (windows, ``days_since`` comparisons, replenishment) list the instants at which they
@@ -94,7 +95,8 @@ def _reason(definitions: SegmentDefinitions | None, name: str, change: str, othe
 
 
 def diff_memberships(
-    before: frozenset[str] | set[str], after: frozenset[str] | set[str],
+    before: frozenset[str] | set[str],
+    after: frozenset[str] | set[str],
     definitions: SegmentDefinitions | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """``(entered, exited)``: each maps a segment name to the reason (which rule), sorted by name."""
@@ -105,16 +107,26 @@ def diff_memberships(
 
 
 def segment_changes(
-    customer_id: str, before: frozenset[str], after: frozenset[str], definitions: SegmentDefinitions,
-    *, at: float,
+    customer_id: str,
+    before: frozenset[str],
+    after: frozenset[str],
+    definitions: SegmentDefinitions,
+    *,
+    at: float,
 ) -> tuple[SegmentChange, ...]:
     """The ``SegmentChange`` records for one customer's move from ``before`` to ``after`` (exits first)."""
     entered, exited = diff_memberships(before, after, definitions)
     changes: list[SegmentChange] = []
     for kind, table in ((EXITED, exited), (ENTERED, entered)):
         changes.extend(
-            SegmentChange(customer_id=customer_id, segment=name, change=kind, at=at, reason=reason,
-                          group=_group_of(definitions, name))
+            SegmentChange(
+                customer_id=customer_id,
+                segment=name,
+                change=kind,
+                at=at,
+                reason=reason,
+                group=_group_of(definitions, name),
+            )
             for name, reason in table.items()
         )
     return tuple(changes)

@@ -256,8 +256,7 @@ def profile_view(profile: Any, *, now: float, fields: Iterable[str] | None = Non
     """
     if isinstance(profile, dict):
         return profile
-    if fields is not None and isinstance(profile, msgspec.Struct) \
-            and not type(profile).__struct_config__.omit_defaults:
+    if fields is not None and isinstance(profile, msgspec.Struct) and not type(profile).__struct_config__.omit_defaults:
         return _partial_view(profile, frozenset(fields), now)
     # The JSON round trip (C speed) gives the form rules are written against: record tuples as lists.
     view = _json_decoder.decode(_json_encoder.encode(profile))
@@ -268,8 +267,11 @@ def profile_view(profile: Any, *, now: float, fields: Iterable[str] | None = Non
 @functools.lru_cache(maxsize=64)
 def _view_plan(cls: type, fields: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], Any], bool]:
     """For a record type and wanted keys: the encoded names, a getter of their values, whether to render."""
-    pairs = [(name, encoded) for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__)
-             if encoded in fields]
+    pairs = [
+        (name, encoded)
+        for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__)
+        if encoded in fields
+    ]
     names = tuple(name for name, _ in pairs)
     if len(names) == 1:
         only = names[0]

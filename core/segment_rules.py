@@ -39,6 +39,8 @@ from core.segment_fields import (
     ANY,
     BOOL,
     DAY_S,
+    DERIVED_FIELDS,
+    DERIVED_INPUTS,
     LIST,
     MAP,
     NULL,
@@ -46,8 +48,6 @@ from core.segment_fields import (
     STRING,
     STRUCT,
     FieldCatalog,
-    DERIVED_FIELDS,
-    DERIVED_INPUTS,
     FieldType,
     read_path,
     read_time,
@@ -109,27 +109,32 @@ def _read_string(text: str, start: int) -> tuple[str, int]:
         if char == "\\":
             escaped = text[position + 1 : position + 2]
             if escaped not in _ESCAPES:
-                raise RuleError(f"unknown escape \\{escaped} in string", position)
+                msg = f"unknown escape \\{escaped} in string"
+                raise RuleError(msg, position)
             chars.append(_ESCAPES[escaped])
             position += 2
         else:
             chars.append(char)
             position += 1
         if len(chars) > MAX_STRING_CHARS:
-            raise RuleError(f"string longer than {MAX_STRING_CHARS} characters", start)
-    raise RuleError("unterminated string", start)
+            msg = f"string longer than {MAX_STRING_CHARS} characters"
+            raise RuleError(msg, start)
+    msg = "unterminated string"
+    raise RuleError(msg, start)
 
 
 def tokenize(text: str) -> list[Token]:
     """Rule text → tokens; anything outside the grammar's alphabet is an error, never code."""
     if len(text) > MAX_RULE_CHARS:
-        raise RuleError(f"rule longer than {MAX_RULE_CHARS} characters", 0)
+        msg = f"rule longer than {MAX_RULE_CHARS} characters"
+        raise RuleError(msg, 0)
     tokens: list[Token] = []
     position = 0
     while position < len(text):
         match = _TOKEN_RE.match(text, position)
         if match is None:
-            raise RuleError(f"unexpected character {text[position]!r}", position)
+            msg = f"unexpected character {text[position]!r}"
+            raise RuleError(msg, position)
         kind = match.lastgroup
         chunk = match.group()
         if kind == "quote":
@@ -140,15 +145,20 @@ def tokenize(text: str) -> list[Token]:
         if kind == "space":
             continue
         if kind == "badnumber":
-            raise RuleError(f"bad number or duration {chunk[:40]!r} (durations: 90s 30m 12h 7d 2w)", match.start())
+            msg = f"bad number or duration {chunk[:40]!r} (durations: 90s 30m 12h 7d 2w)"
+            raise RuleError(msg, match.start())
         if kind == "duration":
             tokens.append(Token("DURATION", chunk, float(chunk[:-1]) * DURATION_UNITS[chunk[-1]], match.start()))
         elif kind == "number":
-            tokens.append(Token("NUMBER", chunk, float(chunk) if "." in chunk or "e" in chunk.lower() else int(chunk),
-                                match.start()))
+            tokens.append(
+                Token(
+                    "NUMBER", chunk, float(chunk) if "." in chunk or "e" in chunk.lower() else int(chunk), match.start()
+                )
+            )
         elif kind == "name":
             if chunk.startswith("_"):
-                raise RuleError(f"names may not start with '_': {chunk!r}", match.start())
+                msg = f"names may not start with '_': {chunk!r}"
+                raise RuleError(msg, match.start())
             tokens.append(Token("KEYWORD" if chunk in KEYWORDS else "NAME", chunk, chunk, match.start()))
         else:
             tokens.append(Token("OP", chunk, chunk, match.start()))
@@ -337,8 +347,7 @@ def _time_in(container: Any, key: str) -> float | None:
     if isinstance(container, dict):
         return _time_of(container.get(key))
     if isinstance(container, list):
-        return _time_of([item[1:] for item in container
-                         if isinstance(item, (list, tuple)) and item and item[0] == key])
+        return _time_of([item[1:] for item in container if isinstance(item, (list, tuple)) and item and item[0] == key])
     return None
 
 
@@ -398,34 +407,79 @@ def _within(source: str) -> Callable[..., Any]:
 
 
 FUNCTIONS: Mapping[str, Function] = {
-    "days_since": Function(("field",), {"field": "path"}, _NUMBER_T, None,
-                           "days since the timestamp field (compare with a number)"),
-    "days_since_event": Function(("event",), {"event": "string"}, _NUMBER_T, None,
-                                 "days since the last event of that name (compare with a number)"),
-    "event_within": Function(("event", "within"), {"event": "string", "within": "window"}, _BOOL_T,
-                             _within("event"), "an event of that name happened within the window"),
-    "no_event": Function(("event", "for"), {"event": "string", "for": "window"}, _BOOL_T,
-                         lambda key, window: Not(Within("event", key, window)),
-                         "no event of that name within the window (true if never)"),
-    "viewed_category": Function(("category", "within"), {"category": "string", "within": "window"}, _BOOL_T,
-                                _within("category_view"), "viewed a product of the category within the window"),
-    "viewed_product": Function(("product", "within"), {"product": "string", "within": "window"}, _BOOL_T,
-                               _within("product_view"), "viewed the product within the window"),
-    "purchased_product": Function(("product", "within"), {"product": "string", "within": "window"}, _BOOL_T,
-                                  _within("product_purchase"), "bought the product within the window"),
+    "days_since": Function(
+        ("field",), {"field": "path"}, _NUMBER_T, None, "days since the timestamp field (compare with a number)"
+    ),
+    "days_since_event": Function(
+        ("event",),
+        {"event": "string"},
+        _NUMBER_T,
+        None,
+        "days since the last event of that name (compare with a number)",
+    ),
+    "event_within": Function(
+        ("event", "within"),
+        {"event": "string", "within": "window"},
+        _BOOL_T,
+        _within("event"),
+        "an event of that name happened within the window",
+    ),
+    "no_event": Function(
+        ("event", "for"),
+        {"event": "string", "for": "window"},
+        _BOOL_T,
+        lambda key, window: Not(Within("event", key, window)),
+        "no event of that name within the window (true if never)",
+    ),
+    "viewed_category": Function(
+        ("category", "within"),
+        {"category": "string", "within": "window"},
+        _BOOL_T,
+        _within("category_view"),
+        "viewed a product of the category within the window",
+    ),
+    "viewed_product": Function(
+        ("product", "within"),
+        {"product": "string", "within": "window"},
+        _BOOL_T,
+        _within("product_view"),
+        "viewed the product within the window",
+    ),
+    "purchased_product": Function(
+        ("product", "within"),
+        {"product": "string", "within": "window"},
+        _BOOL_T,
+        _within("product_purchase"),
+        "bought the product within the window",
+    ),
     "replenishment_due": Function(
-        ("within", "category?", "product?"), {"within": "window", "category": "string", "product": "string"},
-        _BOOL_T, lambda window, category=None, product=None: ReplenishmentDue(window, category, product),
-        "a consumable's predicted next purchase is at most the window ahead (or overdue)"),
-    "event_count": Function(("event",), {"event": "string"}, _NUMBER_T, EventCount,
-                            "how many events of that name the profile counted"),
-    "affinity": Function(("category",), {"category": "string"}, _NUMBER_T, Affinity,
-                         "the category's time-decayed affinity (views 1, adds 3, purchases 5; halves in 14d)"),
-    "score": Function(("name",), {"name": "string"}, _NUMBER_T, lambda name: FieldRef(("scores", name)),
-                      "a propensity score, same as scores.<name>"),
+        ("within", "category?", "product?"),
+        {"within": "window", "category": "string", "product": "string"},
+        _BOOL_T,
+        lambda window, category=None, product=None: ReplenishmentDue(window, category, product),
+        "a consumable's predicted next purchase is at most the window ahead (or overdue)",
+    ),
+    "event_count": Function(
+        ("event",), {"event": "string"}, _NUMBER_T, EventCount, "how many events of that name the profile counted"
+    ),
+    "affinity": Function(
+        ("category",),
+        {"category": "string"},
+        _NUMBER_T,
+        Affinity,
+        "the category's time-decayed affinity (views 1, adds 3, purchases 5; halves in 14d)",
+    ),
+    "score": Function(
+        ("name",),
+        {"name": "string"},
+        _NUMBER_T,
+        lambda name: FieldRef(("scores", name)),
+        "a propensity score, same as scores.<name>",
+    ),
     "count": Function(("field",), {"field": "path"}, _NUMBER_T, Count, "number of items of a list or map field"),
-    "exists": Function(("field",), {"field": "path"}, _BOOL_T, Exists,
-                       "the field is present, not null, not empty and not 0"),
+    "exists": Function(
+        ("field",), {"field": "path"}, _BOOL_T, Exists, "the field is present, not null, not empty and not 0"
+    ),
 }
 
 
@@ -462,13 +516,15 @@ class Parser:
         token = self.accept(kind, text)
         if token is None:
             found = self.token.text or "end of rule"
-            raise RuleError(f"expected {what}, found {found!r}", self.token.column)
+            msg = f"expected {what}, found {found!r}"
+            raise RuleError(msg, self.token.column)
         return token
 
     def enter(self, column: int) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise RuleError(f"rule nested deeper than {MAX_DEPTH} levels", column)
+            msg = f"rule nested deeper than {MAX_DEPTH} levels"
+            raise RuleError(msg, column)
 
     def span(self, start: int) -> str:
         return self.text[start : self.token.column].strip()
@@ -476,18 +532,21 @@ class Parser:
     # -- grammar
     def parse(self) -> Any:
         if self.token.kind == "END":
-            raise RuleError("empty rule", 0)
+            msg = "empty rule"
+            raise RuleError(msg, 0)
         result = self.condition(self.disjunction())
         if self.token.kind != "END":
-            raise RuleError(f"unexpected {self.token.text!r} after a complete rule", self.token.column)
+            msg = f"unexpected {self.token.text!r} after a complete rule"
+            raise RuleError(msg, self.token.column)
         return result
 
     def condition(self, typed: Typed) -> Any:
         if typed.age_path is not None:
-            raise RuleError(f"{typed.text} must be compared with a number of days, e.g. '{typed.text} >= 30'",
-                            typed.column)
+            msg = f"{typed.text} must be compared with a number of days, e.g. '{typed.text} >= 30'"
+            raise RuleError(msg, typed.column)
         if typed.ftype.kind not in (BOOL, ANY):
-            raise RuleError(f"{typed.text!r} is a {typed.ftype.describe()}, not a condition", typed.column)
+            msg = f"{typed.text!r} is a {typed.ftype.describe()}, not a condition"
+            raise RuleError(msg, typed.column)
         node = typed.node
         if isinstance(node, FieldRef):
             return Compare("==", node, Literal(True))
@@ -529,7 +588,8 @@ class Parser:
             right = self.value()
             return Typed(self.compare(token, left, right), _BOOL_T, start, self.span(start))
         if token.kind == "KEYWORD" and (
-                token.text == "in" or (token.text == "not" and self.tokens[self.position + 1].text == "in")):
+            token.text == "in" or (token.text == "not" and self.tokens[self.position + 1].text == "in")
+        ):
             negate = self.accept("KEYWORD", "not") is not None
             self.expect("KEYWORD", "in", "'in'")
             right = self.value()
@@ -550,16 +610,21 @@ class Parser:
     def _value(self, token: Token) -> Typed:
         if token.kind in ("NUMBER", "STRING"):
             self.advance()
-            return Typed(Literal(token.value), FieldType(NUMBER if token.kind == "NUMBER" else STRING),
-                         token.column, token.text)
+            return Typed(
+                Literal(token.value), FieldType(NUMBER if token.kind == "NUMBER" else STRING), token.column, token.text
+            )
         if token.kind == "DURATION":
-            raise RuleError(f"a duration ({token.text}) is only allowed as a window argument; "
-                            "compare days_since(...) with a number of days", token.column)
+            msg = (
+                f"a duration ({token.text}) is only allowed as a window argument; "
+                "compare days_since(...) with a number of days"
+            )
+            raise RuleError(msg, token.column)
         if token.kind == "OP" and token.text == "-":
             self.advance()
             number = self.token
             if number.kind != "NUMBER":
-                raise RuleError("expected a number after '-'", number.column)
+                msg = "expected a number after '-'"
+                raise RuleError(msg, number.column)
             self.advance()
             return Typed(Literal(-number.value), FieldType(NUMBER), token.column, f"-{number.text}")
         if token.kind == "KEYWORD" and token.text in ("true", "false", "null"):
@@ -578,7 +643,8 @@ class Parser:
                 return self.call()
             return self.field()
         found = token.text or "end of rule"
-        raise RuleError(f"expected a value, found {found!r}", token.column)
+        msg = f"expected a value, found {found!r}"
+        raise RuleError(msg, token.column)
 
     def list_literal(self) -> Typed:
         start = self.advance()
@@ -588,12 +654,14 @@ class Parser:
             while True:
                 item = self.token
                 if item.kind not in ("NUMBER", "STRING"):
-                    raise RuleError("list items must be numbers or quoted strings", item.column)
+                    msg = "list items must be numbers or quoted strings"
+                    raise RuleError(msg, item.column)
                 self.advance()
                 values.append(item.value)
                 kinds.add(NUMBER if item.kind == "NUMBER" else STRING)
                 if len(values) > MAX_LIST_ITEMS:
-                    raise RuleError(f"list longer than {MAX_LIST_ITEMS} items", start.column)
+                    msg = f"list longer than {MAX_LIST_ITEMS} items"
+                    raise RuleError(msg, start.column)
                 if self.accept("OP", "]"):
                     break
                 self.expect("OP", ",", "',' or ']'")
@@ -607,20 +675,23 @@ class Parser:
             if self.accept("OP", "."):
                 part = self.token
                 if part.kind not in ("NAME", "KEYWORD"):
-                    raise RuleError("expected a field name after '.'", part.column)
+                    msg = "expected a field name after '.'"
+                    raise RuleError(msg, part.column)
                 self.advance()
                 parts.append(part.text)
             elif self.accept("OP", "["):
                 key = self.token
                 if key.kind != "STRING":
-                    raise RuleError("expected a quoted key inside [...]", key.column)
+                    msg = "expected a quoted key inside [...]"
+                    raise RuleError(msg, key.column)
                 self.advance()
                 self.expect("OP", "]", "']'")
                 parts.append(key.value)
             else:
                 return tuple(parts), first.column
             if len(parts) > MAX_DEPTH:
-                raise RuleError("field path too long", first.column)
+                msg = "field path too long"
+                raise RuleError(msg, first.column)
 
     def field(self) -> Typed:
         path, column = self.path()
@@ -644,7 +715,8 @@ class Parser:
         name = name_token.text
         function = FUNCTIONS.get(name)
         if function is None:
-            raise RuleError(f"unknown function {name!r} (known: {', '.join(sorted(FUNCTIONS))})", name_token.column)
+            msg = f"unknown function {name!r} (known: {', '.join(sorted(FUNCTIONS))})"
+            raise RuleError(msg, name_token.column)
         self.expect("OP", "(", "'('")
         params = [param.rstrip("?") for param in function.params]
         required = [param for param in function.params if not param.endswith("?")]
@@ -661,24 +733,28 @@ class Parser:
                     self.advance()
                     seen_keyword = True
                     if keyword not in params:
-                        raise RuleError(f"{name}() has no parameter {keyword!r} (parameters: {', '.join(params)})",
-                                        token.column)
+                        msg = f"{name}() has no parameter {keyword!r} (parameters: {', '.join(params)})"
+                        raise RuleError(msg, token.column)
                 elif seen_keyword:
-                    raise RuleError("positional argument after a keyword argument", token.column)
+                    msg = "positional argument after a keyword argument"
+                    raise RuleError(msg, token.column)
                 else:
                     if positional >= len(params):
-                        raise RuleError(f"{name}() takes at most {len(params)} argument(s)", token.column)
+                        msg = f"{name}() takes at most {len(params)} argument(s)"
+                        raise RuleError(msg, token.column)
                     keyword = params[positional]
                     positional += 1
                 if keyword in args:
-                    raise RuleError(f"{name}() got {keyword!r} twice", token.column)
+                    msg = f"{name}() got {keyword!r} twice"
+                    raise RuleError(msg, token.column)
                 args[keyword] = self.argument(name, keyword, function.kinds[keyword])
                 if self.accept("OP", ")"):
                     break
                 self.expect("OP", ",", "',' or ')'")
         missing = [param for param in required if param not in args]
         if missing:
-            raise RuleError(f"{name}() needs {', '.join(missing)}", name_token.column)
+            msg = f"{name}() needs {', '.join(missing)}"
+            raise RuleError(msg, name_token.column)
         text = self.span(name_token.column)
         return self.build_call(name, function, args, name_token.column, text)
 
@@ -686,10 +762,12 @@ class Parser:
         token = self.token
         if kind == "path":
             if token.kind != "NAME":
-                raise RuleError(f"{function}({param}=...) expects a field name", token.column)
+                msg = f"{function}({param}=...) expects a field name"
+                raise RuleError(msg, token.column)
             path, column = self.path()
             if len(path) == 1 and path[0] in AGE_FIELDS:
-                raise RuleError(f"{path[0]} is already a number of days", column)
+                msg = f"{path[0]} is already a number of days"
+                raise RuleError(msg, column)
             path = self.catalog.expand(path)
             return path, self.resolve(path, column), column
         if kind == "window":
@@ -698,13 +776,16 @@ class Parser:
             elif token.kind == "STRING":
                 seconds = parse_window(token.value, token.column)
             else:
-                raise RuleError(f"{function}({param}=...) expects a window such as 7d or \"12h\"", token.column)
+                msg = f'{function}({param}=...) expects a window such as 7d or "12h"'
+                raise RuleError(msg, token.column)
             self.advance()
             if not 0 < seconds <= MAX_WINDOW_S:
-                raise RuleError(f"bad window {token.text}: must be more than 0 and at most 3650d", token.column)
+                msg = f"bad window {token.text}: must be more than 0 and at most 3650d"
+                raise RuleError(msg, token.column)
             return seconds
         if token.kind != "STRING":
-            raise RuleError(f"{function}({param}=...) expects a quoted string", token.column)
+            msg = f"{function}({param}=...) expects a quoted string"
+            raise RuleError(msg, token.column)
         self.advance()
         return token.value
 
@@ -712,8 +793,8 @@ class Parser:
         if name == "days_since":
             path, ftype, path_column = args["field"]
             if ftype.kind not in (NUMBER, ANY):
-                raise RuleError(f"days_since() needs a timestamp field; {'.'.join(path)!r} is a {ftype.describe()}",
-                                path_column)
+                msg = f"days_since() needs a timestamp field; {'.'.join(path)!r} is a {ftype.describe()}"
+                raise RuleError(msg, path_column)
             return Typed(FieldRef(path), function.result, column, text, age_path=path)
         if name == "days_since_event":
             self.resolve(("event_last_at", args["event"]), column)
@@ -722,12 +803,13 @@ class Parser:
         if name in ("exists", "count"):
             path, ftype, path_column = args["field"]
             if name == "count" and ftype.kind not in (LIST, MAP, STRUCT, ANY):
-                raise RuleError(f"count() needs a list or map; {'.'.join(path)!r} is a {ftype.describe()}",
-                                path_column)
+                msg = f"count() needs a list or map; {'.'.join(path)!r} is a {ftype.describe()}"
+                raise RuleError(msg, path_column)
             return Typed(function.build(path), function.result, column, text)
         required = [args[param] for param in function.params if not param.endswith("?")]
-        optional = {param[:-1]: args[param[:-1]] for param in function.params
-                    if param.endswith("?") and param[:-1] in args}
+        optional = {
+            param[:-1]: args[param[:-1]] for param in function.params if param.endswith("?") and param[:-1] in args
+        }
         return Typed(function.build(*required, **optional), function.result, column, text)
 
     # -- type checks
@@ -737,7 +819,8 @@ class Parser:
             left, right, op = right, left, _FLIPPED[op]
         if left.age_path is not None:
             if not isinstance(right.node, Literal) or right.ftype.kind != NUMBER:
-                raise RuleError(f"{left.text} must be compared with a number of days", right.column)
+                msg = f"{left.text} must be compared with a number of days"
+                raise RuleError(msg, right.column)
             return AgeCompare(left.age_path, op, float(right.node.value))
         if isinstance(right.node, Affinity) and isinstance(left.node, Literal):
             left, right, op = right, left, _FLIPPED[op]
@@ -746,35 +829,44 @@ class Parser:
         lk, rk = left.ftype.kind, right.ftype.kind
         if ANY not in (lk, rk) and NULL not in (lk, rk):
             if op in ("==", "!=") and lk != rk:
-                raise RuleError(f"type mismatch: {left.text!r} is a {left.ftype.describe()}, "
-                                f"{right.text!r} is a {right.ftype.describe()}", op_token.column)
+                msg = (
+                    f"type mismatch: {left.text!r} is a {left.ftype.describe()}, "
+                    f"{right.text!r} is a {right.ftype.describe()}"
+                )
+                raise RuleError(msg, op_token.column)
             if op not in ("==", "!=") and not (lk == rk and lk in (NUMBER, STRING)):
-                raise RuleError(f"type mismatch: cannot order {left.ftype.describe()} {left.text!r} "
-                                f"and {right.ftype.describe()} {right.text!r}", op_token.column)
+                msg = (
+                    f"type mismatch: cannot order {left.ftype.describe()} {left.text!r} "
+                    f"and {right.ftype.describe()} {right.text!r}"
+                )
+                raise RuleError(msg, op_token.column)
         elif NULL in (lk, rk) and op not in ("==", "!="):
-            raise RuleError("null can only be compared with == or !=", op_token.column)
+            msg = "null can only be compared with == or !="
+            raise RuleError(msg, op_token.column)
         return Compare(op, left.node, right.node)
 
     def membership(self, left: Typed, right: Typed, negate: bool) -> In:
         if right.ftype.kind not in (LIST, MAP, ANY):
-            raise RuleError(f"'in' needs a list on the right; {right.text!r} is a {right.ftype.describe()}",
-                            right.column)
+            msg = f"'in' needs a list on the right; {right.text!r} is a {right.ftype.describe()}"
+            raise RuleError(msg, right.column)
         self._check_item(left, right, right.column)
         return In(left.node, right.node, negate)
 
     def contains(self, left: Typed, right: Typed) -> Contains:
         if left.ftype.kind not in (LIST, MAP, STRING, STRUCT, ANY):
-            raise RuleError(f"'contains' needs a list, map or string on the left; {left.text!r} is a "
-                            f"{left.ftype.describe()}", left.column)
+            msg = f"'contains' needs a list, map or string on the left; {left.text!r} is a {left.ftype.describe()}"
+            raise RuleError(msg, left.column)
         if left.ftype.kind == STRING and right.ftype.kind not in (STRING, ANY):
-            raise RuleError(f"a string can only contain a string, not {right.text!r}", right.column)
+            msg = f"a string can only contain a string, not {right.text!r}"
+            raise RuleError(msg, right.column)
         if left.ftype.kind == LIST:
             self._check_item(right, left, right.column)
         return Contains(left.node, right.node)
 
     def _check_item(self, item: Typed, container: Typed, column: int) -> None:
         if item.age_path is not None:
-            raise RuleError(f"{item.text} can only be compared with a number", item.column)
+            msg = f"{item.text} can only be compared with a number"
+            raise RuleError(msg, item.column)
         element = container.ftype.item
         if container.ftype.kind == MAP:
             element = FieldType(STRING)  # membership in a map tests its keys
@@ -782,8 +874,11 @@ class Parser:
         if item.ftype.kind == LIST:
             kinds = {item.ftype.item.kind if item.ftype.item else ANY, element.kind if element else ANY}
         if ANY not in kinds and len(kinds) > 1:
-            raise RuleError(f"type mismatch: {item.text!r} ({item.ftype.describe()}) vs items of "
-                            f"{container.text!r} ({container.ftype.describe()})", column)
+            msg = (
+                f"type mismatch: {item.text!r} ({item.ftype.describe()}) vs items of "
+                f"{container.text!r} ({container.ftype.describe()})"
+            )
+            raise RuleError(msg, column)
 
 
 _FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -794,18 +889,21 @@ def parse_window(text: str, column: int = 0) -> float:
     """``"7d"`` → seconds; anything else is a ``RuleError``."""
     match = _WINDOW_RE.match(text)
     if match is None:
-        raise RuleError(f"bad window {text[:40]!r}: use a number and a unit s, m, h, d or w (e.g. 7d)", column)
+        msg = f"bad window {text[:40]!r}: use a number and a unit s, m, h, d or w (e.g. 7d)"
+        raise RuleError(msg, column)
     return float(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
 def compile_rule(text: str, catalog: FieldCatalog) -> Any:
     """Rule text → a checked node tree; raises ``RuleError`` (with a column) for any problem."""
     if not isinstance(text, str):
-        raise RuleError("a rule must be a string", 0)
+        msg = "a rule must be a string"
+        raise RuleError(msg, 0)
     try:
         return Parser(text, catalog).parse()
     except RecursionError:  # a last guard: MAX_DEPTH should always trip first
-        raise RuleError("rule nested too deeply", 0) from None
+        msg = "rule nested too deeply"
+        raise RuleError(msg, 0) from None
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -853,9 +951,12 @@ def _ordered(op: str, left: Any, right: Any) -> bool:
     if op == "!=":
         return left != right
     numeric = (int, float)
-    comparable = (isinstance(left, numeric) and isinstance(right, numeric)
-                  and not isinstance(left, bool) and not isinstance(right, bool)) or (
-        isinstance(left, str) and isinstance(right, str))
+    comparable = (
+        isinstance(left, numeric)
+        and isinstance(right, numeric)
+        and not isinstance(left, bool)
+        and not isinstance(right, bool)
+    ) or (isinstance(left, str) and isinstance(right, str))
     if not comparable:
         return False
     if op == "<":
@@ -919,8 +1020,11 @@ def evaluate_node(node: Any, ctx: Context) -> bool:
     if isinstance(node, In):
         left, right = _value(node.left, ctx), _value(node.right, ctx)
         if isinstance(right, (list, tuple, dict)):
-            found = any(item in right for item in left) if isinstance(left, list) else (
-                left is not None and _hashable(left) and left in right)
+            found = (
+                any(item in right for item in left)
+                if isinstance(left, list)
+                else (left is not None and _hashable(left) and left in right)
+            )
         else:
             found = False
         return found != node.negate
@@ -1014,7 +1118,10 @@ _NUMERIC = (int, float)
 _CONTAINERS = (list, tuple, dict)
 _EMPTY = (None, "", 0, 0.0, [], {})
 _ORDER_OPS: Mapping[str, Callable[[Any, Any], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 
 
@@ -1029,8 +1136,13 @@ def _ordered_function(op: str) -> Callable[[Any, Any], bool]:
     def ordered(left: Any, right: Any) -> bool:
         if isinstance(left, str):
             return isinstance(right, str) and compare(left, right)
-        return (isinstance(left, _NUMERIC) and isinstance(right, _NUMERIC) and left.__class__ is not bool
-                and right.__class__ is not bool and compare(left, right))
+        return (
+            isinstance(left, _NUMERIC)
+            and isinstance(right, _NUMERIC)
+            and left.__class__ is not bool
+            and right.__class__ is not bool
+            and compare(left, right)
+        )
 
     return ordered
 
@@ -1102,6 +1214,7 @@ def _compile_compare(node: Compare) -> Evaluator:
             return lambda ctx: left(ctx) != constant
         compare = _ORDER_OPS[node.op]
         if isinstance(constant, _NUMERIC) and constant.__class__ is not bool:
+
             def against_number(ctx: Context) -> bool:
                 value = left(ctx)
                 kind = value.__class__
@@ -1111,6 +1224,7 @@ def _compile_compare(node: Compare) -> Evaluator:
 
             return against_number
         if isinstance(constant, str):
+
             def against_string(ctx: Context) -> bool:
                 value = left(ctx)
                 return isinstance(value, str) and compare(value, constant)
@@ -1395,7 +1509,18 @@ def describe_functions() -> str:
 
 
 __all__ = [
-    "FUNCTIONS", "Context", "RuleError", "compile_rule", "compile_node", "evaluate_node", "breakpoints",
-    "referenced_fields", "tokenize", "parse_window", "last_time", "time_atoms", "depends_on_time",
+    "FUNCTIONS",
+    "Context",
+    "RuleError",
+    "compile_rule",
+    "compile_node",
+    "evaluate_node",
+    "breakpoints",
+    "referenced_fields",
+    "tokenize",
+    "parse_window",
+    "last_time",
+    "time_atoms",
+    "depends_on_time",
     "compile_breakpoints",
 ]

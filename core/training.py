@@ -136,8 +136,11 @@ def build_examples(events: Sequence[Event], config: TrainingConfig, stats: Repla
             churned = None
             if profile.orders >= 1 and cutoff + churn_window <= end:
                 churned = next_order > cutoff + churn_window
-            examples.append(Example(cutoff, key, compute_features(profile, now=cutoff),
-                                    next_order <= cutoff + purchase_window, churned))
+            examples.append(
+                Example(
+                    cutoff, key, compute_features(profile, now=cutoff), next_order <= cutoff + purchase_window, churned
+                )
+            )
     stats.customers = len(profiles)
     return examples
 
@@ -164,8 +167,9 @@ def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
     return solution
 
 
-def fit_logistic(rows: Sequence[Sequence[float]], labels: Sequence[bool], *, l2: float = 1.0,
-                 iterations: int = 25) -> tuple[list[float], float]:
+def fit_logistic(
+    rows: Sequence[Sequence[float]], labels: Sequence[bool], *, l2: float = 1.0, iterations: int = 25
+) -> tuple[list[float], float]:
     """L2-regularised logistic regression by Newton/IRLS: ``(coefficients, intercept)``.
 
     The intercept is not penalised. Stops when the step is below 1e-8.
@@ -262,9 +266,14 @@ def reliability_bins(probabilities: Sequence[float], labels: Sequence[bool], bin
         slot[1] += p
         slot[2] += 1 if y else 0
     return [
-        {"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "n": n, "predicted": round(s / n, 4),
-         "observed": round(k / n, 4)}
-        for i, (n, s, k) in enumerate(totals) if n
+        {
+            "bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}",
+            "n": n,
+            "predicted": round(s / n, 4),
+            "observed": round(k / n, 4),
+        }
+        for i, (n, s, k) in enumerate(totals)
+        if n
     ]
 
 
@@ -282,8 +291,9 @@ def _sample(pairs: list[tuple[tuple[float, ...], bool]], limit: int, seed: int) 
     return random.Random(seed).sample(pairs, limit)
 
 
-def train_one(examples: Sequence[Example], label_of, horizon_s: float, cutoffs: Sequence[float],
-              config: TrainingConfig) -> tuple[LogisticModel, dict[str, Any]]:
+def train_one(
+    examples: Sequence[Example], label_of, horizon_s: float, cutoffs: Sequence[float], config: TrainingConfig
+) -> tuple[LogisticModel, dict[str, Any]]:
     """Fit, calibrate and evaluate one model on the examples that have a label."""
     labelled = [(e.cutoff, e.features, label_of(e)) for e in examples if label_of(e) is not None]
     usable = sorted({cutoff for cutoff, _, _ in labelled})
@@ -321,8 +331,10 @@ def train_one(examples: Sequence[Example], label_of, horizon_s: float, cutoffs: 
         "brier_base_rate": round(brier_score([sum(labels) / max(1, len(labels))] * len(labels), labels), 5),
         "ece": round(expected_calibration_error(bins), 5),
         "base_rate": round(sum(labels) / max(1, len(labels)), 4),
-        "train_examples": len(everything), "test_examples": len(test),
-        "train_cutoffs": len(train_cutoffs), "test_cutoffs": len({c for c, _, _ in labelled if c >= split}),
+        "train_examples": len(everything),
+        "test_examples": len(test),
+        "train_cutoffs": len(train_cutoffs),
+        "test_cutoffs": len({c for c, _, _ in labelled if c >= split}),
         "reliability": bins,
     }
     return LogisticModel(model.coefficients, model.intercept, model.means, model.scales, a, b, metrics), metrics
@@ -332,43 +344,55 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def train_models(events: Sequence[Event], config: TrainingConfig, *, trained_at: str,
-                 stats: ReplayStats | None = None) -> PropensityModels:
+def train_models(
+    events: Sequence[Event], config: TrainingConfig, *, trained_at: str, stats: ReplayStats | None = None
+) -> PropensityModels:
     """Both models from a time-ordered event list."""
     stats = stats or ReplayStats(events=len(events))
     examples = build_examples(events, config, stats)
-    purchase, _ = train_one(examples, lambda e: e.purchased, config.purchase_horizon_days * DAY_S,
-                                           stats.cutoffs, config)
+    purchase, _ = train_one(
+        examples, lambda e: e.purchased, config.purchase_horizon_days * DAY_S, stats.cutoffs, config
+    )
     models = {PURCHASE_7D: purchase}
     notes = {}
     try:
-        churn, _ = train_one(examples, lambda e: e.churned, config.churn_horizon_days * DAY_S, stats.cutoffs,
-                             config)
+        churn, _ = train_one(examples, lambda e: e.churned, config.churn_horizon_days * DAY_S, stats.cutoffs, config)
         models[CHURN_60D] = churn
     except ConfigError as exc:
         notes["churn_60d"] = f"not trained: {exc}"
     training = {
-        "lines": stats.lines, "invalid_lines": stats.invalid, "events": stats.events,
-        "customers": stats.customers, "cutoffs": len(stats.cutoffs), "examples": len(examples),
-        "cutoff_every_days": config.cutoff_every_days, "test_fraction": config.test_fraction,
-        "l2": config.l2, **notes,
+        "lines": stats.lines,
+        "invalid_lines": stats.invalid,
+        "events": stats.events,
+        "customers": stats.customers,
+        "cutoffs": len(stats.cutoffs),
+        "examples": len(examples),
+        "cutoff_every_days": config.cutoff_every_days,
+        "test_fraction": config.test_fraction,
+        "l2": config.l2,
+        **notes,
     }
     return PropensityModels(MODEL_VERSION, trained_at, FEATURES, models, training)
 
 
 def format_report(models: PropensityModels) -> str:
     """A short human report of the metrics of each model."""
-    lines = [f"{models.version} trained {models.trained_at}: "
-             + ", ".join(f"{k}={v}" for k, v in (models.training or {}).items())]
+    lines = [
+        f"{models.version} trained {models.trained_at}: "
+        + ", ".join(f"{k}={v}" for k, v in (models.training or {}).items())
+    ]
     for name, model in models.models.items():
         m = dict(model.metrics or {})
-        lines.append(f"  {name}: AUC {m.get('auc')}  Brier {m.get('brier')} (uncalibrated "
-                     f"{m.get('brier_uncalibrated')}, base rate only {m.get('brier_base_rate')})  ECE {m.get('ece')}"
-                     f"  base rate {m.get('base_rate')}  train/test {m.get('train_examples')}/"
-                     f"{m.get('test_examples')}")
+        lines.append(
+            f"  {name}: AUC {m.get('auc')}  Brier {m.get('brier')} (uncalibrated "
+            f"{m.get('brier_uncalibrated')}, base rate only {m.get('brier_base_rate')})  ECE {m.get('ece')}"
+            f"  base rate {m.get('base_rate')}  train/test {m.get('train_examples')}/"
+            f"{m.get('test_examples')}"
+        )
         for b in m.get("reliability", []):
-            lines.append(f"      {b['bin']}: n={b['n']:>6}  predicted {b['predicted']:.3f}  observed "
-                         f"{b['observed']:.3f}")
+            lines.append(
+                f"      {b['bin']}: n={b['n']:>6}  predicted {b['predicted']:.3f}  observed {b['observed']:.3f}"
+            )
     return "\n".join(lines)
 
 

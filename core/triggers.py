@@ -81,8 +81,7 @@ def decide_cart_abandonment(profile: Profile, now: float, policy: CartAbandonmen
         created_at=now,
         reason=f"cart idle for {now - profile.cart_updated_at:.0f}s with {len(profile.cart)} item(s)",
         items=tuple(
-            TriggerItem(product_id=i.product_id, quantity=i.quantity, price=i.price, name=i.name)
-            for i in profile.cart
+            TriggerItem(product_id=i.product_id, quantity=i.quantity, price=i.price, name=i.name) for i in profile.cart
         ),
         cart_value=sum(i.price * i.quantity for i in profile.cart),
     )

@@ -14,15 +14,25 @@ CHANNELS = frozenset({"email", "sms", "whatsapp", "webpush", "apppush"})
 
 CLICKSTREAM_EVENTS = frozenset(
     {
-        "Products Searched", "Product List Viewed", "Product Viewed", "Product Added", "Product Removed",
-        "Cart Viewed", "Checkout Started",
+        "Products Searched",
+        "Product List Viewed",
+        "Product Viewed",
+        "Product Added",
+        "Product Removed",
+        "Cart Viewed",
+        "Checkout Started",
     }
 )
 PURCHASE_EVENTS = frozenset({"Order Completed", "Order Refunded"})
 MESSAGING_EVENTS = frozenset(
     {
-        "Message Sent", "Message Delivered", "Message Opened", "Message Clicked", "Message Bounced",
-        "Message Replied", "Unsubscribed",
+        "Message Sent",
+        "Message Delivered",
+        "Message Opened",
+        "Message Clicked",
+        "Message Bounced",
+        "Message Replied",
+        "Unsubscribed",
     }
 )
 CUSTOMER_EVENTS = frozenset({"Consent Updated", "Deletion Requested"})

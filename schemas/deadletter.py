@@ -32,6 +32,11 @@ def processing_failure(record, error: BaseException, *, failed_at: float) -> Dea
     """The dead letter for an input (``topic``, ``partition``, ``offset``, ``value``) whose processing raised."""
     raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
     return DeadLetter(
-        reason=PROCESSING_FAILED, detail=f"{type(error).__name__}: {error}"[:500], source_topic=record.topic,
-        source_partition=record.partition, source_offset=record.offset, failed_at=failed_at, original=raw,
+        reason=PROCESSING_FAILED,
+        detail=f"{type(error).__name__}: {error}"[:500],
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        failed_at=failed_at,
+        original=raw,
     )

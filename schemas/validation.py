@@ -13,7 +13,7 @@ the canonical ``Message …`` names with ``channel="email"``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -35,8 +35,17 @@ from schemas.catalog import (
 from schemas.events import CLICKSTREAM, CUSTOMER, OTHER, SEGMENT_TYPES, Event
 
 __all__ = [
-    "CLICKSTREAM_EVENTS", "CUSTOMER_EVENTS", "MESSAGING_EVENTS", "PURCHASE_EVENTS", "REASONS",
-    "ContractLimits", "canonical_event_name", "decode_event", "family_of", "parse_timestamp", "to_minor_units",
+    "CLICKSTREAM_EVENTS",
+    "CUSTOMER_EVENTS",
+    "MESSAGING_EVENTS",
+    "PURCHASE_EVENTS",
+    "REASONS",
+    "ContractLimits",
+    "canonical_event_name",
+    "decode_event",
+    "family_of",
+    "parse_timestamp",
+    "to_minor_units",
 ]
 
 # Every reason code ``decode_event`` can raise, with what it means (the CONTRACT.md table mirrors this).
@@ -95,12 +104,14 @@ def family_of(event_type: str, event_name: str | None) -> str:
 def parse_timestamp(value: Any) -> float:
     """ISO-8601 (Segment's form) or epoch seconds/milliseconds → UTC epoch seconds."""
     if isinstance(value, bool):
-        raise InvalidEvent("bad_timestamp", "timestamp is a boolean")
+        msg = "bad_timestamp"
+        raise InvalidEvent(msg, "timestamp is a boolean")
     if isinstance(value, (int, float)):
         return float(value) / 1000.0 if value > 1e11 else float(value)
     if not isinstance(value, str):
         detail = f"timestamp has type {type(value).__name__}"
-        raise InvalidEvent("bad_timestamp", detail)
+        msg = "bad_timestamp"
+        raise InvalidEvent(msg, detail)
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -108,31 +119,36 @@ def parse_timestamp(value: Any) -> float:
         parsed = datetime.fromisoformat(text)
         if parsed.tzinfo is None:
             # Segment timestamps without an offset are UTC.
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
     except (ValueError, OverflowError):
         detail = f"unparseable timestamp {value[:40]!r}"
-        raise InvalidEvent("bad_timestamp", detail) from None
+        msg = "bad_timestamp"
+        raise InvalidEvent(msg, detail) from None
 
 
 def to_minor_units(amount: Any, field: str, max_amount: float = ContractLimits.max_amount) -> int:
     """A decimal currency amount → integer minor units (cents)."""
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
         detail = f"{field} is not a number"
-        raise InvalidEvent("wrong_type", detail)
+        msg = "wrong_type"
+        raise InvalidEvent(msg, detail)
     if amount < 0 or amount > max_amount:
         detail = f"{field}={amount} is negative or absurd"
-        raise InvalidEvent("bad_amount", detail)
+        msg = "bad_amount"
+        raise InvalidEvent(msg, detail)
     return round(amount * 100)
 
 
 def _to_quantity(value: Any, field: str, limits: ContractLimits) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         detail = f"{field} is not a number"
-        raise InvalidEvent("wrong_type", detail)
+        msg = "wrong_type"
+        raise InvalidEvent(msg, detail)
     if value < 0 or value > limits.max_quantity or value != int(value):
         detail = f"{field}={value} is negative, fractional or absurd"
-        raise InvalidEvent("bad_quantity", detail)
+        msg = "bad_quantity"
+        raise InvalidEvent(msg, detail)
     return int(value)
 
 
@@ -142,7 +158,8 @@ def _to_id(value: Any, field: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     detail = f"{field} must be a string or integer"
-    raise InvalidEvent("bad_id", detail)
+    msg = "bad_id"
+    raise InvalidEvent(msg, detail)
 
 
 def _optional_id(payload: dict, key: str) -> str | None:
@@ -158,7 +175,8 @@ def _dict_field(payload: dict, key: str) -> dict:
         return {}
     if not isinstance(value, dict):
         detail = f"{key} must be an object"
-        raise InvalidEvent("wrong_type", detail)
+        msg = "wrong_type"
+        raise InvalidEvent(msg, detail)
     return value
 
 
@@ -190,13 +208,15 @@ def _check_shape(raw: bytes, payload: dict, limits: ContractLimits) -> None:
         node, depth = stack.pop()
         if depth > limits.max_depth:
             detail = f"nested deeper than {limits.max_depth}"
-            raise InvalidEvent("too_deep", detail)
+            msg = "too_deep"
+            raise InvalidEvent(msg, detail)
         if isinstance(node, dict):
             children = node.values()
         else:
             if len(node) > limits.max_array_length:
                 detail = f"array of {len(node)} items > {limits.max_array_length}"
-                raise InvalidEvent("array_too_long", detail)
+                msg = "array_too_long"
+                raise InvalidEvent(msg, detail)
             children = node
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
@@ -224,7 +244,8 @@ def _normalise_values(values: dict, limits: ContractLimits, where: str) -> dict:
     if currency is not None:
         if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha() or not currency.isascii():
             detail = f"{where}.currency={str(currency)[:10]!r}"
-            raise InvalidEvent("bad_currency", detail)
+            msg = "bad_currency"
+            raise InvalidEvent(msg, detail)
         normalised["currency"] = currency.upper()
     return normalised
 
@@ -235,12 +256,14 @@ def _normalise_properties(properties: dict, limits: ContractLimits) -> dict:
     if products is not None:
         if not isinstance(products, list):
             detail = "properties.products must be an array"
-            raise InvalidEvent("wrong_type", detail)
+            msg = "wrong_type"
+            raise InvalidEvent(msg, detail)
         items = []
         for index, item in enumerate(products):
             if not isinstance(item, dict):
                 detail = f"properties.products[{index}] must be an object"
-                raise InvalidEvent("wrong_type", detail)
+                msg = "wrong_type"
+                raise InvalidEvent(msg, detail)
             items.append(_normalise_values(item, limits, f"properties.products[{index}]"))
         normalised["products"] = items
     return normalised
@@ -250,7 +273,8 @@ def _require(properties: dict, key: str) -> Any:
     value = properties.get(key)
     if value is None or value == "":
         detail = f"properties.{key}"
-        raise InvalidEvent("missing_field", detail)
+        msg = "missing_field"
+        raise InvalidEvent(msg, detail)
     return value
 
 
@@ -258,7 +282,8 @@ def _require_channel(properties: dict, key: str = "channel") -> None:
     channel = _require(properties, key)
     if channel not in CHANNELS:
         detail = f"properties.{key}={str(channel)[:20]!r}"
-        raise InvalidEvent("bad_channel", detail)
+        msg = "bad_channel"
+        raise InvalidEvent(msg, detail)
 
 
 def _check_track_properties(name: str, properties: dict) -> dict:
@@ -270,16 +295,19 @@ def _check_track_properties(name: str, properties: dict) -> dict:
     elif name == "Products Searched":
         if not isinstance(_require(properties, "query"), str):
             detail = "properties.query must be a string"
-            raise InvalidEvent("wrong_type", detail)
+            msg = "wrong_type"
+            raise InvalidEvent(msg, detail)
     elif name == "Order Completed":
         products = properties.get("products")
         if not products and properties.get("total") is None and properties.get("revenue") is None:
             detail = "Order Completed needs properties.products or properties.total"
-            raise InvalidEvent("missing_field", detail)
+            msg = "missing_field"
+            raise InvalidEvent(msg, detail)
         for index, item in enumerate(products or ()):
             if item.get("product_id") in (None, ""):
                 detail = f"properties.products[{index}].product_id"
-                raise InvalidEvent("missing_field", detail)
+                msg = "missing_field"
+                raise InvalidEvent(msg, detail)
     elif name == "Order Refunded":
         _require(properties, "order_id")
     elif name in MESSAGING_EVENTS:
@@ -292,7 +320,8 @@ def _check_track_properties(name: str, properties: dict) -> dict:
         granted = _require(properties, "granted")
         if not isinstance(granted, bool):
             detail = "properties.granted must be a boolean"
-            raise InvalidEvent("wrong_type", detail)
+            msg = "wrong_type"
+            raise InvalidEvent(msg, detail)
     return properties
 
 
@@ -307,22 +336,26 @@ def _normalise_traits(traits: dict, limits: ContractLimits) -> dict:
         value = normalised.get(key)
         if value is not None and not isinstance(value, str):
             detail = f"traits.{key} must be a string"
-            raise InvalidEvent("wrong_type", detail)
+            msg = "wrong_type"
+            raise InvalidEvent(msg, detail)
     email = normalised.get("email")
     if email is not None:
         email = email.strip().lower()
         if "@" not in email:
             detail = "traits.email has no @"
-            raise InvalidEvent("bad_value", detail)
+            msg = "bad_value"
+            raise InvalidEvent(msg, detail)
         normalised["email"] = email
     age = normalised.get("age")
     if age is not None:
         if isinstance(age, bool) or not isinstance(age, (int, float)):
             detail = "traits.age is not a number"
-            raise InvalidEvent("wrong_type", detail)
+            msg = "wrong_type"
+            raise InvalidEvent(msg, detail)
         if age < 0 or age > limits.max_age or age != int(age):
             detail = f"traits.age={age}"
-            raise InvalidEvent("bad_value", detail)
+            msg = "bad_value"
+            raise InvalidEvent(msg, detail)
         normalised["age"] = int(age)
     birthday = normalised.get("birthday")
     if birthday is not None:
@@ -330,11 +363,13 @@ def _normalise_traits(traits: dict, limits: ContractLimits) -> dict:
             date.fromisoformat(birthday[:10])
         except ValueError:
             detail = f"traits.birthday={birthday[:20]!r}"
-            raise InvalidEvent("bad_value", detail) from None
+            msg = "bad_value"
+            raise InvalidEvent(msg, detail) from None
     preferred = normalised.get("preferred_channel")
     if preferred is not None and preferred not in CHANNELS:
         detail = f"traits.preferred_channel={str(preferred)[:20]!r}"
-        raise InvalidEvent("bad_channel", detail)
+        msg = "bad_channel"
+        raise InvalidEvent(msg, detail)
     return normalised
 
 
@@ -342,40 +377,50 @@ def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLim
     """Bytes of one Segment Spec call → a normalised ``Event``; raises ``InvalidEvent``."""
     if len(raw) > limits.max_event_bytes:
         detail = f"{len(raw)} bytes > {limits.max_event_bytes}"
-        raise InvalidEvent("oversized", detail)
+        msg = "oversized"
+        raise InvalidEvent(msg, detail)
     payload = _parse_json(raw)
     if not isinstance(payload, dict):
         detail = f"top level is {type(payload).__name__}"
-        raise InvalidEvent("not_an_object", detail)
+        msg = "not_an_object"
+        raise InvalidEvent(msg, detail)
     _check_shape(raw, payload, limits)
     event_type = payload.get("type")
     if not isinstance(event_type, str) or event_type not in SEGMENT_TYPES:
         detail = f"type={str(event_type)[:40]!r}"
-        raise InvalidEvent("unknown_type", detail)
+        msg = "unknown_type"
+        raise InvalidEvent(msg, detail)
     message_id = _optional_id(payload, "messageId")
     if message_id is None:
-        raise InvalidEvent("missing_field", "messageId")
+        msg = "missing_field"
+        raise InvalidEvent(msg, "messageId")
     user_id = _optional_id(payload, "userId")
     anonymous_id = _optional_id(payload, "anonymousId")
     if user_id is None and anonymous_id is None:
-        raise InvalidEvent("missing_identity", "neither userId nor anonymousId")
+        msg = "missing_identity"
+        raise InvalidEvent(msg, "neither userId nor anonymousId")
     if "timestamp" not in payload:
-        raise InvalidEvent("missing_field", "timestamp")
+        msg = "missing_field"
+        raise InvalidEvent(msg, "timestamp")
     timestamp = parse_timestamp(payload["timestamp"])
     if timestamp > now + limits.max_future_skew_s:
         detail = f"timestamp {timestamp:.0f} is more than {limits.max_future_skew_s:.0f}s in the future"
-        raise InvalidEvent("timestamp_skew", detail)
+        msg = "timestamp_skew"
+        raise InvalidEvent(msg, detail)
     if timestamp < now - limits.max_past_skew_s:
         detail = f"timestamp {timestamp:.0f} is more than {limits.max_past_skew_s:.0f}s in the past"
-        raise InvalidEvent("timestamp_skew", detail)
+        msg = "timestamp_skew"
+        raise InvalidEvent(msg, detail)
     properties = _normalise_properties(_dict_field(payload, "properties"), limits)
     event_name: Any = None
     if event_type == "track":
         event_name = payload.get("event")
         if event_name is None or event_name == "":
-            raise InvalidEvent("missing_field", "event")
+            msg = "missing_field"
+            raise InvalidEvent(msg, "event")
         if not isinstance(event_name, str):
-            raise InvalidEvent("wrong_type", "event must be a string")
+            msg = "wrong_type"
+            raise InvalidEvent(msg, "event must be a string")
         if event_name in EMAIL_ALIASES:
             event_name = EMAIL_ALIASES[event_name]
             properties["channel"] = "email"
@@ -383,10 +428,12 @@ def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLim
     elif event_type in ("page", "screen"):
         event_name = payload.get("name")
         if event_name is not None and not isinstance(event_name, str):
-            raise InvalidEvent("wrong_type", "name must be a string")
+            msg = "wrong_type"
+            raise InvalidEvent(msg, "name must be a string")
     previous_id = _optional_id(payload, "previousId")
     if event_type == "alias" and (previous_id is None or user_id is None):
-        raise InvalidEvent("missing_field", "alias needs previousId and userId")
+        msg = "missing_field"
+        raise InvalidEvent(msg, "alias needs previousId and userId")
     return Event(
         type=event_type,
         message_id=message_id,

@@ -18,8 +18,10 @@ def _cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "start":
         pid = kafka_local.start(settings)
-        print(f"Kafka running, pid {pid}, bootstrap 127.0.0.1:{settings.kafka_port}, "
-              f"log {kafka_local.broker_paths(settings).run_dir / 'server.log'}")
+        print(
+            f"Kafka running, pid {pid}, bootstrap 127.0.0.1:{settings.kafka_port}, "
+            f"log {kafka_local.broker_paths(settings).run_dir / 'server.log'}"
+        )
     elif args.action == "stop":
         stopped = kafka_local.stop(settings)
         print("Kafka stopped" if stopped else "Kafka was not running")
@@ -55,7 +57,11 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 # Modules that add their own subcommands: each has ``register(subparsers)`` setting ``handler(args, settings)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "streams.produce", "streams.generate", "streams.demo", "streams.segments_cli", "streams.train_cli",
+    "streams.produce",
+    "streams.generate",
+    "streams.demo",
+    "streams.segments_cli",
+    "streams.train_cli",
 )
 
 

@@ -36,8 +36,17 @@ DEMO_DIR = Path("var/demo")
 
 def _worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCDP_")}
-    for name in ("broker_url", "data_dir", "web_port", "api_token", "cart_abandonment_delay_s",
-                 "trigger_scan_interval_s", "topic_partitions", "app_id", "pii_hash_key"):
+    for name in (
+        "broker_url",
+        "data_dir",
+        "web_port",
+        "api_token",
+        "cart_abandonment_delay_s",
+        "trigger_scan_interval_s",
+        "topic_partitions",
+        "app_id",
+        "pii_hash_key",
+    ):
         env[f"STREAMCDP_{name.upper()}"] = str(getattr(settings, name))
     env["STREAMCDP_LOG_LEVEL"] = "warning"
     return env
@@ -68,10 +77,14 @@ def _stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
 
 
 def _format_trigger(trigger: dict) -> str:
-    items = ", ".join(f"{item['quantity']}× {item.get('name') or item['product_id']}" for item in trigger.get("items", []))
+    items = ", ".join(
+        f"{item['quantity']}× {item.get('name') or item['product_id']}" for item in trigger.get("items", [])
+    )
     value = trigger.get("cart_value", 0) / 100
-    return (f"  → {trigger['kind']:<18} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
-            f"€{value:>8.2f}  [{items[:70]}]")
+    return (
+        f"  → {trigger['kind']:<18} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
+        f"€{value:>8.2f}  [{items[:70]}]"
+    )
 
 
 async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float, linger_s: float) -> dict:
@@ -80,8 +93,13 @@ async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float
 
     names = topic_names(settings)
     trigger_topics = [names.triggers(channel) for channel in (*CHANNELS, "holdout")]
-    consumer = AIOKafkaConsumer(*trigger_topics, names.deadletter, bootstrap_servers=settings.broker_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        *trigger_topics,
+        names.deadletter,
+        bootstrap_servers=settings.broker_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=settings.broker_bootstrap, linger_ms=5, acks="all")
     await consumer.start()
     await producer.start()
@@ -161,29 +179,47 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
         shutil.rmtree(DEMO_DIR)
     DEMO_DIR.mkdir(parents=True)
     kafka_port = kafka_local.free_port()
-    settings = settings.model_copy(update={
-        "kafka_port": kafka_port, "kafka_controller_port": kafka_local.free_port(),
-        "kafka_run_dir": DEMO_DIR / "kafka", "broker_url": f"kafka://127.0.0.1:{kafka_port}",
-        "data_dir": DEMO_DIR / "data", "web_port": kafka_local.free_port(), "app_id": "streamcdp-demo",
-        "cart_abandonment_delay_s": 5.0, "trigger_scan_interval_s": 0.5,
-    })
-    workload = generate_workload(WorkloadConfig(start=time.time() - 86400, customers=customers, days=1.0,
-                                                seed=seed, corrupt_fraction=0.01))
-    print(f"streamcdp demo: {len(workload.lines)} generated events of {customers} shoppers "
-          f"(pet shop + outdoor store, web, app and in-store), {workload.truth['corrupted']} corrupted on purpose")
+    settings = settings.model_copy(
+        update={
+            "kafka_port": kafka_port,
+            "kafka_controller_port": kafka_local.free_port(),
+            "kafka_run_dir": DEMO_DIR / "kafka",
+            "broker_url": f"kafka://127.0.0.1:{kafka_port}",
+            "data_dir": DEMO_DIR / "data",
+            "web_port": kafka_local.free_port(),
+            "app_id": "streamcdp-demo",
+            "cart_abandonment_delay_s": 5.0,
+            "trigger_scan_interval_s": 0.5,
+        }
+    )
+    workload = generate_workload(
+        WorkloadConfig(start=time.time() - 86400, customers=customers, days=1.0, seed=seed, corrupt_fraction=0.01)
+    )
+    print(
+        f"streamcdp demo: {len(workload.lines)} generated events of {customers} shoppers "
+        f"(pet shop + outdoor store, web, app and in-store), {workload.truth['corrupted']} corrupted on purpose"
+    )
     print(f"starting Kafka {settings.kafka_version} on 127.0.0.1:{kafka_port} …", flush=True)
     kafka_local.start(settings)
     worker_log = DEMO_DIR / "worker.log"
     worker: subprocess.Popen | None = None
     try:
         with worker_log.open("ab") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=_worker_env(settings),
-                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=_worker_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         print(f"starting a worker (pid {worker.pid}, log {worker_log}) …", flush=True)
         _wait_ready(settings, worker, worker_log)
-        print(f"worker ready; API on http://127.0.0.1:{settings.web_port}. Playing one day in {seconds:.0f}s; "
-              f"triggers as they arrive:\n", flush=True)
+        print(
+            f"worker ready; API on http://127.0.0.1:{settings.web_port}. Playing one day in {seconds:.0f}s; "
+            f"triggers as they arrive:\n",
+            flush=True,
+        )
         result = asyncio.run(_play_and_watch(settings, workload.lines, seconds, settings.cart_abandonment_delay_s + 4))
         _print_summary(settings, workload.truth, result)
     finally:
@@ -201,16 +237,20 @@ def _print_summary(settings: Settings, truth: dict, result: dict) -> None:
     print(f"  dead-lettered        {counts.pop('dead-lettered', 0)} (corrupted on purpose: {truth['corrupted']})")
     for label, count in sorted(counts.items()):
         print(f"  {label:<20} {count}")
-    buyers = sorted((p for p in truth["profiles"] if p.get("orders") and not p.get("deleted")),
-                    key=lambda p: -p["revenue"])[:1]
+    buyers = sorted(
+        (p for p in truth["profiles"] if p.get("orders") and not p.get("deleted")), key=lambda p: -p["revenue"]
+    )[:1]
     for expected in buyers:
-        status, body = http_get(f"http://127.0.0.1:{settings.web_port}/profiles/{expected['user_id']}",
-                                 token=settings.api_token)
+        status, body = http_get(
+            f"http://127.0.0.1:{settings.web_port}/profiles/{expected['user_id']}", token=settings.api_token
+        )
         if status == 200:
             profile = orjson.loads(body)
-            print(f"  top buyer profile    {expected['user_id']}: {profile.get('orders')} orders, "
-                  f"€{profile.get('revenue', 0) / 100:.2f} (generator truth: {expected['orders']} orders, "
-                  f"€{expected['revenue'] / 100:.2f})")
+            print(
+                f"  top buyer profile    {expected['user_id']}: {profile.get('orders')} orders, "
+                f"€{profile.get('revenue', 0) / 100:.2f} (generator truth: {expected['orders']} orders, "
+                f"€{expected['revenue'] / 100:.2f})"
+            )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -218,5 +258,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--customers", type=int, default=150)
     parser.add_argument("--seconds", type=float, default=30.0, help="wall time into which one day is compressed")
     parser.add_argument("--seed", type=int, default=7)
-    parser.set_defaults(handler=lambda args, settings: run_demo(settings, customers=args.customers,
-                                                                seconds=args.seconds, seed=args.seed))
+    parser.set_defaults(
+        handler=lambda args, settings: run_demo(
+            settings, customers=args.customers, seconds=args.seconds, seed=args.seed
+        )
+    )

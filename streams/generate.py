@@ -46,8 +46,11 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         message = "give --out FILE (or - for stdout) and/or --produce"
         raise StreamcdpError(message)
     config = WorkloadConfig(
-        start=parse_start(args.start, args.days, time.time()), customers=args.customers, days=args.days,
-        seed=args.seed, corrupt_fraction=args.corrupt_fraction,
+        start=parse_start(args.start, args.days, time.time()),
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        corrupt_fraction=args.corrupt_fraction,
     )
     began = time.perf_counter()
     workload = generate_workload(config)
@@ -92,9 +95,10 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "generate", help="a seeded synthetic pet-shop and outdoor-retail workload (JSONL or Kafka)",
+        "generate",
+        help="a seeded synthetic pet-shop and outdoor-retail workload (JSONL or Kafka)",
         description="Deterministic synthetic Segment Spec events for --customers shoppers over --days days, "
-                    "in timestamp order, with a ground-truth file (rules inside it).",
+        "in timestamp order, with a ground-truth file (rules inside it).",
     )
     parser.add_argument("--customers", type=int, default=100, help="number of shoppers (default 100)")
     parser.add_argument("--days", type=float, default=30.0, help="length of the simulated window (default 30)")
@@ -104,6 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None, help="JSONL output file, - for stdout")
     parser.add_argument("--produce", action="store_true", help="send to the inbound topics (settings' broker)")
     parser.add_argument("--truth", default=None, help="write the ground truth (JSON) to this file")
-    parser.add_argument("--corrupt-fraction", type=float, default=0.0,
-                        help="extra corrupted lines, as a fraction of the valid events (counted in the truth)")
+    parser.add_argument(
+        "--corrupt-fraction",
+        type=float,
+        default=0.0,
+        help="extra corrupted lines, as a fraction of the valid events (counted in the truth)",
+    )
     parser.set_defaults(handler=_cmd_generate)

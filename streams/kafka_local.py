@@ -140,8 +140,16 @@ def ensure_jars(settings: Settings) -> Path:
     lg, la, lv = _LOGGING_ARTIFACT
     pom.write_text(_POM_TEMPLATE.format(kafka=settings.kafka_version, lg=lg, la=la, lv=lv))
     log.info("resolving Apache Kafka %s jars from Maven Central into %s", settings.kafka_version, paths.libs)
-    cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-           f"-DoutputDirectory={paths.libs}", "-DincludeScope=runtime"]
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={paths.libs}",
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         msg = f"Maven could not resolve the Kafka jars (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
@@ -201,7 +209,7 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """True when the broker answers a metadata request (not merely accepts TCP)."""
     from kafka import KafkaAdminClient
 
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
     try:
         # A refused TCP connect answers at once; kafka-python would back off for seconds instead.
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
@@ -230,8 +238,17 @@ def _format_storage(java: str, paths: BrokerPaths) -> None:
         return
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     # "--cluster-id=ID", not "-t ID": one id in 32 starts with "-", which argparse takes for an option.
-    cmd = [java, "-cp", f"{paths.libs}/*", f"-Dlog4j.configuration=file:{paths.log4j_file}",
-           "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(paths.config_file)]
+    cmd = [
+        java,
+        "-cp",
+        f"{paths.libs}/*",
+        f"-Dlog4j.configuration=file:{paths.log4j_file}",
+        "kafka.tools.StorageTool",
+        "format",
+        f"--cluster-id={cluster_id}",
+        "-c",
+        str(paths.config_file),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         msg = f"formatting KRaft storage failed: {result.stdout[-1500:]}{result.stderr[-1500:]}"
@@ -256,12 +273,22 @@ def start(settings: Settings, wait_s: float = 90.0) -> int:
     paths.config_file.write_text(broker_properties(settings, paths.storage_dir))
     paths.log4j_file.write_text(_LOG4J_PROPERTIES.format(log_file=paths.run_dir / "server.log"))
     _format_storage(java, paths)
-    cmd = [java, f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
-           "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{paths.log4j_file}",
-           "-cp", f"{paths.libs}/*", "kafka.Kafka", str(paths.config_file)]
+    cmd = [
+        java,
+        f"-Xmx{settings.kafka_heap}",
+        f"-Xms{settings.kafka_heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{paths.log4j_file}",
+        "-cp",
+        f"{paths.libs}/*",
+        "kafka.Kafka",
+        str(paths.config_file),
+    ]
     with paths.log_file.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     paths.pid_file.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -270,8 +297,13 @@ def start(settings: Settings, wait_s: float = 90.0) -> int:
             msg = f"the Kafka broker exited with code {proc.returncode}; see {paths.log_file} and {paths.run_dir / 'server.log'}"
             raise LocalKafkaError(msg)
         if broker_answers(bootstrap):
-            log.info("Kafka %s up on %s (pid %s); log: %s", settings.kafka_version, bootstrap, proc.pid,
-                     paths.run_dir / "server.log")
+            log.info(
+                "Kafka %s up on %s (pid %s); log: %s",
+                settings.kafka_version,
+                bootstrap,
+                proc.pid,
+                paths.run_dir / "server.log",
+            )
             return proc.pid
         time.sleep(0.5)
     stop(settings)

@@ -19,36 +19,49 @@ events_unknown = Counter(
     "streamcdp_events_unknown_total", "Valid track events of a name streamcdp does not model.", registry=registry
 )
 events_deadlettered = Counter(
-    "streamcdp_events_deadlettered_total", "Inbound messages sent to the dead-letter topic, by reason.",
-    ["reason"], registry=registry,
+    "streamcdp_events_deadlettered_total",
+    "Inbound messages sent to the dead-letter topic, by reason.",
+    ["reason"],
+    registry=registry,
 )
 profile_commands = Counter(
-    "streamcdp_profile_commands_total", "Commands handled by the profile stage, by command type.", ["kind"],
+    "streamcdp_profile_commands_total",
+    "Commands handled by the profile stage, by command type.",
+    ["kind"],
     registry=registry,
 )
 profile_notes = Counter(
     "streamcdp_profile_outcomes_total",
     "Outcomes of the profile stage (applied, duplicate, forwarded, linked, overmerge_blocked, forgotten, ...).",
-    ["outcome"], registry=registry,
+    ["outcome"],
+    registry=registry,
 )
 audience_changes = Counter(
-    "streamcdp_audience_changes_total", "Records published on segments.changes, by kind (segment, score).",
-    ["kind"], registry=registry,
+    "streamcdp_audience_changes_total",
+    "Records published on segments.changes, by kind (segment, score).",
+    ["kind"],
+    registry=registry,
 )
 triggers_emitted = Counter(
-    "streamcdp_triggers_emitted_total", "Triggers published, by kind and channel.", ["kind", "channel"],
+    "streamcdp_triggers_emitted_total",
+    "Triggers published, by kind and channel.",
+    ["kind", "channel"],
     registry=registry,
 )
 wakeups_indexed = Gauge(
     "streamcdp_wakeups_indexed", "Entries in this worker's wake-up index at its last rebuild.", registry=registry
 )
 event_lag_seconds = Histogram(
-    "streamcdp_event_lag_seconds", "Event timestamp → profile updated, for events younger than an hour.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry,
+    "streamcdp_event_lag_seconds",
+    "Event timestamp → profile updated, for events younger than an hour.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=registry,
 )
 flush_seconds = Histogram(
-    "streamcdp_flush_seconds", "One flush: outputs sent and acknowledged, changelog written, offsets committed.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry,
+    "streamcdp_flush_seconds",
+    "One flush: outputs sent and acknowledged, changelog written, offsets committed.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=registry,
 )
 outputs_sent = Counter(
     "streamcdp_outputs_sent_total",
@@ -56,7 +69,8 @@ outputs_sent = Counter(
     registry=registry,
 )
 changelog_records = Counter(
-    "streamcdp_changelog_records_total", "State records written to the changelog (one per dirty key per flush).",
+    "streamcdp_changelog_records_total",
+    "State records written to the changelog (one per dirty key per flush).",
     registry=registry,
 )
 restored_records = Counter(
@@ -65,11 +79,10 @@ restored_records = Counter(
 forwards = Counter(
     "streamcdp_forwards_total",
     "Commands the profile stage addressed to another key: applied in place (partition held here) or via Kafka.",
-    ["path"], registry=registry,
+    ["path"],
+    registry=registry,
 )
-assigned_partitions = Gauge(
-    "streamcdp_assigned_partitions", "State partitions this worker holds.", registry=registry
-)
+assigned_partitions = Gauge("streamcdp_assigned_partitions", "State partitions this worker holds.", registry=registry)
 
 
 @cache

@@ -58,13 +58,18 @@ class ProduceSummary:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        return (f"sent {self.sent}, rejected {self.rejected}, failed {self.failed}, "
-                f"{self.seconds:.2f} s, {self.rate:.0f} events/s")
+        return (
+            f"sent {self.sent}, rejected {self.rejected}, failed {self.failed}, "
+            f"{self.seconds:.2f} s, {self.rate:.0f} events/s"
+        )
 
 
 def contract_limits(settings: Settings) -> ContractLimits:
-    return ContractLimits(max_event_bytes=settings.max_event_bytes, max_future_skew_s=settings.max_future_skew_s,
-                          max_past_skew_s=settings.max_past_skew_s)
+    return ContractLimits(
+        max_event_bytes=settings.max_event_bytes,
+        max_future_skew_s=settings.max_future_skew_s,
+        max_past_skew_s=settings.max_past_skew_s,
+    )
 
 
 def _routing_key(payload: dict) -> bytes | None:
@@ -75,8 +80,16 @@ def _routing_key(payload: dict) -> bytes | None:
     return None
 
 
-def route_line(line: bytes, *, topics: TopicNames, validate: bool = False, raw: bool = False,
-               topic: str | None = None, now: float = 0.0, limits: ContractLimits = ContractLimits()) -> Routed | Rejected:
+def route_line(
+    line: bytes,
+    *,
+    topics: TopicNames,
+    validate: bool = False,
+    raw: bool = False,
+    topic: str | None = None,
+    now: float = 0.0,
+    limits: ContractLimits = ContractLimits(),
+) -> Routed | Rejected:
     """Where one JSONL line goes (topic, key, its bytes) or why it is not sent; ``now`` is for ``validate``."""
     value = line.rstrip(b"\r\n")
     if validate:
@@ -141,10 +154,16 @@ class Progress:
             self.stream.flush()
 
 
-def produce_lines(numbered_lines: Iterable[tuple[str, int, bytes]], route: Callable[[bytes], Routed | Rejected],
-                  send: Callable[[Routed], None], *, rate: float = 0.0, progress: Progress | None = None,
-                  clock: Callable[[], float] = time.monotonic,
-                  sleep: Callable[[float], None] = time.sleep) -> ProduceSummary:
+def produce_lines(
+    numbered_lines: Iterable[tuple[str, int, bytes]],
+    route: Callable[[bytes], Routed | Rejected],
+    send: Callable[[Routed], None],
+    *,
+    rate: float = 0.0,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ProduceSummary:
     """Route and send every non-blank line; rejected lines are counted and remembered, not sent."""
     summary = ProduceSummary()
     started = clock()
@@ -205,8 +224,12 @@ class KafkaSender:
 
         async def make_producer() -> AIOKafkaProducer:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.broker_bootstrap, client_id="streamcdp-produce", acks=1,
-                enable_idempotence=False, max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
+                bootstrap_servers=settings.broker_bootstrap,
+                client_id="streamcdp-produce",
+                acks=1,
+                enable_idempotence=False,
+                max_batch_size=512 * 1024,
+                max_request_size=4 * 1024 * 1024,
                 compression_type=compression,
             )
             try:
@@ -320,16 +343,18 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     limits = contract_limits(settings)
 
     def route(line: bytes) -> Routed | Rejected:
-        return route_line(line, topics=topics, validate=args.validate, raw=args.raw, topic=args.topic,
-                          now=time.time(), limits=limits)
+        return route_line(
+            line, topics=topics, validate=args.validate, raw=args.raw, topic=args.topic, now=time.time(), limits=limits
+        )
 
     if not args.no_create_topics:
         create_topics(settings)
     sender = KafkaSender(settings)
     progress = Progress(sys.stderr)
     try:
-        summary = produce_lines(read_lines(args.files, sys.stdin.buffer), route, sender.send, rate=args.rate,
-                                progress=progress)
+        summary = produce_lines(
+            read_lines(args.files, sys.stdin.buffer), route, sender.send, rate=args.rate, progress=progress
+        )
     finally:
         failed = sender.close()
         progress.done()
@@ -340,13 +365,16 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "produce", help="send JSONL events to the inbound topics",
+        "produce",
+        help="send JSONL events to the inbound topics",
         description="Send JSONL Segment Spec events (files or stdin) to events.<family>, keyed by userId or "
-                    "anonymousId. Exit status 1 when a line was rejected or not acknowledged.",
+        "anonymousId. Exit status 1 when a line was rejected or not acknowledged.",
     )
     parser.add_argument("files", nargs="*", help="JSONL files (none or '-': stdin)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--validate", action="store_true", help="check each line against the contract; don't send rejects")
+    mode.add_argument(
+        "--validate", action="store_true", help="check each line against the contract; don't send rejects"
+    )
     mode.add_argument("--raw", action="store_true", help="send every line as-is, even unparseable ones")
     parser.add_argument("--topic", default=None, help="send everything to this topic instead of events.<family>")
     parser.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")

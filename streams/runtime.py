@@ -90,18 +90,32 @@ class Runtime(ConsumerRebalanceListener):
         self._local: deque[tuple[PartitionStore, bytes, object]] = deque()
         bootstrap = settings.broker_bootstrap
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-            max_batch_size=512 * 1024, client_id=f"{settings.app_id}-worker",
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            client_id=f"{settings.app_id}-worker",
         )
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=settings.app_id, client_id=f"{settings.app_id}-worker",
-            enable_auto_commit=False, auto_offset_reset="earliest", partition_assignment_strategy=(self.assignor,),
-            session_timeout_ms=10_000, heartbeat_interval_ms=3_000, max_poll_interval_ms=300_000,
+            bootstrap_servers=bootstrap,
+            group_id=settings.app_id,
+            client_id=f"{settings.app_id}-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(self.assignor,),
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            max_poll_interval_ms=300_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.restorer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-            client_id=f"{settings.app_id}-restore", max_partition_fetch_bytes=8 * 1024 * 1024,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{settings.app_id}-restore",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
         )
 
     def _partition_count(self, topic: str) -> int | None:
@@ -178,8 +192,11 @@ class Runtime(ConsumerRebalanceListener):
                 if routed is None:
                     continue
                 key, command = routed
-                if (store is not None and self._in_place is not None
-                        and self._in_place.applies(record.topic, record.partition, record.key, key)):
+                if (
+                    store is not None
+                    and self._in_place is not None
+                    and self._in_place.applies(record.topic, record.partition, record.key, key)
+                ):
                     self._apply(store, key, command, now, record)
                 else:
                     self.outbox.send(self.topics.profile_commands, key, encode_command(command))
@@ -198,16 +215,25 @@ class Runtime(ConsumerRebalanceListener):
         while local:
             store, key, command = local.popleft()
             try:
-                handle_command(store, key, command, now=now, policy=self.policy, topics=self.topics,
-                               outbox=self.outbox, forward=self._forward)
-            except Exception as exc:  # noqa: BLE001  (a bug must not stall the partition: park the input, go on)
+                handle_command(
+                    store,
+                    key,
+                    command,
+                    now=now,
+                    policy=self.policy,
+                    topics=self.topics,
+                    outbox=self.outbox,
+                    forward=self._forward,
+                )
+            except Exception as exc:
                 log.exception("processing failed for key %r (%s)", key, type(command).__name__)
                 metrics.child(metrics.events_deadlettered, PROCESSING_FAILED).inc()
                 if record is not None and not dead_lettered:
                     dead_lettered = True
                     dead = processing_failure(record, exc, failed_at=time.time())
-                    self.outbox.send(self.topics.deadletter, record.key, encode_json(dead),
-                                     [("reason", PROCESSING_FAILED.encode())])
+                    self.outbox.send(
+                        self.topics.deadletter, record.key, encode_json(dead), [("reason", PROCESSING_FAILED.encode())]
+                    )
 
     def _forward(self, key: bytes, command) -> None:
         store = self.stores.get(self._owners(key))
@@ -297,7 +323,7 @@ class Runtime(ConsumerRebalanceListener):
             self._generation += 1
             try:
                 await self._flush()
-            except Exception:  # noqa: BLE001  (aiokafka would log it and go on with the rebalance)
+            except Exception:
                 log.exception("flush failed in a rebalance; the worker stops")
                 self.stop()
                 return
@@ -323,9 +349,15 @@ class Runtime(ConsumerRebalanceListener):
             metrics.wakeups_indexed.set(sum(len(store.due_index) for store in self.stores.values()))
             metrics.assigned_partitions.set(len(self.stores))
             self.ready = True
-            log.info("partitions assigned: %s; %d new, %d changelog records restored in %.1f s; "
-                     "%d profile(s) re-checked for changed definitions", sorted(wanted), len(new), restored,
-                     time.monotonic() - started, stale)
+            log.info(
+                "partitions assigned: %s; %d new, %d changelog records restored in %.1f s; "
+                "%d profile(s) re-checked for changed definitions",
+                sorted(wanted),
+                len(new),
+                restored,
+                time.monotonic() - started,
+                stale,
+            )
 
     async def _restore(self, partitions: list[int]) -> int:
         """Open the stores of ``partitions`` and bring each up to the end of its changelog partition."""
@@ -339,8 +371,12 @@ class Runtime(ConsumerRebalanceListener):
             store = PartitionStore(tp.partition, path, self.store_options)
             if store.changelog_offset >= ends[tp]:
                 # The changelog ends before what we wrote: it was deleted or recreated. Start over from it.
-                log.warning("store of partition %d is ahead of its changelog (%d ≥ %d): rebuilt from the changelog",
-                            tp.partition, store.changelog_offset, ends[tp])
+                log.warning(
+                    "store of partition %d is ahead of its changelog (%d ≥ %d): rebuilt from the changelog",
+                    tp.partition,
+                    store.changelog_offset,
+                    ends[tp],
+                )
                 store.close()
                 PartitionStore.wipe(path)
                 store = PartitionStore(tp.partition, path, self.store_options)

@@ -18,8 +18,10 @@ from streams.settings import Settings
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     definitions = load_definitions(args.file)
     grouped = sum(len(group.segments) for group in definitions.groups)
-    print(f"OK {args.file}: {len(definitions.independent)} independent segment(s), "
-          f"{len(definitions.groups)} waterfall group(s) with {grouped} segment(s)")
+    print(
+        f"OK {args.file}: {len(definitions.independent)} independent segment(s), "
+        f"{len(definitions.groups)} waterfall group(s) with {grouped} segment(s)"
+    )
     return 0
 
 
@@ -46,13 +48,15 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``segments check FILE`` and ``segments eval FILE --profile P --now T``."""
     parser = subparsers.add_parser(
-        "segments", help="check or try segment definitions",
+        "segments",
+        help="check or try segment definitions",
         description="Segment definitions (default config/segments.yaml). Rule functions:\n" + describe_functions(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="segments_action", required=True)
-    check = actions.add_parser("check", help="validate a definitions file: prints OK with counts, or the errors "
-                                              "(exit 2)")
+    check = actions.add_parser(
+        "check", help="validate a definitions file: prints OK with counts, or the errors (exit 2)"
+    )
     check.add_argument("file", nargs="?", default=str(DEFAULT_DEFINITIONS))
     check.set_defaults(handler=_check)
     evaluate = actions.add_parser("eval", help="evaluate the definitions against one profile (JSON view)")

@@ -19,10 +19,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMCDP_", frozen=True, extra="ignore")
 
     # --- Kafka -------------------------------------------------------------------------------
-    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap servers: `kafka://host:port[;kafka://host:port]`.")
+    broker_url: str = Field(
+        "kafka://127.0.0.1:9092", description="Kafka bootstrap servers: `kafka://host:port[;kafka://host:port]`."
+    )
     topic_prefix: str = Field("", description="Prefix for every topic name, e.g. `shop1.` (empty: none).")
     topic_partitions: int = Field(4, ge=1, description="Partitions of every topic the project creates.")
-    app_id: str = Field("streamcdp", description="Application id: the workers' consumer group and their changelog topic's name.")
+    app_id: str = Field(
+        "streamcdp", description="Application id: the workers' consumer group and their changelog topic's name."
+    )
 
     # --- Worker ------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var/data"), description="Where the worker keeps its RocksDB tables.")
@@ -34,11 +38,13 @@ class Settings(BaseSettings):
     )
     rocksdb_write_buffer_bytes: int = Field(16 * 1024 * 1024, description="RocksDB memtable size per partition store.")
     state_cache_keys: int = Field(
-        50_000, ge=100,
+        50_000,
+        ge=100,
         description="Decoded keys kept in memory per partition store (beyond it, clean ones are dropped after a flush).",
     )
     commit_interval_s: float = Field(
-        0.5, gt=0,
+        0.5,
+        gt=0,
         description="Longest time between flushes (outputs sent, changelog written, input offsets committed).",
     )
     flush_max_records: int = Field(
@@ -56,11 +62,14 @@ class Settings(BaseSettings):
     kafka_heap: str = Field("512m", description="JVM heap of the local broker.")
 
     # --- Ingestion -----------------------------------------------------------------------------
-    max_event_bytes: int = Field(64 * 1024, description="Largest accepted event payload; larger ones are dead-lettered.")
+    max_event_bytes: int = Field(
+        64 * 1024, description="Largest accepted event payload; larger ones are dead-lettered."
+    )
     max_future_skew_s: float = Field(300.0, description="How far in the future an event timestamp may be.")
     max_past_skew_s: float = Field(400 * 86400.0, description="How far in the past an event timestamp may be.")
     dedup_max_ids: int = Field(
-        256, ge=16,
+        256,
+        ge=16,
         description="Dedup window: each profile remembers its last N messageIds; a repeat within them is dropped.",
     )
 
@@ -80,14 +89,20 @@ class Settings(BaseSettings):
     api_token: str = Field("dev-token", description="Bearer token required to read profiles over HTTP.")
 
     # --- Segments and scores -------------------------------------------------------------------
-    segments_file: Path = Field(Path("config/segments.yaml"), description="Segment definitions (YAML); checked at start.")
-    model_file: Path = Field(Path("models/propensity-v1.json"), description="Propensity model file (`streamcdp train`).")
+    segments_file: Path = Field(
+        Path("config/segments.yaml"), description="Segment definitions (YAML); checked at start."
+    )
+    model_file: Path = Field(
+        Path("models/propensity-v1.json"), description="Propensity model file (`streamcdp train`)."
+    )
     audience_min_interval_s: float = Field(
-        1.0, ge=0.0,
+        1.0,
+        ge=0.0,
         description="Segments and scores are re-evaluated at most this often per customer; a burst is evaluated once at its end.",
     )
     audience_backlog_fraction: float = Field(
-        0.1, ge=0,
+        0.1,
+        ge=0,
         description="Behind live traffic, an event `lag` s old stretches that interval to `lag` × this "
         "(0: never), at most `STREAMCDP_AUDIENCE_MAX_INTERVAL_S`.",
     )
@@ -100,7 +115,9 @@ class Settings(BaseSettings):
     )
 
     # --- Triggers ------------------------------------------------------------------------------
-    cart_abandonment_delay_s: float = Field(1800.0, description="Idle time after the last cart change before a reminder.")
+    cart_abandonment_delay_s: float = Field(
+        1800.0, description="Idle time after the last cart change before a reminder."
+    )
     cart_abandonment_max_age_s: float = Field(
         3 * 86400.0, description="Carts idle longer than this are stale: replaying history does not mail them."
     )

@@ -80,8 +80,14 @@ def ensure_topics(settings: Settings) -> list[str]:
         changelog = names.state_changelog(settings.app_id)
         if changelog not in existing:
             missing.append(changelog)
-            new_topics.append(NewTopic(name=changelog, num_partitions=settings.topic_partitions, replication_factor=1,
-                                       topic_configs={"cleanup.policy": "compact"}))
+            new_topics.append(
+                NewTopic(
+                    name=changelog,
+                    num_partitions=settings.topic_partitions,
+                    replication_factor=1,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+            )
         if missing:
             try:
                 admin.create_topics(new_topics)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from streams.settings import Settings
@@ -15,7 +15,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from core.training import TrainingConfig, train_from_file
 
     config = TrainingConfig(cutoff_every_days=args.cutoff_every_days, test_fraction=args.test_fraction)
-    trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    trained_at = datetime.now(UTC).isoformat(timespec="seconds")
     model, report = train_from_file(Path(args.events), config, trained_at=trained_at)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--events", required=True, help="JSONL event log (Segment Spec, e.g. from generate)")
     parser.add_argument("--out", default=str(DEFAULT_MODEL), help="model file to write (JSON)")
     parser.add_argument("--cutoff-every-days", type=float, default=7.0, help="days between snapshot cut-offs")
-    parser.add_argument("--test-fraction", type=float, default=0.3,
-                        help="share of the latest cut-offs held out for testing")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.3, help="share of the latest cut-offs held out for testing"
+    )
     parser.set_defaults(handler=_train)

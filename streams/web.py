@@ -72,13 +72,24 @@ class Api:
                 sizes[segment.decode()] = sizes.get(segment.decode(), 0) + count
         definitions = self.audience_policy.definitions
         listing = [
-            {"name": rule.name, "group": rule.group, "rule": rule.rule, "description": rule.description,
-             "size": sizes.get(rule.name, 0)}
+            {
+                "name": rule.name,
+                "group": rule.group,
+                "rule": rule.rule,
+                "description": rule.description,
+                "size": sizes.get(rule.name, 0),
+            }
             for rule in definitions.rules
         ]
-        return _json({"source": definitions.source, "version": self.audience_policy.version,
-                      "groups": [group.name for group in definitions.groups], "segments": listing,
-                      "counted_partitions": sorted(self.runtime.stores)})
+        return _json(
+            {
+                "source": definitions.source,
+                "version": self.audience_policy.version,
+                "groups": [group.name for group in definitions.groups],
+                "segments": listing,
+                "counted_partitions": sorted(self.runtime.stores),
+            }
+        )
 
     def _locate(self, key: str, requested: str) -> PartitionStore | web.Response:
         """The store of ``key``'s partition when this worker holds it; else a 307 to the owner (503: no owner
@@ -90,8 +101,9 @@ class Api:
             return store
         owner = self.runtime.assignor.owners.get(partition)
         if owner is None or owner == self.runtime.assignor.web_url:
-            return _json({"error": f"partition {partition} is not assigned yet"}, status=503,
-                         headers={"Retry-After": "1"})
+            return _json(
+                {"error": f"partition {partition} is not assigned yet"}, status=503, headers={"Retry-After": "1"}
+            )
         location = f"{owner}/profiles/{quote(key, safe='')}"
         if requested != key:
             location += f"?requested_id={quote(requested, safe='')}"

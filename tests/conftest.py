@@ -73,8 +73,12 @@ class KafkaIO:
         from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(
-            topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-            group_id=None, consumer_timeout_ms=500,
+            topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+            consumer_timeout_ms=500,
         )
         records: list = []
         deadline = time.monotonic() + timeout_s
@@ -108,8 +112,13 @@ class WorkerProcess:
     def start(self, ready_timeout_s: float = 120.0) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], cwd=REPO, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "streams.cli", "worker"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
@@ -178,8 +187,11 @@ class Pipeline:
         directory and log; stopped at teardown with the first."""
         number = len(self.more_workers) + 2
         web_port = kafka_local.free_port()
-        env = dict(self.worker.env, STREAMCDP_WEB_PORT=str(web_port),
-                   STREAMCDP_DATA_DIR=f"{self.settings.data_dir}-worker{number}")
+        env = dict(
+            self.worker.env,
+            STREAMCDP_WEB_PORT=str(web_port),
+            STREAMCDP_DATA_DIR=f"{self.settings.data_dir}-worker{number}",
+        )
         log_path = self.worker.log_path.with_name(f"{self.worker.log_path.stem}-worker{number}.log")
         worker = WorkerProcess(env, log_path, web_port, self.worker.api_token)
         self.more_workers.append(worker)
@@ -267,8 +279,9 @@ def read_metrics(worker: WorkerProcess) -> dict[tuple[str, tuple[tuple[str, str]
 def metric_sum(metrics: dict, name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
-    return sum(value for (sample, sample_labels), value in metrics.items()
-               if sample == name and wanted <= set(sample_labels))
+    return sum(
+        value for (sample, sample_labels), value in metrics.items() if sample == name and wanted <= set(sample_labels)
+    )
 
 
 def consumer_lag(pipeline: Pipeline) -> dict[str, int]:

@@ -19,8 +19,6 @@ import os
 import time
 
 import pytest
-
-from core.generator import Workload, WorkloadConfig, generate_workload
 from conftest import (
     Pipeline,
     anonymous_visitors,
@@ -30,6 +28,8 @@ from conftest import (
     read_metrics,
     wait_until_drained,
 )
+
+from core.generator import Workload, WorkloadConfig, generate_workload
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,9 @@ DRAIN_TIMEOUT_S = float(os.environ.get("GROUND_TRUTH_DRAIN_TIMEOUT_S", "600"))
 
 def make_workload(seed: int) -> Workload:
     # Deletions at 2 % (default 0.5 %) so that the small default size still deletes a few customers.
-    config = WorkloadConfig(start=time.time() - (DAYS + 1) * 86400, customers=CUSTOMERS, days=DAYS, seed=seed,
-                            deletion_rate=0.02)
+    config = WorkloadConfig(
+        start=time.time() - (DAYS + 1) * 86400, customers=CUSTOMERS, days=DAYS, seed=seed, deletion_rate=0.02
+    )
     workload = generate_workload(config)
     truth = workload.truth
     assert any(customer["deleted"] for customer in truth["profiles"])
@@ -90,17 +91,28 @@ def mismatches(pipeline: Pipeline, workload: Workload) -> list[str]:
 
 
 def expected_document(customer: dict) -> dict:
-    return {"customer_id": customer["user_id"], "event_count": customer["events"], "orders": customer["orders"],
-            "revenue": customer["revenue"], "refunds": customer["refunds"],
-            "last_order_at": customer["last_order_at"], "linked_ids": sorted(customer["anonymous_ids"])}
+    return {
+        "customer_id": customer["user_id"],
+        "event_count": customer["events"],
+        "orders": customer["orders"],
+        "revenue": customer["revenue"],
+        "refunds": customer["refunds"],
+        "last_order_at": customer["last_order_at"],
+        "linked_ids": sorted(customer["anonymous_ids"]),
+    }
 
 
 def observed_document(document: dict) -> dict:
     last_order_at = document["last_order_at"] or None  # the profile stores 0.0 for "no order yet"
-    return {"customer_id": document["customer_id"], "event_count": document["event_count"],
-            "orders": document["orders"], "revenue": document["revenue"], "refunds": document["computed"]["refunds"],
-            "last_order_at": None if last_order_at is None else round(last_order_at, 3),
-            "linked_ids": sorted(document["identity"]["linked_ids"])}
+    return {
+        "customer_id": document["customer_id"],
+        "event_count": document["event_count"],
+        "orders": document["orders"],
+        "revenue": document["revenue"],
+        "refunds": document["computed"]["refunds"],
+        "last_order_at": None if last_order_at is None else round(last_order_at, 3),
+        "linked_ids": sorted(document["identity"]["linked_ids"]),
+    }
 
 
 def assert_matches_truth(pipeline: Pipeline, workload: Workload) -> None:
@@ -119,9 +131,11 @@ def test_every_profile_equals_the_ground_truth(make_pipeline):
     assert metric_sum(metrics, "streamcdp_events_ingested_total") == sent == workload.truth["events"]
     checked = time.monotonic()
     assert_matches_truth(pipeline, workload)
-    print(f"\n{CUSTOMERS} customers × {DAYS:g} days: {sent} events produced in {produced_s:.1f} s, drained in "
-          f"{drained_s:.1f} s ({sent / (produced_s + drained_s):.0f} events/s), checked in "
-          f"{time.monotonic() - checked:.1f} s")
+    print(
+        f"\n{CUSTOMERS} customers × {DAYS:g} days: {sent} events produced in {produced_s:.1f} s, drained in "
+        f"{drained_s:.1f} s ({sent / (produced_s + drained_s):.0f} events/s), checked in "
+        f"{time.monotonic() - checked:.1f} s"
+    )
 
 
 def test_ground_truth_holds_after_a_kill9_midway_and_a_restart(make_pipeline):
@@ -141,10 +155,14 @@ def test_ground_truth_holds_after_a_kill9_midway_and_a_restart(make_pipeline):
     replayed = metric_sum(metrics, "streamcdp_events_ingested_total")
     duplicates = metric_sum(metrics, "streamcdp_profile_outcomes_total", outcome="duplicate")
     assert_matches_truth(pipeline, workload)
-    print(f"\nrestarted worker ingested {replayed:.0f} events (≈ {replayed - (sent - killed_at):.0f} of them again), "
-          f"{duplicates:.0f} recognised as duplicates")
-    print(f"killed after {killed_at:.0f} of {sent} events ingested; ready again {ready_s:.1f} s after the "
-          f"restart, drained {drained_s:.1f} s later; {time.monotonic() - started:.1f} s in all")
+    print(
+        f"\nrestarted worker ingested {replayed:.0f} events (≈ {replayed - (sent - killed_at):.0f} of them again), "
+        f"{duplicates:.0f} recognised as duplicates"
+    )
+    print(
+        f"killed after {killed_at:.0f} of {sent} events ingested; ready again {ready_s:.1f} s after the "
+        f"restart, drained {drained_s:.1f} s later; {time.monotonic() - started:.1f} s in all"
+    )
 
 
 def wait_for_ingested(pipeline: Pipeline, count: int, *, timeout_s: float) -> float:

@@ -14,9 +14,6 @@ from collections import Counter
 
 import orjson
 import pytest
-
-from core.generator import WorkloadConfig, generate_workload
-from streams.produce import route_line
 from conftest import (
     anonymous_visitors,
     fetch_profiles,
@@ -25,6 +22,9 @@ from conftest import (
     read_metrics,
     wait_until_drained,
 )
+
+from core.generator import WorkloadConfig, generate_workload
+from streams.produce import route_line
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,9 @@ def test_valid_events_are_applied_once_and_corrupted_ones_are_dead_lettered(make
     assert truth["corrupted"] >= 50 and len(truth["corrupted_by_reason"]) == 10, truth["corrupted_by_reason"]
     valid = [line for line in workload.lines if _passes_contract(line)]
     # A valid event of an identified customer, re-sent at the end with the same messageId.
-    duplicate = next(line for line in reversed(workload.lines)
-                     if _passes_contract(line) and orjson.loads(line).get("userId"))
+    duplicate = next(
+        line for line in reversed(workload.lines) if _passes_contract(line) and orjson.loads(line).get("userId")
+    )
     duplicate_customer = orjson.loads(duplicate)["userId"]
 
     started = time.monotonic()
@@ -70,10 +71,18 @@ def test_valid_events_are_applied_once_and_corrupted_ones_are_dead_lettered(make
     documents = fetch_profiles(worker, [*customers, *visitors])
     missing = [i for i, (status, _) in documents.items() if status != 200]
     assert not missing, f"{len(missing)} profiles missing, e.g. {missing[:5]}"
-    wrong = {user_id: (documents[user_id][1]["event_count"], customer["events"])
-             for user_id, customer in customers.items() if documents[user_id][1]["event_count"] != customer["events"]}
-    wrong.update({anonymous_id: (documents[anonymous_id][1]["event_count"], count)
-                  for anonymous_id, count in visitors.items() if documents[anonymous_id][1]["event_count"] != count})
+    wrong = {
+        user_id: (documents[user_id][1]["event_count"], customer["events"])
+        for user_id, customer in customers.items()
+        if documents[user_id][1]["event_count"] != customer["events"]
+    }
+    wrong.update(
+        {
+            anonymous_id: (documents[anonymous_id][1]["event_count"], count)
+            for anonymous_id, count in visitors.items()
+            if documents[anonymous_id][1]["event_count"] != count
+        }
+    )
     assert not wrong, f"{len(wrong)} profiles with (event_count, expected) wrong, e.g. {list(wrong.items())[:5]}"
     assert sum(document["event_count"] for _, document in documents.values()) == truth["events"] == len(valid)
     assert documents[duplicate_customer][1]["event_count"] == customers[duplicate_customer]["events"]

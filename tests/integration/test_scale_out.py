@@ -19,11 +19,11 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 import pytest
-
 from conftest import Pipeline, WorkerProcess, produce_raw_lines, wait_until_drained
+from test_identity_ground_truth import expected_document, observed_document
+
 from core.generator import Workload, WorkloadConfig, generate_workload
 from streams.partitioning import owning_partition
-from test_identity_ground_truth import expected_document, observed_document
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +97,13 @@ def wait_for_assignment(workers: list[WorkerProcess], timeout_s: float) -> list[
 
 
 def make_workload() -> Workload:
-    config = WorkloadConfig(start=time.time() - (DAYS + 1) * 86400, customers=CUSTOMERS, days=DAYS, seed=21,
-                            deletion_rate=0.02)
+    config = WorkloadConfig(
+        start=time.time() - (DAYS + 1) * 86400, customers=CUSTOMERS, days=DAYS, seed=21, deletion_rate=0.02
+    )
     return generate_workload(config)
 
 
-def routing_problems(worker: WorkerProcess, workload: Workload,
-                     owner_of: dict[int, str]) -> tuple[list[str], int, int]:
+def routing_problems(worker: WorkerProcess, workload: Workload, owner_of: dict[int, str]) -> tuple[list[str], int, int]:
     """Ask ``worker`` for every identified customer (and each linked anonymous id); ``owner_of`` maps each
     partition to the URL that must answer for it. Returns the differences from the truth, how many customer
     reads were redirected, and how many anonymous-id reads took two redirects."""
@@ -174,6 +174,8 @@ def test_two_workers_split_the_partitions_route_reads_and_one_takes_over(make_pi
     problems, redirected_alone, two_hops_alone = routing_problems(worker_a, workload, alone)
     assert_no_problems(problems, [worker_a, worker_b])
     assert redirected_alone == two_hops_alone == 0
-    print(f"\nsplit A {sorted(held_a)} / B {sorted(held_b)} {split_s:.1f} s after B started; {sent} events "
-          f"drained in {drained_s:.1f} s; {customers} customers read through A, {redirected} redirected to B, "
-          f"{two_hops} anonymous ids A → B → A; A alone with all partitions {takeover_s:.1f} s after B's SIGTERM")
+    print(
+        f"\nsplit A {sorted(held_a)} / B {sorted(held_b)} {split_s:.1f} s after B started; {sent} events "
+        f"drained in {drained_s:.1f} s; {customers} customers read through A, {redirected} redirected to B, "
+        f"{two_hops} anonymous ids A → B → A; A alone with all partitions {takeover_s:.1f} s after B's SIGTERM"
+    )

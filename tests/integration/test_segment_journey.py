@@ -31,8 +31,14 @@ groups:
 
 
 def call(name: str, user_id: str, properties: dict) -> dict:
-    return {"type": "track", "event": name, "messageId": str(uuid.uuid4()), "userId": user_id,
-            "timestamp": time.time(), "properties": properties}
+    return {
+        "type": "track",
+        "event": name,
+        "messageId": str(uuid.uuid4()),
+        "userId": user_id,
+        "timestamp": time.time(),
+        "properties": properties,
+    }
 
 
 def test_a_journey_emits_the_exact_entries_and_exits(make_pipeline, tmp_path):
@@ -44,12 +50,30 @@ def test_a_journey_emits_the_exact_entries_and_exits(make_pipeline, tmp_path):
     # One topic and one key: the journey is processed strictly in this order.
     inbound = topics.inbound("clickstream")
     steps = [
-        call("Product Viewed", customer, {"product_id": "pet-dogfood-adult-12kg", "category": "dog-food", "price": 54.0}),
-        call("Product Added", customer, {"product_id": "out-tent-2p", "category": "tents", "price": 150.0, "quantity": 1}),
-        call("Order Completed", customer, {"order_id": "o-1", "total": 150.0,
-                                           "products": [{"product_id": "out-tent-2p", "price": 150.0, "quantity": 1}]}),
-        call("Order Completed", customer, {"order_id": "o-2", "total": 100.0,
-                                           "products": [{"product_id": "out-gas-230g", "price": 100.0, "quantity": 1}]}),
+        call(
+            "Product Viewed", customer, {"product_id": "pet-dogfood-adult-12kg", "category": "dog-food", "price": 54.0}
+        ),
+        call(
+            "Product Added", customer, {"product_id": "out-tent-2p", "category": "tents", "price": 150.0, "quantity": 1}
+        ),
+        call(
+            "Order Completed",
+            customer,
+            {
+                "order_id": "o-1",
+                "total": 150.0,
+                "products": [{"product_id": "out-tent-2p", "price": 150.0, "quantity": 1}],
+            },
+        ),
+        call(
+            "Order Completed",
+            customer,
+            {
+                "order_id": "o-2",
+                "total": 100.0,
+                "products": [{"product_id": "out-gas-230g", "price": 100.0, "quantity": 1}],
+            },
+        ),
     ]
     for payload in steps:
         # Steps further apart than STREAMCDP_AUDIENCE_MIN_INTERVAL_S (1 s): each is evaluated on its own.
@@ -62,14 +86,19 @@ def test_a_journey_emits_the_exact_entries_and_exits(make_pipeline, tmp_path):
     while True:  # until the time-driven exit arrived (or the deadline), then 2 s more for strays
         records = kafka.read(topics.segment_changes, min_count=1, timeout_s=5, settle_s=2.0)
         changes = [orjson.loads(r.value) for r in records]
-        sequence = [(c["change"], c["segment"]) for c in changes if c["kind"] == "segment" and c["customer_id"] == customer]
+        sequence = [
+            (c["change"], c["segment"]) for c in changes if c["kind"] == "segment" and c["customer_id"] == customer
+        ]
         if ("exited", "recent_browsers") in sequence or time.monotonic() > deadline:
             break
     assert sequence == [
         ("entered", "recent_browsers"),
         ("entered", "big_cart"),
-        ("exited", "big_cart"), ("entered", "buyers"), ("entered", "low_value"),
-        ("exited", "low_value"), ("entered", "high_value"),
+        ("exited", "big_cart"),
+        ("entered", "buyers"),
+        ("entered", "low_value"),
+        ("exited", "low_value"),
+        ("entered", "high_value"),
         ("exited", "recent_browsers"),  # no event: the 5 s window ran out and the wake-up noticed
     ]
     by_segment = {(c["change"], c["segment"]): c for c in changes if c["kind"] == "segment"}

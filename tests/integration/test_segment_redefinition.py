@@ -35,10 +35,18 @@ def test_new_definitions_after_a_restart_move_existing_customers(make_pipeline, 
     pipeline = make_pipeline(segments_file=segments_file, cart_abandonment_delay_s=3600.0)
     kafka, topics, worker = pipeline.kafka, pipeline.topics, pipeline.worker
     ordered_at = time.time() - 5
-    order = {"type": "track", "event": "Order Completed", "messageId": str(uuid.uuid4()), "userId": "r1",
-             "timestamp": ordered_at, "properties": {
-                 "order_id": "o-1", "total": 54.0,
-                 "products": [{"product_id": "pet-dogfood-adult-12kg", "price": 54.0, "quantity": 1}]}}
+    order = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": str(uuid.uuid4()),
+        "userId": "r1",
+        "timestamp": ordered_at,
+        "properties": {
+            "order_id": "o-1",
+            "total": 54.0,
+            "products": [{"product_id": "pet-dogfood-adult-12kg", "price": 54.0, "quantity": 1}],
+        },
+    }
     kafka.send(topics.inbound("purchase"), order, key="r1")
     kafka.flush()
     worker.wait_for_profile("r1", lambda p: p["segments"] == ["buyers"])
@@ -50,8 +58,11 @@ def test_new_definitions_after_a_restart_move_existing_customers(make_pipeline, 
 
     after = worker.wait_for_profile("r1", lambda p: p["segments"] == ["loyal"], timeout_s=60)
     records = kafka.read(topics.segment_changes, min_count=3, timeout_s=30)
-    moves = [(c["change"], c["segment"]) for c in map(orjson.loads, (r.value for r in records))
-             if c["kind"] == "segment" and c["customer_id"] == "r1"]
+    moves = [
+        (c["change"], c["segment"])
+        for c in map(orjson.loads, (r.value for r in records))
+        if c["kind"] == "segment" and c["customer_id"] == "r1"
+    ]
     assert moves == [("entered", "buyers"), ("exited", "buyers"), ("entered", "loyal")]
     [refill] = after["replenishment"]
     assert refill["product_id"] == "pet-dogfood-adult-12kg" and refill["basis"] == "catalog"

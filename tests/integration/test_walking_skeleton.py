@@ -15,14 +15,22 @@ pytestmark = pytest.mark.integration
 
 def track(name: str, user_id: str, properties: dict, at: float | None = None) -> dict:
     return {
-        "type": "track", "event": name, "messageId": str(uuid.uuid4()), "userId": user_id,
-        "timestamp": at if at is not None else time.time(), "properties": properties,
+        "type": "track",
+        "event": name,
+        "messageId": str(uuid.uuid4()),
+        "userId": user_id,
+        "timestamp": at if at is not None else time.time(),
+        "properties": properties,
     }
 
 
 def added(user_id: str, product_id: str, price: float, at: float | None = None) -> dict:
-    return track("Product Added", user_id, {"product_id": product_id, "price": price, "quantity": 1,
-                                            "name": product_id.title()}, at)
+    return track(
+        "Product Added",
+        user_id,
+        {"product_id": product_id, "price": price, "quantity": 1, "name": product_id.title()},
+        at,
+    )
 
 
 def triggers_for(records: list, customer_id: str) -> list[dict]:
@@ -36,9 +44,16 @@ def test_cart_abandonment_fires_after_the_delay_and_not_after_an_order(make_pipe
     started = time.time()
     kafka.send(topics.inbound("clickstream"), added("alice", "rope-9mm", 89.90), key="alice")
     kafka.send(topics.inbound("clickstream"), added("bob", "dog-food-12kg", 54.00), key="bob")
-    order = track("Order Completed", "bob", {"order_id": "o-1", "total": 54.00,
-                                              "products": [{"product_id": "dog-food-12kg", "price": 54.0, "quantity": 1}]},
-                  at=time.time() + 0.2)
+    order = track(
+        "Order Completed",
+        "bob",
+        {
+            "order_id": "o-1",
+            "total": 54.00,
+            "products": [{"product_id": "dog-food-12kg", "price": 54.0, "quantity": 1}],
+        },
+        at=time.time() + 0.2,
+    )
     # Same topic and key as bob's cart: the order is consumed after the cart and before the delay ends.
     # (Across topics, a worker lagging by more than the delay could decide before it sees the order;
     # production delays are 30 minutes, this test's are 2 seconds.)
@@ -66,8 +81,11 @@ def test_profile_is_recovered_from_the_changelog_after_a_restart(make_pipeline):
     base = time.time() - 60
     for i in range(5):
         kafka.send(topics.inbound("clickstream"), added("carol", f"tent-{i}", 100.0 + i, at=base + i), key="carol")
-    kafka.send(topics.inbound("purchase"), track("Order Completed", "carol", {"order_id": "o-9", "total": 250.0},
-                                                 at=base + 10), key="carol")
+    kafka.send(
+        topics.inbound("purchase"),
+        track("Order Completed", "carol", {"order_id": "o-9", "total": 250.0}, at=base + 10),
+        key="carol",
+    )
     kafka.flush()
     before = worker.wait_for_profile("carol", lambda p: p["event_count"] == 6)
     assert before["orders"] == 1 and before["revenue"] == 25000
@@ -122,8 +140,11 @@ def test_events_not_keyed_by_their_routing_id_are_rekeyed_through_profile_comman
     kafka, topics, worker = pipeline.kafka, pipeline.topics, pipeline.worker
     base = time.time() - 60
     for i in range(6):
-        kafka.send(topics.inbound("clickstream"), added("dave", f"boot-{i}", 50.0 + i, at=base + i),
-                   key=None if i % 2 else f"session-{i}")
+        kafka.send(
+            topics.inbound("clickstream"),
+            added("dave", f"boot-{i}", 50.0 + i, at=base + i),
+            key=None if i % 2 else f"session-{i}",
+        )
     kafka.flush()
     profile = worker.wait_for_profile("dave", lambda p: p["event_count"] == 6)
     assert sorted(item["product_id"] for item in profile["cart"]) == [f"boot-{i}" for i in range(6)]

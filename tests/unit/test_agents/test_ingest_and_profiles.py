@@ -36,18 +36,38 @@ POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"))
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
 
 
-def consumer_record(value: bytes | None, *, key: bytes | None = b"u-1", topic: str = "t1.events.clickstream",
-                    partition: int = 2, offset: int = 41) -> ConsumerRecord:
+def consumer_record(
+    value: bytes | None,
+    *,
+    key: bytes | None = b"u-1",
+    topic: str = "t1.events.clickstream",
+    partition: int = 2,
+    offset: int = 41,
+) -> ConsumerRecord:
     return ConsumerRecord(
-        topic=topic, partition=partition, offset=offset, timestamp=int(time.time() * 1000), timestamp_type=0,
-        key=key, value=value, checksum=None, serialized_key_size=len(key or b""),
-        serialized_value_size=len(value or b""), headers=[],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=int(time.time() * 1000),
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(value or b""),
+        headers=[],
     )
 
 
 def payload(**fields: object) -> dict:
-    base = {"type": "track", "event": "Product Viewed", "messageId": "m-1", "userId": "u-1",
-            "timestamp": time.time() - 60, "properties": {"product_id": "p-1", "price": 10.5}}
+    base = {
+        "type": "track",
+        "event": "Product Viewed",
+        "messageId": "m-1",
+        "userId": "u-1",
+        "timestamp": time.time() - 60,
+        "properties": {"product_id": "p-1", "price": 10.5},
+    }
     base.update(fields)
     return {key: value for key, value in base.items() if value is not ...}
 
@@ -58,8 +78,14 @@ def event(at: float = T0, **fields: object) -> ApplyEvent:
 
 
 def added_to_cart(user: str = "u1", at: float = T0, message_id: str = "add-1", **fields: object) -> ApplyEvent:
-    return event(at, event="Product Added", userId=user, messageId=message_id,
-                 properties={"product_id": "tent-2p", "price": 199.0, "quantity": 1, "category": "tents"}, **fields)
+    return event(
+        at,
+        event="Product Added",
+        userId=user,
+        messageId=message_id,
+        properties={"product_id": "tent-2p", "price": 199.0, "quantity": 1, "category": "tents"},
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -72,8 +98,9 @@ def store(tmp_path: Path) -> Iterator[PartitionStore]:
 @pytest.fixture(scope="module")
 def audiences():
     """The repo's segment definitions and propensity model (the defaults of ``Settings``, made absolute)."""
-    settings = Settings(segments_file=REPO / "config" / "segments.yaml",
-                        model_file=REPO / "models" / "propensity-v1.json")
+    settings = Settings(
+        segments_file=REPO / "config" / "segments.yaml", model_file=REPO / "models" / "propensity-v1.json"
+    )
     return load_audience_policy(settings)
 
 
@@ -81,8 +108,15 @@ def flush(store: PartitionStore, offset: int = 0) -> None:
     store.persist(store.pending_records(), offset)
 
 
-def apply(store: PartitionStore, key: bytes, command, *, now: float = T0, policy: StagePolicy = POLICY,
-          outbox: Outbox | None = None) -> Outbox:
+def apply(
+    store: PartitionStore,
+    key: bytes,
+    command,
+    *,
+    now: float = T0,
+    policy: StagePolicy = POLICY,
+    outbox: Outbox | None = None,
+) -> Outbox:
     outbox = Outbox() if outbox is None else outbox
     handle_command(store, key, command, now=now, policy=policy, topics=TOPICS, outbox=outbox)
     return outbox
@@ -121,8 +155,9 @@ def test_an_anonymous_event_is_keyed_by_its_anonymous_id():
 
 def test_the_routing_id_ignores_the_record_key():
     raw = orjson.dumps(payload(userId="u-7"))
-    routed = ingest_record(consumer_record(raw, key=b"something-else"), limits=ContractLimits(), topics=TOPICS,
-                           outbox=Outbox())
+    routed = ingest_record(
+        consumer_record(raw, key=b"something-else"), limits=ContractLimits(), topics=TOPICS, outbox=Outbox()
+    )
     assert routed is not None and routed[0] == b"u-7"
 
 
@@ -160,8 +195,9 @@ def test_an_invalid_message_is_dead_lettered_with_its_reason_bytes_and_origin(re
 def test_an_oversized_message_is_dead_lettered_by_the_configured_limit():
     outbox = Outbox()
     raw = orjson.dumps(payload())
-    result = ingest_record(consumer_record(raw), limits=ContractLimits(max_event_bytes=len(raw) - 1), topics=TOPICS,
-                           outbox=outbox)
+    result = ingest_record(
+        consumer_record(raw), limits=ContractLimits(max_event_bytes=len(raw) - 1), topics=TOPICS, outbox=outbox
+    )
     assert result is None
     assert outbox.records[0][3] == [("reason", b"oversized")]
 
@@ -228,16 +264,38 @@ def test_a_later_event_moves_the_due_time_and_pushes_it(store: PartitionStore):
 def test_an_order_clears_the_due_time_with_a_tombstone(store: PartitionStore):
     apply(store, b"u1", added_to_cart())
     flush(store)
-    apply(store, b"u1", event(T0 + 60, event="Order Completed", userId="u1", messageId="o-1",
-                              properties={"order_id": "o-1", "total": 199.0}), now=T0 + 60)
+    apply(
+        store,
+        b"u1",
+        event(
+            T0 + 60,
+            event="Order Completed",
+            userId="u1",
+            messageId="o-1",
+            properties={"order_id": "o-1", "total": 199.0},
+        ),
+        now=T0 + 60,
+    )
     assert store.get(TRIGGER_DUE, b"u1") is None
     assert (b"du1", None) in store.pending_records()
     assert store.get(PROFILES, b"u1").orders == 1
 
 
 def test_an_identify_asks_the_anonymous_id_to_link_through_profile_commands(store: PartitionStore):
-    outbox = apply(store, b"u1", event(T0, type="identify", event=..., properties=..., userId="u1",
-                                       anonymousId="a1", messageId="id-1", traits={"city": "Lyon"}))
+    outbox = apply(
+        store,
+        b"u1",
+        event(
+            T0,
+            type="identify",
+            event=...,
+            properties=...,
+            userId="u1",
+            anonymousId="a1",
+            messageId="id-1",
+            traits={"city": "Lyon"},
+        ),
+    )
     forwards = sent_to(outbox, TOPICS.profile_commands)
     assert len(forwards) == len(outbox) == 1
     key, value = forwards[0]
@@ -251,8 +309,12 @@ def test_an_identify_asks_the_anonymous_id_to_link_through_profile_commands(stor
 def test_the_link_travels_to_the_alias_and_its_profile_is_absorbed(store: PartitionStore):
     """All three keys live in this one store: alias history, the link at the alias, the absorb at the customer."""
     apply(store, b"a1", added_to_cart(user=..., anonymousId="a1", message_id="anon-add"))
-    outbox = apply(store, b"u1", event(T0 + 10, type="identify", event=..., properties=..., userId="u1",
-                                       anonymousId="a1", messageId="id-1"), now=T0 + 10)
+    outbox = apply(
+        store,
+        b"u1",
+        event(T0 + 10, type="identify", event=..., properties=..., userId="u1", anonymousId="a1", messageId="id-1"),
+        now=T0 + 10,
+    )
     [(alias_key, link_bytes)] = sent_to(outbox, TOPICS.profile_commands)
     outbox = apply(store, alias_key, decode_command(link_bytes), now=T0 + 10)
     assert store.get(PROFILES, b"a1") is None
@@ -363,8 +425,12 @@ def test_the_clock_wakes_the_profile_stage_for_an_abandoned_cart(store: Partitio
 def test_stale_audience_commands_only_for_profiles_of_another_version(store: PartitionStore, audiences):
     policy = StagePolicy(audiences=audiences)
     current = audiences.version
-    for key, version in ((b"c-current", current), (b"c-old", "0123456789abcdef"), (b"c-never", ""),
-                         (b"c-deleted", "old")):
+    for key, version in (
+        (b"c-current", current),
+        (b"c-old", "0123456789abcdef"),
+        (b"c-never", ""),
+        (b"c-deleted", "old"),
+    ):
         store.put(PROFILES, key, Profile(customer_id=key.decode(), audience_version=version))
     flush(store)
     store.delete(PROFILES, b"c-deleted")
@@ -377,8 +443,9 @@ def test_stale_audience_commands_only_for_profiles_of_another_version(store: Par
 
 def test_stale_audience_checks_bring_profiles_to_the_current_version(store: PartitionStore, audiences):
     policy = StagePolicy(audiences=audiences)
-    store.put(PROFILES, b"c1", Profile(customer_id="c1", first_seen=T0, last_seen=T0, event_count=1,
-                                       audience_version="old"))
+    store.put(
+        PROFILES, b"c1", Profile(customer_id="c1", first_seen=T0, last_seen=T0, event_count=1, audience_version="old")
+    )
     for key, command in stale_audience_commands(store, policy, T0):
         apply(store, key, command, policy=policy)
     assert store.get(PROFILES, b"c1").audience_version == audiences.version

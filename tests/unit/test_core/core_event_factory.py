@@ -19,7 +19,9 @@ STAGE_POLICY = StagePolicy(profile=POLICY)
 
 _ids = itertools.count()
 _FAMILIES = {
-    "Order Completed": PURCHASE, "Order Refunded": PURCHASE, "Consent Updated": CUSTOMER,
+    "Order Completed": PURCHASE,
+    "Order Refunded": PURCHASE,
+    "Consent Updated": CUSTOMER,
     "Deletion Requested": CUSTOMER,
 }
 
@@ -34,28 +36,59 @@ def family_of(name: str) -> str:
     return OTHER
 
 
-def track(name: str, at: float = T0, *, user: str | None = "u1", anon: str | None = None,
-          message_id: str | None = None, context: dict | None = None, **properties: Any) -> Event:
+def track(
+    name: str,
+    at: float = T0,
+    *,
+    user: str | None = "u1",
+    anon: str | None = None,
+    message_id: str | None = None,
+    context: dict | None = None,
+    **properties: Any,
+) -> Event:
     return Event(
-        type="track", event=name, message_id=message_id or f"m{next(_ids)}", timestamp=at, family=family_of(name),
-        user_id=user, anonymous_id=anon, properties=properties, context=context or {},
+        type="track",
+        event=name,
+        message_id=message_id or f"m{next(_ids)}",
+        timestamp=at,
+        family=family_of(name),
+        user_id=user,
+        anonymous_id=anon,
+        properties=properties,
+        context=context or {},
     )
 
 
-def identify(at: float = T0, *, user: str | None = "u1", anon: str | None = None, message_id: str | None = None,
-             **traits: Any) -> Event:
-    return Event(type="identify", message_id=message_id or f"m{next(_ids)}", timestamp=at, family=CUSTOMER,
-                 user_id=user, anonymous_id=anon, traits=traits)
+def identify(
+    at: float = T0, *, user: str | None = "u1", anon: str | None = None, message_id: str | None = None, **traits: Any
+) -> Event:
+    return Event(
+        type="identify",
+        message_id=message_id or f"m{next(_ids)}",
+        timestamp=at,
+        family=CUSTOMER,
+        user_id=user,
+        anonymous_id=anon,
+        traits=traits,
+    )
 
 
 def alias(previous: str, user: str, at: float = T0) -> Event:
-    return Event(type="alias", message_id=f"m{next(_ids)}", timestamp=at, family=CUSTOMER, user_id=user,
-                 previous_id=previous)
+    return Event(
+        type="alias", message_id=f"m{next(_ids)}", timestamp=at, family=CUSTOMER, user_id=user, previous_id=previous
+    )
 
 
 def page(at: float = T0, *, user: str | None = "u1", anon: str | None = None, context: dict | None = None) -> Event:
-    return Event(type="page", message_id=f"m{next(_ids)}", timestamp=at, family=CLICKSTREAM, user_id=user,
-                 anonymous_id=anon, context=context or {})
+    return Event(
+        type="page",
+        message_id=f"m{next(_ids)}",
+        timestamp=at,
+        family=CLICKSTREAM,
+        user_id=user,
+        anonymous_id=anon,
+        context=context or {},
+    )
 
 
 class StageSim:
@@ -89,7 +122,8 @@ class StageSim:
             self.states[key] = result.state
             self.notes.extend(result.notes)
             self.queue.extend(result.forwards)
-        raise AssertionError("command queue did not drain")
+        msg = "command queue did not drain"
+        raise AssertionError(msg)
 
     def feed(self, *events: Event) -> StageSim:
         for event in events:

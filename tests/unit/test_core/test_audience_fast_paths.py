@@ -34,13 +34,13 @@ CATALOG = build_catalog()
 DEFAULTS = load_definitions()
 TIMED_RULES = [
     "days_since_last_order > 3 or days_since_last_order <= 10 or days_since_first_seen == 2",
-    "days_since_event(\"Product Viewed\") != 7 and not viewed_product(\"p1\", within=3d)",
-    "affinity(\"tents\") >= 2.5 or 1 > affinity(\"socks\") or affinity(\"dog-food\") > 0",
-    "affinity(\"tents\") > affinity(\"socks\")",
+    'days_since_event("Product Viewed") != 7 and not viewed_product("p1", within=3d)',
+    'affinity("tents") >= 2.5 or 1 > affinity("socks") or affinity("dog-food") > 0',
+    'affinity("tents") > affinity("socks")',
     "(days_since_last_order < 5) == true",
-    "replenishment_due(5d) or purchased_product(\"out-gas-230g\", within=90d)",
-    "no_event(\"Order Completed\", for=60d) and viewed_category(\"dog-food\", within=\"12h\")",
-    "orders >= 2 and country in [\"DE\"] and exists(cart)",
+    'replenishment_due(5d) or purchased_product("out-gas-230g", within=90d)',
+    'no_event("Order Completed", for=60d) and viewed_category("dog-food", within="12h")',
+    'orders >= 2 and country in ["DE"] and exists(cart)',
 ]
 CONDITIONS = [rule.condition for rule in DEFAULTS.rules] + [compile_rule(rule, CATALOG) for rule in TIMED_RULES]
 
@@ -64,21 +64,24 @@ profiles = st.builds(
     revenue=st.integers(0, 80_000),
     last_order_at=maybe_time,
     cart=st.lists(st.sampled_from(PRODUCTS), max_size=2, unique=True).map(
-        lambda ids: tuple(CartItem(product_id=i, quantity=1, price=100, added_at=T0) for i in ids)),
+        lambda ids: tuple(CartItem(product_id=i, quantity=1, price=100, added_at=T0) for i in ids)
+    ),
     cart_updated_at=maybe_time,
     country=st.sampled_from([None, "DE", "FR"]),
     loyalty_tier=st.sampled_from([None, "gold"]),
     category_affinity=st.dictionaries(
-        st.sampled_from(CATEGORIES), st.builds(Affinity, st.floats(min_value=0.0, max_value=12.0), times),
-        max_size=4),
+        st.sampled_from(CATEGORIES), st.builds(Affinity, st.floats(min_value=0.0, max_value=12.0), times), max_size=4
+    ),
     recently_viewed=st.lists(st.tuples(st.sampled_from(PRODUCTS), times), max_size=4).map(tuple),
     event_counts=st.dictionaries(st.sampled_from(EVENTS), st.integers(1, 20), max_size=3),
     event_last_at=st.dictionaries(st.sampled_from(EVENTS), times, max_size=3),
     product_purchases=st.dictionaries(
-        st.sampled_from(PRODUCTS), st.lists(times, min_size=1, max_size=3).map(sorted_times), max_size=3),
+        st.sampled_from(PRODUCTS), st.lists(times, min_size=1, max_size=3).map(sorted_times), max_size=3
+    ),
     consent=st.dictionaries(st.just("email"), st.booleans(), max_size=1),
-    scores=st.dictionaries(st.sampled_from(["purchase_7d", "churn_60d"]), st.floats(min_value=0.0, max_value=1.0),
-                           max_size=2),
+    scores=st.dictionaries(
+        st.sampled_from(["purchase_7d", "churn_60d"]), st.floats(min_value=0.0, max_value=1.0), max_size=2
+    ),
 )
 nows = st.floats(min_value=T0 - 10 * DAY, max_value=T0 + 100 * DAY, allow_nan=False)
 
@@ -95,8 +98,9 @@ def reference_next_time_change(view: dict, now: float) -> float | None:
     ctx = Context(view, now, DEFAULTS.consumables)
     candidates = sorted({t for rule in DEFAULTS.rules for t in breakpoints(rule.condition, ctx) if t > now})
     current = reference_memberships(ctx)
-    return next((at for at in candidates
-                 if reference_memberships(Context(view, at, DEFAULTS.consumables)) != current), None)
+    return next(
+        (at for at in candidates if reference_memberships(Context(view, at, DEFAULTS.consumables)) != current), None
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -123,7 +127,8 @@ def test_compiled_breakpoints_list_the_same_instants(profile: Profile, now: floa
 @settings(max_examples=100, deadline=None)
 @given(profile=profiles, now=nows, later=st.floats(min_value=0.0, max_value=400 * DAY))
 def test_a_rule_that_does_not_depend_on_time_answers_the_same_at_any_instant(
-        profile: Profile, now: float, later: float) -> None:
+    profile: Profile, now: float, later: float
+) -> None:
     view = profile_view(profile, now=now)
     for condition in CONDITIONS:
         if not depends_on_time(condition):
@@ -134,7 +139,7 @@ def test_rules_reading_the_clock_depend_on_time() -> None:
     timed = {rule.name for rule in DEFAULTS.rules if rule.timed}
     assert {"new_visitors", "lapsed", "dog_food_due", "climbers", "cart_abandoners"} <= timed
     assert not timed & {"likely_buyers", "region_dach", "tier_vip", "tier_prospect"}
-    assert depends_on_time(compile_rule("affinity(\"tents\") > affinity(\"socks\")", CATALOG))
+    assert depends_on_time(compile_rule('affinity("tents") > affinity("socks")', CATALOG))
 
 
 def reference_time_of(value: object) -> float | None:
@@ -153,9 +158,16 @@ def reference_time_of(value: object) -> float | None:
 
 
 items = st.one_of(
-    times, st.integers(min_value=0, max_value=2_000_000_000), st.booleans(), st.none(), st.just(math.nan),
-    st.just(math.inf), st.floats(min_value=0, max_value=100), st.text(max_size=2),
-    st.lists(times, max_size=2), st.fixed_dictionaries({"at": times}),
+    times,
+    st.integers(min_value=0, max_value=2_000_000_000),
+    st.booleans(),
+    st.none(),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.floats(min_value=0, max_value=100),
+    st.text(max_size=2),
+    st.lists(times, max_size=2),
+    st.fixed_dictionaries({"at": times}),
 )
 
 

@@ -29,8 +29,10 @@ def test_compaction_is_asked_for_when_stale_entries_pile_up():
     assert index.needs_compaction()
 
 
-@given(st.lists(st.tuples(st.sampled_from([b"k1", b"k2", b"k3", b"k4"]), st.floats(0, 100)), max_size=60),
-       st.floats(0, 100))
+@given(
+    st.lists(st.tuples(st.sampled_from([b"k1", b"k2", b"k3", b"k4"]), st.floats(0, 100)), max_size=60),
+    st.floats(0, 100),
+)
 def test_every_due_key_is_popped_once_and_no_other(writes, now):
     table: dict[bytes, float] = {}
     index = DueIndex()

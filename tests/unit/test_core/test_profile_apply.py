@@ -26,47 +26,100 @@ def run(*events, profile: Profile | None = None) -> Profile:
     return profile
 
 
-ORDER = dict(order_id="o1", total=5000, coupon="SPRING", payment_method="card",
-             products=[{"product_id": "p1", "category": "shoes", "size": "42", "price": 5000}])
+ORDER = dict(
+    order_id="o1",
+    total=5000,
+    coupon="SPRING",
+    payment_method="card",
+    products=[{"product_id": "p1", "category": "shoes", "size": "42", "price": 5000}],
+)
 
 
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
-        (track("Product Viewed", product_id="p1", category="shoes"),
-         {"product_views": {"p1": 1}, "category_views": {"shoes": 1}, "recently_viewed": (("p1", T0),),
-          "sessions": 1}),
+        (
+            track("Product Viewed", product_id="p1", category="shoes"),
+            {
+                "product_views": {"p1": 1},
+                "category_views": {"shoes": 1},
+                "recently_viewed": (("p1", T0),),
+                "sessions": 1,
+            },
+        ),
         (track("Product List Viewed", category="shoes"), {"category_views": {"shoes": 1}, "product_views": {}}),
-        (track("Product Added", product_id="p1", price=1999, quantity=2, category="shoes"),
-         {"cart": (CartItem(product_id="p1", quantity=2, price=1999, added_at=T0, category="shoes"),),
-          "cart_updated_at": T0}),
+        (
+            track("Product Added", product_id="p1", price=1999, quantity=2, category="shoes"),
+            {
+                "cart": (CartItem(product_id="p1", quantity=2, price=1999, added_at=T0, category="shoes"),),
+                "cart_updated_at": T0,
+            },
+        ),
         (track("Product Removed", product_id="p1"), {"cart": (), "cart_updated_at": T0}),
         (track("Checkout Started"), {"last_checkout_at": T0}),
-        (track("Order Completed", **ORDER),
-         {"orders": 1, "revenue": 5000, "orders_with_coupon": 1, "payment_methods": {"card": 1},
-          "product_purchases": {"p1": (T0,)}, "order_times": (T0,), "size_counts": {"shoes": {"42": 1}},
-          "last_order_at": T0}),
+        (
+            track("Order Completed", **ORDER),
+            {
+                "orders": 1,
+                "revenue": 5000,
+                "orders_with_coupon": 1,
+                "payment_methods": {"card": 1},
+                "product_purchases": {"p1": (T0,)},
+                "order_times": (T0,),
+                "size_counts": {"shoes": {"42": 1}},
+                "last_order_at": T0,
+            },
+        ),
         (track("Order Completed", order_id="o2", total=100, store_id="s-9"), {"stores_visited": ("s-9",)}),
         (track("Order Refunded", order_id="unknown"), {"orders": 0, "revenue": 0, "refunds": 1}),
         (track("Message Opened", channel="sms"), {"engagement": {"sms": {"opened": 1}}, "sessions": 0}),
         (track("Message Sent"), {"engagement": {"email": {"sent": 1}}}),
-        (track("Unsubscribed", channel="email"),
-         {"engagement": {"email": {"unsubscribed": 1}}, "consent": {"email": False},
-          "consent_updated_at": {"email": T0}}),
+        (
+            track("Unsubscribed", channel="email"),
+            {
+                "engagement": {"email": {"unsubscribed": 1}},
+                "consent": {"email": False},
+                "consent_updated_at": {"email": T0},
+            },
+        ),
         (track("Consent Updated", channel="whatsapp", granted=True), {"consent": {"whatsapp": True}}),
-        (track("Wishlist Shared", list_id="l1"), {"event_counts": {"Wishlist Shared": 1},
-                                                  "event_last_at": {"Wishlist Shared": T0}}),
-        (identify(city="Berlin", country="DE", gender="F", timezone="Europe/Berlin", loyalty_tier="gold",
-                  preferred_channel="sms", age=31, plan="pro"),
-         {"city": "Berlin", "country": "DE", "gender": "f", "timezone": "Europe/Berlin", "loyalty_tier": "gold",
-          "preferred_channel": "sms", "age_band": "25-34", "custom_traits": {"plan": "pro"}, "user_id": "u1"}),
-        (identify(loyaltyTier="silver", preferredChannel="email", address={"city": "Paris", "street": "x"}),
-         {"loyalty_tier": "silver", "preferred_channel": "email", "city": "Paris", "custom_traits": {}}),
+        (
+            track("Wishlist Shared", list_id="l1"),
+            {"event_counts": {"Wishlist Shared": 1}, "event_last_at": {"Wishlist Shared": T0}},
+        ),
+        (
+            identify(
+                city="Berlin",
+                country="DE",
+                gender="F",
+                timezone="Europe/Berlin",
+                loyalty_tier="gold",
+                preferred_channel="sms",
+                age=31,
+                plan="pro",
+            ),
+            {
+                "city": "Berlin",
+                "country": "DE",
+                "gender": "f",
+                "timezone": "Europe/Berlin",
+                "loyalty_tier": "gold",
+                "preferred_channel": "sms",
+                "age_band": "25-34",
+                "custom_traits": {"plan": "pro"},
+                "user_id": "u1",
+            },
+        ),
+        (
+            identify(loyaltyTier="silver", preferredChannel="email", address={"city": "Paris", "street": "x"}),
+            {"loyalty_tier": "silver", "preferred_channel": "email", "city": "Paris", "custom_traits": {}},
+        ),
         (identify(birthday="2000-06-15"), {"age_band": "18-24"}),  # 23 at T0 (Nov 2023)
         (page(context={"device": {"id": "dev-1"}}), {"devices": ("dev-1",), "sessions": 1}),
     ],
-    ids=lambda value: getattr(value, "event", None) or getattr(value, "type", None) if not isinstance(value, dict)
-    else "",
+    ids=lambda value: (
+        getattr(value, "event", None) or getattr(value, "type", None) if not isinstance(value, dict) else ""
+    ),
 )
 def test_apply_event_per_kind(event, expected):
     profile = run(event)
@@ -77,11 +130,20 @@ def test_apply_event_per_kind(event, expected):
 
 
 def test_apply_event_does_not_mutate_its_input():
-    profile = run(track("Product Added", product_id="p1", price=100), track("Product Viewed", product_id="p1"),
-                  identify(city="Rome"), track("Order Completed", **ORDER))
+    profile = run(
+        track("Product Added", product_id="p1", price=100),
+        track("Product Viewed", product_id="p1"),
+        identify(city="Rome"),
+        track("Order Completed", **ORDER),
+    )
     snapshot = copy.deepcopy(msgspec.to_builtins(profile))
-    for event in (track("Product Viewed", product_id="p2", category="c"), track("Order Refunded", order_id="o1"),
-                  identify(city="Oslo", plan="x"), track("Message Clicked"), track("Product Added", product_id="p3")):
+    for event in (
+        track("Product Viewed", product_id="p2", category="c"),
+        track("Order Refunded", order_id="o1"),
+        identify(city="Oslo", plan="x"),
+        track("Message Clicked"),
+        track("Product Added", product_id="p3"),
+    ):
         apply_event(profile, event, now=T0, policy=POLICY)
     assert msgspec.to_builtins(profile) == snapshot
 
@@ -130,13 +192,19 @@ def test_sessions(gaps, context, sessions):
 
 
 def test_messaging_and_identify_do_not_open_sessions():
-    assert run(track("Message Sent"), identify(city="x"), track("Consent Updated", channel="sms", granted=True)).sessions == 0
+    assert (
+        run(track("Message Sent"), identify(city="x"), track("Consent Updated", channel="sms", granted=True)).sessions
+        == 0
+    )
 
 
 class TestRefunds:
     def test_refund_reverses_the_order_exactly(self):
-        before = run(track("Order Completed", T0, order_id="o0", total=700, payment_method="card",
-                           products=[{"product_id": "p1"}]))
+        before = run(
+            track(
+                "Order Completed", T0, order_id="o0", total=700, payment_method="card", products=[{"product_id": "p1"}]
+            )
+        )
         after_order = run(track("Order Completed", T0 + 5, **ORDER), profile=before)
         refunded = run(track("Order Refunded", T0 + 9, order_id="o1"), profile=after_order)
         for field in ("orders", "revenue", "orders_with_coupon", "payment_methods", "product_purchases", "order_times"):
@@ -163,8 +231,10 @@ class TestRefunds:
 
 
 def test_derived_purchase_traits():
-    profile = run(track("Order Completed", T0, order_id="a", total=1000, coupon="X"),
-                  track("Order Completed", T0 + 1, order_id="b", total=3000))
+    profile = run(
+        track("Order Completed", T0, order_id="a", total=1000, coupon="X"),
+        track("Order Completed", T0 + 1, order_id="b", total=3000),
+    )
     assert average_order_value(profile) == 2000.0
     assert coupon_use_rate(profile) == 0.5
     assert average_order_value(new_profile("x")) == 0.0 and coupon_use_rate(new_profile("x")) == 0.0
@@ -176,8 +246,10 @@ def test_traits_last_write_wins_by_event_time():
 
 
 def test_product_purchase_times_are_kept_per_product():
-    events = [track("Order Completed", T0 + i * 86400, order_id=f"o{i}", total=100,
-                    products=[{"product_id": "coffee"}]) for i in range(15)]
+    events = [
+        track("Order Completed", T0 + i * 86400, order_id=f"o{i}", total=100, products=[{"product_id": "coffee"}])
+        for i in range(15)
+    ]
     profile = run(*events)
     assert len(profile.product_purchases["coffee"]) == 10
     assert profile.product_purchases["coffee"][-1] == T0 + 14 * 86400

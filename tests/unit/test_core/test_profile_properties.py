@@ -20,8 +20,15 @@ event_specs = st.one_of(
     st.tuples(st.just("view"), offsets, st.sampled_from(PRODUCTS), st.sampled_from(CATEGORIES)),
     st.tuples(st.just("add"), offsets, st.sampled_from(PRODUCTS), st.integers(1, 3)),
     st.tuples(st.just("remove"), offsets, st.sampled_from(PRODUCTS), st.integers(1, 3)),
-    st.tuples(st.just("order"), offsets, st.sampled_from(ORDER_IDS), st.integers(0, 20000), st.booleans(),
-              st.sampled_from(["card", "paypal", ""]), st.lists(st.sampled_from(PRODUCTS), max_size=3)),
+    st.tuples(
+        st.just("order"),
+        offsets,
+        st.sampled_from(ORDER_IDS),
+        st.integers(0, 20000),
+        st.booleans(),
+        st.sampled_from(["card", "paypal", ""]),
+        st.lists(st.sampled_from(PRODUCTS), max_size=3),
+    ),
     st.tuples(st.just("refund"), offsets, st.sampled_from(ORDER_IDS)),
     st.tuples(st.just("identify"), offsets, st.sampled_from(["Rome", "Oslo", None]), st.sampled_from(["a", "b"])),
     st.tuples(st.just("consent"), offsets, st.sampled_from(["email", "sms"]), st.booleans()),
@@ -38,13 +45,19 @@ def to_event(spec: tuple, message_id: str):
         return track("Product Viewed", at, message_id=message_id, product_id=rest[0], category=rest[1])
     if kind in ("add", "remove"):
         name = "Product Added" if kind == "add" else "Product Removed"
-        return track(name, at, message_id=message_id, product_id=rest[0], quantity=rest[1], price=100,
-                     category="c0")
+        return track(name, at, message_id=message_id, product_id=rest[0], quantity=rest[1], price=100, category="c0")
     if kind == "order":
         order_id, total, coupon, method, products = rest
-        return track("Order Completed", at, message_id=message_id, order_id=order_id, total=total,
-                     coupon="C" if coupon else None, payment_method=method,
-                     products=[{"product_id": p, "category": "c1", "size": "M"} for p in products])
+        return track(
+            "Order Completed",
+            at,
+            message_id=message_id,
+            order_id=order_id,
+            total=total,
+            coupon="C" if coupon else None,
+            payment_method=method,
+            products=[{"product_id": p, "category": "c1", "size": "M"} for p in products],
+        )
     if kind == "refund":
         return track("Order Refunded", at, message_id=message_id, order_id=rest[0])
     if kind == "identify":
@@ -107,8 +120,14 @@ def test_merging_an_empty_profile_changes_nothing(history):
 
 
 def _all_counts(profile: Profile):
-    yield from (profile.event_count, profile.orders, profile.revenue, profile.sessions, profile.orders_with_coupon,
-                profile.refunds)
+    yield from (
+        profile.event_count,
+        profile.orders,
+        profile.revenue,
+        profile.sessions,
+        profile.orders_with_coupon,
+        profile.refunds,
+    )
     for counts in (profile.product_views, profile.category_views, profile.event_counts, profile.payment_methods):
         yield from counts.values()
     for nested in (profile.size_counts, profile.engagement):

@@ -32,8 +32,14 @@ def policy(thresholds=None) -> StagePolicy:
 
 
 def order(at: float, message_id: str = "m1"):
-    payload = {"type": "track", "event": "Order Completed", "messageId": message_id, "userId": "c1",
-               "timestamp": at, "properties": {"order_id": message_id, "total": 40.0}}
+    payload = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": message_id,
+        "userId": "c1",
+        "timestamp": at,
+        "properties": {"order_id": message_id, "total": 40.0},
+    }
     return ApplyEvent(event=decode_event(orjson.dumps(payload), now=at))
 
 
@@ -71,8 +77,9 @@ def test_a_replayed_event_publishes_nothing_twice():
 def test_changed_definitions_re_evaluate_on_the_next_command():
     stage = policy()
     first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
-    narrower = AudiencePolicy.build(parse_definitions("version: 1\nsegments:\n  - name: big\n    when: orders >= 5\n"),
-                                    load_models(), {}, b"v2")
+    narrower = AudiencePolicy.build(
+        parse_definitions("version: 1\nsegments:\n  - name: big\n    when: orders >= 5\n"), load_models(), {}, b"v2"
+    )
     result = step_key(first.state, CheckTriggers(now=T0 + 1), now=T0 + 1, policy=StagePolicy(audiences=narrower))
     assert segment_moves(result) == [("exited", "buyers")]
     assert result.state.profile.audience_version == narrower.version
@@ -101,18 +108,27 @@ def test_a_burst_is_evaluated_once_at_the_end_of_the_interval():
 def test_a_forgotten_customer_leaves_every_segment():
     stage = policy()
     first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
-    deletion = {"type": "track", "event": "Deletion Requested", "messageId": "d1", "userId": "c1",
-                "timestamp": T0 + 10, "properties": {}}
-    forgotten = step_key(first.state, ApplyEvent(event=decode_event(orjson.dumps(deletion), now=T0 + 10)),
-                         now=T0 + 10, policy=stage)
+    deletion = {
+        "type": "track",
+        "event": "Deletion Requested",
+        "messageId": "d1",
+        "userId": "c1",
+        "timestamp": T0 + 10,
+        "properties": {},
+    }
+    forgotten = step_key(
+        first.state, ApplyEvent(event=decode_event(orjson.dumps(deletion), now=T0 + 10)), now=T0 + 10, policy=stage
+    )
     assert forgotten.state.profile is None
     assert [(c.change, c.segment, c.reason) for c in forgotten.audience_changes] == [
-        ("exited", "buyers", "customer forgotten")]
+        ("exited", "buyers", "customer forgotten")
+    ]
 
 
 def test_behind_live_traffic_a_burst_waits_longer_but_live_keeps_the_short_interval():
-    stage = dataclasses.replace(policy(), audience_min_interval_s=1.0, audience_backlog_fraction=0.1,
-                                audience_max_interval_s=60.0)
+    stage = dataclasses.replace(
+        policy(), audience_min_interval_s=1.0, audience_backlog_fraction=0.1, audience_max_interval_s=60.0
+    )
     now = T0 + 3600.0  # the worker is an hour behind these events
     first = step_key(KeyState(key="c1"), order(T0, "m1"), now=now, policy=stage)
     assert segment_moves(first) == [("entered", "buyers")]  # a first change is still evaluated at once

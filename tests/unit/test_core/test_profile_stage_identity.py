@@ -90,8 +90,9 @@ def test_link_is_asked_for_only_once():
 
 
 def test_identify_never_merges_two_user_ids_but_alias_does():
-    sim = StageSim().feed(track("Order Completed", T0, user="old", order_id="o1", total=100),
-                          identify(T0 + 1, user="new", anon="old"))
+    sim = StageSim().feed(
+        track("Order Completed", T0, user="old", order_id="o1", total=100), identify(T0 + 1, user="new", anon="old")
+    )
     assert sim.identity("old").redirect_to is None and sim.profile("old").orders == 1
     assert LINK_REFUSED in sim.notes
     sim.feed(alias("old", "new", T0 + 2))
@@ -102,8 +103,9 @@ def test_identify_never_merges_two_user_ids_but_alias_does():
 
 
 def test_merge_chains_are_flattened():
-    sim = StageSim().feed(page(T0, user=None, anon="dev"), identify(T0 + 1, user="v", anon="dev"),
-                          alias("v", "u", T0 + 2))
+    sim = StageSim().feed(
+        page(T0, user=None, anon="dev"), identify(T0 + 1, user="v", anon="dev"), alias("v", "u", T0 + 2)
+    )
     assert sim.identity("dev").redirect_to == "u" and sim.identity("v").redirect_to == "u"
     assert set(sim.profile("u").linked_ids) >= {"v", "dev"}
     assert sim.profile("u").event_count == 3
@@ -158,10 +160,14 @@ def test_absorb_is_deduplicated_by_absorb_id():
 
 
 def test_replaying_the_whole_command_sequence_is_idempotent():
-    sim = StageSim().feed(*anon_history(), identify(T0 + 30, user="u1", anon="a1", city="Oslo"),
-                          track("Order Completed", T0 + 40, user="u1", order_id="o1", total=500),
-                          page(T0 + 50, user=None, anon="a2"), alias("a2", "u1", T0 + 60),
-                          track("Order Refunded", T0 + 70, user="u1", order_id="o1"))
+    sim = StageSim().feed(
+        *anon_history(),
+        identify(T0 + 30, user="u1", anon="a1", city="Oslo"),
+        track("Order Completed", T0 + 40, user="u1", order_id="o1", total=500),
+        page(T0 + 50, user=None, anon="a2"),
+        alias("a2", "u1", T0 + 60),
+        track("Order Refunded", T0 + 70, user="u1", order_id="o1"),
+    )
     before = {k: msgspec.msgpack.encode(v) for k, v in sim.states.items()}
     for key, command in list(sim.log):  # at-least-once: everything delivered again
         sim.send(key, decode_command(encode_command(command)))
@@ -185,8 +191,7 @@ class TestDeletion:
 
     def test_old_events_are_dropped_and_new_ones_start_fresh(self):
         sim = self.make().feed(track("Deletion Requested", T0 + 100, user="u1"))
-        sim.feed(track("Product Viewed", T0 + 20, user="u1", product_id="old"),
-                 page(T0 + 25, user=None, anon="a1"))
+        sim.feed(track("Product Viewed", T0 + 20, user="u1", product_id="old"), page(T0 + 25, user=None, anon="a1"))
         assert sim.profile("u1") is None and sim.profile("a1") is None
         assert sim.notes.count(FORGOTTEN_DROP) == 2
         sim.feed(track("Product Viewed", T0 + 200, user="u1", product_id="new"))
@@ -218,8 +223,9 @@ class TestDeletion:
 
 def test_cart_abandonment_still_works_through_step_key():
     policy = StagePolicy(cart_abandonment=CartAbandonmentPolicy(delay_s=10))
-    added = step_key(KeyState(key="u1"), ApplyEvent(event=track("Product Added", T0, product_id="p", price=5)),
-                     now=T0, policy=policy)
+    added = step_key(
+        KeyState(key="u1"), ApplyEvent(event=track("Product Added", T0, product_id="p", price=5)), now=T0, policy=policy
+    )
     assert added.due_at == T0 + 10
     checked = step_key(added.state, CheckTriggers(now=T0 + 11), now=T0 + 11, policy=policy)
     assert len(checked.triggers) == 1 and checked.profile_changed and checked.due_at is None

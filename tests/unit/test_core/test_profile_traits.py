@@ -75,16 +75,27 @@ def test_affinity_is_order_independent():
 
 
 def test_preferred_size_is_the_most_bought():
-    profile = run(*(track("Order Completed", T0 + i, order_id=f"o{i}", total=1,
-                          products=[{"product_id": f"p{i}", "category": "shoes", "size": size}])
-                    for i, size in enumerate(["42", "43", "42"])))
+    profile = run(
+        *(
+            track(
+                "Order Completed",
+                T0 + i,
+                order_id=f"o{i}",
+                total=1,
+                products=[{"product_id": f"p{i}", "category": "shoes", "size": size}],
+            )
+            for i, size in enumerate(["42", "43", "42"])
+        )
+    )
     assert preferred_sizes(profile) == {"shoes": "42"}
 
 
 def test_profile_document():
-    profile = run(identify(city="Berlin", email="a@b.c", plan="pro"),
-                  track("Order Completed", T0, order_id="o", total=2000, products=[{"product_id": "p", "category": "c"}]),
-                  track("Consent Updated", T0, channel="sms", granted=True))
+    profile = run(
+        identify(city="Berlin", email="a@b.c", plan="pro"),
+        track("Order Completed", T0, order_id="o", total=2000, products=[{"product_id": "p", "category": "c"}]),
+        track("Consent Updated", T0, channel="sms", granted=True),
+    )
     document = profile_document(profile, now=T0 + DAY_S)
     assert "applied_ids" not in document and "applied_ids" not in str(document)
     assert document["orders"] == 1 and document["revenue"] == 2000 and document["cart"] == []
@@ -106,16 +117,40 @@ PHONE = "+49 (30) 555-12345"
 @pytest.mark.parametrize("policy", [POLICY, ProfilePolicy()], ids=["hashed", "no-key"])
 def test_no_pii_anywhere_in_the_profile(policy):
     profile = run(
-        identify(email=f"  {EMAIL} ", phone=PHONE, firstName="Ann", last_name="Example", name="Ann Example",
-                 address={"street": "Hauptstr. 1", "city": "Berlin", "postal_code": "10115"},
-                 birthday="1990-01-02", contact=EMAIL, mobile=PHONE, backup="+49 30 55512345", plan="pro"),
+        identify(
+            email=f"  {EMAIL} ",
+            phone=PHONE,
+            firstName="Ann",
+            last_name="Example",
+            name="Ann Example",
+            address={"street": "Hauptstr. 1", "city": "Berlin", "postal_code": "10115"},
+            birthday="1990-01-02",
+            contact=EMAIL,
+            mobile=PHONE,
+            backup="+49 30 55512345",
+            plan="pro",
+        ),
         policy=policy,
     )
-    for encoded in (msgspec.json.encode(profile), msgspec.msgpack.encode(profile), repr(profile).encode(),
-                    msgspec.json.encode(profile_document(profile, now=T0))):
+    for encoded in (
+        msgspec.json.encode(profile),
+        msgspec.msgpack.encode(profile),
+        repr(profile).encode(),
+        msgspec.json.encode(profile_document(profile, now=T0)),
+    ):
         text = encoded.decode(errors="replace").lower()
-        for secret in (EMAIL.lower(), "ann.example", "hauptstr", "10115", "1990-01-02", "555-12345", "5551234",
-                       "ann example", '"ann"', "example"):
+        for secret in (
+            EMAIL.lower(),
+            "ann.example",
+            "hauptstr",
+            "10115",
+            "1990-01-02",
+            "555-12345",
+            "5551234",
+            "ann example",
+            '"ann"',
+            "example",
+        ):
             assert secret not in text, secret
     assert profile.city == "Berlin" and profile.custom_traits == {"plan": "pro"}
     if policy.pii_hash_key is not None:
@@ -142,10 +177,23 @@ def test_profile_size_stays_bounded_after_10000_events():
         at = T0 + i * 60
         kind = rng.randrange(9)
         if kind == 0:
-            event = track("Order Completed", at, order_id=f"o{i}", total=rng.randrange(1, 50000), coupon="C" * (i % 2),
-                          payment_method=f"pm{rng.randrange(15)}", store_id=f"s{rng.randrange(40)}",
-                          products=[{"product_id": f"p{rng.randrange(500)}", "category": f"c{rng.randrange(60)}",
-                                     "size": str(rng.randrange(30))} for _ in range(25)])
+            event = track(
+                "Order Completed",
+                at,
+                order_id=f"o{i}",
+                total=rng.randrange(1, 50000),
+                coupon="C" * (i % 2),
+                payment_method=f"pm{rng.randrange(15)}",
+                store_id=f"s{rng.randrange(40)}",
+                products=[
+                    {
+                        "product_id": f"p{rng.randrange(500)}",
+                        "category": f"c{rng.randrange(60)}",
+                        "size": str(rng.randrange(30)),
+                    }
+                    for _ in range(25)
+                ],
+            )
         elif kind == 1:
             event = track("Product Added", at, product_id=f"p{rng.randrange(500)}", price=100, category=f"c{i % 60}")
         elif kind == 2:
@@ -159,8 +207,13 @@ def test_profile_size_stays_bounded_after_10000_events():
         elif kind == 6:
             event = track("Order Refunded", at, order_id=f"o{rng.randrange(i + 1)}")
         else:
-            event = page(at, context={"device": {"id": f"d{rng.randrange(100)}"}}) if kind == 7 else track(
-                "Product Viewed", at, product_id=f"p{rng.randrange(1000)}", category=f"c{rng.randrange(100)}")
+            event = (
+                page(at, context={"device": {"id": f"d{rng.randrange(100)}"}})
+                if kind == 7
+                else track(
+                    "Product Viewed", at, product_id=f"p{rng.randrange(1000)}", category=f"c{rng.randrange(100)}"
+                )
+            )
         profile = apply_event(profile, event, now=at, policy=POLICY)
     size = len(msgspec.msgpack.encode(profile))
     assert size < 48 * 1024, size

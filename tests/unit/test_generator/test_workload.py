@@ -44,18 +44,35 @@ def test_every_event_is_valid_and_in_time_order(workload, events) -> None:
     assert len(events) == workload.truth["events"] == len(workload.lines)
     timestamps = [event.timestamp for event in events]
     assert timestamps == sorted(timestamps)
-    assert START <= timestamps[0] and timestamps[-1] <= START + DAYS * 86400
+    assert timestamps[0] >= START and timestamps[-1] <= START + DAYS * 86400
     assert len({event.message_id for event in events}) == len(events)
 
 
 def test_the_workload_covers_the_contract(events) -> None:
     names = Counter(event.event if event.type == "track" else event.type for event in events)
-    for expected in (*CLICKSTREAM_EVENTS, *PURCHASE_EVENTS, "identify", "alias", "page", "screen", "Consent Updated",
-                     "Deletion Requested", "Message Sent", "Message Delivered", "Message Opened", "Message Clicked",
-                     "Message Bounced"):
+    for expected in (
+        *CLICKSTREAM_EVENTS,
+        *PURCHASE_EVENTS,
+        "identify",
+        "alias",
+        "page",
+        "screen",
+        "Consent Updated",
+        "Deletion Requested",
+        "Message Sent",
+        "Message Delivered",
+        "Message Opened",
+        "Message Clicked",
+        "Message Bounced",
+    ):
         assert names[expected] > 0, expected
     assert set(names) - {"identify", "alias", "page", "screen"} <= {
-        *CLICKSTREAM_EVENTS, *PURCHASE_EVENTS, *MESSAGING_EVENTS, "Consent Updated", "Deletion Requested"}
+        *CLICKSTREAM_EVENTS,
+        *PURCHASE_EVENTS,
+        *MESSAGING_EVENTS,
+        "Consent Updated",
+        "Deletion Requested",
+    }
     orders = [event for event in events if event.event == "Order Completed"]
     assert any("store_id" in event.properties for event in orders)  # in-store POS
     assert any("coupon" in event.properties for event in orders)
@@ -86,9 +103,20 @@ def recompute_truth(events: list[Event]) -> dict[str, dict]:
         user = event.user_id or owner.get(event.anonymous_id)
         if user is None:
             continue
-        row = truth.setdefault(user, {"user_id": user, "anonymous_ids": sorted(linked[user]), "events": 0,
-                                      "orders": 0, "revenue": 0, "last_order_at": None, "refunds": 0,
-                                      "refunded_revenue": 0, "deleted": False})
+        row = truth.setdefault(
+            user,
+            {
+                "user_id": user,
+                "anonymous_ids": sorted(linked[user]),
+                "events": 0,
+                "orders": 0,
+                "revenue": 0,
+                "last_order_at": None,
+                "refunds": 0,
+                "refunded_revenue": 0,
+                "deleted": False,
+            },
+        )
         row["events"] += 1
         if event.event == "Order Completed":
             totals[event.properties["order_id"]] = event.properties["total"]
@@ -124,8 +152,9 @@ def test_deleted_customers_send_nothing_afterwards(workload, events) -> None:
 
 
 def test_size_parameters_scale_the_workload(workload) -> None:
-    smaller = generate_workload(WorkloadConfig(start=START, customers=30, days=DAYS, seed=7, deletion_rate=0.05,
-                                               refund_rate=0.2))
+    smaller = generate_workload(
+        WorkloadConfig(start=START, customers=30, days=DAYS, seed=7, deletion_rate=0.05, refund_rate=0.2)
+    )
     # Each customer has its own random stream: the first 30 customers are the same in both.
     assert smaller.truth["profiles"] == [row for row in workload.truth["profiles"] if row["user_id"] < "user-000030"]
     assert 0.3 < len(smaller.lines) / len(workload.lines) < 0.7
@@ -158,16 +187,48 @@ def test_generate_command_writes_lines_and_truth(tmp_path, capsys) -> None:
     parser = argparse.ArgumentParser()
     generate.register(parser.add_subparsers(dest="command"))
     out, truth_path = tmp_path / "events.jsonl", tmp_path / "truth.json"
-    args = parser.parse_args(["generate", "--customers", "8", "--days", "5", "--seed", "2", "--start", str(START),
-                              "--out", str(out), "--truth", str(truth_path), "--corrupt-fraction", "0.05"])
+    args = parser.parse_args(
+        [
+            "generate",
+            "--customers",
+            "8",
+            "--days",
+            "5",
+            "--seed",
+            "2",
+            "--start",
+            str(START),
+            "--out",
+            str(out),
+            "--truth",
+            str(truth_path),
+            "--corrupt-fraction",
+            "0.05",
+        ]
+    )
     assert args.handler(args, Settings()) == 0
     lines = out.read_bytes().splitlines()
     truth = orjson.loads(truth_path.read_bytes())
     assert len(lines) == truth["events"] + truth["corrupted"] == truth["lines_written"]
     assert "sent" in capsys.readouterr().err
     again = tmp_path / "again.jsonl"
-    args = parser.parse_args(["generate", "--customers", "8", "--days", "5", "--seed", "2", "--start",
-                              "2025-10-09T08:53:20Z", "--out", str(again), "--corrupt-fraction", "0.05"])
+    args = parser.parse_args(
+        [
+            "generate",
+            "--customers",
+            "8",
+            "--days",
+            "5",
+            "--seed",
+            "2",
+            "--start",
+            "2025-10-09T08:53:20Z",
+            "--out",
+            str(again),
+            "--corrupt-fraction",
+            "0.05",
+        ]
+    )
     assert args.handler(args, Settings()) == 0
     assert again.read_bytes() == out.read_bytes()
 

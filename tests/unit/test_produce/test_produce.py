@@ -25,8 +25,14 @@ TOPICS = TopicNames(prefix="t.")
 
 
 def line(**fields: object) -> bytes:
-    base = {"type": "track", "event": "Product Viewed", "messageId": "m", "userId": "u-1", "timestamp": NOW,
-            "properties": {"product_id": "p"}}
+    base = {
+        "type": "track",
+        "event": "Product Viewed",
+        "messageId": "m",
+        "userId": "u-1",
+        "timestamp": NOW,
+        "properties": {"product_id": "p"},
+    }
     base.update(fields)
     return orjson.dumps({key: value for key, value in base.items() if value is not ...}) + b"\n"
 
@@ -38,8 +44,12 @@ ROUTES = [
     ("messaging", line(event="Message Sent", properties={"channel": "sms"}), "t.events.messaging", b"u-1"),
     ("email alias", line(event="Email Opened", properties={}), "t.events.messaging", b"u-1"),
     ("identify", line(type="identify", event=...), "t.events.customer", b"u-1"),
-    ("consent", line(event="Consent Updated", properties={"channel": "sms", "granted": True}), "t.events.customer",
-     b"u-1"),
+    (
+        "consent",
+        line(event="Consent Updated", properties={"channel": "sms", "granted": True}),
+        "t.events.customer",
+        b"u-1",
+    ),
     ("other goes to clickstream", line(event="Wishlist Shared"), "t.events.clickstream", b"u-1"),
     ("anonymous key", line(userId=..., anonymousId="a-9"), "t.events.clickstream", b"a-9"),
     ("integer user id", line(userId=42), "t.events.clickstream", b"42"),
@@ -69,8 +79,9 @@ REJECTIONS = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "validate", "reason"), [case[1:] for case in REJECTIONS],
-                         ids=[case[0] for case in REJECTIONS])
+@pytest.mark.parametrize(
+    ("raw", "validate", "reason"), [case[1:] for case in REJECTIONS], ids=[case[0] for case in REJECTIONS]
+)
 def test_rejections(raw: bytes, validate: bool, reason: str) -> None:
     routed = route_line(raw, topics=TOPICS, validate=validate, now=NOW)
     assert isinstance(routed, Rejected) and routed.reason == reason
@@ -120,20 +131,33 @@ def test_rate_paces_the_sends() -> None:
     clock = FakeClock()
     sent_at: list[float] = []
     lines = [("f", number, line()) for number in range(1, 51)]
-    summary = produce_lines(lines, lambda raw: route_line(raw, topics=TOPICS), lambda routed: sent_at.append(clock()),
-                            rate=100.0, clock=clock, sleep=clock.sleep)
+    summary = produce_lines(
+        lines,
+        lambda raw: route_line(raw, topics=TOPICS),
+        lambda routed: sent_at.append(clock()),
+        rate=100.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     assert summary.sent == 50
     assert sent_at[-1] == pytest.approx(0.49)
     assert summary.seconds == pytest.approx(0.49)
     unlimited = FakeClock()
-    produce_lines(lines, lambda raw: route_line(raw, topics=TOPICS), lambda routed: None, clock=unlimited,
-                  sleep=unlimited.sleep)
+    produce_lines(
+        lines, lambda raw: route_line(raw, topics=TOPICS), lambda routed: None, clock=unlimited, sleep=unlimited.sleep
+    )
     assert unlimited.slept == 0
 
 
-@pytest.mark.parametrize(("sent", "elapsed", "rate", "delay"), [
-    (0, 0.0, 10.0, 0.0), (10, 0.5, 10.0, 0.5), (10, 2.0, 10.0, 0.0), (1000, 0.0, 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    ("sent", "elapsed", "rate", "delay"),
+    [
+        (0, 0.0, 10.0, 0.0),
+        (10, 0.5, 10.0, 0.5),
+        (10, 2.0, 10.0, 0.0),
+        (1000, 0.0, 0.0, 0.0),
+    ],
+)
 def test_pace_delay(sent: int, elapsed: float, rate: float, delay: float) -> None:
     assert pace_delay(sent, elapsed, rate) == pytest.approx(delay)
 
@@ -142,8 +166,11 @@ def test_read_lines_numbers_files_and_stdin(tmp_path) -> None:
     path = tmp_path / "a.jsonl"
     path.write_bytes(b"one\ntwo\n")
     stdin = io.BytesIO(b"three\n")
-    assert list(read_lines([str(path), "-"], stdin)) == [(str(path), 1, b"one\n"), (str(path), 2, b"two\n"),
-                                                         ("<stdin>", 1, b"three\n")]
+    assert list(read_lines([str(path), "-"], stdin)) == [
+        (str(path), 1, b"one\n"),
+        (str(path), 2, b"two\n"),
+        ("<stdin>", 1, b"three\n"),
+    ]
     assert list(read_lines([], io.BytesIO(b"x\n"))) == [("<stdin>", 1, b"x\n")]
 
 

@@ -7,13 +7,22 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.catalog import CHANNELS, CLICKSTREAM_EVENTS, CUSTOMER_EVENTS, EMAIL_ALIASES, MESSAGING_EVENTS, PURCHASE_EVENTS
+from schemas.catalog import (
+    CHANNELS,
+    CLICKSTREAM_EVENTS,
+    CUSTOMER_EVENTS,
+    EMAIL_ALIASES,
+    MESSAGING_EVENTS,
+    PURCHASE_EVENTS,
+)
 from schemas.validation import ContractLimits
 
 JSON_DIR = Path(__file__).resolve().parents[3] / "schemas" / "json"
 FAMILY_EVENTS = {
-    "clickstream": CLICKSTREAM_EVENTS, "purchase": PURCHASE_EVENTS,
-    "messaging": MESSAGING_EVENTS | set(EMAIL_ALIASES), "customer": CUSTOMER_EVENTS,
+    "clickstream": CLICKSTREAM_EVENTS,
+    "purchase": PURCHASE_EVENTS,
+    "messaging": MESSAGING_EVENTS | set(EMAIL_ALIASES),
+    "customer": CUSTOMER_EVENTS,
 }
 
 

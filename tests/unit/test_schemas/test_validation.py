@@ -16,8 +16,14 @@ ISO_NOW = "2025-11-24T16:00:00Z"
 
 
 def envelope(**fields: object) -> dict:
-    base = {"type": "track", "event": "Product Viewed", "messageId": "m-1", "userId": "u-1",
-            "timestamp": ISO_NOW, "properties": {"product_id": "p-1", "price": 10.5}}
+    base = {
+        "type": "track",
+        "event": "Product Viewed",
+        "messageId": "m-1",
+        "userId": "u-1",
+        "timestamp": ISO_NOW,
+        "properties": {"product_id": "p-1", "price": 10.5},
+    }
     base.update(fields)
     return {key: value for key, value in base.items() if value is not ...}
 
@@ -47,17 +53,46 @@ VALID = [
     ("cart", envelope(event="Cart Viewed", properties={}), CLICKSTREAM),
     ("checkout", envelope(event="Checkout Started", properties={"order_id": 5}), CLICKSTREAM),
     ("order total", envelope(event="Order Completed", properties={"total": 12.0, "currency": "eur"}), PURCHASE),
-    ("order pos", envelope(event="Order Completed", properties={
-        "order_id": "o1", "store_id": 12, "payment_method": "cash", "coupon": "X",
-        "products": [{"product_id": "b1", "category": "hiking-boots", "price": 99.9, "quantity": 1, "size": "42"}]}),
-     PURCHASE),
+    (
+        "order pos",
+        envelope(
+            event="Order Completed",
+            properties={
+                "order_id": "o1",
+                "store_id": 12,
+                "payment_method": "cash",
+                "coupon": "X",
+                "products": [
+                    {"product_id": "b1", "category": "hiking-boots", "price": 99.9, "quantity": 1, "size": "42"}
+                ],
+            },
+        ),
+        PURCHASE,
+    ),
     ("refund", envelope(event="Order Refunded", properties={"order_id": "o1"}), PURCHASE),
     ("sent", envelope(event="Message Sent", properties={"channel": "sms", "trigger_id": 9}), MESSAGING),
     ("email alias", envelope(event="Email Opened", properties={}), MESSAGING),
     ("unsubscribed", envelope(event="Unsubscribed", properties={}), MESSAGING),
-    ("identify", envelope(type="identify", event=..., properties=..., traits={
-        "email": " A@B.com ", "phone": 4912345, "age": 31, "gender": "f", "city": "Lyon", "country": "FR",
-        "timezone": "Europe/Paris", "loyalty_tier": "gold", "preferred_channel": "whatsapp"}), CUSTOMER),
+    (
+        "identify",
+        envelope(
+            type="identify",
+            event=...,
+            properties=...,
+            traits={
+                "email": " A@B.com ",
+                "phone": 4912345,
+                "age": 31,
+                "gender": "f",
+                "city": "Lyon",
+                "country": "FR",
+                "timezone": "Europe/Paris",
+                "loyalty_tier": "gold",
+                "preferred_channel": "whatsapp",
+            },
+        ),
+        CUSTOMER,
+    ),
     ("alias", envelope(type="alias", event=..., properties=..., previousId="anon-1"), CUSTOMER),
     ("consent", envelope(event="Consent Updated", properties={"channel": "email", "granted": False}), CUSTOMER),
     ("deletion", envelope(event="Deletion Requested", properties={}), CUSTOMER),
@@ -75,9 +110,20 @@ def test_valid_events_decode_to_their_family(payload: dict, family: str) -> None
 
 
 def test_normalisation_of_ids_money_currency_quantity_and_time() -> None:
-    event = decode(envelope(event="Order Completed", userId=42, timestamp="2025-11-24T17:00:00+01:00", properties={
-        "order_id": 9, "total": 19.99, "currency": "eur", "store_id": 3,
-        "products": [{"product_id": 1, "price": 9.99, "quantity": 2.0}]}))
+    event = decode(
+        envelope(
+            event="Order Completed",
+            userId=42,
+            timestamp="2025-11-24T17:00:00+01:00",
+            properties={
+                "order_id": 9,
+                "total": 19.99,
+                "currency": "eur",
+                "store_id": 3,
+                "products": [{"product_id": 1, "price": 9.99, "quantity": 2.0}],
+            },
+        )
+    )
     assert event.user_id == "42"
     assert event.timestamp == NOW
     props = event.properties
@@ -97,16 +143,26 @@ def test_identify_traits_are_normalised() -> None:
 
 
 def test_decoding_does_not_mutate_or_share_the_payload() -> None:
-    payload = envelope(event="Order Completed", properties={"total": 1.0, "products": [{"product_id": "a", "price": 1}]})
+    payload = envelope(
+        event="Order Completed", properties={"total": 1.0, "products": [{"product_id": "a", "price": 1}]}
+    )
     before = copy.deepcopy(payload)
     decode(payload)
     assert payload == before
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("2025-11-24T16:00:00Z", NOW), ("2025-11-24T16:00:00.500Z", NOW + 0.5), ("2025-11-24T16:00:00", NOW),
-    ("2025-11-24T18:00:00+02:00", NOW), (NOW, NOW), (NOW * 1000, NOW), (int(NOW), NOW),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2025-11-24T16:00:00Z", NOW),
+        ("2025-11-24T16:00:00.500Z", NOW + 0.5),
+        ("2025-11-24T16:00:00", NOW),
+        ("2025-11-24T18:00:00+02:00", NOW),
+        (NOW, NOW),
+        (NOW * 1000, NOW),
+        (int(NOW), NOW),
+    ],
+)
 def test_parse_timestamp_forms(value: object, expected: float) -> None:
     assert parse_timestamp(value) == expected
 
@@ -126,51 +182,88 @@ REJECTED = {
     "array_too_long": [envelope(properties={"product_id": "p", "list": list(range(1001))})],
     "unknown_type": [envelope(type="trackk"), envelope(type=...), envelope(type=1), envelope(type=["track"])],
     "missing_field": [
-        envelope(messageId=...), envelope(messageId=""), envelope(timestamp=...), envelope(event=...),
-        envelope(event=""), envelope(type="alias", previousId=...), envelope(type="alias", previousId="a", userId=...,
-                                                                             anonymousId="a"),
-        envelope(properties={}), envelope(event="Product Added", properties={"price": 1}),
+        envelope(messageId=...),
+        envelope(messageId=""),
+        envelope(timestamp=...),
+        envelope(event=...),
+        envelope(event=""),
+        envelope(type="alias", previousId=...),
+        envelope(type="alias", previousId="a", userId=..., anonymousId="a"),
+        envelope(properties={}),
+        envelope(event="Product Added", properties={"price": 1}),
         envelope(event="Products Searched", properties={}),
         envelope(event="Order Completed", properties={"currency": "EUR"}),
         envelope(event="Order Completed", properties={"products": [{"price": 1}]}),
         envelope(event="Order Refunded", properties={"total": 1}),
-        envelope(event="Message Sent", properties={}), envelope(event="Consent Updated", properties={"channel": "sms"}),
+        envelope(event="Message Sent", properties={}),
+        envelope(event="Consent Updated", properties={"channel": "sms"}),
         envelope(event="Consent Updated", properties={"granted": True}),
     ],
     "wrong_type": [
-        envelope(properties=[1]), envelope(traits="x"), envelope(context=3), envelope(event=5),
-        envelope(type="page", event=..., name=5), envelope(properties={"product_id": "p", "price": "10"}),
-        envelope(properties={"product_id": "p", "quantity": "2"}), envelope(properties={"products": {"a": 1}}),
-        envelope(properties={"products": [1]}), envelope(event="Products Searched", properties={"query": 3}),
+        envelope(properties=[1]),
+        envelope(traits="x"),
+        envelope(context=3),
+        envelope(event=5),
+        envelope(type="page", event=..., name=5),
+        envelope(properties={"product_id": "p", "price": "10"}),
+        envelope(properties={"product_id": "p", "quantity": "2"}),
+        envelope(properties={"products": {"a": 1}}),
+        envelope(properties={"products": [1]}),
+        envelope(event="Products Searched", properties={"query": 3}),
         envelope(event="Consent Updated", properties={"channel": "sms", "granted": "yes"}),
-        envelope(type="identify", traits={"email": 3}), envelope(type="identify", traits={"age": "31"}),
+        envelope(type="identify", traits={"email": 3}),
+        envelope(type="identify", traits={"age": "31"}),
     ],
     "bad_id": [
-        envelope(userId=1.5), envelope(userId=True), envelope(messageId={"a": 1}), envelope(anonymousId=[1]),
-        envelope(properties={"product_id": {"id": 1}}), envelope(type="alias", previousId=2.5),
+        envelope(userId=1.5),
+        envelope(userId=True),
+        envelope(messageId={"a": 1}),
+        envelope(anonymousId=[1]),
+        envelope(properties={"product_id": {"id": 1}}),
+        envelope(type="alias", previousId=2.5),
     ],
     "missing_identity": [envelope(userId=...), envelope(userId="", anonymousId=None)],
-    "bad_timestamp": [envelope(timestamp="yesterday"), envelope(timestamp=True), envelope(timestamp=None),
-                      envelope(timestamp={"t": 1}), envelope(timestamp="2025-13-45T00:00:00Z")],
-    "timestamp_skew": [envelope(timestamp=NOW + 3600), envelope(timestamp="2020-01-01T00:00:00Z"),
-                       envelope(timestamp=0), envelope(timestamp=-5),
-                       envelope(timestamp="0001-01-01T00:00:00+05:00")],
-    "bad_amount": [envelope(properties={"product_id": "p", "price": -1}),
-                   envelope(properties={"product_id": "p", "price": 1e12}),
-                   envelope(event="Order Completed", properties={"total": -0.01}),
-                   envelope(event="Order Completed", properties={"products": [{"product_id": "a", "price": -3}]})],
-    "bad_quantity": [envelope(properties={"product_id": "p", "quantity": -1}),
-                     envelope(properties={"product_id": "p", "quantity": 1.5}),
-                     envelope(properties={"product_id": "p", "quantity": 10**9}),
-                     envelope(event="Order Completed",
-                              properties={"products": [{"product_id": "a", "quantity": -2}]})],
-    "bad_currency": [envelope(event="Order Completed", properties={"total": 1, "currency": c})
-                     for c in ("EURO", "E1R", 978, "", "€€€")],
-    "bad_channel": [envelope(event="Message Opened", properties={"channel": "pigeon"}),
-                    envelope(event="Consent Updated", properties={"channel": 3, "granted": True}),
-                    envelope(type="identify", traits={"preferred_channel": "fax"})],
-    "bad_value": [envelope(type="identify", traits={"email": "nobody"}), envelope(type="identify", traits={"age": -1}),
-                  envelope(type="identify", traits={"age": 400}), envelope(type="identify", traits={"birthday": "soon"})],
+    "bad_timestamp": [
+        envelope(timestamp="yesterday"),
+        envelope(timestamp=True),
+        envelope(timestamp=None),
+        envelope(timestamp={"t": 1}),
+        envelope(timestamp="2025-13-45T00:00:00Z"),
+    ],
+    "timestamp_skew": [
+        envelope(timestamp=NOW + 3600),
+        envelope(timestamp="2020-01-01T00:00:00Z"),
+        envelope(timestamp=0),
+        envelope(timestamp=-5),
+        envelope(timestamp="0001-01-01T00:00:00+05:00"),
+    ],
+    "bad_amount": [
+        envelope(properties={"product_id": "p", "price": -1}),
+        envelope(properties={"product_id": "p", "price": 1e12}),
+        envelope(event="Order Completed", properties={"total": -0.01}),
+        envelope(event="Order Completed", properties={"products": [{"product_id": "a", "price": -3}]}),
+    ],
+    "bad_quantity": [
+        envelope(properties={"product_id": "p", "quantity": -1}),
+        envelope(properties={"product_id": "p", "quantity": 1.5}),
+        envelope(properties={"product_id": "p", "quantity": 10**9}),
+        envelope(event="Order Completed", properties={"products": [{"product_id": "a", "quantity": -2}]}),
+    ],
+    "bad_currency": [
+        envelope(event="Order Completed", properties={"total": 1, "currency": c})
+        for c in ("EURO", "E1R", 978, "", "€€€")
+    ],
+    "bad_channel": [
+        envelope(event="Message Opened", properties={"channel": "pigeon"}),
+        envelope(event="Consent Updated", properties={"channel": 3, "granted": True}),
+        envelope(type="identify", traits={"preferred_channel": "fax"}),
+    ],
+    "bad_value": [
+        envelope(type="identify", traits={"email": "nobody"}),
+        envelope(type="identify", traits={"age": -1}),
+        envelope(type="identify", traits={"age": 400}),
+        envelope(type="identify", traits={"birthday": "soon"}),
+    ],
 }
 
 

@@ -13,8 +13,13 @@ from schemas.validation import REASONS, ContractLimits, decode_event
 NOW = 1_764_000_000.0
 LIMITS = ContractLimits(max_event_bytes=4096, max_depth=6, max_array_length=20)
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(
-    allow_nan=False, allow_infinity=False) | st.text(max_size=30)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+)
 json_trees = st.recursive(
     json_scalars,
     lambda children: st.lists(children, max_size=12) | st.dictionaries(st.text(max_size=12), children, max_size=6),
@@ -23,22 +28,63 @@ json_trees = st.recursive(
 
 # Near-valid envelopes: right keys, random values, so the deeper checks are reached too.
 field_values = st.one_of(
-    json_trees, st.sampled_from([*SEGMENT_TYPES, "Order Completed", "Email Opened", "Consent Updated", "Message Sent",
-                                 "Product Added", "2025-11-24T16:00:00Z", "email", "sms", "EUR"]),
-    st.floats(NOW - 1e6, NOW + 1e3), st.just(NOW),
+    json_trees,
+    st.sampled_from(
+        [
+            *SEGMENT_TYPES,
+            "Order Completed",
+            "Email Opened",
+            "Consent Updated",
+            "Message Sent",
+            "Product Added",
+            "2025-11-24T16:00:00Z",
+            "email",
+            "sms",
+            "EUR",
+        ]
+    ),
+    st.floats(NOW - 1e6, NOW + 1e3),
+    st.just(NOW),
 )
-property_keys = st.sampled_from(["product_id", "price", "quantity", "total", "currency", "products", "channel",
-                                 "granted", "order_id", "query", "sku", "trigger_id", "revenue"])
+property_keys = st.sampled_from(
+    [
+        "product_id",
+        "price",
+        "quantity",
+        "total",
+        "currency",
+        "products",
+        "channel",
+        "granted",
+        "order_id",
+        "query",
+        "sku",
+        "trigger_id",
+        "revenue",
+    ]
+)
 envelopes = st.fixed_dictionaries(
-    {"type": st.sampled_from(SEGMENT_TYPES) | json_trees, "messageId": st.text(min_size=1, max_size=8) | json_trees,
-     "timestamp": st.just(NOW) | field_values},
+    {
+        "type": st.sampled_from(SEGMENT_TYPES) | json_trees,
+        "messageId": st.text(min_size=1, max_size=8) | json_trees,
+        "timestamp": st.just(NOW) | field_values,
+    },
     optional={
-        "event": field_values, "name": field_values, "userId": field_values, "anonymousId": field_values,
+        "event": field_values,
+        "name": field_values,
+        "userId": field_values,
+        "anonymousId": field_values,
         "previousId": field_values,
-        "properties": st.dictionaries(property_keys, field_values | st.lists(
-            st.dictionaries(property_keys, field_values, max_size=5), max_size=3), max_size=6) | json_trees,
-        "traits": st.dictionaries(st.sampled_from(["email", "phone", "age", "birthday", "preferred_channel"]),
-                                  field_values, max_size=4) | json_trees,
+        "properties": st.dictionaries(
+            property_keys,
+            field_values | st.lists(st.dictionaries(property_keys, field_values, max_size=5), max_size=3),
+            max_size=6,
+        )
+        | json_trees,
+        "traits": st.dictionaries(
+            st.sampled_from(["email", "phone", "age", "birthday", "preferred_channel"]), field_values, max_size=4
+        )
+        | json_trees,
         "context": json_trees,
     },
 )
@@ -80,4 +126,4 @@ def test_random_envelopes(payload: dict) -> None:
 def test_corrupted_bytes_of_envelopes(payload: dict, position: int, junk: bytes) -> None:
     raw = orjson.dumps(payload)
     position = min(position, len(raw))
-    decode_or_reject(raw[:position] + junk + raw[position + 1:])
+    decode_or_reject(raw[:position] + junk + raw[position + 1 :])

@@ -40,12 +40,20 @@ def test_shipped_model_file_loads_with_both_models_and_metrics() -> None:
 
 
 def test_features_of_record_and_builtins_view_agree() -> None:
-    profile = Profile(customer_id="c", orders=3, revenue=12000, last_order_at=T0 - 5 * DAY,
-                      order_times=(T0 - 40 * DAY, T0 - 20 * DAY, T0 - 5 * DAY), first_seen=T0 - 60 * DAY,
-                      last_seen=T0 - DAY, event_count=40, sessions=6,
-                      cart=(CartItem(product_id="p", quantity=2, price=1500, added_at=T0 - DAY),),
-                      event_last_at={"Product Viewed": T0 - 2 * DAY},
-                      engagement={"email": {"delivered": 10, "opened": 4, "clicked": 1}})
+    profile = Profile(
+        customer_id="c",
+        orders=3,
+        revenue=12000,
+        last_order_at=T0 - 5 * DAY,
+        order_times=(T0 - 40 * DAY, T0 - 20 * DAY, T0 - 5 * DAY),
+        first_seen=T0 - 60 * DAY,
+        last_seen=T0 - DAY,
+        event_count=40,
+        sessions=6,
+        cart=(CartItem(product_id="p", quantity=2, price=1500, added_at=T0 - DAY),),
+        event_last_at={"Product Viewed": T0 - 2 * DAY},
+        engagement={"email": {"delivered": 10, "opened": 4, "clicked": 1}},
+    )
     features = compute_features(profile, now=T0)
     assert len(features) == len(FEATURES)
     assert features == compute_features(msgspec.to_builtins(profile), now=T0)
@@ -61,10 +69,18 @@ def test_empty_profile_scores_are_probabilities() -> None:
 
 
 def test_recent_frequent_buyer_outscores_a_dormant_visitor() -> None:
-    buyer = Profile(customer_id="a", orders=8, revenue=40000, last_order_at=T0 - 3 * DAY,
-                    order_times=tuple(T0 - d * DAY for d in (66, 54, 45, 33, 24, 15, 9, 3)),
-                    first_seen=T0 - 90 * DAY, last_seen=T0 - DAY, event_count=300, sessions=30,
-                    event_last_at={"Product Viewed": T0 - DAY})
+    buyer = Profile(
+        customer_id="a",
+        orders=8,
+        revenue=40000,
+        last_order_at=T0 - 3 * DAY,
+        order_times=tuple(T0 - d * DAY for d in (66, 54, 45, 33, 24, 15, 9, 3)),
+        first_seen=T0 - 90 * DAY,
+        last_seen=T0 - DAY,
+        event_count=300,
+        sessions=30,
+        event_last_at={"Product Viewed": T0 - DAY},
+    )
     dormant = Profile(customer_id="b", first_seen=T0 - 90 * DAY, last_seen=T0 - 80 * DAY, event_count=3)
     assert score_profile(MODELS, buyer, now=T0)[PURCHASE_7D] > score_profile(MODELS, dormant, now=T0)[PURCHASE_7D]
 
@@ -73,7 +89,7 @@ profiles = st.builds(
     Profile,
     customer_id=st.just("c"),
     orders=st.integers(-5, 10_000),
-    revenue=st.integers(-10**6, 10**12),
+    revenue=st.integers(-(10**6), 10**12),
     last_order_at=st.floats(0, 2 * T0, allow_nan=False),
     first_seen=st.floats(0, 2 * T0, allow_nan=False),
     last_seen=st.floats(0, 2 * T0, allow_nan=False),
@@ -81,13 +97,16 @@ profiles = st.builds(
     event_count=st.integers(0, 10**9),
     sessions=st.integers(0, 10**6),
     order_times=st.lists(st.floats(0, 2 * T0, allow_nan=False), max_size=5).map(lambda t: tuple(sorted(t))),
-    event_last_at=st.dictionaries(st.sampled_from(["Product Viewed", "Order Completed"]),
-                                  st.floats(0, 2 * T0, allow_nan=False)),
-    engagement=st.dictionaries(st.sampled_from(["email", "sms"]),
-                               st.dictionaries(st.sampled_from(["delivered", "opened", "clicked"]),
-                                               st.integers(0, 10**6))),
-    category_affinity=st.dictionaries(st.sampled_from(["tents", "dog-food", "socks"]),
-                                      st.builds(Affinity, st.floats(0, 1e6), st.floats(0, 2 * T0))),
+    event_last_at=st.dictionaries(
+        st.sampled_from(["Product Viewed", "Order Completed"]), st.floats(0, 2 * T0, allow_nan=False)
+    ),
+    engagement=st.dictionaries(
+        st.sampled_from(["email", "sms"]),
+        st.dictionaries(st.sampled_from(["delivered", "opened", "clicked"]), st.integers(0, 10**6)),
+    ),
+    category_affinity=st.dictionaries(
+        st.sampled_from(["tents", "dog-food", "socks"]), st.builds(Affinity, st.floats(0, 1e6), st.floats(0, 2 * T0))
+    ),
 )
 
 
@@ -117,10 +136,15 @@ def test_affinity_shares_decay_and_normalise() -> None:
 
 
 def test_score_crossings() -> None:
-    crossings = score_crossings({"purchase_7d": 0.5, "churn_60d": 0.8}, {"purchase_7d": 0.65, "churn_60d": 0.3},
-                                {"purchase_7d": (0.6, 0.9), "churn_60d": (0.7,), "missing": (0.1,)})
+    crossings = score_crossings(
+        {"purchase_7d": 0.5, "churn_60d": 0.8},
+        {"purchase_7d": 0.65, "churn_60d": 0.3},
+        {"purchase_7d": (0.6, 0.9), "churn_60d": (0.7,), "missing": (0.1,)},
+    )
     assert [(c.score, c.threshold, c.direction) for c in crossings] == [
-        ("churn_60d", 0.7, "down"), ("purchase_7d", 0.6, "up")]
+        ("churn_60d", 0.7, "down"),
+        ("purchase_7d", 0.6, "up"),
+    ]
     assert score_crossings({}, {"x": 0.2}, {"x": (0.2,)})[0].direction == "up"
     assert score_crossings({"x": 0.5}, {"x": 0.5}, {"x": (0.5,)}) == []
 

@@ -24,7 +24,8 @@ AUC_FLOOR = 0.62
 @pytest.fixture(scope="module")
 def small_models():
     workload = generator.generate_workload(
-        generator.WorkloadConfig(start=1_690_000_000.0, customers=120, days=75, seed=5))
+        generator.WorkloadConfig(start=1_690_000_000.0, customers=120, days=75, seed=5)
+    )
     stats = ReplayStats()
     events = decode_lines(workload.lines, stats)
     return train_models(events, TrainingConfig(cutoff_every_days=5.0), trained_at="test", stats=stats)
@@ -38,8 +39,10 @@ def test_purchase_model_beats_the_auc_floor_on_held_out_time(small_models) -> No
 
 
 def test_trained_file_round_trips(small_models) -> None:
-    assert parse_models(small_models.to_json()).models[PURCHASE_7D].coefficients == \
-        small_models.models[PURCHASE_7D].coefficients
+    assert (
+        parse_models(small_models.to_json()).models[PURCHASE_7D].coefficients
+        == small_models.models[PURCHASE_7D].coefficients
+    )
 
 
 def test_metric_helpers() -> None:
@@ -62,6 +65,8 @@ def test_fit_logistic_recovers_a_separating_direction() -> None:
 
 def test_invalid_lines_are_counted_not_fatal() -> None:
     stats = ReplayStats()
-    events = decode_lines([b"{", b"", b'{"type":"track","event":"X","userId":"u","messageId":"m",'
-                           b'"timestamp":"2024-01-01T00:00:00Z"}'], stats)
+    events = decode_lines(
+        [b"{", b"", b'{"type":"track","event":"X","userId":"u","messageId":"m","timestamp":"2024-01-01T00:00:00Z"}'],
+        stats,
+    )
     assert (stats.lines, stats.invalid, len(events)) == (2, 1, 1)

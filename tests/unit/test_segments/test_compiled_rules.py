@@ -29,14 +29,14 @@ MODELS = load_models()
 
 # Rules reaching every node type and fast lane of the compiler (and the document-only fields).
 EXTRA_RULES = [
-    "country in [\"DE\", \"AT\", \"CH\"]",
+    'country in ["DE", "AT", "CH"]',
     "country not in ['NL', 'BE']",
     "traits.country == 'DE'",
-    "scores[\"churn_60d\"] < 0.2",
-    "event_counts[\"Order Completed\"] >= 2",
+    'scores["churn_60d"] < 0.2',
+    'event_counts["Order Completed"] >= 2',
     "consent.email == true",
     "consent.email != false",
-    "cart.category contains \"tents\"",
+    'cart.category contains "tents"',
     "cart.product_id contains 'pet-dogfood-puppy-4kg'",
     "devices contains 'web'",
     "product_views contains 'p1'",
@@ -46,26 +46,26 @@ EXTRA_RULES = [
     "60 <= days_since_last_order",
     "days_since_last_order == 3 or days_since_last_order != 10",
     "days_since(last_seen) < 30 and days_since(first_seen) > 2",
-    "days_since_event(\"Product Viewed\") <= 7",
-    "viewed_category(category=\"dog-food\", within=\"12h\")",
-    "viewed_product(\"p1\", within=3d)",
-    "no_event(\"Order Completed\", for=60d)",
-    "event_within(\"Checkout Started\", within=2w)",
-    "purchased_product(\"out-gas-230g\", within=90d)",
-    "replenishment_due(within=5d, category=\"dog-food\")",
+    'days_since_event("Product Viewed") <= 7',
+    'viewed_category(category="dog-food", within="12h")',
+    'viewed_product("p1", within=3d)',
+    'no_event("Order Completed", for=60d)',
+    'event_within("Checkout Started", within=2w)',
+    'purchased_product("out-gas-230g", within=90d)',
+    'replenishment_due(within=5d, category="dog-food")',
     "replenishment_due(5d)",
-    "affinity(\"tents\") >= 2.5 or 1 > affinity(\"socks\")",
-    "affinity(\"tents\") == 0",
-    "event_count(\"Product Viewed\") > 10 or orders > 1",
+    'affinity("tents") >= 2.5 or 1 > affinity("socks")',
+    'affinity("tents") == 0',
+    'event_count("Product Viewed") > 10 or orders > 1',
     "aov > 1500 or cart_value >= 2000 or cart_size == 2",
-    "lifecycle_stage == \"active\"",
+    'lifecycle_stage == "active"',
     "rfm.recency >= 3",
     "loyalty_tier == null",
     "loyalty_tier < 'h' and loyalty_tier >= 'g'",
     "not (orders == 0) and not not true",
     "(orders > 1) == (revenue > 1000)",
     "orders > -1 and false or true",
-    "score(\"purchase_7d\") > 0.3 and scores.purchase_7d <= 0.9",
+    'score("purchase_7d") > 0.3 and scores.purchase_7d <= 0.9',
 ]
 EXTRA_CONDITIONS = [compile_rule(rule, CATALOG) for rule in EXTRA_RULES]
 ALL_CONDITIONS = [rule.condition for rule in DEFAULTS.rules] + EXTRA_CONDITIONS
@@ -84,9 +84,13 @@ small = st.integers(min_value=0, max_value=6)
 @st.composite
 def profiles(draw: st.DrawFn) -> Profile:
     cart = tuple(
-        CartItem(product_id=draw(st.sampled_from(PRODUCTS)), quantity=draw(st.integers(1, 3)),
-                 price=draw(st.integers(0, 5000)), added_at=draw(times),
-                 category=draw(st.sampled_from(CATEGORIES)))
+        CartItem(
+            product_id=draw(st.sampled_from(PRODUCTS)),
+            quantity=draw(st.integers(1, 3)),
+            price=draw(st.integers(0, 5000)),
+            added_at=draw(times),
+            category=draw(st.sampled_from(CATEGORIES)),
+        )
         for _ in range(draw(st.integers(0, 3)))
     )
     orders = draw(small)
@@ -108,18 +112,29 @@ def profiles(draw: st.DrawFn) -> Profile:
         email_hash=draw(st.sampled_from([None, "", "h1"])),
         devices=tuple(draw(st.lists(st.sampled_from(["web", "ios"]), max_size=2, unique=True))),
         product_views=draw(st.dictionaries(st.sampled_from(PRODUCTS), st.integers(1, 9), max_size=3)),
-        category_affinity=draw(st.dictionaries(
-            st.sampled_from(CATEGORIES),
-            st.builds(Affinity, st.floats(min_value=0.0, max_value=12.0), times), max_size=4)),
+        category_affinity=draw(
+            st.dictionaries(
+                st.sampled_from(CATEGORIES),
+                st.builds(Affinity, st.floats(min_value=0.0, max_value=12.0), times),
+                max_size=4,
+            )
+        ),
         recently_viewed=tuple(draw(st.lists(st.tuples(st.sampled_from(PRODUCTS), times), max_size=4))),
         event_counts=draw(st.dictionaries(st.sampled_from(EVENTS), st.integers(1, 20), max_size=3)),
         event_last_at=draw(st.dictionaries(st.sampled_from(EVENTS), times, max_size=3)),
-        product_purchases=draw(st.dictionaries(
-            st.sampled_from(PRODUCTS), st.lists(times, min_size=1, max_size=3).map(lambda t: tuple(sorted(t))),
-            max_size=3)),
+        product_purchases=draw(
+            st.dictionaries(
+                st.sampled_from(PRODUCTS),
+                st.lists(times, min_size=1, max_size=3).map(lambda t: tuple(sorted(t))),
+                max_size=3,
+            )
+        ),
         consent=draw(st.dictionaries(st.sampled_from(["email", "sms"]), st.booleans(), max_size=2)),
-        scores=draw(st.dictionaries(st.sampled_from(["purchase_7d", "churn_60d"]),
-                                    st.floats(min_value=0.0, max_value=1.0), max_size=2)),
+        scores=draw(
+            st.dictionaries(
+                st.sampled_from(["purchase_7d", "churn_60d"]), st.floats(min_value=0.0, max_value=1.0), max_size=2
+            )
+        ),
     )
 
 
@@ -162,7 +177,8 @@ def test_default_memberships_match_the_reference_interpreter(profile: Profile, n
             expected |= {pick} if pick is not None else set()
         assert evaluate_segments(DEFAULTS, profile, now=at) == expected
         assert explain_segments(DEFAULTS, profile, now=at) == {
-            rule.name: evaluate_node(rule.condition, ctx) for rule in DEFAULTS.rules}
+            rule.name: evaluate_node(rule.condition, ctx) for rule in DEFAULTS.rules
+        }
 
 
 @settings(max_examples=200, deadline=None)
@@ -173,9 +189,15 @@ def test_scores_of_the_record_equal_scores_of_its_view(profile: Profile, now: fl
 
 @pytest.mark.parametrize("rule", EXTRA_RULES)
 def test_partial_view_holds_the_full_views_values_of_the_fields_a_rule_reads(rule: str) -> None:
-    profile = Profile(customer_id="c", orders=2, revenue=4000, first_seen=T0 - 9 * DAY, last_order_at=T0 - DAY,
-                      category_affinity={"tents": Affinity(3.0, T0)}, cart=(CartItem(
-                          product_id="p1", quantity=2, price=900, added_at=T0, category="tents"),))
+    profile = Profile(
+        customer_id="c",
+        orders=2,
+        revenue=4000,
+        first_seen=T0 - 9 * DAY,
+        last_order_at=T0 - DAY,
+        category_affinity={"tents": Affinity(3.0, T0)},
+        cart=(CartItem(product_id="p1", quantity=2, price=900, added_at=T0, category="tents"),),
+    )
     fields = referenced_fields(compile_rule(rule, CATALOG))
     assert fields is not None
     full, partial = profile_view(profile, now=T0), profile_view(profile, now=T0, fields=fields)
@@ -187,9 +209,17 @@ def test_definitions_list_the_fields_their_rules_read() -> None:
     definitions = parse_definitions(
         "segments:\n"
         "  - {name: a, when: 'orders >= 1 and viewed_category(\"dog-food\", within=7d)'}\n"
-        "  - {name: b, when: 'cart_value > 10 and days_since_last_seen < 3'}\n", source="t.yaml")
-    assert definitions.view_fields == {"orders", "category_affinity", "category_last_viewed_at", "cart_value",
-                                       "cart", "last_seen"}
+        "  - {name: b, when: 'cart_value > 10 and days_since_last_seen < 3'}\n",
+        source="t.yaml",
+    )
+    assert definitions.view_fields == {
+        "orders",
+        "category_affinity",
+        "category_last_viewed_at",
+        "cart_value",
+        "cart",
+        "last_seen",
+    }
 
 
 def test_compiled_condition_rejects_a_non_condition_like_the_reference() -> None:

@@ -55,7 +55,9 @@ def test_due_lists_soonest_first() -> None:
     due = due_replenishments(purchases, CATALOG, now=T0 + 10 * DAY, within_days=5)
     assert [p.product_id for p in due] == ["litter-10l"]
     assert [p.product_id for p in due_replenishments(purchases, CATALOG, now=T0 + 40 * DAY, within_days=0)] == [
-        "litter-10l", "food-12kg"]
+        "litter-10l",
+        "food-12kg",
+    ]
 
 
 def test_inputs_are_not_mutated() -> None:

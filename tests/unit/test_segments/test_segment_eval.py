@@ -95,13 +95,26 @@ def test_no_time_driven_rule_means_no_schedule() -> None:
 
 
 def test_segment_changes_are_records_with_reasons_exits_first() -> None:
-    changes = segment_changes("c1", frozenset({"others", "big_spenders"}), frozenset({"campers", "big_spenders"}),
-                              DEFINITIONS, at=T0)
+    changes = segment_changes(
+        "c1", frozenset({"others", "big_spenders"}), frozenset({"campers", "big_spenders"}), DEFINITIONS, at=T0
+    )
     assert changes == (
-        SegmentChange(customer_id="c1", segment="others", change="exited", at=T0,
-                      reason="waterfall persona now picks campers", group="persona"),
-        SegmentChange(customer_id="c1", segment="campers", change="entered", at=T0,
-                      reason='first match in waterfall persona: affinity("tents") >= 2', group="persona"),
+        SegmentChange(
+            customer_id="c1",
+            segment="others",
+            change="exited",
+            at=T0,
+            reason="waterfall persona now picks campers",
+            group="persona",
+        ),
+        SegmentChange(
+            customer_id="c1",
+            segment="campers",
+            change="entered",
+            at=T0,
+            reason='first match in waterfall persona: affinity("tents") >= 2',
+            group="persona",
+        ),
     )
     assert msgspec.json.decode(msgspec.json.encode(changes[0]), type=SegmentChange) == changes[0]
 
@@ -122,26 +135,46 @@ def test_evaluation_does_not_mutate_the_profile_view() -> None:
 def test_default_definitions_load_and_evaluate_a_real_profile() -> None:
     definitions = load_definitions(DEFAULT_DEFINITIONS)
     names = {rule.name for rule in definitions.rules}
-    assert {"puppy_owners", "dog_food_due", "climbers", "campers", "hikers", "vip", "at_risk", "lapsed",
-            "new_visitors"} <= names
-    profile = Profile(customer_id="c1", country="DE", orders=2, revenue=11000, last_order_at=T0,
-                      product_purchases={"pet-dogfood-adult-12kg": (T0 - 30 * DAY, T0)},
-                      consent={"email": True}, first_seen=T0 - 40 * DAY)
+    assert {
+        "puppy_owners",
+        "dog_food_due",
+        "climbers",
+        "campers",
+        "hikers",
+        "vip",
+        "at_risk",
+        "lapsed",
+        "new_visitors",
+    } <= names
+    profile = Profile(
+        customer_id="c1",
+        country="DE",
+        orders=2,
+        revenue=11000,
+        last_order_at=T0,
+        product_purchases={"pet-dogfood-adult-12kg": (T0 - 30 * DAY, T0)},
+        consent={"email": True},
+        first_seen=T0 - 40 * DAY,
+    )
     members = evaluate_segments(definitions, profile, now=T0 + 26 * DAY)
     assert {"region_dach", "tier_repeat", "dog_food_due"} <= members
     due = next_time_change(definitions, profile, now=T0 + 26 * DAY)
     assert due == T0 + 45 * DAY  # at_risk: orders >= 2 and 45 days without an order
 
 
-profiles = st.fixed_dictionaries({
-    "orders": st.integers(0, 20),
-    "revenue": st.integers(0, 200_000),
-    "country": st.sampled_from([None, "DE", "AT", "FR", "NL"]),
-    "last_order_at": st.sampled_from([0.0, T0 - 100 * DAY, T0 - 50 * DAY, T0 - DAY]),
-    "category_affinity": st.dictionaries(
-        st.sampled_from(["climbing-rope", "tents", "hiking-boots", "dog-food"]),
-        st.tuples(st.floats(0, 20), st.floats(T0 - 60 * DAY, T0)).map(list), max_size=4),
-})
+profiles = st.fixed_dictionaries(
+    {
+        "orders": st.integers(0, 20),
+        "revenue": st.integers(0, 200_000),
+        "country": st.sampled_from([None, "DE", "AT", "FR", "NL"]),
+        "last_order_at": st.sampled_from([0.0, T0 - 100 * DAY, T0 - 50 * DAY, T0 - DAY]),
+        "category_affinity": st.dictionaries(
+            st.sampled_from(["climbing-rope", "tents", "hiking-boots", "dog-food"]),
+            st.tuples(st.floats(0, 20), st.floats(T0 - 60 * DAY, T0)).map(list),
+            max_size=4,
+        ),
+    }
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -184,7 +217,7 @@ def test_rules_read_record_tuples_of_a_real_profile_as_lists():
 
     definitions = parse_definitions(
         "version: 1\nsegments:\n  - name: big_cart\n    when: cart_value >= 10000\n"
-        "  - name: tent_in_cart\n    when: cart.category contains \"tents\"\n"
+        '  - name: tent_in_cart\n    when: cart.category contains "tents"\n'
     )
     item = CartItem(product_id="out-tent-2p", quantity=1, price=15000, added_at=1.0, category="tents")
     profile = msgspec.structs.replace(new_profile("c1"), cart=(item,))

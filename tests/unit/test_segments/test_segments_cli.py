@@ -14,8 +14,10 @@ def test_check_default_file_prints_ok_with_counts(capsys) -> None:
 
 def test_check_bad_file_lists_problems_and_exits_2(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("segments:\n  - name: x\n    when: ordrs > 1\n  - name: x\n    when: 'true'\n"
-                   "groups:\n  - name: g\n    segments: []\n  - {name: h, segments: [{name: y, when: 'bogus()'}]}\n")
+    bad.write_text(
+        "segments:\n  - name: x\n    when: ordrs > 1\n  - name: x\n    when: 'true'\n"
+        "groups:\n  - name: g\n    segments: []\n  - {name: h, segments: [{name: y, when: 'bogus()'}]}\n"
+    )
     assert main(["segments", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:3:11: segment 'x': unknown field 'ordrs'" in err

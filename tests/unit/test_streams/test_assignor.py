@@ -122,8 +122,14 @@ def test_assign_builds_the_co_partitioned_plan_and_shares_the_owner_map():
         worker = CoPartitionAssignor(urls[member])
         worker.on_assignment(wire)
         assert worker.owners == expected_owners
-    assert expected_owners == {0: "http://w0:6066", 1: "http://w1:6066", 2: "http://w2:6066",
-                               3: "http://w0:6066", 4: "http://w1:6066", 5: "http://w2:6066"}
+    assert expected_owners == {
+        0: "http://w0:6066",
+        1: "http://w1:6066",
+        2: "http://w2:6066",
+        3: "http://w0:6066",
+        4: "http://w1:6066",
+        5: "http://w2:6066",
+    }
 
 
 def test_every_member_owns_what_the_map_says():
@@ -138,7 +144,8 @@ def test_every_member_owns_what_the_map_says():
 
 def test_a_single_member_owns_everything():
     assignments = CoPartitionAssignor("http://solo").assign(
-        FakeCluster(dict.fromkeys(TOPICS, 3)), joined_members({"solo": "http://solo"}))
+        FakeCluster(dict.fromkeys(TOPICS, 3)), joined_members({"solo": "http://solo"})
+    )
     wire = received(assignments["solo"])
     assert sorted(wire.partitions()) == sorted((topic, p) for topic in TOPICS for p in range(3))
     worker = CoPartitionAssignor("http://solo")

@@ -55,20 +55,38 @@ def record(rt: Runtime, payload: dict, *, offset: int = 0) -> tuple[TopicPartiti
     value = orjson.dumps(payload)
     tp = TopicPartition(rt.topics.inbound("clickstream"), partition)
     return tp, ConsumerRecord(
-        topic=tp.topic, partition=partition, offset=offset, timestamp=0, timestamp_type=0, key=key, value=value,
-        checksum=None, serialized_key_size=len(key), serialized_value_size=len(value), headers=[],
+        topic=tp.topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=[],
     )
 
 
 def viewed(message_id: str, **ids: str) -> dict:
-    return {"type": "track", "event": "Product Viewed", "messageId": message_id, "timestamp": time.time() - 5,
-            "properties": {"product_id": "p-1", "price": 10.0}, **ids}
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "messageId": message_id,
+        "timestamp": time.time() - 5,
+        "properties": {"product_id": "p-1", "price": 10.0},
+        **ids,
+    }
 
 
 def ids_in_different_partitions() -> tuple[str, str]:
     user = "u-1"
-    anonymous = next(f"a-{n}" for n in range(100)
-                     if owning_partition(f"a-{n}".encode(), PARTITIONS) != owning_partition(b"u-1", PARTITIONS))
+    anonymous = next(
+        f"a-{n}"
+        for n in range(100)
+        if owning_partition(f"a-{n}".encode(), PARTITIONS) != owning_partition(b"u-1", PARTITIONS)
+    )
     return user, anonymous
 
 
@@ -105,7 +123,8 @@ async def test_a_record_whose_processing_raises_is_dead_lettered_and_the_partiti
 
     def failing_for_bad_user(store, key, command, **kwargs):
         if key == b"bad-user":
-            raise ValueError("boom")
+            msg = "boom"
+            raise ValueError(msg)
         return real_handle_command(store, key, command, **kwargs)
 
     monkeypatch.setattr(runtime_module, "handle_command", failing_for_bad_user)
