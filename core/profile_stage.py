@@ -276,12 +276,14 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
         return _leave_all_segments(state.profile, result, now=now, policy=audiences)
     at = command.now if isinstance(command, CheckTriggers) else now
     changes: tuple[AudienceChange, ...] = ()
+    changes_were_computed = False
     must_refresh = isinstance(command, CheckTriggers) or profile.audience_version != audiences.version
     if must_refresh or result.profile_changed:
         next_refresh = profile.audience_refreshed_at + _refresh_interval(command, now, policy)
         if must_refresh or at >= next_refresh:
             update = refresh_audiences(profile, now=at, policy=audiences)
             changes = update.changes
+            changes_were_computed = True
             refreshed = msgspec.structs.replace(update.profile, audience_refreshed_at=at)
         elif profile.audience_due_at is not None and profile.audience_due_at <= next_refresh:
             refreshed = profile  # a wake-up is due by then anyway
@@ -293,8 +295,11 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
                 result, state=msgspec.structs.replace(result.state, profile=profile), profile_changed=True
             )
     audience_due = profile.audience_due_at
-    if audience_due is not None and audience_due <= at:
-        audience_due = None  # never ask to be woken for the past: that would spin
+    if audience_due is not None and audience_due <= at and changes_were_computed:
+        # Just refreshed, yet due again at or before now: asking to be woken for the past would spin.
+        audience_due = None
+    # An overdue refresh that this step did not perform stays the key's wake-up (the clock fires it at its
+    # next tick): dropping it here would leave the profile with stale segments until its next event.
     due_at = min((due for due in (result.due_at, audience_due) if due is not None), default=None)
     return msgspec.structs.replace(result, due_at=due_at, audience_changes=changes)
 

@@ -137,3 +137,19 @@ def test_behind_live_traffic_a_burst_waits_longer_but_live_keeps_the_short_inter
     assert behind.due_at == now + 60.0  # an hour of lag: the longest interval, not one second
     live = step_key(first.state, order(now + 2.0, "m2"), now=now + 2.0, policy=stage)
     assert live.state.profile.audience_refreshed_at == now + 2.0  # a live event: one second was enough
+
+
+def test_an_overdue_refresh_survives_a_step_that_does_not_refresh():
+    """Regression (issue 10, lost wake-ups): a replayed duplicate reaching the key after its refresh time
+    but before the clock tick must keep the wake-up, so the lapse is still decided at the next tick."""
+    stage = policy()
+    first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
+    lapse_at = T0 + 60 * DAY
+    assert first.due_at == lapse_at
+    late = T0 + 61 * DAY
+    replayed = step_key(first.state, order(T0), now=late, policy=stage)
+    assert replayed.audience_changes == ()
+    assert replayed.due_at == lapse_at  # overdue, kept: the clock fires it at its next tick
+    woken = step_key(replayed.state, CheckTriggers(now=late), now=late, policy=stage)
+    assert segment_moves(woken) == [("entered", "lapsed")]
+    assert woken.due_at is None or woken.due_at > late  # refreshed: never due in the past again
