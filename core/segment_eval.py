@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.segment_defs import SegmentDefinitions, SegmentRule
+from core.rules.context import Context
+from core.rules.definitions import SegmentDefinitions, SegmentRule
 from core.segment_fields import profile_view
-from core.segment_rules import Context
 from schemas.segments import SegmentChange
 
 ENTERED = "entered"
@@ -23,7 +23,8 @@ EXITED = "exited"
 
 
 def _context(definitions: SegmentDefinitions, profile: Any, now: float) -> Context:
-    return Context(profile_view(profile, now=now, fields=definitions.view_fields), now, definitions.consumables)
+    view = profile_view(profile, now=now, fields=definitions.view_fields)
+    return Context(view, now, definitions.consumables, definitions.affinity_half_life_s)
 
 
 def _memberships(definitions: SegmentDefinitions, matches: Callable[[SegmentRule], bool]) -> frozenset[str]:

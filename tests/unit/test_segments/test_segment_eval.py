@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.profile import Profile
-from core.segment_defs import DEFAULT_DEFINITIONS, load_definitions, parse_definitions
+from core.rules.definitions import DEFAULT_DEFINITIONS, load_definitions, parse_definitions
 from core.segment_eval import (
     SegmentChange,
     diff_memberships,
@@ -212,7 +212,7 @@ def test_rules_read_record_tuples_of_a_real_profile_as_lists():
     import msgspec
 
     from core.profile import CartItem, new_profile
-    from core.segment_defs import parse_definitions
+    from core.rules.definitions import parse_definitions
     from core.segment_eval import evaluate_segments
 
     definitions = parse_definitions(
