@@ -23,8 +23,7 @@ EXITED = "exited"
 
 
 def _context(definitions: SegmentDefinitions, profile: Any, now: float) -> Context:
-    view = profile_view(profile, now=now, fields=definitions.view_fields)
-    return Context(view, now, definitions.consumables, definitions.affinity_half_life_s)
+    return Context(profile_view(profile, now=now, fields=definitions.view_fields), now, definitions.consumables)
 
 
 def _memberships(definitions: SegmentDefinitions, matches: Callable[[SegmentRule], bool]) -> frozenset[str]:

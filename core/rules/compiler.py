@@ -12,6 +12,7 @@ from typing import Any
 
 from core.rules.analysis import time_atoms
 from core.rules.context import (
+    DEFAULT_AFFINITY_HALF_LIFE_S,
     TIME_SOURCES,
     Context,
     affinity_at,
@@ -106,7 +107,7 @@ def _compile_path(path: tuple[str, ...]) -> Evaluator:
     return lambda ctx: read_path(ctx.view, path)
 
 
-def _compile_value(node: Any) -> Evaluator:
+def _compile_value(node: Any, half_life_s: float) -> Evaluator:
     """The closure reading a value node (a literal, field, count or affinity), or a condition's closure."""
     if isinstance(node, Literal):
         value = node.value
@@ -126,7 +127,7 @@ def _compile_value(node: Any) -> Evaluator:
         return event_count
     if isinstance(node, Affinity):
         category = node.category
-        return lambda ctx: decayed_affinity(ctx.view, category, ctx.now, ctx.affinity_half_life_s)
+        return lambda ctx: decayed_affinity(ctx.view, category, ctx.now, half_life_s)
     if isinstance(node, Count):
         read = _compile_path(node.path)
 
@@ -135,11 +136,11 @@ def _compile_value(node: Any) -> Evaluator:
             return len(value) if isinstance(value, (list, dict, str)) else 0
 
         return count
-    return compile_node(node)
+    return compile_node(node, half_life_s)
 
 
-def _compile_compare(node: Compare) -> Evaluator:
-    left = _compile_value(node.left)
+def _compile_compare(node: Compare, half_life_s: float) -> Evaluator:
+    left = _compile_value(node.left, half_life_s)
     if isinstance(node.right, Literal):
         constant = node.right.value
         if node.op == "==":
@@ -164,7 +165,7 @@ def _compile_compare(node: Compare) -> Evaluator:
                 return isinstance(value, str) and compare(value, constant)
 
             return against_string
-    right = _compile_value(node.right)
+    right = _compile_value(node.right, half_life_s)
     ordered = _ordered_function(node.op)
     return lambda ctx: ordered(left(ctx), right(ctx))
 
@@ -214,7 +215,7 @@ def _compile_within(node: Within) -> Evaluator:
     return within
 
 
-def _compile_affinity(node: AffinityCompare) -> Evaluator:
+def _compile_affinity(node: AffinityCompare, half_life_s: float) -> Evaluator:
     category, threshold = node.category, node.threshold
     ordered = _ordered_function(node.op)
     absent = ordered(0.0, threshold)  # most profiles never touched most categories
@@ -228,9 +229,9 @@ def _compile_affinity(node: AffinityCompare) -> Evaluator:
                 return absent
             if entry.__class__ is list and len(entry) == 2:  # decayed_affinity, inlined for the view's shape
                 value, at, now = float(entry[0]), float(entry[1]), ctx.now
-                decayed = value if now <= at else value * math.pow(0.5, (now - at) / ctx.affinity_half_life_s)
+                decayed = value if now <= at else value * math.pow(0.5, (now - at) / half_life_s)
                 return ordered(decayed, threshold)
-        return ordered(decayed_affinity(view, category, ctx.now, ctx.affinity_half_life_s), threshold)
+        return ordered(decayed_affinity(view, category, ctx.now, half_life_s), threshold)
 
     return affinity
 
@@ -246,8 +247,9 @@ def _compile_replenishment(node: ReplenishmentDue) -> Evaluator:
     return due
 
 
-def _compile_in(node: In) -> Evaluator:
-    left, right, negate = _compile_value(node.left), _compile_value(node.right), node.negate
+def _compile_in(node: In, half_life_s: float) -> Evaluator:
+    left, right = _compile_value(node.left, half_life_s), _compile_value(node.right, half_life_s)
+    negate = node.negate
 
     def member(ctx: Context) -> bool:
         item, container = left(ctx), right(ctx)
@@ -263,8 +265,8 @@ def _compile_in(node: In) -> Evaluator:
     return member
 
 
-def _compile_contains(node: Contains) -> Evaluator:
-    left, right = _compile_value(node.left), _compile_value(node.right)
+def _compile_contains(node: Contains, half_life_s: float) -> Evaluator:
+    left, right = _compile_value(node.left, half_life_s), _compile_value(node.right, half_life_s)
 
     def contains(ctx: Context) -> bool:
         container, item = left(ctx), right(ctx)
@@ -300,29 +302,32 @@ def _compile_any(items: tuple[Evaluator, ...]) -> Evaluator:
     return lambda ctx: first(ctx) or second(ctx)
 
 
-def compile_node(node: Any) -> Evaluator:
-    """A checked node tree → a closure ``ctx -> bool``: whether the profile in ``ctx`` matches at ``ctx.now``."""
+def compile_node(node: Any, half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S) -> Evaluator:
+    """A checked node tree → a closure ``ctx -> bool``: whether the profile in ``ctx`` matches at ``ctx.now``.
+
+    ``half_life_s``: how fast ``affinity(...)`` decays, bound into the closures (the definitions' value).
+    """
     if isinstance(node, And):
-        return _compile_all(tuple(compile_node(item) for item in node.items))
+        return _compile_all(tuple(compile_node(item, half_life_s) for item in node.items))
     if isinstance(node, Or):
-        return _compile_any(tuple(compile_node(item) for item in node.items))
+        return _compile_any(tuple(compile_node(item, half_life_s) for item in node.items))
     if isinstance(node, Not):
-        inner = compile_node(node.item)
+        inner = compile_node(node.item, half_life_s)
         return lambda ctx: not inner(ctx)
     if isinstance(node, Compare):
-        return _compile_compare(node)
+        return _compile_compare(node, half_life_s)
     if isinstance(node, AgeCompare):
         return _compile_age(node)
     if isinstance(node, Within):
         return _compile_within(node)
     if isinstance(node, AffinityCompare):
-        return _compile_affinity(node)
+        return _compile_affinity(node, half_life_s)
     if isinstance(node, ReplenishmentDue):
         return _compile_replenishment(node)
     if isinstance(node, In):
-        return _compile_in(node)
+        return _compile_in(node, half_life_s)
     if isinstance(node, Contains):
-        return _compile_contains(node)
+        return _compile_contains(node, half_life_s)
     if isinstance(node, Exists):
         read = _compile_path(node.path)
 
@@ -371,7 +376,7 @@ def _compile_within_breakpoints(node: Within) -> Instants:
     return within
 
 
-def _compile_affinity_breakpoints(node: AffinityCompare) -> Instants:
+def _compile_affinity_breakpoints(node: AffinityCompare, half_life_s: float) -> Instants:
     category, threshold = node.category, node.threshold
     if not threshold > 0:
         return lambda ctx: ()
@@ -381,17 +386,18 @@ def _compile_affinity_breakpoints(node: AffinityCompare) -> Instants:
         if stored is None or not stored[0] > threshold:
             return ()
         value, at = stored
-        crossing = at + ctx.affinity_half_life_s * math.log2(value / threshold)
+        crossing = at + half_life_s * math.log2(value / threshold)
         # Rounding may put the exact crossing a hair late; the caller re-evaluates at each candidate.
         return crossing, math.nextafter(crossing, math.inf), crossing + 1e-3
 
     return affinity
 
 
-def compile_breakpoints(atom: Any) -> Instants:
+def compile_breakpoints(atom: Any, half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S) -> Instants:
     """The instants (any order, maybe past) at which ``atom``, an atom of ``time_atoms``, flips its answer.
 
-    Anything else gets the union of its own time atoms' instants (none for a timeless node).
+    Anything else gets the union of its own time atoms' instants (none for a timeless node). ``half_life_s``
+    as for ``compile_node``.
     """
     if isinstance(atom, AgeCompare):
         return _compile_age_breakpoints(atom)
@@ -400,6 +406,6 @@ def compile_breakpoints(atom: Any) -> Instants:
     if isinstance(atom, ReplenishmentDue):
         return lambda ctx: replenishment_times(atom, ctx)
     if isinstance(atom, AffinityCompare):
-        return _compile_affinity_breakpoints(atom)
-    parts = tuple(compile_breakpoints(part) for part in time_atoms(atom))
+        return _compile_affinity_breakpoints(atom, half_life_s)
+    parts = tuple(compile_breakpoints(part, half_life_s) for part in time_atoms(atom))
     return lambda ctx: [at for part in parts for at in part(ctx)]

@@ -1,8 +1,8 @@
 """What evaluating a rule reads: the ``Context`` and the readers of times, affinities and replenishment
 predictions in a profile view, shared by the compiled closures and the tests' reference interpreter.
 
-The affinity half-life is part of the context, like ``now``: the definitions carry it (see
-``core.rules.definitions.load_definitions``) and ``DEFAULT_AFFINITY_HALF_LIFE_S`` is its one default.
+``DEFAULT_AFFINITY_HALF_LIFE_S`` is the one default of the affinity half-life; the definitions carry the
+value in use (``core.rules.definitions.load_definitions``) and the compiler binds it into the closures.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_AFFINITY_HALF_LIFE_S = 14 * 86400.0
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What evaluation reads: the profile view, the time, the consumables catalog and the affinity half-life.
+    """What evaluation reads: the profile view, the time, and the consumables catalog.
 
     ``memo`` holds what is derived from the view alone (replenishment predictions), so contexts of the
     same view at other instants (``at``) derive it once; it never changes an answer.
@@ -29,12 +29,11 @@ class Context:
     view: Mapping[str, Any]
     now: float
     consumables: ConsumableCatalog | None = None
-    affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, now: float) -> Context:
         """The same view (and memo) at another instant."""
-        return Context(self.view, now, self.consumables, self.affinity_half_life_s, self.memo)
+        return Context(self.view, now, self.consumables, self.memo)
 
 
 # Where each windowed function finds "the last time", per the profile's fields: a map key → time, → list of

@@ -23,7 +23,7 @@ functions, windows — and raises one ``ConfigError`` listing every problem as `
 The YAML is read with ``yaml.compose`` so each node keeps its line; nothing in it is ever executed.
 
 ``affinity_half_life_s`` (``parse_definitions``, ``load_definitions``): how fast ``affinity(...)`` decays
-when the rules read it; the definitions carry it into every evaluation ``Context``.
+when the rules read it; it is compiled into every rule's closures and breakpoints.
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ TOP_KEYS = frozenset({"version", "segments", "groups", "consumables"})
 
 @dataclass(frozen=True)
 class SegmentRule:
-    """One segment: its name, the rule text and its compiled condition; ``group`` if in a waterfall."""
+    """One segment: its name, the rule text and its compiled condition; ``group`` if in a waterfall.
+
+    ``affinity_half_life_s``: how fast ``affinity(...)`` decays in this rule (compiled into ``evaluate``).
+    """
 
     name: str
     rule: str
@@ -64,13 +67,14 @@ class SegmentRule:
     description: str = ""
     group: str | None = None
     line: int = 0
+    affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S
     # ``condition`` compiled to closures (``compile_node``), once: what evaluation calls.
     evaluate: Callable[[Context], bool] = field(init=False, repr=False, compare=False)
     # Whether time alone can change the answer: ``next_time_change`` re-evaluates only such rules.
     timed: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "evaluate", compile_node(self.condition))
+        object.__setattr__(self, "evaluate", compile_node(self.condition, self.affinity_half_life_s))
         object.__setattr__(self, "timed", depends_on_time(self.condition))
 
 
@@ -85,14 +89,24 @@ class WaterfallGroup:
 
 @dataclass(frozen=True)
 class SegmentDefinitions:
-    """Everything ``evaluate_segments`` needs: independent segments, waterfall groups, consumables, and the
-    half-life with which the rules' ``affinity(...)`` decays."""
+    """Everything ``evaluate_segments`` needs: independent segments, waterfall groups, consumables.
+
+    ``affinity_half_life_s``: how fast ``affinity(...)`` decays, the same in every rule (checked here) and
+    in the compiled breakpoints.
+    """
 
     independent: tuple[SegmentRule, ...] = ()
     groups: tuple[WaterfallGroup, ...] = ()
     consumables: ConsumableCatalog | None = None
     source: str = "<memory>"
     affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S
+
+    def __post_init__(self) -> None:
+        other = {rule.affinity_half_life_s for rule in self.rules} - {self.affinity_half_life_s}
+        if other:
+            half_life = self.affinity_half_life_s
+            message = f"{self.source}: rules compiled with affinity half-life {sorted(other)}, not {half_life}"
+            raise ValueError(message)
 
     @cached_property
     def rules(self) -> tuple[SegmentRule, ...]:
@@ -112,7 +126,7 @@ class SegmentDefinitions:
     def breakpoints(self) -> tuple[Callable[[Context], Iterable[float]], ...]:
         """Per time-driven atom of any rule (each once): its compiled flip instants (``compile_breakpoints``)."""
         atoms = dict.fromkeys(atom for rule in self.rules for atom in time_atoms(rule.condition))
-        return tuple(compile_breakpoints(atom) for atom in atoms)
+        return tuple(compile_breakpoints(atom, self.affinity_half_life_s) for atom in atoms)
 
     @cached_property
     def view_fields(self) -> frozenset[str] | None:
@@ -172,7 +186,13 @@ def _text(node: yaml.Node, problems: _Problems, what: str) -> str | None:
 
 
 def _segment(
-    node: yaml.Node, group: str | None, catalog: FieldCatalog, problems: _Problems, names: set[str]
+    node: yaml.Node,
+    group: str | None,
+    catalog: FieldCatalog,
+    problems: _Problems,
+    names: set[str],
+    *,
+    affinity_half_life_s: float,
 ) -> SegmentRule | None:
     what = f"segment in group {group!r}" if group else "segment"
     pairs = _pairs(node, problems, what, SEGMENT_KEYS)
@@ -194,7 +214,8 @@ def _segment(
         return None
     if name is None:
         return None
-    return SegmentRule(name, rule.strip(), condition, description or "", group, when_node.start_mark.line + 1)
+    line = when_node.start_mark.line + 1
+    return SegmentRule(name, rule.strip(), condition, description or "", group, line, affinity_half_life_s)
 
 
 def _name(pairs: dict, node: yaml.Node, problems: _Problems, what: str, names: set[str]) -> str | None:
@@ -241,16 +262,13 @@ def parse_definitions(
     if "version" in top and top["version"][1].value not in ("1",):
         problems.add(top["version"][1], f"unsupported version {top['version'][1].value!r} (this reader knows 1)")
     names: set[str] = set()
+    segment_nodes = _items(top["segments"][1], problems, "segments") if "segments" in top else []
     independent = [
-        rule
-        for item in (_items(top["segments"][1], problems, "segments") if "segments" in top else [])
-        if (rule := _segment(item, None, catalog, problems, names)) is not None
+        _segment(node, None, catalog, problems, names, affinity_half_life_s=affinity_half_life_s)
+        for node in segment_nodes
     ]
-    groups = [
-        group
-        for item in (_items(top["groups"][1], problems, "groups") if "groups" in top else [])
-        if (group := _group(item, catalog, problems, names)) is not None
-    ]
+    group_nodes = _items(top["groups"][1], problems, "groups") if "groups" in top else []
+    groups = [_group(node, catalog, problems, names, affinity_half_life_s) for node in group_nodes]
     if "segments" not in top and "groups" not in top and isinstance(root, yaml.MappingNode):
         problems.add(root, "no 'segments' and no 'groups': nothing to evaluate")
     if "consumables" in top:
@@ -259,7 +277,13 @@ def parse_definitions(
         count = len(problems.items)
         message = f"{source}: {count} problem{'s' if count > 1 else ''}\n" + "\n".join(problems.items)
         raise ConfigError(message)
-    return SegmentDefinitions(tuple(independent), tuple(groups), consumables, source, affinity_half_life_s)
+    return SegmentDefinitions(
+        tuple(rule for rule in independent if rule is not None),
+        tuple(group for group in groups if group is not None),
+        consumables,
+        source,
+        affinity_half_life_s,
+    )
 
 
 def _compose(text: str, source: str) -> yaml.Node:
@@ -284,7 +308,9 @@ def _compose(text: str, source: str) -> yaml.Node:
     return root
 
 
-def _group(node: yaml.Node, catalog: FieldCatalog, problems: _Problems, names: set[str]) -> WaterfallGroup | None:
+def _group(
+    node: yaml.Node, catalog: FieldCatalog, problems: _Problems, names: set[str], affinity_half_life_s: float
+) -> WaterfallGroup | None:
     pairs = _pairs(node, problems, "group", GROUP_KEYS)
     group_name = _name(pairs, node, problems, "group", names) if pairs else None
     if "segments" not in pairs:
@@ -293,7 +319,7 @@ def _group(node: yaml.Node, catalog: FieldCatalog, problems: _Problems, names: s
         return None
     segments_node = pairs["segments"][1]
     members = [
-        _segment(member, group_name, catalog, problems, names)
+        _segment(member, group_name, catalog, problems, names, affinity_half_life_s=affinity_half_life_s)
         for member in _items(segments_node, problems, f"segments of group {group_name!r}")
     ]
     if not members and isinstance(segments_node, yaml.SequenceNode):

@@ -1,7 +1,8 @@
 """The test oracle: a plain, readable interpreter of the rule language, used only by the tests.
 
 ``core.rules.compiler`` is what the worker runs; this module evaluates the same node trees by walking them
-(``evaluate_node``) and lists each time-driven atom's flip instants (``breakpoints``) the obvious way. The
+(``evaluate_node``) and lists each time-driven atom's flip instants (``breakpoints``) the obvious way;
+``half_life_s`` is the affinity half-life the compiler binds into its closures. The
 tests check that the compiled closures give the same answers and instants over generated profiles.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from core.rules.context import (
+    DEFAULT_AFFINITY_HALF_LIFE_S,
     Context,
     affinity_at,
     decayed_affinity,
@@ -41,7 +43,7 @@ from core.rules.nodes import (
 from core.segment_fields import DAY_S, read_path, read_time
 
 
-def _value(node: Any, ctx: Context) -> Any:
+def _value(node: Any, ctx: Context, half_life_s: float) -> Any:
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, ListLiteral):
@@ -52,11 +54,11 @@ def _value(node: Any, ctx: Context) -> Any:
         counts = ctx.view.get("event_counts")
         return counts.get(node.event, 0) if isinstance(counts, dict) else 0
     if isinstance(node, Affinity):
-        return decayed_affinity(ctx.view, node.category, ctx.now, ctx.affinity_half_life_s)
+        return decayed_affinity(ctx.view, node.category, ctx.now, half_life_s)
     if isinstance(node, Count):
         value = read_path(ctx.view, node.path)
         return len(value) if isinstance(value, (list, dict, str)) else 0
-    return evaluate_node(node, ctx)
+    return evaluate_node(node, ctx, half_life_s)
 
 
 def _ordered(op: str, left: Any, right: Any) -> bool:
@@ -87,16 +89,16 @@ def _age_boundary(node: AgeCompare, view: Mapping[str, Any]) -> float | None:
     return None if start is None else start + node.days * DAY_S
 
 
-def evaluate_node(node: Any, ctx: Context) -> bool:
+def evaluate_node(node: Any, ctx: Context, half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S) -> bool:
     """Evaluate a compiled condition against a profile view at ``ctx.now``."""
     if isinstance(node, And):
-        return all(evaluate_node(item, ctx) for item in node.items)
+        return all(evaluate_node(item, ctx, half_life_s) for item in node.items)
     if isinstance(node, Or):
-        return any(evaluate_node(item, ctx) for item in node.items)
+        return any(evaluate_node(item, ctx, half_life_s) for item in node.items)
     if isinstance(node, Not):
-        return not evaluate_node(node.item, ctx)
+        return not evaluate_node(node.item, ctx, half_life_s)
     if isinstance(node, Compare):
-        return _ordered(node.op, _value(node.left, ctx), _value(node.right, ctx))
+        return _ordered(node.op, _value(node.left, ctx, half_life_s), _value(node.right, ctx, half_life_s))
     if isinstance(node, AgeCompare):
         boundary = _age_boundary(node, ctx.view)
         return boundary is not None and _ordered(node.op, ctx.now, boundary)
@@ -104,13 +106,11 @@ def evaluate_node(node: Any, ctx: Context) -> bool:
         last = last_time(ctx.view, node.source, node.key)
         return last is not None and ctx.now < last + node.window_s
     if isinstance(node, AffinityCompare):
-        return _ordered(
-            node.op, decayed_affinity(ctx.view, node.category, ctx.now, ctx.affinity_half_life_s), node.threshold
-        )
+        return _ordered(node.op, decayed_affinity(ctx.view, node.category, ctx.now, half_life_s), node.threshold)
     if isinstance(node, ReplenishmentDue):
         return any(ctx.now >= due for due in replenishment_times(node, ctx))
     if isinstance(node, In):
-        left, right = _value(node.left, ctx), _value(node.right, ctx)
+        left, right = _value(node.left, ctx, half_life_s), _value(node.right, ctx, half_life_s)
         if isinstance(right, (list, tuple, dict)):
             found = (
                 any(item in right for item in left)
@@ -121,7 +121,7 @@ def evaluate_node(node: Any, ctx: Context) -> bool:
             found = False
         return found != node.negate
     if isinstance(node, Contains):
-        left, right = _value(node.left, ctx), _value(node.right, ctx)
+        left, right = _value(node.left, ctx, half_life_s), _value(node.right, ctx, half_life_s)
         if isinstance(left, str):
             return isinstance(right, str) and right in left
         if isinstance(left, (list, tuple)):
@@ -138,13 +138,13 @@ def evaluate_node(node: Any, ctx: Context) -> bool:
     raise TypeError(message)
 
 
-def breakpoints(node: Any, ctx: Context) -> Iterator[float]:
+def breakpoints(node: Any, ctx: Context, half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S) -> Iterator[float]:
     """Instants (any order, maybe in the past) at which a time-driven atom of ``node`` flips."""
     if isinstance(node, (And, Or)):
         for item in node.items:
-            yield from breakpoints(item, ctx)
+            yield from breakpoints(item, ctx, half_life_s)
     elif isinstance(node, Not):
-        yield from breakpoints(node.item, ctx)
+        yield from breakpoints(node.item, ctx, half_life_s)
     elif isinstance(node, AgeCompare):
         boundary = _age_boundary(node, ctx.view)
         if boundary is not None:
@@ -163,6 +163,6 @@ def breakpoints(node: Any, ctx: Context) -> Iterator[float]:
         stored = affinity_at(ctx.view, node.category, ctx.now)
         if stored is not None and node.threshold > 0 and stored[0] > node.threshold:
             value, at = stored
-            crossing = at + ctx.affinity_half_life_s * math.log2(value / node.threshold)
+            crossing = at + half_life_s * math.log2(value / node.threshold)
             # Rounding may put the exact crossing a hair late; the caller re-evaluates at each candidate.
             yield from (crossing, math.nextafter(crossing, math.inf), crossing + 1e-3)
