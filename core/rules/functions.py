@@ -99,7 +99,7 @@ FUNCTIONS: Mapping[str, Function] = {
         {"category": "string"},
         NUMBER_TYPE,
         Affinity,
-        "the category's time-decayed affinity (views 1, adds 3, purchases 5; halves in 14d)",
+        "the category's time-decayed affinity (views 1, adds 3, purchases 5; half-life 14d by default)",
     ),
     "score": Function(
         ("name",),
