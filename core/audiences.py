@@ -23,8 +23,8 @@ from functools import cached_property
 import msgspec
 
 from core.profile import Profile
+from core.rules.definitions import SegmentDefinitions
 from core.scoring import PropensityModels, score_crossings, score_profile
-from core.segment_defs import SegmentDefinitions
 from core.segment_eval import evaluate_segments, next_time_change, segment_changes
 from core.segment_fields import profile_view
 from schemas.segments import AudienceChange, ScoreCrossed

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.segment_defs import SegmentDefinitions, SegmentRule
+from core.rules.context import Context
+from core.rules.definitions import SegmentDefinitions, SegmentRule
 from core.segment_fields import profile_view
-from core.segment_rules import Context
 from schemas.segments import SegmentChange
 
 ENTERED = "entered"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from core.audiences import AudiencePolicy
 from core.profile import ProfilePolicy
 from core.profile_stage import StagePolicy
+from core.rules.definitions import load_definitions
 from core.scoring import load_models
-from core.segment_defs import load_definitions
 from core.triggers import CartAbandonmentPolicy
 from streams.settings import Settings
 

@@ -14,19 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.profile import Affinity, CartItem, Profile
-from core.segment_defs import load_definitions
+from core.rules.analysis import depends_on_time, time_atoms
+from core.rules.compiler import compile_breakpoints
+from core.rules.context import Context, _time_of
+from core.rules.definitions import load_definitions
+from core.rules.parser import compile_rule
 from core.segment_eval import evaluate_segments, next_time_change
 from core.segment_fields import build_catalog, profile_view
-from core.segment_rules import (
-    Context,
-    _time_of,
-    breakpoints,
-    compile_breakpoints,
-    compile_rule,
-    depends_on_time,
-    evaluate_node,
-    time_atoms,
-)
+from tests.unit.test_segments.rule_oracle import breakpoints, evaluate_node
 
 DAY = 86400.0
 T0 = 1_700_000_000.0

@@ -8,8 +8,8 @@ import orjson
 
 from core.audiences import AudiencePolicy
 from core.profile_stage import KeyState, StagePolicy, step_key
+from core.rules.definitions import parse_definitions
 from core.scoring import load_models
-from core.segment_defs import parse_definitions
 from schemas.commands import ApplyEvent, CheckTriggers
 from schemas.segments import ScoreCrossed, SegmentChange
 from schemas.validation import decode_event

@@ -15,11 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.profile import Affinity, CartItem, Profile
+from core.rules.analysis import referenced_fields
+from core.rules.compiler import compile_breakpoints, compile_node
+from core.rules.context import Context
+from core.rules.definitions import load_definitions, parse_definitions
+from core.rules.parser import compile_rule
 from core.scoring import load_models, score_profile
-from core.segment_defs import load_definitions, parse_definitions
 from core.segment_eval import evaluate_segments, explain_segments
 from core.segment_fields import build_catalog, profile_view
-from core.segment_rules import Context, breakpoints, compile_node, compile_rule, evaluate_node, referenced_fields
+from tests.unit.test_segments.rule_oracle import breakpoints, evaluate_node
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -179,6 +183,28 @@ def test_default_memberships_match_the_reference_interpreter(profile: Profile, n
         assert explain_segments(DEFAULTS, profile, now=at) == {
             rule.name: evaluate_node(rule.condition, ctx) for rule in DEFAULTS.rules
         }
+
+
+AFFINITY_CONDITIONS = [condition for condition in ALL_CONDITIONS if "affinity" in repr(condition).lower()]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    profile=profiles(),
+    now=st.floats(min_value=T0 - 10 * DAY, max_value=T0 + 100 * DAY, allow_nan=False),
+    half_life_days=st.sampled_from([0.5, 3.0, 30.0]),
+)
+def test_compiled_rules_and_breakpoints_agree_with_the_reference_at_another_half_life(
+    profile: Profile, now: float, half_life_days: float
+) -> None:
+    half_life = half_life_days * DAY
+    view = profile_view(profile, now=now)
+    for condition in AFFINITY_CONDITIONS:
+        evaluate, instants = compile_node(condition, half_life), compile_breakpoints(condition, half_life)
+        ctx = Context(view, now, DEFAULTS.consumables)
+        assert sorted(instants(ctx)) == sorted(breakpoints(condition, ctx, half_life))
+        for at in [now, *(t for t in breakpoints(condition, ctx, half_life) if math.isfinite(t))]:
+            assert evaluate(ctx.at(at)) == evaluate_node(condition, ctx.at(at), half_life)
 
 
 @settings(max_examples=200, deadline=None)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.profile import Profile
-from core.segment_defs import DEFAULT_DEFINITIONS, load_definitions, parse_definitions
+from core.rules.definitions import DEFAULT_DEFINITIONS, load_definitions, parse_definitions
 from core.segment_eval import (
     SegmentChange,
     diff_memberships,
@@ -78,6 +78,19 @@ def test_decaying_affinity_moves_a_customer_down_the_waterfall_at_the_computed_t
     assert "climbers" not in after and "hikers" in after
     _, exited = diff_memberships({"climbers", "others"}, after, DEFINITIONS)
     assert exited["climbers"] == "waterfall persona now picks hikers"
+
+
+def test_affinity_half_life_is_a_parameter_of_the_definitions() -> None:
+    """A definitions file loaded with a 7-day half-life decays ``affinity(...)`` twice as fast."""
+    text = "segments:\n  - {name: climbers, when: 'affinity(\"climbing-rope\") >= 3'}\n"
+    week = parse_definitions(text, affinity_half_life_s=7 * DAY)
+    assert week.affinity_half_life_s == 7 * DAY
+    assert parse_definitions(text).affinity_half_life_s == 14 * DAY
+    view = {"category_affinity": {"climbing-rope": [6.0, T0]}}
+    due = next_time_change(week, view, now=T0)
+    assert due is not None and abs(due - (T0 + 7 * DAY)) < 1.0  # 6 halves to 3 in one (7-day) half-life
+    assert explain_segments(week, view, now=T0 + 8 * DAY) == {"climbers": False}
+    assert explain_segments(parse_definitions(text), view, now=T0 + 8 * DAY) == {"climbers": True}
 
 
 def test_strict_comparison_flips_just_after_the_boundary() -> None:
@@ -212,7 +225,7 @@ def test_rules_read_record_tuples_of_a_real_profile_as_lists():
     import msgspec
 
     from core.profile import CartItem, new_profile
-    from core.segment_defs import parse_definitions
+    from core.rules.definitions import parse_definitions
     from core.segment_eval import evaluate_segments
 
     definitions = parse_definitions(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.segment_defs import DEFAULT_DEFINITIONS
+from core.rules.definitions import DEFAULT_DEFINITIONS
 from streams.cli import main
 
 

@@ -17,10 +17,13 @@ The file (all keys but ``segments`` optional)::
           - {name: climbers, when: 'viewed_category("climbing", within=30d)'}
           - {name: campers,  when: 'viewed_category("camping", within=30d)'}
 
-``when`` is a rule in the language of ``core.segment_rules``. Loading checks everything up front —
-structure, names, rule syntax, field names (against the real ``Profile``), types, functions, windows —
-and raises one ``ConfigError`` listing every problem as ``file:line:column: problem``. The YAML is read
-with ``yaml.compose`` so each node keeps its line; nothing in it is ever executed.
+``when`` is a rule in the language of ``core.rules`` (grammar: ``core.rules.parser``). Loading checks
+everything up front — structure, names, rule syntax, field names (against the real ``Profile``), types,
+functions, windows — and raises one ``ConfigError`` listing every problem as ``file:line:column: problem``.
+The YAML is read with ``yaml.compose`` so each node keeps its line; nothing in it is ever executed.
+
+``affinity_half_life_s`` (``parse_definitions``, ``load_definitions``): how fast ``affinity(...)`` decays
+when the rules read it; it is compiled into every rule's closures and breakpoints.
 """
 
 from __future__ import annotations
@@ -36,19 +39,14 @@ import yaml
 
 from core.errors import ConfigError
 from core.replenishment import ConsumableCatalog, catalog_from_mapping
+from core.rules.analysis import depends_on_time, referenced_fields, time_atoms
+from core.rules.compiler import compile_breakpoints, compile_node
+from core.rules.context import DEFAULT_AFFINITY_HALF_LIFE_S, Context
+from core.rules.parser import compile_rule
+from core.rules.tokens import RuleError
 from core.segment_fields import FieldCatalog, build_catalog
-from core.segment_rules import (
-    Context,
-    RuleError,
-    compile_breakpoints,
-    compile_node,
-    compile_rule,
-    depends_on_time,
-    referenced_fields,
-    time_atoms,
-)
 
-DEFAULT_DEFINITIONS = Path(__file__).resolve().parent.parent / "config" / "segments.yaml"
+DEFAULT_DEFINITIONS = Path(__file__).resolve().parents[2] / "config" / "segments.yaml"
 MAX_FILE_BYTES = 1_000_000
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SEGMENT_KEYS = frozenset({"name", "when", "description"})
@@ -58,7 +56,10 @@ TOP_KEYS = frozenset({"version", "segments", "groups", "consumables"})
 
 @dataclass(frozen=True)
 class SegmentRule:
-    """One segment: its name, the rule text and its compiled condition; ``group`` if in a waterfall."""
+    """One segment: its name, the rule text and its compiled condition; ``group`` if in a waterfall.
+
+    ``affinity_half_life_s``: how fast ``affinity(...)`` decays in this rule (compiled into ``evaluate``).
+    """
 
     name: str
     rule: str
@@ -66,13 +67,14 @@ class SegmentRule:
     description: str = ""
     group: str | None = None
     line: int = 0
+    affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S
     # ``condition`` compiled to closures (``compile_node``), once: what evaluation calls.
     evaluate: Callable[[Context], bool] = field(init=False, repr=False, compare=False)
     # Whether time alone can change the answer: ``next_time_change`` re-evaluates only such rules.
     timed: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "evaluate", compile_node(self.condition))
+        object.__setattr__(self, "evaluate", compile_node(self.condition, self.affinity_half_life_s))
         object.__setattr__(self, "timed", depends_on_time(self.condition))
 
 
@@ -87,12 +89,24 @@ class WaterfallGroup:
 
 @dataclass(frozen=True)
 class SegmentDefinitions:
-    """Everything ``evaluate_segments`` needs: independent segments, waterfall groups, consumables."""
+    """Everything ``evaluate_segments`` needs: independent segments, waterfall groups, consumables.
+
+    ``affinity_half_life_s``: how fast ``affinity(...)`` decays, the same in every rule (checked here) and
+    in the compiled breakpoints.
+    """
 
     independent: tuple[SegmentRule, ...] = ()
     groups: tuple[WaterfallGroup, ...] = ()
     consumables: ConsumableCatalog | None = None
     source: str = "<memory>"
+    affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S
+
+    def __post_init__(self) -> None:
+        other = {rule.affinity_half_life_s for rule in self.rules} - {self.affinity_half_life_s}
+        if other:
+            half_life = self.affinity_half_life_s
+            message = f"{self.source}: rules compiled with affinity half-life {sorted(other)}, not {half_life}"
+            raise ValueError(message)
 
     @cached_property
     def rules(self) -> tuple[SegmentRule, ...]:
@@ -110,9 +124,9 @@ class SegmentDefinitions:
 
     @cached_property
     def breakpoints(self) -> tuple[Callable[[Context], Iterable[float]], ...]:
-        """Per time-driven atom of any rule (each once): its compiled ``segment_rules.breakpoints``."""
+        """Per time-driven atom of any rule (each once): its compiled flip instants (``compile_breakpoints``)."""
         atoms = dict.fromkeys(atom for rule in self.rules for atom in time_atoms(rule.condition))
-        return tuple(compile_breakpoints(atom) for atom in atoms)
+        return tuple(compile_breakpoints(atom, self.affinity_half_life_s) for atom in atoms)
 
     @cached_property
     def view_fields(self) -> frozenset[str] | None:
@@ -172,7 +186,13 @@ def _text(node: yaml.Node, problems: _Problems, what: str) -> str | None:
 
 
 def _segment(
-    node: yaml.Node, group: str | None, catalog: FieldCatalog, problems: _Problems, names: set[str]
+    node: yaml.Node,
+    group: str | None,
+    catalog: FieldCatalog,
+    problems: _Problems,
+    names: set[str],
+    *,
+    affinity_half_life_s: float,
 ) -> SegmentRule | None:
     what = f"segment in group {group!r}" if group else "segment"
     pairs = _pairs(node, problems, what, SEGMENT_KEYS)
@@ -194,7 +214,8 @@ def _segment(
         return None
     if name is None:
         return None
-    return SegmentRule(name, rule.strip(), condition, description or "", group, when_node.start_mark.line + 1)
+    line = when_node.start_mark.line + 1
+    return SegmentRule(name, rule.strip(), condition, description or "", group, line, affinity_half_life_s)
 
 
 def _name(pairs: dict, node: yaml.Node, problems: _Problems, what: str, names: set[str]) -> str | None:
@@ -228,10 +249,45 @@ def parse_definitions(
     source: str = "<memory>",
     catalog: FieldCatalog | None = None,
     consumables: ConsumableCatalog | None = None,
+    affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S,
 ) -> SegmentDefinitions:
-    """YAML text → checked ``SegmentDefinitions``; raises ``ConfigError`` listing every problem."""
+    """YAML text → checked ``SegmentDefinitions``; raises ``ConfigError`` listing every problem.
+
+    ``affinity_half_life_s``: how fast the rules' ``affinity(...)`` decays (the profile policy's value).
+    """
     problems = _Problems(source)
     catalog = catalog or build_catalog()
+    root = _compose(text, source)
+    top = _pairs(root, problems, "the file", TOP_KEYS)
+    if "version" in top and top["version"][1].value not in ("1",):
+        problems.add(top["version"][1], f"unsupported version {top['version'][1].value!r} (this reader knows 1)")
+    names: set[str] = set()
+    segment_nodes = _items(top["segments"][1], problems, "segments") if "segments" in top else []
+    independent = [
+        _segment(node, None, catalog, problems, names, affinity_half_life_s=affinity_half_life_s)
+        for node in segment_nodes
+    ]
+    group_nodes = _items(top["groups"][1], problems, "groups") if "groups" in top else []
+    groups = [_group(node, catalog, problems, names, affinity_half_life_s) for node in group_nodes]
+    if "segments" not in top and "groups" not in top and isinstance(root, yaml.MappingNode):
+        problems.add(root, "no 'segments' and no 'groups': nothing to evaluate")
+    if "consumables" in top:
+        consumables = _consumables(top["consumables"][1], problems) or consumables
+    if problems.items:
+        count = len(problems.items)
+        message = f"{source}: {count} problem{'s' if count > 1 else ''}\n" + "\n".join(problems.items)
+        raise ConfigError(message)
+    return SegmentDefinitions(
+        tuple(rule for rule in independent if rule is not None),
+        tuple(group for group in groups if group is not None),
+        consumables,
+        source,
+        affinity_half_life_s,
+    )
+
+
+def _compose(text: str, source: str) -> yaml.Node:
+    """The YAML document's root node (with lines and columns); a ``ConfigError`` if it is not YAML or empty."""
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -249,44 +305,32 @@ def parse_definitions(
     if root is None:
         message = f"{source}: empty file (expected a mapping with 'segments' and/or 'groups')"
         raise ConfigError(message)
-    top = _pairs(root, problems, "the file", TOP_KEYS)
-    if "version" in top and top["version"][1].value not in ("1",):
-        problems.add(top["version"][1], f"unsupported version {top['version'][1].value!r} (this reader knows 1)")
-    names: set[str] = set()
-    independent: list[SegmentRule] = []
-    for item in _items(top["segments"][1], problems, "segments") if "segments" in top else []:
-        rule = _segment(item, None, catalog, problems, names)
-        if rule is not None:
-            independent.append(rule)
-    groups: list[WaterfallGroup] = []
-    for item in _items(top["groups"][1], problems, "groups") if "groups" in top else []:
-        pairs = _pairs(item, problems, "group", GROUP_KEYS)
-        group_name = _name(pairs, item, problems, "group", names) if pairs else None
-        if "segments" not in pairs:
-            if pairs:
-                problems.add(item, f"group {group_name or '?'!r} has no 'segments' list")
-            continue
-        members = [
-            _segment(member, group_name, catalog, problems, names)
-            for member in _items(pairs["segments"][1], problems, f"segments of group {group_name!r}")
-        ]
-        if not members and isinstance(pairs["segments"][1], yaml.SequenceNode):
-            problems.add(pairs["segments"][1], f"group {group_name!r} has no segments")
-        description = _text(pairs["description"][1], problems, "description") if "description" in pairs else ""
-        if group_name is not None:
-            groups.append(WaterfallGroup(group_name, tuple(m for m in members if m is not None), description or ""))
-    if "segments" not in top and "groups" not in top and isinstance(root, yaml.MappingNode):
-        problems.add(root, "no 'segments' and no 'groups': nothing to evaluate")
-    if "consumables" in top:
-        consumables = _consumables(top["consumables"][1], source, problems) or consumables
-    if problems.items:
-        count = len(problems.items)
-        message = f"{source}: {count} problem{'s' if count > 1 else ''}\n" + "\n".join(problems.items)
-        raise ConfigError(message)
-    return SegmentDefinitions(tuple(independent), tuple(groups), consumables, source)
+    return root
 
 
-def _consumables(node: yaml.Node, source: str, problems: _Problems) -> ConsumableCatalog | None:
+def _group(
+    node: yaml.Node, catalog: FieldCatalog, problems: _Problems, names: set[str], affinity_half_life_s: float
+) -> WaterfallGroup | None:
+    pairs = _pairs(node, problems, "group", GROUP_KEYS)
+    group_name = _name(pairs, node, problems, "group", names) if pairs else None
+    if "segments" not in pairs:
+        if pairs:
+            problems.add(node, f"group {group_name or '?'!r} has no 'segments' list")
+        return None
+    segments_node = pairs["segments"][1]
+    members = [
+        _segment(member, group_name, catalog, problems, names, affinity_half_life_s=affinity_half_life_s)
+        for member in _items(segments_node, problems, f"segments of group {group_name!r}")
+    ]
+    if not members and isinstance(segments_node, yaml.SequenceNode):
+        problems.add(segments_node, f"group {group_name!r} has no segments")
+    description = _text(pairs["description"][1], problems, "description") if "description" in pairs else ""
+    if group_name is None:
+        return None
+    return WaterfallGroup(group_name, tuple(m for m in members if m is not None), description or "")
+
+
+def _consumables(node: yaml.Node, problems: _Problems) -> ConsumableCatalog | None:
     loader = yaml.SafeLoader("")
     try:
         data = loader.construct_object(node, deep=True)
@@ -303,9 +347,17 @@ def _consumables(node: yaml.Node, source: str, problems: _Problems) -> Consumabl
 
 
 def load_definitions(
-    path: str | Path | None = None, *, catalog: FieldCatalog | None = None, consumables: ConsumableCatalog | None = None
+    path: str | Path | None = None,
+    *,
+    catalog: FieldCatalog | None = None,
+    consumables: ConsumableCatalog | None = None,
+    affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S,
 ) -> SegmentDefinitions:
-    """Read and check a definitions file (default ``config/segments.yaml``)."""
+    """Read and check a definitions file (default ``config/segments.yaml``).
+
+    ``affinity_half_life_s``: how fast the rules' ``affinity(...)`` decays; the worker passes the profile
+    policy's value (``streams.stage_config.load_audience_policy``).
+    """
     path = Path(path) if path is not None else DEFAULT_DEFINITIONS
     try:
         size = path.stat().st_size
@@ -316,4 +368,6 @@ def load_definitions(
     except (OSError, UnicodeDecodeError) as exc:
         message = f"{path}: cannot read: {exc}"
         raise ConfigError(message) from None
-    return parse_definitions(text, source=str(path), catalog=catalog, consumables=consumables)
+    return parse_definitions(
+        text, source=str(path), catalog=catalog, consumables=consumables, affinity_half_life_s=affinity_half_life_s
+    )
