@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from core.errors import ConfigError
+from schemas.errors import ConfigError
 from core.replenishment import ConsumableCatalog, catalog_from_mapping
 from core.segment_fields import FieldCatalog, build_catalog
 from core.segment_rules import (

@@ -1,6 +1,6 @@
 """``streamcdp generate``: a seeded synthetic omnichannel workload as JSONL, or straight into Kafka.
 
-The events and the ground truth come from the pure ``core.generator``; this module only picks the start
+The events and the ground truth come from the pure ``offline.generator``; this module only picks the start
 time (default: now − days, so every timestamp is recent enough for the skew checks), writes the lines
 (``--out``) or sends them through ``streams.produce`` (``--produce``, lines routed by family, sent as-is
 so corrupted lines reach the dead-letter path), paces them (``--rate``) and writes the truth (``--truth``).
@@ -17,8 +17,8 @@ from typing import IO
 
 import orjson
 
-from core.errors import InvalidEvent, StreamcdpError
-from core.generator import WorkloadConfig, generate_workload
+from schemas.errors import InvalidEvent, StreamcdpError
+from offline.generator import WorkloadConfig, generate_workload
 from schemas.validation import parse_timestamp
 from streams.produce import KafkaSender, Progress, Rejected, Routed, create_topics, produce_lines, report, route_line
 from streams.settings import Settings

@@ -10,6 +10,9 @@ from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from agents import tally as tally_names
+from agents.tally import Tally
+
 registry = CollectorRegistry(auto_describe=True)
 
 events_ingested = Counter(
@@ -92,25 +95,40 @@ def child(metric: Counter | Gauge | Histogram, *label_values: str):
     return metric.labels(*label_values)
 
 
-class Tally:
-    """Counter increments of the per-event path, added up in a plain dict and published in one go.
+# The agents' counts (``agents.tally``) by name: published into these at every flush and scrape.
+BY_NAME: dict[str, Counter | Histogram] = {
+    tally_names.EVENTS_INGESTED: events_ingested,
+    tally_names.EVENTS_UNKNOWN: events_unknown,
+    tally_names.EVENTS_DEADLETTERED: events_deadlettered,
+    tally_names.PROFILE_COMMANDS: profile_commands,
+    tally_names.PROFILE_OUTCOMES: profile_notes,
+    tally_names.AUDIENCE_CHANGES: audience_changes,
+    tally_names.TRIGGERS_EMITTED: triggers_emitted,
+    tally_names.FORWARDS: forwards,
+    tally_names.EVENT_LAG_SECONDS: event_lag_seconds,
+}
+
+
+class PublishedTally(Tally):
+    """The worker's ``Tally``, published into the Prometheus metrics of ``BY_NAME`` in one go.
 
     A prometheus-client ``inc`` takes a lock (~1 µs); the stage makes several per event. The runtime
     publishes at every flush and ``/metrics`` before every scrape, so what a scrape shows is current.
     """
 
-    def __init__(self) -> None:
-        self._counts: dict[tuple, float] = {}
-
-    def add(self, metric: Counter, *label_values: str, amount: float = 1) -> None:
-        key = (metric, label_values)
-        counts = self._counts
-        counts[key] = counts.get(key, 0) + amount
+    def __init__(self, metrics: dict[str, Counter | Histogram] = BY_NAME) -> None:
+        super().__init__()
+        self._metrics = metrics
 
     def publish(self) -> None:
-        counts, self._counts = self._counts, {}
-        for (metric, label_values), amount in counts.items():
+        counts, observed = self.take()
+        for (name, label_values), amount in counts.items():
+            metric = self._metrics[name]
             (child(metric, *label_values) if label_values else metric).inc(amount)
+        for name, values in observed.items():
+            histogram = self._metrics[name]
+            for value in values:
+                histogram.observe(value)
 
 
-tally = Tally()
+tally = PublishedTally()

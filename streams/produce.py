@@ -23,11 +23,13 @@ from typing import IO, Any
 
 import orjson
 
-from core.errors import InvalidEvent, StreamcdpError
+from schemas.errors import InvalidEvent, StreamcdpError
 from schemas.events import OTHER
+from schemas.topics import TopicNames
 from schemas.validation import ContractLimits, decode_event, family_of
 from streams.settings import Settings
-from streams.topics import TopicNames, topic_names
+from streams.stage_config import contract_limits
+from streams.topics import topic_names
 
 MAX_REPORTED_REJECTIONS = 50
 
@@ -62,14 +64,6 @@ class ProduceSummary:
             f"sent {self.sent}, rejected {self.rejected}, failed {self.failed}, "
             f"{self.seconds:.2f} s, {self.rate:.0f} events/s"
         )
-
-
-def contract_limits(settings: Settings) -> ContractLimits:
-    return ContractLimits(
-        max_event_bytes=settings.max_event_bytes,
-        max_future_skew_s=settings.max_future_skew_s,
-        max_past_skew_s=settings.max_past_skew_s,
-    )
 
 
 def _routing_key(payload: dict) -> bytes | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from core.errors import ConfigError
+from schemas.errors import ConfigError
 from core.segment_defs import DEFAULT_DEFINITIONS, load_definitions
 from core.segment_eval import evaluate_segments, explain_segments, next_time_change
 from core.segment_rules import describe_functions

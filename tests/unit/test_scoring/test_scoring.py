@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import ConfigError
+from schemas.errors import ConfigError
 from core.profile import Affinity, CartItem, Profile
 from core.scoring import (
     CHURN_60D,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
+from schemas.errors import ConfigError
 from core.replenishment import (
     ConsumableCatalog,
     catalog_from_mapping,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
+from schemas.errors import ConfigError
 from core.segment_defs import parse_definitions
 from core.segment_fields import build_catalog
 from core.segment_rules import Context, RuleError, compile_rule, evaluate_node

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError, InvalidEvent
+from schemas.errors import ConfigError, InvalidEvent
 from core.profile import Profile, apply_event
 from core.scoring import CHURN_60D, FEATURES, PURCHASE_7D, LogisticModel, PropensityModels, compute_features
 from schemas.events import Event
