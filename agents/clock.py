@@ -32,9 +32,7 @@ def due_commands(store: StageStore, now: float) -> Iterator[tuple[bytes, CheckTr
         yield key, CheckTriggers(now=now)
 
 
-def stale_audience_commands(
-    store: StageStore, policy: StagePolicy, now: float
-) -> list[tuple[bytes, CheckTriggers]]:
+def stale_audience_commands(store: StageStore, policy: StagePolicy, now: float) -> list[tuple[bytes, CheckTriggers]]:
     if policy.audiences is None:
         return []
     version = policy.audiences.version

@@ -46,7 +46,8 @@ class ProfilePipeline:
     def decode(self, record: SourceRecord) -> ProfileCommand:
         """A ``profile-commands`` record → its command; raises ``UndecodableCommand``."""
         if record.value is None:
-            raise UndecodableCommand("no value")
+            detail = "no value (a tombstone)"
+            raise UndecodableCommand(detail)
         try:
             return decode_command(record.value)
         except msgspec.DecodeError as exc:

@@ -31,6 +31,6 @@ IDENTITIES = Table(b"i", encode_msgpack, decode_identity)
 # Epoch seconds at which a pending trigger or a time-driven segment change of the key may become due.
 TRIGGER_DUE = Table(b"d", encode_float, decode_float)
 # Members of a segment within the partition.
-SEGMENT_SIZES = Table(b"s", lambda count: str(int(count)).encode(), lambda raw: int(raw))
+SEGMENT_SIZES = Table(b"s", lambda count: str(int(count)).encode(), int)
 
 ALL_TABLES = (PROFILES, IDENTITIES, TRIGGER_DUE, SEGMENT_SIZES)

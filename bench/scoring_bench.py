@@ -12,12 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from offline.generator import WorkloadConfig, generate_workload
 from core.profile import Profile, apply_event
 from core.scoring import compute_features, load_models, score_profile
 from core.segment_defs import load_definitions
 from core.segment_eval import evaluate_segments, next_time_change
 from core.segment_fields import profile_view
+from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 
 

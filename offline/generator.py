@@ -220,6 +220,7 @@ def _order(
     at_ms: int,
     cart: list[tuple[Product, str | None, int]],
     device: _Device | None,
+    *,
     currency: str,
     refund_rate: float,
 ) -> int:
@@ -276,14 +277,9 @@ def _product_properties(product: Product, size: str | None, currency: str, quant
     return properties
 
 
-def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
-    """One browsing session on one device: views, searches, cart changes, then abandon or buy."""
+def _browse(shopper: _Shopper, at_ms: int, device: _Device) -> int:
+    """Page or screen views, maybe a search and a product list; returns the time after them."""
     rng = shopper.rng
-    device = rng.choice(shopper.devices)
-    currency = config.currency
-    if shopper.identified and not device.linked and rng.random() < 0.4 or not shopper.identified and rng.random() < 0.3:
-        _link_device(shopper, device, at_ms)
-        at_ms += rng.randint(2000, 10000)
     view_type = "screen" if device.kind == "app" else "page"
     for _ in range(rng.randint(1, 3)):
         name = rng.choice(PAGES)
@@ -304,6 +300,18 @@ def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
             shopper, at_ms, _track("Product List Viewed", {"list_id": f"list-{category}", "category": category}), device
         )
         at_ms += rng.randint(3000, 30000)
+    return at_ms
+
+
+def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
+    """One browsing session on one device: views, searches, cart changes, then abandon or buy."""
+    rng = shopper.rng
+    device = rng.choice(shopper.devices)
+    currency = config.currency
+    if shopper.identified and not device.linked and rng.random() < 0.4 or not shopper.identified and rng.random() < 0.3:
+        _link_device(shopper, device, at_ms)
+        at_ms += rng.randint(2000, 10000)
+    at_ms = _browse(shopper, at_ms, device)
     cart: list[tuple[Product, str | None, int]] = []
     for _ in range(rng.randint(1, 4)):
         product, size = _pick(shopper)
@@ -340,7 +348,7 @@ def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
         _emit(shopper, at_ms, _track("Checkout Started", {"currency": currency}), device)
         at_ms += rng.randint(30000, 300000)
         if rng.random() < 0.75:
-            _order(shopper, at_ms, cart, device, currency, config.refund_rate)
+            _order(shopper, at_ms, cart, device, currency=currency, refund_rate=config.refund_rate)
             return
     if shopper.identified and shopper.channels and rng.random() < 0.5:
         # The cart-abandonment reminder of an older trigger system: a message with a trigger id.
@@ -499,7 +507,9 @@ def _refill(shopper: _Shopper, at_ms: int, product: Product, config: WorkloadCon
     if rng.random() < 0.35:
         if not shopper.identified:
             _link_device(shopper, shopper.devices[0], at_ms - 60_000)
-        _order(shopper, at_ms, [(product, None, quantity)], None, config.currency, config.refund_rate)
+        _order(
+            shopper, at_ms, [(product, None, quantity)], None, currency=config.currency, refund_rate=config.refund_rate
+        )
         return
     device = shopper.devices[0]
     if not device.linked:
@@ -508,7 +518,14 @@ def _refill(shopper: _Shopper, at_ms: int, product: Product, config: WorkloadCon
         shopper, at_ms, _track("Product Added", _product_properties(product, None, config.currency, quantity)), device
     )
     _emit(shopper, at_ms + 20_000, _track("Checkout Started", {"currency": config.currency}), device)
-    _order(shopper, at_ms + 90_000, [(product, None, quantity)], device, config.currency, config.refund_rate)
+    _order(
+        shopper,
+        at_ms + 90_000,
+        [(product, None, quantity)],
+        device,
+        currency=config.currency,
+        refund_rate=config.refund_rate,
+    )
 
 
 def _finish(payload: dict) -> dict:

@@ -17,8 +17,8 @@ from typing import IO
 
 import orjson
 
-from schemas.errors import InvalidEvent, StreamcdpError
 from offline.generator import WorkloadConfig, generate_workload
+from schemas.errors import InvalidEvent, StreamcdpError
 from schemas.validation import parse_timestamp
 from streams.produce import KafkaSender, Progress, Rejected, Routed, create_topics, produce_lines, report, route_line
 from streams.settings import Settings
@@ -58,7 +58,8 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     truth = workload.truth
     sys.stderr.write(
         f"generated {truth['events']} events + {truth['corrupted']} corrupted lines for {config.customers} customers "
-        f"over {config.days:g} days in {generated_s:.2f} s ({len(workload.lines) / max(generated_s, 1e-9):.0f} events/s)\n"
+        f"over {config.days:g} days in {generated_s:.2f} s "
+        f"({len(workload.lines) / max(generated_s, 1e-9):.0f} events/s)\n"
     )
     topics = topic_names(settings)
     with ExitStack() as stack:

@@ -13,6 +13,7 @@ reuses it, and tests drive it without Kafka.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from streams.stage_config import contract_limits
 from streams.topics import topic_names
 
 MAX_REPORTED_REJECTIONS = 50
+DEFAULT_LIMITS = ContractLimits()  # the contract's own limits, for callers without settings
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def route_line(
     raw: bool = False,
     topic: str | None = None,
     now: float = 0.0,
-    limits: ContractLimits = ContractLimits(),
+    limits: ContractLimits = DEFAULT_LIMITS,
 ) -> Routed | Rejected:
     """Where one JSONL line goes (topic, key, its bytes) or why it is not sent; ``now`` is for ``validate``."""
     value = line.rstrip(b"\r\n")
@@ -205,12 +207,7 @@ class KafkaSender:
         from aiokafka.errors import KafkaError
         from aiokafka.partitioner import DefaultPartitioner
 
-        try:
-            import lz4  # noqa: F401  # optional: compress only if the codec is installed
-
-            compression = "lz4"
-        except ImportError:
-            compression = None
+        compression = "lz4" if importlib.util.find_spec("lz4") else None  # optional: only if the codec is installed
         self._asyncio = asyncio
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="streamcdp-produce", daemon=True)

@@ -111,7 +111,9 @@ class Runtime(ConsumerRebalanceListener):
             write_buffer_bytes=settings.rocksdb_write_buffer_bytes,
             max_cached_keys=settings.state_cache_keys,
         )
-        self.checkpoint = Checkpoint(producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic)
+        self.checkpoint = Checkpoint(
+            producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic
+        )
         self.recovery = StoreRecovery(
             restore_consumer, changelog_topic=changelog_topic, data_dir=settings.data_dir, options=self.store_options
         )

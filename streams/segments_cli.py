@@ -8,10 +8,10 @@ from pathlib import Path
 
 import orjson
 
-from schemas.errors import ConfigError
 from core.segment_defs import DEFAULT_DEFINITIONS, load_definitions
 from core.segment_eval import evaluate_segments, explain_segments, next_time_change
 from core.segment_rules import describe_functions
+from schemas.errors import ConfigError
 from streams.settings import Settings
 
 

@@ -4,9 +4,9 @@ values, with a compacted changelog topic as the truth.
 Every key of every table lives under a one-byte table tag (``b"p" + customer id`` …), the same bytes in
 RocksDB and as the changelog key, so one changelog partition restores one store. Reads return decoded
 values from the cache (RocksDB is read and decoded once per key, not once per event); writes change only
-the cache and mark the key dirty. The checkpoint (``streams.checkpoint``) then asks for ``pending_records`` (each dirty key
-encoded once, however many events changed it), sends them to the changelog, and only after the broker
-acknowledged them calls ``persist`` to write them and the changelog offset to RocksDB in one batch. So
+the cache and mark the key dirty. The checkpoint (``streams.checkpoint``) then asks for ``pending_records``
+(each dirty key encoded once, however many events changed it), sends them to the changelog, and only after
+the broker acknowledged them calls ``persist`` to write them and the changelog offset to RocksDB in one batch. So
 the local store is never ahead of the changelog: a crash at any point restores to a state the changelog
 holds, and the consumer offsets (committed after ``persist``) replay whatever came after it.
 

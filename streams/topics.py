@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from schemas.topics import TopicNames
@@ -43,10 +44,8 @@ def ensure_topics(settings: Settings) -> list[str]:
                 )
             )
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile: fine
                 admin.create_topics(new_topics)
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our list and create: fine
             log.info("created topics: %s", ", ".join(missing))
         return missing
     finally:
