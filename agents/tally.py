@@ -3,7 +3,7 @@
 The agents count what they do (events ingested, commands, outcomes, triggers, …) without importing
 Prometheus: a count costs one dict add here, and the runtime publishes the sums into the Prometheus
 metrics of the same name at every flush (and ``/metrics`` before every scrape). Names are the constants
-below; ``streams.metrics.BY_NAME`` maps each to its Prometheus metric.
+below; ``streams.metrics`` maps each to its Prometheus metric.
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ def child(metric: Counter | Gauge | Histogram, *label_values: str):
     return metric.labels(*label_values)
 
 
-# The agents' counts (``agents.tally``) by name: published into these at every flush and scrape.
-BY_NAME: dict[str, Counter | Histogram] = {
+# The agents' counts and observations (``agents.tally``) by name: published into these at every flush and scrape.
+COUNTER_BY_NAME: dict[str, Counter] = {
     tally_names.EVENTS_INGESTED: events_ingested,
     tally_names.EVENTS_UNKNOWN: events_unknown,
     tally_names.EVENTS_DEADLETTERED: events_deadlettered,
@@ -105,30 +105,35 @@ BY_NAME: dict[str, Counter | Histogram] = {
     tally_names.AUDIENCE_CHANGES: audience_changes,
     tally_names.TRIGGERS_EMITTED: triggers_emitted,
     tally_names.FORWARDS: forwards,
-    tally_names.EVENT_LAG_SECONDS: event_lag_seconds,
 }
+HISTOGRAM_BY_NAME: dict[str, Histogram] = {tally_names.EVENT_LAG_SECONDS: event_lag_seconds}
 
 
 class PublishedTally(Tally):
-    """The worker's ``Tally``, published into the Prometheus metrics of ``BY_NAME`` in one go.
+    """The worker's ``Tally``, published into the Prometheus metrics of the same names in one go.
 
     A prometheus-client ``inc`` takes a lock (~1 µs); the stage makes several per event. The runtime
     publishes at every flush and ``/metrics`` before every scrape, so what a scrape shows is current.
     """
 
-    def __init__(self, metrics: dict[str, Counter | Histogram] = BY_NAME) -> None:
+    def __init__(
+        self,
+        counters: dict[str, Counter] = COUNTER_BY_NAME,
+        histograms: dict[str, Histogram] = HISTOGRAM_BY_NAME,
+    ) -> None:
         super().__init__()
-        self._metrics = metrics
+        self._counters = counters
+        self._histograms = histograms
 
     def publish(self) -> None:
         counts, observed = self.take()
         for (name, label_values), amount in counts.items():
-            metric = self._metrics[name]
-            (child(metric, *label_values) if label_values else metric).inc(amount)
+            counter = self._counters[name]
+            (child(counter, *label_values) if label_values else counter).inc(amount)
         for name, values in observed.items():
-            histogram = self._metrics[name]
+            observe = self._histograms[name].observe
             for value in values:
-                histogram.observe(value)
+                observe(value)
 
 
 tally = PublishedTally()

@@ -26,7 +26,6 @@ from schemas.commands import CheckTriggers, encode_command
 from schemas.deadletter import PROCESSING_FAILED, UNDECODABLE_COMMAND
 from schemas.validation import ContractLimits
 from streams.assignor import CoPartitionAssignor
-from streams.checkpoint import Checkpoint
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
 from streams.settings import Settings
@@ -40,15 +39,22 @@ POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"))
 class FailingFor(ProfilePipeline):
     """The real pipeline, except that ``ingest`` raises at one offset, or ``apply`` for one key."""
 
-    def __init__(self, *args, fail_ingest_at: int | None = None, fail_apply_of: bytes | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        fail_ingest_at: int | None = None,
+        ingest_error: Exception | None = None,
+        fail_apply_of: bytes | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.fail_ingest_at = fail_ingest_at
+        self.ingest_error = ingest_error or TypeError("unhashable type: 'list'")
         self.fail_apply_of = fail_apply_of
 
     def ingest(self, record):
         if record.offset == self.fail_ingest_at:
-            msg = "unhashable type: 'list'"
-            raise TypeError(msg)
+            raise self.ingest_error
         return super().ingest(record)
 
     def apply(self, store, key, command, now, forward):
@@ -212,12 +218,7 @@ def test_an_undecodable_command_is_dead_lettered_and_the_next_command_is_applied
 
 
 def test_a_memory_error_stops_the_worker_instead_of_parking_the_record(tmp_path: Path):
-    runtime = build_runtime(tmp_path, FailingFor)
-
-    def out_of_memory(record):
-        raise MemoryError
-
-    runtime.stages.ingest = out_of_memory
+    runtime = build_runtime(tmp_path, FailingFor, fail_ingest_at=0, ingest_error=MemoryError())
     hold(runtime, *range(PARTITIONS))
     tp, any_record = record(runtime, viewed("m1", userId="u-1"))
     with pytest.raises(MemoryError):
@@ -238,36 +239,27 @@ def dirty_store_with_an_output(rt: Runtime) -> tuple[PartitionStore, TopicPartit
     return store, tp
 
 
-def checkpoint_with(producer: FakeProducer, consumer: FakeConsumer, rt: Runtime) -> Checkpoint:
-    checkpoint = Checkpoint(
-        producer=producer, consumer=consumer, outbox=rt.outbox, changelog_topic=rt.checkpoint.changelog_topic
-    )
-    rt.checkpoint = checkpoint
-    return checkpoint
-
-
 async def test_a_checkpoint_sends_outputs_then_the_changelog_then_writes_state_then_commits(runtime: Runtime):
-    calls: list[str] = []
-    consumer = FakeConsumer(calls, PARTITIONS)
-    checkpoint = checkpoint_with(FakeProducer(calls), consumer, runtime)
     store, tp = dirty_store_with_an_output(runtime)
-    await checkpoint.commit(runtime.stores.values())
-    assert calls == [f"send {runtime.topics.triggers('email')}", "changelog p0 x1", "commit"]
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert runtime.producer.calls == [f"send {runtime.topics.triggers('email')}", "changelog p0 x1", "commit"]
     assert store.changelog_offset == 100 and store.dirty_count == 0  # written only after the changelog ack
-    assert consumer.committed == {tp: 42}
-    assert checkpoint.empty
+    assert runtime.consumer.committed == {tp: 42}
+    assert runtime.checkpoint.empty
 
 
 async def test_a_failed_output_writes_no_state_commits_nothing_and_stops_all_later_checkpoints(runtime: Runtime):
-    calls: list[str] = []
-    checkpoint = checkpoint_with(FakeProducer(calls, fail_outputs=True), FakeConsumer(calls, PARTITIONS), runtime)
+    runtime.producer.fail_outputs = True
     store, _ = dirty_store_with_an_output(runtime)
     with pytest.raises(KafkaError):
-        await checkpoint.commit(runtime.stores.values())
-    assert calls == [f"send {runtime.topics.triggers('email')}"]
+        await runtime.checkpoint.commit(runtime.stores.values())
+    assert runtime.producer.calls == [f"send {runtime.topics.triggers('email')}"]
     assert store.changelog_offset == -1 and store.dirty_count == 1
     with pytest.raises(RuntimeError, match="earlier flush failed"):
-        await checkpoint.commit(runtime.stores.values())  # close() and rebalances must not persist that state
+        await runtime.checkpoint.commit(runtime.stores.values())  # close() and rebalances must not persist it
+    runtime.consumer.when_drained = runtime.stop
+    with pytest.raises(RuntimeError, match="flush failed"):
+        await runtime.run()  # the loop does not end quietly: the inputs since the last commit must replay
 
 
 # --- the loop and recovery -----------------------------------------------------------------------------
