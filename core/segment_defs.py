@@ -34,7 +34,6 @@ from typing import Any
 
 import yaml
 
-from schemas.errors import ConfigError
 from core.replenishment import ConsumableCatalog, catalog_from_mapping
 from core.segment_fields import FieldCatalog, build_catalog
 from core.segment_rules import (
@@ -47,6 +46,7 @@ from core.segment_rules import (
     referenced_fields,
     time_atoms,
 )
+from schemas.errors import ConfigError
 
 DEFAULT_DEFINITIONS = Path(__file__).resolve().parent.parent / "config" / "segments.yaml"
 MAX_FILE_BYTES = 1_000_000

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.errors import ConfigError
 from core.segment_defs import parse_definitions
 from core.segment_fields import build_catalog
 from core.segment_rules import Context, RuleError, compile_rule, evaluate_node
+from schemas.errors import ConfigError
 
 CATALOG = build_catalog()
 DAY = 86400.0
