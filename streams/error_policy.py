@@ -13,7 +13,8 @@ record never stalls its partition:
 - ``UndecodableCommand``: a ``profile-commands`` record does not decode (``undecodable_command``);
 - any other ``Exception``: a bug met by this record (``processing_failed``, the error in ``detail``).
   Nothing of it is lost: the bytes are in the dead letter, to be replayed after a fix. The pure stage
-  step runs before any write-back, so a failed command leaves its key's state as it was.
+  step runs before anything is written back, so a command that fails in it leaves its key's state as it
+  was.
 
 A failure without an input record (a clock wake-up's ``CheckTriggers``, or a second command of a record
 already parked) has nothing to park: it is logged and counted (``processing_failed``), and the key's due
