@@ -14,27 +14,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from agents.store import StageStore
+from agents.tables import PROFILES, TRIGGER_DUE
 from core.profile_stage import StagePolicy
 from schemas.commands import CheckTriggers
-from streams.state_store import PartitionStore
-from streams.tables import PROFILES, TRIGGER_DUE
 
 
-def rebuild_due_index(store: PartitionStore) -> int:
+def rebuild_due_index(store: StageStore) -> int:
     store.due_index.rebuild((key, due_at) for key, due_at in store.items(TRIGGER_DUE) if due_at is not None)
     return len(store.due_index)
 
 
-def due_commands(store: PartitionStore, now: float) -> Iterator[tuple[bytes, CheckTriggers]]:
+def due_commands(store: StageStore, now: float) -> Iterator[tuple[bytes, CheckTriggers]]:
     if store.due_index.needs_compaction():
         rebuild_due_index(store)
     for key in store.due_index.pop_due(now, lambda key: store.get(TRIGGER_DUE, key)):
         yield key, CheckTriggers(now=now)
 
 
-def stale_audience_commands(
-    store: PartitionStore, policy: StagePolicy, now: float
-) -> list[tuple[bytes, CheckTriggers]]:
+def stale_audience_commands(store: StageStore, policy: StagePolicy, now: float) -> list[tuple[bytes, CheckTriggers]]:
     if policy.audiences is None:
         return []
     version = policy.audiences.version

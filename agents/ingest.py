@@ -1,55 +1,30 @@
-"""Ingestion: one inbound Segment Spec message → a command for the profile stage, or a dead letter.
+"""Ingestion: one inbound Segment Spec message → a command for the profile stage.
 
 Thin shell around ``schemas.validation.decode_event``: it reads the clock and counts. A valid event
 becomes ``ApplyEvent`` keyed by its routing id (userId, else anonymousId). The runtime applies it in
 place when the producer already keyed and partitioned it that way (``streamcdp produce`` does, as do
 forwarders that key by userId with the Java partitioner), else sends it through ``profile-commands``
-(``STREAMCDP_INGEST_IN_PLACE``). An invalid message goes to the dead-letter topic with its reason, its
-exact bytes and where it came from; the stream goes on.
+(``STREAMCDP_INGEST_IN_PLACE``). An invalid message raises ``InvalidEvent``; the runtime's error policy
+(``streams.error_policy``) sends it to the dead-letter topic with its reason, its exact bytes and where
+it came from, and the stream goes on.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
-from aiokafka.structs import ConsumerRecord
-
-from core.errors import InvalidEvent
+from agents.tally import EVENTS_INGESTED, EVENTS_UNKNOWN, Tally
 from schemas.commands import ApplyEvent
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import SourceRecord
 from schemas.events import OTHER
 from schemas.validation import ContractLimits, decode_event
-from streams import metrics
-from streams.codecs import encode_json
-from streams.outbox import Outbox
-from streams.topics import TopicNames
-
-log = logging.getLogger(__name__)
 
 
-def ingest_record(
-    record: ConsumerRecord, *, limits: ContractLimits, topics: TopicNames, outbox: Outbox
-) -> tuple[bytes, ApplyEvent] | None:
-    """``(routing key, ApplyEvent)`` for a valid event; None after dead-lettering an invalid one."""
+def ingest_record(record: SourceRecord, *, limits: ContractLimits, tally: Tally) -> tuple[bytes, ApplyEvent]:
+    """``(routing key, ApplyEvent)`` for a valid event; raises ``InvalidEvent`` for an invalid one."""
     raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
-    try:
-        validated = decode_event(raw, now=time.time(), limits=limits)
-    except InvalidEvent as exc:
-        dead = DeadLetter(
-            reason=exc.reason,
-            detail=exc.detail,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            failed_at=time.time(),
-            original=raw,
-        )
-        outbox.send(topics.deadletter, record.key, encode_json(dead), [("reason", exc.reason.encode())])
-        metrics.tally.add(metrics.events_deadlettered, exc.reason)
-        log.debug("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset, exc)
-        return None
-    metrics.tally.add(metrics.events_ingested, validated.family)
+    validated = decode_event(raw, now=time.time(), limits=limits)
+    tally.add(EVENTS_INGESTED, validated.family)
     if validated.family == OTHER:
-        metrics.tally.add(metrics.events_unknown)
+        tally.add(EVENTS_UNKNOWN)
     return validated.routing_id.encode(), ApplyEvent(event=validated)

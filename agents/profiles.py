@@ -10,20 +10,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from agents.outbox import Outbox
+from agents.store import StageStore
+from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from agents.tally import (
+    AUDIENCE_CHANGES,
+    EVENT_LAG_SECONDS,
+    PROFILE_COMMANDS,
+    PROFILE_OUTCOMES,
+    TRIGGERS_EMITTED,
+    Tally,
+)
 from core.identity import NO_IDENTITY
 from core.profile_stage import KeyState, StagePolicy, step_key
+from schemas.codecs import encode_json
 from schemas.commands import ApplyEvent, ProfileCommand, encode_command
 from schemas.segments import SegmentChange
-from streams import metrics
-from streams.codecs import encode_json
-from streams.outbox import Outbox
-from streams.state_store import PartitionStore
-from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
-from streams.topics import TopicNames
+from schemas.topics import TopicNames
 
 
 def handle_command(
-    store: PartitionStore,
+    store: StageStore,
     key: bytes,
     command: ProfileCommand,
     *,
@@ -31,6 +38,7 @@ def handle_command(
     policy: StagePolicy,
     topics: TopicNames,
     outbox: Outbox,
+    tally: Tally,
     forward: Callable[[bytes, ProfileCommand], None] | None = None,
 ) -> None:
     """Apply ``command`` to ``key``'s state in ``store`` (the partition that owns ``key``).
@@ -38,7 +46,7 @@ def handle_command(
     Commands for other keys (links, merges, events of a linked id) go to ``forward`` when given (the
     runtime applies them in place when it holds the target's partition), else to ``profile-commands``.
     """
-    metrics.tally.add(metrics.profile_commands, command.__struct_config__.tag)
+    tally.add(PROFILE_COMMANDS, command.__struct_config__.tag)
     state = KeyState(
         key=key.decode(), profile=store.get(PROFILES, key), identity=store.get(IDENTITIES, key) or NO_IDENTITY
     )
@@ -52,19 +60,19 @@ def handle_command(
             forward(target.encode(), forwarded)
     for change in result.audience_changes:
         outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
-        metrics.tally.add(metrics.audience_changes, type(change).__struct_config__.tag)
+        tally.add(AUDIENCE_CHANGES, type(change).__struct_config__.tag)
     for trigger in result.triggers:
         outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
-        metrics.tally.add(metrics.triggers_emitted, trigger.kind, trigger.channel)
+        tally.add(TRIGGERS_EMITTED, trigger.kind, trigger.channel)
     for note in result.notes:
-        metrics.tally.add(metrics.profile_notes, note)
+        tally.add(PROFILE_OUTCOMES, note)
     if isinstance(command, ApplyEvent) and command.hops == 0:
         lag = time.time() - command.event.timestamp
         if 0 <= lag < 3600:
-            metrics.event_lag_seconds.observe(lag)
+            tally.observe(EVENT_LAG_SECONDS, lag)
 
 
-def _count_members(store: PartitionStore, changes) -> None:
+def _count_members(store: StageStore, changes) -> None:
     deltas: dict[str, int] = {}
     for change in changes:
         if isinstance(change, SegmentChange):
@@ -75,7 +83,7 @@ def _count_members(store: PartitionStore, changes) -> None:
             store.put(SEGMENT_SIZES, key, (store.get(SEGMENT_SIZES, key) or 0) + delta)
 
 
-def _write_back(store: PartitionStore, key: bytes, result) -> None:
+def _write_back(store: StageStore, key: bytes, result) -> None:
     new_state = result.state
     if result.profile_changed:
         store.put(PROFILES, key, new_state.profile)  # None deletes

@@ -6,7 +6,7 @@ One command, everything it starts is its own and stopped by pid at the end (also
         [--out bench/results/pipeline.json]
 
 Steps: start a private Kafka broker (``streams.kafka_local``, free ports, temp run dir); generate seeded
-Segment events (``core.generator`` when present, else a small built-in generator) and load them into the
+Segment events (``offline.generator`` when present, else a small built-in generator) and load them into the
 inbound topics, keyed by routing id; measure the passthrough ceiling (``bench/passthrough.py``); start one
 ``streamcdp worker`` and measure the backlog drain from its ``/metrics``; then a live phase at a fixed rate
 with event timestamps = produce time for the end-to-end lag; peak RSS; state on disk; and recovery after
@@ -42,10 +42,11 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 import orjson  # noqa: E402
 from passthrough import run_passthrough, steady_rate  # noqa: E402
 
+from schemas.topics import TopicNames  # noqa: E402
 from streams import kafka_local  # noqa: E402
 from streams.http_probe import http_get  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.topics import TopicNames, ensure_topics  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
 
 log = logging.getLogger("bench.pipeline")
 
@@ -57,7 +58,7 @@ READ_TIME_FIELDS = ("computed",)
 # refresh them (a deferred burst, a time-driven exit), and the stopped worker's last flush keeps that
 # newer state. Recovery is checked on everything else the profile stores.
 CLOCK_DRIVEN_FIELDS = ("segments", "scores")
-EVENTS_PER_CUSTOMER_DAY = 3.2  # what core.generator produces on average (≈ 97 events per customer in 30 days)
+EVENTS_PER_CUSTOMER_DAY = 3.2  # what offline.generator produces on average (≈ 97 events per customer in 30 days)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,9 +156,9 @@ def build_workload(topics: TopicNames, events: int, customers: int | None, seed:
     else:
         days = min(380.0, max(1.0, events / (customers * EVENTS_PER_CUSTOMER_DAY) * 1.2))
     try:
-        from core.generator import WorkloadConfig, generate_workload
+        from offline.generator import WorkloadConfig, generate_workload
     except ImportError:
-        log.warning("core.generator is not there: using the bench's simple event mix")
+        log.warning("offline.generator is not there: using the bench's simple event mix")
         payloads = simple_events(events, customers, now - days * 86400, seed)
         messages = [_route(topics, p, orjson.dumps(p)) for p in payloads]
         return Workload(messages, "bench.simple_events", customers, days, time.perf_counter() - began)
@@ -165,13 +166,13 @@ def build_workload(topics: TopicNames, events: int, customers: int | None, seed:
     if len(lines) < events:
         log.warning("the generator made %d events for %d customers; benchmarking those", len(lines), customers)
     messages = [_route(topics, orjson.loads(line), line) for line in lines[:events]]
-    return Workload(messages, "core.generator", customers, days, time.perf_counter() - began)
+    return Workload(messages, "offline.generator", customers, days, time.perf_counter() - began)
 
 
 def live_payloads(count: int, seed: int) -> list[dict]:
     """Payloads for the live phase (a different seed: new message ids); timestamps are set at send time."""
     try:
-        from core.generator import WorkloadConfig, generate_workload
+        from offline.generator import WorkloadConfig, generate_workload
     except ImportError:
         return simple_events(count, max(1, count // 20), time.time() - 86400, seed)
     customers = max(1, math.ceil(count / (30 * EVENTS_PER_CUSTOMER_DAY) * 1.3))

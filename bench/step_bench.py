@@ -1,6 +1,6 @@
 """How long the profile stage's pure step takes per event, with the worker's segments and scores.
 
-Run: ``.venv/bin/python bench/step_bench.py [customers] [days]``. Events come from ``core.generator``
+Run: ``.venv/bin/python bench/step_bench.py [customers] [days]``. Events come from ``offline.generator``
 (the ``streamcdp generate`` workload), keyed by customer as the identity stage would key them; each key's
 state is carried from event to event as the worker carries it. The first third of the events warms the
 profiles up (untimed); the rest are timed. Prints microseconds per event: the sum over chunks of 250
@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.audiences import refresh_audiences
-from core.generator import WorkloadConfig, generate_workload
 from core.profile import Profile
 from core.profile_stage import KeyState, StagePolicy, step_key
-from core.training import ReplayStats, customer_of, decode_lines, identity_map
+from offline.generator import WorkloadConfig, generate_workload
+from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 from schemas.commands import ApplyEvent
 from schemas.events import Event
 from streams.settings import Settings

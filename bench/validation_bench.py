@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from core.generator import WorkloadConfig, generate_workload
+from offline.generator import WorkloadConfig, generate_workload
 from schemas.validation import decode_event
 
 

@@ -4,7 +4,7 @@
 writes the returned state back and sends what it says; all decisions live here.
 
 Per key the store holds (and the agent builds ``KeyState(key, profile, identity)`` from), in the tables
-of ``streams.tables``:
+of ``agents.tables``:
 
 - ``PROFILES[key]``     ``Profile``, absent when ``state.profile`` is None;
 - ``IDENTITIES[key]``   ``core.identity.KeyIdentity``, absent when it ``is_default``;

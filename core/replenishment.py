@@ -12,7 +12,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from core.errors import ConfigError
+from core.shop_catalog import CATALOG
+from schemas.errors import ConfigError
 
 DAY_S = 86400.0
 # Purchases of one product closer together than this are one shopping trip (a split order), not a cycle.
@@ -141,13 +142,9 @@ def _cycles(data: object, source: str) -> dict[str, float]:
     return cycles
 
 
-def catalog_from_generator() -> ConsumableCatalog | None:
-    """The consumables of the workload generator's catalog (``core.generator.CATALOG``), if it exists."""
-    try:
-        from core.generator import CATALOG
-    except ImportError:
-        return None
-    consumables = [product for product in CATALOG if getattr(product, "cycle_days", 0)]
+def catalog_from_generator() -> ConsumableCatalog:
+    """The consumables of the demo shops' catalog (``core.shop_catalog``), which the workload generator sells."""
+    consumables = [product for product in CATALOG if product.cycle_days]
     return ConsumableCatalog(
         cycle_days_by_product={p.product_id: float(p.cycle_days) for p in consumables},
         category_by_product={p.product_id: p.category for p in CATALOG},

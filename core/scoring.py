@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from core.errors import ConfigError
+from schemas.errors import ConfigError
 
 DAY_S = 86400.0
 PURCHASE_7D = "purchase_7d"

@@ -1,13 +1,24 @@
-"""The record written to ``events.deadletter`` for every inbound message that breaks the contract.
+"""The record written to ``events.deadletter`` for every input record the worker cannot take, and its builder.
 
-``reason`` is one of ``schemas.validation.REASONS`` (the table in ``schemas/CONTRACT.md``).
+``reason`` is one of ``schemas.validation.REASONS`` (the table in ``schemas/CONTRACT.md``), or one of the
+two reasons below that are not contract violations. ``streams.error_policy`` decides when to build one.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import msgspec
 
 from schemas.events import CONTRACT_VERSION
+
+# The record was read, but a step of its processing raised (a bug). The worker parks the input here with
+# the error and goes on, so one bad record never stalls its partition; replay it after a fix.
+PROCESSING_FAILED = "processing_failed"
+# A ``profile-commands`` record that does not decode (``schemas.errors.UndecodableCommand``).
+UNDECODABLE_COMMAND = "undecodable_command"
+
+MAX_DETAIL_CHARS = 500
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,17 +34,22 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     contract_version: int = CONTRACT_VERSION
 
 
-# Not a contract violation: the event was valid but applying it raised (a bug). The worker parks the input
-# here with the error and goes on, so one bad record never stalls its partition; replay it after a fix.
-PROCESSING_FAILED = "processing_failed"
+class SourceRecord(Protocol):
+    """Where a dead letter's input came from (an aiokafka ``ConsumerRecord`` has these)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
 
 
-def processing_failure(record, error: BaseException, *, failed_at: float) -> DeadLetter:
-    """The dead letter for an input (``topic``, ``partition``, ``offset``, ``value``) whose processing raised."""
+def dead_letter(record: SourceRecord, reason: str, detail: str, *, failed_at: float) -> DeadLetter:
+    """The dead letter of ``record``: its exact bytes, where it came from, why and when it was parked."""
     raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
     return DeadLetter(
-        reason=PROCESSING_FAILED,
-        detail=f"{type(error).__name__}: {error}"[:500],
+        reason=reason,
+        detail=detail[:MAX_DETAIL_CHARS],
         source_topic=record.topic,
         source_partition=record.partition,
         source_offset=record.offset,

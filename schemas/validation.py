@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from core.errors import InvalidEvent
 from schemas.catalog import (
     CHANNELS,
     CLICKSTREAM_EVENTS,
@@ -32,6 +31,7 @@ from schemas.catalog import (
     STRING_TRAITS,
     TRACK_FAMILIES,
 )
+from schemas.errors import InvalidEvent
 from schemas.events import CLICKSTREAM, CUSTOMER, OTHER, SEGMENT_TYPES, Event
 
 __all__ = [

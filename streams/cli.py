@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from core.errors import StreamcdpError
+from schemas.errors import StreamcdpError
 from streams.settings import Settings
 
 log = logging.getLogger("streamcdp")

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import orjson
 
-from core.generator import WorkloadConfig, generate_workload
+from offline.generator import WorkloadConfig, generate_workload
+from schemas.topics import CHANNELS
 from streams import kafka_local
 from streams.http_probe import http_get
 from streams.produce import route_line
 from streams.settings import Settings
-from streams.topics import CHANNELS, topic_names
+from streams.topics import topic_names
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``streamcdp generate``: a seeded synthetic omnichannel workload as JSONL, or straight into Kafka.
 
-The events and the ground truth come from the pure ``core.generator``; this module only picks the start
+The events and the ground truth come from the pure ``offline.generator``; this module only picks the start
 time (default: now − days, so every timestamp is recent enough for the skew checks), writes the lines
 (``--out``) or sends them through ``streams.produce`` (``--produce``, lines routed by family, sent as-is
 so corrupted lines reach the dead-letter path), paces them (``--rate``) and writes the truth (``--truth``).
@@ -17,8 +17,8 @@ from typing import IO
 
 import orjson
 
-from core.errors import InvalidEvent, StreamcdpError
-from core.generator import WorkloadConfig, generate_workload
+from offline.generator import WorkloadConfig, generate_workload
+from schemas.errors import InvalidEvent, StreamcdpError
 from schemas.validation import parse_timestamp
 from streams.produce import KafkaSender, Progress, Rejected, Routed, create_topics, produce_lines, report, route_line
 from streams.settings import Settings
@@ -58,7 +58,8 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     truth = workload.truth
     sys.stderr.write(
         f"generated {truth['events']} events + {truth['corrupted']} corrupted lines for {config.customers} customers "
-        f"over {config.days:g} days in {generated_s:.2f} s ({len(workload.lines) / max(generated_s, 1e-9):.0f} events/s)\n"
+        f"over {config.days:g} days in {generated_s:.2f} s "
+        f"({len(workload.lines) / max(generated_s, 1e-9):.0f} events/s)\n"
     )
     topics = topic_names(settings)
     with ExitStack() as stack:

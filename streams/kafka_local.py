@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import LocalKafkaError
+from schemas.errors import LocalKafkaError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,9 @@ from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from agents import tally as tally_names
+from agents.tally import Tally
+
 registry = CollectorRegistry(auto_describe=True)
 
 events_ingested = Counter(
@@ -92,25 +95,45 @@ def child(metric: Counter | Gauge | Histogram, *label_values: str):
     return metric.labels(*label_values)
 
 
-class Tally:
-    """Counter increments of the per-event path, added up in a plain dict and published in one go.
+# The agents' counts and observations (``agents.tally``) by name: published into these at every flush and scrape.
+COUNTER_BY_NAME: dict[str, Counter] = {
+    tally_names.EVENTS_INGESTED: events_ingested,
+    tally_names.EVENTS_UNKNOWN: events_unknown,
+    tally_names.EVENTS_DEADLETTERED: events_deadlettered,
+    tally_names.PROFILE_COMMANDS: profile_commands,
+    tally_names.PROFILE_OUTCOMES: profile_notes,
+    tally_names.AUDIENCE_CHANGES: audience_changes,
+    tally_names.TRIGGERS_EMITTED: triggers_emitted,
+    tally_names.FORWARDS: forwards,
+}
+HISTOGRAM_BY_NAME: dict[str, Histogram] = {tally_names.EVENT_LAG_SECONDS: event_lag_seconds}
+
+
+class PublishedTally(Tally):
+    """The worker's ``Tally``, published into the Prometheus metrics of the same names in one go.
 
     A prometheus-client ``inc`` takes a lock (~1 µs); the stage makes several per event. The runtime
     publishes at every flush and ``/metrics`` before every scrape, so what a scrape shows is current.
     """
 
-    def __init__(self) -> None:
-        self._counts: dict[tuple, float] = {}
-
-    def add(self, metric: Counter, *label_values: str, amount: float = 1) -> None:
-        key = (metric, label_values)
-        counts = self._counts
-        counts[key] = counts.get(key, 0) + amount
+    def __init__(
+        self,
+        counters: dict[str, Counter] = COUNTER_BY_NAME,
+        histograms: dict[str, Histogram] = HISTOGRAM_BY_NAME,
+    ) -> None:
+        super().__init__()
+        self._counters = counters
+        self._histograms = histograms
 
     def publish(self) -> None:
-        counts, self._counts = self._counts, {}
-        for (metric, label_values), amount in counts.items():
-            (child(metric, *label_values) if label_values else metric).inc(amount)
+        counts, observed = self.take()
+        for (name, label_values), amount in counts.items():
+            counter = self._counters[name]
+            (child(counter, *label_values) if label_values else counter).inc(amount)
+        for name, values in observed.items():
+            observe = self._histograms[name].observe
+            for value in values:
+                observe(value)
 
 
-tally = Tally()
+tally = PublishedTally()

@@ -13,6 +13,7 @@ reuses it, and tests drive it without Kafka.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import threading
 import time
@@ -23,13 +24,16 @@ from typing import IO, Any
 
 import orjson
 
-from core.errors import InvalidEvent, StreamcdpError
+from schemas.errors import InvalidEvent, StreamcdpError
 from schemas.events import OTHER
+from schemas.topics import TopicNames
 from schemas.validation import ContractLimits, decode_event, family_of
 from streams.settings import Settings
-from streams.topics import TopicNames, topic_names
+from streams.stage_config import contract_limits
+from streams.topics import topic_names
 
 MAX_REPORTED_REJECTIONS = 50
+DEFAULT_LIMITS = ContractLimits()  # the contract's own limits, for callers without settings
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,6 @@ class ProduceSummary:
         )
 
 
-def contract_limits(settings: Settings) -> ContractLimits:
-    return ContractLimits(
-        max_event_bytes=settings.max_event_bytes,
-        max_future_skew_s=settings.max_future_skew_s,
-        max_past_skew_s=settings.max_past_skew_s,
-    )
-
-
 def _routing_key(payload: dict) -> bytes | None:
     for name in ("userId", "anonymousId"):
         value = payload.get(name)
@@ -88,7 +84,7 @@ def route_line(
     raw: bool = False,
     topic: str | None = None,
     now: float = 0.0,
-    limits: ContractLimits = ContractLimits(),
+    limits: ContractLimits = DEFAULT_LIMITS,
 ) -> Routed | Rejected:
     """Where one JSONL line goes (topic, key, its bytes) or why it is not sent; ``now`` is for ``validate``."""
     value = line.rstrip(b"\r\n")
@@ -211,12 +207,7 @@ class KafkaSender:
         from aiokafka.errors import KafkaError
         from aiokafka.partitioner import DefaultPartitioner
 
-        try:
-            import lz4  # noqa: F401  # optional: compress only if the codec is installed
-
-            compression = "lz4"
-        except ImportError:
-            compression = None
+        compression = "lz4" if importlib.util.find_spec("lz4") else None  # optional: only if the codec is installed
         self._asyncio = asyncio
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="streamcdp-produce", daemon=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import orjson
 
-from core.errors import ConfigError
 from core.rules.definitions import DEFAULT_DEFINITIONS, load_definitions
 from core.rules.functions import describe_functions
 from core.segment_eval import evaluate_segments, explain_segments, next_time_change
+from schemas.errors import ConfigError
 from streams.settings import Settings
 
 

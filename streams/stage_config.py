@@ -2,7 +2,8 @@
 
 Reads and validates the segment definitions and the propensity model named in the settings: a broken
 definition stops the worker at start with the file, line and problem, rather than evaluating nothing.
-The runtime and the web views share the one instance the worker builds.
+The runtime and the web views share the one instance the worker builds. The limits of the event
+contract (``ContractLimits``) come from the settings here too, for the worker and the producer tool alike.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from core.profile_stage import StagePolicy
 from core.rules.definitions import load_definitions
 from core.scoring import load_models
 from core.triggers import CartAbandonmentPolicy
+from schemas.validation import ContractLimits
 from streams.settings import Settings
 
 
@@ -34,4 +36,12 @@ def stage_policy(settings: Settings) -> StagePolicy:
         audience_min_interval_s=settings.audience_min_interval_s,
         audience_backlog_fraction=settings.audience_backlog_fraction,
         audience_max_interval_s=settings.audience_max_interval_s,
+    )
+
+
+def contract_limits(settings: Settings) -> ContractLimits:
+    return ContractLimits(
+        max_event_bytes=settings.max_event_bytes,
+        max_future_skew_s=settings.max_future_skew_s,
+        max_past_skew_s=settings.max_past_skew_s,
     )

@@ -4,38 +4,30 @@ values, with a compacted changelog topic as the truth.
 Every key of every table lives under a one-byte table tag (``b"p" + customer id`` …), the same bytes in
 RocksDB and as the changelog key, so one changelog partition restores one store. Reads return decoded
 values from the cache (RocksDB is read and decoded once per key, not once per event); writes change only
-the cache and mark the key dirty. ``Runtime.flush`` then asks for ``pending_records`` (each dirty key
-encoded once, however many events changed it), sends them to the changelog, and only after the broker
-acknowledged them calls ``persist`` to write them and the changelog offset to RocksDB in one batch. So
+the cache and mark the key dirty. The checkpoint (``streams.checkpoint``) then asks for ``pending_records``
+(each dirty key encoded once, however many events changed it), sends them to the changelog, and only after
+the broker acknowledged them calls ``persist`` to write them and the changelog offset to RocksDB in one batch. So
 the local store is never ahead of the changelog: a crash at any point restores to a state the changelog
 holds, and the consumer offsets (committed after ``persist``) replay whatever came after it.
+
+It has what the agents use (``agents.store.StageStore``: ``get``, ``put``, ``items``, ``due_index``);
+the tables are declared in ``agents.tables``.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import rocksdict
 
+from agents.store import Table
 from core.due_index import DueIndex
 
 _OFFSET_KEY = b"\xff changelog offset"  # tag 0xff: no table uses it
-
-
-@dataclass(frozen=True)
-class Table:
-    """One kind of value in the store: its key tag and its byte codec."""
-
-    tag: bytes
-    encode: Callable[[Any], bytes]
-    decode: Callable[[bytes], Any]
-
-    def storage_key(self, key: bytes) -> bytes:
-        return self.tag + key
 
 
 @dataclass(frozen=True)

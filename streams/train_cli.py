@@ -12,7 +12,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "propensity-
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    from core.training import TrainingConfig, train_from_file
+    from offline.training import TrainingConfig, train_from_file
 
     config = TrainingConfig(cutoff_every_days=args.cutoff_every_days, test_fraction=args.test_fraction)
     trained_at = datetime.now(UTC).isoformat(timespec="seconds")

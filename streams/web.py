@@ -15,15 +15,15 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES
 from core.identity import NO_IDENTITY
 from core.profile import profile_document
 from core.replenishment import predict_replenishment
+from schemas.codecs import encode_json
 from streams import metrics
-from streams.codecs import encode_json
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
 from streams.state_store import PartitionStore
-from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -8,10 +8,16 @@ import gc
 import logging
 import signal
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.outbox import Outbox
+from agents.pipeline import ProfilePipeline
+from streams import metrics
+from streams.assignor import CoPartitionAssignor
 from streams.runtime import Runtime
 from streams.settings import Settings
-from streams.stage_config import stage_policy
-from streams.topics import ensure_topics
+from streams.stage_config import contract_limits, stage_policy
+from streams.topics import ensure_topics, topic_names
 from streams.web import start_web
 
 log = logging.getLogger(__name__)
@@ -22,6 +28,57 @@ def web_url(settings: Settings) -> str:
     return f"http://{settings.web_host}:{settings.web_port}"
 
 
+def build_runtime(settings: Settings) -> Runtime:
+    """The runtime with its stage handlers (``agents.pipeline``) and its three Kafka clients, not started."""
+    outbox = Outbox()
+    stages = ProfilePipeline(
+        stage_policy(settings),
+        topics=topic_names(settings),
+        limits=contract_limits(settings),
+        outbox=outbox,
+        tally=metrics.tally,
+    )
+    assignor = CoPartitionAssignor(web_url(settings))
+    bootstrap = settings.broker_bootstrap
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        client_id=f"{settings.app_id}-worker",
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=settings.app_id,
+        client_id=f"{settings.app_id}-worker",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        partition_assignment_strategy=(assignor,),
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
+        max_poll_interval_ms=300_000,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    restore_consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=f"{settings.app_id}-restore",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    return Runtime(
+        settings,
+        stages,
+        outbox=outbox,
+        producer=producer,
+        consumer=consumer,
+        restore_consumer=restore_consumer,
+        assignor=assignor,
+    )
+
+
 # The cyclic GC's default thresholds (700, 10, 10) run a young collection every 700 allocations; the
 # stage allocates a few hundred objects per event and keeps tens of thousands of decoded profiles
 # cached, so collections cost ~15 % of the worker's CPU on a backlog (measured: 9,400 → 10,900-11,400
@@ -30,7 +87,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 
 
 async def serve(settings: Settings) -> None:
-    runtime = Runtime(settings, stage_policy(settings), web_url(settings))
+    runtime = build_runtime(settings)
     gc.freeze()  # modules, settings and the compiled segment rules live as long as the process
     gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.get_running_loop()

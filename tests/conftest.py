@@ -354,7 +354,7 @@ def fetch_profiles(worker: WorkerProcess, ids: list[str], threads: int = 8) -> d
 def anonymous_visitors(lines: list[bytes], truth: dict) -> dict[str, int]:
     """Valid events per anonymous id that no customer of ``truth`` ever linked: those ids keep profiles
     of their own (a device that never logs in stays a separate anonymous visitor)."""
-    from core.errors import InvalidEvent
+    from schemas.errors import InvalidEvent
     from schemas.validation import decode_event
 
     linked = {anonymous_id for customer in truth["profiles"] for anonymous_id in customer["anonymous_ids"]}

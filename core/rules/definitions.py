@@ -37,7 +37,6 @@ from typing import Any
 
 import yaml
 
-from core.errors import ConfigError
 from core.replenishment import ConsumableCatalog, catalog_from_mapping
 from core.rules.analysis import depends_on_time, referenced_fields, time_atoms
 from core.rules.compiler import compile_breakpoints, compile_node
@@ -45,6 +44,7 @@ from core.rules.context import DEFAULT_AFFINITY_HALF_LIFE_S, Context
 from core.rules.parser import compile_rule
 from core.rules.tokens import RuleError
 from core.segment_fields import FieldCatalog, build_catalog
+from schemas.errors import ConfigError
 
 DEFAULT_DEFINITIONS = Path(__file__).resolve().parents[2] / "config" / "segments.yaml"
 MAX_FILE_BYTES = 1_000_000

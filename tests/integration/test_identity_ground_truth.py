@@ -29,7 +29,7 @@ from conftest import (
     wait_until_drained,
 )
 
-from core.generator import Workload, WorkloadConfig, generate_workload
+from offline.generator import Workload, WorkloadConfig, generate_workload
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from conftest import (
     wait_until_drained,
 )
 
-from core.generator import WorkloadConfig, generate_workload
+from offline.generator import WorkloadConfig, generate_workload
 from streams.produce import route_line
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def test_valid_events_are_applied_once_and_corrupted_ones_are_dead_lettered(make
 def _passes_contract(line: bytes) -> bool:
     """The generator's corrupted lines all lack one of: UTF-8 JSON, ids, a sane timestamp, ... — the
     cheap test that tells them apart is decoding with the contract itself."""
-    from core.errors import InvalidEvent
+    from schemas.errors import InvalidEvent
     from schemas.validation import decode_event
 
     try:

@@ -22,7 +22,7 @@ import pytest
 from conftest import Pipeline, WorkerProcess, produce_raw_lines, wait_until_drained
 from test_identity_ground_truth import expected_document, observed_document
 
-from core.generator import Workload, WorkloadConfig, generate_workload
+from offline.generator import Workload, WorkloadConfig, generate_workload
 from streams.partitioning import owning_partition
 
 pytestmark = pytest.mark.integration

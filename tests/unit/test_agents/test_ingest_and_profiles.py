@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
 from agents.clock import due_commands, rebuild_due_index, stale_audience_commands
 from agents.ingest import ingest_record
+from agents.outbox import Outbox
+from agents.pipeline import ProfilePipeline
 from agents.profiles import handle_command
+from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from agents.tally import EVENTS_INGESTED, PROFILE_COMMANDS, Tally
 from core.due_index import DueIndex
 from core.profile import Profile, ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import AbsorbProfile, ApplyEvent, CheckTriggers, LinkIdentity, decode_command, encode_command
-from schemas.deadletter import DeadLetter
+from schemas.errors import InvalidEvent, UndecodableCommand
+from schemas.topics import TopicNames
 from schemas.validation import REASONS, ContractLimits, decode_event
-from streams.outbox import Outbox
 from streams.settings import Settings
 from streams.stage_config import load_audience_policy
 from streams.state_store import PartitionStore, StoreOptions
-from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
-from streams.topics import TopicNames
 
 REPO = Path(__file__).resolve().parents[3]
 TOPICS = TopicNames(prefix="t1.")
@@ -118,7 +118,7 @@ def apply(
     outbox: Outbox | None = None,
 ) -> Outbox:
     outbox = Outbox() if outbox is None else outbox
-    handle_command(store, key, command, now=now, policy=policy, topics=TOPICS, outbox=outbox)
+    handle_command(store, key, command, now=now, policy=policy, topics=TOPICS, outbox=outbox, tally=Tally())
     return outbox
 
 
@@ -134,31 +134,28 @@ def sent_to(outbox: Outbox, topic: str) -> list[tuple[bytes | None, bytes]]:
 
 
 def test_a_valid_event_becomes_an_apply_event_keyed_by_its_user_id():
-    outbox = Outbox()
+    tally = Tally()
     raw = orjson.dumps(payload(anonymousId="a-1"))
-    routed = ingest_record(consumer_record(raw), limits=ContractLimits(), topics=TOPICS, outbox=outbox)
-    assert routed is not None
-    key, command = routed
+    key, command = ingest_record(consumer_record(raw), limits=ContractLimits(), tally=tally)
     assert key == b"u-1"
     assert isinstance(command, ApplyEvent) and command.hops == 0
     assert (command.event.message_id, command.event.user_id, command.event.anonymous_id) == ("m-1", "u-1", "a-1")
     assert command.event.event == "Product Viewed"
     assert decode_command(encode_command(command)) == command  # what the runtime re-keys through the topic
-    assert len(outbox) == 0
+    counts, _ = tally.take()
+    assert counts == {(EVENTS_INGESTED, ("clickstream",)): 1}
 
 
 def test_an_anonymous_event_is_keyed_by_its_anonymous_id():
     raw = orjson.dumps(payload(userId=..., anonymousId="a-9"))
-    routed = ingest_record(consumer_record(raw, key=b"a-9"), limits=ContractLimits(), topics=TOPICS, outbox=Outbox())
-    assert routed is not None and routed[0] == b"a-9"
+    key, _ = ingest_record(consumer_record(raw, key=b"a-9"), limits=ContractLimits(), tally=Tally())
+    assert key == b"a-9"
 
 
 def test_the_routing_id_ignores_the_record_key():
     raw = orjson.dumps(payload(userId="u-7"))
-    routed = ingest_record(
-        consumer_record(raw, key=b"something-else"), limits=ContractLimits(), topics=TOPICS, outbox=Outbox()
-    )
-    assert routed is not None and routed[0] == b"u-7"
+    key, _ = ingest_record(consumer_record(raw, key=b"something-else"), limits=ContractLimits(), tally=Tally())
+    assert key == b"u-7"
 
 
 INVALID = [
@@ -173,42 +170,54 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("reason", "raw"), INVALID, ids=[f"{case[0]}-{i}" for i, case in enumerate(INVALID)])
-def test_an_invalid_message_is_dead_lettered_with_its_reason_bytes_and_origin(reason: str, raw: bytes | None):
-    outbox = Outbox()
-    before = time.time()
-    record = consumer_record(raw, key=b"k-1", topic="t1.events.purchase", partition=3, offset=1234)
-    assert ingest_record(record, limits=ContractLimits(), topics=TOPICS, outbox=outbox) is None
-    assert len(outbox) == 1
-    topic, key, value, headers = outbox.records[0]
-    assert topic == "t1.events.deadletter" == TOPICS.deadletter
-    assert key == b"k-1"
-    assert headers == [("reason", reason.encode())]
-    dead = orjson.loads(value)
-    assert dead["reason"] == reason and reason in REASONS
-    assert (dead["source_topic"], dead["source_partition"], dead["source_offset"]) == ("t1.events.purchase", 3, 1234)
-    assert base64.b64decode(dead["original"]) == (raw or b"")
-    assert before <= dead["failed_at"] <= time.time()
-    assert isinstance(dead["detail"], str)
-    assert msgspec.json.decode(value, type=DeadLetter).original == (raw or b"")  # the schema reads it back
+def test_an_invalid_message_raises_its_reason_and_counts_nothing(reason: str, raw: bytes | None):
+    """The dead letter is the error policy's (``tests/unit/test_streams/test_error_policy.py``)."""
+    tally = Tally()
+    with pytest.raises(InvalidEvent) as raised:
+        ingest_record(consumer_record(raw), limits=ContractLimits(), tally=tally)
+    assert raised.value.reason == reason and reason in REASONS
+    assert tally.take() == ({}, {"event_lag_seconds": []})
 
 
-def test_an_oversized_message_is_dead_lettered_by_the_configured_limit():
-    outbox = Outbox()
+def test_an_oversized_message_is_rejected_by_the_configured_limit():
     raw = orjson.dumps(payload())
-    result = ingest_record(
-        consumer_record(raw), limits=ContractLimits(max_event_bytes=len(raw) - 1), topics=TOPICS, outbox=outbox
+    with pytest.raises(InvalidEvent, match="oversized"):
+        ingest_record(consumer_record(raw), limits=ContractLimits(max_event_bytes=len(raw) - 1), tally=Tally())
+
+
+# --- the pipeline the runtime drives -----------------------------------------------------------------
+
+
+def pipeline(outbox: Outbox | None = None, tally: Tally | None = None) -> ProfilePipeline:
+    return ProfilePipeline(
+        POLICY, topics=TOPICS, limits=ContractLimits(), outbox=outbox or Outbox(), tally=tally or Tally()
     )
-    assert result is None
-    assert outbox.records[0][3] == [("reason", b"oversized")]
 
 
-def test_the_stream_goes_on_after_a_dead_letter():
-    outbox = Outbox()
-    records = [consumer_record(b"garbage", offset=1), consumer_record(orjson.dumps(payload()), offset=2)]
-    results = [ingest_record(record, limits=ContractLimits(), topics=TOPICS, outbox=outbox) for record in records]
-    assert results[0] is None and results[1] is not None and results[1][0] == b"u-1"
-    assert [topic for topic, *_ in outbox.records] == [TOPICS.deadletter]
-    assert orjson.loads(outbox.records[0][2])["source_offset"] == 1
+def test_the_pipeline_decodes_a_command_record():
+    command = CheckTriggers(now=T0)
+    record = consumer_record(encode_command(command), topic=TOPICS.profile_commands)
+    assert pipeline().decode(record) == command
+
+
+@pytest.mark.parametrize("raw", [b"\x93garbage", b"", None], ids=["garbage", "empty", "tombstone"])
+def test_an_undecodable_command_record_raises_undecodable_command(raw: bytes | None):
+    with pytest.raises(UndecodableCommand) as raised:
+        pipeline().decode(consumer_record(raw, topic=TOPICS.profile_commands))
+    assert raised.value.reason == "undecodable_command"
+
+
+def test_the_pipeline_applies_a_command_with_its_outbox_and_tally(store: PartitionStore):
+    outbox, tally = Outbox(), Tally()
+    forwarded: list[tuple[bytes, object]] = []
+    stages = pipeline(outbox, tally)
+    identify = event(T0, type="identify", event=..., properties=..., userId="u1", anonymousId="a1", messageId="i-1")
+    stages.apply(store, b"u1", identify, T0, lambda key, command: forwarded.append((key, command)))
+    assert [(key, type(command)) for key, command in forwarded] == [(b"a1", LinkIdentity)]
+    assert len(outbox) == 0  # the link went to ``forward``, not to profile-commands
+    counts, _ = tally.take()
+    assert counts[(PROFILE_COMMANDS, ("event",))] == 1
+    assert stages.rebuild_index(store) == 0
 
 
 # --- handle_command ----------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from core.errors import InvalidEvent
-from core.generator import CATALOG, WorkloadConfig, generate_workload
+from offline.generator import CATALOG, WorkloadConfig, generate_workload
 from schemas.catalog import CLICKSTREAM_EVENTS, MESSAGING_EVENTS, PURCHASE_EVENTS
+from schemas.errors import InvalidEvent
 from schemas.events import Event
 from schemas.validation import decode_event
 from streams import generate

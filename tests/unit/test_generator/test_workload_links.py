@@ -8,7 +8,7 @@ identify/alias events — so truth and pipeline disagreed on that customer's dev
 
 from __future__ import annotations
 
-from core.generator import WorkloadConfig, generate_workload
+from offline.generator import WorkloadConfig, generate_workload
 from schemas.validation import decode_event
 
 START = 1_760_000_000.0

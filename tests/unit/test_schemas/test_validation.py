@@ -7,7 +7,7 @@ import copy
 import orjson
 import pytest
 
-from core.errors import InvalidEvent
+from schemas.errors import InvalidEvent
 from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, OTHER, PURCHASE
 from schemas.validation import REASONS, ContractLimits, decode_event, family_of, parse_timestamp
 

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import InvalidEvent
+from schemas.errors import InvalidEvent
 from schemas.events import FAMILIES, OTHER, SEGMENT_TYPES, Event
 from schemas.validation import REASONS, ContractLimits, decode_event
 

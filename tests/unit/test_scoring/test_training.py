@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.scoring import PURCHASE_7D, parse_models
-from core.training import (
+from offline.training import (
     ReplayStats,
     TrainingConfig,
     brier_score,
@@ -16,7 +16,7 @@ from core.training import (
     train_models,
 )
 
-generator = pytest.importorskip("core.generator")
+generator = pytest.importorskip("offline.generator")
 
 AUC_FLOOR = 0.62
 

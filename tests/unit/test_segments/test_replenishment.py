@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
 from core.replenishment import (
     ConsumableCatalog,
     catalog_from_mapping,
@@ -12,6 +11,7 @@ from core.replenishment import (
     predict_replenishment,
     purchase_intervals,
 )
+from schemas.errors import ConfigError
 
 DAY = 86400.0
 T0 = 1_700_000_000.0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
 from core.rules.context import Context
 from core.rules.definitions import parse_definitions
 from core.rules.parser import compile_rule
 from core.rules.tokens import RuleError
 from core.segment_fields import build_catalog
+from schemas.errors import ConfigError
 from tests.unit.test_segments.rule_oracle import evaluate_node
 
 CATALOG = build_catalog()

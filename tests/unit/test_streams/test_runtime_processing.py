@@ -1,12 +1,12 @@
-"""The runtime's processing step without a broker: in-place forwards, dead-lettered failures, positions.
+"""The runtime without a broker: the loop, in-place forwards, the error policy, the checkpoint, recovery.
 
-``Runtime._process`` is the synchronous part of the loop (no awaits): it is driven here with real
-``PartitionStore``s and ``ConsumerRecord``s; the Kafka clients are built but never started.
+The runtime takes its stage handlers and its Kafka clients as arguments; here they are the real
+``ProfilePipeline`` (or a wrapper that fails on purpose) and the fakes of ``fake_kafka``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import time
 from pathlib import Path
 
@@ -14,33 +14,80 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from fake_kafka import FakeConsumer, FakeProducer, FakeRestoreConsumer, consumer_record
 
-import streams.runtime as runtime_module
+from agents.outbox import Outbox
+from agents.pipeline import ProfilePipeline
+from agents.tables import IDENTITIES, PROFILES
+from agents.tally import Tally
 from core.profile import ProfilePolicy
 from core.profile_stage import StagePolicy
-from schemas.deadletter import PROCESSING_FAILED
-from streams.partitioning import InPlaceRouting, owning_partition
+from schemas.commands import CheckTriggers, encode_command
+from schemas.deadletter import PROCESSING_FAILED, UNDECODABLE_COMMAND
+from schemas.validation import ContractLimits
+from streams.assignor import CoPartitionAssignor
+from streams.partitioning import owning_partition
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.state_store import PartitionStore
-from streams.tables import IDENTITIES, PROFILES
+from streams.topics import topic_names
 
 PARTITIONS = 4
 POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"))
 
 
-@pytest.fixture
-async def runtime(tmp_path: Path):
+class FailingFor(ProfilePipeline):
+    """The real pipeline, except that ``ingest`` raises at one offset, or ``apply`` for one key."""
+
+    def __init__(
+        self,
+        *args,
+        fail_ingest_at: int | None = None,
+        ingest_error: Exception | None = None,
+        fail_apply_of: bytes | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.fail_ingest_at = fail_ingest_at
+        self.ingest_error = ingest_error or TypeError("unhashable type: 'list'")
+        self.fail_apply_of = fail_apply_of
+
+    def ingest(self, record):
+        if record.offset == self.fail_ingest_at:
+            raise self.ingest_error
+        return super().ingest(record)
+
+    def apply(self, store, key, command, now, forward):
+        if key == self.fail_apply_of:
+            msg = "boom"
+            raise ValueError(msg)
+        super().apply(store, key, command, now, forward)
+
+
+def build_runtime(tmp_path: Path, pipeline_type: type[ProfilePipeline] = ProfilePipeline, **failures) -> Runtime:
     settings = Settings(topic_prefix="t1.", app_id="unit", data_dir=tmp_path, topic_partitions=PARTITIONS)
-    rt = Runtime(settings, POLICY, "http://127.0.0.1:1")
-    # Partition counts come from the consumer's metadata once it runs; here every topic has PARTITIONS.
-    rt._in_place = InPlaceRouting(rt._owners, lambda topic: PARTITIONS)
-    kafka_clients = (rt.consumer, rt.restorer, rt.producer)
+    calls: list[str] = []
+    outbox = Outbox()
+    stages = pipeline_type(
+        POLICY, topics=topic_names(settings), limits=ContractLimits(), outbox=outbox, tally=Tally(), **failures
+    )
+    return Runtime(
+        settings,
+        stages,
+        outbox=outbox,
+        producer=FakeProducer(calls),
+        consumer=FakeConsumer(calls, PARTITIONS),
+        restore_consumer=FakeRestoreConsumer(calls, topic_names(settings).state_changelog(settings.app_id)),
+        assignor=CoPartitionAssignor("http://127.0.0.1:1"),
+    )
+
+
+@pytest.fixture
+def runtime(tmp_path: Path):
+    rt = build_runtime(tmp_path)
     yield rt
     for store in rt.stores.values():
         store.close()
-    for client in kafka_clients:
-        await client.stop()
 
 
 def hold(rt: Runtime, *partitions: int) -> None:
@@ -52,21 +99,8 @@ def record(rt: Runtime, payload: dict, *, offset: int = 0) -> tuple[TopicPartiti
     """An inbound record keyed by its routing id, in the partition murmur2 gives it (as ``produce`` sends)."""
     key = str(payload.get("userId") or payload["anonymousId"]).encode()
     partition = owning_partition(key, PARTITIONS)
-    value = orjson.dumps(payload)
     tp = TopicPartition(rt.topics.inbound("clickstream"), partition)
-    return tp, ConsumerRecord(
-        topic=tp.topic,
-        partition=partition,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=[],
-    )
+    return tp, consumer_record(tp.topic, partition, offset, key, orjson.dumps(payload))
 
 
 def viewed(message_id: str, **ids: str) -> dict:
@@ -90,106 +124,109 @@ def ids_in_different_partitions() -> tuple[str, str]:
     return user, anonymous
 
 
-async def test_a_link_to_a_key_held_here_is_applied_in_place(runtime: Runtime):
+def dead_letters(rt: Runtime) -> list[dict]:
+    return [orjson.loads(value) for topic, _, value, _ in rt.outbox.records if topic == rt.topics.deadletter]
+
+
+def events_of(rt: Runtime, user: str) -> int:
+    profile = rt.stores[owning_partition(user.encode(), PARTITIONS)].get(PROFILES, user.encode())
+    return 0 if profile is None else profile.event_count
+
+
+# --- processing --------------------------------------------------------------------------------------
+
+
+def test_a_link_to_a_key_held_here_is_applied_in_place(runtime: Runtime):
     user, anonymous = ids_in_different_partitions()
     hold(runtime, *range(PARTITIONS))
     tp, first = record(runtime, viewed("m1", anonymousId=anonymous))
-    runtime._process(tp, [first])
+    runtime.process(tp, [first])
     tp, linking = record(runtime, viewed("m2", userId=user, anonymousId=anonymous))
-    runtime._process(tp, [linking])
+    runtime.process(tp, [linking])
 
     alias_store = runtime.stores[owning_partition(anonymous.encode(), PARTITIONS)]
-    customer_store = runtime.stores[owning_partition(user.encode(), PARTITIONS)]
     assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user
     assert alias_store.get(PROFILES, anonymous.encode()) is None  # merged into the customer
-    assert customer_store.get(PROFILES, user.encode()).event_count == 2
+    assert events_of(runtime, user) == 2
     assert [topic for topic, *_ in runtime.outbox.records if topic == runtime.topics.profile_commands] == []
 
 
-async def test_a_link_to_a_key_held_elsewhere_goes_through_profile_commands(runtime: Runtime):
+def test_a_link_to_a_key_held_elsewhere_goes_through_profile_commands(runtime: Runtime):
     user, anonymous = ids_in_different_partitions()
     hold(runtime, owning_partition(user.encode(), PARTITIONS))  # the alias's partition is another worker's
     tp, linking = record(runtime, viewed("m2", userId=user, anonymousId=anonymous))
-    runtime._process(tp, [linking])
+    runtime.process(tp, [linking])
     forwarded = [key for topic, key, *_ in runtime.outbox.records if topic == runtime.topics.profile_commands]
     assert forwarded == [anonymous.encode()]
 
 
-async def test_a_record_whose_processing_raises_is_dead_lettered_and_the_partition_goes_on(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-):
+def test_a_record_whose_processing_raises_is_dead_lettered_and_the_partition_goes_on(tmp_path: Path):
+    runtime = build_runtime(tmp_path, FailingFor, fail_apply_of=b"bad-user")
     hold(runtime, *range(PARTITIONS))
-    real_handle_command = runtime_module.handle_command
-
-    def failing_for_bad_user(store, key, command, **kwargs):
-        if key == b"bad-user":
-            msg = "boom"
-            raise ValueError(msg)
-        return real_handle_command(store, key, command, **kwargs)
-
-    monkeypatch.setattr(runtime_module, "handle_command", failing_for_bad_user)
     tp_bad, bad = record(runtime, viewed("m1", userId="bad-user"), offset=7)
-    runtime._process(tp_bad, [bad])
-    assert runtime._positions[tp_bad] == 8  # the failed record is consumed, not retried forever
+    runtime.process(tp_bad, [bad])
+    assert runtime.checkpoint.offsets[tp_bad] == 8  # the failed record is consumed, not retried forever
     tp_good, good = record(runtime, viewed("m2", userId="good-user"), offset=8)
-    runtime._process(tp_good, [good])
+    runtime.process(tp_good, [good])
 
-    [dead] = [value for topic, _, value, _ in runtime.outbox.records if topic == runtime.topics.deadletter]
-    letter = orjson.loads(dead)
-    assert letter["reason"] == PROCESSING_FAILED and "boom" in letter["detail"]
+    [letter] = dead_letters(runtime)
+    assert letter["reason"] == PROCESSING_FAILED and "ValueError: boom" in letter["detail"]
     source = (letter["source_topic"], letter["source_partition"], letter["source_offset"])
     assert source == (tp_bad.topic, tp_bad.partition, 7)
-    good_store = runtime.stores[owning_partition(b"good-user", PARTITIONS)]
-    assert good_store.get(PROFILES, b"good-user").event_count == 1
+    assert base64.b64decode(letter["original"]) == bad.value  # the exact bytes, to replay after a fix
+    assert events_of(runtime, "good-user") == 1
 
 
-class _Acked:
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
+def test_a_record_whose_validation_raises_a_non_contract_error_is_dead_lettered_and_the_next_is_processed(
+    tmp_path: Path,
+):
+    runtime = build_runtime(tmp_path, FailingFor, fail_ingest_at=3)
+    hold(runtime, *range(PARTITIONS))
+    tp, crash = record(runtime, viewed("m1", userId="good-user"), offset=3)
+    _, good = record(runtime, viewed("m2", userId="good-user"), offset=4)
+    runtime.process(tp, [crash, good])
+    [letter] = dead_letters(runtime)
+    assert letter["reason"] == PROCESSING_FAILED and letter["detail"].startswith("TypeError")
+    assert letter["source_offset"] == 3
+    assert events_of(runtime, "good-user") == 1  # the next record of the same batch was applied
+    assert runtime.checkpoint.offsets[tp] == 5
 
 
-class _RecordingBatch:
-    def __init__(self) -> None:
-        self.records: list[tuple[bytes, bytes | None]] = []
+def test_a_real_record_that_crashes_the_validator_does_not_stop_the_partition(runtime: Runtime):
+    """``properties.channel: []`` on a messaging event made the validator raise ``TypeError`` outside any
+    error handling, which stopped the worker."""
+    hold(runtime, *range(PARTITIONS))
+    crashing = viewed("m1", userId="u-x") | {"event": "Message Sent", "properties": {"channel": []}}
+    tp, bad = record(runtime, crashing, offset=0)
+    runtime.process(tp, [bad])
+    tp_good, good = record(runtime, viewed("m2", userId="u-x"), offset=1)
+    runtime.process(tp_good, [good])
+    [letter] = dead_letters(runtime)
+    assert letter["source_offset"] == 0 and letter["source_topic"] == tp.topic
+    assert events_of(runtime, "u-x") == 1
 
-    def append(self, *, key, value, timestamp, headers=()):
-        self.records.append((key, value))
-        return object()
+
+def test_an_undecodable_command_is_dead_lettered_and_the_next_command_is_applied(runtime: Runtime):
+    hold(runtime, 0)
+    tp = TopicPartition(runtime.topics.profile_commands, 0)
+    garbage = consumer_record(tp.topic, 0, 10, b"u-1", b"\x93not a command")
+    check = consumer_record(tp.topic, 0, 11, b"u-2", encode_command(CheckTriggers(now=time.time())))
+    runtime.process(tp, [garbage, check])
+    [letter] = dead_letters(runtime)
+    assert (letter["reason"], letter["source_topic"], letter["source_offset"]) == (UNDECODABLE_COMMAND, tp.topic, 10)
+    assert runtime.checkpoint.offsets[tp] == 12
 
 
-class _RecordingKafka:
-    """Stands in for the producer and the consumer: records what the flush does, in order."""
+def test_a_memory_error_stops_the_worker_instead_of_parking_the_record(tmp_path: Path):
+    runtime = build_runtime(tmp_path, FailingFor, fail_ingest_at=0, ingest_error=MemoryError())
+    hold(runtime, *range(PARTITIONS))
+    tp, any_record = record(runtime, viewed("m1", userId="u-1"))
+    with pytest.raises(MemoryError):
+        runtime.process(tp, [any_record])
+    assert dead_letters(runtime) == []
 
-    def __init__(self, fail_outputs: bool = False) -> None:
-        self.calls: list[str] = []
-        self.next_offset = 100
-        self.fail_outputs = fail_outputs
-        self.committed: dict | None = None
 
-    def _future(self, result) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(result)
-        return future
-
-    async def send(self, topic, value, *, key=None, headers=None):
-        self.calls.append(f"send {topic}")
-        if self.fail_outputs:
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(KafkaError("broker gone"))
-            return future
-        return self._future(_Acked(0))
-
-    def create_batch(self) -> _RecordingBatch:
-        return _RecordingBatch()
-
-    async def send_batch(self, batch, topic, *, partition):
-        self.calls.append(f"changelog p{partition} x{len(batch.records)}")
-        offset, self.next_offset = self.next_offset, self.next_offset + len(batch.records)
-        return self._future(_Acked(offset))
-
-    async def commit(self, offsets):
-        self.calls.append("commit")
-        self.committed = dict(offsets)
+# --- the checkpoint ----------------------------------------------------------------------------------
 
 
 def dirty_store_with_an_output(rt: Runtime) -> tuple[PartitionStore, TopicPartition]:
@@ -198,27 +235,69 @@ def dirty_store_with_an_output(rt: Runtime) -> tuple[PartitionStore, TopicPartit
     store.put(PROFILES, b"u-9", None)  # any dirty key will do: a tombstone
     rt.outbox.send(rt.topics.triggers("email"), b"u-9", b"{}")
     tp = TopicPartition(rt.topics.inbound("clickstream"), 0)
-    rt._positions[tp] = 42
+    rt.checkpoint.store_offset(tp, 42, 1)
     return store, tp
 
 
-async def test_a_flush_sends_outputs_then_the_changelog_then_writes_state_then_commits(runtime: Runtime):
-    kafka = _RecordingKafka()
-    runtime.producer = runtime.consumer = kafka
+async def test_a_checkpoint_sends_outputs_then_the_changelog_then_writes_state_then_commits(runtime: Runtime):
     store, tp = dirty_store_with_an_output(runtime)
-    await runtime._flush()
-    assert kafka.calls == [f"send {runtime.topics.triggers('email')}", "changelog p0 x1", "commit"]
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert runtime.producer.calls == [f"send {runtime.topics.triggers('email')}", "changelog p0 x1", "commit"]
     assert store.changelog_offset == 100 and store.dirty_count == 0  # written only after the changelog ack
-    assert kafka.committed == {tp: 42}
+    assert runtime.consumer.committed == {tp: 42}
+    assert runtime.checkpoint.empty
 
 
-async def test_a_failed_output_writes_no_state_commits_nothing_and_stops_all_later_flushes(runtime: Runtime):
-    kafka = _RecordingKafka(fail_outputs=True)
-    runtime.producer = runtime.consumer = kafka
+async def test_a_failed_output_writes_no_state_commits_nothing_and_stops_all_later_checkpoints(runtime: Runtime):
+    runtime.producer.fail_outputs = True
     store, _ = dirty_store_with_an_output(runtime)
     with pytest.raises(KafkaError):
-        await runtime._flush()
-    assert kafka.calls == [f"send {runtime.topics.triggers('email')}"]
+        await runtime.checkpoint.commit(runtime.stores.values())
+    assert runtime.producer.calls == [f"send {runtime.topics.triggers('email')}"]
     assert store.changelog_offset == -1 and store.dirty_count == 1
     with pytest.raises(RuntimeError, match="earlier flush failed"):
-        await runtime._flush()  # close() and rebalances must not persist state whose outputs were lost
+        await runtime.checkpoint.commit(runtime.stores.values())  # close() and rebalances must not persist it
+    runtime.consumer.when_drained = runtime.stop
+    with pytest.raises(RuntimeError, match="flush failed"):
+        await runtime.run()  # the loop does not end quietly: the inputs since the last commit must replay
+
+
+# --- the loop and recovery -----------------------------------------------------------------------------
+
+
+def assignment(rt: Runtime, *partitions: int) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for topic in rt.source_topics for p in partitions]
+
+
+async def test_the_loop_processes_fetched_records_and_checkpoints_them_on_close(runtime: Runtime):
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.start()
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    assert runtime.ready and sorted(runtime.stores) == list(range(PARTITIONS))
+    tp, first = record(runtime, viewed("m1", userId="u-1"), offset=0)
+    consumer.batches.append({tp: [first, consumer_record(tp.topic, tp.partition, 1, b"u-1", b"garbage")]})
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    await runtime.close()
+    assert consumer.committed == {tp: 2}
+    assert [topic for topic, *_ in producer.sent] == [runtime.topics.deadletter]
+    assert producer.changelog[tp.partition]  # the profile of u-1 went to the changelog
+    assert runtime.consumer.calls[-3:] == ["consumer stop", "restore stop", "producer stop"]
+
+
+async def test_assigned_partitions_are_restored_from_the_changelog(tmp_path: Path):
+    first = build_runtime(tmp_path / "a")
+    await first.on_partitions_assigned(assignment(first, *range(PARTITIONS)))
+    tp, event = record(first, viewed("m1", userId="u-1"))
+    first.process(tp, [event])
+    await first.close()
+    changelog = first.producer.changelog
+
+    second = build_runtime(tmp_path / "b")  # another worker with an empty disk takes the partitions over
+    second.restore_consumer.changelog = changelog
+    await second.on_partitions_assigned(assignment(second, *range(PARTITIONS)))
+    try:
+        assert events_of(second, "u-1") == 1
+        assert second.ready
+    finally:
+        await second.close()

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.store import Table
+from agents.tables import ALL_TABLES, IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
 from core.identity import KeyIdentity
 from core.profile import Profile
-from streams.state_store import PartitionStore, StoreOptions, Table
-from streams.tables import ALL_TABLES, IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from streams.state_store import PartitionStore, StoreOptions
 
 
 class CountingCodec:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError, InvalidEvent
 from core.profile import Profile, apply_event
 from core.scoring import CHURN_60D, FEATURES, PURCHASE_7D, LogisticModel, PropensityModels, compute_features
+from schemas.errors import ConfigError, InvalidEvent
 from schemas.events import Event
 from schemas.validation import ContractLimits, decode_event
 
@@ -70,8 +70,8 @@ class ReplayStats:
 def decode_lines(lines: Iterable[bytes], stats: ReplayStats) -> list[Event]:
     """Valid events of a JSONL log, in time order (stable for equal times)."""
     events: list[Event] = []
-    for raw in lines:
-        raw = raw.strip()
+    for line in lines:
+        raw = line.strip()
         if not raw:
             continue
         stats.lines += 1
@@ -160,7 +160,7 @@ def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
         for r in range(col + 1, size):
             factor = rows[r][col] / rows[col][col]
             if factor:
-                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
     solution = [0.0] * size
     for r in range(size - 1, -1, -1):
         solution[r] = (rows[r][size] - sum(rows[r][c] * solution[c] for c in range(r + 1, size))) / rows[r][r]
@@ -183,8 +183,8 @@ def fit_logistic(
     for _ in range(iterations):
         gradient = [0.0] * width
         hessian = [[0.0] * width for _ in range(width)]
-        for x, y in zip(augmented, labels):
-            z = sum(w * v for w, v in zip(weights, x))
+        for x, y in zip(augmented, labels, strict=True):
+            z = sum(w * v for w, v in zip(weights, x, strict=True))
             p = 1.0 / (1.0 + math.exp(-max(-35.0, min(35.0, z))))
             residual = p - (1.0 if y else 0.0)
             curvature = max(p * (1.0 - p), 1e-9)
@@ -201,7 +201,7 @@ def fit_logistic(
                 gradient[i] += l2 * weights[i]
                 hessian[i][i] += l2
         step = _solve(hessian, gradient)
-        weights = [w - s for w, s in zip(weights, step)]
+        weights = [w - s for w, s in zip(weights, step, strict=True)]
         if max(abs(s) for s in step) < 1e-8:
             break
     return weights[1:], weights[0]
@@ -210,9 +210,9 @@ def fit_logistic(
 def standardisation(rows: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
     """Per-feature mean and standard deviation (1.0 for a constant feature)."""
     count = len(rows)
-    means = [sum(column) / count for column in zip(*rows)]
+    means = [sum(column) / count for column in zip(*rows, strict=True)]
     scales = []
-    for column, mean in zip(zip(*rows), means):
+    for column, mean in zip(zip(*rows, strict=True), means, strict=True):
         variance = sum((v - mean) ** 2 for v in column) / count
         scales.append(math.sqrt(variance) if variance > 1e-12 else 1.0)
     return means, scales
@@ -220,7 +220,7 @@ def standardisation(rows: Sequence[Sequence[float]]) -> tuple[list[float], list[
 
 def fit_model(rows: Sequence[Sequence[float]], labels: Sequence[bool], config: TrainingConfig) -> LogisticModel:
     means, scales = standardisation(rows)
-    standard = [[(v - m) / s for v, m, s in zip(row, means, scales)] for row in rows]
+    standard = [[(v - m) / s for v, m, s in zip(row, means, scales, strict=True)] for row in rows]
     coefficients, intercept = fit_logistic(standard, labels, l2=config.l2, iterations=config.iterations)
     return LogisticModel(tuple(coefficients), intercept, tuple(means), tuple(scales))
 
@@ -254,13 +254,13 @@ def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
 
 
 def brier_score(probabilities: Sequence[float], labels: Sequence[bool]) -> float:
-    return sum((p - (1.0 if y else 0.0)) ** 2 for p, y in zip(probabilities, labels)) / max(1, len(labels))
+    return sum((p - (1.0 if y else 0.0)) ** 2 for p, y in zip(probabilities, labels, strict=True)) / max(1, len(labels))
 
 
 def reliability_bins(probabilities: Sequence[float], labels: Sequence[bool], bins: int = 10) -> list[dict]:
     """Equal-width bins of predicted probability: count, mean predicted, observed rate."""
     totals = [[0, 0.0, 0] for _ in range(bins)]
-    for p, y in zip(probabilities, labels):
+    for p, y in zip(probabilities, labels, strict=True):
         slot = totals[min(bins - 1, int(p * bins))]
         slot[0] += 1
         slot[1] += p

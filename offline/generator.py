@@ -40,54 +40,11 @@ from typing import Any
 
 import orjson
 
+from core.shop_catalog import CATALOG, Product
+
 MS_PER_DAY = 86_400_000
 
 
-@dataclass(frozen=True)
-class Product:
-    product_id: str
-    name: str
-    category: str
-    shop: str  # "pet" or "outdoor"
-    price: int  # minor units
-    sizes: tuple[str, ...] = ()
-    cycle_days: int = 0  # consumables: typical days between purchases (0: not a consumable)
-
-
-CATALOG: tuple[Product, ...] = (
-    Product("pet-dogfood-adult-12kg", "Adult Dog Food 12 kg", "dog-food", "pet", 5499, cycle_days=30),
-    Product("pet-dogfood-puppy-4kg", "Puppy Dog Food 4 kg", "dog-food", "pet", 2499, cycle_days=21),
-    Product("pet-catfood-dry-6kg", "Dry Cat Food 6 kg", "cat-food", "pet", 3250, cycle_days=28),
-    Product("pet-catlitter-clump-10l", "Clumping Cat Litter 10 l", "cat-litter", "pet", 1299, cycle_days=14),
-    Product("pet-toy-rope", "Tug Rope Toy", "puppy-toys", "pet", 799),
-    Product("pet-toy-squeaky-duck", "Squeaky Duck", "puppy-toys", "pet", 549),
-    Product("pet-harness-padded", "Padded Dog Harness", "dog-accessories", "pet", 2990, ("S", "M", "L", "XL")),
-    Product("pet-leash-2m", "Dog Leash 2 m", "dog-accessories", "pet", 1490),
-    Product("pet-scratcher-tower", "Cat Scratching Tower", "cat-accessories", "pet", 3900),
-    Product("out-rope-9mm-60m", "Dynamic Rope 9 mm 60 m", "climbing-rope", "outdoor", 14900),
-    Product("out-rope-10mm-70m", "Dynamic Rope 10 mm 70 m", "climbing-rope", "outdoor", 17900),
-    Product("out-tent-2p", "Trekking Tent 2 Person", "tents", "outdoor", 22900),
-    Product("out-tent-4p", "Family Tent 4 Person", "tents", "outdoor", 38900),
-    Product(
-        "out-boots-trail",
-        "Trail Hiking Boots",
-        "hiking-boots",
-        "outdoor",
-        13995,
-        tuple(str(size) for size in range(38, 47)),
-    ),
-    Product(
-        "out-boots-alpine",
-        "Alpine Hiking Boots",
-        "hiking-boots",
-        "outdoor",
-        21900,
-        tuple(str(size) for size in range(38, 47)),
-    ),
-    Product("out-jacket-rain", "Rain Jacket", "jackets", "outdoor", 11900, ("XS", "S", "M", "L", "XL", "XXL")),
-    Product("out-socks-merino", "Merino Hiking Socks", "socks", "outdoor", 1800, ("S", "M", "L")),
-    Product("out-gas-230g", "Gas Canister 230 g", "gas-canisters", "outdoor", 650, cycle_days=45),
-)
 PRODUCTS_BY_SHOP = {shop: tuple(p for p in CATALOG if p.shop == shop) for shop in ("pet", "outdoor")}
 PRODUCT_BY_ID = {p.product_id: p for p in CATALOG}
 STORES = ("store-berlin-01", "store-munich-02", "store-hamburg-03", "store-lyon-04")
@@ -263,6 +220,7 @@ def _order(
     at_ms: int,
     cart: list[tuple[Product, str | None, int]],
     device: _Device | None,
+    *,
     currency: str,
     refund_rate: float,
 ) -> int:
@@ -319,14 +277,9 @@ def _product_properties(product: Product, size: str | None, currency: str, quant
     return properties
 
 
-def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
-    """One browsing session on one device: views, searches, cart changes, then abandon or buy."""
+def _browse(shopper: _Shopper, at_ms: int, device: _Device) -> int:
+    """Page or screen views, maybe a search and a product list; returns the time after them."""
     rng = shopper.rng
-    device = rng.choice(shopper.devices)
-    currency = config.currency
-    if shopper.identified and not device.linked and rng.random() < 0.4 or not shopper.identified and rng.random() < 0.3:
-        _link_device(shopper, device, at_ms)
-        at_ms += rng.randint(2000, 10000)
     view_type = "screen" if device.kind == "app" else "page"
     for _ in range(rng.randint(1, 3)):
         name = rng.choice(PAGES)
@@ -347,6 +300,18 @@ def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
             shopper, at_ms, _track("Product List Viewed", {"list_id": f"list-{category}", "category": category}), device
         )
         at_ms += rng.randint(3000, 30000)
+    return at_ms
+
+
+def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
+    """One browsing session on one device: views, searches, cart changes, then abandon or buy."""
+    rng = shopper.rng
+    device = rng.choice(shopper.devices)
+    currency = config.currency
+    if shopper.identified and not device.linked and rng.random() < 0.4 or not shopper.identified and rng.random() < 0.3:
+        _link_device(shopper, device, at_ms)
+        at_ms += rng.randint(2000, 10000)
+    at_ms = _browse(shopper, at_ms, device)
     cart: list[tuple[Product, str | None, int]] = []
     for _ in range(rng.randint(1, 4)):
         product, size = _pick(shopper)
@@ -383,7 +348,7 @@ def _session(shopper: _Shopper, at_ms: int, config: WorkloadConfig) -> None:
         _emit(shopper, at_ms, _track("Checkout Started", {"currency": currency}), device)
         at_ms += rng.randint(30000, 300000)
         if rng.random() < 0.75:
-            _order(shopper, at_ms, cart, device, currency, config.refund_rate)
+            _order(shopper, at_ms, cart, device, currency=currency, refund_rate=config.refund_rate)
             return
     if shopper.identified and shopper.channels and rng.random() < 0.5:
         # The cart-abandonment reminder of an older trigger system: a message with a trigger id.
@@ -542,7 +507,9 @@ def _refill(shopper: _Shopper, at_ms: int, product: Product, config: WorkloadCon
     if rng.random() < 0.35:
         if not shopper.identified:
             _link_device(shopper, shopper.devices[0], at_ms - 60_000)
-        _order(shopper, at_ms, [(product, None, quantity)], None, config.currency, config.refund_rate)
+        _order(
+            shopper, at_ms, [(product, None, quantity)], None, currency=config.currency, refund_rate=config.refund_rate
+        )
         return
     device = shopper.devices[0]
     if not device.linked:
@@ -551,7 +518,14 @@ def _refill(shopper: _Shopper, at_ms: int, product: Product, config: WorkloadCon
         shopper, at_ms, _track("Product Added", _product_properties(product, None, config.currency, quantity)), device
     )
     _emit(shopper, at_ms + 20_000, _track("Checkout Started", {"currency": config.currency}), device)
-    _order(shopper, at_ms + 90_000, [(product, None, quantity)], device, config.currency, config.refund_rate)
+    _order(
+        shopper,
+        at_ms + 90_000,
+        [(product, None, quantity)],
+        device,
+        currency=config.currency,
+        refund_rate=config.refund_rate,
+    )
 
 
 def _finish(payload: dict) -> dict:

@@ -1,0 +1,84 @@
+"""The profile stage's handlers, bound to their policy and outputs, as the runtime drives them.
+
+``streams.worker`` builds one ``ProfilePipeline`` and hands it to ``streams.runtime.Runtime`` (which
+takes any object with these methods, its ``Stages``): the loop fetches, routes, flushes and recovers,
+and calls these for everything the stage decides, so the runtime imports no agent. Each method is one
+agent call: ``ingest`` (``agents.ingest``), ``apply`` (``agents.profiles``), ``due_commands``,
+``rebuild_index`` and ``stale_commands`` (``agents.clock``); ``decode`` reads a ``profile-commands`` record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from agents.clock import due_commands, rebuild_due_index, stale_audience_commands
+from agents.ingest import ingest_record
+from agents.outbox import Outbox
+from agents.profiles import handle_command
+from agents.store import StageStore
+from agents.tally import Tally
+from core.profile_stage import StagePolicy
+from schemas.commands import ApplyEvent, CheckTriggers, ProfileCommand, decode_command
+from schemas.deadletter import SourceRecord
+from schemas.errors import UndecodableCommand
+from schemas.topics import TopicNames
+from schemas.validation import ContractLimits
+
+
+class ProfilePipeline:
+    """Ingest → profile stage → outbox, and the clock beside it (see the module docstring)."""
+
+    def __init__(
+        self, policy: StagePolicy, *, topics: TopicNames, limits: ContractLimits, outbox: Outbox, tally: Tally
+    ) -> None:
+        self.policy = policy
+        self.topics = topics
+        self.limits = limits
+        self.outbox = outbox
+        self.tally = tally
+
+    def ingest(self, record: SourceRecord) -> tuple[bytes, ApplyEvent]:
+        """An inbound record → ``(routing key, ApplyEvent)``; raises ``InvalidEvent``."""
+        return ingest_record(record, limits=self.limits, tally=self.tally)
+
+    def decode(self, record: SourceRecord) -> ProfileCommand:
+        """A ``profile-commands`` record → its command; raises ``UndecodableCommand``."""
+        if record.value is None:
+            detail = "no value (a tombstone)"
+            raise UndecodableCommand(detail)
+        try:
+            return decode_command(record.value)
+        except msgspec.DecodeError as exc:
+            raise UndecodableCommand(str(exc)) from exc
+
+    def apply(
+        self,
+        store: StageStore,
+        key: bytes,
+        command: ProfileCommand,
+        now: float,
+        forward: Callable[[bytes, ProfileCommand], None] | None,
+    ) -> None:
+        """One command of ``key`` in the partition that owns it (``agents.profiles.handle_command``)."""
+        handle_command(
+            store,
+            key,
+            command,
+            now=now,
+            policy=self.policy,
+            topics=self.topics,
+            outbox=self.outbox,
+            tally=self.tally,
+            forward=forward,
+        )
+
+    def due_commands(self, store: StageStore, now: float) -> Iterable[tuple[bytes, CheckTriggers]]:
+        return due_commands(store, now)
+
+    def rebuild_index(self, store: StageStore) -> int:
+        return rebuild_due_index(store)
+
+    def stale_commands(self, store: StageStore, now: float) -> list[tuple[bytes, CheckTriggers]]:
+        return stale_audience_commands(store, self.policy, now)

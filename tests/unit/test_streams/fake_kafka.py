@@ -1,0 +1,159 @@
+"""Stand-ins for the runtime's three Kafka clients: they record what is sent and committed, in order.
+
+The runtime, its checkpoint and its recovery take their clients as arguments (``streams.worker`` builds
+the real ones), so these drive them without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+
+def consumer_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(value or b""),
+        headers=[],
+    )
+
+
+class Acked:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def resolved(result) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(result)
+    return future
+
+
+class RecordingBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def append(self, *, key, value, timestamp, headers=()):
+        self.records.append((key, value))
+        return object()
+
+
+class FakeProducer:
+    """Outputs acknowledged at once (or failed with ``fail_outputs``); changelog batches get offsets from 100."""
+
+    def __init__(self, calls: list[str], *, fail_outputs: bool = False) -> None:
+        self.calls = calls
+        self.fail_outputs = fail_outputs
+        self.next_offset = 100
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.changelog: dict[int, list[tuple[bytes, bytes | None]]] = {}
+
+    async def start(self) -> None:
+        self.calls.append("producer start")
+
+    async def stop(self) -> None:
+        self.calls.append("producer stop")
+
+    async def send(self, topic, value, *, key=None, headers=None):
+        self.calls.append(f"send {topic}")
+        if self.fail_outputs:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(KafkaError("broker gone"))
+            return future
+        self.sent.append((topic, key, value))
+        return resolved(Acked(0))
+
+    def create_batch(self) -> RecordingBatch:
+        return RecordingBatch()
+
+    async def send_batch(self, batch, topic, *, partition):
+        self.calls.append(f"changelog p{partition} x{len(batch.records)}")
+        self.changelog.setdefault(partition, []).extend(batch.records)
+        offset, self.next_offset = self.next_offset, self.next_offset + len(batch.records)
+        return resolved(Acked(offset))
+
+
+class FakeConsumer:
+    """The group consumer: hands out ``batches`` one per ``getmany``, then calls ``when_drained``."""
+
+    def __init__(self, calls: list[str], partitions: int) -> None:
+        self.calls = calls
+        self.partitions = partitions
+        self.batches: list[dict[TopicPartition, list[ConsumerRecord]]] = []
+        self.when_drained: Callable[[], None] = lambda: None
+        self.committed: dict[TopicPartition, int] = {}
+        self.listener = None
+
+    def subscribe(self, *, topics, listener) -> None:
+        self.calls.append("subscribe")
+        self.listener = listener
+
+    async def start(self) -> None:
+        self.calls.append("consumer start")
+
+    async def stop(self) -> None:
+        self.calls.append("consumer stop")
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    async def getmany(self, *, timeout_ms: int, max_records: int):
+        await asyncio.sleep(0)
+        if self.batches:
+            return self.batches.pop(0)
+        self.when_drained()
+        return {}
+
+    async def commit(self, offsets) -> None:
+        self.calls.append("commit")
+        self.committed.update(offsets)
+
+
+class FakeRestoreConsumer:
+    """The restore consumer over ``changelog`` (partition → records), read from the position ``seek`` set."""
+
+    def __init__(self, calls: list[str], topic: str) -> None:
+        self.calls = calls
+        self.topic = topic
+        self.changelog: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self.positions: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        self.calls.append("restore start")
+
+    async def stop(self) -> None:
+        self.calls.append("restore stop")
+
+    async def end_offsets(self, tps):
+        return {tp: len(self.changelog.get(tp.partition, [])) for tp in tps}
+
+    def assign(self, tps) -> None:
+        self.positions = {tp: 0 for tp in tps}
+
+    def seek(self, tp, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def getmany(self, *tps, timeout_ms: int, max_records: int):
+        batch = {}
+        for tp in tps:
+            start = self.positions[tp]
+            rows = self.changelog.get(tp.partition, [])[start : start + max_records]
+            batch[tp] = [
+                consumer_record(tp.topic, tp.partition, start + i, key, value) for i, (key, value) in enumerate(rows)
+            ]
+            self.positions[tp] = start + len(rows)
+        return batch
+
+    async def position(self, tp) -> int:
+        return self.positions[tp]
