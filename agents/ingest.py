@@ -16,6 +16,7 @@ import time
 from aiokafka.structs import ConsumerRecord
 
 from core.errors import InvalidEvent
+from core.privacy import PiiPolicy, redact_event, redact_payload
 from schemas.commands import ApplyEvent
 from schemas.deadletter import DeadLetter
 from schemas.events import OTHER
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def ingest_record(
-    record: ConsumerRecord, *, limits: ContractLimits, topics: TopicNames, outbox: Outbox
+    record: ConsumerRecord, *, limits: ContractLimits, privacy: PiiPolicy, topics: TopicNames, outbox: Outbox
 ) -> tuple[bytes, ApplyEvent] | None:
     """``(routing key, ApplyEvent)`` for a valid event; None after dead-lettering an invalid one."""
     raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
@@ -43,12 +44,13 @@ def ingest_record(
             source_partition=record.partition,
             source_offset=record.offset,
             failed_at=time.time(),
-            original=raw,
+            original=redact_payload(raw, privacy),
         )
         outbox.send(topics.deadletter, record.key, encode_json(dead), [("reason", exc.reason.encode())])
         metrics.tally.add(metrics.events_deadlettered, exc.reason)
         log.debug("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset, exc)
         return None
+    validated = redact_event(validated, privacy)
     metrics.tally.add(metrics.events_ingested, validated.family)
     if validated.family == OTHER:
         metrics.tally.add(metrics.events_unknown)

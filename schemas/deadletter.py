@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
+from core.privacy import PiiPolicy, redact_payload
 from schemas.events import CONTRACT_VERSION
 
 
@@ -28,7 +29,7 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 PROCESSING_FAILED = "processing_failed"
 
 
-def processing_failure(record, error: BaseException, *, failed_at: float) -> DeadLetter:
+def processing_failure(record, error: BaseException, *, failed_at: float, privacy: PiiPolicy) -> DeadLetter:
     """The dead letter for an input (``topic``, ``partition``, ``offset``, ``value``) whose processing raised."""
     raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
     return DeadLetter(
@@ -38,5 +39,5 @@ def processing_failure(record, error: BaseException, *, failed_at: float) -> Dea
         source_partition=record.partition,
         source_offset=record.offset,
         failed_at=failed_at,
-        original=raw,
+        original=redact_payload(raw, privacy),
     )

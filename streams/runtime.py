@@ -50,6 +50,7 @@ from streams.codecs import encode_json
 from streams.outbox import Outbox
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.produce import contract_limits
+from streams.security import pii_policy
 from streams.settings import Settings
 from streams.state_store import PartitionStore, StoreOptions
 from streams.topics import topic_names
@@ -69,6 +70,7 @@ class Runtime(ConsumerRebalanceListener):
         self.changelog_topic = self.topics.state_changelog(settings.app_id)
         self.source_topics = (*self.topics.all_inbound, self.topics.profile_commands)
         self.limits = contract_limits(settings)
+        self.privacy = pii_policy(settings)
         self.store_options = StoreOptions(
             block_cache_bytes=settings.rocksdb_block_cache_bytes,
             write_buffer_bytes=settings.rocksdb_write_buffer_bytes,
@@ -188,7 +190,9 @@ class Runtime(ConsumerRebalanceListener):
                 self._apply(store, record.key, command, now, record)
         else:
             for record in records:
-                routed = ingest_record(record, limits=self.limits, topics=self.topics, outbox=self.outbox)
+                routed = ingest_record(
+                    record, limits=self.limits, privacy=self.privacy, topics=self.topics, outbox=self.outbox
+                )
                 if routed is None:
                     continue
                 key, command = routed
@@ -230,7 +234,7 @@ class Runtime(ConsumerRebalanceListener):
                 metrics.child(metrics.events_deadlettered, PROCESSING_FAILED).inc()
                 if record is not None and not dead_lettered:
                     dead_lettered = True
-                    dead = processing_failure(record, exc, failed_at=time.time())
+                    dead = processing_failure(record, exc, failed_at=time.time(), privacy=self.privacy)
                     self.outbox.send(
                         self.topics.deadletter, record.key, encode_json(dead), [("reason", PROCESSING_FAILED.encode())]
                     )

@@ -9,6 +9,7 @@ import logging
 import signal
 
 from streams.runtime import Runtime
+from streams.security import check_production_settings
 from streams.settings import Settings
 from streams.stage_config import stage_policy
 from streams.topics import ensure_topics
@@ -52,6 +53,7 @@ async def serve(settings: Settings) -> None:
 def run_worker() -> None:
     """Create the project's topics if needed, then run the worker until SIGTERM / SIGINT."""
     settings = Settings()
+    check_production_settings(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     ensure_topics(settings)

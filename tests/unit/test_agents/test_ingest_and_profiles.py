@@ -16,6 +16,7 @@ from agents.clock import due_commands, rebuild_due_index, stale_audience_command
 from agents.ingest import ingest_record
 from agents.profiles import handle_command
 from core.due_index import DueIndex
+from core.privacy import PiiPolicy
 from core.profile import Profile, ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import AbsorbProfile, ApplyEvent, CheckTriggers, LinkIdentity, decode_command, encode_command
@@ -33,6 +34,7 @@ TOPICS = TopicNames(prefix="t1.")
 T0 = 1_764_000_000.0
 DELAY = 1800.0  # CartAbandonmentPolicy's default delay
 POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"))
+PRIVACY = PiiPolicy(hash_key=b"test-secret")
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
 
 
@@ -136,7 +138,7 @@ def sent_to(outbox: Outbox, topic: str) -> list[tuple[bytes | None, bytes]]:
 def test_a_valid_event_becomes_an_apply_event_keyed_by_its_user_id():
     outbox = Outbox()
     raw = orjson.dumps(payload(anonymousId="a-1"))
-    routed = ingest_record(consumer_record(raw), limits=ContractLimits(), topics=TOPICS, outbox=outbox)
+    routed = ingest_record(consumer_record(raw), limits=ContractLimits(), privacy=PRIVACY, topics=TOPICS, outbox=outbox)
     assert routed is not None
     key, command = routed
     assert key == b"u-1"
@@ -149,14 +151,20 @@ def test_a_valid_event_becomes_an_apply_event_keyed_by_its_user_id():
 
 def test_an_anonymous_event_is_keyed_by_its_anonymous_id():
     raw = orjson.dumps(payload(userId=..., anonymousId="a-9"))
-    routed = ingest_record(consumer_record(raw, key=b"a-9"), limits=ContractLimits(), topics=TOPICS, outbox=Outbox())
+    routed = ingest_record(
+        consumer_record(raw, key=b"a-9"), limits=ContractLimits(), privacy=PRIVACY, topics=TOPICS, outbox=Outbox()
+    )
     assert routed is not None and routed[0] == b"a-9"
 
 
 def test_the_routing_id_ignores_the_record_key():
     raw = orjson.dumps(payload(userId="u-7"))
     routed = ingest_record(
-        consumer_record(raw, key=b"something-else"), limits=ContractLimits(), topics=TOPICS, outbox=Outbox()
+        consumer_record(raw, key=b"something-else"),
+        limits=ContractLimits(),
+        privacy=PRIVACY,
+        topics=TOPICS,
+        outbox=Outbox(),
     )
     assert routed is not None and routed[0] == b"u-7"
 
@@ -177,7 +185,7 @@ def test_an_invalid_message_is_dead_lettered_with_its_reason_bytes_and_origin(re
     outbox = Outbox()
     before = time.time()
     record = consumer_record(raw, key=b"k-1", topic="t1.events.purchase", partition=3, offset=1234)
-    assert ingest_record(record, limits=ContractLimits(), topics=TOPICS, outbox=outbox) is None
+    assert ingest_record(record, limits=ContractLimits(), privacy=PRIVACY, topics=TOPICS, outbox=outbox) is None
     assert len(outbox) == 1
     topic, key, value, headers = outbox.records[0]
     assert topic == "t1.events.deadletter" == TOPICS.deadletter
@@ -196,7 +204,11 @@ def test_an_oversized_message_is_dead_lettered_by_the_configured_limit():
     outbox = Outbox()
     raw = orjson.dumps(payload())
     result = ingest_record(
-        consumer_record(raw), limits=ContractLimits(max_event_bytes=len(raw) - 1), topics=TOPICS, outbox=outbox
+        consumer_record(raw),
+        limits=ContractLimits(max_event_bytes=len(raw) - 1),
+        privacy=PRIVACY,
+        topics=TOPICS,
+        outbox=outbox,
     )
     assert result is None
     assert outbox.records[0][3] == [("reason", b"oversized")]
@@ -205,7 +217,10 @@ def test_an_oversized_message_is_dead_lettered_by_the_configured_limit():
 def test_the_stream_goes_on_after_a_dead_letter():
     outbox = Outbox()
     records = [consumer_record(b"garbage", offset=1), consumer_record(orjson.dumps(payload()), offset=2)]
-    results = [ingest_record(record, limits=ContractLimits(), topics=TOPICS, outbox=outbox) for record in records]
+    results = [
+        ingest_record(record, limits=ContractLimits(), privacy=PRIVACY, topics=TOPICS, outbox=outbox)
+        for record in records
+    ]
     assert results[0] is None and results[1] is not None and results[1][0] == b"u-1"
     assert [topic for topic, *_ in outbox.records] == [TOPICS.deadletter]
     assert orjson.loads(outbox.records[0][2])["source_offset"] == 1
