@@ -75,6 +75,9 @@ BIRTHDAY_KEYS = frozenset({"birthday", "birthdate", "dateofbirth", "dob"})
 # Outside traits these keys name things, not people (product, page, app and campaign names), so they stay.
 NAMES_OUTSIDE_TRAITS = frozenset({"name"})
 HASH_SUFFIX = "_hash"
+# PII keys whose object values are redacted inside rather than dropped: Segment's ``address`` object loses
+# its street and postal code and keeps city and country (a string address is dropped).
+REDACTED_INSIDE = frozenset({"address"})
 
 
 @lru_cache(maxsize=4096)
@@ -181,7 +184,7 @@ def _redact_mapping(values: dict, policy: PiiPolicy, *, in_traits: bool, at: flo
             changed = True  # only a hash this function computed may carry the name
         elif key in policy.pii_keys and (in_traits or key not in NAMES_OUTSIDE_TRAITS):
             changed = True
-            if isinstance(value, dict):  # e.g. address: its street and postcode go, city and country stay
+            if key in REDACTED_INSIDE and isinstance(value, dict):
                 redacted[name] = _redact_mapping(value, policy, in_traits=in_traits, at=at)
             elif key in BIRTHDAY_KEYS and in_traits and isinstance(value, str) and "age" not in values:
                 age = age_at(value, at)

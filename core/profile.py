@@ -422,10 +422,10 @@ def _trait_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dic
     for key, field in (("email", "email_hash"), ("phone", "phone_hash")):
         hashed = folded.get(trait_key(field))  # hashed at ingest (core.privacy.redact_event)
         value = folded.get(key)  # raw: an event that did not pass ingestion's redaction
-        if isinstance(hashed, str) and hashed:
-            values[field] = hashed
-        elif policy.pii_hash_key is not None and isinstance(value, str) and value.strip():
+        if policy.pii_hash_key is not None and isinstance(value, str) and value.strip():
             values[field] = hash_identifier(value, policy.pii_hash_key)
+        elif isinstance(hashed, str) and hashed:
+            values[field] = hashed
     times = profile.trait_times
     changes: dict[str, Any] = {}
     new_times: dict[str, float] | None = None

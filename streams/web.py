@@ -200,7 +200,7 @@ class Api:
             return _json(document, status=503, headers={"Retry-After": "1"})
         if status == 404:
             return _json({"error": f"no profile for id {requested!r}"}, status=404)
-        if key != requested:
+        if document.get("customer_id") != requested:  # asked by a linked id
             document["requested_id"] = requested
         return _json(document)
 
