@@ -420,11 +420,10 @@ def _trait_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dic
                 value.strip()[:MAX_TRAIT_CHARS].lower() if field == "gender" else value.strip()[:MAX_TRAIT_CHARS]
             )
     for key, field in (("email", "email_hash"), ("phone", "phone_hash")):
-        hashed = folded.get(trait_key(field))  # hashed at ingest (core.privacy.redact_event)
-        value = folded.get(key)  # raw: an event that did not pass ingestion's redaction
+        value = folded.get(key)  # raw: an event that did not pass ingestion's redaction (core.privacy)
         if policy.pii_hash_key is not None and isinstance(value, str) and value.strip():
             values[field] = hash_identifier(value, policy.pii_hash_key)
-        elif isinstance(hashed, str) and hashed:
+        elif isinstance(hashed := folded.get(trait_key(field)), str) and hashed:  # hashed at ingest
             values[field] = hashed
     times = profile.trait_times
     changes: dict[str, Any] = {}
