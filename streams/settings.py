@@ -54,9 +54,9 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Longest wait for another worker's answer to a forwarded profile read."
     )
     trusted_peer_url_pattern: str = Field(
-        r"http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}",
+        r"http://127(\.[0-9]{1,3}){3}:[0-9]{1,5}",
         description="Regular expression a worker's advertised URL must match in full before profile reads are "
-        "forwarded to it (default: loopback http URLs).",
+        "forwarded to it (default: http on a 127.x.x.x loopback address).",
     )
     rocksdb_block_cache_bytes: int = Field(
         64 * 1024 * 1024,

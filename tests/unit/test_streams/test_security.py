@@ -95,9 +95,8 @@ def test_only_other_current_members_with_matching_urls_are_trusted() -> None:
     owners = {0: "http://127.0.0.1:6066", 1: "http://127.0.0.1:6067", 2: "http://evil.example:80"}
     own = "http://127.0.0.1:6066"
     assert trusted_peer("http://127.0.0.1:6067", pattern, owners, own)
-    assert trusted_peer(
-        "http://localhost:1", re.compile(Settings().trusted_peer_url_pattern), {0: "http://localhost:1"}, own
-    )
+    assert trusted_peer("http://127.0.1.2:1", pattern, {0: "http://127.0.1.2:1"}, own)
+    assert not trusted_peer("http://localhost:1", pattern, {0: "http://localhost:1"}, own)  # addresses only
     assert not trusted_peer(own, pattern, owners, own)  # never itself
     assert not trusted_peer("http://evil.example:80", pattern, owners, own)  # a member, but not a trusted URL
     assert not trusted_peer("http://127.0.0.1:7000", pattern, owners, own)  # not in this generation's map
