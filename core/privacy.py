@@ -16,7 +16,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import msgspec
@@ -135,6 +135,12 @@ def age_at(birthday: str, at: float) -> int | None:
     return age if 0 <= age <= 150 else None
 
 
+# What ``_redact_mapping`` does with a key, by its folded name (``PiiPolicy.actions``).
+HASH, DROP, DROP_IN_TRAITS, REDACT_INSIDE, TO_AGE = "hash", "drop", "drop_in_traits", "redact_inside", "to_age"
+MAX_REMEMBERED_NAMES = 10_000  # bounds the memo of key names (a producer could invent names without end)
+_UNSEEN = "unseen"
+
+
 @dataclass(frozen=True)
 class PiiPolicy:
     """What ``redact_event`` and ``redact_payload`` do; built once from ``Settings``
@@ -145,10 +151,35 @@ class PiiPolicy:
     hashed_keys: frozenset[str] = HASHED_PII_TRAITS
     keep_deadletter_originals: bool = False
 
-    @property
-    def computed_keys(self) -> frozenset[str]:
-        """Folded names of the hashes this policy writes (``emailhash``): a producer's own are dropped."""
-        return frozenset(trait_key(key + HASH_SUFFIX) for key in self.hashed_keys)
+    @cached_property
+    def actions(self) -> dict[str, str]:
+        """Folded key → what happens to it; one lookup per key on the hot path."""
+        actions = {}
+        for key in self.pii_keys:
+            if key in NAMES_OUTSIDE_TRAITS:
+                actions[key] = DROP_IN_TRAITS
+            elif key in REDACTED_INSIDE:
+                actions[key] = REDACT_INSIDE
+            elif key in BIRTHDAY_KEYS:
+                actions[key] = TO_AGE
+            else:
+                actions[key] = DROP
+        # Only a hash this module computed may carry such a name: a producer's own is dropped.
+        actions.update({trait_key(key + HASH_SUFFIX): DROP for key in self.hashed_keys})
+        actions.update(dict.fromkeys(self.hashed_keys, HASH))
+        return actions
+
+    @cached_property
+    def action_by_name(self) -> dict[str, str | None]:
+        """Memo of ``actions`` by unfolded name (None: not personal data), filled by ``action_of``: producers
+        use a few hundred names, and one dict lookup per key is what redaction costs on the hot path."""
+        return {}
+
+    def action_of(self, name: object) -> str | None:
+        action = self.actions.get(trait_key(name)) if isinstance(name, str) else None
+        if len(self.action_by_name) < MAX_REMEMBERED_NAMES and isinstance(name, str):
+            self.action_by_name[name] = action
+        return action
 
 
 def _hashed(value: Any, policy: PiiPolicy) -> str | None:
@@ -159,44 +190,62 @@ def _hashed(value: Any, policy: PiiPolicy) -> str | None:
     return hash_identifier(value, policy.hash_key)
 
 
-def _redact_value(value: Any, policy: PiiPolicy, *, in_traits: bool, at: float) -> Any:
-    if isinstance(value, dict):
-        return _redact_mapping(value, policy, in_traits=in_traits, at=at)
-    if isinstance(value, list):
-        items = [_redact_value(item, policy, in_traits=in_traits, at=at) for item in value]
-        return value if all(new is old for new, old in zip(items, value, strict=True)) else items
-    return value
+def _redact_list(values: list, policy: PiiPolicy, *, in_traits: bool, at: float) -> list:
+    items = [
+        _redact_mapping(item, policy, in_traits=in_traits, at=at)
+        if isinstance(item, dict)
+        else _redact_list(item, policy, in_traits=in_traits, at=at)
+        if isinstance(item, list)
+        else item
+        for item in values
+    ]
+    return values if all(new is old for new, old in zip(items, values, strict=True)) else items
 
 
 def _redact_mapping(values: dict, policy: PiiPolicy, *, in_traits: bool, at: float) -> dict:
     """``values`` without personal data; the same object when there was none (most events)."""
+    by_name = policy.action_by_name
     redacted: dict[str, Any] = {}
     changed = False
-    computed = policy.computed_keys
     for name, value in values.items():
-        key = trait_key(name) if isinstance(name, str) else ""
-        if key in policy.hashed_keys:
-            changed = True
-            digest = _hashed(value, policy)
-            if digest is not None:
-                redacted[f"{name}{HASH_SUFFIX}"] = digest
-        elif key in computed:
-            changed = True  # only a hash this function computed may carry the name
-        elif key in policy.pii_keys and (in_traits or key not in NAMES_OUTSIDE_TRAITS):
-            changed = True
-            if key in REDACTED_INSIDE and isinstance(value, dict):
-                redacted[name] = _redact_mapping(value, policy, in_traits=in_traits, at=at)
-            elif key in BIRTHDAY_KEYS and in_traits and isinstance(value, str) and "age" not in values:
-                age = age_at(value, at)
-                if age is not None:
-                    redacted["age"] = age
-        elif in_traits and looks_like_contact(value):
-            changed = True  # a free-form trait holding an email address or a phone number
-        else:
-            inner = _redact_value(value, policy, in_traits=in_traits or key == "traits", at=at)
+        action = by_name.get(name, _UNSEEN)
+        if action is _UNSEEN:
+            action = policy.action_of(name)
+        if action is None or (action == DROP_IN_TRAITS and not in_traits):
+            if not isinstance(value, (dict, list, str)):
+                redacted[name] = value
+                continue
+            if isinstance(value, dict):
+                inner: Any = _redact_mapping(value, policy, in_traits=in_traits or name == "traits", at=at)
+            elif isinstance(value, list):
+                inner = _redact_list(value, policy, in_traits=in_traits, at=at)
+            elif in_traits and isinstance(value, str) and looks_like_contact(value):
+                changed = True  # a free-form trait holding an email address or a phone number
+                continue
+            else:
+                redacted[name] = value
+                continue
             changed = changed or inner is not value
             redacted[name] = inner
+            continue
+        changed = True
+        redacted.update(_replacement(action, name, value, values, policy, in_traits=in_traits, at=at))
     return redacted if changed else values
+
+
+def _replacement(
+    action: str, name: str, value: Any, siblings: dict, policy: PiiPolicy, *, in_traits: bool, at: float
+) -> dict[str, Any]:
+    """What a personal-data entry becomes: nothing (dropped), or one safe entry."""
+    if action == HASH:
+        digest = _hashed(value, policy)
+        return {f"{name}{HASH_SUFFIX}": digest} if digest is not None else {}
+    if action == REDACT_INSIDE and isinstance(value, dict):
+        return {name: _redact_mapping(value, policy, in_traits=in_traits, at=at)}
+    if action == TO_AGE and in_traits and isinstance(value, str) and "age" not in siblings:
+        age = age_at(value, at)
+        return {"age": age} if age is not None else {}
+    return {}
 
 
 def redact_event(event: Event, policy: PiiPolicy) -> Event:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.privacy import (
+    MAX_REMEMBERED_NAMES,
     PII_TRAIT_KEYS,
     PiiPolicy,
     age_at,
@@ -143,3 +144,11 @@ def test_no_pii_key_survives_in_traits(traits: dict) -> None:
     kept = all_keys(redacted.traits) | all_keys(redacted.context)
     # "address" objects stay (their parts are redacted), "age" may be derived from a birthday.
     assert not kept & (PII_TRAIT_KEYS - {"address"})
+
+
+def test_the_memo_of_key_names_is_bounded() -> None:
+    policy = PiiPolicy(hash_key=KEY)
+    names = {f"k{n}": n for n in range(MAX_REMEMBERED_NAMES + 50)}
+    assert redact_event(identify(names), policy).traits == names  # nothing personal: kept as it is
+    assert len(policy.action_by_name) == MAX_REMEMBERED_NAMES
+    assert redact_event(identify({"k-extra": 1, "surname": "X"}), policy).traits == {"k-extra": 1}
