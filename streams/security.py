@@ -53,7 +53,7 @@ def check_production_settings(settings: Settings) -> None:
         msg = (
             "refusing to start: "
             + "; ".join(problems)
-            + ". Set them to long random secrets (STREAMCDP_ENV=dev allows the defaults, for local development)."
+            + ". Set each to a long random secret (STREAMCDP_ENV=dev allows the defaults, for local development)."
         )
         raise ConfigError(msg)
 
