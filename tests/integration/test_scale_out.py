@@ -6,7 +6,8 @@ A seeded workload is produced and drained; then every identified customer (and e
 is asked of worker A. A answers every read itself with 200 and the profile, equal to the generator's truth:
 from its own stores, or fetched from B over B's signed ``/internal/profiles`` endpoint — never a redirect
 (reads here do not follow redirects, so a 307 would be seen), so the client's token goes nowhere else. B's
-internal endpoint refuses a read that is not signed.
+internal endpoint refuses a read that is not signed, and neither the changelog nor profile-commands holds
+a raw email address or phone number.
 Then B is stopped with SIGTERM: A takes all four partitions back, restores B's half from the changelog
 topic, and answers every profile itself, still equal to the truth.
 """
@@ -129,6 +130,24 @@ def routing_problems(worker: WorkerProcess, workload: Workload, owner_of: dict[i
     return problems, forwarded
 
 
+def assert_no_raw_contacts(pipeline: Pipeline, workload: Workload) -> None:
+    """No email address or phone number of the generated customers is stored or forwarded raw: neither in
+    the state changelog nor in profile-commands (ingestion hashes them before either is written)."""
+    contacts = [
+        value.encode()
+        for line in workload.lines
+        if line.startswith(b"{") and b'"traits"' in line
+        for value in (orjson.loads(line).get("traits") or {}).values()
+        if isinstance(value, str) and ("@" in value or value.startswith("+"))
+    ]
+    assert contacts, "the workload should carry emails and phone numbers"
+    topics = [pipeline.topics.state_changelog(pipeline.settings.app_id), pipeline.topics.profile_commands]
+    records = [record for topic in topics for record in pipeline.kafka.read(topic, min_count=0, settle_s=3.0)]
+    assert records, "nothing stored"
+    leaked = {contact for contact in set(contacts) for record in records if contact in (record.value or b"")}
+    assert not leaked, f"{len(leaked)} raw contacts in changelog or profile-commands, e.g. {sorted(leaked)[:3]}"
+
+
 def assert_no_problems(problems: list[str], workers: list[WorkerProcess]) -> None:
     logs = "\n".join(f"--- {worker.log_path.name}\n{worker.log_tail(20)}" for worker in workers)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20]) + f"\n{logs}"
@@ -151,6 +170,7 @@ def test_two_workers_split_the_partitions_route_reads_and_one_takes_over(make_pi
     assert_no_problems(problems, [worker_a, worker_b])
     customers = len(workload.truth["profiles"])
     assert 0 < forwarded < customers, f"{forwarded} of {customers} reads forwarded: both workers should own some"
+    assert_no_raw_contacts(pipeline, workload)
     unsigned = get_once(f"{url_of(worker_b)}/internal/profiles/{quote(workload.truth['profiles'][0]['user_id'])}", "")
     assert unsigned.status == 401, f"unsigned internal read answered {unsigned.status}"
 
