@@ -14,16 +14,20 @@ from __future__ import annotations
 import time
 
 from agents.tally import EVENTS_INGESTED, EVENTS_UNKNOWN, Tally
+from core.privacy import PiiPolicy, redact_event
 from schemas.commands import ApplyEvent
 from schemas.deadletter import SourceRecord
 from schemas.events import OTHER
 from schemas.validation import ContractLimits, decode_event
 
 
-def ingest_record(record: SourceRecord, *, limits: ContractLimits, tally: Tally) -> tuple[bytes, ApplyEvent]:
+def ingest_record(
+    record: SourceRecord, *, limits: ContractLimits, privacy: PiiPolicy, tally: Tally
+) -> tuple[bytes, ApplyEvent]:
     """``(routing key, ApplyEvent)`` for a valid event; raises ``InvalidEvent`` for an invalid one."""
     raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
-    validated = decode_event(raw, now=time.time(), limits=limits)
+    # PII is hashed or dropped before the event is routed, re-keyed or stored (core.privacy).
+    validated = redact_event(decode_event(raw, now=time.time(), limits=limits), privacy)
     tally.add(EVENTS_INGESTED, validated.family)
     if validated.family == OTHER:
         tally.add(EVENTS_UNKNOWN)

@@ -19,6 +19,7 @@ from agents.outbox import Outbox
 from agents.profiles import handle_command
 from agents.store import StageStore
 from agents.tally import Tally
+from core.privacy import PiiPolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import ApplyEvent, CheckTriggers, ProfileCommand, decode_command
 from schemas.deadletter import SourceRecord
@@ -31,17 +32,25 @@ class ProfilePipeline:
     """Ingest → profile stage → outbox, and the clock beside it (see the module docstring)."""
 
     def __init__(
-        self, policy: StagePolicy, *, topics: TopicNames, limits: ContractLimits, outbox: Outbox, tally: Tally
+        self,
+        policy: StagePolicy,
+        *,
+        topics: TopicNames,
+        limits: ContractLimits,
+        privacy: PiiPolicy,
+        outbox: Outbox,
+        tally: Tally,
     ) -> None:
         self.policy = policy
         self.topics = topics
         self.limits = limits
+        self.privacy = privacy
         self.outbox = outbox
         self.tally = tally
 
     def ingest(self, record: SourceRecord) -> tuple[bytes, ApplyEvent]:
         """An inbound record → ``(routing key, ApplyEvent)``; raises ``InvalidEvent``."""
-        return ingest_record(record, limits=self.limits, tally=self.tally)
+        return ingest_record(record, limits=self.limits, privacy=self.privacy, tally=self.tally)
 
     def decode(self, record: SourceRecord) -> ProfileCommand:
         """A ``profile-commands`` record → its command; raises ``UndecodableCommand``."""

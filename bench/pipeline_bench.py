@@ -702,6 +702,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "web_port": web_port,
         "topic_partitions": args.partitions,
         "api_token": token,
+        "env": "dev",  # the development PII hash key is fine for generated data
         "log_level": "warning",
         "cart_abandonment_delay_s": 1e9,  # no triggers fire during the benchmark: it measures the profile path
     }

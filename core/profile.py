@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
 
-from core.privacy import hash_identifier, is_pii_trait, looks_like_contact, trait_key
+from core.privacy import age_at, hash_identifier, is_pii_trait, looks_like_contact, trait_key
 from schemas.events import MESSAGING, Event
 
 Scalar = str | int | float | bool
@@ -388,17 +387,6 @@ def age_band_of(age: int) -> str:
     return "65+"
 
 
-def age_at(birthday: str, at: float) -> int | None:
-    """Age in whole years on the (UTC) day of ``at`` of someone born on ISO date ``birthday``."""
-    try:
-        born = date.fromisoformat(birthday.strip()[:10])
-    except ValueError:
-        return None
-    on = datetime.fromtimestamp(at, tz=UTC).date()
-    age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-    return age if 0 <= age <= 150 else None
-
-
 def _age_band_from(traits: dict[str, Any], at: float) -> str | None:
     age = traits.get("age")
     if isinstance(age, (int, float)) and not isinstance(age, bool) and 0 <= age <= 150:
@@ -431,11 +419,12 @@ def _trait_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dic
             values[field] = (
                 value.strip()[:MAX_TRAIT_CHARS].lower() if field == "gender" else value.strip()[:MAX_TRAIT_CHARS]
             )
-    if policy.pii_hash_key is not None:
-        for key, field in (("email", "email_hash"), ("phone", "phone_hash")):
-            value = folded.get(key)
-            if isinstance(value, str) and value.strip():
-                values[field] = hash_identifier(value, policy.pii_hash_key)
+    for key, field in (("email", "email_hash"), ("phone", "phone_hash")):
+        value = folded.get(key)  # raw: an event that did not pass ingestion's redaction (core.privacy)
+        if policy.pii_hash_key is not None and isinstance(value, str) and value.strip():
+            values[field] = hash_identifier(value, policy.pii_hash_key)
+        elif isinstance(hashed := folded.get(trait_key(field)), str) and hashed:  # hashed at ingest
+            values[field] = hashed
     times = profile.trait_times
     changes: dict[str, Any] = {}
     new_times: dict[str, float] | None = None
@@ -448,7 +437,7 @@ def _trait_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dic
     for name, value in event.traits.items():
         if not isinstance(name, str) or is_pii_trait(name) or trait_key(name) in _KNOWN_TRAITS:
             continue
-        if trait_key(name) in ("age", "company", "traits", "id", "userid", "anonymousid"):
+        if trait_key(name) in ("age", "company", "traits", "id", "userid", "anonymousid", "emailhash", "phonehash"):
             continue
         if not isinstance(value, (str, int, float, bool)) or looks_like_contact(value):
             continue

@@ -6,6 +6,7 @@ two reasons below that are not contract violations. ``streams.error_policy`` dec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -44,9 +45,19 @@ class SourceRecord(Protocol):
     value: bytes | None
 
 
-def dead_letter(record: SourceRecord, reason: str, detail: str, *, failed_at: float) -> DeadLetter:
-    """The dead letter of ``record``: its exact bytes, where it came from, why and when it was parked."""
+def dead_letter(
+    record: SourceRecord,
+    reason: str,
+    detail: str,
+    *,
+    failed_at: float,
+    redact: Callable[[bytes], bytes] | None = None,
+) -> DeadLetter:
+    """The dead letter of ``record``: its bytes (through ``redact`` when given: PII removed), where it came
+    from, why and when it was parked."""
     raw = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
+    if redact is not None:
+        raw = redact(raw)
     return DeadLetter(
         reason=reason,
         detail=detail[:MAX_DETAIL_CHARS],

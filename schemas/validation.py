@@ -60,15 +60,23 @@ REASONS: dict[str, str] = {
     "missing_field": "a required field or property is absent (detail names it)",
     "wrong_type": "a field or property has the wrong JSON type (detail names it)",
     "bad_id": "an id (messageId, userId, anonymousId, previousId, *_id) is not a string or integer",
+    "id_too_long": "an id is longer than MAX_ID_CHARS (128) characters",
     "missing_identity": "neither userId nor anonymousId",
     "bad_timestamp": "timestamp is not ISO-8601 or epoch seconds/milliseconds",
     "timestamp_skew": "timestamp further in the future or past than the limits allow",
     "bad_amount": "a money value is negative or larger than max_amount",
     "bad_quantity": "a quantity is negative, fractional or larger than max_quantity",
     "bad_currency": "currency is not a three-letter ISO-4217 code",
-    "bad_channel": "channel (or preferred_channel) is not email, sms, whatsapp, webpush or apppush",
+    "bad_channel": "channel (or preferred_channel) is not the string email, sms, whatsapp, webpush or apppush",
     "bad_value": "a known trait has an impossible value (email without @, age, birthday)",
 }
+
+
+# Longest id (messageId, userId, anonymousId, previousId, the ``*_id`` properties) the contract accepts. Ids are
+# stored many times over (the dedup window of applied messageIds, identity links, order ids), so one long id
+# multiplies into state records that outgrow Kafka's message size; 128 fits UUIDs, hashes and every usual
+# id scheme with room to spare.
+MAX_ID_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -154,9 +162,13 @@ def _to_quantity(value: Any, field: str, limits: ContractLimits) -> int:
 
 def _to_id(value: Any, field: str) -> str:
     if isinstance(value, str):
+        if len(value) > MAX_ID_CHARS:
+            detail = f"{field} has {len(value)} characters > {MAX_ID_CHARS}"
+            msg = "id_too_long"
+            raise InvalidEvent(msg, detail)
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        return str(value)  # a JSON integer has at most 20 digits here (orjson reads 64-bit integers only)
     detail = f"{field} must be a string or integer"
     msg = "bad_id"
     raise InvalidEvent(msg, detail)
@@ -278,19 +290,23 @@ def _require(properties: dict, key: str) -> Any:
     return value
 
 
-def _require_channel(properties: dict, key: str = "channel") -> None:
-    channel = _require(properties, key)
-    if channel not in CHANNELS:
-        detail = f"properties.{key}={str(channel)[:20]!r}"
+def _check_channel(channel: Any, field: str) -> None:
+    # The type check comes first: a list or object is unhashable, and ``in CHANNELS`` (a set) would raise.
+    if not isinstance(channel, str) or channel not in CHANNELS:
+        detail = f"{field}={str(channel)[:20]!r}"
         msg = "bad_channel"
         raise InvalidEvent(msg, detail)
+
+
+def _require_channel(properties: dict, key: str = "channel") -> None:
+    _check_channel(_require(properties, key), f"properties.{key}")
 
 
 def _check_track_properties(name: str, properties: dict) -> dict:
     """The properties the named event requires; returns them with defaults filled in."""
     if name in PRODUCT_EVENTS:
         if properties.get("product_id") in (None, "") and isinstance(properties.get("sku"), (str, int)):
-            properties = {**properties, "product_id": str(properties["sku"])}
+            properties = {**properties, "product_id": _to_id(properties["sku"], "properties.sku")}
         _require(properties, "product_id")
     elif name == "Products Searched":
         if not isinstance(_require(properties, "query"), str):
@@ -366,10 +382,8 @@ def _normalise_traits(traits: dict, limits: ContractLimits) -> dict:
             msg = "bad_value"
             raise InvalidEvent(msg, detail) from None
     preferred = normalised.get("preferred_channel")
-    if preferred is not None and preferred not in CHANNELS:
-        detail = f"traits.preferred_channel={str(preferred)[:20]!r}"
-        msg = "bad_channel"
-        raise InvalidEvent(msg, detail)
+    if preferred is not None:
+        _check_channel(preferred, "traits.preferred_channel")
     return normalised
 
 

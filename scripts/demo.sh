@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
+# the demo runs with the development token and PII hash key (streams/security.py refuses them otherwise)
+export STREAMCDP_ENV="${STREAMCDP_ENV:-dev}"
 exec .venv/bin/streamcdp demo "$@"

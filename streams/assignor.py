@@ -3,8 +3,8 @@
 Partition *p* of every source topic (the inbound topics, ``profile-commands``) goes to the same worker,
 the one holding the state of partition *p*: an event keyed by customer id is applied where that
 customer's state lives. Each member puts its web address in its join metadata; the leader shares the
-full partition → address map in every assignment, so any worker can send a profile read to the owner
-(``GET /profiles/{id}`` answers 307 with the owner's URL).
+full partition → address map in every assignment, so any worker can fetch a profile from its owner
+(``streams.web``; ``streams.security`` decides which advertised addresses are trusted).
 """
 
 from __future__ import annotations

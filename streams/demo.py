@@ -47,6 +47,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "topic_partitions",
         "app_id",
         "pii_hash_key",
+        "env",
     ):
         env[f"STREAMCDP_{name.upper()}"] = str(getattr(settings, name))
     env["STREAMCDP_LOG_LEVEL"] = "warning"

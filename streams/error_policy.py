@@ -51,9 +51,15 @@ class ProcessingErrors:
     """Parks failed records on the dead-letter topic, or stops the worker (see the module docstring)."""
 
     def __init__(
-        self, deadletter_topic: str, outbox: Outbox, tally: Tally, clock: Callable[[], float] = time.time
+        self,
+        deadletter_topic: str,
+        outbox: Outbox,
+        tally: Tally,
+        clock: Callable[[], float] = time.time,
+        redact: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.deadletter_topic = deadletter_topic
+        self.redact = redact  # PII out of dead letters (core.privacy.redact_payload), unless configured to keep
         self.outbox = outbox
         self.tally = tally
         self.clock = clock
@@ -70,7 +76,7 @@ class ProcessingErrors:
         if record is None:
             log.error("processing failed for key %r", key, exc_info=error)
             return
-        letter = dead_letter(record, reason, detail, failed_at=self.clock())
+        letter = dead_letter(record, reason, detail, failed_at=self.clock(), redact=self.redact)
         self.outbox.send(self.deadletter_topic, record.key, encode_json(letter), [("reason", reason.encode())])
         where = f"{record.topic}:{record.partition}@{record.offset}"
         if isinstance(error, InvalidEvent):

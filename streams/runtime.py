@@ -39,6 +39,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.outbox import Outbox
 from agents.tally import FORWARDS
+from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
 from schemas.commands import encode_command
 from streams import metrics
@@ -47,6 +48,7 @@ from streams.checkpoint import Checkpoint
 from streams.error_policy import ProcessingErrors
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import StoreRecovery
+from streams.security import pii_policy
 from streams.settings import Settings
 from streams.state_store import PartitionStore, StoreOptions
 from streams.topics import topic_names
@@ -117,7 +119,10 @@ class Runtime(ConsumerRebalanceListener):
         self.recovery = StoreRecovery(
             restore_consumer, changelog_topic=changelog_topic, data_dir=settings.data_dir, options=self.store_options
         )
-        self.errors = ProcessingErrors(self.topics.deadletter, outbox, metrics.tally)
+        privacy = pii_policy(settings)
+        self.errors = ProcessingErrors(
+            self.topics.deadletter, outbox, metrics.tally, redact=lambda raw: redact_payload(raw, privacy)
+        )
         self.stores: dict[int, PartitionStore] = {}
         self.ready = False
         self._generation = 0  # bumped by every rebalance: a fetch from an older one is dropped

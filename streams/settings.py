@@ -8,15 +8,28 @@ Code receives a ``Settings`` instance; nothing else reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.privacy import HASHED_PII_TRAITS, PII_TRAIT_KEYS, trait_key
+
+# Development defaults: usable only with STREAMCDP_ENV=dev (streams.security.check_production_settings).
+DEV_API_TOKEN = "dev-token"
+DEV_PII_HASH_KEY = "dev-only-change-me"
 
 
 class Settings(BaseSettings):
     """Frozen configuration; build it with ``Settings()`` (reads the environment) or with keywords in tests."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMCDP_", frozen=True, extra="ignore")
+
+    env: Literal["dev", "production"] = Field(
+        "production",
+        description="`dev` lets the worker start with the development defaults of `STREAMCDP_API_TOKEN` and "
+        "`STREAMCDP_PII_HASH_KEY` (the demo and the tests set it); `production` refuses them.",
+    )
 
     # --- Kafka -------------------------------------------------------------------------------
     broker_url: str = Field(
@@ -32,6 +45,19 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/data"), description="Where the worker keeps its RocksDB tables.")
     web_port: int = Field(6066, description="Port of the worker's web server (profile API, metrics).")
     web_host: str = Field("127.0.0.1", description="Interface the worker's web server binds to.")
+    web_idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="An HTTP connection that sends no complete request for this long (idle, or half-sent) is closed.",
+    )
+    peer_timeout_s: float = Field(
+        2.0, gt=0, description="Longest wait for another worker's answer to a forwarded profile read."
+    )
+    trusted_peer_url_pattern: str = Field(
+        r"http://127(\.[0-9]{1,3}){3}:[0-9]{1,5}",
+        description="Regular expression a worker's advertised URL must match in full before profile reads are "
+        "forwarded to it (default: http on a 127.x.x.x loopback address).",
+    )
     rocksdb_block_cache_bytes: int = Field(
         64 * 1024 * 1024,
         description="RocksDB block cache per partition store.",
@@ -40,7 +66,8 @@ class Settings(BaseSettings):
     state_cache_keys: int = Field(
         50_000,
         ge=100,
-        description="Decoded keys kept in memory per partition store (beyond it, clean ones are dropped after a flush).",
+        description="Decoded keys kept in memory per partition store "
+        "(beyond it, clean ones are dropped after a flush).",
     )
     commit_interval_s: float = Field(
         0.5,
@@ -81,12 +108,46 @@ class Settings(BaseSettings):
 
     # --- Identity and privacy ------------------------------------------------------------------
     pii_hash_key: str = Field(
-        "dev-only-change-me", description="Secret key of the keyed hash (HMAC-SHA256) of email and phone."
+        DEV_PII_HASH_KEY, description="Secret key of the keyed hash (HMAC-SHA256) of email and phone."
+    )
+    pii_traits: str = Field(
+        ",".join(sorted(PII_TRAIT_KEYS)),
+        description="Personal data keys (compared without case, `_`, `-` and spaces) hashed or dropped from every "
+        "event right after validation: in traits (also nested, e.g. `address.street`), properties and context "
+        "(there `name` stays: product and page names).",
+    )
+    pii_hashed_traits: str = Field(
+        ",".join(sorted(HASHED_PII_TRAITS)),
+        description="Of `STREAMCDP_PII_TRAITS`, the keys kept as keyed hashes (`<key>_hash`) instead of dropped.",
+    )
+    deadletter_keep_pii: bool = Field(
+        False,
+        description="Keep dead letters' original messages unredacted (default: the `STREAMCDP_PII_TRAITS` fields "
+        "of a JSON message are hashed or dropped, as in accepted events).",
+    )
+    deadletter_retention_ms: int = Field(
+        7 * 86_400_000, ge=1, description="`retention.ms` of the dead-letter topic when the project creates it."
+    )
+    changelog_max_compaction_lag_ms: int = Field(
+        86_400_000,
+        ge=1,
+        description="`max.compaction.lag.ms` of the state changelog: an overwritten or deleted value is compacted "
+        "away at most this long (plus one log-cleaner pass) after it was written.",
+    )
+    changelog_delete_retention_ms: int = Field(
+        86_400_000,
+        ge=0,
+        description="`delete.retention.ms` of the state changelog: how long a deletion marker (key only) stays "
+        "after compaction.",
     )
     max_users_per_anonymous_id: int = Field(
         3, description="Over-merge guard: a device linked to more user ids than this stops being re-linked."
     )
-    api_token: str = Field("dev-token", description="Bearer token required to read profiles over HTTP.")
+    api_token: str = Field(
+        DEV_API_TOKEN,
+        description="Bearer token required to read profiles over HTTP; also keys the signatures of the workers' "
+        "internal profile reads.",
+    )
 
     # --- Segments and scores -------------------------------------------------------------------
     segments_file: Path = Field(
@@ -98,7 +159,8 @@ class Settings(BaseSettings):
     audience_min_interval_s: float = Field(
         1.0,
         ge=0.0,
-        description="Segments and scores are re-evaluated at most this often per customer; a burst is evaluated once at its end.",
+        description="Segments and scores are re-evaluated at most this often per customer; "
+        "a burst is evaluated once at its end.",
     )
     audience_backlog_fraction: float = Field(
         0.1,
@@ -133,6 +195,15 @@ class Settings(BaseSettings):
         return {name: tuple(sorted(values)) for name, values in thresholds.items()}
 
     @property
+    def pii_trait_set(self) -> frozenset[str]:
+        """``pii_traits`` parsed and folded like trait names (``core.privacy.trait_key``)."""
+        return _folded_list(self.pii_traits)
+
+    @property
+    def pii_hashed_trait_set(self) -> frozenset[str]:
+        return _folded_list(self.pii_hashed_traits)
+
+    @property
     def broker_bootstrap(self) -> str:
         """The broker list as aiokafka / kafka-python want it: ``host:port[,host:port]``."""
         return ",".join(part.split("://", 1)[-1] for part in self.broker_url.split(";"))
@@ -140,3 +211,7 @@ class Settings(BaseSettings):
     @property
     def controller_port(self) -> int:
         return self.kafka_controller_port or self.kafka_port + 1
+
+
+def _folded_list(text: str) -> frozenset[str]:
+    return frozenset(trait_key(part) for part in text.split(",") if part.strip())

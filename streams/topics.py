@@ -9,6 +9,7 @@ import contextlib
 import logging
 
 from schemas.topics import TopicNames
+from streams.security import privacy_topic_configs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,19 @@ def ensure_topics(settings: Settings) -> list[str]:
     from kafka.errors import TopicAlreadyExistsError
 
     names = topic_names(settings)
+    configs = privacy_topic_configs(settings, names)  # dead-letter retention, changelog compaction bound
     admin = KafkaAdminClient(bootstrap_servers=settings.broker_bootstrap, client_id="streamcdp-admin")
     try:
         existing = set(admin.list_topics())
         missing = [name for name in names.all_declared if name not in existing]
         new_topics = [
-            NewTopic(name=name, num_partitions=settings.topic_partitions, replication_factor=1) for name in missing
+            NewTopic(
+                name=name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=1,
+                topic_configs=configs.get(name, {}),
+            )
+            for name in missing
         ]
         changelog = names.state_changelog(settings.app_id)
         if changelog not in existing:
@@ -40,7 +48,7 @@ def ensure_topics(settings: Settings) -> list[str]:
                     name=changelog,
                     num_partitions=settings.topic_partitions,
                     replication_factor=1,
-                    topic_configs={"cleanup.policy": "compact"},
+                    topic_configs=configs[changelog],
                 )
             )
         if missing:

@@ -1,19 +1,26 @@
 """The worker's HTTP API (aiohttp): health, readiness, Prometheus metrics, segments, and profile reads.
 
-``GET /profiles/{id}`` needs ``Authorization: Bearer <STREAMCDP_API_TOKEN>``. Any worker can be asked:
-the one that does not hold the id's partition answers 307 with the owner's URL (every worker knows the
-partition → web address map from the consumer group's assignment, ``streams.assignor``).
+``GET /profiles/{id}`` needs ``Authorization: Bearer <STREAMCDP_API_TOKEN>``. Any worker can be asked and
+answers itself: when another worker holds the id's partition (every worker knows the partition → web
+address map from the consumer group's assignment, ``streams.assignor``), it fetches the profile from that
+owner over ``GET /internal/profiles/{id}``, signed as ``streams.security`` describes, and only from owners
+whose URL it trusts. Clients never get a redirect, so their token never goes anywhere else.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import time
 from urllib.parse import quote
 
+import aiohttp
 import msgspec
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES
 from core.identity import NO_IDENTITY
@@ -23,7 +30,25 @@ from schemas.codecs import encode_json
 from streams import metrics
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
+from streams.security import (
+    ASSIGNMENT_HEADER,
+    SIGNATURE_HEADER,
+    assignment_tag,
+    internal_signing_key,
+    sign_request,
+    sign_response,
+    trusted_peer,
+    verify_request,
+    verify_response,
+)
+from streams.settings import Settings
 from streams.state_store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+# Key of an internal answer naming the customer a linked id belongs to, whose partition the answering worker
+# does not hold: the asking worker reads that id next.
+LINKED_TO = "linked_to"
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -33,10 +58,13 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 class Api:
     """The views over one runtime's stores."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.audience_policy = runtime.policy.audiences
+        self.session = session  # for reads from the other workers
+        self.signing_key = internal_signing_key(self.settings.api_token)
+        self.trusted_peer_url = re.compile(self.settings.trusted_peer_url_pattern)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -45,6 +73,7 @@ class Api:
             web.get("/metrics", self.prometheus_metrics),
             web.get("/segments", self.segments),
             web.get("/profiles/{customer_id}", self.profile),
+            web.get("/internal/profiles/{customer_id}", self.internal_profile),
         ]
 
     def _authorised(self, request: web.Request) -> bool:
@@ -91,60 +120,126 @@ class Api:
             }
         )
 
-    def _locate(self, key: str, requested: str) -> PartitionStore | web.Response:
-        """The store of ``key``'s partition when this worker holds it; else a 307 to the owner (503: no owner
-        known). The redirect names the id the client asked for, so the owner's answer says it as a local one
-        would."""
-        partition = owning_partition(key.encode(), self.settings.topic_partitions)
-        store = self.runtime.stores.get(partition)
-        if store is not None:
-            return store
-        owner = self.runtime.assignor.owners.get(partition)
-        if owner is None or owner == self.runtime.assignor.web_url:
-            return _json(
-                {"error": f"partition {partition} is not assigned yet"}, status=503, headers={"Retry-After": "1"}
-            )
-        location = f"{owner}/profiles/{quote(key, safe='')}"
-        if requested != key:
-            location += f"?requested_id={quote(requested, safe='')}"
-        return _json({"redirect": location}, status=307, headers={"Location": location})
+    def _store_of(self, key: str) -> PartitionStore | None:
+        return self.runtime.stores.get(owning_partition(key.encode(), self.settings.topic_partitions))
 
-    async def profile(self, request: web.Request) -> web.Response:
-        """A profile by its canonical id or by any id linked to it (anonymous id, earlier user id)."""
-        if not self._authorised(request):
-            return _json({"error": "missing or wrong bearer token"}, status=401)
-        if not self.runtime.ready:  # restoring or rebalancing: a store may be half restored
-            return _json({"error": "worker is restoring or rebalancing"}, status=503, headers={"Retry-After": "1"})
-        requested = request.query.get("requested_id") or request.match_info["customer_id"]
-        key = request.match_info["customer_id"]
-        store = self._locate(key, requested)
-        if isinstance(store, web.Response):
-            return store
+    def _read_local(self, key: str) -> tuple[int, dict]:
+        """What this worker's stores say of ``key``: ``(200, document)``; ``(200, {"linked_to": id})`` when the
+        id is linked to a customer whose partition another worker holds; 404; or 503 when ``key``'s partition
+        is not held here."""
+        store = self._store_of(key)
+        if store is None:
+            return 503, {"error": "partition not held here"}
         identity = store.get(IDENTITIES, key.encode()) or NO_IDENTITY
         if identity.redirect_to is not None:
             key = identity.redirect_to
-            store = self._locate(key, requested)
-            if isinstance(store, web.Response):
-                return store
+            store = self._store_of(key)
+            if store is None:
+                return 200, {LINKED_TO: key}
         profile = store.get(PROFILES, key.encode())
         if profile is None:
-            return _json({"error": f"no profile for id {requested!r}"}, status=404)
+            return 404, {"error": "no profile"}
         document = profile_document(profile, now=time.time())
         catalog = self.audience_policy.definitions.consumables if self.audience_policy is not None else None
         if catalog is not None:
             # Expected next purchase per consumable (the customer's own cadence, else the catalog cycle).
             predictions = predict_replenishment(profile.product_purchases, catalog)
             document["replenishment"] = [msgspec.to_builtins(p) for p in predictions.values()]
-        if key != requested:
+        return 200, document
+
+    async def _read(self, key: str) -> tuple[int, dict]:
+        """``_read_local`` of the worker holding ``key``'s partition: this one, or the owner over a signed
+        internal call (503 while the partition has no owner, or its owner is not trusted or not reachable)."""
+        partition = owning_partition(key.encode(), self.settings.topic_partitions)
+        if partition in self.runtime.stores:
+            return self._read_local(key)
+        owners = self.runtime.assignor.owners
+        owner = owners.get(partition)
+        if owner is None or owner == self.runtime.assignor.web_url:
+            return 503, {"error": f"partition {partition} is not assigned yet"}
+        if not trusted_peer(owner, self.trusted_peer_url, owners, self.runtime.assignor.web_url):
+            log.warning("not forwarding to %r (partition %s): not a trusted peer URL", owner, partition)
+            return 503, {"error": f"the owner of partition {partition} advertises an untrusted URL"}
+        return await self._fetch_from_owner(owner, key, assignment_tag(owners))
+
+    async def _fetch_from_owner(self, owner: str, key: str, assignment: str) -> tuple[int, dict]:
+        path = f"/internal/profiles/{quote(key, safe='')}"
+        signature = sign_request(self.signing_key, path, assignment, time.time())
+        headers = {SIGNATURE_HEADER: signature, ASSIGNMENT_HEADER: assignment}
+        try:
+            async with self.session.get(URL(owner + path, encoded=True), headers=headers, allow_redirects=False) as r:
+                body = await r.read()
+                status, answer_signature = r.status, r.headers.get(SIGNATURE_HEADER, "")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("profile read from %s failed: %r", owner, exc)
+            return 503, {"error": "the partition's owner did not answer"}
+        if not verify_response(self.signing_key, answer_signature, signature, status, body):
+            log.warning("unsigned or wrongly signed answer %s from %s", status, owner)
+            return 503, {"error": "the partition's owner did not answer"}
+        if status not in (200, 404):
+            return 503, {"error": "the partition's owner cannot answer now"}
+        return status, orjson.loads(body)
+
+    async def profile(self, request: web.Request) -> web.Response:
+        """A profile by its canonical id or by any id linked to it (anonymous id, earlier user id), answered by
+        whichever worker is asked: it reads its own stores or asks the owner (never a redirect)."""
+        if not self._authorised(request):
+            return _json({"error": "missing or wrong bearer token"}, status=401)
+        if not self.runtime.ready:  # restoring or rebalancing: a store may be half restored
+            return _json({"error": "worker is restoring or rebalancing"}, status=503, headers={"Retry-After": "1"})
+        requested = key = request.match_info["customer_id"]
+        # The id's partition, then (a linked id held elsewhere) the customer's.
+        for _ in range(2):
+            status, document = await self._read(key)
+            if status != 200 or LINKED_TO not in document:
+                break
+            key = document[LINKED_TO]
+        else:
+            status, document = 503, {"error": "the id's link is changing"}
+        if status == 503:
+            return _json(document, status=503, headers={"Retry-After": "1"})
+        if status == 404:
+            return _json({"error": f"no profile for id {requested!r}"}, status=404)
+        if document.get("customer_id") != requested:  # asked by a linked id
             document["requested_id"] = requested
         return _json(document)
 
+    async def internal_profile(self, request: web.Request) -> web.Response:
+        """Another worker's read of an id in a partition this one holds: ``_read_local``, for a request signed
+        with the internal key and routed by the same assignment; the answer is signed too."""
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        assignment = request.headers.get(ASSIGNMENT_HEADER, "")
+        if not verify_request(self.signing_key, signature, request.raw_path, assignment, time.time()):
+            return _json({"error": "missing or wrong signature"}, status=401)
+        if not self.runtime.ready:
+            status, document = 503, {"error": "worker is restoring or rebalancing"}
+        elif assignment != assignment_tag(self.runtime.assignor.owners):
+            status, document = 503, {"error": "routed by another group generation"}
+        else:
+            status, document = self._read_local(request.match_info["customer_id"])
+        body = encode_json(document)
+        headers = {SIGNATURE_HEADER: sign_response(self.signing_key, signature, status, body)}
+        return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def make_runner(application: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner of a streamcdp HTTP server: a connection that has not sent a complete request within
+    ``web_idle_timeout_s`` (idle keep-alive, or a slow half-sent request) is closed."""
+    return web.AppRunner(application, access_log=None, keepalive_timeout=settings.web_idle_timeout_s)
+
 
 async def start_web(runtime: Runtime) -> web.AppRunner:
-    """Serve the API on ``STREAMCDP_WEB_HOST:STREAMCDP_WEB_PORT``; the caller cleans the runner up."""
+    """Serve the API on ``STREAMCDP_WEB_HOST:STREAMCDP_WEB_PORT``; the caller cleans the runner up (which
+    closes the client session of internal calls too)."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=runtime.settings.peer_timeout_s))
+
+    async def close_session(application: web.Application) -> None:
+        await session.close()
+
     application = web.Application()
-    application.add_routes(Api(runtime).routes())
-    runner = web.AppRunner(application, access_log=None)
+    application.add_routes(Api(runtime, session).routes())
+    application.on_cleanup.append(close_session)
+    runner = make_runner(application, runtime.settings)
     await runner.setup()
     await web.TCPSite(runner, runtime.settings.web_host, runtime.settings.web_port).start()
     return runner

@@ -15,6 +15,7 @@ from agents.pipeline import ProfilePipeline
 from streams import metrics
 from streams.assignor import CoPartitionAssignor
 from streams.runtime import Runtime
+from streams.security import check_production_settings, pii_policy
 from streams.settings import Settings
 from streams.stage_config import contract_limits, stage_policy
 from streams.topics import ensure_topics, topic_names
@@ -35,6 +36,7 @@ def build_runtime(settings: Settings) -> Runtime:
         stage_policy(settings),
         topics=topic_names(settings),
         limits=contract_limits(settings),
+        privacy=pii_policy(settings),
         outbox=outbox,
         tally=metrics.tally,
     )
@@ -109,6 +111,7 @@ async def serve(settings: Settings) -> None:
 def run_worker() -> None:
     """Create the project's topics if needed, then run the worker until SIGTERM / SIGINT."""
     settings = Settings()
+    check_production_settings(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     ensure_topics(settings)

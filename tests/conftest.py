@@ -19,10 +19,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas.topics import TopicNames
 from streams import kafka_local
 from streams.http_probe import http_get
 from streams.settings import Settings
-from streams.topics import TopicNames
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,6 +218,7 @@ def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
             "cart_abandonment_delay_s": 2.0,
             "trigger_scan_interval_s": 0.5,
             "api_token": f"token-{tag}",
+            "env": "dev",  # the workers may use the development PII hash key
             "log_level": "info",
         }
         values.update(overrides)

@@ -2,10 +2,12 @@
 
 Worker A starts alone, worker B joins the same consumer group (its own web port and data directory): the
 co-partitioning assignor splits the four partitions between them, and each ``/readyz`` lists its half.
-A seeded workload is produced and drained; then every identified customer is asked of worker A. A answers
-what it holds itself and sends the rest to B with a 307 whose ``Location`` is B's address (reads here never
-follow redirects on their own, so the 307 is seen); either way the profile equals the generator's truth.
-Linked anonymous ids may take two hops (the anonymous id's owner, then the customer's).
+A seeded workload is produced and drained; then every identified customer (and each linked anonymous id)
+is asked of worker A. A answers every read itself with 200 and the profile, equal to the generator's truth:
+from its own stores, or fetched from B over B's signed ``/internal/profiles`` endpoint — never a redirect
+(reads here do not follow redirects, so a 307 would be seen), so the client's token goes nowhere else. B's
+internal endpoint refuses a read that is not signed, and neither the changelog nor profile-commands holds
+a raw email address or phone number.
 Then B is stopped with SIGTERM: A takes all four partitions back, restores B's half from the changelog
 topic, and answers every profile itself, still equal to the truth.
 """
@@ -33,7 +35,6 @@ DAYS = 10.0
 SETTINGS = dict(topic_partitions=PARTITIONS, cart_abandonment_delay_s=30 * 86400.0)  # no reminders
 ASSIGNMENT_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 180.0
-MAX_HOPS = 3  # answers per read: the worker asked, the anonymous id's owner, the customer's owner
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,9 @@ def get_once(url: str, token: str) -> Answer:
     return Answer(url, response.status, response.getheader("Location"), document)
 
 
-def ask_profile(worker: WorkerProcess, profile_id: str) -> list[Answer]:
-    """``GET /profiles/{id}`` of ``worker``, then of each 307's ``Location``: every answer, the last one final."""
-    answers = [get_once(f"{url_of(worker)}/profiles/{quote(profile_id, safe='')}", worker.api_token)]
-    while answers[-1].status == 307 and len(answers) < MAX_HOPS:
-        location = answers[-1].location
-        assert location is not None, f"307 without Location from {answers[-1].url}"
-        answers.append(get_once(location, worker.api_token))
-    return answers
+def ask_profile(worker: WorkerProcess, profile_id: str) -> Answer:
+    """``GET /profiles/{id}`` of ``worker``, redirects not followed."""
+    return get_once(f"{url_of(worker)}/profiles/{quote(profile_id, safe='')}", worker.api_token)
 
 
 def url_of(worker: WorkerProcess) -> str:
@@ -103,42 +99,53 @@ def make_workload() -> Workload:
     return generate_workload(config)
 
 
-def routing_problems(worker: WorkerProcess, workload: Workload, owner_of: dict[int, str]) -> tuple[list[str], int, int]:
+def routing_problems(worker: WorkerProcess, workload: Workload, owner_of: dict[int, str]) -> tuple[list[str], int]:
     """Ask ``worker`` for every identified customer (and each linked anonymous id); ``owner_of`` maps each
-    partition to the URL that must answer for it. Returns the differences from the truth, how many customer
-    reads were redirected, and how many anonymous-id reads took two redirects."""
+    partition to the URL of the worker that holds it. Returns the differences from the truth and how many
+    customer reads ``worker`` answered with a profile another worker holds."""
     problems: list[str] = []
-    redirected = two_hops = 0
+    forwarded = 0
     for customer in workload.truth["profiles"]:
         user_id = customer["user_id"]
-        answers = ask_profile(worker, user_id)
-        redirected += answers[0].status == 307
-        owner = owner_of[owning_partition(user_id.encode(), PARTITIONS)]
-        route = [(answer.url.split("/profiles/")[0], answer.status) for answer in answers]
+        answer = ask_profile(worker, user_id)
         wanted_status = 404 if customer["deleted"] else 200
-        if owner == url_of(worker):
-            wanted_route = [(owner, wanted_status)]
-        else:
-            wanted_route = [(url_of(worker), 307), (owner, wanted_status)]
-        if route != wanted_route:
-            problems.append(f"{user_id}: route {route}, expected {wanted_route}")
+        if answer.status != wanted_status:
+            problems.append(f"{user_id}: {answer.status} (Location {answer.location}), expected {wanted_status}")
             continue
+        forwarded += owner_of[owning_partition(user_id.encode(), PARTITIONS)] != url_of(worker)
         if customer["deleted"]:
             continue
-        actual = observed_document(answers[-1].document)
+        actual = observed_document(answer.document)
         expected = expected_document(customer)
         if actual != expected:
             problems.append(f"{user_id}: {actual} != truth {expected}")
         for anonymous_id in customer["anonymous_ids"]:
             via = ask_profile(worker, anonymous_id)
-            two_hops += len(via) == 3
-            last = via[-1]
-            if last.status != 200 or last.document["customer_id"] != user_id:
-                seen = [(answer.url, answer.status) for answer in via]
-                problems.append(f"{anonymous_id} of {user_id}: answers {seen}, no profile of {user_id}")
-            elif observed_document(last.document) != actual:
-                problems.append(f"{anonymous_id} of {user_id}: {observed_document(last.document)} != {actual}")
-    return problems, redirected, two_hops
+            if via.status != 200 or via.document["customer_id"] != user_id:
+                problems.append(f"{anonymous_id} of {user_id}: {via.status} (Location {via.location}), no profile")
+            elif via.document.get("requested_id") != anonymous_id:
+                problems.append(f"{anonymous_id} of {user_id}: requested_id {via.document.get('requested_id')!r}")
+            elif observed_document(via.document) != actual:
+                problems.append(f"{anonymous_id} of {user_id}: {observed_document(via.document)} != {actual}")
+    return problems, forwarded
+
+
+def assert_no_raw_contacts(pipeline: Pipeline, workload: Workload) -> None:
+    """No email address or phone number of the generated customers is stored or forwarded raw: neither in
+    the state changelog nor in profile-commands (ingestion hashes them before either is written)."""
+    contacts = [
+        value.encode()
+        for line in workload.lines
+        if line.startswith(b"{") and b'"traits"' in line
+        for value in (orjson.loads(line).get("traits") or {}).values()
+        if isinstance(value, str) and ("@" in value or value.startswith("+"))
+    ]
+    assert contacts, "the workload should carry emails and phone numbers"
+    topics = [pipeline.topics.state_changelog(pipeline.settings.app_id), pipeline.topics.profile_commands]
+    records = [record for topic in topics for record in pipeline.kafka.read(topic, min_count=0, settle_s=3.0)]
+    assert records, "nothing stored"
+    leaked = {contact for contact in set(contacts) for record in records if contact in (record.value or b"")}
+    assert not leaked, f"{len(leaked)} raw contacts in changelog or profile-commands, e.g. {sorted(leaked)[:3]}"
 
 
 def assert_no_problems(problems: list[str], workers: list[WorkerProcess]) -> None:
@@ -159,10 +166,13 @@ def test_two_workers_split_the_partitions_route_reads_and_one_takes_over(make_pi
     sent = produce_raw_lines(pipeline, workload.lines)
     drained_s = wait_until_drained(pipeline, timeout_s=DRAIN_TIMEOUT_S)
     owner_of = {p: url_of(worker_a if p in held_a else worker_b) for p in range(PARTITIONS)}
-    problems, redirected, two_hops = routing_problems(worker_a, workload, owner_of)
+    problems, forwarded = routing_problems(worker_a, workload, owner_of)
     assert_no_problems(problems, [worker_a, worker_b])
     customers = len(workload.truth["profiles"])
-    assert 0 < redirected < customers, f"{redirected} of {customers} reads redirected: both workers should own some"
+    assert 0 < forwarded < customers, f"{forwarded} of {customers} reads forwarded: both workers should own some"
+    assert_no_raw_contacts(pipeline, workload)
+    unsigned = get_once(f"{url_of(worker_b)}/internal/profiles/{quote(workload.truth['profiles'][0]['user_id'])}", "")
+    assert unsigned.status == 401, f"unsigned internal read answered {unsigned.status}"
 
     stopping = time.monotonic()
     worker_b.stop()
@@ -171,11 +181,11 @@ def test_two_workers_split_the_partitions_route_reads_and_one_takes_over(make_pi
     assert held == set(range(PARTITIONS))
     takeover_s = time.monotonic() - stopping
     alone = dict.fromkeys(range(PARTITIONS), url_of(worker_a))
-    problems, redirected_alone, two_hops_alone = routing_problems(worker_a, workload, alone)
+    problems, forwarded_alone = routing_problems(worker_a, workload, alone)
     assert_no_problems(problems, [worker_a, worker_b])
-    assert redirected_alone == two_hops_alone == 0
+    assert forwarded_alone == 0
     print(
         f"\nsplit A {sorted(held_a)} / B {sorted(held_b)} {split_s:.1f} s after B started; {sent} events "
-        f"drained in {drained_s:.1f} s; {customers} customers read through A, {redirected} redirected to B, "
-        f"{two_hops} anonymous ids A → B → A; A alone with all partitions {takeover_s:.1f} s after B's SIGTERM"
+        f"drained in {drained_s:.1f} s; {customers} customers read through A, {forwarded} of them fetched from B; "
+        f"A alone with all partitions {takeover_s:.1f} s after B's SIGTERM"
     )

@@ -18,6 +18,7 @@ from agents.profiles import handle_command
 from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
 from agents.tally import EVENTS_INGESTED, PROFILE_COMMANDS, Tally
 from core.due_index import DueIndex
+from core.privacy import PiiPolicy
 from core.profile import Profile, ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import AbsorbProfile, ApplyEvent, CheckTriggers, LinkIdentity, decode_command, encode_command
@@ -34,6 +35,8 @@ T0 = 1_764_000_000.0
 DELAY = 1800.0  # CartAbandonmentPolicy's default delay
 POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"))
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
+
+PRIVACY = PiiPolicy(hash_key=b"test-secret")
 
 
 def consumer_record(
@@ -136,7 +139,7 @@ def sent_to(outbox: Outbox, topic: str) -> list[tuple[bytes | None, bytes]]:
 def test_a_valid_event_becomes_an_apply_event_keyed_by_its_user_id():
     tally = Tally()
     raw = orjson.dumps(payload(anonymousId="a-1"))
-    key, command = ingest_record(consumer_record(raw), limits=ContractLimits(), tally=tally)
+    key, command = ingest_record(consumer_record(raw), limits=ContractLimits(), privacy=PRIVACY, tally=tally)
     assert key == b"u-1"
     assert isinstance(command, ApplyEvent) and command.hops == 0
     assert (command.event.message_id, command.event.user_id, command.event.anonymous_id) == ("m-1", "u-1", "a-1")
@@ -148,13 +151,15 @@ def test_a_valid_event_becomes_an_apply_event_keyed_by_its_user_id():
 
 def test_an_anonymous_event_is_keyed_by_its_anonymous_id():
     raw = orjson.dumps(payload(userId=..., anonymousId="a-9"))
-    key, _ = ingest_record(consumer_record(raw, key=b"a-9"), limits=ContractLimits(), tally=Tally())
+    key, _ = ingest_record(consumer_record(raw, key=b"a-9"), limits=ContractLimits(), privacy=PRIVACY, tally=Tally())
     assert key == b"a-9"
 
 
 def test_the_routing_id_ignores_the_record_key():
     raw = orjson.dumps(payload(userId="u-7"))
-    key, _ = ingest_record(consumer_record(raw, key=b"something-else"), limits=ContractLimits(), tally=Tally())
+    key, _ = ingest_record(
+        consumer_record(raw, key=b"something-else"), limits=ContractLimits(), privacy=PRIVACY, tally=Tally()
+    )
     assert key == b"u-7"
 
 
@@ -174,7 +179,7 @@ def test_an_invalid_message_raises_its_reason_and_counts_nothing(reason: str, ra
     """The dead letter is the error policy's (``tests/unit/test_streams/test_error_policy.py``)."""
     tally = Tally()
     with pytest.raises(InvalidEvent) as raised:
-        ingest_record(consumer_record(raw), limits=ContractLimits(), tally=tally)
+        ingest_record(consumer_record(raw), limits=ContractLimits(), privacy=PRIVACY, tally=tally)
     assert raised.value.reason == reason and reason in REASONS
     assert tally.take() == ({}, {"event_lag_seconds": []})
 
@@ -182,7 +187,9 @@ def test_an_invalid_message_raises_its_reason_and_counts_nothing(reason: str, ra
 def test_an_oversized_message_is_rejected_by_the_configured_limit():
     raw = orjson.dumps(payload())
     with pytest.raises(InvalidEvent, match="oversized"):
-        ingest_record(consumer_record(raw), limits=ContractLimits(max_event_bytes=len(raw) - 1), tally=Tally())
+        ingest_record(
+            consumer_record(raw), privacy=PRIVACY, limits=ContractLimits(max_event_bytes=len(raw) - 1), tally=Tally()
+        )
 
 
 # --- the pipeline the runtime drives -----------------------------------------------------------------
@@ -190,7 +197,12 @@ def test_an_oversized_message_is_rejected_by_the_configured_limit():
 
 def pipeline(outbox: Outbox | None = None, tally: Tally | None = None) -> ProfilePipeline:
     return ProfilePipeline(
-        POLICY, topics=TOPICS, limits=ContractLimits(), outbox=outbox or Outbox(), tally=tally or Tally()
+        POLICY,
+        topics=TOPICS,
+        limits=ContractLimits(),
+        privacy=PRIVACY,
+        outbox=outbox or Outbox(),
+        tally=tally or Tally(),
     )
 
 

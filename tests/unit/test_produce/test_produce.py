@@ -7,6 +7,7 @@ import io
 import orjson
 import pytest
 
+from schemas.topics import TopicNames
 from streams.produce import (
     ProduceSummary,
     Progress,
@@ -18,7 +19,6 @@ from streams.produce import (
     report,
     route_line,
 )
-from streams.topics import TopicNames
 
 NOW = 1_764_000_000.0
 TOPICS = TopicNames(prefix="t.")

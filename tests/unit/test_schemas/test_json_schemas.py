@@ -15,7 +15,7 @@ from schemas.catalog import (
     MESSAGING_EVENTS,
     PURCHASE_EVENTS,
 )
-from schemas.validation import ContractLimits
+from schemas.validation import MAX_ID_CHARS, ContractLimits
 
 JSON_DIR = Path(__file__).resolve().parents[3] / "schemas" / "json"
 FAMILY_EVENTS = {
@@ -68,3 +68,4 @@ def test_envelope_limits_and_channels_match_the_validator() -> None:
     assert defs["money"]["maximum"] == limits.max_amount
     assert defs["quantity"]["maximum"] == limits.max_quantity
     assert defs["properties"]["properties"]["products"]["maxItems"] == limits.max_array_length
+    assert defs["id"]["maxLength"] == defs["nonEmptyId"]["anyOf"][0]["maxLength"] == MAX_ID_CHARS

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.errors import InvalidEvent
 from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, OTHER, PURCHASE
-from schemas.validation import REASONS, ContractLimits, decode_event, family_of, parse_timestamp
+from schemas.validation import MAX_ID_CHARS, REASONS, ContractLimits, decode_event, family_of, parse_timestamp
 
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 ISO_NOW = "2025-11-24T16:00:00Z"
@@ -28,12 +28,15 @@ def envelope(**fields: object) -> dict:
     return {key: value for key, value in base.items() if value is not ...}
 
 
-def decode(payload: object, limits: ContractLimits = ContractLimits()):
+DEFAULT_LIMITS = ContractLimits()
+
+
+def decode(payload: object, limits: ContractLimits = DEFAULT_LIMITS):
     raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     return decode_event(raw, now=NOW, limits=limits)
 
 
-def reason_of(payload: object, limits: ContractLimits = ContractLimits()) -> str:
+def reason_of(payload: object, limits: ContractLimits = DEFAULT_LIMITS) -> str:
     with pytest.raises(InvalidEvent) as caught:
         decode(payload, limits)
     assert caught.value.reason in REASONS, caught.value.reason
@@ -221,6 +224,16 @@ REJECTED = {
         envelope(anonymousId=[1]),
         envelope(properties={"product_id": {"id": 1}}),
         envelope(type="alias", previousId=2.5),
+        envelope(event="Product Added", properties={"sku": True}),
+    ],
+    "id_too_long": [
+        envelope(messageId="m" * (MAX_ID_CHARS + 1)),
+        envelope(userId="u" * 45_000),
+        envelope(userId=..., anonymousId="a" * (MAX_ID_CHARS + 1)),
+        envelope(type="alias", previousId="p" * (MAX_ID_CHARS + 1)),
+        envelope(properties={"product_id": "p" * (MAX_ID_CHARS + 1)}),
+        envelope(properties={"sku": "s" * (MAX_ID_CHARS + 1)}),
+        envelope(event="Order Completed", properties={"products": [{"product_id": "p", "order_id": "o" * 200}]}),
     ],
     "missing_identity": [envelope(userId=...), envelope(userId="", anonymousId=None)],
     "bad_timestamp": [
@@ -257,6 +270,11 @@ REJECTED = {
         envelope(event="Message Opened", properties={"channel": "pigeon"}),
         envelope(event="Consent Updated", properties={"channel": 3, "granted": True}),
         envelope(type="identify", traits={"preferred_channel": "fax"}),
+        # unhashable values: a set lookup would raise TypeError instead of rejecting the event
+        envelope(event="Message Sent", properties={"channel": []}),
+        envelope(event="Consent Updated", properties={"channel": {"a": 1}, "granted": True}),
+        envelope(type="identify", traits={"preferred_channel": ["email"]}),
+        envelope(type="identify", traits={"preferred_channel": {}}),
     ],
     "bad_value": [
         envelope(type="identify", traits={"email": "nobody"}),
@@ -278,6 +296,12 @@ def test_every_reason_has_a_table() -> None:
 )
 def test_rejections_carry_a_precise_reason(reason: str, payload: object) -> None:
     assert reason_of(payload) == reason
+
+
+def test_ids_up_to_the_limit_are_accepted() -> None:
+    longest = "i" * MAX_ID_CHARS
+    event = decode(envelope(messageId=longest, userId=longest, properties={"product_id": longest}))
+    assert (event.message_id, event.user_id, event.properties["product_id"]) == (longest, longest, longest)
 
 
 def test_limits_are_configurable() -> None:

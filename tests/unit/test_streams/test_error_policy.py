@@ -13,6 +13,7 @@ from fake_kafka import consumer_record
 from agents.ingest import ingest_record
 from agents.outbox import Outbox
 from agents.tally import EVENTS_DEADLETTERED, Tally
+from core.privacy import PiiPolicy
 from schemas.deadletter import PROCESSING_FAILED, UNDECODABLE_COMMAND, DeadLetter
 from schemas.errors import InvalidEvent, UndecodableCommand
 from schemas.validation import REASONS, ContractLimits
@@ -55,7 +56,7 @@ def test_an_invalid_message_is_dead_lettered_with_its_reason_bytes_and_origin(re
     errors = policy()
     record = consumer_record("t1.events.purchase", 3, 1234, b"k-1", raw)
     with pytest.raises(InvalidEvent) as raised:
-        ingest_record(record, limits=ContractLimits(), tally=Tally())
+        ingest_record(record, limits=ContractLimits(), privacy=PiiPolicy(hash_key=b"unit"), tally=Tally())
     errors.on_processing_error(raised.value, record)
     [(topic, key, value, headers)] = errors.outbox.records
     assert (topic, key, headers) == (DEADLETTER, b"k-1", [("reason", reason.encode())])

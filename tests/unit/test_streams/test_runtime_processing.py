@@ -20,6 +20,7 @@ from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
 from agents.tables import IDENTITIES, PROFILES
 from agents.tally import Tally
+from core.privacy import PiiPolicy
 from core.profile import ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import CheckTriggers, encode_command
@@ -69,7 +70,13 @@ def build_runtime(tmp_path: Path, pipeline_type: type[ProfilePipeline] = Profile
     calls: list[str] = []
     outbox = Outbox()
     stages = pipeline_type(
-        POLICY, topics=topic_names(settings), limits=ContractLimits(), outbox=outbox, tally=Tally(), **failures
+        POLICY,
+        topics=topic_names(settings),
+        limits=ContractLimits(),
+        privacy=PiiPolicy(hash_key=b"unit"),
+        outbox=outbox,
+        tally=Tally(),
+        **failures,
     )
     return Runtime(
         settings,
