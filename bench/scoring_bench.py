@@ -13,12 +13,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.generator import WorkloadConfig, generate_workload
-from core.profile import Profile, apply_event
+from core.profile.apply import apply_event
 from core.scoring import compute_features, load_models, score_profile
 from core.segment_defs import load_definitions
 from core.segment_eval import evaluate_segments, next_time_change
 from core.segment_fields import profile_view
 from core.training import ReplayStats, customer_of, decode_lines, identity_map
+from schemas.profile import Profile
 
 
 def replayed_profiles(customers: int = 200, days: float = 60.0) -> tuple[list[Profile], float]:

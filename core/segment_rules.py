@@ -300,7 +300,7 @@ TIME_SOURCES: Mapping[str, tuple[str, ...]] = {
     "product_purchase": ("product_purchases",),
 }
 try:
-    from core.profile import DEFAULT_TRAIT_POLICY as _TRAITS
+    from core.profile.policy import DEFAULT_POLICY as _TRAITS
 
     AFFINITY_HALF_LIFE_S = float(_TRAITS.affinity_half_life_s)
 except (ImportError, AttributeError):

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, InvalidEvent
-from core.profile import Profile, apply_event
+from core.profile.apply import apply_event
 from core.scoring import CHURN_60D, FEATURES, PURCHASE_7D, LogisticModel, PropensityModels, compute_features
 from schemas.events import Event
+from schemas.profile import Profile
 from schemas.validation import ContractLimits, decode_event
 
 DAY_S = 86400.0

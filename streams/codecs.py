@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from core.identity import NO_IDENTITY, KeyIdentity
-from core.profile import Profile
+from schemas.profile import Profile
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _profile_decoder = msgspec.msgpack.Decoder(Profile)

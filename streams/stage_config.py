@@ -8,7 +8,7 @@ The runtime and the web views share the one instance the worker builds.
 from __future__ import annotations
 
 from core.audiences import AudiencePolicy
-from core.profile import ProfilePolicy
+from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
 from core.scoring import load_models
 from core.segment_defs import load_definitions

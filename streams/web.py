@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.identity import NO_IDENTITY
-from core.profile import profile_document
+from core.profile.document import profile_document
 from core.replenishment import predict_replenishment
 from streams import metrics
 from streams.codecs import encode_json

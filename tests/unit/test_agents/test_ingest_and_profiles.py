@@ -16,10 +16,11 @@ from agents.clock import due_commands, rebuild_due_index, stale_audience_command
 from agents.ingest import ingest_record
 from agents.profiles import handle_command
 from core.due_index import DueIndex
-from core.profile import Profile, ProfilePolicy
+from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import AbsorbProfile, ApplyEvent, CheckTriggers, LinkIdentity, decode_command, encode_command
 from schemas.deadletter import DeadLetter
+from schemas.profile import Profile
 from schemas.validation import REASONS, ContractLimits, decode_event
 from streams.outbox import Outbox
 from streams.settings import Settings

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.profile import Affinity, CartItem, Profile
 from core.segment_defs import load_definitions
 from core.segment_eval import evaluate_segments, next_time_change
 from core.segment_fields import build_catalog, profile_view
@@ -27,6 +26,7 @@ from core.segment_rules import (
     evaluate_node,
     time_atoms,
 )
+from schemas.profile import Affinity, CartItem, Profile
 
 DAY = 86400.0
 T0 = 1_700_000_000.0

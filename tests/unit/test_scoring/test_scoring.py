@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import ConfigError
-from core.profile import Affinity, CartItem, Profile
 from core.scoring import (
     CHURN_60D,
     FEATURES,
@@ -25,6 +24,7 @@ from core.scoring import (
     score_profile,
     sigmoid,
 )
+from schemas.profile import Affinity, CartItem, Profile
 
 DAY = 86400.0
 T0 = 1_700_000_000.0

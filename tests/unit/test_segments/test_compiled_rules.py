@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.profile import Affinity, CartItem, Profile
 from core.scoring import load_models, score_profile
 from core.segment_defs import load_definitions, parse_definitions
 from core.segment_eval import evaluate_segments, explain_segments
 from core.segment_fields import build_catalog, profile_view
 from core.segment_rules import Context, breakpoints, compile_node, compile_rule, evaluate_node, referenced_fields
+from schemas.profile import Affinity, CartItem, Profile
 
 DAY = 86400.0
 T0 = 1_700_000_000.0

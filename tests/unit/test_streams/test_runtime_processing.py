@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 import streams.runtime as runtime_module
-from core.profile import ProfilePolicy
+from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.deadletter import PROCESSING_FAILED
 from streams.partitioning import InPlaceRouting, owning_partition

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.identity import KeyIdentity
-from core.profile import Profile
+from schemas.profile import Profile
 from streams.state_store import PartitionStore, StoreOptions, Table
 from streams.tables import ALL_TABLES, IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
 
