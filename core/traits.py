@@ -258,8 +258,8 @@ _TRAIT_LIST = (
         _MAP_OF_NUMBERS,
         ("category_affinity",),
         decayed_affinity,
-        "Category affinity as of now (a view adds 1, a list view 0.5, an add to cart 3, a purchase 5; "
-        "halves every `affinity_half_life_s`), strongest first. API key: `category_affinity`.",
+        "Category affinity as of now: views, adds to cart and purchases add weight (`ProfilePolicy.affinity_*`), "
+        "halving every `affinity_half_life_s`; strongest first.",
         uses_now=True,
         document_key="category_affinity",
     ),

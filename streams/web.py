@@ -129,7 +129,7 @@ class Api:
         profile = store.get(PROFILES, key.encode())
         if profile is None:
             return _json({"error": f"no profile for id {requested!r}"}, status=404)
-        document = profile_document(profile, now=time.time())
+        document = profile_document(profile, now=time.time(), policy=self.runtime.policy.profile)
         catalog = self.audience_policy.definitions.consumables if self.audience_policy is not None else None
         if catalog is not None:
             # Expected next purchase per consumable (the customer's own cadence, else the catalog cycle).
