@@ -234,6 +234,12 @@ _MISSING = object()
 
 def read_path(view: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """The value at ``path`` in a profile view, or None; projects over lists of records."""
+    if len(path) == 1 and view.__class__ is dict:  # a top-level key (a trait's time, for one): most reads
+        value = view.get(path[0], _MISSING)
+        if value is not _MISSING:
+            return value
+        derived = DERIVED_FIELDS.get(path[0])
+        return None if derived is None else derived[1](view)
     if len(path) == 1 and path[0] not in view and path[0] in DERIVED_FIELDS:
         return DERIVED_FIELDS[path[0]][1](view)
     current: Any = view

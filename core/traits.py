@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from core.field_types import ANY_TYPE, MAP, NUMBER_TYPE, STRING_TYPE, FieldType
 from core.profile.affinity import decay
 from core.profile.policy import DAY_S, DEFAULT_POLICY, ProfilePolicy
@@ -72,9 +74,9 @@ def _is_mapping(cls: type) -> bool:
 
 def field_of(obj: Any, name: str, default: Any = None) -> Any:
     """A field of a record (``Profile``, ``CartItem``) or of its dict view: the one reader for both."""
-    if _is_mapping(type(obj)):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+    if isinstance(obj, msgspec.Struct) or not _is_mapping(type(obj)):  # the record first: the hot path
+        return getattr(obj, name, default)
+    return obj.get(name, default)
 
 
 def days_between(at: Any, now: float) -> float | None:
@@ -188,20 +190,20 @@ def preferred_sizes(profile: Any, now: float = 0.0, policy: ProfilePolicy = DEFA
     }
 
 
-def _cart_quantities(profile: Any) -> Iterator[tuple[int, int]]:
-    """``(quantity, price)`` of each cart item, negatives counted as 0."""
-    for item in field_of(profile, "cart", None) or ():
-        yield max(0, int(field_of(item, "quantity", 0) or 0)), max(0, int(field_of(item, "price", 0) or 0))
+# Cart items count with their quantity and price, negatives (bad input) as 0.
 
 
 def cart_value(profile: Any, now: float = 0.0, policy: ProfilePolicy = DEFAULT_POLICY) -> int:
     """What the cart is worth: Σ quantity × price, in minor units."""
-    return sum(quantity * price for quantity, price in _cart_quantities(profile))
+    return sum(
+        max(0, int(field_of(item, "quantity", 0) or 0)) * max(0, int(field_of(item, "price", 0) or 0))
+        for item in field_of(profile, "cart", None) or ()
+    )
 
 
 def cart_size(profile: Any, now: float = 0.0, policy: ProfilePolicy = DEFAULT_POLICY) -> int:
     """How many items the cart holds: Σ quantity."""
-    return sum(quantity for quantity, _ in _cart_quantities(profile))
+    return sum(max(0, int(field_of(item, "quantity", 0) or 0)) for item in field_of(profile, "cart", None) or ())
 
 
 # The identify traits as the API shows them: known traits by name, custom ones as ``custom.<name>``.
