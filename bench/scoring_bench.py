@@ -1,6 +1,6 @@
 """Cost per profile of scoring and of segment evaluation, in microseconds (``python bench/scoring_bench.py``).
 
-Profiles come from replaying a small generated workload through ``core.profile.apply_event``, so they
+Profiles come from replaying a small generated workload through ``core.profile.apply.apply_event``, so they
 have realistic carts, affinities, order histories and event counts.
 """
 
@@ -55,7 +55,7 @@ def main() -> None:
             profiles,
             20,
         ),
-        ("profile_view (to_builtins + profile_document)", lambda p: profile_view(p, now=now), profiles, 5),
+        ("profile_view (JSON round trip + traits)", lambda p: profile_view(p, now=now), profiles, 5),
         (
             "evaluate_segments on a ready view (21 rules)",
             lambda v: evaluate_segments(definitions, v, now=now),
