@@ -31,7 +31,7 @@ import orjson
 from core.errors import ConfigError
 from core.profile.affinity import decay
 from core.profile.policy import DEFAULT_POLICY, ProfilePolicy
-from core.traits import TRAITS, stored_affinities
+from core.traits import TRAITS, is_mapping_type, stored_affinities
 
 DAY_S = 86400.0
 PURCHASE_7D = "purchase_7d"
@@ -71,15 +71,9 @@ _DAYS_SINCE_LAST_SEEN = TRAITS["days_since_last_seen"].fn
 _DAYS_SINCE_FIRST_SEEN = TRAITS["days_since_first_seen"].fn
 
 
-@functools.cache
-def _is_mapping(cls: type) -> bool:
-    # Once per type: an ABC isinstance check per field read was a noticeable share of scoring.
-    return issubclass(cls, Mapping)
-
-
 def _reader(obj: Any) -> Callable[[str, Any], Any]:
     """``lambda name, default: <field of the record or view>``, with the record-or-view choice made once."""
-    if _is_mapping(type(obj)):
+    if is_mapping_type(type(obj)):
         return obj.get
     return lambda name, default=None: getattr(obj, name, default)
 

@@ -20,11 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from core.field_types import ANY_TYPE, MAP, NUMBER_TYPE, STRING_TYPE, FieldType
 from core.profile.affinity import decay
 from core.profile.policy import DAY_S, DEFAULT_POLICY, ProfilePolicy
+from schemas.profile import CartItem, Profile
 
 # Where ``profile_document`` shows a trait.
 COMPUTED = "computed"  # in the document's "computed" section
@@ -67,20 +66,29 @@ DEPRECATED_NAMES: Mapping[str, str] = {"aov": "average_order_value"}
 
 
 @functools.cache
-def _is_mapping(cls: type) -> bool:
-    # Once per type: an ABC isinstance check per field read would cost more than the trait itself.
+def is_mapping_type(cls: type) -> bool:
+    """Whether ``cls`` is a mapping (a view) rather than a record; cached: an ABC isinstance check per field
+    read would cost more than the trait itself."""
     return issubclass(cls, Mapping)
+
+
+_RECORD_TYPES = frozenset({Profile, CartItem})  # checked first: these reads are on the hot path
 
 
 def field_of(obj: Any, name: str, default: Any = None) -> Any:
     """A field of a record (``Profile``, ``CartItem``) or of its dict view: the one reader for both."""
-    if isinstance(obj, msgspec.Struct) or not _is_mapping(type(obj)):  # the record first: the hot path
+    cls = obj.__class__
+    if cls in _RECORD_TYPES:
         return getattr(obj, name, default)
-    return obj.get(name, default)
+    if cls is dict or is_mapping_type(cls):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
 
 
 def days_between(at: Any, now: float) -> float | None:
     """Days from time ``at`` to ``now`` (never negative); None when ``at`` is missing, 0 or not a number."""
+    if at.__class__ is float and at > 0:  # a stored time: the common case first
+        return max(0.0, (now - at) / DAY_S)
     if at is None or isinstance(at, bool) or not isinstance(at, (int, float)) or at <= 0:
         return None
     return max(0.0, (now - at) / DAY_S)
@@ -165,7 +173,7 @@ def stored_affinities(profile: Any) -> Iterator[tuple[str, float, float]]:
     for category, entry in stored.items():
         if isinstance(entry, (list, tuple)):
             value, at = (entry[0], entry[1]) if len(entry) == 2 else (None, None)
-        elif _is_mapping(type(entry)):
+        elif is_mapping_type(type(entry)):
             value, at = entry.get("value"), entry.get("at")
         else:
             value, at = getattr(entry, "value", None), getattr(entry, "at", None)
