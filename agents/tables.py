@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from agents.store import Table
 from core.identity import NO_IDENTITY, KeyIdentity
-from core.profile import Profile
 from schemas.codecs import decode_float, encode_float, encode_msgpack, msgpack_decoder
+from schemas.profile import Profile
 
 _decode_profile = msgpack_decoder(Profile)
 _decode_identity = msgpack_decoder(KeyIdentity)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.profile import ProfilePolicy, apply_event
+from core.profile.apply import apply_event
+from core.profile.policy import ProfilePolicy
 from core.profile_stage import KeyState, StagePolicy, step_key
 from schemas.commands import ApplyEvent
 from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, PURCHASE, Event

@@ -1,6 +1,6 @@
 """Cost per profile of scoring and of segment evaluation, in microseconds (``python bench/scoring_bench.py``).
 
-Profiles come from replaying a small generated workload through ``core.profile.apply_event``, so they
+Profiles come from replaying a small generated workload through ``core.profile.apply.apply_event``, so they
 have realistic carts, affinities, order histories and event counts.
 """
 
@@ -12,13 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.profile import Profile, apply_event
+from core.profile.apply import apply_event
 from core.rules.definitions import load_definitions
 from core.scoring import compute_features, load_models, score_profile
 from core.segment_eval import evaluate_segments, next_time_change
 from core.segment_fields import profile_view
 from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
+from schemas.profile import Profile
 
 
 def replayed_profiles(customers: int = 200, days: float = 60.0) -> tuple[list[Profile], float]:
@@ -54,7 +55,7 @@ def main() -> None:
             profiles,
             20,
         ),
-        ("profile_view (to_builtins + profile_document)", lambda p: profile_view(p, now=now), profiles, 5),
+        ("profile_view (JSON round trip + traits)", lambda p: profile_view(p, now=now), profiles, 5),
         (
             "evaluate_segments on a ready view (21 rules)",
             lambda v: evaluate_segments(definitions, v, now=now),

@@ -24,12 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.audiences import refresh_audiences
-from core.profile import Profile
 from core.profile_stage import KeyState, StagePolicy, step_key
 from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 from schemas.commands import ApplyEvent
 from schemas.events import Event
+from schemas.profile import Profile
 from streams.settings import Settings
 from streams.stage_config import stage_policy
 

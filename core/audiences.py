@@ -22,11 +22,12 @@ from functools import cached_property
 
 import msgspec
 
-from core.profile import Profile
+from core.profile.policy import DEFAULT_POLICY, ProfilePolicy
 from core.rules.definitions import SegmentDefinitions
 from core.scoring import PropensityModels, score_crossings, score_profile
 from core.segment_eval import evaluate_segments, next_time_change, segment_changes
 from core.segment_fields import profile_view
+from schemas.profile import Profile
 from schemas.segments import AudienceChange, ScoreCrossed
 
 SCORE_DECIMALS = 4  # scores are stored rounded: noise below this must not rewrite the profile
@@ -67,19 +68,25 @@ class AudienceUpdate:
     changes: tuple[AudienceChange, ...] = ()
 
 
-def _scores(profile: Profile, now: float, policy: AudiencePolicy) -> dict[str, float]:
+def _scores(profile: Profile, now: float, policy: AudiencePolicy, profile_policy: ProfilePolicy) -> dict[str, float]:
     if policy.models is None:
         return dict(profile.scores)
     # Scored from the record itself (``compute_features`` reads a record or its view alike).
-    raw = score_profile(policy.models, profile, now=now)
+    raw = score_profile(policy.models, profile, now=now, policy=profile_policy)
     return {name: round(value, SCORE_DECIMALS) for name, value in raw.items()}
 
 
-def refresh_audiences(profile: Profile, *, now: float, policy: AudiencePolicy) -> AudienceUpdate:
-    """``profile`` with current scores and segments at ``now``, and the changes to publish."""
-    scores = _scores(profile, now, policy)
+def refresh_audiences(
+    profile: Profile, *, now: float, policy: AudiencePolicy, profile_policy: ProfilePolicy = DEFAULT_POLICY
+) -> AudienceUpdate:
+    """``profile`` with current scores and segments at ``now``, and the changes to publish.
+
+    ``profile_policy``: what the computed traits decide by (``StagePolicy.profile``: the affinity half-life
+    of the scores and of the rule view, the RFM and lifecycle thresholds).
+    """
+    scores = _scores(profile, now, policy, profile_policy)
     # Only the fields the rules read: rendering the whole profile for every event is most of the cost.
-    view = profile_view(profile, now=now, fields=policy.view_fields)
+    view = profile_view(profile, now=now, fields=policy.view_fields, policy=profile_policy)
     view["scores"] = scores
     segments = evaluate_segments(policy.definitions, view, now=now)
     before_segments = frozenset(profile.segments)

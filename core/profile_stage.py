@@ -38,10 +38,12 @@ from core.identity import (
     decide_unlink,
     flattening_links,
     links_revealed,
-    merge_profiles,
     with_linked_ids,
 )
-from core.profile import MAX_ABSORBED_IDS, Profile, ProfilePolicy, apply_event, capped_append, new_profile
+from core.profile.apply import apply_event, new_profile
+from core.profile.bounded import capped_append
+from core.profile.merge import merge_profiles
+from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
 from core.triggers import CartAbandonmentPolicy, Trigger, cart_reminder_due_at, decide_cart_abandonment, record_trigger
 from schemas.commands import (
     AbsorbProfile,
@@ -52,6 +54,7 @@ from schemas.commands import (
     ProfileCommand,
     UnlinkIdentity,
 )
+from schemas.profile import Profile
 from schemas.segments import AudienceChange, SegmentChange
 
 DELETION_REQUESTED = "Deletion Requested"
@@ -189,7 +192,7 @@ def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy
         # A replay after a crash: the profile write may have reached the changelog while the links it
         # asked for did not. Links are idempotent at the alias's key, so ask for them again.
         relinks = links_revealed(profile, event, again=True)
-        return _result(state, state, policy, notes=(DUPLICATE,), forwards=tuple((l.alias, l) for l in relinks))
+        return _result(state, state, policy, notes=(DUPLICATE,), forwards=tuple((link.alias, link) for link in relinks))
     links = links_revealed(updated, event)
     if links:
         updated = with_linked_ids(updated, [link.alias for link in links])
@@ -213,7 +216,7 @@ def _absorb(state: KeyState, command: AbsorbProfile, policy: StagePolicy) -> Ste
     profile = state.profile or new_profile(state.key)
     if command.absorb_id in profile.absorbed_ids:
         return _result(state, state, policy, notes=(ABSORB_DUPLICATE,))
-    merged = merge_profiles(profile, command.absorbed, half_life_s=policy.profile.affinity_half_life_s)
+    merged = merge_profiles(profile, command.absorbed, policy=policy.profile)
     merged = msgspec.structs.replace(
         merged, absorbed_ids=capped_append(merged.absorbed_ids, command.absorb_id, MAX_ABSORBED_IDS)
     )
@@ -281,7 +284,7 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
     if must_refresh or result.profile_changed:
         next_refresh = profile.audience_refreshed_at + _refresh_interval(command, now, policy)
         if must_refresh or at >= next_refresh:
-            update = refresh_audiences(profile, now=at, policy=audiences)
+            update = refresh_audiences(profile, now=at, policy=audiences, profile_policy=policy.profile)
             changes = update.changes
             changes_were_computed = True
             refreshed = msgspec.structs.replace(update.profile, audience_refreshed_at=at)

@@ -28,6 +28,9 @@ from typing import Any
 
 import orjson
 
+from core.profile.affinity import decay
+from core.profile.policy import DEFAULT_POLICY, ProfilePolicy
+from core.traits import TRAITS, is_mapping_type, stored_affinities
 from schemas.errors import ConfigError
 
 DAY_S = 86400.0
@@ -37,7 +40,6 @@ AFFINITY_PREFIX = "affinity."
 MODEL_NAMES = (PURCHASE_7D, CHURN_60D)
 DEFAULT_MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "propensity-v1.json"
 NEVER_DAYS = 400.0  # recency of something that never happened (beyond the profile's horizon)
-AFFINITY_HALF_LIFE_S = 14 * DAY_S
 AFFINITY_PRIOR = 1.0  # affinity "of nothing else": keeps one weak signal from scoring 1.0
 
 FEATURES: tuple[str, ...] = (
@@ -62,22 +64,16 @@ FEATURES: tuple[str, ...] = (
 )
 
 
-@functools.cache
-def _is_mapping(cls: type) -> bool:
-    # Once per type: an ABC isinstance check per field read was a noticeable share of scoring.
-    return issubclass(cls, Mapping)
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """A field of a profile record or of its dict view (the same resolver for both)."""
-    if _is_mapping(type(obj)):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+# The traits features are made of (``core.traits``: the same values the API and the rules see).
+_AVERAGE_ORDER_VALUE = TRAITS["average_order_value"].fn
+_CART_VALUE = TRAITS["cart_value"].fn
+_DAYS_SINCE_LAST_SEEN = TRAITS["days_since_last_seen"].fn
+_DAYS_SINCE_FIRST_SEEN = TRAITS["days_since_first_seen"].fn
 
 
 def _reader(obj: Any) -> Callable[[str, Any], Any]:
-    """``lambda name, default: _get(obj, name, default)``, with the record-or-view choice made once."""
-    if _is_mapping(type(obj)):
+    """``lambda name, default: <field of the record or view>``, with the record-or-view choice made once."""
+    if is_mapping_type(type(obj)):
         return obj.get
     return lambda name, default=None: getattr(obj, name, default)
 
@@ -86,6 +82,11 @@ def _days_since(at: Any, now: float) -> float:
     if isinstance(at, bool) or not isinstance(at, (int, float)) or at <= 0:
         return NEVER_DAYS
     return min(NEVER_DAYS, max(0.0, (now - at) / DAY_S))
+
+
+def _capped_days(days: float | None) -> float:
+    """An age trait's value as a feature: "never" (None) and anything older count as ``NEVER_DAYS``."""
+    return NEVER_DAYS if days is None else min(NEVER_DAYS, days)
 
 
 def _log1p(value: float) -> float:
@@ -106,7 +107,12 @@ def _engagement_rates(engagement: Any) -> tuple[float, float]:
 
 
 def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
-    """The feature vector (in ``FEATURES`` order) of a profile record or view at ``now``."""
+    """The feature vector (in ``FEATURES`` order) of a profile record or view at ``now``.
+
+    ``log_days_since_order`` counts from ``last_order_at`` (the latest order placed, refunded or not), as
+    the committed model was trained; the trait ``days_since_last_order`` (net of refunds) would need a
+    retrained model.
+    """
     get = _reader(profile)
     orders = max(0, int(get("orders", 0) or 0))
     revenue = max(0, int(get("revenue", 0) or 0))
@@ -114,14 +120,11 @@ def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
     last_view = event_last_at.get("Product Viewed") if isinstance(event_last_at, Mapping) else None
     days_since_view = _days_since(last_view, now)
     cart = get("cart", ()) or ()
-    cart_value = sum(
-        max(0, int(_get(item, "quantity", 0) or 0)) * max(0, int(_get(item, "price", 0) or 0)) for item in cart
-    )
     last_order_at = get("last_order_at", 0.0) if orders else 0.0
     checkout_at = get("last_checkout_at", 0.0) or 0.0
     open_rate, click_rate = _engagement_rates(get("engagement", None))
     order_times = get("order_times", ()) or ()
-    first_seen = get("first_seen", 0.0)
+    tenure_days = _DAYS_SINCE_FIRST_SEEN(profile, now, DEFAULT_POLICY)
     if len(order_times) >= 2:
         mean_gap_days = max(1.0 / 24, (order_times[-1] - order_times[0]) / (len(order_times) - 1) / DAY_S)
     else:
@@ -131,16 +134,16 @@ def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
         1.0 if orders else 0.0,
         _log1p(orders),
         _log1p(revenue / 100.0),
-        _log1p(revenue / orders / 100.0) if orders else 0.0,
+        _log1p(_AVERAGE_ORDER_VALUE(profile, now, DEFAULT_POLICY) / 100.0) if orders else 0.0,
         _log1p(days_since_order),
-        _log1p(_days_since(get("last_seen", 0.0), now)),
-        _log1p(_days_since(first_seen, now)) if first_seen else 0.0,
+        _log1p(_capped_days(_DAYS_SINCE_LAST_SEEN(profile, now, DEFAULT_POLICY))),
+        _log1p(_capped_days(tenure_days)) if tenure_days is not None else 0.0,
         _log1p(float(get("event_count", 0) or 0)),
         _log1p(float(get("sessions", 0) or 0)),
         1.0 if days_since_view < 7 else 0.0,
         _log1p(days_since_view),
         1.0 if cart else 0.0,
-        _log1p(cart_value / 100.0),
+        _log1p(_CART_VALUE(profile, now, DEFAULT_POLICY) / 100.0),
         1.0 if checkout_at and checkout_at > (last_order_at or 0.0) else 0.0,
         open_rate,
         click_rate,
@@ -151,7 +154,7 @@ def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
 
 def sigmoid(z: float) -> float:
     """The logistic function, safe for any finite or infinite z; always within [0, 1]."""
-    if z != z:  # NaN: no information
+    if math.isnan(z):  # no information
         return 0.5
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-min(z, 700.0)))
@@ -285,35 +288,34 @@ def load_models(path: str | Path | None = None) -> PropensityModels:
     return parse_models(data, source=str(path))
 
 
-def category_affinity_scores(profile: Any, *, now: float) -> dict[str, float]:
+def category_affinity_scores(profile: Any, *, now: float, policy: ProfilePolicy = DEFAULT_POLICY) -> dict[str, float]:
     """Per category, the share of the profile's time-decayed affinity: in [0, 1], summing to < 1.
 
-    ``AFFINITY_PRIOR`` acts as an "anything else" category, so a single weak signal does not score 1.0.
+    Affinities decay with ``policy.affinity_half_life_s``, as everywhere else. ``AFFINITY_PRIOR`` acts as
+    an "anything else" category, so a single weak signal does not score 1.0.
     """
-    stored = _get(profile, "category_affinity", {}) or {}
-    decayed: dict[str, float] = {}
-    for category, entry in stored.items():
-        if isinstance(entry, (list, tuple)):  # the view's [value, at]
-            value, at = entry[0], entry[1]
-        elif _is_mapping(type(entry)):
-            value, at = entry.get("value"), entry.get("at")
-        else:  # the record's Affinity
-            value, at = getattr(entry, "value", None), getattr(entry, "at", None)
-        if not isinstance(value, (int, float)) or not isinstance(at, (int, float)) or value <= 0:
-            continue
-        decayed[category] = value if now <= at else value * math.pow(0.5, (now - at) / AFFINITY_HALF_LIFE_S)
+    half_life_s = policy.affinity_half_life_s
+    decayed = {
+        category: decay(value, at, now, half_life_s) for category, value, at in stored_affinities(profile) if value > 0
+    }
     total = sum(decayed.values()) + AFFINITY_PRIOR
     return {category: value / total for category, value in decayed.items()}
 
 
 def score_profile(
-    models: PropensityModels, profile: Any, *, now: float, with_affinity: bool = True
+    models: PropensityModels,
+    profile: Any,
+    *,
+    now: float,
+    with_affinity: bool = True,
+    policy: ProfilePolicy = DEFAULT_POLICY,
 ) -> dict[str, float]:
-    """Every score of a profile at ``now``: the models' probabilities and ``affinity.<category>`` shares."""
+    """Every score of a profile at ``now``: the models' probabilities and ``affinity.<category>`` shares
+    (decaying with ``policy.affinity_half_life_s``)."""
     features = compute_features(profile, now=now)
     scores = {name: model.probability(features) for name, model in models.models.items()}
     if with_affinity:
-        for category, share in category_affinity_scores(profile, now=now).items():
+        for category, share in category_affinity_scores(profile, now=now, policy=policy).items():
             scores[AFFINITY_PREFIX + category] = share
     return scores
 

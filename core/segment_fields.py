@@ -1,9 +1,9 @@
 """Which profile fields segment rules may name, their types, and how a rule reads them from a profile.
 
-The catalog follows the profile as it grows: it is derived from the real ``core.profile.Profile`` type
-(``msgspec.inspect.type_info``) plus the keys ``profile_document`` adds (discovered by rendering an empty
-profile) plus the derived fields declared here. Rules read a *view* of the profile: the dict from
-``profile_document(profile, now=...)`` when that exists, else ``msgspec.to_builtins(profile)``.
+The catalog follows the profile as it grows: it is derived from the stored ``schemas.profile.Profile``
+type (``msgspec.inspect.type_info``) plus the computed traits of ``core.traits`` (``TRAITS``: each
+trait's type, the stored fields it reads, and whether it is an age field). Rules read a *view* of the
+profile: the record's fields (its JSON form) plus the traits, computed at the view's ``now``.
 
 Paths are tuples of names and keys: ``("traits", "country")``, ``("scores", "purchase_7d")``,
 ``("cart", "category")`` (a field of every item of a list of records: projects to a list).
@@ -20,72 +20,45 @@ from typing import Any
 
 import msgspec
 
-NUMBER = "number"
-STRING = "string"
-BOOL = "bool"
-LIST = "list"
-MAP = "map"
-STRUCT = "struct"
-ANY = "any"
-NULL = "null"
+from core.field_types import (
+    ANY,
+    ANY_TYPE,
+    BOOL,
+    BOOL_TYPE,
+    LIST,
+    MAP,
+    NULL,
+    NUMBER,
+    NUMBER_TYPE,
+    STRING,
+    STRING_TYPE,
+    STRUCT,
+    FieldType,
+)
+from core.profile.policy import DAY_S, DEFAULT_POLICY, ProfilePolicy
+from core.traits import DEPRECATED_NAMES, TRAITS, Trait
+from schemas.profile import Profile
 
-DAY_S = 86400.0
-
-
-@dataclass(frozen=True)
-class FieldType:
-    """The static type of a field: a kind, the item type of a list or map, the fields of a record."""
-
-    kind: str
-    item: FieldType | None = None
-    fields: Mapping[str, FieldType] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        if self.kind in (LIST, MAP) and self.item is not None and self.item.kind != ANY:
-            return f"{self.kind} of {self.item.describe()}"
-        return self.kind
+# Age fields are time-driven: their value grows with ``now``; rules compile them to ``days_since(<field>)``,
+# the field (stored or a trait) holding the time they count from.
+AGE_FIELDS: Mapping[str, str] = {trait.name: trait.age_of for trait in TRAITS.values() if trait.age_of is not None}
 
 
-ANY_TYPE = FieldType(ANY)
-NUMBER_TYPE = FieldType(NUMBER)
-STRING_TYPE = FieldType(STRING)
-BOOL_TYPE = FieldType(BOOL)
+def _read_from_view(trait: Trait) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda view: trait.fn(view, 0.0, DEFAULT_POLICY)  # ``now`` and the policy are unused: not uses_now
 
 
-# Fields computed from the profile that a rule may name even if ``profile_document`` does not add them.
-# Age fields are time-driven: their value grows with ``now``; rules compile them to ``days_since(<field>)``.
-AGE_FIELDS: Mapping[str, str] = {
-    "days_since_last_order": "last_order_at",
-    "days_since_last_seen": "last_seen",
-    "days_since_first_seen": "first_seen",
-    "days_since_cart_update": "cart_updated_at",
-    "days_since_last_checkout": "last_checkout_at",
-}
-
-
-def _cart_items(view: Mapping[str, Any]) -> list:
-    cart = view.get("cart")
-    return cart if isinstance(cart, list) else []
-
-
-def _aov(view: Mapping[str, Any]) -> float | None:
-    orders = view.get("orders") or 0
-    return (view.get("revenue") or 0) / orders if orders else None
-
-
+# Traits a rule may read from any view, even one built without them (a dict view, in tests or from the API):
+# those that need no ``now``. Name (or deprecated name) → (type, function of the view).
 DERIVED_FIELDS: Mapping[str, tuple[FieldType, Callable[[Mapping[str, Any]], Any]]] = {
-    "aov": (NUMBER_TYPE, _aov),
-    "cart_size": (NUMBER_TYPE, lambda view: sum(int(i.get("quantity") or 0) for i in _cart_items(view))),
-    "cart_value": (
-        NUMBER_TYPE,
-        lambda view: sum(int(i.get("quantity") or 0) * int(i.get("price") or 0) for i in _cart_items(view)),
-    ),
+    name: (trait.type, _read_from_view(trait))
+    for name, trait in {**TRAITS, **{old: TRAITS[new] for old, new in DEPRECATED_NAMES.items()}}.items()
+    if not trait.uses_now
 }
-# The view keys each derived field reads, so a view built for a set of rules includes them.
+# The stored fields each trait reads, so a view built for a set of rules includes them.
 DERIVED_INPUTS: Mapping[str, tuple[str, ...]] = {
-    "aov": ("orders", "revenue"),
-    "cart_size": ("cart",),
-    "cart_value": ("cart",),
+    **{name: trait.inputs for name, trait in TRAITS.items()},
+    **{old: TRAITS[new].inputs for old, new in DEPRECATED_NAMES.items()},
 }
 
 
@@ -117,32 +90,23 @@ def type_of(info: msgspec.inspect.Type) -> FieldType:
     return ANY_TYPE
 
 
-def _type_of_value(value: Any) -> FieldType:
-    if isinstance(value, bool):
-        return BOOL_TYPE
-    if isinstance(value, (int, float)):
-        return NUMBER_TYPE
-    if isinstance(value, str):
-        return STRING_TYPE
-    if isinstance(value, list):
-        return FieldType(LIST, ANY_TYPE)
-    if isinstance(value, dict):
-        return FieldType(MAP, ANY_TYPE)
-    return ANY_TYPE
-
-
 @dataclass(frozen=True)
 class FieldCatalog:
     """The fields a rule may name: top-level record fields, plus bare-name aliases of nested record fields."""
 
     root: FieldType
     aliases: Mapping[str, str] = field(default_factory=dict)  # "country" → "traits"
+    renames: Mapping[str, str] = field(default_factory=dict)  # deprecated name → its field
 
     def expand(self, path: tuple[str, ...]) -> tuple[str, ...]:
-        """Apply bare-name aliases: ``country`` → ``traits.country`` when unambiguous."""
+        """Apply deprecated names (``aov`` → ``average_order_value``) and bare-name aliases (``country`` →
+        ``traits.country`` when unambiguous)."""
         head = path[0]
-        if head not in self.root.fields and head in self.aliases:
-            return (self.aliases[head], *path)
+        if head not in self.root.fields:
+            if head in self.renames:
+                return (self.renames[head], *path[1:])
+            if head in self.aliases:
+                return (self.aliases[head], *path)
         return path
 
     def resolve(self, path: tuple[str, ...]) -> FieldType:
@@ -171,39 +135,16 @@ class FieldCatalog:
         return current
 
 
-# ``profile_document`` keys that hold the same data as a record field in another shape are not added to
-# the view (the record's shape wins); these are added under another name instead.
-DOCUMENT_RENAMES: Mapping[str, str] = {"category_affinity": "affinity"}
-DOCUMENT_CONTAINERS = ("computed",)  # nested sections of the document whose keys are lifted to the top
+def build_catalog(profile_type: type = Profile) -> FieldCatalog:
+    """The catalog of the stored ``Profile`` (or ``profile_type``) and the computed traits of ``core.traits``.
 
-
-def document_extras(document: Mapping[str, Any], record_fields: Iterable[str]) -> dict[str, Any]:
-    """What the document adds to the record: derived traits (lifted from ``computed``) and new sections."""
-    record = set(record_fields)
-    extras: dict[str, Any] = {}
-    sections = [document, *(document.get(name) for name in DOCUMENT_CONTAINERS)]
-    for section in sections:
-        if not isinstance(section, dict):
-            continue
-        for key, value in section.items():
-            name = DOCUMENT_RENAMES.get(key, key)
-            if name not in record and name not in DOCUMENT_CONTAINERS:
-                extras.setdefault(name, value)
-    return extras
-
-
-def build_catalog(profile_type: type | None = None) -> FieldCatalog:
-    """The catalog of the real ``Profile`` (or ``profile_type``), its document's extras and derived fields."""
-    if profile_type is None:
-        from core.profile import Profile
-
-        profile_type = Profile
+    A stored field keeps its name and shape; a trait of the same name is not added (so ``category_affinity``
+    is the stored ``{category: [value, at]}``, ``affinity`` the trait's decayed values).
+    """
     root = type_of(msgspec.inspect.type_info(profile_type))
     fields = dict(root.fields)
-    for name, value in document_extras(_document_sample(profile_type), root.fields).items():
-        fields.setdefault(name, _type_of_value(value))
-    for name, (ftype, _) in DERIVED_FIELDS.items():
-        fields.setdefault(name, ftype)
+    for name, trait in TRAITS.items():
+        fields.setdefault(name, trait.type)
     for name in AGE_FIELDS:
         fields[name] = NUMBER_TYPE
     aliases: dict[str, str] = {}
@@ -219,57 +160,47 @@ def build_catalog(profile_type: type | None = None) -> FieldCatalog:
             aliases[name] = parent
     for name in ambiguous:
         del aliases[name]
-    return FieldCatalog(FieldType(STRUCT, fields=fields), aliases)
+    renames = {old: new for old, new in DEPRECATED_NAMES.items() if old not in fields}
+    return FieldCatalog(FieldType(STRUCT, fields=fields), aliases, renames)
 
 
-def _document_sample(profile_type: type) -> dict[str, Any]:
-    """The document of an empty profile, to learn which keys ``profile_document`` adds."""
-    try:
-        from core import profile as profile_module
-
-        render = getattr(profile_module, "profile_document", None)
-        if render is None or profile_type is not getattr(profile_module, "Profile", None):
-            return {}
-        sample = render(profile_module.new_profile("catalog-sample"), now=0.0)
-    except Exception:  # noqa: BLE001 - a broken renderer must not hide the record's own fields
-        return {}
-    return sample if isinstance(sample, dict) else {}
-
+# The traits a view holds: all but the age fields (rules read the time they count from, see ``AGE_FIELDS``)
+# and those a stored field of the same name hides.
+VIEW_TRAITS: tuple[Trait, ...] = tuple(
+    trait for trait in TRAITS.values() if trait.age_of is None and trait.name not in Profile.__struct_encode_fields__
+)
 
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 
 
-@functools.cache
-def _document_extra_names(profile_type: type) -> frozenset[str]:
-    """The view keys only ``profile_document`` provides (its keys are fixed, so an empty profile shows them)."""
-    return frozenset(document_extras(_document_sample(profile_type), profile_type.__struct_encode_fields__))
-
-
-def profile_view(profile: Any, *, now: float, fields: Iterable[str] | None = None) -> dict[str, Any]:
-    """The dict rules read: the record's fields (``msgspec.to_builtins``) plus ``profile_document``'s extras.
+def profile_view(
+    profile: Any, *, now: float, fields: Iterable[str] | None = None, policy: ProfilePolicy = DEFAULT_POLICY
+) -> dict[str, Any]:
+    """The dict rules read: the record's fields (its JSON form) plus the traits (``VIEW_TRAITS``) at ``now``.
 
     ``fields``: the top-level keys the reader needs (``SegmentDefinitions.view_fields``); the view then
-    holds at least those, with the same values as the full view, and the document is rendered only if one
-    of them comes from it. None: every key. A dict passes through unchanged (already a view, e.g. in tests
-    or from the API).
+    holds at least those, with the same values as the full view, and computes only the traits among them.
+    None: every key. ``policy``: the profile policy the traits decide by (the affinity half-life, the RFM
+    thresholds). A dict passes through unchanged (already a view, e.g. in tests or from the API).
     """
     if isinstance(profile, dict):
         return profile
     if fields is not None and isinstance(profile, msgspec.Struct) and not type(profile).__struct_config__.omit_defaults:
-        return _partial_view(profile, frozenset(fields), now)
+        return _partial_view(profile, frozenset(fields), now, policy)
     # The JSON round trip (C speed) gives the form rules are written against: record tuples as lists.
     view = _json_decoder.decode(_json_encoder.encode(profile))
-    _add_document_extras(profile, view, now)
+    if isinstance(profile, Profile):
+        _add_traits(profile, view, VIEW_TRAITS, now, policy)
     return view
 
 
 @functools.lru_cache(maxsize=64)
-def _view_plan(cls: type, fields: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], Any], bool]:
-    """For a record type and wanted keys: the encoded names, a getter of their values, whether to render."""
+def _view_plan(cls: type, fields: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], Any], tuple[Trait, ...]]:
+    """For a record type and wanted keys: the encoded names, a getter of their values, the traits to compute."""
     pairs = [
         (name, encoded)
-        for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__)
+        for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
         if encoded in fields
     ]
     names = tuple(name for name, _ in pairs)
@@ -278,28 +209,24 @@ def _view_plan(cls: type, fields: frozenset[str]) -> tuple[tuple[str, ...], Call
         getter: Callable[[Any], Any] = lambda record: (getattr(record, only),)  # noqa: E731
     else:
         getter = operator.attrgetter(*names) if names else (lambda record: ())
-    return tuple(encoded for _, encoded in pairs), getter, not fields.isdisjoint(_document_extra_names(cls))
+    traits = tuple(trait for trait in VIEW_TRAITS if trait.name in fields) if issubclass(cls, Profile) else ()
+    return tuple(encoded for _, encoded in pairs), getter, traits
 
 
-def _partial_view(profile: msgspec.Struct, fields: frozenset[str], now: float) -> dict[str, Any]:
-    encoded, values_of, render = _view_plan(type(profile), fields)
+def _partial_view(profile: msgspec.Struct, fields: frozenset[str], now: float, policy: ProfilePolicy) -> dict[str, Any]:
+    encoded, values_of, traits = _view_plan(type(profile), fields)
     # The same JSON round trip as the full view, over the wanted fields only (under their encoded names).
-    view = _json_decoder.decode(_json_encoder.encode(dict(zip(encoded, values_of(profile)))))
-    if render:
-        _add_document_extras(profile, view, now)
+    view = _json_decoder.decode(_json_encoder.encode(dict(zip(encoded, values_of(profile), strict=True))))
+    if traits:
+        _add_traits(profile, view, traits, now, policy)
     return view
 
 
-def _add_document_extras(profile: Any, view: dict[str, Any], now: float) -> None:
-    from core import profile as profile_module
-
-    render = getattr(profile_module, "profile_document", None)
-    if render is not None and isinstance(profile, profile_module.Profile):
-        document = render(profile, now=now)
-        if isinstance(document, dict):
-            record = set(view) | set(type(profile).__struct_encode_fields__)
-            for key, value in document_extras(document, record).items():
-                view.setdefault(key, value)
+def _add_traits(
+    profile: Any, view: dict[str, Any], traits: tuple[Trait, ...], now: float, policy: ProfilePolicy
+) -> None:
+    for trait in traits:
+        view[trait.name] = trait.fn(profile, now, policy)
 
 
 _MISSING = object()
@@ -307,6 +234,12 @@ _MISSING = object()
 
 def read_path(view: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """The value at ``path`` in a profile view, or None; projects over lists of records."""
+    if len(path) == 1 and view.__class__ is dict:  # a top-level key (a trait's time, for one): most reads
+        value = view.get(path[0], _MISSING)
+        if value is not _MISSING:
+            return value
+        derived = DERIVED_FIELDS.get(path[0])
+        return None if derived is None else derived[1](view)
     if len(path) == 1 and path[0] not in view and path[0] in DERIVED_FIELDS:
         return DERIVED_FIELDS[path[0]][1](view)
     current: Any = view
@@ -328,3 +261,32 @@ def read_time(view: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         return None
     return float(value)
+
+
+# The rule language (``core.rules``) imports the field types and kinds from here.
+__all__ = [
+    "AGE_FIELDS",
+    "ANY",
+    "ANY_TYPE",
+    "BOOL",
+    "BOOL_TYPE",
+    "DAY_S",
+    "DERIVED_FIELDS",
+    "DERIVED_INPUTS",
+    "LIST",
+    "MAP",
+    "NULL",
+    "NUMBER",
+    "NUMBER_TYPE",
+    "STRING",
+    "STRING_TYPE",
+    "STRUCT",
+    "VIEW_TRAITS",
+    "FieldCatalog",
+    "FieldType",
+    "build_catalog",
+    "profile_view",
+    "read_path",
+    "read_time",
+    "type_of",
+]

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from core.profile import MAX_TRIGGERS_REMEMBERED, Profile, capped_append
+from core.profile.bounded import capped_append
+from core.profile.policy import MAX_TRIGGERS_REMEMBERED
+from core.traits import cart_value
+from schemas.profile import Profile
 
 CART_ABANDONMENT = "cart_abandonment"
 
@@ -83,7 +86,7 @@ def decide_cart_abandonment(profile: Profile, now: float, policy: CartAbandonmen
         items=tuple(
             TriggerItem(product_id=i.product_id, quantity=i.quantity, price=i.price, name=i.name) for i in profile.cart
         ),
-        cart_value=sum(i.price * i.quantity for i in profile.cart),
+        cart_value=cart_value(profile, now),
     )
 
 

@@ -3,7 +3,7 @@
 1. Decode each JSONL line with ``schemas.validation.decode_event`` (invalid lines are counted, skipped).
 2. Key events by customer: the ``userId``, or the user an ``anonymousId`` is tied to by an identify or
    alias anywhere in the log (training may use the whole log's identity; scoring never looks ahead).
-3. Replay in time order through the real ``core.profile.apply_event``; at each cut-off (every
+3. Replay in time order through the real ``core.profile.apply.apply_event``; at each cut-off (every
    ``cutoff_every_days``) snapshot every profile's features (``core.scoring.compute_features``).
 4. Label: ``purchase_7d`` = an Order Completed in (cutoff, cutoff + 7 d]; ``churn_60d`` (customers with
    an order by the cut-off only) = no Order Completed in (cutoff, cutoff + 60 d].
@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.profile import Profile, apply_event
+from core.profile.apply import apply_event
 from core.scoring import CHURN_60D, FEATURES, PURCHASE_7D, LogisticModel, PropensityModels, compute_features
 from schemas.errors import ConfigError, InvalidEvent
 from schemas.events import Event
+from schemas.profile import Profile
 from schemas.validation import ContractLimits, decode_event
 
 DAY_S = 86400.0

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import msgspec
 
-from core.profile import Profile
 from schemas.events import Event
+from schemas.profile import Profile
 
 
 class ApplyEvent(msgspec.Struct, frozen=True, tag="event"):

@@ -55,6 +55,13 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_traits(args: argparse.Namespace, settings: Settings) -> int:
+    from core.traits import traits_table
+
+    print(traits_table(), end="")
+    return 0
+
+
 # Modules that add their own subcommands: each has ``register(subparsers)`` setting ``handler(args, settings)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "streams.produce",
@@ -74,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the project's topics (idempotent)").set_defaults(handler=_cmd_topics)
     sub.add_parser("worker", help="run a worker process").set_defaults(handler=_cmd_worker)
     sub.add_parser("settings", help="print the settings table (markdown)").set_defaults(handler=_cmd_settings)
+    sub.add_parser("traits", help="print the computed traits table (markdown)").set_defaults(handler=_cmd_traits)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
     return parser

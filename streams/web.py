@@ -24,7 +24,7 @@ from yarl import URL
 
 from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES
 from core.identity import NO_IDENTITY
-from core.profile import profile_document
+from core.profile.document import profile_document
 from core.replenishment import predict_replenishment
 from schemas.codecs import encode_json
 from streams import metrics
@@ -139,7 +139,7 @@ class Api:
         profile = store.get(PROFILES, key.encode())
         if profile is None:
             return 404, {"error": "no profile"}
-        document = profile_document(profile, now=time.time())
+        document = profile_document(profile, now=time.time(), policy=self.runtime.policy.profile)
         catalog = self.audience_policy.definitions.consumables if self.audience_policy is not None else None
         if catalog is not None:
             # Expected next purchase per consumable (the customer's own cadence, else the catalog cycle).

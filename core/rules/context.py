@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.profile.policy import DEFAULT_POLICY
 from core.replenishment import ConsumableCatalog, Replenishment, predict_replenishment
 from core.rules.nodes import ReplenishmentDue
 
-DEFAULT_AFFINITY_HALF_LIFE_S = 14 * 86400.0
+DEFAULT_AFFINITY_HALF_LIFE_S = DEFAULT_POLICY.affinity_half_life_s  # the profile policy's default
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,11 @@ from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
 from agents.tally import EVENTS_INGESTED, PROFILE_COMMANDS, Tally
 from core.due_index import DueIndex
 from core.privacy import PiiPolicy
-from core.profile import Profile, ProfilePolicy
+from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import AbsorbProfile, ApplyEvent, CheckTriggers, LinkIdentity, decode_command, encode_command
 from schemas.errors import InvalidEvent, UndecodableCommand
+from schemas.profile import Profile
 from schemas.topics import TopicNames
 from schemas.validation import REASONS, ContractLimits, decode_event
 from streams.settings import Settings

@@ -7,7 +7,7 @@ from collections import deque
 from typing import Any
 
 from core.identity import NO_IDENTITY
-from core.profile import ProfilePolicy
+from core.profile.policy import ProfilePolicy
 from core.profile_stage import KeyState, StagePolicy, StepResult, step_key
 from schemas.commands import ApplyEvent, ProfileCommand
 from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, OTHER, PURCHASE, Event

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.profile import Affinity, CartItem, Profile
 from core.rules.analysis import depends_on_time, time_atoms
 from core.rules.compiler import compile_breakpoints
 from core.rules.context import Context, _time_of
@@ -21,6 +20,7 @@ from core.rules.definitions import load_definitions
 from core.rules.parser import compile_rule
 from core.segment_eval import evaluate_segments, next_time_change
 from core.segment_fields import build_catalog, profile_view
+from schemas.profile import Affinity, CartItem, Profile
 from tests.unit.test_segments.rule_oracle import breakpoints, evaluate_node
 
 DAY = 86400.0

@@ -17,7 +17,8 @@ from core.privacy import (
     redact_payload,
     trait_key,
 )
-from core.profile import ProfilePolicy, apply_event
+from core.profile.apply import apply_event
+from core.profile.policy import ProfilePolicy
 from schemas.events import CUSTOMER, Event
 
 KEY = b"test-secret-key"

@@ -8,15 +8,10 @@ import msgspec
 import pytest
 from core_event_factory import POLICY, T0, identify, page, track
 
-from core.profile import (
-    MAX_APPLIED_IDS,
-    CartItem,
-    Profile,
-    apply_event,
-    average_order_value,
-    coupon_use_rate,
-    new_profile,
-)
+from core.profile.apply import apply_event, new_profile
+from core.profile.policy import MAX_APPLIED_IDS
+from core.traits import average_order_value, coupon_use_rate
+from schemas.profile import CartItem, Profile
 
 
 def run(*events, profile: Profile | None = None) -> Profile:

@@ -8,8 +8,10 @@ from core_event_factory import POLICY, T0, identify, page, track
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.identity import merge_profiles
-from core.profile import Profile, apply_event, decayed_affinity, lifecycle_stage, new_profile, rfm_scores
+from core.profile.apply import apply_event, new_profile
+from core.profile.merge import merge_profiles
+from core.traits import decayed_affinity, lifecycle_stage, rfm_scores
+from schemas.profile import Profile
 
 PRODUCTS = ["p0", "p1", "p2", "p3"]
 CATEGORIES = ["c0", "c1", "c2"]

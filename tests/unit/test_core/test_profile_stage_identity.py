@@ -16,7 +16,7 @@ from core.identity import (
     decide_unlink,
     link_id_for,
 )
-from core.profile import new_profile
+from core.profile.apply import new_profile
 from core.profile_stage import (
     ABSORB_DUPLICATE,
     ABSORB_FORGOTTEN,

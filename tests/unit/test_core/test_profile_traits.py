@@ -9,19 +9,11 @@ import pytest
 from core_event_factory import KEY, POLICY, T0, identify, page, track
 
 from core.privacy import hash_identifier, normalise_email, normalise_phone
-from core.profile import (
-    DAY_S,
-    Profile,
-    ProfilePolicy,
-    apply_event,
-    days_since_last_order,
-    decayed_affinity,
-    lifecycle_stage,
-    new_profile,
-    preferred_sizes,
-    profile_document,
-    rfm_scores,
-)
+from core.profile.apply import apply_event, new_profile
+from core.profile.document import profile_document
+from core.profile.policy import DAY_S, ProfilePolicy
+from core.traits import days_since_last_order, decayed_affinity, lifecycle_stage, preferred_sizes, rfm_scores
+from schemas.profile import Profile
 
 
 def run(*events, policy=POLICY) -> Profile:

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.profile import Affinity, CartItem, Profile
 from core.scoring import (
     CHURN_60D,
     FEATURES,
@@ -25,6 +24,7 @@ from core.scoring import (
     sigmoid,
 )
 from schemas.errors import ConfigError
+from schemas.profile import Affinity, CartItem, Profile
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -57,7 +57,7 @@ def test_features_of_record_and_builtins_view_agree() -> None:
     features = compute_features(profile, now=T0)
     assert len(features) == len(FEATURES)
     assert features == compute_features(msgspec.to_builtins(profile), now=T0)
-    named = dict(zip(FEATURES, features))
+    named = dict(zip(FEATURES, features, strict=True))
     assert named["has_ordered"] == 1.0 and named["cart_nonempty"] == 1.0 and named["viewed_7d"] == 1.0
     assert named["open_rate"] == pytest.approx(0.4)
 

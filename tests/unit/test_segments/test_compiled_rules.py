@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.profile import Affinity, CartItem, Profile
 from core.rules.analysis import referenced_fields
 from core.rules.compiler import compile_breakpoints, compile_node
 from core.rules.context import Context
@@ -23,6 +22,7 @@ from core.rules.parser import compile_rule
 from core.scoring import load_models, score_profile
 from core.segment_eval import evaluate_segments, explain_segments
 from core.segment_fields import build_catalog, profile_view
+from schemas.profile import Affinity, CartItem, Profile
 from tests.unit.test_segments.rule_oracle import breakpoints, evaluate_node
 
 DAY = 86400.0

@@ -8,7 +8,6 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.profile import Profile
 from core.rules.definitions import DEFAULT_DEFINITIONS, load_definitions, parse_definitions
 from core.segment_eval import (
     SegmentChange,
@@ -18,6 +17,7 @@ from core.segment_eval import (
     next_time_change,
     segment_changes,
 )
+from schemas.profile import Profile
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -224,9 +224,10 @@ def test_rules_read_record_tuples_of_a_real_profile_as_lists():
     """Regression: ``cart`` is a tuple in the Profile record; cart_value and projections must still see it."""
     import msgspec
 
-    from core.profile import CartItem, new_profile
+    from core.profile.apply import new_profile
     from core.rules.definitions import parse_definitions
     from core.segment_eval import evaluate_segments
+    from schemas.profile import CartItem
 
     definitions = parse_definitions(
         "version: 1\nsegments:\n  - name: big_cart\n    when: cart_value >= 10000\n"

@@ -21,7 +21,7 @@ from agents.pipeline import ProfilePipeline
 from agents.tables import IDENTITIES, PROFILES
 from agents.tally import Tally
 from core.privacy import PiiPolicy
-from core.profile import ProfilePolicy
+from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
 from schemas.commands import CheckTriggers, encode_command
 from schemas.deadletter import PROCESSING_FAILED, UNDECODABLE_COMMAND

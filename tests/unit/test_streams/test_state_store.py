@@ -11,7 +11,7 @@ import pytest
 from agents.store import Table
 from agents.tables import ALL_TABLES, IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
 from core.identity import KeyIdentity
-from core.profile import Profile
+from schemas.profile import Profile
 from streams.state_store import PartitionStore, StoreOptions
 
 

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from agents.tables import IDENTITIES, PROFILES
 from core.identity import KeyIdentity
-from core.profile import new_profile
+from core.profile.apply import new_profile
+from core.profile.policy import DEFAULT_POLICY
 from streams.partitioning import owning_partition
 from streams.security import (
     ASSIGNMENT_HEADER,
@@ -57,7 +58,7 @@ class FakeRuntime:
     stores: dict[int, FakeStore]
     assignor: SimpleNamespace
     ready: bool = True
-    policy: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(audiences=None))
+    policy: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(audiences=None, profile=DEFAULT_POLICY))
 
 
 def worker_stores() -> tuple[dict[int, FakeStore], dict[int, FakeStore]]:
