@@ -44,9 +44,10 @@ from agents.profiles import handle_command
 from core.profile_stage import StagePolicy
 from schemas.commands import decode_command, encode_command
 from schemas.deadletter import PROCESSING_FAILED, processing_failure
-from streams import metrics
+from streams import lag, metrics
 from streams.assignor import CoPartitionAssignor
 from streams.codecs import encode_json
+from streams.logs import record_context
 from streams.outbox import Outbox
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.produce import contract_limits
@@ -156,6 +157,7 @@ class Runtime(ConsumerRebalanceListener):
                 if generation == self._generation:
                     for tp, records in batch.items():
                         self._process(tp, records)
+                lag.observe_progress(self.consumer, batch, self.stores.values(), time.time())
                 monotonic = time.monotonic()
                 if self.ready and monotonic - last_scan >= scan_every:
                     last_scan = monotonic
@@ -182,7 +184,7 @@ class Runtime(ConsumerRebalanceListener):
                 try:
                     command = decode_command(record.value)
                 except Exception as exc:  # noqa: BLE001  (an internal topic: only a bug writes garbage)
-                    log.error("undecodable command at %s@%d skipped: %s", tp, record.offset, exc)
+                    log.error("undecodable command skipped: %s", exc, extra=record_context(tp.partition, record))
                     metrics.profile_notes.labels("undecodable_command").inc()
                     continue
                 self._apply(store, record.key, command, now, record)
@@ -226,7 +228,12 @@ class Runtime(ConsumerRebalanceListener):
                     forward=self._forward,
                 )
             except Exception as exc:
-                log.exception("processing failed for key %r (%s)", key, type(command).__name__)
+                log.exception(
+                    "processing failed for key %r (%s)",
+                    key,
+                    type(command).__name__,
+                    extra=record_context(store.partition, record),
+                )
                 metrics.child(metrics.events_deadlettered, PROCESSING_FAILED).inc()
                 if record is not None and not dead_lettered:
                     dead_lettered = True
@@ -261,6 +268,7 @@ class Runtime(ConsumerRebalanceListener):
             # Outputs may be lost while the cache holds state that assumes them sent: never persist that
             # state (close() writes nothing more); the inputs since the last commit replay after a restart.
             self._failed = exc
+            metrics.flush_failures.inc()
             raise
 
     async def _flush_in_order(self) -> None:

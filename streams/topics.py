@@ -74,8 +74,16 @@ def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(admin.list_topics())
         missing = [name for name in names.all_declared if name not in existing]
+        replication = settings.topic_replication_factor
+        durability = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
         new_topics = [
-            NewTopic(name=name, num_partitions=settings.topic_partitions, replication_factor=1) for name in missing
+            NewTopic(
+                name=name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=replication,
+                topic_configs=durability,
+            )
+            for name in missing
         ]
         changelog = names.state_changelog(settings.app_id)
         if changelog not in existing:
@@ -84,8 +92,8 @@ def ensure_topics(settings: Settings) -> list[str]:
                 NewTopic(
                     name=changelog,
                     num_partitions=settings.topic_partitions,
-                    replication_factor=1,
-                    topic_configs={"cleanup.policy": "compact"},
+                    replication_factor=replication,
+                    topic_configs={"cleanup.policy": "compact", **durability},
                 )
             )
         if missing:
