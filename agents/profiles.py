@@ -53,6 +53,8 @@ def handle_command(
     for change in result.audience_changes:
         outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
         metrics.tally.add(metrics.audience_changes, type(change).__struct_config__.tag)
+        if isinstance(change, SegmentChange):
+            metrics.tally.add(metrics.segment_changes, change.change)
     for trigger in result.triggers:
         outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
         metrics.tally.add(metrics.triggers_emitted, trigger.kind, trigger.channel)

@@ -44,6 +44,12 @@ audience_changes = Counter(
     ["kind"],
     registry=registry,
 )
+segment_changes = Counter(
+    "streamcdp_segment_changes_total",
+    "Segment entries and exits published on segments.changes, by change (entered, exited).",
+    ["change"],
+    registry=registry,
+)
 triggers_emitted = Counter(
     "streamcdp_triggers_emitted_total",
     "Triggers published, by kind and channel.",
