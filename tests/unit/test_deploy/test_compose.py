@@ -4,8 +4,7 @@ scripts/ensure_tools.sh) and wired as the README says (no container runtime is n
 from __future__ import annotations
 
 import yaml
-
-from tests.unit.test_deploy.conftest import DEPLOY, Tools, run
+from deploy_tools import DEPLOY, Tools, run
 
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 VALIDATE = """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.unit.test_deploy.conftest import REPO, Tools, run
+from deploy_tools import REPO, Tools, run
 
 DOCKERFILE = REPO / "Dockerfile"
 

@@ -7,8 +7,9 @@ import json
 import re
 import runpy
 
+from deploy_tools import DEPLOY
+
 from streams import metrics
-from tests.unit.test_deploy.conftest import DEPLOY
 
 GENERATOR = DEPLOY / "grafana" / "dashboard.py"
 DASHBOARD = DEPLOY / "grafana" / "streamcdp.json"

@@ -7,8 +7,7 @@ import json
 
 import pytest
 import yaml
-
-from tests.unit.test_deploy.conftest import OVERLAYS, Tools, run
+from deploy_tools import OVERLAYS, Tools, run
 
 KUBERNETES_VERSION = "1.32"
 OPERATOR_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}

@@ -7,8 +7,7 @@ import re
 import runpy
 
 import yaml
-
-from tests.unit.test_deploy.conftest import DEPLOY, REPO, Tools, run
+from deploy_tools import DEPLOY, REPO, Tools, run
 
 RULES = DEPLOY / "prometheus" / "rules" / "streamcdp.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests" / "streamcdp.rules.test.yml"

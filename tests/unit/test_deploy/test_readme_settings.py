@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 
+from deploy_tools import REPO
+
 from streams.cli import main
-from tests.unit.test_deploy.conftest import REPO
 
 
 def test_readme_settings_table_is_generated() -> None:
