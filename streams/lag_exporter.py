@@ -55,7 +55,7 @@ class GroupLagCollector(Collector):
         with self._lock:
             try:
                 admin, consumer = self._connect()
-                committed = admin.list_consumer_group_offsets(group)
+                committed = admin.list_group_offsets(group).get(group, {})
                 partitions = [
                     TopicPartition(topic, partition)
                     for topic in self.topics
