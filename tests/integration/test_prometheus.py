@@ -177,24 +177,30 @@ def ops_tools() -> None:
 def test_dashboard_and_alerts_against_a_real_prometheus(ops_tools, make_pipeline, tmp_path: Path) -> None:
     # Cart reminders 2 s after the last cart change, so triggers flow while Prometheus watches.
     pipeline: Pipeline = make_pipeline(cart_abandonment_delay_s=2.0)
-    workload = generate_workload(
-        WorkloadConfig(start=time.time() - 2 * 86400, customers=600, days=2.0, seed=14, corrupt_fraction=0.02)
-    )
-    lines = workload.lines
+    now = time.time()
+    # Two days of history (with corrupted lines, so there are dead letters), and a live hour: the worker
+    # measures event → profile latency only for events younger than an hour.
+    history = generate_workload(
+        WorkloadConfig(start=now - 2 * 86400 - 3600, customers=600, days=2.0, seed=14, corrupt_fraction=0.02)
+    ).lines
+    live = iter(generate_workload(WorkloadConfig(start=now - 3000, customers=3000, days=0.03, seed=15)).lines)
     exporter = LagExporter(pipeline.worker, tmp_path / "lag-exporter.log")
     prometheus = Prometheus(tmp_path, pipeline.worker.web_port, exporter.port)
     exporter.start()
     prometheus.start()
     try:
         # Traffic in slices while Prometheus scrapes every second.
-        half = len(lines) // 2
+        half = len(history) // 2
         for start in range(0, half, 500):
-            produce_raw_lines(pipeline, lines[start : start + 500])
+            produce_raw_lines(pipeline, history[start : start + 500])
             time.sleep(0.5)
         panels = panel_queries()
         empty: dict[str, list[str]] = {}
 
         def every_panel_has_data() -> bool:
+            live_slice = [line for _, line in zip(range(20), live, strict=False)]
+            if live_slice:
+                produce_raw_lines(pipeline, live_slice)
             empty.clear()
             for title, queries in panels.items():
                 if not any(has_numbers(prometheus.query(expr)) for expr in queries):
@@ -214,13 +220,13 @@ def test_dashboard_and_alerts_against_a_real_prometheus(ops_tools, make_pipeline
 
         # The worker stops; traffic goes on: the group's lag grows and the worker is gone.
         pipeline.worker.stop()
-        rest = iter(range(half, len(lines), 300))
+        rest = iter(range(half, len(history), 300))
         wanted = {"StreamcdpWorkerNotReady", "StreamcdpConsumerLagGrowing"}
 
         def alerts_fire() -> bool:
             start = next(rest, None)
             if start is not None:
-                produce_raw_lines(pipeline, lines[start : start + 300])
+                produce_raw_lines(pipeline, history[start : start + 300])
             return wanted <= prometheus.firing()
 
         wait_for(alerts_fire, f"{wanted} firing", lambda: f"firing: {prometheus.firing()}\n{prometheus.log()}")
