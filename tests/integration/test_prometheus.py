@@ -186,9 +186,9 @@ def test_dashboard_and_alerts_against_a_real_prometheus(ops_tools, make_pipeline
     live = iter(generate_workload(WorkloadConfig(start=now - 3000, customers=3000, days=0.03, seed=15)).lines)
     exporter = LagExporter(pipeline.worker, tmp_path / "lag-exporter.log")
     prometheus = Prometheus(tmp_path, pipeline.worker.web_port, exporter.port)
-    exporter.start()
-    prometheus.start()
     try:
+        exporter.start()
+        prometheus.start()
         # Traffic in slices while Prometheus scrapes every second.
         half = len(history) // 2
         for start in range(0, half, 500):
