@@ -18,6 +18,7 @@ from agents.tally import (
     EVENT_LAG_SECONDS,
     PROFILE_COMMANDS,
     PROFILE_OUTCOMES,
+    SEGMENT_CHANGES,
     TRIGGERS_EMITTED,
     Tally,
 )
@@ -61,6 +62,8 @@ def handle_command(
     for change in result.audience_changes:
         outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
         tally.add(AUDIENCE_CHANGES, type(change).__struct_config__.tag)
+        if isinstance(change, SegmentChange):
+            tally.add(SEGMENT_CHANGES, change.change)
     for trigger in result.triggers:
         outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
         tally.add(TRIGGERS_EMITTED, trigger.kind, trigger.channel)

@@ -16,6 +16,7 @@ PROFILE_COMMANDS = "profile_commands"  # kind
 PROFILE_OUTCOMES = "profile_outcomes"  # outcome
 AUDIENCE_CHANGES = "audience_changes"  # kind
 TRIGGERS_EMITTED = "triggers_emitted"  # kind, channel
+SEGMENT_CHANGES = "segment_changes"  # change: entered / exited
 FORWARDS = "forwards"  # path
 COUNTERS = (
     EVENTS_INGESTED,
@@ -25,6 +26,7 @@ COUNTERS = (
     PROFILE_OUTCOMES,
     AUDIENCE_CHANGES,
     TRIGGERS_EMITTED,
+    SEGMENT_CHANGES,
     FORWARDS,
 )
 # Observations (histograms).

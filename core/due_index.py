@@ -33,6 +33,10 @@ class DueIndex:
         heapq.heapify(self._heap)
         self._table_size = len(self._heap)
 
+    def earliest(self) -> float | None:
+        """The smallest wake-up time in the heap (possibly a stale entry the next tick skips); None: empty."""
+        return self._heap[0][0] if self._heap else None
+
     def push(self, key: bytes, due_at: float) -> None:
         heapq.heappush(self._heap, (due_at, key))
 

@@ -66,6 +66,7 @@ class Checkpoint:
             # Outputs may be lost while the cache holds state that assumes them sent: never persist that
             # state; the inputs since the last commit replay after a restart.
             self.failed = exc
+            metrics.flush_failures.inc()
             raise
 
     async def _commit(self, stores: Collection[PartitionStore]) -> None:

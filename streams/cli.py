@@ -69,6 +69,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.demo",
     "streams.segments_cli",
     "streams.train_cli",
+    "streams.lag_exporter",
 )
 
 

@@ -41,6 +41,7 @@ from agents.tally import EVENTS_DEADLETTERED, Tally
 from schemas.codecs import encode_json
 from schemas.deadletter import PROCESSING_FAILED, SourceRecord, dead_letter
 from schemas.errors import InvalidEvent, InvalidRecord
+from streams.logs import record_context
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class ProcessingErrors:
         self.outbox.send(self.deadletter_topic, record.key, encode_json(letter), [("reason", reason.encode())])
         where = f"{record.topic}:{record.partition}@{record.offset}"
         if isinstance(error, InvalidEvent):
-            log.debug("dead-lettered %s: %s", where, error)
+            log.debug("dead-lettered %s: %s", where, error, extra=record_context(record.partition, record))
         else:
-            log.error("dead-lettered %s (%s)", where, reason, exc_info=error)
+            log.error(
+                "dead-lettered %s (%s)", where, reason, exc_info=error, extra=record_context(record.partition, record)
+            )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from functools import cache
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from agents import tally as tally_names
 from agents.tally import Tally
 
 registry = CollectorRegistry(auto_describe=True)
+# process_resident_memory_bytes, process_cpu_seconds_total, process_start_time_seconds, ...: the dashboard's RSS.
+ProcessCollector(registry=registry)
 
 events_ingested = Counter(
     "streamcdp_events_ingested_total", "Valid inbound events, by family.", ["family"], registry=registry
@@ -43,6 +45,12 @@ audience_changes = Counter(
     "streamcdp_audience_changes_total",
     "Records published on segments.changes, by kind (segment, score).",
     ["kind"],
+    registry=registry,
+)
+segment_changes = Counter(
+    "streamcdp_segment_changes_total",
+    "Segment entries and exits published on segments.changes, by change (entered, exited).",
+    ["change"],
     registry=registry,
 )
 triggers_emitted = Counter(
@@ -87,6 +95,41 @@ forwards = Counter(
 )
 assigned_partitions = Gauge("streamcdp_assigned_partitions", "State partitions this worker holds.", registry=registry)
 
+# --- operations (streams.lag, streams.gauges): lag, wake-up age, readiness, state size, failures ------------
+consumer_lag_records = Gauge(
+    "streamcdp_consumer_lag_records",
+    "Records of an assigned input partition not processed yet (high watermark minus position).",
+    ["topic", "partition"],
+    registry=registry,
+)
+consumer_lag_seconds = Gauge(
+    "streamcdp_consumer_lag_seconds",
+    "Now minus the timestamp of the last processed record of an input partition that is behind (0: caught up).",
+    ["topic", "partition"],
+    registry=registry,
+)
+oldest_wakeup_age_seconds = Gauge(
+    "streamcdp_oldest_wakeup_age_seconds",
+    "How long the earliest pending wake-up of this worker is overdue (0: none due yet).",
+    registry=registry,
+)
+assignment_changes = Counter(
+    "streamcdp_assignment_changes_total",
+    "Rebalances that changed the input partitions assigned to this worker.",
+    registry=registry,
+)
+flush_failures = Counter(
+    "streamcdp_flush_failures_total",
+    "Flushes that failed (the worker stops so that the inputs since the last commit replay).",
+    registry=registry,
+)
+ready = Gauge(
+    "streamcdp_ready", "1 when every assigned partition is restored (/readyz is 200), else 0.", registry=registry
+)
+state_bytes = Gauge(
+    "streamcdp_state_bytes", "Bytes on disk of this worker's RocksDB partition stores.", registry=registry
+)
+
 
 @cache
 def child(metric: Counter | Gauge | Histogram, *label_values: str):
@@ -104,6 +147,7 @@ COUNTER_BY_NAME: dict[str, Counter] = {
     tally_names.PROFILE_OUTCOMES: profile_notes,
     tally_names.AUDIENCE_CHANGES: audience_changes,
     tally_names.TRIGGERS_EMITTED: triggers_emitted,
+    tally_names.SEGMENT_CHANGES: segment_changes,
     tally_names.FORWARDS: forwards,
 }
 HISTOGRAM_BY_NAME: dict[str, Histogram] = {tally_names.EVENT_LAG_SECONDS: event_lag_seconds}

@@ -42,7 +42,7 @@ from agents.tally import FORWARDS
 from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
 from schemas.commands import encode_command
-from streams import metrics
+from streams import lag, metrics
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint
 from streams.error_policy import ProcessingErrors
@@ -172,6 +172,7 @@ class Runtime(ConsumerRebalanceListener):
                 if generation == self._generation:
                     for tp, records in batch.items():
                         self.process(tp, records)
+                lag.observe_progress(self.consumer, batch, self.stores.values(), time.time())
                 monotonic = time.monotonic()
                 if self.ready and monotonic - last_scan >= settings.trigger_scan_interval_s:
                     last_scan = monotonic

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.privacy import HASHED_PII_TRAITS, PII_TRAIT_KEYS, trait_key
@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     app_id: str = Field(
         "streamcdp", description="Application id: the workers' consumer group and their changelog topic's name."
     )
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Replication factor of the topics the project creates (production: 3)."
+    )
+    topic_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="`min.insync.replicas` of the topics the project creates: with acks=all, a write needs this "
+        "many replicas (production: 2, at most the replication factor).",
+    )
 
     # --- Worker ------------------------------------------------------------------------------
     data_dir: Path = Field(Path("var/data"), description="Where the worker keeps its RocksDB tables.")
@@ -57,6 +66,11 @@ class Settings(BaseSettings):
         r"http://127(\.[0-9]{1,3}){3}:[0-9]{1,5}",
         description="Regular expression a worker's advertised URL must match in full before profile reads are "
         "forwarded to it (default: http on a 127.x.x.x loopback address).",
+    )
+    advertised_url: str = Field(
+        "",
+        description="URL other workers and redirects use to reach this worker's web server, e.g. "
+        "`http://worker-0.streamcdp-worker:6066` (empty: `http://WEB_HOST:WEB_PORT`; set it when binding `0.0.0.0`).",
     )
     rocksdb_block_cache_bytes: int = Field(
         64 * 1024 * 1024,
@@ -79,6 +93,10 @@ class Settings(BaseSettings):
     )
     fetch_max_records: int = Field(5_000, ge=1, description="Most records taken from Kafka per fetch.")
     log_level: str = Field("info", description="Worker log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as `text` or `json` (one object per line); record errors name topic, partition, offset.",
+    )
 
     # --- Local Kafka (streamcdp kafka start) ---------------------------------------------------
     kafka_version: str = Field("3.9.1", description="Apache Kafka broker version taken from Maven Central.")
@@ -184,6 +202,16 @@ class Settings(BaseSettings):
         3 * 86400.0, description="Carts idle longer than this are stale: replaying history does not mail them."
     )
     trigger_scan_interval_s: float = Field(1.0, description="How often the worker looks for due triggers.")
+
+    @model_validator(mode="after")
+    def _insync_replicas_possible(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            msg = (
+                f"STREAMCDP_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} exceeds "
+                f"STREAMCDP_TOPIC_REPLICATION_FACTOR={self.topic_replication_factor}: no write could succeed"
+            )
+            raise ValueError(msg)
+        return self
 
     @property
     def score_threshold_map(self) -> dict[str, tuple[float, ...]]:

@@ -31,12 +31,14 @@ def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(admin.list_topics())
         missing = [name for name in names.all_declared if name not in existing]
+        replication = settings.topic_replication_factor
+        durability = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
         new_topics = [
             NewTopic(
                 name=name,
                 num_partitions=settings.topic_partitions,
-                replication_factor=1,
-                topic_configs=configs.get(name, {}),
+                replication_factor=replication,
+                topic_configs={**configs.get(name, {}), **durability},
             )
             for name in missing
         ]
@@ -47,8 +49,8 @@ def ensure_topics(settings: Settings) -> list[str]:
                 NewTopic(
                     name=changelog,
                     num_partitions=settings.topic_partitions,
-                    replication_factor=1,
-                    topic_configs=configs[changelog],
+                    replication_factor=replication,
+                    topic_configs={**configs[changelog], **durability},
                 )
             )
         if missing:

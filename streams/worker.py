@@ -7,13 +7,15 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
-from streams import metrics
+from streams import gauges, metrics
 from streams.assignor import CoPartitionAssignor
+from streams.logs import configure_logging
 from streams.runtime import Runtime
 from streams.security import check_production_settings, pii_policy
 from streams.settings import Settings
@@ -25,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def web_url(settings: Settings) -> str:
-    """The address other workers send profile reads to (307)."""
-    return f"http://{settings.web_host}:{settings.web_port}"
+    """The address other workers send profile reads to (307): ``STREAMCDP_ADVERTISED_URL`` when set (a
+    worker bound to 0.0.0.0 cannot be reached at that address), else the bound host and port."""
+    return settings.advertised_url.rstrip("/") or f"http://{settings.web_host}:{settings.web_port}"
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -93,8 +96,17 @@ async def serve(settings: Settings) -> None:
     gc.freeze()  # modules, settings and the compiled segment rules live as long as the process
     gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.get_running_loop()
+    stop_requested: list[float] = []
+
+    def request_stop() -> None:
+        # Logged with the time it takes, so an orchestrator's grace period can be checked against it.
+        stop_requested.append(time.monotonic())
+        log.info("stop requested: flushing, committing, leaving the consumer group")
+        runtime.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, runtime.stop)
+        loop.add_signal_handler(signum, request_stop)
+    gauges.watch_worker(lambda: runtime.ready, settings.data_dir)
     runner = await start_web(runtime)
     try:
         await runtime.start()
@@ -105,7 +117,10 @@ async def serve(settings: Settings) -> None:
             await runtime.close()
         finally:
             await runner.cleanup()
-        log.info("worker stopped")
+        if stop_requested:
+            log.info("worker stopped %.2f s after the stop request", time.monotonic() - stop_requested[0])
+        else:
+            log.info("worker stopped")
 
 
 def run_worker() -> None:
@@ -114,5 +129,6 @@ def run_worker() -> None:
     check_production_settings(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings.log_level, settings.log_format)
     ensure_topics(settings)
     asyncio.run(serve(settings))

@@ -94,6 +94,7 @@ class FakeConsumer:
         self.when_drained: Callable[[], None] = lambda: None
         self.committed: dict[TopicPartition, int] = {}
         self.listener = None
+        self.highwaters: dict[TopicPartition, int] = {}
 
     def subscribe(self, *, topics, listener) -> None:
         self.calls.append("subscribe")
@@ -108,10 +109,21 @@ class FakeConsumer:
     def partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(self.partitions))
 
+    def assignment(self) -> set[TopicPartition]:
+        """What the lag gauges read: the partitions of the batches handed out (a real consumer: its assignment)."""
+        return set(self.highwaters)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.highwaters.get(tp)
+
     async def getmany(self, *, timeout_ms: int, max_records: int):
         await asyncio.sleep(0)
         if self.batches:
-            return self.batches.pop(0)
+            batch = self.batches.pop(0)
+            for tp, records in batch.items():
+                if records:
+                    self.highwaters[tp] = max(self.highwaters.get(tp, 0), records[-1].offset + 1)
+            return batch
         self.when_drained()
         return {}
 
