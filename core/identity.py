@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from core.groups import merge_groups
 from core.profile import (
     MAX_ABSORBED_IDS,
     MAX_AFFINITIES,
@@ -403,6 +404,7 @@ def merge_profiles(into: Profile, absorbed: Profile, *, half_life_s: float = 14 
     viewed: dict[str, float] = {}
     for product_id, at in (*a.recently_viewed, *b.recently_viewed):
         viewed[product_id] = max(at, viewed.get(product_id, at))
+    groups, group_times = merge_groups(a.groups, a.group_times, b.groups, b.group_times)
     merged = msgspec.structs.replace(
         a,
         first_seen=min((x for x in (a.first_seen, b.first_seen) if x), default=0.0),
@@ -423,6 +425,8 @@ def merge_profiles(into: Profile, absorbed: Profile, *, half_life_s: float = 14 
         )[-MAX_LINKED_IDS:],
         absorbed_ids=_union(b.absorbed_ids, a.absorbed_ids, MAX_ABSORBED_IDS),
         **_merge_traits(a, b),
+        groups=groups,
+        group_times=group_times,
         sessions=a.sessions + b.sessions,
         last_session_id=last_active[1],
         last_active_at=last_active[0],

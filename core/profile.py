@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from core.groups import apply_group_call
 from core.privacy import hash_identifier, is_pii_trait, looks_like_contact, trait_key
 from schemas.events import MESSAGING, Event
 
@@ -97,6 +98,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     loyalty_tier: str | None = None
     preferred_channel: str | None = None
     custom_traits: dict[str, Scalar] = {}  # other scalar traits, never PII (capped)
+    groups: dict[str, dict[str, Scalar]] = {}  # group calls: groupId → the group's traits (core.groups)
+    group_times: dict[str, float] = {}  # groupId → event time of its latest group call
     trait_times: dict[str, float] = {}  # field name (or "t." + custom trait) → event time of its value
 
     # --- activity ------------------------------------------------------------------------------
@@ -170,7 +173,11 @@ ENGAGEMENT_METRICS = {
     "Unsubscribed": "unsubscribed",
 }
 # Events that are not the customer's own activity: they never open a session.
-PASSIVE_EVENTS = frozenset({*ENGAGEMENT_METRICS, "Consent Updated", "Deletion Requested", "Order Refunded"})
+PASSIVE_EVENTS = frozenset(
+    {*ENGAGEMENT_METRICS, "Consent Updated", "Deletion Requested", "Order Refunded", "Order Cancelled"}
+)
+# Calls that describe the customer rather than record an action: they never open a session either.
+PASSIVE_TYPES = frozenset({"identify", "alias", "group"})
 DAY_S = 86400.0
 
 
@@ -346,7 +353,7 @@ def _activity_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> 
             last_at.pop(stalest, None)
         changes["event_counts"] = counts
         changes["event_last_at"] = last_at
-    is_activity = event.type not in ("identify", "alias") and event.family != MESSAGING and name not in PASSIVE_EVENTS
+    is_activity = event.type not in PASSIVE_TYPES and event.family != MESSAGING and name not in PASSIVE_EVENTS
     if not is_activity:
         return changes
     session_id = event.context.get("session_id") or event.context.get("sessionId")
@@ -722,6 +729,7 @@ _TRACK_HANDLERS = {
     "Checkout Started": _cart_changes,
     "Order Completed": _order_changes,
     "Order Refunded": _refund_changes,
+    "Order Cancelled": _refund_changes,  # a cancelled order is reversed exactly like a refunded one
     "Consent Updated": _consent_changes,
     **{name: _message_changes for name in ENGAGEMENT_METRICS},
 }
@@ -746,6 +754,10 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     changes.update(_activity_changes(current, event, policy))
     if event.type == "identify":
         changes.update(_trait_changes(current, event, policy))
+    elif event.type == "group" and event.group_id:
+        changes["groups"], changes["group_times"] = apply_group_call(
+            current.groups, current.group_times, event.group_id, event.traits, event.timestamp
+        )
     elif event.type == "track":
         handler = _TRACK_HANDLERS.get(event.event or "")
         if handler is not None:
@@ -887,6 +899,7 @@ def profile_document(profile: Profile, *, now: float, policy: TraitPolicy = DEFA
             "preferred_channel": profile.preferred_channel,
             **{f"custom.{k}": v for k, v in profile.custom_traits.items()},
         },
+        "groups": {group_id: dict(traits) for group_id, traits in profile.groups.items()},
         "computed": {
             "sessions": profile.sessions,
             "devices": len(profile.devices),
