@@ -62,6 +62,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.demo",
     "streams.segments_cli",
     "streams.train_cli",
+    "streams.collector",
 )
 
 
