@@ -159,11 +159,21 @@ def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def corrected_timestamp(timestamp: object, sent_at: object, received_at: float) -> float | None:
+def read_sent_at(sent_at: object) -> float | None:
+    """A ``sentAt`` in epoch seconds; None when absent or unreadable (then no correction is made)."""
+    if sent_at is None:
+        return None
+    try:
+        return parse_timestamp(sent_at)
+    except InvalidEvent:
+        return None
+
+
+def corrected_timestamp(timestamp: object, sent_at: float | None, received_at: float) -> float | None:
     """Segment's clock-skew correction: ``receivedAt - (sentAt - timestamp)`` in epoch seconds.
 
     None when ``timestamp`` cannot be read (the contract check then names the problem); ``received_at``
-    when there is no timestamp; the timestamp unchanged when ``sentAt`` is absent or unreadable.
+    when there is no timestamp; the timestamp unchanged without a (readable) ``sentAt``.
     """
     if timestamp is None:
         return received_at
@@ -171,13 +181,7 @@ def corrected_timestamp(timestamp: object, sent_at: object, received_at: float) 
         at = parse_timestamp(timestamp)
     except InvalidEvent:
         return None
-    if sent_at is None:
-        return at
-    try:
-        sent = parse_timestamp(sent_at)
-    except InvalidEvent:
-        return at
-    return received_at - (sent - at)
+    return at if sent_at is None else received_at - (sent_at - at)
 
 
 def message_id_for(message: dict[str, Any]) -> str:
@@ -194,10 +198,13 @@ def prepare_message(
     received_at: float,
     source: str | None,
     defaults: dict[str, Any] | None = None,
+    received_iso: str | None = None,
+    sent_at_s: float | None = None,
 ) -> dict[str, Any]:
     """One message as it is stored: type from the path (single calls), batch defaults merged, ``messageId``
     filled, ``receivedAt``/``sentAt``/``originalTimestamp`` recorded, ``timestamp`` corrected, ``context.source``
-    set to the write key's source. A new dict; the input is not changed."""
+    set to the write key's source. A new dict; the input is not changed. ``received_iso`` and ``sent_at_s``
+    (``received_at`` and ``sent_at`` already converted) save a batch converting them for every message."""
     prepared = dict(message)
     prepared.pop("writeKey", None)  # a credential, never stored
     if call_type is not None:
@@ -208,16 +215,19 @@ def prepare_message(
             prepared[field] = {**shared, **prepared.get(field, {})}
     if prepared.get("messageId") in (None, ""):
         prepared["messageId"] = message_id_for(message)
-    sent_at = prepared.get("sentAt", sent_at)
+    own_sent_at = prepared.get("sentAt")
+    if own_sent_at is not None or sent_at_s is None:  # a message's own sentAt beats its batch's
+        sent_at = own_sent_at if own_sent_at is not None else sent_at
+        sent_at_s = read_sent_at(sent_at)
     original = prepared.get("timestamp")
-    corrected = corrected_timestamp(original, sent_at, received_at)
+    corrected = corrected_timestamp(original, sent_at_s, received_at)
     if corrected is not None:
         if original is not None:
             prepared["originalTimestamp"] = original
         prepared["timestamp"] = iso_utc(corrected)
     if sent_at is not None:
         prepared["sentAt"] = sent_at
-    prepared["receivedAt"] = iso_utc(received_at)
+    prepared["receivedAt"] = received_iso or iso_utc(received_at)
     if source is not None:
         context = prepared.get("context")
         prepared["context"] = {**(context if isinstance(context, dict) else {}), "source": source}
@@ -254,6 +264,8 @@ def read_calls(
             raise RequestRefused(400, "invalid_batch", "a batch body needs a `batch` array")
         messages = batch
     sent_at = body.get("sentAt")
+    received_iso = iso_utc(received_at)
+    sent_at_s = read_sent_at(sent_at)  # read once for the whole batch
     prepared: list[bytes | Oversized] = []
     for message in messages:
         if not isinstance(message, dict):
@@ -267,6 +279,8 @@ def read_calls(
                 received_at=received_at,
                 source=source,
                 defaults=None if call_type is not None else body,
+                received_iso=received_iso,
+                sent_at_s=sent_at_s,
             )
         )
         if len(raw) > max_call_bytes:
