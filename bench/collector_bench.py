@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  stored = acknowledged      {collector['all_acknowledged_stored']!s:>12}")
     print(
         f"batch call at {latency['events_per_s']:,.0f} events/s: p50 {latency['p50_ms']:.1f} ms, "
-        f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms ({latency['answered_200']}/{latency['requests']})"
+        f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms "
+        f"({latency['answered_200']}/{latency['requests']} answered 200)"
     )
     print(f"written to {args.out}")
     return 0
