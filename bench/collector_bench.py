@@ -180,7 +180,11 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> No
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
-    results: dict = {"config": vars(args).copy()}
+    # The cores are shared: the load says how much of them this run had (events per CPU-second says it too).
+    results: dict = {
+        "config": vars(args).copy(),
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()},
+    }
     broker: Settings | None = None
     collector: subprocess.Popen | None = None
     try:
@@ -273,6 +277,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
                 collector.wait(timeout=10)
         if broker is not None:
             kafka_local.stop(broker)
+    results["machine"]["loadavg_after"] = os.getloadavg()
     return results
 
 
@@ -304,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms "
         f"({latency['answered_200']}/{latency['requests']} answered 200)"
     )
+    machine = results["machine"]
+    load_before, load_after = machine["loadavg_before"][0], machine["loadavg_after"][0]
+    print(f"machine: {machine['cpus']} CPUs, load average {load_before:.1f} → {load_after:.1f}")
     print(f"written to {args.out}")
     return 0
 
