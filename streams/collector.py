@@ -66,7 +66,7 @@ ADDED_FIELDS_BYTES = 1024
 
 # The collector decompresses bodies itself (``decompress``), so that the limits apply to what a body
 # inflates to and a gzip bomb never inflates past them.
-RUNNER_OPTIONS = {"access_log": None, "auto_decompress": False}
+RUNNER_OPTIONS: dict[str, Any] = {"access_log": None, "auto_decompress": False}
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -148,10 +148,9 @@ def _new_acknowledgement() -> asyncio.Future:
 def _settle(done: asyncio.Future, result: asyncio.Future) -> None:
     if done.done():
         return
-    if result.cancelled():
-        done.set_exception(KafkaError("delivery cancelled"))
-    elif result.exception() is not None:
-        done.set_exception(result.exception())
+    error = KafkaError("delivery cancelled") if result.cancelled() else result.exception()
+    if error is not None:
+        done.set_exception(error)
     else:
         done.set_result(None)
 
