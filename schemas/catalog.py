@@ -12,6 +12,24 @@ from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, PURCHASE
 # Channels a message can go out on (and a consent can be given for); the same as the trigger topics'.
 CHANNELS = frozenset({"email", "sms", "whatsapp", "webpush", "apppush"})
 
+# Segment's e-commerce v2 events a retailer's tracker sends beyond the ones the profile models in detail
+# (CONTRACT.md says what each changes; the workload generator does not simulate them). They were valid
+# before as track events of family "other"; they require no property, so no message that was valid
+# becomes invalid (the contract version stays).
+ECOMMERCE_V2_CLICKSTREAM_EVENTS = frozenset(
+    {
+        "Product Added to Wishlist",
+        "Product Shared",
+        "Product Reviewed",
+        "Coupon Applied",
+        "Checkout Step Completed",
+        "Promotion Viewed",
+        "Promotion Clicked",
+    }
+)
+ECOMMERCE_V2_PURCHASE_EVENTS = frozenset({"Order Cancelled", "Order Updated"})
+ECOMMERCE_V2_EVENTS = ECOMMERCE_V2_CLICKSTREAM_EVENTS | ECOMMERCE_V2_PURCHASE_EVENTS
+
 CLICKSTREAM_EVENTS = frozenset(
     {
         "Products Searched",
@@ -21,9 +39,10 @@ CLICKSTREAM_EVENTS = frozenset(
         "Product Removed",
         "Cart Viewed",
         "Checkout Started",
+        *ECOMMERCE_V2_CLICKSTREAM_EVENTS,
     }
 )
-PURCHASE_EVENTS = frozenset({"Order Completed", "Order Refunded"})
+PURCHASE_EVENTS = frozenset({"Order Completed", "Order Refunded", *ECOMMERCE_V2_PURCHASE_EVENTS})
 MESSAGING_EVENTS = frozenset(
     {
         "Message Sent",

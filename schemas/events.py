@@ -1,6 +1,6 @@
 """The normalised event that flows between streamcdp's stages, and the names of the event families.
 
-Producers send Segment Spec JSON (track, identify, page, screen, alias; the JSON Schema files in
+Producers send Segment Spec JSON (track, identify, page, screen, alias, group; the JSON Schema files in
 ``schemas/json/`` and ``schemas/CONTRACT.md`` describe it); ingestion validates and normalises it with
 ``schemas.validation.decode_event`` into an ``Event``: snake_case envelope fields, timestamps as UTC
 epoch seconds, ids as strings, money as integer minor units (cents), currency upper-cased, quantities
@@ -21,7 +21,7 @@ import msgspec
 
 CONTRACT_VERSION = 1
 
-SEGMENT_TYPES = ("track", "identify", "page", "screen", "alias")
+SEGMENT_TYPES = ("track", "identify", "page", "screen", "alias", "group")
 
 # Families, one inbound topic each (events.<family>); "other" is a track event of a name we do not model.
 CLICKSTREAM = "clickstream"
@@ -49,6 +49,7 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     properties: dict[str, Any] = {}
     traits: dict[str, Any] = {}
     previous_id: str | None = None
+    group_id: str | None = None  # group calls: the account or household the customer belongs to
     context: dict[str, Any] = {}
 
     @property

@@ -82,6 +82,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     loyalty_tier: str | None = None
     preferred_channel: str | None = None
     custom_traits: dict[str, Scalar] = {}  # other scalar traits, never PII (capped)
+    groups: dict[str, dict[str, Scalar]] = {}  # group calls: groupId → the group's traits (core.groups)
+    group_times: dict[str, float] = {}  # groupId → event time of its latest group call
     trait_times: dict[str, float] = {}  # field name (or "t." + custom trait) → event time of its value
 
     # --- activity ------------------------------------------------------------------------------

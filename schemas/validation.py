@@ -56,7 +56,7 @@ REASONS: dict[str, str] = {
     "not_an_object": "top-level JSON value is not an object",
     "too_deep": "containers nested deeper than max_depth",
     "array_too_long": "an array longer than max_array_length",
-    "unknown_type": "type is not one of track, identify, page, screen, alias",
+    "unknown_type": "type is not one of track, identify, page, screen, alias, group",
     "missing_field": "a required field or property is absent (detail names it)",
     "wrong_type": "a field or property has the wrong JSON type (detail names it)",
     "bad_id": "an id (messageId, userId, anonymousId, previousId, *_id) is not a string or integer",
@@ -102,7 +102,7 @@ def family_of(event_type: str, event_name: str | None) -> str:
     """Which family an event belongs to, by its Segment type and track name (aliases included)."""
     if event_type in ("page", "screen"):
         return CLICKSTREAM
-    if event_type in ("identify", "alias"):
+    if event_type in ("identify", "alias", "group"):
         return CUSTOMER
     if event_type != "track" or not isinstance(event_name, str):
         return OTHER
@@ -387,6 +387,19 @@ def _normalise_traits(traits: dict, limits: ContractLimits) -> dict:
     return normalised
 
 
+def _group_and_traits(payload: dict, event_type: str, limits: ContractLimits) -> tuple[str | None, dict]:
+    """``groupId`` (required on group calls) and the traits: a person's normalised, a group's as they are
+    (they describe the account or household, so the person's trait checks do not apply to them)."""
+    group_id = _optional_id(payload, "groupId")
+    traits = _dict_field(payload, "traits")
+    if event_type != "group":
+        return group_id, _normalise_traits(traits, limits)
+    if group_id is None:
+        msg = "missing_field"
+        raise InvalidEvent(msg, "group needs groupId")
+    return group_id, traits
+
+
 def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()) -> Event:
     """Bytes of one Segment Spec call → a normalised ``Event``; raises ``InvalidEvent``."""
     if len(raw) > limits.max_event_bytes:
@@ -448,6 +461,7 @@ def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLim
     if event_type == "alias" and (previous_id is None or user_id is None):
         msg = "missing_field"
         raise InvalidEvent(msg, "alias needs previousId and userId")
+    group_id, traits = _group_and_traits(payload, event_type, limits)
     return Event(
         type=event_type,
         message_id=message_id,
@@ -457,7 +471,8 @@ def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLim
         anonymous_id=anonymous_id,
         event=event_name,
         properties=properties,
-        traits=_normalise_traits(_dict_field(payload, "traits"), limits),
+        traits=traits,
         previous_id=previous_id,
+        group_id=group_id,
         context=_dict_field(payload, "context"),
     )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: set-up, then Kafka + a worker + a time-compressed day of synthetic shoppers; triggers are
-# printed as they arrive, then a summary; the worker and the broker are stopped by pid at the end.
+# The demo: set-up, then Kafka + a worker + the HTTP collector + a time-compressed day of synthetic shoppers
+# (browsers and apps send with the Segment SDK through the collector); triggers are
+# printed as they arrive, then a summary; the collector, the worker and the broker are stopped by pid at the end.
 # Extra arguments go to `streamcdp demo` (e.g. --customers 300 --seconds 60).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -70,6 +70,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.segments_cli",
     "streams.train_cli",
     "streams.lag_exporter",
+    "streams.collector",
 )
 
 

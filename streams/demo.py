@@ -1,9 +1,13 @@
 """``streamcdp demo``: the whole pipeline on this machine, end to end, in about a minute.
 
-Starts the project's own Kafka broker and one worker (free ports, state under ``var/demo/``), plays a
-generated omnichannel day of a pet shop and an outdoor store time-compressed into live traffic (a
-sprinkle of corrupted messages included), prints every trigger as it arrives, prints a summary, and
-stops the worker and the broker by pid — also on errors and Ctrl-C.
+Starts the project's own Kafka broker, one worker and the HTTP collector (free ports, state under
+``var/demo/``), plays a generated omnichannel day of a pet shop and an outdoor store time-compressed into
+live traffic (a sprinkle of corrupted messages included), prints every trigger as it arrives, prints a
+summary, and stops the collector, the worker and the broker by pid — also on errors and Ctrl-C.
+
+The browser and app calls (those with an ``anonymousId``: a device's tracker) go through ``streamcdp
+collect`` with the official Segment Python SDK, as a retailer's trackers would; the server-side calls
+(in-store orders, messaging) and the corrupted lines go straight to Kafka, as a CDP forwarder would.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from segment.analytics import Client
 
 from offline.generator import WorkloadConfig, generate_workload
 from schemas.topics import CHANNELS
@@ -33,6 +39,7 @@ from streams.topics import topic_names
 log = logging.getLogger(__name__)
 
 DEMO_DIR = Path("var/demo")
+DEMO_WRITE_KEY = "demo-web-key"
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
@@ -89,7 +96,60 @@ def _format_trigger(trigger: dict) -> str:
     )
 
 
-async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float, linger_s: float) -> dict:
+def _collector_env(settings: Settings, port: int) -> dict[str, str]:
+    return {
+        **_worker_env(settings),
+        "STREAMCDP_WRITE_KEYS": f"{DEMO_WRITE_KEY}:demo-web",
+        "STREAMCDP_COLLECTOR_PORT": str(port),
+    }
+
+
+def _wait_collector(port: int, collector: subprocess.Popen, log_path: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if collector.poll() is not None:
+            msg = f"the collector exited with {collector.returncode}; see {log_path}"
+            raise RuntimeError(msg)
+        if http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+            return
+        time.sleep(0.3)
+    msg = f"the collector was not ready within {timeout_s:.0f}s; see {log_path}"
+    raise RuntimeError(msg)
+
+
+def _send_with_sdk(client: Client, line: bytes) -> bool:
+    """A device's call sent with the Segment SDK (True), or False when it is not one (server-side or broken)."""
+    try:
+        payload = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(payload, dict) or not payload.get("anonymousId") or _timestamp_of(line) is None:
+        return False
+    common = {
+        "context": payload.get("context") or {},
+        "timestamp": datetime.fromtimestamp(_timestamp_of(line) or 0.0, tz=UTC),
+        "message_id": payload.get("messageId"),
+    }
+    ids = {"user_id": payload.get("userId"), "anonymous_id": payload.get("anonymousId")}
+    try:
+        call = payload.get("type")
+        if call == "track":
+            client.track(event=payload.get("event"), properties=payload.get("properties") or {}, **ids, **common)
+        elif call == "identify":
+            client.identify(traits=payload.get("traits") or {}, **ids, **common)
+        elif call in ("page", "screen"):
+            send = client.page if call == "page" else client.screen
+            send(name=payload.get("name"), properties=payload.get("properties") or {}, **ids, **common)
+        else:
+            return False
+    except (AssertionError, TypeError, ValueError):  # the SDK refuses what it cannot send: Kafka takes it
+        return False
+    return True
+
+
+async def _play_and_watch(
+    settings: Settings, lines: list[bytes], seconds: float, linger_s: float, collector_url: str
+) -> dict:
     """Send ``lines`` time-compressed into ``seconds`` of live traffic while printing triggers."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -106,7 +166,8 @@ async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float
     await consumer.start()
     await producer.start()
     counts: Counter = Counter()
-    sent = 0
+    sent = via_collector = 0
+    sdk = Client(DEMO_WRITE_KEY, host=collector_url, gzip=True, upload_interval=0.2, upload_size=100)
     stop_watching = asyncio.Event()
 
     async def watch() -> None:
@@ -132,10 +193,15 @@ async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float
             delay = due - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            routed = route_line(_restamp(line, time.time()), topics=names, raw=True)
-            await producer.send(routed.topic, value=routed.value, key=routed.key)
+            restamped = _restamp(line, time.time())
+            if _send_with_sdk(sdk, restamped):
+                via_collector += 1
+            else:
+                routed = route_line(restamped, topics=names, raw=True)
+                await producer.send(routed.topic, value=routed.value, key=routed.key)
             sent += 1
         await producer.flush()
+        await asyncio.to_thread(sdk.flush)
         print(f"\n  … all {sent} events sent; waiting {linger_s:.0f}s for the last carts to be abandoned\n", flush=True)
         await asyncio.sleep(linger_s)
     finally:
@@ -143,7 +209,8 @@ async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float
         await watcher
         await producer.stop()
         await consumer.stop()
-    return {"sent": sent, "counts": counts}
+        await asyncio.to_thread(sdk.join)
+    return {"sent": sent, "via_collector": via_collector, "counts": counts}
 
 
 def _timestamp_of(line: bytes) -> float | None:
@@ -205,6 +272,9 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
     kafka_local.start(settings)
     worker_log = DEMO_DIR / "worker.log"
     worker: subprocess.Popen | None = None
+    collector: subprocess.Popen | None = None
+    collector_log = DEMO_DIR / "collector.log"
+    collector_port = kafka_local.free_port()
     try:
         with worker_log.open("ab") as out:
             worker = subprocess.Popen(
@@ -217,25 +287,47 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
             )
         print(f"starting a worker (pid {worker.pid}, log {worker_log}) …", flush=True)
         _wait_ready(settings, worker, worker_log)
+        with collector_log.open("ab") as out:
+            collector = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "collect"],
+                env=_collector_env(settings, collector_port),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        print(f"starting the HTTP collector (pid {collector.pid}, log {collector_log}) …", flush=True)
+        _wait_collector(collector_port, collector, collector_log)
         print(
-            f"worker ready; API on http://127.0.0.1:{settings.web_port}. Playing one day in {seconds:.0f}s; "
-            f"triggers as they arrive:\n",
+            f"worker ready; API on http://127.0.0.1:{settings.web_port}. Collector on "
+            f"http://127.0.0.1:{collector_port} (write key {DEMO_WRITE_KEY}): browsers and apps send through it "
+            f"with the Segment SDK.\nPlaying one day in {seconds:.0f}s; triggers as they arrive:\n",
             flush=True,
         )
-        result = asyncio.run(_play_and_watch(settings, workload.lines, seconds, settings.cart_abandonment_delay_s + 4))
+        result = asyncio.run(
+            _play_and_watch(
+                settings,
+                workload.lines,
+                seconds,
+                settings.cart_abandonment_delay_s + 4,
+                f"http://127.0.0.1:{collector_port}",
+            )
+        )
         _print_summary(settings, workload.truth, result)
     finally:
+        if collector is not None:
+            _stop_process(collector)
         if worker is not None:
             _stop_process(worker)
         kafka_local.stop(settings)
-        print("worker and Kafka stopped.")
+        print("collector, worker and Kafka stopped.")
     return 0
 
 
 def _print_summary(settings: Settings, truth: dict, result: dict) -> None:
     counts: Counter = result["counts"]
     print("\nsummary")
-    print(f"  events sent          {result['sent']}")
+    print(f"  events sent          {result['sent']} ({result['via_collector']} by the Segment SDK via the collector)")
     print(f"  dead-lettered        {counts.pop('dead-lettered', 0)} (corrupted on purpose: {truth['corrupted']})")
     for label, count in sorted(counts.items()):
         print(f"  {label:<20} {count}")

@@ -124,6 +124,44 @@ class Settings(BaseSettings):
         "(no hop through profile-commands).",
     )
 
+    # --- HTTP collector (streamcdp collect) ----------------------------------------------------
+    write_keys: str = Field(
+        "",
+        description="Write keys the collector accepts (HTTP Basic user or body `writeKey`): "
+        "`key[:source][,key[:source]]`; a key's source name is added to each event's `context.source` "
+        "(empty: the collector refuses to start).",
+    )
+    collector_port: int = Field(
+        8088, description="Port of the Segment-compatible HTTP collector; it binds to `STREAMCDP_WEB_HOST`."
+    )
+    collector_max_call_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest single call, and largest event inside a batch (Segment: 32 KB)."
+    )
+    collector_max_batch_bytes: int = Field(
+        500 * 1024, ge=1024, description="Largest `/v1/batch` body after decompression (Segment: 500 KB)."
+    )
+    collector_max_in_flight_requests: int = Field(
+        256, ge=1, description="Requests the collector handles at once; beyond, it answers 429 with Retry-After."
+    )
+    collector_max_in_flight_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Request bytes the collector holds at once (back-pressure); beyond, it answers 429 "
+        "with Retry-After.",
+    )
+    collector_read_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request body; a slower or half-sent one gets 408."
+    )
+    collector_produce_timeout_s: float = Field(
+        10.0, gt=0, description="Time the broker has to acknowledge a request's events before the answer is 503."
+    )
+    collector_retry_after_s: int = Field(
+        2, ge=1, description="`Retry-After` seconds of the collector's 429 and 503 answers."
+    )
+    collector_cors_origins: str = Field(
+        "*", description="Origins browser SDKs may send from: `*` or `https://a.example,https://b.example`."
+    )
+
     # --- Identity and privacy ------------------------------------------------------------------
     pii_hash_key: str = Field(
         DEV_PII_HASH_KEY, description="Secret key of the keyed hash (HMAC-SHA256) of email and phone."

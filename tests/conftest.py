@@ -47,6 +47,25 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         kafka_local.stop(settings)
 
 
+@pytest.fixture
+def restartable_kafka(tmp_path: Path) -> Iterator[Settings]:
+    """A broker of the test's own, which the test may stop and start again (``kafka_local.stop``/``start``
+    with these settings: same ports, same storage); stopped by pid at the end."""
+    port = kafka_local.free_port()
+    settings = Settings(
+        broker_url=f"kafka://127.0.0.1:{port}",
+        kafka_port=port,
+        kafka_controller_port=kafka_local.free_port(),
+        kafka_run_dir=tmp_path / "own-kafka",
+        kafka_home=REPO / ".cache" / "kafka",
+    )
+    kafka_local.start(settings)
+    try:
+        yield settings
+    finally:
+        kafka_local.stop(settings)
+
+
 class KafkaIO:
     """Produce to and consume from the test broker (kafka-python, synchronous, bounded waits)."""
 

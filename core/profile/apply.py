@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from core.groups import apply_group_call
 from core.profile.affinity import with_affinity
 from core.profile.bounded import bump, capped_append, clipped_id, is_newer, product_id_of, remember
 from core.profile.identify import trait_changes
@@ -48,7 +49,11 @@ ENGAGEMENT_METRICS = {
     "Unsubscribed": "unsubscribed",
 }
 # Events that are not the customer's own activity: they never open a session.
-PASSIVE_EVENTS = frozenset({*ENGAGEMENT_METRICS, "Consent Updated", "Deletion Requested", "Order Refunded"})
+PASSIVE_EVENTS = frozenset(
+    {*ENGAGEMENT_METRICS, "Consent Updated", "Deletion Requested", "Order Refunded", "Order Cancelled"}
+)
+# Calls that describe the customer rather than record an action: they never open a session either.
+PASSIVE_TYPES = frozenset({"identify", "alias", "group"})
 
 
 def new_profile(customer_id: str) -> Profile:
@@ -94,7 +99,7 @@ def _activity_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> 
             last_at.pop(stalest, None)
         changes["event_counts"] = counts
         changes["event_last_at"] = last_at
-    is_activity = event.type not in ("identify", "alias") and event.family != MESSAGING and name not in PASSIVE_EVENTS
+    is_activity = event.type not in PASSIVE_TYPES and event.family != MESSAGING and name not in PASSIVE_EVENTS
     if not is_activity:
         return changes
     session_id = event.context.get("session_id") or event.context.get("sessionId")
@@ -237,6 +242,7 @@ _TRACK_HANDLERS = {
     "Checkout Started": _cart_changes,
     "Order Completed": order_changes,
     "Order Refunded": refund_changes,
+    "Order Cancelled": refund_changes,  # a cancelled order is reversed exactly like a refunded one
     "Consent Updated": _consent_changes,
     **{name: _message_changes for name in ENGAGEMENT_METRICS},
 }
@@ -261,6 +267,10 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     changes.update(_activity_changes(current, event, policy))
     if event.type == "identify":
         changes.update(trait_changes(current, event, policy))
+    elif event.type == "group" and event.group_id:
+        changes["groups"], changes["group_times"] = apply_group_call(
+            current.groups, current.group_times, event.group_id, event.traits, event.timestamp
+        )
     elif event.type == "track":
         handler = _TRACK_HANDLERS.get(event.event or "")
         if handler is not None:

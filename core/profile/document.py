@@ -59,6 +59,7 @@ def profile_document(profile: Profile, *, now: float, policy: ProfilePolicy = DE
     for trait in _COMPUTED_TRAITS:
         computed[trait.document_key or trait.name] = trait.fn(profile, now, policy)
     document["computed"] = computed
+    document["groups"] = {group_id: dict(traits) for group_id, traits in profile.groups.items()}
     document["engagement"] = {channel: dict(counts) for channel, counts in profile.engagement.items()}
     document["consent"] = {
         channel: {"granted": granted, "updated_at": profile.consent_updated_at.get(channel)}

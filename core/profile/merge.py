@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from core.groups import merge_groups
 from core.profile.affinity import decay
 from core.profile.bounded import is_newer
 from core.profile.orders import order_contribution
@@ -210,6 +211,7 @@ def merge_profiles(into: Profile, absorbed: Profile, *, policy: ProfilePolicy = 
     viewed: dict[str, float] = {}
     for product_id, at in (*a.recently_viewed, *b.recently_viewed):
         viewed[product_id] = max(at, viewed.get(product_id, at))
+    groups, group_times = merge_groups(a.groups, a.group_times, b.groups, b.group_times)
     merged = msgspec.structs.replace(
         a,
         first_seen=min((x for x in (a.first_seen, b.first_seen) if x), default=0.0),
@@ -230,6 +232,8 @@ def merge_profiles(into: Profile, absorbed: Profile, *, policy: ProfilePolicy = 
         )[-MAX_LINKED_IDS:],
         absorbed_ids=_union(b.absorbed_ids, a.absorbed_ids, MAX_ABSORBED_IDS),
         **_merge_traits(a, b),
+        groups=groups,
+        group_times=group_times,
         sessions=a.sessions + b.sessions,
         last_session_id=last_active[1],
         last_active_at=last_active[0],

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from conftest import REPO, Pipeline, WorkerProcess, produce_raw_lines
 
-from core.generator import WorkloadConfig, generate_workload
+from offline.generator import WorkloadConfig, generate_workload
 from streams import kafka_local
 from streams.http_probe import http_get
 

@@ -14,8 +14,10 @@ from schemas.catalog import (
     EMAIL_ALIASES,
     MESSAGING_EVENTS,
     PURCHASE_EVENTS,
+    TRACK_FAMILIES,
 )
-from schemas.validation import MAX_ID_CHARS, ContractLimits
+from schemas.events import CLICKSTREAM, OTHER, SEGMENT_TYPES
+from schemas.validation import MAX_ID_CHARS, ContractLimits, family_of
 
 JSON_DIR = Path(__file__).resolve().parents[3] / "schemas" / "json"
 FAMILY_EVENTS = {
@@ -69,3 +71,45 @@ def test_envelope_limits_and_channels_match_the_validator() -> None:
     assert defs["quantity"]["maximum"] == limits.max_quantity
     assert defs["properties"]["properties"]["products"]["maxItems"] == limits.max_array_length
     assert defs["id"]["maxLength"] == defs["nonEmptyId"]["anyOf"][0]["maxLength"] == MAX_ID_CHARS
+
+
+def _branches(family: str) -> list[dict]:
+    return load(family)["anyOf"]
+
+
+def _accepted_types(family: str) -> set[str]:
+    """The non-track call types a family file accepts."""
+    types: set[str] = set()
+    for branch in _branches(family):
+        spec = branch["properties"]["type"]
+        types.update(spec.get("enum", []))
+    return types
+
+
+def test_the_schemas_accept_every_call_type_the_worker_accepts() -> None:
+    assert set(load("envelope")["properties"]["type"]["enum"]) == set(SEGMENT_TYPES)
+    for call_type in set(SEGMENT_TYPES) - {"track"}:
+        owners = [family for family in FAMILY_EVENTS if call_type in _accepted_types(family)]
+        assert owners == [family_of(call_type, None)], call_type
+
+
+def test_the_schemas_accept_every_track_name_the_worker_accepts() -> None:
+    """Each catalog name in its family's file; any other name (family ``other``, sent to events.clickstream)
+    matches the clickstream file's catch-all branch, which excludes exactly the other families' names."""
+    for name, family in TRACK_FAMILIES.items():
+        track = next(b for b in _branches(family) if b["properties"]["type"].get("const") == "track")
+        assert name in track["properties"]["event"]["enum"], (name, family)
+    catch_all = [
+        branch["properties"]["event"]
+        for branch in _branches(CLICKSTREAM)
+        if branch["properties"]["type"].get("const") == "track" and "not" in branch["properties"]["event"]
+    ]
+    assert len(catch_all) == 1
+    excluded = set(catch_all[0]["not"]["enum"])
+    assert excluded == {name for name, family in TRACK_FAMILIES.items() if family != CLICKSTREAM}
+    assert family_of("track", "Some Name Nobody Models") == OTHER
+
+
+def test_group_calls_need_a_group_id_in_the_envelope() -> None:
+    rules = [rule for rule in load("envelope")["allOf"] if rule["if"]["properties"]["type"].get("const") == "group"]
+    assert rules and rules[0]["then"]["required"] == ["groupId"]

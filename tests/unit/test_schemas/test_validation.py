@@ -100,6 +100,21 @@ VALID = [
     ("consent", envelope(event="Consent Updated", properties={"channel": "email", "granted": False}), CUSTOMER),
     ("deletion", envelope(event="Deletion Requested", properties={}), CUSTOMER),
     ("unknown name", envelope(event="Wishlist Shared", properties={"x": 1}), OTHER),
+    (
+        "group",
+        envelope(type="group", event=..., properties=..., groupId=77, traits={"name": "Doe household", "email": "x"}),
+        CUSTOMER,
+    ),
+    ("order cancelled", envelope(event="Order Cancelled", properties={"order_id": "o1", "total": 5}), PURCHASE),
+    ("order updated", envelope(event="Order Updated", properties={"order_id": "o1"}), PURCHASE),
+    ("order cancelled bare", envelope(event="Order Cancelled", properties={}), PURCHASE),
+    ("wishlist", envelope(event="Product Added to Wishlist", properties={"product_id": "p"}), CLICKSTREAM),
+    ("coupon", envelope(event="Coupon Applied", properties={"coupon_id": "c", "discount": 2}), CLICKSTREAM),
+    ("checkout step", envelope(event="Checkout Step Completed", properties={"step": 2}), CLICKSTREAM),
+    ("promotion viewed", envelope(event="Promotion Viewed", properties={"promotion_id": "x"}), CLICKSTREAM),
+    ("promotion clicked", envelope(event="Promotion Clicked", properties={}), CLICKSTREAM),
+    ("shared", envelope(event="Product Shared", properties={"share_via": "email"}), CLICKSTREAM),
+    ("reviewed", envelope(event="Product Reviewed", properties={"rating": 5}), CLICKSTREAM),
     ("anonymous only", envelope(userId=..., anonymousId="a-1"), CLICKSTREAM),
     ("integer ids", envelope(userId=42, messageId=7), CLICKSTREAM),
     ("epoch ms", envelope(timestamp=NOW * 1000), CLICKSTREAM),
@@ -143,6 +158,11 @@ def test_email_aliases_become_message_events_on_the_email_channel() -> None:
 def test_identify_traits_are_normalised() -> None:
     event = decode(envelope(type="identify", event=..., traits={"email": " A@B.com ", "phone": 4912345, "age": 31.0}))
     assert event.traits == {"email": "a@b.com", "phone": "4912345", "age": 31}
+
+
+def test_group_calls_keep_the_group_id_and_its_traits_unchecked() -> None:
+    event = decode(envelope(type="group", event=..., properties=..., groupId=77, traits={"email": "team", "size": 4}))
+    assert (event.type, event.group_id, event.traits) == ("group", "77", {"email": "team", "size": 4})
 
 
 def test_decoding_does_not_mutate_or_share_the_payload() -> None:
@@ -192,6 +212,8 @@ REJECTED = {
         envelope(event=""),
         envelope(type="alias", previousId=...),
         envelope(type="alias", previousId="a", userId=..., anonymousId="a"),
+        envelope(type="group", event=..., properties=...),
+        envelope(type="group", event=..., properties=..., groupId=""),
         envelope(properties={}),
         envelope(event="Product Added", properties={"price": 1}),
         envelope(event="Products Searched", properties={}),
@@ -225,6 +247,7 @@ REJECTED = {
         envelope(properties={"product_id": {"id": 1}}),
         envelope(type="alias", previousId=2.5),
         envelope(event="Product Added", properties={"sku": True}),
+        envelope(type="group", event=..., groupId={"id": 1}),
     ],
     "id_too_long": [
         envelope(messageId="m" * (MAX_ID_CHARS + 1)),

@@ -1,0 +1,292 @@
+"""The Segment HTTP Tracking API as pure functions: paths, write keys, bodies, limits and clock-skew correction.
+
+``streams.collector`` is the service around these: it reads the request, calls ``read_calls`` to turn the
+body into the messages to store (each one prepared by ``prepare_message``), validates and produces them.
+Nothing here does I/O or reads the clock: ``received_at`` comes in as an argument.
+
+Segment's rules followed here (https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/):
+
+- ``POST /v1/<type>`` for one call, ``POST /v1/batch`` (``/v1/import`` is its old name) for ``{"batch": [...]}``;
+  analytics.js's short paths ``/v1/t``, ``/v1/i``, ``/v1/p``, ``/v1/s``, ``/v1/a``, ``/v1/g``, ``/v1/b`` too.
+- The write key is the HTTP Basic user name (empty password), or ``writeKey`` in the body (analytics.js sends
+  ``text/plain`` bodies without an Authorization header to avoid a CORS preflight).
+- At most 32 KB per call (and per event inside a batch) and 500 KB per batch; beyond, 400.
+- ``timestamp`` is corrected for the device's clock: ``timestamp = receivedAt - (sentAt - originalTimestamp)``;
+  the client's value is kept as ``originalTimestamp``. Without ``sentAt`` the timestamp stays as sent;
+  without a timestamp it is ``receivedAt`` (corrected the same way when ``sentAt`` is there, i.e. unchanged).
+- ``messageId`` is filled when absent. Here it is derived from the message's bytes (``api-`` + a hash) rather
+  than random, so an SDK that retries a message without an id sends the same id again and the profile
+  stage's messageId dedup drops the repeat.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from schemas.errors import InvalidEvent, StreamcdpError
+from schemas.validation import parse_timestamp
+
+CALL_PATHS: dict[str, str] = {
+    **{f"/v1/{call}": call for call in ("track", "identify", "page", "screen", "alias", "group")},
+    **{f"/v1/{call[0]}": call for call in ("track", "identify", "page", "screen", "alias", "group")},
+}
+BATCH_PATHS = ("/v1/batch", "/v1/b", "/v1/import")
+
+# Envelope fields a batch may carry once for all its messages (Segment merges them into each message).
+BATCH_DEFAULTS = ("context", "integrations")
+
+
+class RequestRefused(StreamcdpError):
+    """A request the collector answers with an error; ``code`` and ``message`` form Segment's error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code}: {message}")
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The JSON body of an error answer; the Segment SDKs read ``code`` and ``message``."""
+    return {"success": False, "code": code, "message": message}
+
+
+@dataclass(frozen=True)
+class WriteKeys:
+    """The accepted write keys, each with its source name (or None)."""
+
+    sources: dict[str, str | None]
+
+    def source_of(self, key: str) -> str | None:
+        return self.sources.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.sources
+
+
+def parse_write_keys(text: str) -> WriteKeys:
+    """``key[:source][,key[:source]]`` → ``WriteKeys``; blanks are skipped. Raises ``StreamcdpError`` for an
+    empty list (a collector that accepts no key, or any key, is a mistake)."""
+    sources: dict[str, str | None] = {}
+    for item in text.split(","):
+        key, _, source = item.strip().partition(":")
+        if key.strip():
+            sources[key.strip()] = source.strip() or None
+    if not sources:
+        message = "no write key configured: set STREAMCDP_WRITE_KEYS=key[:source][,key[:source]]"
+        raise StreamcdpError(message)
+    return WriteKeys(sources)
+
+
+def basic_auth_user(header: str | None) -> str | None:
+    """The user name of an ``Authorization: Basic`` header (Segment's write key), None without one."""
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0]
+
+
+def authenticate(keys: WriteKeys, header: str | None, body_write_key: object = None) -> str:
+    """The write key of a request (Basic user name, else the body's ``writeKey``); 401 when unknown."""
+    key = basic_auth_user(header)
+    if key is None and isinstance(body_write_key, str):
+        key = body_write_key
+    if key is None or key not in keys:
+        message = "no write key given" if key is None else "the write key is not valid"
+        raise RequestRefused(401, "unauthorized", message)
+    return key
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent (``identity``) or gunzipped (``gzip``), refused once it exceeds ``limit`` bytes
+    (decompressed piecewise, so a small gzip bomb never grows past the limit in memory)."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        if len(body) > limit:
+            raise _too_large(len(body), limit)
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        message = f"unsupported Content-Encoding {encoding[:30]!r} (use gzip or none)"
+        raise RequestRefused(400, "unsupported_encoding", message)
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _too_large(len(out), limit)
+        out += inflater.flush()
+    except zlib.error as exc:
+        message = f"the gzip body cannot be decompressed: {exc}"
+        raise RequestRefused(400, "bad_encoding", message) from None
+    if not inflater.eof:
+        raise RequestRefused(400, "bad_encoding", "the gzip body is truncated")
+    if len(out) > limit:
+        raise _too_large(len(out), limit)
+    return out
+
+
+def _too_large(size: int, limit: int) -> RequestRefused:
+    message = f"the body is larger than {limit} bytes" + (f" ({size} bytes)" if size <= limit * 2 else "")
+    return RequestRefused(400, "payload_too_large", message)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body; 400 for anything else."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise RequestRefused(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise RequestRefused(400, "invalid_json", "the body is not a JSON object")
+    return body
+
+
+def iso_utc(epoch_s: float) -> str:
+    """Epoch seconds → ISO-8601 in UTC with milliseconds, as Segment writes timestamps."""
+    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def read_sent_at(sent_at: object) -> float | None:
+    """A ``sentAt`` in epoch seconds; None when absent or unreadable (then no correction is made)."""
+    if sent_at is None:
+        return None
+    try:
+        return parse_timestamp(sent_at)
+    except InvalidEvent:
+        return None
+
+
+def corrected_timestamp(timestamp: object, sent_at: float | None, received_at: float) -> float | None:
+    """Segment's clock-skew correction: ``receivedAt - (sentAt - timestamp)`` in epoch seconds.
+
+    None when ``timestamp`` cannot be read (the contract check then names the problem); ``received_at``
+    when there is no timestamp; the timestamp unchanged without a (readable) ``sentAt``.
+    """
+    if timestamp is None:
+        return received_at
+    try:
+        at = parse_timestamp(timestamp)
+    except InvalidEvent:
+        return None
+    return at if sent_at is None else received_at - (sent_at - at)
+
+
+def message_id_for(message: dict[str, Any]) -> str:
+    """A stable id for a message sent without one: the same message sent again gets the same id."""
+    digest = hashlib.blake2b(orjson.dumps(message, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+    return f"api-{digest}"
+
+
+def prepare_message(
+    message: dict[str, Any],
+    *,
+    call_type: str | None,
+    sent_at: object,
+    received_at: float,
+    source: str | None,
+    defaults: dict[str, Any] | None = None,
+    received_iso: str | None = None,
+    sent_at_s: float | None = None,
+) -> dict[str, Any]:
+    """One message as it is stored: type from the path (single calls), batch defaults merged, ``messageId``
+    filled, ``receivedAt``/``sentAt``/``originalTimestamp`` recorded, ``timestamp`` corrected, ``context.source``
+    set to the write key's source. A new dict; the input is not changed. ``received_iso`` and ``sent_at_s``
+    (``received_at`` and ``sent_at`` already converted) save a batch converting them for every message."""
+    prepared = dict(message)
+    prepared.pop("writeKey", None)  # a credential, never stored
+    if call_type is not None:
+        prepared["type"] = call_type
+    for field in BATCH_DEFAULTS:
+        shared = (defaults or {}).get(field)
+        if isinstance(shared, dict) and isinstance(prepared.get(field, {}), dict):
+            prepared[field] = {**shared, **prepared.get(field, {})}
+    if prepared.get("messageId") in (None, ""):
+        prepared["messageId"] = message_id_for(message)
+    own_sent_at = prepared.get("sentAt")
+    if own_sent_at is not None or sent_at_s is None:  # a message's own sentAt beats its batch's
+        sent_at = own_sent_at if own_sent_at is not None else sent_at
+        sent_at_s = read_sent_at(sent_at)
+    original = prepared.get("timestamp")
+    corrected = corrected_timestamp(original, sent_at_s, received_at)
+    if corrected is not None:
+        if original is not None:
+            prepared["originalTimestamp"] = original
+        prepared["timestamp"] = iso_utc(corrected)
+    if sent_at is not None:
+        prepared["sentAt"] = sent_at
+    prepared["receivedAt"] = received_iso or iso_utc(received_at)
+    if source is not None:
+        context = prepared.get("context")
+        prepared["context"] = {**(context if isinstance(context, dict) else {}), "source": source}
+    return prepared
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """A message of a batch larger than the per-event limit: dead-lettered with its bytes, never stored."""
+
+    raw: bytes
+    limit: int
+
+
+def read_calls(
+    body: dict[str, Any],
+    *,
+    call_type: str | None,
+    received_at: float,
+    source: str | None,
+    max_call_bytes: int,
+) -> list[bytes | Oversized]:
+    """The messages of a request body, each prepared and serialised (``call_type`` None: a batch).
+
+    A single call larger than ``max_call_bytes`` is refused (400); inside a batch an oversized event is
+    returned as ``Oversized`` so that only it is dead-lettered. A batch whose ``batch`` is not an array is
+    refused; a batch entry that is not an object is returned as its JSON, for the contract check to reject.
+    """
+    if call_type is not None:
+        messages: list[Any] = [body]
+    else:
+        batch = body.get("batch")
+        if not isinstance(batch, list):
+            raise RequestRefused(400, "invalid_batch", "a batch body needs a `batch` array")
+        messages = batch
+    sent_at = body.get("sentAt")
+    received_iso = iso_utc(received_at)
+    sent_at_s = read_sent_at(sent_at)  # read once for the whole batch
+    prepared: list[bytes | Oversized] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            prepared.append(orjson.dumps(message))
+            continue
+        raw = orjson.dumps(
+            prepare_message(
+                message,
+                call_type=call_type,
+                sent_at=sent_at,
+                received_at=received_at,
+                source=source,
+                defaults=None if call_type is not None else body,
+                received_iso=received_iso,
+                sent_at_s=sent_at_s,
+            )
+        )
+        if len(raw) > max_call_bytes:
+            if call_type is not None:
+                raise _too_large(len(raw), max_call_bytes)
+            prepared.append(Oversized(raw, max_call_bytes))
+            continue
+        prepared.append(raw)
+    return prepared

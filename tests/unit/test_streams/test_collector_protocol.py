@@ -1,0 +1,218 @@
+"""The pure part of the HTTP collector: write keys, auth, bodies and limits, skew correction, batch splitting."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+
+import orjson
+import pytest
+
+from schemas.errors import StreamcdpError
+from schemas.validation import parse_timestamp
+from streams.collector_protocol import (
+    BATCH_PATHS,
+    CALL_PATHS,
+    Oversized,
+    RequestRefused,
+    authenticate,
+    basic_auth_user,
+    corrected_timestamp,
+    decompress,
+    iso_utc,
+    message_id_for,
+    parse_body,
+    parse_write_keys,
+    prepare_message,
+    read_calls,
+)
+
+RECEIVED = 1_796_000_000.0  # the collector's clock
+KEYS = parse_write_keys("wk-web:website, wk-pos ,")
+
+
+def basic(user: str, password: str = "") -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def refusal(call, *args, **kwargs) -> RequestRefused:
+    with pytest.raises(RequestRefused) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+# --- paths and write keys ------------------------------------------------------------------------
+
+
+def test_every_call_type_has_its_long_and_short_path():
+    for call in ("track", "identify", "page", "screen", "alias", "group"):
+        assert CALL_PATHS[f"/v1/{call}"] == CALL_PATHS[f"/v1/{call[0]}"] == call
+    assert set(BATCH_PATHS) == {"/v1/batch", "/v1/b", "/v1/import"}
+
+
+def test_write_keys_with_and_without_source():
+    assert KEYS.sources == {"wk-web": "website", "wk-pos": None}
+    assert "wk-web" in KEYS and "nope" not in KEYS
+    with pytest.raises(StreamcdpError, match="no write key"):
+        parse_write_keys(" , ")
+
+
+@pytest.mark.parametrize(
+    ("header", "user"),
+    [
+        (basic("wk-web"), "wk-web"),
+        (basic("wk-web", "ignored"), "wk-web"),
+        ("basic " + base64.b64encode(b"wk-pos:").decode(), "wk-pos"),
+        (None, None),
+        ("", None),
+        ("Bearer abc", None),
+        ("Basic %%%not-base64", None),
+        ("Basic " + base64.b64encode(b"\xff\xfe:").decode(), None),
+    ],
+)
+def test_basic_auth_user(header, user):
+    assert basic_auth_user(header) == user
+
+
+def test_authenticate_by_header_or_body_key():
+    assert authenticate(KEYS, basic("wk-web")) == "wk-web"
+    assert authenticate(KEYS, None, "wk-pos") == "wk-pos"
+    assert authenticate(KEYS, basic("wk-web"), "other") == "wk-web"  # the header wins
+    missing = refusal(authenticate, KEYS, None, None)
+    wrong = refusal(authenticate, KEYS, basic("stolen"))
+    assert (missing.status, missing.code, wrong.status, wrong.code) == (401, "unauthorized", 401, "unauthorized")
+    assert refusal(authenticate, KEYS, None, 42).status == 401
+
+
+# --- bodies, encodings, limits -----------------------------------------------------------------------
+
+
+def test_identity_and_gzip_bodies_within_the_limit():
+    body = b'{"batch": []}'
+    assert decompress(body, None, 100) == decompress(body, "identity", 100) == body
+    assert decompress(gzip.compress(body), "gzip", 100) == body
+    assert decompress(gzip.compress(body), " GZIP ", 100) == body
+
+
+def test_limits_apply_to_the_decompressed_body():
+    bomb = gzip.compress(b"{" + b" " * 1_000_000 + b"}")
+    assert len(bomb) < 2_000
+    assert refusal(decompress, bomb, "gzip", 500 * 1024).code == "payload_too_large"
+    assert refusal(decompress, b"x" * 101, None, 100).status == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "code"),
+    [
+        (b"{}", "br", "unsupported_encoding"),
+        (b"{}", "deflate", "unsupported_encoding"),
+        (b"not gzip at all", "gzip", "bad_encoding"),
+        (gzip.compress(b'{"a": 1}')[:-6], "gzip", "bad_encoding"),
+    ],
+)
+def test_wrong_encodings_are_refused_with_a_reason(body, encoding, code):
+    refused = refusal(decompress, body, encoding, 1000)
+    assert (refused.status, refused.code) == (400, code)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[1]", b'"x"', b"\xff"])
+def test_bodies_must_be_json_objects(raw):
+    assert refusal(parse_body, raw).code == "invalid_json"
+
+
+# --- clock skew, messageId, preparation -------------------------------------------------------------
+
+
+def test_skew_correction_as_segment_documents_it():
+    # The device clock is 1 hour behind: it stamped the event 10 s before sending.
+    corrected = corrected_timestamp("2026-12-01T09:00:00Z", parse_timestamp("2026-12-01T09:00:10Z"), RECEIVED)
+    assert corrected == RECEIVED - 10
+    assert corrected_timestamp("2026-12-01T09:00:00Z", None, RECEIVED) == parse_timestamp("2026-12-01T09:00:00Z")
+    assert corrected_timestamp(None, None, RECEIVED) == RECEIVED
+    assert corrected_timestamp("yesterday", None, RECEIVED) is None  # left for the contract check to reject
+
+
+def test_prepare_message_records_what_segment_records():
+    message = {"type": "track", "event": "Cart Viewed", "userId": "u1", "timestamp": "2026-12-01T09:00:00Z"}
+    prepared = prepare_message(
+        message, call_type="track", sent_at="2026-12-01T09:00:10.000Z", received_at=RECEIVED, source="website"
+    )
+    assert prepared["timestamp"] == iso_utc(RECEIVED - 10)
+    assert prepared["originalTimestamp"] == "2026-12-01T09:00:00Z"
+    assert prepared["sentAt"] == "2026-12-01T09:00:10.000Z"
+    assert prepared["receivedAt"] == iso_utc(RECEIVED)
+    assert prepared["context"] == {"source": "website"}
+    assert prepared["messageId"] == message_id_for(message)
+    assert "messageId" not in message  # the input is untouched
+
+
+def test_the_path_sets_the_type_and_the_write_key_is_never_stored():
+    prepared = prepare_message(
+        {"type": "page", "userId": "u", "writeKey": "secret", "messageId": "m1"},
+        call_type="identify",
+        sent_at=None,
+        received_at=RECEIVED,
+        source=None,
+    )
+    assert prepared["type"] == "identify" and "writeKey" not in prepared and prepared["messageId"] == "m1"
+    assert prepared["timestamp"] == prepared["receivedAt"] and "originalTimestamp" not in prepared
+
+
+def test_a_message_sent_again_without_an_id_gets_the_same_id():
+    message = {"type": "track", "event": "X", "userId": "u", "timestamp": 5, "properties": {"a": 1, "b": 2}}
+    reordered = {"properties": {"b": 2, "a": 1}, "timestamp": 5, "userId": "u", "event": "X", "type": "track"}
+    assert message_id_for(message) == message_id_for(reordered) != message_id_for({**message, "timestamp": 6})
+
+
+def test_an_existing_context_is_kept_and_the_source_added():
+    prepared = prepare_message(
+        {"context": {"ip": "1.2.3.4", "source": "spoofed"}},
+        call_type="track",
+        sent_at=None,
+        received_at=RECEIVED,
+        source="pos",
+    )
+    assert prepared["context"] == {"ip": "1.2.3.4", "source": "pos"}
+
+
+# --- batches ---------------------------------------------------------------------------------------
+
+
+def read(body: dict, call_type: str | None = None, max_call_bytes: int = 32 * 1024):
+    return read_calls(body, call_type=call_type, received_at=RECEIVED, source=None, max_call_bytes=max_call_bytes)
+
+
+def test_a_batch_is_split_into_its_messages_with_the_shared_fields():
+    body = {
+        "batch": [
+            {"type": "track", "event": "A", "userId": "u", "timestamp": "2026-12-01T09:00:00Z"},
+            {"type": "identify", "userId": "u", "context": {"ip": "1"}, "sentAt": "2026-12-01T09:00:05Z"},
+            "not an object",
+        ],
+        "sentAt": "2026-12-01T09:00:10Z",
+        "context": {"library": {"name": "analytics-python"}},
+    }
+    first, second, third = read(body)
+    first, second = orjson.loads(first), orjson.loads(second)
+    assert first["timestamp"] == iso_utc(RECEIVED - 10) and first["context"]["library"]["name"] == "analytics-python"
+    assert second["sentAt"] == "2026-12-01T09:00:05Z"  # its own sentAt beats the batch's
+    assert second["context"] == {"library": {"name": "analytics-python"}, "ip": "1"}
+    assert third == b'"not an object"'  # the contract check rejects it as not_an_object
+
+
+def test_an_oversized_event_inside_a_batch_is_singled_out():
+    small = {"type": "track", "event": "A", "userId": "u"}
+    large = {**small, "properties": {"pad": "x" * 2000}}
+    results = read({"batch": [small, large, small]}, max_call_bytes=1000)
+    assert [type(result) for result in results] == [bytes, Oversized, bytes]
+    assert orjson.loads(results[1].raw)["properties"]["pad"] == "x" * 2000
+
+
+def test_an_oversized_single_call_is_refused():
+    refused = refusal(read, {"userId": "u", "properties": {"pad": "x" * 2000}}, "track", 1000)
+    assert (refused.status, refused.code) == (400, "payload_too_large")
+
+
+@pytest.mark.parametrize("body", [{}, {"batch": {"a": 1}}, {"batch": "x"}])
+def test_a_batch_body_needs_a_batch_array(body):
+    assert refusal(read, body).code == "invalid_batch"
