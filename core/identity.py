@@ -90,6 +90,11 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     ``sent_absorb``: the merge this key sent with its redirect, kept so that a replayed link (after a
     crash that persisted the redirect but lost the message) sends it again; the customer's key merges
     it once per ``absorb_id``. Dropped when the customer is forgotten (no data outlives a deletion).
+    ``applied_before_link``: the message ids this key's own profile had applied when it was linked away
+    (its ``applied_ids``, kept across relinks). Those events travel inside the absorbed profile, so a
+    replay of one of them is dropped here instead of being forwarded (``replayed_before_link``): the
+    customer's own ``applied_ids`` cannot be relied on for it (the merge may not have reached the
+    customer yet after a crash, or the capped union of the merge evicted the absorbed ids).
     """
 
     redirect_to: str | None = None
@@ -98,6 +103,7 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     linked_users: tuple[str, ...] = ()
     forgotten_at: float | None = None
     sent_absorb: AbsorbProfile | None = None
+    applied_before_link: tuple[str, ...] = ()
 
     @property
     def is_default(self) -> bool:
@@ -143,6 +149,12 @@ def links_revealed(profile: Profile, event: Event, *, again: bool = False) -> tu
         for alias, kind in wanted
         if alias != key and (again or kind == ALIAS or alias not in profile.linked_ids)
     )
+
+
+def replayed_before_link(identity: KeyIdentity, event: Event) -> bool:
+    """True when a key that redirects receives an event its own profile applied before it was linked away:
+    a replay whose effect already travelled to the customer inside the absorbed profile (issue 10)."""
+    return identity.redirect_to is not None and event.message_id in identity.applied_before_link
 
 
 def with_linked_ids(profile: Profile, ids: tuple[str, ...] | list[str]) -> Profile:
@@ -201,6 +213,7 @@ def decide_link(identity: KeyIdentity, profile: Profile | None, link: LinkIdenti
         linked_at=link.at,
         linked_users=users,
         sent_absorb=absorb,
+        applied_before_link=profile.applied_ids if profile is not None else identity.applied_before_link,
     )
     return LinkDecision(updated, None, absorb, RELINKED if identity.redirect_to is not None else LINKED)
 
@@ -385,10 +398,10 @@ def merge_profiles(into: Profile, absorbed: Profile, *, half_life_s: float = 14 
     """One profile of the customer ``into.customer_id`` holding what both profiles know.
 
     Counters add; first_seen is the earliest, last_seen (and every other "latest time") the latest;
-    lists and sets are unions within their caps; applied message ids are united (a replayed event is
-    still deduplicated); count dicts add; traits and consent are last-write-wins by event time; the cart
-    merges per product keeping the latest change (and drops what the latest order bought); orders known
-    to both ledgers are counted once. ``user_id``, ``segments`` and ``scores`` are ``into``'s when set.
+    lists and sets are unions within their caps; applied message ids are united within their cap (a
+    replay of an absorbed event is dropped at the absorbed key itself, ``KeyIdentity.applied_before_link``);
+    count dicts add; traits and consent are last-write-wins by event time; the cart merges per product
+    keeping the latest change (and drops what the latest order bought); orders known to both ledgers are counted once. ``user_id``, ``segments`` and ``scores`` are ``into``'s when set.
 
     Counters, min/max times and set unions are commutative and associative (below the caps, where
     eviction keeps the top entries by a deterministic order).

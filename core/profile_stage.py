@@ -39,6 +39,7 @@ from core.identity import (
     flattening_links,
     links_revealed,
     merge_profiles,
+    replayed_before_link,
     with_linked_ids,
 )
 from core.profile import MAX_ABSORBED_IDS, Profile, ProfilePolicy, apply_event, capped_append, new_profile
@@ -175,6 +176,8 @@ def _forward(state: KeyState, command: ProfileCommand, policy: StagePolicy) -> S
 
 def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy) -> StepResult:
     event = command.event
+    if replayed_before_link(state.identity, event):
+        return _result(state, state, policy, notes=(DUPLICATE,))
     if state.identity.redirect_to is not None:
         return _forward(state, command, policy)
     if event.type == "track" and event.event == DELETION_REQUESTED:
@@ -337,7 +340,8 @@ def _leave_all_segments(
 def _step_command(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
     """Apply one command to the state of its key (``state.key`` is the command's Kafka key).
 
-    - ``ApplyEvent``: forwarded (hops + 1) if the key redirects; "Deletion Requested" forgets the
+    - ``ApplyEvent``: forwarded (hops + 1) if the key redirects, unless the key applied it itself before
+      it was linked away (a replay: dropped, see ``KeyIdentity.applied_before_link``); "Deletion Requested" forgets the
       customer; else applied to the profile (a new one if none), asking for links it reveals.
     - ``LinkIdentity``: ``core.identity.decide_link`` at the alias; may forward an ``AbsorbProfile``.
     - ``AbsorbProfile``: merged once per ``absorb_id``; re-points the absorbed profile's linked ids.
