@@ -401,7 +401,8 @@ def merge_profiles(into: Profile, absorbed: Profile, *, half_life_s: float = 14 
     lists and sets are unions within their caps; applied message ids are united within their cap (a
     replay of an absorbed event is dropped at the absorbed key itself, ``KeyIdentity.applied_before_link``);
     count dicts add; traits and consent are last-write-wins by event time; the cart merges per product
-    keeping the latest change (and drops what the latest order bought); orders known to both ledgers are counted once. ``user_id``, ``segments`` and ``scores`` are ``into``'s when set.
+    keeping the latest change (and drops what the latest order bought); orders known to both ledgers are
+    counted once. ``user_id``, ``segments`` and ``scores`` are ``into``'s when set.
 
     Counters, min/max times and set unions are commutative and associative (below the caps, where
     eviction keeps the top entries by a deterministic order).
