@@ -56,9 +56,9 @@ from streams.tables import PROFILES, SEGMENT_SIZES, TRIGGER_DUE
 
 pytestmark = pytest.mark.integration
 
-CUSTOMERS = int(os.environ.get("CHAOS_CUSTOMERS", "250"))
+CUSTOMERS = int(os.environ.get("CHAOS_CUSTOMERS", "200"))
 DAYS = float(os.environ.get("CHAOS_DAYS", "30"))
-KILLS = int(os.environ.get("CHAOS_KILLS", "4"))
+KILLS = int(os.environ.get("CHAOS_KILLS", "3"))
 WIPES = int(os.environ.get("CHAOS_WIPES", "1"))
 SEED = int(os.environ.get("CHAOS_SEED", "10"))
 PRODUCE_S = float(os.environ.get("CHAOS_PRODUCE_S", str(max(15.0, 5.0 * KILLS))))
