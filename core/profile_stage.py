@@ -37,6 +37,7 @@ from core.identity import (
     decide_link,
     decide_unlink,
     flattening_links,
+    holds_every_event_of,
     links_revealed,
     merge_profiles,
     replayed_before_link,
@@ -214,7 +215,7 @@ def _absorb(state: KeyState, command: AbsorbProfile, policy: StagePolicy) -> Ste
     if forgotten_at is not None and command.linked_at <= forgotten_at:
         return _result(state, state, policy, notes=(ABSORB_FORGOTTEN,))
     profile = state.profile or new_profile(state.key)
-    if command.absorb_id in profile.absorbed_ids:
+    if command.absorb_id in profile.absorbed_ids or holds_every_event_of(profile, command.absorbed):
         return _result(state, state, policy, notes=(ABSORB_DUPLICATE,))
     merged = merge_profiles(profile, command.absorbed, half_life_s=policy.profile.affinity_half_life_s)
     merged = msgspec.structs.replace(
@@ -341,10 +342,13 @@ def _step_command(state: KeyState, command: ProfileCommand, *, now: float, polic
     """Apply one command to the state of its key (``state.key`` is the command's Kafka key).
 
     - ``ApplyEvent``: forwarded (hops + 1) if the key redirects, unless the key applied it itself before
-      it was linked away (a replay: dropped, see ``KeyIdentity.applied_before_link``); "Deletion Requested" forgets the
-      customer; else applied to the profile (a new one if none), asking for links it reveals.
+      it was linked away (a replay: dropped, see ``KeyIdentity.applied_before_link``); "Deletion
+      Requested" forgets the customer; else applied to the profile (a new one if none), asking for links
+      it reveals.
     - ``LinkIdentity``: ``core.identity.decide_link`` at the alias; may forward an ``AbsorbProfile``.
-    - ``AbsorbProfile``: merged once per ``absorb_id``; re-points the absorbed profile's linked ids.
+    - ``AbsorbProfile``: merged once per ``absorb_id``, and not at all when the customer already applied
+      every event of the absorbed profile (``core.identity.holds_every_event_of``); re-points the
+      absorbed profile's linked ids.
     - ``ForgetCustomer``: profile deleted, ``UnlinkIdentity`` to every linked id, key marked forgotten.
     - ``UnlinkIdentity``: the alias drops its redirect to the forgotten customer.
     - ``CheckTriggers``: cart abandonment as before (nothing for forgotten state).

@@ -14,7 +14,8 @@ from __future__ import annotations
 from core_event_factory import T0, StageSim, identify, page, track
 
 from core.profile import MAX_APPLIED_IDS
-from core.profile_stage import DUPLICATE, KeyState
+from core.profile_stage import ABSORB_DUPLICATE, DUPLICATE, KeyState
+from schemas.commands import ApplyEvent
 
 
 def anon_history(anon: str = "a1") -> list:
@@ -73,3 +74,40 @@ def test_events_first_seen_after_the_link_are_still_forwarded_and_applied():
     sim.feed(track("Product Viewed", T0 + 50, user=None, anon="a1", product_id="p3"))
     assert sim.profile("u1").event_count == 5
     assert sim.state("a1") == KeyState(key="a1", identity=sim.identity("a1"))
+
+
+def test_an_alias_rolled_back_by_a_crash_and_linked_again_by_a_later_event_is_not_merged_twice():
+    """The chaos test's path (issue 10, 40 of 2,000 customers after 20 kills): the customer's merge of A
+    reached the changelog, A's redirect did not (a flush cut between changelog batches). The replay's
+    first relink comes from a later event of the same device (another link time, so another absorb id):
+    A, without its redirect, sends its old profile again, whose events the customer already holds."""
+    history = anon_history()
+    sim = StageSim().feed(*history)
+    alias_before = sim.state("a1")
+    sim.feed(identify(T0 + 30, user="u1", anon="a1"))
+    later = page(T0 + 40, user="u1", anon="a1")
+    sim.feed(later)
+    merged = sim.profile("u1")
+    assert merged.event_count == 5
+    sim.states["a1"] = alias_before  # A's redirect lost in the crash; the customer's merge kept
+    sim.feed(later)  # replayed: a duplicate at u1, which asks for its links again (link time T0 + 40)
+    assert sim.identity("a1").redirect_to == "u1" and sim.profile("a1") is None
+    assert sim.profile("u1").event_count == 5
+    assert sim.profile("u1").product_views == {"p1": 1, "p2": 1}
+    assert ABSORB_DUPLICATE in sim.notes
+
+
+def test_an_alias_profile_with_events_the_customer_lacks_is_still_merged():
+    """Only a profile whose every event the customer already applied is dropped: new data is merged."""
+    history = anon_history()
+    sim = StageSim().feed(*history)
+    alias_before = sim.state("a1")
+    sim.feed(identify(T0 + 30, user="u1", anon="a1"))
+    later = page(T0 + 40, user="u1", anon="a1")
+    sim.feed(later)
+    sim.states["a1"] = alias_before
+    extra = track("Product Viewed", T0 + 35, user=None, anon="a1", product_id="p9")
+    sim.send("a1", ApplyEvent(event=extra))  # processed by A (no redirect after the rollback) before the relink
+    sim.run()
+    sim.feed(later)
+    assert sim.profile("u1").product_views["p9"] == 1
