@@ -13,17 +13,24 @@ would, and counted. After the worker has drained everything:
   between);
 - segment membership replayed from ``segments.changes`` equals the profiles' ``segments`` (profiles read
   from the state changelog after a clean stop, so every profile is seen, anonymous visitors included);
-- ``/segments`` sizes equal those members;
+- ``/segments`` sizes and the stored ``SEGMENT_SIZES`` equal those members;
 - no profile has an overdue segment refresh (``audience_due_at`` in the past) without a wake-up at or
-  before it in the wake-up table (``TRIGGER_DUE`` in the same changelog);
+  before it in the wake-up table (``TRIGGER_DUE`` in the same changelog), nor a pending one;
 - the trigger messages (id, kind) and segment changes (customer, segment, direction, time) are those of
-  an undisturbed run of the same history (a second deployment, same workload, no kills).
+  an undisturbed run of the same history (a second deployment, same workload, no kills); the membership,
+  size and wake-up checks run on that undisturbed run too.
 
-Size: CI-sized by default (250 customers × 30 days ≈ 25,000 events, 4 kills of which 1 wipes, 1 broker
-restart; about 2 minutes on the 2-core CI machine). Environment variables change it: ``CHAOS_CUSTOMERS``,
-``CHAOS_DAYS``, ``CHAOS_KILLS``, ``CHAOS_WIPES``, ``CHAOS_SEED``, ``CHAOS_PRODUCE_S`` (how long the paced
-production lasts), ``CHAOS_DRAIN_TIMEOUT_S``. The issue's full size, by hand:
-``CHAOS_CUSTOMERS=3000 CHAOS_KILLS=20 CHAOS_WIPES=4 CHAOS_PRODUCE_S=150 pytest -s tests/integration/test_chaos.py``.
+Until outputs are exactly once (``Settings.processing_guarantee`` defaulting to ``exactly_once``, issue 10
+item 2), the no-duplicate checks and the disturbed run's membership and size checks are expected to fail
+(``xfail``, not strict: they often pass at CI size, and fail at full size), and so is the comparison with
+the undisturbed run until triggers and audiences also use event time (item 3). Each test says why.
+
+Size: CI-sized by default (200 customers × 30 days ≈ 19,000 events, 3 kills of which 1 wipes, 1 broker
+restart; about 3 minutes on the 2-core CI machine, most of it worker and broker restarts). Environment
+variables change it: ``CHAOS_CUSTOMERS``, ``CHAOS_DAYS``, ``CHAOS_KILLS``, ``CHAOS_WIPES``, ``CHAOS_SEED``,
+``CHAOS_PRODUCE_S`` (how long the paced production lasts), ``CHAOS_DRAIN_TIMEOUT_S``. Full size, by hand
+(about 13 minutes):
+``CHAOS_CUSTOMERS=2000 CHAOS_KILLS=20 CHAOS_WIPES=4 CHAOS_PRODUCE_S=200 pytest -s -rA tests/integration/test_chaos.py``.
 Figures (events, kills, mismatches, duplicates, differences from the undisturbed run) are printed (``-s``).
 """
 
