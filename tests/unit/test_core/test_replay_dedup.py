@@ -6,7 +6,13 @@ crash replays E at A, the forwarded copy must not be applied at C a second time.
 cannot guarantee that: the absorb may not have reached C yet (a crash persisted A's redirect but lost
 C's merge, so the merge is re-sent later and arrives after the forwarded copy), or the merge evicted A's
 ids from C's capped ``applied_ids``. A's key therefore remembers what it applied before it was linked
-(``KeyIdentity.applied_before_link``) and drops those replays itself.
+(``KeyIdentity.applied_before_link``) and drops those replays itself. A merge the customer already holds
+event for event is dropped too (``core.identity.holds_every_event_of``).
+
+Not closed here (it needs the atomic flush of issue 10 item 2): a crash that keeps the customer's merge but
+rolls back the alias's redirect lets the alias apply events that arrive before it is linked again, and the
+repeated merge (same ``absorb_id``) that carries them is dropped, or, under another ``absorb_id`` with part
+of its events already at the customer, counted twice.
 """
 
 from __future__ import annotations
