@@ -37,10 +37,10 @@ import orjson  # noqa: E402
 
 from offline.generator import WorkloadConfig, generate_workload  # noqa: E402
 from schemas.errors import InvalidEvent  # noqa: E402
+from schemas.topics import TopicNames  # noqa: E402
 from schemas.validation import decode_event  # noqa: E402
 from streams import kafka_local  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from schemas.topics import TopicNames  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 
 WRITE_KEY = "bench-key"

@@ -61,6 +61,11 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     ``sent_absorb``: the merge this key sent with its redirect, kept so that a replayed link (after a
     crash that persisted the redirect but lost the message) sends it again; the customer's key merges
     it once per ``absorb_id``. Dropped when the customer is forgotten (no data outlives a deletion).
+    ``applied_before_link``: the message ids this key's own profile had applied when it was linked away
+    (its ``applied_ids``, kept across relinks). Those events travel inside the absorbed profile, so a
+    replay of one of them is dropped here instead of being forwarded (``replayed_before_link``): the
+    customer's own ``applied_ids`` cannot be relied on for it (the merge may not have reached the
+    customer yet after a crash, or the capped union of the merge evicted the absorbed ids).
     """
 
     redirect_to: str | None = None
@@ -69,6 +74,7 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     linked_users: tuple[str, ...] = ()
     forgotten_at: float | None = None
     sent_absorb: AbsorbProfile | None = None
+    applied_before_link: tuple[str, ...] = ()
 
     @property
     def is_default(self) -> bool:
@@ -114,6 +120,12 @@ def links_revealed(profile: Profile, event: Event, *, again: bool = False) -> tu
         for alias, kind in wanted
         if alias != key and (again or kind == ALIAS or alias not in profile.linked_ids)
     )
+
+
+def replayed_before_link(identity: KeyIdentity, event: Event) -> bool:
+    """True when a key that redirects receives an event its own profile applied before it was linked away:
+    a replay whose effect already travelled to the customer inside the absorbed profile (issue 10)."""
+    return identity.redirect_to is not None and event.message_id in identity.applied_before_link
 
 
 def with_linked_ids(profile: Profile, ids: tuple[str, ...] | list[str]) -> Profile:
@@ -172,6 +184,7 @@ def decide_link(identity: KeyIdentity, profile: Profile | None, link: LinkIdenti
         linked_at=link.at,
         linked_users=users,
         sent_absorb=absorb,
+        applied_before_link=profile.applied_ids if profile is not None else identity.applied_before_link,
     )
     return LinkDecision(updated, None, absorb, RELINKED if identity.redirect_to is not None else LINKED)
 

@@ -38,11 +38,12 @@ from core.identity import (
     decide_unlink,
     flattening_links,
     links_revealed,
+    replayed_before_link,
     with_linked_ids,
 )
 from core.profile.apply import apply_event, new_profile
 from core.profile.bounded import capped_append
-from core.profile.merge import merge_profiles
+from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
 from core.triggers import CartAbandonmentPolicy, Trigger, cart_reminder_due_at, decide_cart_abandonment, record_trigger
 from schemas.commands import (
@@ -178,6 +179,8 @@ def _forward(state: KeyState, command: ProfileCommand, policy: StagePolicy) -> S
 
 def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy) -> StepResult:
     event = command.event
+    if replayed_before_link(state.identity, event):
+        return _result(state, state, policy, notes=(DUPLICATE,))
     if state.identity.redirect_to is not None:
         return _forward(state, command, policy)
     if event.type == "track" and event.event == DELETION_REQUESTED:
@@ -214,7 +217,7 @@ def _absorb(state: KeyState, command: AbsorbProfile, policy: StagePolicy) -> Ste
     if forgotten_at is not None and command.linked_at <= forgotten_at:
         return _result(state, state, policy, notes=(ABSORB_FORGOTTEN,))
     profile = state.profile or new_profile(state.key)
-    if command.absorb_id in profile.absorbed_ids:
+    if command.absorb_id in profile.absorbed_ids or holds_every_event_of(profile, command.absorbed):
         return _result(state, state, policy, notes=(ABSORB_DUPLICATE,))
     merged = merge_profiles(profile, command.absorbed, policy=policy.profile)
     merged = msgspec.structs.replace(
@@ -340,10 +343,14 @@ def _leave_all_segments(
 def _step_command(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
     """Apply one command to the state of its key (``state.key`` is the command's Kafka key).
 
-    - ``ApplyEvent``: forwarded (hops + 1) if the key redirects; "Deletion Requested" forgets the
-      customer; else applied to the profile (a new one if none), asking for links it reveals.
+    - ``ApplyEvent``: forwarded (hops + 1) if the key redirects, unless the key applied it itself before
+      it was linked away (a replay: dropped, see ``KeyIdentity.applied_before_link``); "Deletion
+      Requested" forgets the customer; else applied to the profile (a new one if none), asking for links
+      it reveals.
     - ``LinkIdentity``: ``core.identity.decide_link`` at the alias; may forward an ``AbsorbProfile``.
-    - ``AbsorbProfile``: merged once per ``absorb_id``; re-points the absorbed profile's linked ids.
+    - ``AbsorbProfile``: merged once per ``absorb_id``, and not at all when the customer already applied
+      every event of the absorbed profile (``core.profile.merge.holds_every_event_of``); re-points the
+      absorbed profile's linked ids.
     - ``ForgetCustomer``: profile deleted, ``UnlinkIdentity`` to every linked id, key marked forgotten.
     - ``UnlinkIdentity``: the alias drops its redirect to the forgotten customer.
     - ``CheckTriggers``: cart abandonment as before (nothing for forgotten state).

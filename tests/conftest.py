@@ -219,19 +219,25 @@ class Pipeline:
         return worker
 
 
-@pytest.fixture
-def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
-    """Factory: ``make_pipeline(**setting_overrides)`` → a started ``Pipeline``; all stopped at teardown."""
-    started: list[Pipeline] = []
+class PipelineFactory:
+    """Builds isolated test deployments on the shared broker (own topic prefix, app id, token, data dir,
+    web port) and stops them all in ``close``; ``make_pipeline`` is one per test, a module-scoped fixture
+    may hold one for several tests."""
 
-    def _make(start: bool = True, **overrides: object) -> Pipeline:
+    def __init__(self, kafka_settings: Settings, base_dir: Path) -> None:
+        self.kafka_settings = kafka_settings
+        self.base_dir = base_dir
+        self.started: list[Pipeline] = []
+
+    def make(self, start: bool = True, **overrides: object) -> Pipeline:
+        """A ``Pipeline`` with ``overrides`` of the test defaults; its worker started unless ``start=False``."""
         tag = uuid.uuid4().hex[:8]
         web_port = kafka_local.free_port()
         values: dict[str, object] = {
-            "broker_url": kafka_settings.broker_url,
+            "broker_url": self.kafka_settings.broker_url,
             "topic_prefix": f"t{tag}.",
             "app_id": f"streamcdp-test-{tag}",
-            "data_dir": tmp_path / f"data-{tag}",
+            "data_dir": self.base_dir / f"data-{tag}",
             "web_port": web_port,
             "topic_partitions": 4,
             "cart_abandonment_delay_s": 2.0,
@@ -245,19 +251,67 @@ def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCDP_")}
         env.update({f"STREAMCDP_{k.upper()}": str(v) for k, v in values.items()})
         env["PYTHONUNBUFFERED"] = "1"
-        worker = WorkerProcess(env, tmp_path / f"worker-{tag}.log", web_port, settings.api_token)
+        worker = WorkerProcess(env, self.base_dir / f"worker-{tag}.log", web_port, settings.api_token)
         pipeline = Pipeline(settings, worker, KafkaIO(settings.broker_bootstrap))
-        started.append(pipeline)
+        self.started.append(pipeline)
         if start:
             worker.start()
         return pipeline
 
-    yield _make
-    for pipeline in started:
-        for worker in pipeline.more_workers:
-            worker.stop()
-        pipeline.worker.stop()
-        pipeline.kafka.close()
+    def close(self) -> None:
+        for pipeline in self.started:
+            for worker in pipeline.more_workers:
+                worker.stop()
+            pipeline.worker.stop()
+            pipeline.kafka.close()
+
+
+@pytest.fixture
+def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
+    """Factory: ``make_pipeline(**setting_overrides)`` → a started ``Pipeline``; all stopped at teardown."""
+    factory = PipelineFactory(kafka_settings, tmp_path)
+    yield factory.make
+    factory.close()
+
+
+def restart_test_broker(kafka_settings: Settings) -> float:
+    """Stop the session's broker by its pid (SIGTERM: a clean shutdown) and start it again on the same ports
+    and data directory, as an operator's restart would; returns the seconds it was away. Clients see
+    their connections drop and must reconnect; nothing committed is lost."""
+    started = time.monotonic()
+    kafka_local.stop(kafka_settings)
+    kafka_local.start(kafka_settings)
+    return time.monotonic() - started
+
+
+def read_to_end(bootstrap: str, topics: list[str], *, isolation_level: str = "read_committed") -> list:
+    """Every record of ``topics`` from the start up to their end offsets at the call (committed records
+    only by default, as a downstream consumer should read), in offset order per partition."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level=isolation_level,
+        consumer_timeout_ms=1000,
+    )
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list = []
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                msg = f"could not read {topics} to their end offsets {ends} within 120 s"
+                raise AssertionError(msg)
+            for batch in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
 
 
 # --- Workload-scale helpers (dead-letter and ground-truth tests): produce many lines, know when the
@@ -388,3 +442,85 @@ def anonymous_visitors(lines: list[bytes], truth: dict) -> dict[str, int]:
         if event.user_id is None and event.anonymous_id not in linked:
             visitors[event.anonymous_id] = visitors.get(event.anonymous_id, 0) + 1
     return visitors
+
+
+# --- Ground truth of a generated workload (``offline.generator``): shared by the ground-truth, scale-out and
+# chaos tests.
+
+
+def profile_mismatches(worker: WorkerProcess, workload) -> list[str]:
+    """Every difference between the profiles ``worker`` serves and the generator's truth (``offline.generator``
+    ``Workload``), as readable lines: identified customers, their linked devices, deleted customers (404)
+    and anonymous visitors that never logged in."""
+    truth = workload.truth
+    customers = truth["profiles"]
+    visitors = anonymous_visitors(workload.lines, truth)
+    ids = [*(c["user_id"] for c in customers), *(a for c in customers for a in c["anonymous_ids"]), *visitors]
+    answers = fetch_profiles(worker, ids)
+    problems: list[str] = []
+    for customer in customers:
+        user_id = customer["user_id"]
+        if customer["deleted"]:
+            for asked in (user_id, *customer["anonymous_ids"]):
+                if answers[asked][0] != 404:
+                    problems.append(f"{asked} of deleted {user_id}: HTTP {answers[asked][0]}, expected 404")
+            continue
+        status, document = answers[user_id]
+        if status != 200:
+            problems.append(f"{user_id}: HTTP {status}")
+            continue
+        expected = expected_document(customer)
+        actual = observed_document(document)
+        if actual != expected:
+            problems.append(f"{user_id}: {actual} != truth {expected}")
+        for anonymous_id in customer["anonymous_ids"]:
+            status, via = answers[anonymous_id]
+            if status != 200 or via.get("requested_id") != anonymous_id or via["customer_id"] != user_id:
+                seen = (status, via and via.get("customer_id"), via and via.get("requested_id"))
+                problems.append(f"{anonymous_id} of {user_id}: (HTTP, customer_id, requested_id) = {seen}")
+            elif observed_document(via) != actual:
+                problems.append(f"{anonymous_id} of {user_id}: another view {observed_document(via)} != {actual}")
+    for anonymous_id, events in visitors.items():
+        status, document = answers[anonymous_id]
+        if status != 200 or document["customer_id"] != anonymous_id or document["event_count"] != events:
+            seen = (status, document and document["customer_id"], document and document["event_count"])
+            problems.append(f"visitor {anonymous_id}: (HTTP, customer_id, event_count) = {seen}, expected {events}")
+    return problems
+
+
+def expected_document(customer: dict) -> dict:
+    return {
+        "customer_id": customer["user_id"],
+        "event_count": customer["events"],
+        "orders": customer["orders"],
+        "revenue": customer["revenue"],
+        "refunds": customer["refunds"],
+        "last_order_at": customer["last_order_at"],
+        "linked_ids": sorted(customer["anonymous_ids"]),
+    }
+
+
+def observed_document(document: dict) -> dict:
+    last_order_at = document["last_order_at"] or None  # the profile stores 0.0 for "no order yet"
+    return {
+        "customer_id": document["customer_id"],
+        "event_count": document["event_count"],
+        "orders": document["orders"],
+        "revenue": document["revenue"],
+        "refunds": document["computed"]["refunds"],
+        "last_order_at": None if last_order_at is None else round(last_order_at, 3),
+        "linked_ids": sorted(document["identity"]["linked_ids"]),
+    }
+
+
+def wait_for_ingested(pipeline: Pipeline, count: int, *, timeout_s: float) -> float:
+    """Wait until the worker has ingested at least ``count`` events; returns how many it had."""
+    deadline = time.monotonic() + timeout_s
+    ingested = 0.0
+    while time.monotonic() < deadline:
+        ingested = metric_sum(read_metrics(pipeline.worker), "streamcdp_events_ingested_total")
+        if ingested >= count:
+            return ingested
+        time.sleep(0.2)
+    msg = f"only {ingested:.0f} of {count} events ingested within {timeout_s}s\n{pipeline.worker.log_tail()}"
+    raise AssertionError(msg)

@@ -188,6 +188,16 @@ def _merge_consent(a: Profile, b: Profile) -> dict[str, Any]:
     return {"consent": consent, "consent_updated_at": {k: v for k, v in times.items() if k in consent}}
 
 
+def holds_every_event_of(into: Profile, absorbed: Profile) -> bool:
+    """True when ``into`` has already applied every event ``absorbed`` applied (by message id): merging it
+    again would count them twice (issue 10). It happens when a crash rolled back the alias's key but not
+    the customer's merge: a replayed event that links the alias again at another time (so another
+    ``absorb_id``) makes the alias send its old profile once more. A profile with any event the customer
+    lacks is still merged (its data would be lost otherwise), as is one the customer's capped
+    ``applied_ids`` no longer covers."""
+    return bool(absorbed.applied_ids) and set(absorbed.applied_ids) <= set(into.applied_ids)
+
+
 def merge_profiles(into: Profile, absorbed: Profile, *, policy: ProfilePolicy = DEFAULT_POLICY) -> Profile:
     """One profile of the customer ``into.customer_id`` holding what both profiles know.
 

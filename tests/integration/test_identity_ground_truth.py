@@ -21,15 +21,19 @@ import time
 import pytest
 from conftest import (
     Pipeline,
-    anonymous_visitors,
-    fetch_profiles,
+    expected_document,
     metric_sum,
+    observed_document,
     produce_raw_lines,
+    profile_mismatches,
     read_metrics,
+    wait_for_ingested,
     wait_until_drained,
 )
 
 from offline.generator import Workload, WorkloadConfig, generate_workload
+
+__all__ = ["expected_document", "observed_document"]  # test_scale_out imports them from here
 
 pytestmark = pytest.mark.integration
 
@@ -52,71 +56,8 @@ def make_workload(seed: int) -> Workload:
     return workload
 
 
-def mismatches(pipeline: Pipeline, workload: Workload) -> list[str]:
-    """Every difference between the worker's profiles and the truth, as readable lines."""
-    truth = workload.truth
-    customers = truth["profiles"]
-    visitors = anonymous_visitors(workload.lines, truth)
-    ids = [*(c["user_id"] for c in customers), *(a for c in customers for a in c["anonymous_ids"]), *visitors]
-    answers = fetch_profiles(pipeline.worker, ids)
-    problems: list[str] = []
-    for customer in customers:
-        user_id = customer["user_id"]
-        if customer["deleted"]:
-            for asked in (user_id, *customer["anonymous_ids"]):
-                if answers[asked][0] != 404:
-                    problems.append(f"{asked} of deleted {user_id}: HTTP {answers[asked][0]}, expected 404")
-            continue
-        status, document = answers[user_id]
-        if status != 200:
-            problems.append(f"{user_id}: HTTP {status}")
-            continue
-        expected = expected_document(customer)
-        actual = observed_document(document)
-        if actual != expected:
-            problems.append(f"{user_id}: {actual} != truth {expected}")
-        for anonymous_id in customer["anonymous_ids"]:
-            status, via = answers[anonymous_id]
-            if status != 200 or via.get("requested_id") != anonymous_id or via["customer_id"] != user_id:
-                seen = (status, via and via.get("customer_id"), via and via.get("requested_id"))
-                problems.append(f"{anonymous_id} of {user_id}: (HTTP, customer_id, requested_id) = {seen}")
-            elif observed_document(via) != actual:
-                problems.append(f"{anonymous_id} of {user_id}: another view {observed_document(via)} != {actual}")
-    for anonymous_id, events in visitors.items():
-        status, document = answers[anonymous_id]
-        if status != 200 or document["customer_id"] != anonymous_id or document["event_count"] != events:
-            seen = (status, document and document["customer_id"], document and document["event_count"])
-            problems.append(f"visitor {anonymous_id}: (HTTP, customer_id, event_count) = {seen}, expected {events}")
-    return problems
-
-
-def expected_document(customer: dict) -> dict:
-    return {
-        "customer_id": customer["user_id"],
-        "event_count": customer["events"],
-        "orders": customer["orders"],
-        "revenue": customer["revenue"],
-        "refunds": customer["refunds"],
-        "last_order_at": customer["last_order_at"],
-        "linked_ids": sorted(customer["anonymous_ids"]),
-    }
-
-
-def observed_document(document: dict) -> dict:
-    last_order_at = document["last_order_at"] or None  # the profile stores 0.0 for "no order yet"
-    return {
-        "customer_id": document["customer_id"],
-        "event_count": document["event_count"],
-        "orders": document["orders"],
-        "revenue": document["revenue"],
-        "refunds": document["computed"]["refunds"],
-        "last_order_at": None if last_order_at is None else round(last_order_at, 3),
-        "linked_ids": sorted(document["identity"]["linked_ids"]),
-    }
-
-
 def assert_matches_truth(pipeline: Pipeline, workload: Workload) -> None:
-    problems = mismatches(pipeline, workload)
+    problems = profile_mismatches(pipeline.worker, workload)
     assert not problems, f"{len(problems)} differences from the ground truth:\n" + "\n".join(problems[:20])
 
 
@@ -163,16 +104,3 @@ def test_ground_truth_holds_after_a_kill9_midway_and_a_restart(make_pipeline):
         f"killed after {killed_at:.0f} of {sent} events ingested; ready again {ready_s:.1f} s after the "
         f"restart, drained {drained_s:.1f} s later; {time.monotonic() - started:.1f} s in all"
     )
-
-
-def wait_for_ingested(pipeline: Pipeline, count: int, *, timeout_s: float) -> float:
-    """Wait until the worker has ingested at least ``count`` events; returns how many it had."""
-    deadline = time.monotonic() + timeout_s
-    ingested = 0.0
-    while time.monotonic() < deadline:
-        ingested = metric_sum(read_metrics(pipeline.worker), "streamcdp_events_ingested_total")
-        if ingested >= count:
-            return ingested
-        time.sleep(0.2)
-    msg = f"only {ingested:.0f} of {count} events ingested within {timeout_s}s\n{pipeline.worker.log_tail()}"
-    raise AssertionError(msg)

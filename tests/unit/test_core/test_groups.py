@@ -5,9 +5,9 @@ from __future__ import annotations
 from core_event_factory import T0, track
 
 from core.groups import MAX_GROUP_TRAITS, MAX_GROUPS, apply_group_call, merge_groups
-from core.profile.merge import merge_profiles
 from core.profile.apply import apply_event, new_profile
 from core.profile.document import profile_document
+from core.profile.merge import merge_profiles
 from schemas.events import CUSTOMER, Event
 
 ORDER = {"order_id": "o1", "total": 5000, "coupon": "X", "payment_method": "card", "products": [{"product_id": "p1"}]}

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from schemas.topics import TopicNames
 from streams.collector import RUNNER_OPTIONS, BrokerUnavailable, Collector, Record
 from streams.collector_protocol import parse_write_keys
 from streams.settings import Settings
-from schemas.topics import TopicNames
 
 TOPICS = TopicNames(prefix="t.")
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"wk:").decode()}
