@@ -47,7 +47,7 @@ def handle_command(
     Commands for other keys (links, merges, events of a linked id) go to ``forward`` when given (the
     runtime applies them in place when it holds the target's partition), else to ``profile-commands``.
     """
-    tally.add(PROFILE_COMMANDS, command.__struct_config__.tag)
+    tally.add(PROFILE_COMMANDS, str(command.__struct_config__.tag))
     state = KeyState(
         key=key.decode(), profile=store.get(PROFILES, key), identity=store.get(IDENTITIES, key) or NO_IDENTITY
     )
@@ -61,7 +61,7 @@ def handle_command(
             forward(target.encode(), forwarded)
     for change in result.audience_changes:
         outbox.send(topics.segment_changes, change.customer_id.encode(), encode_json(change))
-        tally.add(AUDIENCE_CHANGES, type(change).__struct_config__.tag)
+        tally.add(AUDIENCE_CHANGES, str(type(change).__struct_config__.tag))
         if isinstance(change, SegmentChange):
             tally.add(SEGMENT_CHANGES, change.change)
     for trigger in result.triggers:

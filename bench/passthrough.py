@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -144,10 +145,8 @@ def ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-passthrough")
     try:
         if name not in set(admin.list_topics()):
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name=name, num_partitions=partitions, replication_factor=1)])
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 

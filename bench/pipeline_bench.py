@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -587,7 +588,7 @@ def machine_info() -> dict:
         return result.stdout.strip()
 
     cpu_model = ""
-    try:
+    with contextlib.suppress(OSError):
         cpu_model = next(
             (
                 line.split(":", 1)[1].strip()
@@ -596,13 +597,9 @@ def machine_info() -> dict:
             ),
             "",
         )
-    except OSError:
-        pass
     mem_kib = 0
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
     versions = {}
     for package in ("aiokafka", "kafka-python", "rocksdict", "aiohttp"):
         try:

@@ -168,13 +168,13 @@ def _result(
     )
 
 
-def _forward(state: KeyState, command: ProfileCommand, policy: StagePolicy) -> StepResult:
+def _forward(state: KeyState, command: ProfileCommand, policy: StagePolicy, target: str) -> StepResult:
     """Send ``command`` on to the key this one redirects to (hops + 1), or drop it as a loop."""
     hops = getattr(command, "hops", 0)
     if hops >= policy.max_hops:
         return _result(state, state, policy, notes=(REDIRECT_LOOP,))
     forwarded = msgspec.structs.replace(command, hops=hops + 1)
-    return _result(state, state, policy, notes=(FORWARDED,), forwards=((state.identity.redirect_to, forwarded),))
+    return _result(state, state, policy, notes=(FORWARDED,), forwards=((target, forwarded),))
 
 
 def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy) -> StepResult:
@@ -182,7 +182,7 @@ def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy
     if replayed_before_link(state.identity, event):
         return _result(state, state, policy, notes=(DUPLICATE,))
     if state.identity.redirect_to is not None:
-        return _forward(state, command, policy)
+        return _forward(state, command, policy, state.identity.redirect_to)
     if event.type == "track" and event.event == DELETION_REQUESTED:
         forget = ForgetCustomer(customer_id=state.key, at=event.timestamp, request_id=event.message_id)
         return _forget(state, forget, policy)
@@ -212,7 +212,7 @@ def _link(state: KeyState, command: LinkIdentity, policy: StagePolicy) -> StepRe
 
 def _absorb(state: KeyState, command: AbsorbProfile, policy: StagePolicy) -> StepResult:
     if state.identity.redirect_to is not None:
-        return _forward(state, command, policy)
+        return _forward(state, command, policy, state.identity.redirect_to)
     forgotten_at = state.identity.forgotten_at
     if forgotten_at is not None and command.linked_at <= forgotten_at:
         return _result(state, state, policy, notes=(ABSORB_FORGOTTEN,))
@@ -230,7 +230,7 @@ def _absorb(state: KeyState, command: AbsorbProfile, policy: StagePolicy) -> Ste
 
 def _forget(state: KeyState, command: ForgetCustomer, policy: StagePolicy) -> StepResult:
     if state.identity.redirect_to is not None:
-        return _forward(state, command, policy)
+        return _forward(state, command, policy, state.identity.redirect_to)
     profile = state.profile
     linked = profile.linked_ids if profile is not None else ()
     forgotten_at = max(state.identity.forgotten_at or command.at, command.at)

@@ -88,10 +88,13 @@ def predict_product(product_id: str, timestamps: Sequence[float], catalog: Consu
 
 
 def predict_replenishment(
-    product_purchases: Mapping[str, Sequence[float]], catalog: ConsumableCatalog
+    product_purchases: Mapping[str, Sequence[float]], catalog: ConsumableCatalog | None
 ) -> dict[str, Replenishment]:
-    """For every consumable the customer has bought: when they are expected to buy it again."""
+    """For every consumable the customer has bought: when they are expected to buy it again (nothing
+    without a catalog of consumables)."""
     predictions: dict[str, Replenishment] = {}
+    if catalog is None:
+        return predictions
     for product_id, timestamps in product_purchases.items():
         if not isinstance(timestamps, (list, tuple)):
             continue

@@ -24,7 +24,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -75,7 +75,11 @@ def _reader(obj: Any) -> Callable[[str, Any], Any]:
     """``lambda name, default: <field of the record or view>``, with the record-or-view choice made once."""
     if is_mapping_type(type(obj)):
         return obj.get
-    return lambda name, default=None: getattr(obj, name, default)
+
+    def read(name: str, default: Any = None) -> Any:
+        return getattr(obj, name, default)
+
+    return read
 
 
 def _days_since(at: Any, now: float) -> float:
@@ -123,7 +127,7 @@ def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
     last_order_at = get("last_order_at", 0.0) if orders else 0.0
     checkout_at = get("last_checkout_at", 0.0) or 0.0
     open_rate, click_rate = _engagement_rates(get("engagement", None))
-    order_times = get("order_times", ()) or ()
+    order_times: Sequence[float] = get("order_times", ()) or ()
     tenure_days = _DAYS_SINCE_FIRST_SEEN(profile, now, DEFAULT_POLICY)
     if len(order_times) >= 2:
         mean_gap_days = max(1.0 / 24, (order_times[-1] - order_times[0]) / (len(order_times) - 1) / DAY_S)
@@ -326,7 +330,7 @@ class ScoreCrossing:
 
     score: str
     threshold: float
-    direction: str
+    direction: Literal["up", "down"]
     before: float | None
     after: float | None
 

@@ -11,15 +11,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from core.rules.context import Context
 from core.rules.definitions import SegmentDefinitions, SegmentRule
 from core.segment_fields import profile_view
 from schemas.segments import SegmentChange
 
-ENTERED = "entered"
-EXITED = "exited"
+ENTERED: Literal["entered"] = "entered"
+EXITED: Literal["exited"] = "exited"
 
 
 def _context(definitions: SegmentDefinitions, profile: Any, now: float) -> Context:
@@ -86,7 +86,7 @@ def _reason(definitions: SegmentDefinitions | None, name: str, change: str, othe
     if change == ENTERED:
         prefix = f"first match in waterfall {rule.group}" if rule.group else "matches"
         return f"{prefix}: {rule.rule}"
-    if rule.group:
+    if rule.group and definitions is not None:
         group = next(g for g in definitions.groups if g.name == rule.group)
         now_in = next((r.name for r in group.segments if r.name in others), None)
         if now_in is not None:
@@ -117,7 +117,8 @@ def segment_changes(
     """The ``SegmentChange`` records for one customer's move from ``before`` to ``after`` (exits first)."""
     entered, exited = diff_memberships(before, after, definitions)
     changes: list[SegmentChange] = []
-    for kind, table in ((EXITED, exited), (ENTERED, entered)):
+    moves: tuple[tuple[Literal["entered", "exited"], dict[str, str]], ...] = ((EXITED, exited), (ENTERED, entered))
+    for kind, table in moves:
         changes.extend(
             SegmentChange(
                 customer_id=customer_id,

@@ -196,7 +196,7 @@ def profile_view(
 
 
 @functools.lru_cache(maxsize=64)
-def _view_plan(cls: type, fields: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], Any], tuple[Trait, ...]]:
+def _view_plan(cls: Any, fields: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], Any], tuple[Trait, ...]]:
     """For a record type and wanted keys: the encoded names, a getter of their values, the traits to compute."""
     pairs = [
         (name, encoded)

@@ -15,7 +15,6 @@ records are lists or dicts), so rules, scores and the API compute the same value
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,11 +64,16 @@ class Trait:
 DEPRECATED_NAMES: Mapping[str, str] = {"aov": "average_order_value"}
 
 
-@functools.cache
+_MAPPING_TYPES: dict[type, bool] = {}
+
+
 def is_mapping_type(cls: type) -> bool:
-    """Whether ``cls`` is a mapping (a view) rather than a record; cached: an ABC isinstance check per field
-    read would cost more than the trait itself."""
-    return issubclass(cls, Mapping)
+    """Whether ``cls`` is a mapping (a view) rather than a record; memoised per type: an ABC subclass check
+    per field read would cost more than the trait itself."""
+    known = _MAPPING_TYPES.get(cls)
+    if known is None:
+        known = _MAPPING_TYPES[cls] = issubclass(cls, Mapping)
+    return known
 
 
 _RECORD_TYPES = frozenset({Profile, CartItem})  # checked first: these reads are on the hot path

@@ -302,7 +302,7 @@ def _require_channel(properties: dict, key: str = "channel") -> None:
     _check_channel(_require(properties, key), f"properties.{key}")
 
 
-def _check_track_properties(name: str, properties: dict) -> dict:
+def _check_track_properties(name: str, properties: dict) -> dict:  # noqa: PLR0912  (one branch per event family)
     """The properties the named event requires; returns them with defaults filled in."""
     if name in PRODUCT_EVENTS:
         if properties.get("product_id") in (None, "") and isinstance(properties.get("sku"), (str, int)):
@@ -400,7 +400,9 @@ def _group_and_traits(payload: dict, event_type: str, limits: ContractLimits) ->
     return group_id, traits
 
 
-def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()) -> Event:
+def decode_event(  # noqa: PLR0912, PLR0915  (one straight pass over the envelope: the per-event hot path)
+    raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()
+) -> Event:
     """Bytes of one Segment Spec call → a normalised ``Event``; raises ``InvalidEvent``."""
     if len(raw) > limits.max_event_bytes:
         detail = f"{len(raw)} bytes > {limits.max_event_bytes}"

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
+# Style and types first: a violation fails the run before the (slower) tests start.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 status=$?

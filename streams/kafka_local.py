@@ -9,6 +9,7 @@ Every operation is idempotent: starting a running broker or stopping a stopped o
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import shutil
@@ -121,7 +122,10 @@ def broker_properties(settings: Settings, storage_dir: Path) -> str:
 def _require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        msg = f"`{name}` is not on PATH; the local Kafka broker needs Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)"
+        msg = (
+            f"`{name}` is not on PATH; the local Kafka broker needs Java 17+ and Maven "
+            "(apt-get install openjdk-17-jre-headless maven)"
+        )
         raise LocalKafkaError(msg)
     return path
 
@@ -152,7 +156,8 @@ def ensure_jars(settings: Settings) -> Path:
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        msg = f"Maven could not resolve the Kafka jars (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        output = f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        msg = f"Maven could not resolve the Kafka jars (exit {result.returncode}):\n{output}"
         raise LocalKafkaError(msg)
     marker.write_text(settings.kafka_version + "\n")
     return paths.libs
@@ -294,7 +299,8 @@ def start(settings: Settings, wait_s: float = 90.0) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             paths.pid_file.unlink(missing_ok=True)
-            msg = f"the Kafka broker exited with code {proc.returncode}; see {paths.log_file} and {paths.run_dir / 'server.log'}"
+            server_log = paths.run_dir / "server.log"
+            msg = f"the Kafka broker exited with code {proc.returncode}; see {paths.log_file} and {server_log}"
             raise LocalKafkaError(msg)
         if broker_answers(bootstrap):
             log.info(
@@ -331,10 +337,8 @@ def stop(settings: Settings, wait_s: float = 30.0) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the broker is our own child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def status(settings: Settings) -> str:

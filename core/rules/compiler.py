@@ -51,7 +51,7 @@ from core.segment_fields import DAY_S, DERIVED_FIELDS, read_path
 Evaluator = Callable[[Context], Any]
 _NUMERIC = (int, float)
 _CONTAINERS = (list, tuple, dict)
-_EMPTY = (None, "", 0, 0.0, [], {})
+_EMPTY: tuple[Any, ...] = (None, "", 0, 0.0, [], {})
 _ORDER_OPS: Mapping[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,

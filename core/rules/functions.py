@@ -23,7 +23,7 @@ class Function:
     params: tuple[str, ...]  # positional order; "name?" marks an optional parameter
     kinds: Mapping[str, str]  # param → "string" | "window" | "path"
     result: FieldType
-    build: Callable[..., Any]
+    build: Callable[..., Any] | None  # None: a function the parser builds itself (time reads)
     doc: str
 
 

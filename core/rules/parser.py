@@ -22,6 +22,7 @@ column, which the YAML loader turns into a ``ConfigError`` naming file and line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -394,12 +395,12 @@ class Parser:
             if name == "count" and ftype.kind not in (LIST, MAP, STRUCT, ANY):
                 msg = f"count() needs a list or map; {'.'.join(path)!r} is a {ftype.describe()}"
                 raise RuleError(msg, path_column)
-            return Typed(function.build(path), function.result, column, text)
+            return Typed(_builder(function)(path), function.result, column, text)
         required = [args[param] for param in function.params if not param.endswith("?")]
         optional = {
             param[:-1]: args[param[:-1]] for param in function.params if param.endswith("?") and param[:-1] in args
         }
-        return Typed(function.build(*required, **optional), function.result, column, text)
+        return Typed(_builder(function)(*required, **optional), function.result, column, text)
 
     # -- type checks
     def compare(self, op_token: Token, left: Typed, right: Typed) -> Any:
@@ -468,6 +469,14 @@ class Parser:
                 f"{container.text!r} ({container.ftype.describe()})"
             )
             raise RuleError(msg, column)
+
+
+def _builder(function: Function) -> Callable[..., Any]:
+    """The node builder of a function the parser does not build itself (all but the time reads)."""
+    if function.build is None:
+        msg = "a time-read function has no node builder"
+        raise AssertionError(msg)
+    return function.build
 
 
 def compile_rule(text: str, catalog: FieldCatalog) -> Any:
