@@ -18,7 +18,7 @@ from streams import metrics
 from streams.codecs import encode_json
 from streams.outbox import Outbox
 from streams.state_store import PartitionStore
-from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from streams.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
 from streams.topics import TopicNames
 
 
@@ -81,8 +81,8 @@ def _write_back(store: PartitionStore, key: bytes, result) -> None:
         store.put(PROFILES, key, new_state.profile)  # None deletes
     if result.identity_changed:
         store.put(IDENTITIES, key, None if new_state.identity.is_default else new_state.identity)
-    stored_due = store.get(TRIGGER_DUE, key)
+    stored_due = store.get(WAKE_UPS, key)
     if result.due_at != stored_due:
-        store.put(TRIGGER_DUE, key, result.due_at)
+        store.put(WAKE_UPS, key, result.due_at)
         if result.due_at is not None:
             store.due_index.push(key, result.due_at)

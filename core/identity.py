@@ -53,6 +53,7 @@ from core.profile import (
     MAX_SIZE_CATEGORIES,
     MAX_SIZES_PER_CATEGORY,
     MAX_STORES,
+    MAX_TRIGGER_HISTORY,
     MAX_TRIGGERS_REMEMBERED,
     Affinity,
     CartItem,
@@ -62,6 +63,7 @@ from core.profile import (
     is_newer,
     order_contribution,
 )
+from core.triggers.pending import merge_trigger_state
 from schemas.commands import AbsorbProfile, LinkIdentity, UnlinkIdentity
 from schemas.events import Event
 
@@ -443,6 +445,7 @@ def merge_profiles(into: Profile, absorbed: Profile, *, half_life_s: float = 14 
         refunds=a.refunds + b.refunds - double_refunds,
         engagement=_merge_nested(a.engagement, b.engagement, MAX_CHANNELS, 10**9),
         **_merge_consent(a, b),
+        **merge_trigger_state(a, b, MAX_TRIGGER_HISTORY),
     )
     for record in double_counted:
         merged = msgspec.structs.replace(merged, **order_contribution(merged, record, -1))

@@ -25,6 +25,7 @@ import msgspec
 
 from core.privacy import hash_identifier, is_pii_trait, looks_like_contact, trait_key
 from schemas.events import MESSAGING, Event
+from schemas.triggers import PendingTrigger, TriggerOutcome
 
 Scalar = str | int | float | bool
 
@@ -36,6 +37,9 @@ class CartItem(msgspec.Struct, frozen=True, kw_only=True):
     added_at: float
     name: str = ""
     category: str = ""
+    image_url: str = ""  # as the Product Added event carried them, for trigger messages
+    url: str = ""
+    currency: str = ""
 
 
 class Affinity(msgspec.Struct, frozen=True, array_like=True):
@@ -133,9 +137,15 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     audience_due_at: float | None = None  # when time alone next changes a membership (None: never)
     audience_refreshed_at: float = 0.0  # when segments/scores were last evaluated
 
+    # --- filled by core.triggers (the trigger engine); apply_event leaves them untouched ---------
+    pending_triggers: tuple[PendingTrigger, ...] = ()  # at most one per kind
+    trigger_history: tuple[TriggerOutcome, ...] = ()  # recent outcomes, newest last (capped)
+    trigger_last_sent: dict[str, float] = {}  # kind → when one was last sent (re_entry)
+
 
 MAX_APPLIED_IDS = 256
 MAX_TRIGGERS_REMEMBERED = 32
+MAX_TRIGGER_HISTORY = 16
 MAX_CART_ITEMS = 50
 MAX_ANONYMOUS_IDS = 20
 MAX_LINKED_IDS = 256
@@ -534,6 +544,9 @@ def _cart_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict
             added_at=at,
             name=str(props.get("name") or "")[:MAX_TRAIT_CHARS],
             category=category,
+            image_url=str(props.get("image_url") or "")[:500],
+            url=str(props.get("url") or "")[:500],
+            currency=str(props.get("currency") or "")[:3],
         )
         changes["cart"] = (*others, item)[-MAX_CART_ITEMS:]
         if category:
@@ -914,4 +927,8 @@ def profile_document(profile: Profile, *, now: float, policy: TraitPolicy = DEFA
         },
         "segments": list(profile.segments),
         "scores": dict(profile.scores),
+        "triggers": {
+            "pending": [{**msgspec.to_builtins(p), "state": "pending"} for p in profile.pending_triggers],
+            "recent": [msgspec.to_builtins(outcome) for outcome in profile.trigger_history],
+        },
     }

@@ -1,0 +1,275 @@
+"""The trigger pipeline of the profile stage: entries, exits, due decisions, all pure.
+
+``advance_triggers(profile, event=..., at=..., refreshed=..., forgotten_at=..., policy=...)`` is called by
+the profile stage once per command, after the event is applied and segments and scores are refreshed. It
+
+1. cancels pending triggers whose exit events arrived (``exit.events``);
+2. lets definitions whose entry events match (or, at a refresh or a wake-up, rule-only definitions)
+   enter or renew a pending trigger (one per kind; a new episode supersedes the old one);
+3. cancels pending triggers whose exit rule holds, recomputes each due time from the current definitions
+   (changed file, restart: same ``trigger_id``, new due time, never a second message);
+4. passes each due trigger through ``TriggerRule.decide`` — facts still valid, then the guard chain
+   (``core.triggers.guards``) — and builds the payload of what is sent.
+
+It answers the new profile (same object if nothing changed), the triggers to publish, the outcomes to
+count and the next wake-up time (the earliest pending due time; for one held for an anonymous visitor,
+its expiry). Each kind is a ``TriggerRule``; ``DefinedTrigger`` implements it from a definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Protocol
+
+import msgspec
+
+from core.profile import MAX_TRIGGER_HISTORY, MAX_TRIGGERS_REMEMBERED, Profile, capped_append
+from core.replenishment import ConsumableCatalog
+from core.triggers.definitions import TriggerDefinition, TriggerDefinitions
+from core.triggers.guards import (
+    CANCELLED_EXIT,
+    CANCELLED_FACTS,
+    HOLD,
+    SEND,
+    SUPERSEDED,
+    WITHDRAWN,
+    Decision,
+    Outcome,
+    run_guards,
+)
+from core.triggers.payload import build_trigger, trigger_id_for
+from schemas.events import Event
+from schemas.triggers import PendingTrigger, Trigger, TriggerOutcome
+
+NEVER = float("-inf")
+HELD_EXPIRY_MARGIN_S = 1.0  # a held trigger's wake-up comes just after it expires, so the stale guard drops it
+
+
+class TriggerRule(Protocol):
+    """One trigger kind: when a customer enters it, when it becomes due, what cancels it, and the decision."""
+
+    name: str
+
+    def enter(
+        self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
+    ) -> PendingTrigger | None:
+        """The pending trigger after this entry (new, renewed or a new episode), or None: no entry."""
+
+    def due_at(self, pending: PendingTrigger) -> float:
+        """When ``pending`` may be decided (from the current definition)."""
+
+    def cancels(self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float) -> bool:
+        """Whether an exit (the event, or the exit rule on the profile) cancels ``pending``."""
+
+    def decide(
+        self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
+    ) -> tuple[Outcome, Trigger | None]:
+        """The outcome of a due ``pending`` and, when sent, its payload."""
+
+    def wake_after_hold(self, pending: PendingTrigger) -> float:
+        """When to look again at a held trigger (just after it would expire)."""
+
+
+@dataclass(frozen=True)
+class DefinedTrigger:
+    """The ``TriggerRule`` of a definition from ``config/triggers.yaml``."""
+
+    definition: TriggerDefinition
+    consumables: ConsumableCatalog | None = None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def enter(
+        self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
+    ) -> PendingTrigger | None:
+        d = self.definition
+        if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
+            return None
+        facts: dict = {}
+        entry_facts = d.entry_facts
+        if entry_facts is not None:
+            found = entry_facts.enter(profile, event, d.params, self.consumables)
+            if found is None:
+                return None
+            facts = found
+        if d.entry_rule is not None and not d.entry_rule.holds(profile, at, self.consumables):
+            return None
+        episode = str(facts.get("episode", ""))
+        if existing is not None and str(existing.facts.get("episode", "")) == episode:
+            last = max(existing.last_entry_at, entry_at)
+            renewed = msgspec.structs.replace(existing, last_entry_at=last, facts=facts or existing.facts)
+            return msgspec.structs.replace(renewed, due_at=self.due_at(renewed))
+        pending = PendingTrigger(
+            kind=d.name,
+            trigger_id=trigger_id_for(profile.customer_id, d.name, entry_at, episode),
+            entered_at=entry_at,
+            last_entry_at=entry_at,
+            due_at=entry_at,
+            facts=facts,
+        )
+        return msgspec.structs.replace(pending, due_at=self.due_at(pending))
+
+    def due_at(self, pending: PendingTrigger) -> float:
+        return self.definition.wait.due_at(pending.last_entry_at, pending.facts)
+
+    def cancels(self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float) -> bool:
+        d = self.definition
+        if event is not None and event.event in d.exit_events and event.timestamp >= pending.entered_at:
+            return True
+        return d.exit_rule is not None and d.exit_rule.holds(profile, at, self.consumables)
+
+    def decide(
+        self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
+    ) -> tuple[Outcome, Trigger | None]:
+        d = self.definition
+        entry_facts = d.entry_facts
+        if entry_facts is not None and not entry_facts.still_valid(profile, pending, d.params):
+            return CANCELLED_FACTS, None
+        outcome = run_guards(Decision(profile, pending, d, at, forgotten_at))
+        if outcome.action != SEND:
+            return outcome, None
+        return outcome, build_trigger(profile, pending, d, at=at, channel=d.channels[0])
+
+    def wake_after_hold(self, pending: PendingTrigger) -> float:
+        return pending.due_at + self.definition.wait.expires + HELD_EXPIRY_MARGIN_S
+
+
+@dataclass(frozen=True)
+class TriggerPolicy:
+    """The trigger definitions in force and what their facts functions need (the consumables catalog)."""
+
+    definitions: TriggerDefinitions
+    consumables: ConsumableCatalog | None = None
+    rules_by_kind: Mapping[str, TriggerRule] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def rules(self) -> dict[str, TriggerRule]:
+        """Every kind's rule: ``rules_by_kind`` (custom rules) over the definitions' ``DefinedTrigger``."""
+        defined = {d.name: DefinedTrigger(d, self.consumables) for d in self.definitions.definitions}
+        return {**defined, **self.rules_by_kind}
+
+    @property
+    def version(self) -> str:
+        return self.definitions.version
+
+
+class TriggerStep(msgspec.Struct, frozen=True):
+    """What ``advance_triggers`` changed: the profile, triggers to send, ``(kind, outcome)`` to count, wake-up."""
+
+    profile: Profile
+    triggers: tuple[Trigger, ...] = ()
+    outcomes: tuple[tuple[str, str], ...] = ()
+    due_at: float | None = None
+
+
+def advance_triggers(
+    profile: Profile,
+    *,
+    event: Event | None,
+    at: float,
+    refreshed: bool,
+    forgotten_at: float | None,
+    policy: TriggerPolicy,
+) -> TriggerStep:
+    """Run the trigger pipeline for one command of ``profile``'s key (see the module docstring).
+
+    ``event``: the event just applied (None for a wake-up, a merge, a link); ``at``: the decision time;
+    ``refreshed``: segments and scores were just re-evaluated (rule-only entries are checked then).
+    """
+    definitions = policy.definitions
+    name = event.event if event is not None and event.type == "track" else None
+    entering = definitions.by_entry_event.get(name, ()) if name is not None else ()
+    rule_only = definitions.rule_only if refreshed or event is None else ()
+    pending_before = profile.pending_triggers
+    if not pending_before and not entering and not rule_only:
+        return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
+    rules = policy.rules
+    current = {p.kind: p for p in pending_before}
+    outcomes: list[tuple[PendingTrigger, Outcome]] = []
+    for definition in (*entering, *rule_only):
+        rule = rules[definition.name]
+        existing = current.get(definition.name)
+        entry_at = event.timestamp if event is not None and definition.entry_events else at
+        if existing is not None and rule.cancels(profile, existing, event, at):
+            continue  # the same event exits it (and may not renew it)
+        entered = rule.enter(profile, event, entry_at=entry_at, at=at, existing=existing)
+        if entered is None:
+            continue
+        if existing is not None and entered.trigger_id != existing.trigger_id:
+            outcomes.append((existing, SUPERSEDED))
+        current[definition.name] = entered
+    sent: list[Trigger] = []
+    wake: list[float] = []
+    for kind, pending in sorted(current.items(), key=lambda kv: _priority(rules, kv[0])):
+        rule = rules.get(kind)
+        if rule is None:
+            outcomes.append((pending, WITHDRAWN))
+            del current[kind]
+            continue
+        if rule.cancels(profile, pending, event, at):
+            outcomes.append((pending, CANCELLED_EXIT))
+            del current[kind]
+            continue
+        due_at = rule.due_at(pending)
+        if due_at != pending.due_at:
+            pending = current[kind] = msgspec.structs.replace(pending, due_at=due_at)
+        if due_at > at:
+            wake.append(due_at)
+            continue
+        outcome, trigger = rule.decide(profile, pending, at=at, forgotten_at=forgotten_at)
+        if outcome.action == HOLD:
+            wake.append(rule.wake_after_hold(pending))
+            continue
+        del current[kind]
+        outcomes.append((pending, outcome))
+        if trigger is not None:
+            sent.append(trigger)
+    pending_after = tuple(sorted(current.values(), key=lambda p: p.kind))
+    if pending_after == pending_before and not outcomes:
+        return TriggerStep(profile, due_at=min(wake, default=None))
+    return TriggerStep(
+        _recorded(profile, pending_after, outcomes, sent, at),
+        triggers=tuple(sent),
+        outcomes=tuple((pending.kind, outcome.name) for pending, outcome in outcomes),
+        due_at=min(wake, default=None),
+    )
+
+
+def _priority(rules: Mapping[str, TriggerRule], kind: str) -> tuple[int, str]:
+    rule = rules.get(kind)
+    priority = rule.definition.priority if isinstance(rule, DefinedTrigger) else 0
+    return (-priority, kind)
+
+
+def _recorded(
+    profile: Profile,
+    pending: tuple[PendingTrigger, ...],
+    outcomes: list[tuple[PendingTrigger, Outcome]],
+    sent: list[Trigger],
+    at: float,
+) -> Profile:
+    history = profile.trigger_history
+    for trigger_pending, outcome in outcomes:
+        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "")
+        record = TriggerOutcome(
+            trigger_id=trigger_pending.trigger_id,
+            kind=trigger_pending.kind,
+            outcome=outcome.name,
+            at=at,
+            channel=channel,
+        )
+        history = capped_append(history, record, MAX_TRIGGER_HISTORY)
+    changes: dict = {"pending_triggers": pending, "trigger_history": history}
+    if sent:
+        triggers_sent = profile.triggers_sent
+        last_sent = dict(profile.trigger_last_sent)
+        for trigger in sent:
+            triggers_sent = capped_append(triggers_sent, trigger.trigger_id, MAX_TRIGGERS_REMEMBERED)
+            last_sent[trigger.kind] = at
+        changes["triggers_sent"] = triggers_sent
+        changes["trigger_last_sent"] = last_sent
+    return msgspec.structs.replace(profile, **changes)
