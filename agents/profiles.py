@@ -56,6 +56,8 @@ def handle_command(
     for trigger in result.triggers:
         outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
         metrics.tally.add(metrics.triggers_emitted, trigger.kind, trigger.channel)
+    for kind, outcome in result.trigger_outcomes:
+        metrics.tally.add(metrics.trigger_decisions, kind, outcome)
     for note in result.notes:
         metrics.tally.add(metrics.profile_notes, note)
     if isinstance(command, ApplyEvent) and command.hops == 0:

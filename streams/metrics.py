@@ -10,6 +10,8 @@ from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from core.triggers.guards import OUTCOMES
+
 registry = CollectorRegistry(auto_describe=True)
 
 events_ingested = Counter(
@@ -46,6 +48,12 @@ triggers_emitted = Counter(
     "streamcdp_triggers_emitted_total",
     "Triggers published, by kind and channel.",
     ["kind", "channel"],
+    registry=registry,
+)
+trigger_decisions = Counter(
+    "streamcdp_trigger_decisions_total",
+    "Triggers decided, cancelled or expired, by kind and outcome (" + ", ".join(o.name for o in OUTCOMES) + ").",
+    ["kind", "outcome"],
     registry=registry,
 )
 wakeups_indexed = Gauge(

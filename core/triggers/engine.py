@@ -190,10 +190,16 @@ def advance_triggers(
     rules = policy.rules
     current = {p.kind: p for p in pending_before}
     outcomes: list[tuple[PendingTrigger, Outcome]] = []
-    for definition in (*entering, *rule_only):
+    # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
+    # have brought purchases that move a predicted date (same episode) or start a new one.
+    renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
+    for definition in {d.name: d for d in (*entering, *rule_only, *renewing)}.values():
         rule = rules[definition.name]
         existing = current.get(definition.name)
-        entry_at = event.timestamp if event is not None and definition.entry_events else at
+        if event is not None and definition.entry_events:
+            entry_at = event.timestamp
+        else:
+            entry_at = existing.last_entry_at if existing is not None else at
         if existing is not None and rule.cancels(profile, existing, event, at):
             continue  # the same event exits it (and may not renew it)
         entered = rule.enter(profile, event, entry_at=entry_at, at=at, existing=existing)
@@ -237,6 +243,11 @@ def advance_triggers(
         outcomes=tuple((pending.kind, outcome.name) for pending, outcome in outcomes),
         due_at=min(wake, default=None),
     )
+
+
+def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, ...]) -> list[TriggerDefinition]:
+    found = (definitions.by_kind.get(p.kind) for p in pending)
+    return [d for d in found if d is not None and d.facts]
 
 
 def _priority(rules: Mapping[str, TriggerRule], kind: str) -> tuple[int, str]:

@@ -1,8 +1,9 @@
 """Pending-trigger state across a merge of two profiles of one customer (``core.identity.merge_profiles``).
 
 One cart is one reminder: when an anonymous device (or a second device) is merged into a customer, each
-kind keeps ONE pending trigger — the one entered first, with its ``trigger_id`` — waiting until the later
-of both entries' activity. A pending trigger entered before a send of its kind on the other side is
+kind keeps ONE pending trigger. Of one episode (a cart) it keeps the one entered first, with its
+``trigger_id``, waiting until the later of both entries' activity; of two episodes (replenishment of two
+purchases) the later entry. A pending trigger entered before a send of its kind on the other side is
 dropped: that episode was messaged already.
 """
 
@@ -25,8 +26,8 @@ def merge_trigger_state(a: Any, b: Any, history_cap: int) -> dict[str, Any]:
         if pending.entered_at <= last_sent.get(pending.kind, float("-inf")):
             continue
         kept = by_kind.get(pending.kind)
-        if kept is None:
-            by_kind[pending.kind] = pending
+        if kept is None or kept.facts.get("episode", "") != pending.facts.get("episode", ""):
+            by_kind[pending.kind] = pending  # another episode (a newer purchase): the later entry knows more
         elif pending.last_entry_at > kept.last_entry_at:
             by_kind[pending.kind] = msgspec.structs.replace(
                 kept, last_entry_at=pending.last_entry_at, due_at=max(kept.due_at, pending.due_at)
