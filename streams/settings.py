@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     # --- Triggers ------------------------------------------------------------------------------
     triggers_file: Path = Field(
         Path("config/triggers.yaml"),
-        description='Trigger definitions (YAML, see README "Triggers"); checked at start: a broken file stops the worker.',
+        description="Trigger definitions (YAML, README section Triggers); a broken file stops the worker at start.",
     )
     trigger_scan_interval_s: float = Field(
         1.0, description="How often the worker wakes the keys whose wake-up time has come (triggers, segments)."

@@ -274,11 +274,7 @@ class _Reader:
         else:
             self.problems.add(node, f"{what} has no 'wait' (use `wait: {{as_soon_as: true}}` for no delay)")
         if "exit" in pairs:
-            exit_pairs = yaml_pairs(pairs["exit"][1], self.problems, f"exit of {what}", EXIT_KEYS)
-            if "events" in exit_pairs:
-                values["exit_events"] = self.events(exit_pairs["events"][1], f"exit events of {what}")
-            if "when" in exit_pairs:
-                values["exit_rule"] = self.rule(exit_pairs["when"][1], f"exit rule of {what}")
+            self._exit(pairs["exit"][1], what, values)
         if "channels" in pairs:
             values["channels"] = self._channels(pairs["channels"][1], what)
         if "priority" in pairs:
@@ -308,6 +304,13 @@ class _Reader:
             return None
         names.add(name)
         return name
+
+    def _exit(self, node: yaml.Node, what: str, values: dict) -> None:
+        pairs = yaml_pairs(node, self.problems, f"exit of {what}", EXIT_KEYS)
+        if "events" in pairs:
+            values["exit_events"] = self.events(pairs["events"][1], f"exit events of {what}")
+        if "when" in pairs:
+            values["exit_rule"] = self.rule(pairs["when"][1], f"exit rule of {what}")
 
     def _entry(self, node: yaml.Node, what: str, values: dict) -> None:
         pairs = yaml_pairs(node, self.problems, f"entry of {what}", ENTRY_KEYS)

@@ -187,62 +187,76 @@ def advance_triggers(
     pending_before = profile.pending_triggers
     if not pending_before and not entering and not rule_only:
         return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
-    rules = policy.rules
-    current = {p.kind: p for p in pending_before}
-    outcomes: list[tuple[PendingTrigger, Outcome]] = []
+    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at)
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
     for definition in {d.name: d for d in (*entering, *rule_only, *renewing)}.values():
-        rule = rules[definition.name]
-        existing = current.get(definition.name)
+        work.enter(definition, profile, event)
+    for kind in sorted(work.current, key=lambda kind: _priority(work.rules, kind)):
+        work.settle(kind, profile, event, forgotten_at)
+    pending_after = tuple(sorted(work.current.values(), key=lambda p: p.kind))
+    due_at = min(work.wake, default=None)
+    if pending_after == pending_before and not work.outcomes:
+        return TriggerStep(profile, due_at=due_at)
+    return TriggerStep(
+        _recorded(profile, pending_after, work.outcomes, work.sent, at),
+        triggers=tuple(work.sent),
+        outcomes=tuple((pending.kind, outcome.name) for pending, outcome in work.outcomes),
+        due_at=due_at,
+    )
+
+
+@dataclass
+class _Pass:
+    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided."""
+
+    rules: Mapping[str, TriggerRule]
+    current: dict[str, PendingTrigger]
+    at: float
+    outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
+    sent: list[Trigger] = field(default_factory=list)
+    wake: list[float] = field(default_factory=list)
+
+    def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
+        """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""
+        rule = self.rules[definition.name]
+        existing = self.current.get(definition.name)
         if event is not None and definition.entry_events:
             entry_at = event.timestamp
         else:
-            entry_at = existing.last_entry_at if existing is not None else at
-        if existing is not None and rule.cancels(profile, existing, event, at):
-            continue  # the same event exits it (and may not renew it)
-        entered = rule.enter(profile, event, entry_at=entry_at, at=at, existing=existing)
+            entry_at = existing.last_entry_at if existing is not None else self.at
+        if existing is not None and rule.cancels(profile, existing, event, self.at):
+            return  # the same event exits it (and may not renew it)
+        entered = rule.enter(profile, event, entry_at=entry_at, at=self.at, existing=existing)
         if entered is None:
-            continue
+            return
         if existing is not None and entered.trigger_id != existing.trigger_id:
-            outcomes.append((existing, SUPERSEDED))
-        current[definition.name] = entered
-    sent: list[Trigger] = []
-    wake: list[float] = []
-    for kind, pending in sorted(current.items(), key=lambda kv: _priority(rules, kv[0])):
-        rule = rules.get(kind)
-        if rule is None:
-            outcomes.append((pending, WITHDRAWN))
-            del current[kind]
-            continue
-        if rule.cancels(profile, pending, event, at):
-            outcomes.append((pending, CANCELLED_EXIT))
-            del current[kind]
-            continue
+            self.outcomes.append((existing, SUPERSEDED))
+        self.current[definition.name] = entered
+
+    def settle(self, kind: str, profile: Profile, event: Event | None, forgotten_at: float | None) -> None:
+        """Withdraw, cancel, re-time, or decide the pending trigger of ``kind``."""
+        pending = self.current[kind]
+        rule = self.rules.get(kind)
+        if rule is None or rule.cancels(profile, pending, event, self.at):
+            self.outcomes.append((pending, WITHDRAWN if rule is None else CANCELLED_EXIT))
+            del self.current[kind]
+            return
         due_at = rule.due_at(pending)
         if due_at != pending.due_at:
-            pending = current[kind] = msgspec.structs.replace(pending, due_at=due_at)
-        if due_at > at:
-            wake.append(due_at)
-            continue
-        outcome, trigger = rule.decide(profile, pending, at=at, forgotten_at=forgotten_at)
+            pending = self.current[kind] = msgspec.structs.replace(pending, due_at=due_at)
+        if due_at > self.at:
+            self.wake.append(due_at)
+            return
+        outcome, trigger = rule.decide(profile, pending, at=self.at, forgotten_at=forgotten_at)
         if outcome.action == HOLD:
-            wake.append(rule.wake_after_hold(pending))
-            continue
-        del current[kind]
-        outcomes.append((pending, outcome))
+            self.wake.append(rule.wake_after_hold(pending))
+            return
+        del self.current[kind]
+        self.outcomes.append((pending, outcome))
         if trigger is not None:
-            sent.append(trigger)
-    pending_after = tuple(sorted(current.values(), key=lambda p: p.kind))
-    if pending_after == pending_before and not outcomes:
-        return TriggerStep(profile, due_at=min(wake, default=None))
-    return TriggerStep(
-        _recorded(profile, pending_after, outcomes, sent, at),
-        triggers=tuple(sent),
-        outcomes=tuple((pending.kind, outcome.name) for pending, outcome in outcomes),
-        due_at=min(wake, default=None),
-    )
+            self.sent.append(trigger)
 
 
 def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, ...]) -> list[TriggerDefinition]:

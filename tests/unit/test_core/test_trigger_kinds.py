@@ -61,7 +61,9 @@ def order(at: float, *products: str, user: str | None = "u1", anon: str | None =
         anon=anon,
         order_id=order_id,
         total=100,
-        products=[{"product_id": p, "category": "dog food" if "dog" in p else "climbing", "price": 100} for p in products],
+        products=[
+            {"product_id": p, "category": "dog food" if "dog" in p else "climbing", "price": 100} for p in products
+        ],
     )
 
 
@@ -79,14 +81,18 @@ def scored(customer_id: str, **scores: float) -> Profile:
 
 CART = [
     ("idle cart", [add(T0), Tick(T0 + 2 * D)], [(T0 + 30 * M, "cart_abandonment", "u1", "email")]),
-    ("a later add restarts the wait", [add(T0), add(T0 + 10 * M, "tent"), Tick(T0 + D)], [
-        (T0 + 40 * M, "cart_abandonment", "u1", "email")
-    ]),
+    (
+        "a later add restarts the wait",
+        [add(T0), add(T0 + 10 * M, "tent"), Tick(T0 + D)],
+        [(T0 + 40 * M, "cart_abandonment", "u1", "email")],
+    ),
     ("ordered before due", [add(T0), order(T0 + 10 * M, "rope-9mm"), Tick(T0 + 2 * D)], []),
     ("emptied before due", [add(T0), remove(T0 + 5 * M), Tick(T0 + 2 * D)], []),
-    ("checkout: the checkout reminder instead", [add(T0), checkout(T0 + 5 * M), Tick(T0 + 2 * D)], [
-        (T0 + 5 * M + H, "checkout_abandonment", "u1", "email")
-    ]),
+    (
+        "checkout: the checkout reminder instead",
+        [add(T0), checkout(T0 + 5 * M), Tick(T0 + 2 * D)],
+        [(T0 + 5 * M + H, "checkout_abandonment", "u1", "email")],
+    ),
     ("an anonymous cart is never mailed", [add(T0, user=None, anon="a1"), Tick(T0 + 5 * D)], []),
     (
         "an anonymous cart is sent once the visitor logs in",
@@ -108,18 +114,24 @@ CART = [
 ]
 
 CHECKOUT = [
-    ("checkout, no order", [add(T0), checkout(T0 + M), Tick(T0 + D)], [
-        (T0 + M + H, "checkout_abandonment", "u1", "email")
-    ]),
-    ("checkout then order", [add(T0), checkout(T0 + M), order(T0 + 30 * M, "rope-9mm"), Tick(T0 + 4 * D)], [
-        (T0 + 30 * M + 3 * D, "post_purchase_cross_sell", "u1", "email")
-    ]),
+    (
+        "checkout, no order",
+        [add(T0), checkout(T0 + M), Tick(T0 + D)],
+        [(T0 + M + H, "checkout_abandonment", "u1", "email")],
+    ),
+    (
+        "checkout then order",
+        [add(T0), checkout(T0 + M), order(T0 + 30 * M, "rope-9mm"), Tick(T0 + 4 * D)],
+        [(T0 + 30 * M + 3 * D, "post_purchase_cross_sell", "u1", "email")],
+    ),
 ]
 
 BROWSE = [
-    ("three views", [view(T0), view(T0 + M), view(T0 + 2 * M), Tick(T0 + D)], [
-        (T0 + 2 * M + 2 * H, "browse_abandonment", "u1", "email")
-    ]),
+    (
+        "three views",
+        [view(T0), view(T0 + M), view(T0 + 2 * M), Tick(T0 + D)],
+        [(T0 + 2 * M + 2 * H, "browse_abandonment", "u1", "email")],
+    ),
     ("two views are not enough", [view(T0), view(T0 + M), Tick(T0 + D)], []),
     (
         "five views of a category",
@@ -135,10 +147,14 @@ BROWSE = [
 ]
 
 REPLENISHMENT = [
-    ("runs out in 30 days", [order(T0, "dogfood-12kg"), Tick(T0 + 40 * D)], [
-        (T0 + 3 * D, "post_purchase_cross_sell", "u1", "email"),
-        (T0 + 27 * D, "replenishment", "u1", "email"),
-    ]),
+    (
+        "runs out in 30 days",
+        [order(T0, "dogfood-12kg"), Tick(T0 + 40 * D)],
+        [
+            (T0 + 3 * D, "post_purchase_cross_sell", "u1", "email"),
+            (T0 + 27 * D, "replenishment", "u1", "email"),
+        ],
+    ),
     (
         "bought again first: the next reminder follows the customer's own rhythm",
         [order(T0, "dogfood-12kg"), order(T0 + 20 * D, "dogfood-12kg", order_id="o-2"), Tick(T0 + 60 * D)],
@@ -165,22 +181,35 @@ REPLENISHMENT = [
 ]
 
 HIGH_INTENT = [
-    ("high score while viewing", [scored("u1", purchase_7d=0.8)], [view(T0), view(T0 + H), Tick(T0 + 2 * H)], [
-        (T0, "high_intent_offer", "u1", "webpush")
-    ]),
-    ("again after a day", [scored("u1", purchase_7d=0.8)], [view(T0), view(T0 + 25 * H), Tick(T0 + 26 * H)], [
-        (T0, "high_intent_offer", "u1", "webpush"),
-        (T0 + 25 * H, "high_intent_offer", "u1", "webpush"),
-    ]),
+    (
+        "high score while viewing",
+        [scored("u1", purchase_7d=0.8)],
+        [view(T0), view(T0 + H), Tick(T0 + 2 * H)],
+        [(T0, "high_intent_offer", "u1", "webpush")],
+    ),
+    (
+        "again after a day",
+        [scored("u1", purchase_7d=0.8)],
+        [view(T0), view(T0 + 25 * H), Tick(T0 + 26 * H)],
+        [
+            (T0, "high_intent_offer", "u1", "webpush"),
+            (T0 + 25 * H, "high_intent_offer", "u1", "webpush"),
+        ],
+    ),
     ("low score", [scored("u1", purchase_7d=0.3)], [view(T0), Tick(T0 + H)], []),
 ]
 
 WIN_BACK = [
-    ("a past buyer likely to churn", [msgspec.structs.replace(scored("u1", churn_60d=0.7), orders=2)], [
-        page(T0),
-        page(T0 + D),
-        Tick(T0 + 2 * D),
-    ], [(T0, "win_back", "u1", "email")]),
+    (
+        "a past buyer likely to churn",
+        [msgspec.structs.replace(scored("u1", churn_60d=0.7), orders=2)],
+        [
+            page(T0),
+            page(T0 + D),
+            Tick(T0 + 2 * D),
+        ],
+        [(T0, "win_back", "u1", "email")],
+    ),
     ("never bought", [scored("u1", churn_60d=0.7)], [page(T0), Tick(T0 + D)], []),
 ]
 
@@ -189,15 +218,17 @@ def _ids(table: list) -> list[str]:
     return [row[0] for row in table]
 
 
-@pytest.mark.parametrize(("name", "steps", "expected"), CART + CHECKOUT + BROWSE + REPLENISHMENT, ids=_ids(
-    CART + CHECKOUT + BROWSE + REPLENISHMENT
-))
+@pytest.mark.parametrize(
+    ("name", "steps", "expected"),
+    CART + CHECKOUT + BROWSE + REPLENISHMENT,
+    ids=_ids(CART + CHECKOUT + BROWSE + REPLENISHMENT),
+)
 def test_journey(name: str, steps: list, expected: list):
     assert Journey(STAGE).play(*steps).decisions() == expected
 
 
-@pytest.mark.parametrize(("name", "profiles", "steps", "expected"), HIGH_INTENT + WIN_BACK, ids=_ids(
-    HIGH_INTENT + WIN_BACK
-))
+@pytest.mark.parametrize(
+    ("name", "profiles", "steps", "expected"), HIGH_INTENT + WIN_BACK, ids=_ids(HIGH_INTENT + WIN_BACK)
+)
 def test_journey_of_a_scored_customer(name: str, profiles: list, steps: list, expected: list):
     assert Journey(STAGE, *profiles).play(*steps).decisions() == expected

@@ -67,6 +67,10 @@ class Journey:
             at, key = due[0]
             self._run(key, WakeUp(now=at), at)
 
+    def wake(self, key: str, at: float) -> None:
+        """A wake-up of ``key`` at ``at``, whatever its due time (a late clock, a restart)."""
+        self._run(key, WakeUp(now=at), at)
+
     def play(self, *steps: Event | Tick | Forget) -> Journey:
         for step in steps:
             if isinstance(step, Tick):
