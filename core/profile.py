@@ -928,7 +928,10 @@ def profile_document(profile: Profile, *, now: float, policy: TraitPolicy = DEFA
         "segments": list(profile.segments),
         "scores": dict(profile.scores),
         "triggers": {
-            "pending": [{**msgspec.to_builtins(p), "state": "pending"} for p in profile.pending_triggers],
+            "pending": [
+                {**msgspec.to_builtins(p), "state": "waiting" if p.due_at > now else "held"}
+                for p in profile.pending_triggers
+            ],
             "recent": [msgspec.to_builtins(outcome) for outcome in profile.trigger_history],
         },
     }

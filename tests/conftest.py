@@ -215,7 +215,6 @@ def make_pipeline(kafka_settings: Settings, tmp_path: Path) -> Iterator:
             "data_dir": tmp_path / f"data-{tag}",
             "web_port": web_port,
             "topic_partitions": 4,
-            "cart_abandonment_delay_s": 2.0,
             "trigger_scan_interval_s": 0.5,
             "api_token": f"token-{tag}",
             "log_level": "info",

@@ -159,7 +159,7 @@ def test_the_profile_document_shows_pending_and_recent_triggers():
     journey = Journey(STAGE).play(add(T0), order(T0 + M, "rope-9mm"))
     document = profile_document(journey.profile("u1"), now=T0 + M)
     assert [p["kind"] for p in document["triggers"]["pending"]] == ["post_purchase_cross_sell"]
-    assert document["triggers"]["pending"][0]["state"] == "pending"
+    assert document["triggers"]["pending"][0]["state"] == "waiting"
     assert [(r["kind"], r["outcome"]) for r in document["triggers"]["recent"]] == [
         ("cart_abandonment", "cancelled_exit")
     ]
