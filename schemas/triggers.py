@@ -44,7 +44,7 @@ class TriggerOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     channel: str = ""
 
 
-class TriggerItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class TriggerItem(msgspec.Struct, frozen=True, kw_only=True):
     """A product the message is about, with what the events carried about it."""
 
     product_id: str
@@ -83,3 +83,19 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     offer: dict[str, Fact] = {}
     content: dict[str, Fact] = {}
     segments: tuple[str, ...] = ()
+
+
+SCHEMA_ID = "https://streamcdp.dev/schemas/v1/trigger.json"
+
+
+def trigger_json_schema() -> dict:
+    """The JSON Schema of the ``triggers.<channel>`` payload (``schemas/json/trigger.json``), from ``Trigger``."""
+    schema = msgspec.json.decode(msgspec.json.encode(msgspec.json.schema(Trigger)))  # as the file holds it
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "Trigger messages (topics triggers.<channel>)",
+        "description": "Generated from schemas/triggers.py::Trigger by `streamcdp triggers schema`; "
+        "a unit test keeps this file equal to it.",
+        **schema,
+    }

@@ -1,12 +1,16 @@
-"""``streamcdp triggers ...``: check a trigger definitions file, or print the outcome table."""
+"""``streamcdp triggers ...``: check a trigger definitions file; print the outcome table or the payload schema."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+import orjson
 
 from core.triggers.definitions import DEFAULT_TRIGGERS, load_triggers
 from core.triggers.guards import describe_outcomes
 from core.triggers.kinds import FACTS
+from schemas.triggers import trigger_json_schema
 from streams.settings import Settings
 
 
@@ -24,6 +28,11 @@ def _outcomes(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    sys.stdout.write(orjson.dumps(trigger_json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``triggers check FILE`` and ``triggers outcomes``."""
     facts = "\n".join(f"  {name}: {f.doc}" for name, f in FACTS.items())
@@ -38,3 +47,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("file", nargs="?", default=str(DEFAULT_TRIGGERS))
     check.set_defaults(handler=_check)
     actions.add_parser("outcomes", help="the table of trigger outcomes (markdown)").set_defaults(handler=_outcomes)
+    actions.add_parser("schema", help="the JSON Schema of the trigger payload").set_defaults(handler=_schema)

@@ -94,8 +94,16 @@ class Wait:
 
     def describe(self) -> str:
         if self.before:
-            return f"{self.lead / 86400:g} day(s) before {self.before}"
-        return f"{self.after:g}s after entry" if self.after else "as soon as entered"
+            return f"{_human(self.lead)} before {self.before}"
+        return f"{_human(self.after)} after the last entry" if self.after else "as soon as entered"
+
+
+def _human(seconds: float) -> str:
+    """``1800`` → ``30m``: the largest unit of the rule language's durations that divides it."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
