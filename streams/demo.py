@@ -21,8 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import yaml
 
 from core.generator import WorkloadConfig, generate_workload
+from core.triggers.rules import parse_window
 from streams import kafka_local
 from streams.http_probe import http_get
 from streams.produce import route_line
@@ -41,7 +43,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "data_dir",
         "web_port",
         "api_token",
-        "cart_abandonment_delay_s",
+        "triggers_file",
         "trigger_scan_interval_s",
         "topic_partitions",
         "app_id",
@@ -80,11 +82,27 @@ def _format_trigger(trigger: dict) -> str:
     items = ", ".join(
         f"{item['quantity']}× {item.get('name') or item['product_id']}" for item in trigger.get("items", [])
     )
-    value = trigger.get("cart_value", 0) / 100
+    value = trigger.get("value", 0) / 100
+    content = trigger.get("content", {}).get("template", "")
+    extras = [f"offer {trigger['offer']['code']}"] if trigger.get("offer", {}).get("code") else []
+    if trigger.get("recommendations"):
+        extras.append(f"{len(trigger['recommendations'])} recommendation(s)")
     return (
-        f"  → {trigger['kind']:<18} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
-        f"€{value:>8.2f}  [{items[:70]}]"
+        f"  → {trigger['kind']:<24} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
+        f"€{value:>8.2f}  {content:<18} [{items[:50]}] {'; '.join(extras)}"
     )
+
+
+def compressed_triggers(source: Path, target: Path, factor: float) -> Path:
+    """A copy of the trigger definitions with every ``wait.after`` multiplied by ``factor`` (a day played in
+    seconds: a 30 minute cart delay becomes under a second), written to ``target``; checked at start."""
+    document = yaml.safe_load(source.read_text())
+    for definition in document.get("triggers") or ():
+        wait = definition.get("wait")
+        if isinstance(wait, dict) and "after" in wait:
+            wait["after"] = f"{max(parse_window(str(wait['after'])) * factor, 1.0):.0f}s"
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
 
 
 async def _play_and_watch(settings: Settings, lines: list[bytes], seconds: float, linger_s: float) -> dict:
@@ -188,7 +206,7 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
             "data_dir": DEMO_DIR / "data",
             "web_port": kafka_local.free_port(),
             "app_id": "streamcdp-demo",
-            "cart_abandonment_delay_s": 5.0,
+            "triggers_file": compressed_triggers(settings.triggers_file, DEMO_DIR / "triggers.yaml", seconds / 86400),
             "trigger_scan_interval_s": 0.5,
         }
     )
@@ -220,7 +238,7 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
             f"triggers as they arrive:\n",
             flush=True,
         )
-        result = asyncio.run(_play_and_watch(settings, workload.lines, seconds, settings.cart_abandonment_delay_s + 4))
+        result = asyncio.run(_play_and_watch(settings, workload.lines, seconds, linger_s=10.0))
         _print_summary(settings, workload.truth, result)
     finally:
         if worker is not None:
