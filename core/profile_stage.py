@@ -259,11 +259,17 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
         result, refreshed = _refresh(state, command, result, now=now, at=at, policy=policy)
     if policy.triggers is None or result.state.profile is None:
         return result
-    return _advance_triggers(command, result, at=at, refreshed=refreshed, policy=policy.triggers)
+    return _advance_triggers(state.profile, command, result, at=at, refreshed=refreshed, policy=policy.triggers)
 
 
 def _advance_triggers(
-    command: ProfileCommand, result: StepResult, *, at: float, refreshed: bool, policy: TriggerPolicy
+    before: Profile | None,
+    command: ProfileCommand,
+    result: StepResult,
+    *,
+    at: float,
+    refreshed: bool,
+    policy: TriggerPolicy,
 ) -> StepResult:
     """``result`` with the key's triggers advanced (``core.triggers.engine``) and its wake-up time."""
     profile = result.state.profile
@@ -276,6 +282,7 @@ def _advance_triggers(
         refreshed=refreshed or isinstance(command, WakeUp),
         forgotten_at=result.state.identity.forgotten_at,
         policy=policy,
+        before=before,
     )
     due_at = min((due for due in (result.due_at, step.due_at) if due is not None), default=None)
     if step.profile is profile:

@@ -50,7 +50,9 @@ HELD_EXPIRY_MARGIN_S = 1.0  # a held trigger's wake-up comes just after it expir
 class TriggerRule(Protocol):
     """One trigger kind: when a customer enters it, when it becomes due, what cancels it, and the decision."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The kind (a metric label, a guard's name in docs)."""
 
     def enter(
         self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
@@ -60,8 +62,14 @@ class TriggerRule(Protocol):
     def due_at(self, pending: PendingTrigger) -> float:
         """When ``pending`` may be decided (from the current definition)."""
 
-    def cancels(self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float) -> bool:
-        """Whether an exit (the event, or the exit rule on the profile) cancels ``pending``."""
+    def cancels(
+        self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float, before: Profile | None = None
+    ) -> bool:
+        """Whether an exit (the event, or the exit rule on the profile) cancels ``pending``.
+
+        ``before``: the profile before this event, when ``pending`` was already waiting then (an exit rule
+        whose fields the event left alone need not be evaluated again).
+        """
 
     def decide(
         self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
@@ -116,11 +124,16 @@ class DefinedTrigger:
     def due_at(self, pending: PendingTrigger) -> float:
         return self.definition.wait.due_at(pending.last_entry_at, pending.facts)
 
-    def cancels(self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float) -> bool:
+    def cancels(
+        self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float, before: Profile | None = None
+    ) -> bool:
         d = self.definition
         if event is not None and event.event in d.exit_events and event.timestamp >= pending.entered_at:
             return True
-        return d.exit_rule is not None and d.exit_rule.holds(profile, at, self.consumables)
+        rule = d.exit_rule
+        if rule is None or (event is not None and rule.unchanged(before, profile)):
+            return False
+        return rule.holds(profile, at, self.consumables)
 
     def decide(
         self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
@@ -174,11 +187,13 @@ def advance_triggers(
     refreshed: bool,
     forgotten_at: float | None,
     policy: TriggerPolicy,
+    before: Profile | None = None,
 ) -> TriggerStep:
     """Run the trigger pipeline for one command of ``profile``'s key (see the module docstring).
 
     ``event``: the event just applied (None for a wake-up, a merge, a link); ``at``: the decision time;
-    ``refreshed``: segments and scores were just re-evaluated (rule-only entries are checked then).
+    ``refreshed``: segments and scores were just re-evaluated (rule-only entries are checked then);
+    ``before``: the profile before the event (exit rules on fields the event left alone are not re-run).
     """
     definitions = policy.definitions
     name = event.event if event is not None and event.type == "track" else None
@@ -187,7 +202,11 @@ def advance_triggers(
     pending_before = profile.pending_triggers
     if not pending_before and not entering and not rule_only:
         return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
-    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at)
+    if not entering and not rule_only and event is not None and name not in definitions.exit_events:
+        quiet = _quiet_wake(profile, before, at, policy)
+        if quiet is not None:
+            return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
+    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before)
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
@@ -214,6 +233,7 @@ class _Pass:
     rules: Mapping[str, TriggerRule]
     current: dict[str, PendingTrigger]
     at: float
+    before: Profile | None
     outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
     sent: list[Trigger] = field(default_factory=list)
     wake: list[float] = field(default_factory=list)
@@ -226,7 +246,7 @@ class _Pass:
             entry_at = event.timestamp
         else:
             entry_at = existing.last_entry_at if existing is not None else self.at
-        if existing is not None and rule.cancels(profile, existing, event, self.at):
+        if existing is not None and rule.cancels(profile, existing, event, self.at, self._before(existing)):
             return  # the same event exits it (and may not renew it)
         entered = rule.enter(profile, event, entry_at=entry_at, at=self.at, existing=existing)
         if entered is None:
@@ -235,11 +255,18 @@ class _Pass:
             self.outcomes.append((existing, SUPERSEDED))
         self.current[definition.name] = entered
 
+    def _before(self, pending: PendingTrigger) -> Profile | None:
+        """The profile before the event if ``pending`` was already waiting then (else None: evaluate)."""
+        before = self.before
+        if before is None or not any(p.trigger_id == pending.trigger_id for p in before.pending_triggers):
+            return None
+        return before
+
     def settle(self, kind: str, profile: Profile, event: Event | None, forgotten_at: float | None) -> None:
         """Withdraw, cancel, re-time, or decide the pending trigger of ``kind``."""
         pending = self.current[kind]
         rule = self.rules.get(kind)
-        if rule is None or rule.cancels(profile, pending, event, self.at):
+        if rule is None or rule.cancels(profile, pending, event, self.at, self._before(pending)):
             self.outcomes.append((pending, WITHDRAWN if rule is None else CANCELLED_EXIT))
             del self.current[kind]
             return
@@ -257,6 +284,25 @@ class _Pass:
         self.outcomes.append((pending, outcome))
         if trigger is not None:
             self.sent.append(trigger)
+
+
+def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> float | None:
+    """The next wake-up if an event that enters and exits nothing leaves every pending trigger as it was
+    (none due, no exit rule reading a changed field), else None (take the full path)."""
+    if before is None or before.pending_triggers is not profile.pending_triggers:
+        return None
+    by_kind = policy.definitions.by_kind
+    for pending in profile.pending_triggers:
+        definition = by_kind.get(pending.kind)
+        if (
+            definition is None
+            or pending.due_at <= at
+            or definition.wait.due_at(pending.last_entry_at, pending.facts) != pending.due_at
+        ):
+            return None
+        if definition.exit_rule is not None and not definition.exit_rule.unchanged(before, profile):
+            return None
+    return min(pending.due_at for pending in profile.pending_triggers)
 
 
 def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, ...]) -> list[TriggerDefinition]:

@@ -70,7 +70,9 @@ class Decision:
 
 
 class Guard(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The kind (a metric label, a guard's name in docs)."""
 
     def check(self, decision: Decision) -> Outcome | None:
         """An outcome that stops the trigger here, or None to pass it on."""

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
+
+import msgspec
 
 from core.segment_defs import _items as yaml_items
 from core.segment_defs import _pairs as yaml_pairs
 from core.segment_defs import _Problems as Problems
 from core.segment_defs import _text as yaml_text
 from core.segment_fields import FieldCatalog, build_catalog, profile_view
-from core.segment_rules import Context, RuleError, compile_node, compile_rule, parse_window, referenced_fields
+from core.segment_rules import (
+    Context,
+    RuleError,
+    compile_node,
+    compile_rule,
+    depends_on_time,
+    parse_window,
+    referenced_fields,
+)
 
 __all__ = [
     "Condition",
@@ -33,20 +44,62 @@ __all__ = [
 ]
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+@cache
+def plain_fields(record_type: type) -> frozenset[str]:
+    """Fields of ``record_type`` whose values already are what the rule view holds (scalars, and dicts
+    of scalars by string key): a rule reading only these needs no rendered view."""
+    plain: set[str] = set()
+    for field in msgspec.inspect.type_info(record_type).fields:
+        kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        if all(_is_plain(kind) for kind in kinds):
+            plain.add(field.encode_name)
+    return frozenset(plain)
+
+
+def _is_plain(kind: msgspec.inspect.Type) -> bool:
+    scalar = (msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType, msgspec.inspect.BoolType)
+    if isinstance(kind, (*scalar, msgspec.inspect.NoneType)):
+        return True
+    return (
+        isinstance(kind, msgspec.inspect.DictType)
+        and isinstance(kind.key_type, msgspec.inspect.StrType)
+        and isinstance(kind.value_type, scalar)
+    )
+
+
 @dataclass(frozen=True)
 class Condition:
-    """A compiled rule over the profile: ``holds(profile, now)`` evaluates it on the fields it reads."""
+    """A compiled rule over the profile: ``holds(profile, now)`` evaluates it on the fields it reads.
+
+    ``unchanged(before, after)``: the answer cannot differ between the two profiles (the rule reads known
+    fields, none changed — changes always build new values — and time alone cannot change it), so an
+    event that touched nothing it reads need not evaluate it again.
+    """
 
     text: str
     evaluate: Callable[[Context], bool]
     fields: frozenset[str] | None  # view keys the rule reads (None: unknown, render the whole view)
+    timed: bool = True
 
     def holds(self, profile: Any, now: float, consumables: Any = None) -> bool:
-        view = profile_view(profile, now=now, fields=self.fields)
+        fields = self.fields
+        if fields is not None and fields <= plain_fields(type(profile)):
+            view = {name: getattr(profile, name) for name in fields}  # already in view form: no rendering
+        else:
+            view = profile_view(profile, now=now, fields=fields)
         return bool(self.evaluate(Context(view, now, consumables)))
+
+    def unchanged(self, before: Any, after: Any) -> bool:
+        fields = self.fields
+        if before is None or fields is None or self.timed:
+            return False
+        return all(getattr(before, name, None) is getattr(after, name, None) for name in fields)
 
 
 def compile_condition(text: str, catalog: FieldCatalog) -> Condition:
     """Rule text → ``Condition``; raises ``RuleError`` (with a column) like ``compile_rule``."""
     node = compile_rule(text, catalog)
-    return Condition(text.strip(), compile_node(node), referenced_fields(node))
+    return Condition(text.strip(), compile_node(node), referenced_fields(node), depends_on_time(node))
