@@ -284,7 +284,7 @@ def _advance_triggers(
         policy=policy,
         before=before,
     )
-    due_at = min((due for due in (result.due_at, step.due_at) if due is not None), default=None)
+    due_at = _earliest(result.due_at, step.due_at)
     if step.profile is profile:
         return result if due_at == result.due_at else msgspec.structs.replace(result, due_at=due_at)
     return msgspec.structs.replace(
@@ -295,6 +295,13 @@ def _advance_triggers(
         triggers=(*result.triggers, *step.triggers),
         trigger_outcomes=step.outcomes,
     )
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    """The earlier of two optional wake-up times (plain comparisons: this runs for every event)."""
+    if first is None:
+        return second
+    return first if second is None or first <= second else second
 
 
 def _refresh(

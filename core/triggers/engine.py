@@ -97,20 +97,26 @@ class DefinedTrigger:
         d = self.definition
         if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
             return None
-        facts: dict = {}
         entry_facts = d.entry_facts
+        rule = d.entry_rule
+        # The cheaper test first: a selective facts function (most events leave it nothing), else the rule.
+        rule_first = entry_facts is None or not entry_facts.selective
+        if rule_first and rule is not None and not rule.holds(profile, at, self.consumables):
+            return None
+        facts: dict = {}
         if entry_facts is not None:
             found = entry_facts.enter(profile, event, d.params, self.consumables)
             if found is None:
                 return None
             facts = found
-        if d.entry_rule is not None and not d.entry_rule.holds(profile, at, self.consumables):
+        if not rule_first and rule is not None and not rule.holds(profile, at, self.consumables):
             return None
         episode = str(facts.get("episode", ""))
         if existing is not None and str(existing.facts.get("episode", "")) == episode:
             last = max(existing.last_entry_at, entry_at)
             renewed = msgspec.structs.replace(existing, last_entry_at=last, facts=facts or existing.facts)
-            return msgspec.structs.replace(renewed, due_at=self.due_at(renewed))
+            due_at = self.due_at(renewed)
+            return renewed if due_at == renewed.due_at else msgspec.structs.replace(renewed, due_at=due_at)
         pending = PendingTrigger(
             kind=d.name,
             trigger_id=trigger_id_for(profile.customer_id, d.name, entry_at, episode),
@@ -210,12 +216,20 @@ def advance_triggers(
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
-    for definition in {d.name: d for d in (*entering, *rule_only, *renewing)}.values():
+    candidates = (*entering, *rule_only, *renewing)
+    if rule_only or renewing:
+        candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
+    for definition in candidates:
         work.enter(definition, profile, event)
-    for kind in sorted(work.current, key=lambda kind: _priority(work.rules, kind)):
+    kinds = list(work.current)
+    if len(kinds) > 1:
+        kinds.sort(key=lambda kind: _priority(work.rules, kind))
+    for kind in kinds:
         work.settle(kind, profile, event, forgotten_at)
-    pending_after = tuple(sorted(work.current.values(), key=lambda p: p.kind))
-    due_at = min(work.wake, default=None)
+    pending_after = tuple(work.current.values())
+    if len(pending_after) > 1:
+        pending_after = tuple(sorted(pending_after, key=lambda p: p.kind))
+    due_at = min(work.wake) if work.wake else None
     if pending_after == pending_before and not work.outcomes:
         return TriggerStep(profile, due_at=due_at)
     return TriggerStep(
@@ -258,7 +272,7 @@ class _Pass:
     def _before(self, pending: PendingTrigger) -> Profile | None:
         """The profile before the event if ``pending`` was already waiting then (else None: evaluate)."""
         before = self.before
-        if before is None or not any(p.trigger_id == pending.trigger_id for p in before.pending_triggers):
+        if before is None or pending not in before.pending_triggers:  # same record: waiting unchanged
             return None
         return before
 
@@ -302,7 +316,8 @@ def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: Tri
             return None
         if definition.exit_rule is not None and not definition.exit_rule.unchanged(before, profile):
             return None
-    return min(pending.due_at for pending in profile.pending_triggers)
+    pending = profile.pending_triggers
+    return pending[0].due_at if len(pending) == 1 else min(p.due_at for p in pending)
 
 
 def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, ...]) -> list[TriggerDefinition]:

@@ -37,6 +37,7 @@ class EntryFacts:
 
     ``params``: the parameters a definition may set under ``entry.params``, with their defaults.
     ``provides``: the time facts a ``wait: {before: FACT}`` may count back from.
+    ``selective``: it answers None for most events, cheaply, so it is asked before the entry rule.
     """
 
     enter: Callable[[Profile, Event | None, Params, ConsumableCatalog | None], Facts | None]
@@ -44,6 +45,7 @@ class EntryFacts:
     still_valid: Callable[[Profile, PendingTrigger, Params], bool] = _always
     params: Mapping[str, Fact] = field(default_factory=dict)
     provides: frozenset[str] = frozenset()
+    selective: bool = True
 
 
 def _product_facts(props: Mapping[str, Any]) -> Facts:
@@ -72,15 +74,16 @@ def _bought_since(profile: Profile, product_id: str, since: float) -> bool:
 def _repeated_views(profile: Profile, event: Event | None, params: Params, consumables: Any) -> Facts | None:
     if event is None or event.event != "Product Viewed":
         return None
-    facts = _product_facts(event.properties)
-    product_id = str(facts["product_id"])
-    category = str(facts.get("category", ""))
+    props = event.properties
+    product_id = product_id_of(props)
+    category = props.get("category") or ""
+    views = profile.product_views.get(product_id, 0)
+    category_views = profile.category_views.get(category, 0) if isinstance(category, str) and category else 0
+    if views < float(params["min_views"]) and category_views < float(params["min_category_views"]):
+        return None  # the common case, decided before building any facts
     if not product_id or any(item.product_id == product_id for item in profile.cart):
         return None
-    views = profile.product_views.get(product_id, 0)
-    category_views = profile.category_views.get(category, 0) if category else 0
-    if views < float(params["min_views"]) and category_views < float(params["min_category_views"]):
-        return None
+    facts = _product_facts(props)
     facts["views"] = views
     facts["category_views"] = category_views
     facts["episode"] = product_id if views >= float(params["min_views"]) else f"category:{category}"
@@ -138,7 +141,9 @@ def _ordered_products(profile: Profile, event: Event | None, params: Params, con
 
 
 FACTS: Mapping[str, EntryFacts] = {
-    "event_product": EntryFacts(_event_product, "the product of the entry event (name, price, image, URL)"),
+    "event_product": EntryFacts(
+        _event_product, "the product of the entry event (name, price, image, URL)", selective=False
+    ),
     "repeated_views": EntryFacts(
         _repeated_views,
         "a product viewed at least min_views times (or its category min_category_views times), not in the cart; "
