@@ -50,13 +50,39 @@ _PLAIN = (str, int, float, bool, type(None))
 @cache
 def plain_fields(record_type: type) -> frozenset[str]:
     """Fields of ``record_type`` whose values already are what the rule view holds (scalars, and dicts
-    of scalars by string key): a rule reading only these needs no rendered view."""
+    of scalars by string key): a rule reading only these (and ``record_lists``) needs no rendered view."""
     plain: set[str] = set()
     for field in msgspec.inspect.type_info(record_type).fields:
         kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
         if all(_is_plain(kind) for kind in kinds):
             plain.add(field.encode_name)
     return frozenset(plain)
+
+
+@cache
+def record_lists(record_type: type) -> frozenset[str]:
+    """Fields holding a tuple of records (the cart): in the view, a list of their dicts (``to_builtins``)."""
+    return frozenset(
+        field.encode_name
+        for field in msgspec.inspect.type_info(record_type).fields
+        if isinstance(field.type, msgspec.inspect.VarTupleType)
+        and isinstance(field.type.item_type, msgspec.inspect.StructType)
+    )
+
+
+def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
+    """The view of ``fields`` read straight from the record (None: some field needs the rendered view)."""
+    cls = type(profile)
+    plain = plain_fields(cls)
+    if fields <= plain:
+        return {name: getattr(profile, name) for name in fields}
+    lists = record_lists(cls)
+    if not fields <= plain | lists:
+        return None
+    return {
+        name: list(msgspec.to_builtins(getattr(profile, name))) if name in lists else getattr(profile, name)
+        for name in fields
+    }
 
 
 def _is_plain(kind: msgspec.inspect.Type) -> bool:
@@ -86,9 +112,8 @@ class Condition:
 
     def holds(self, profile: Any, now: float, consumables: Any = None) -> bool:
         fields = self.fields
-        if fields is not None and fields <= plain_fields(type(profile)):
-            view = {name: getattr(profile, name) for name in fields}  # already in view form: no rendering
-        else:
+        view = _direct_view(profile, fields) if fields is not None and isinstance(profile, msgspec.Struct) else None
+        if view is None:
             view = profile_view(profile, now=now, fields=fields)
         return bool(self.evaluate(Context(view, now, consumables)))
 

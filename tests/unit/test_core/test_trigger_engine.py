@@ -170,3 +170,15 @@ def test_without_trigger_definitions_nothing_is_pending():
     journey = Journey(policy).play(add(T0), Tick(T0 + D))
     assert journey.sent == [] and journey.profile("u1").pending_triggers == ()
     assert msgspec.structs.asdict(journey.profile("u1"))["trigger_history"] == ()
+
+
+def test_a_rule_reads_the_record_directly_as_the_rendered_view_would():
+    from core.segment_fields import profile_view
+    from core.triggers.rules import _direct_view, build_catalog, compile_condition
+
+    profile = Journey(STAGE).play(add(T0), view(T0 + 1)).profile("u1")
+    fields = frozenset({"cart", "scores", "orders", "user_id", "product_views"})
+    assert _direct_view(profile, fields) == profile_view(profile, now=T0, fields=fields)
+    assert _direct_view(profile, frozenset({"recently_viewed"})) is None  # tuples of tuples: rendered
+    condition = compile_condition("count(cart) == 1 and cart_value == 8990", build_catalog())
+    assert condition.holds(profile, T0) and not condition.timed
