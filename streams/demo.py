@@ -93,14 +93,18 @@ def _format_trigger(trigger: dict) -> str:
     )
 
 
+DEMO_MAX_WAIT_S = 8.0  # so that the days-long waits (a cross-sell 3 days after an order) show in the demo too
+
+
 def compressed_triggers(source: Path, target: Path, factor: float) -> Path:
     """A copy of the trigger definitions with every ``wait.after`` multiplied by ``factor`` (a day played in
-    seconds: a 30 minute cart delay becomes under a second), written to ``target``; checked at start."""
+    seconds: a 30 minute cart delay becomes a second), at most ``DEMO_MAX_WAIT_S``, written to ``target``."""
     document = yaml.safe_load(source.read_text())
     for definition in document.get("triggers") or ():
         wait = definition.get("wait")
         if isinstance(wait, dict) and "after" in wait:
-            wait["after"] = f"{max(parse_window(str(wait['after'])) * factor, 1.0):.0f}s"
+            seconds = min(max(parse_window(str(wait["after"])) * factor, 1.0), DEMO_MAX_WAIT_S)
+            wait["after"] = f"{seconds:.0f}s"
     target.write_text(yaml.safe_dump(document, sort_keys=False))
     return target
 
@@ -238,7 +242,7 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
             f"triggers as they arrive:\n",
             flush=True,
         )
-        result = asyncio.run(_play_and_watch(settings, workload.lines, seconds, linger_s=10.0))
+        result = asyncio.run(_play_and_watch(settings, workload.lines, seconds, linger_s=DEMO_MAX_WAIT_S + 6))
         _print_summary(settings, workload.truth, result)
     finally:
         if worker is not None:
