@@ -316,8 +316,8 @@ def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: Tri
             return None
         if definition.exit_rule is not None and not definition.exit_rule.unchanged(before, profile):
             return None
-    pending = profile.pending_triggers
-    return pending[0].due_at if len(pending) == 1 else min(p.due_at for p in pending)
+    waiting = profile.pending_triggers
+    return waiting[0].due_at if len(waiting) == 1 else min(p.due_at for p in waiting)
 
 
 def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, ...]) -> list[TriggerDefinition]:

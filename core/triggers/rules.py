@@ -7,7 +7,7 @@ only. A ``Condition`` is a compiled rule with the view fields it reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -47,12 +47,17 @@ __all__ = [
 _PLAIN = (str, int, float, bool, type(None))
 
 
+def _record_fields(record_type: Hashable) -> tuple[msgspec.inspect.Field, ...]:
+    info = msgspec.inspect.type_info(record_type)
+    return info.fields if isinstance(info, msgspec.inspect.StructType) else ()
+
+
 @cache
-def plain_fields(record_type: type) -> frozenset[str]:
+def plain_fields(record_type: Hashable) -> frozenset[str]:
     """Fields of ``record_type`` whose values already are what the rule view holds (scalars, and dicts
     of scalars by string key): a rule reading only these (and ``record_lists``) needs no rendered view."""
     plain: set[str] = set()
-    for field in msgspec.inspect.type_info(record_type).fields:
+    for field in _record_fields(record_type):
         kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
         if all(_is_plain(kind) for kind in kinds):
             plain.add(field.encode_name)
@@ -60,11 +65,11 @@ def plain_fields(record_type: type) -> frozenset[str]:
 
 
 @cache
-def record_lists(record_type: type) -> frozenset[str]:
+def record_lists(record_type: Hashable) -> frozenset[str]:
     """Fields holding a tuple of records (the cart): in the view, a list of their dicts (``to_builtins``)."""
     return frozenset(
         field.encode_name
-        for field in msgspec.inspect.type_info(record_type).fields
+        for field in _record_fields(record_type)
         if isinstance(field.type, msgspec.inspect.VarTupleType)
         and isinstance(field.type.item_type, msgspec.inspect.StructType)
     )
@@ -72,7 +77,7 @@ def record_lists(record_type: type) -> frozenset[str]:
 
 def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
     """The view of ``fields`` read straight from the record (None: some field needs the rendered view)."""
-    cls = type(profile)
+    cls: Hashable = type(profile)
     plain = plain_fields(cls)
     if fields <= plain:
         return {name: getattr(profile, name) for name in fields}
