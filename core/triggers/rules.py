@@ -77,7 +77,7 @@ def record_lists(record_type: Hashable) -> frozenset[str]:
 
 def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
     """The view of ``fields`` read straight from the record (None: some field needs the rendered view)."""
-    cls: Hashable = type(profile)
+    cls: Any = type(profile)
     plain = plain_fields(cls)
     if fields <= plain:
         return {name: getattr(profile, name) for name in fields}
