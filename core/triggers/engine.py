@@ -221,6 +221,12 @@ def advance_triggers(
         candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
     for definition in candidates:
         work.enter(definition, profile, event)
+    if not work.changed and event is not None and name not in definitions.exit_events:
+        if not pending_before:
+            return TriggerStep(profile)  # nothing entered, nothing pending
+        quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
+        if quiet is not None:
+            return TriggerStep(profile, due_at=quiet)
     kinds = list(work.current)
     if len(kinds) > 1:
         kinds.sort(key=lambda kind: _priority(work.rules, kind))
@@ -251,6 +257,7 @@ class _Pass:
     outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
     sent: list[Trigger] = field(default_factory=list)
     wake: list[float] = field(default_factory=list)
+    changed: bool = False  # an entry added, renewed or replaced a pending trigger
 
     def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
         """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""
@@ -267,7 +274,9 @@ class _Pass:
             return
         if existing is not None and entered.trigger_id != existing.trigger_id:
             self.outcomes.append((existing, SUPERSEDED))
-        self.current[definition.name] = entered
+        if entered is not existing:
+            self.current[definition.name] = entered
+            self.changed = True
 
     def _before(self, pending: PendingTrigger) -> Profile | None:
         """The profile before the event if ``pending`` was already waiting then (else None: evaluate)."""
