@@ -75,18 +75,25 @@ def record_lists(record_type: Hashable) -> frozenset[str]:
     )
 
 
+@cache
+def _direct_plan(record_type: Hashable, fields: frozenset[str]) -> tuple[tuple[str, bool], ...] | None:
+    """For a record type and the fields a rule reads: ``(name, is a record list)`` each, or None when some
+    field needs the rendered view (derived traits, nested tuples)."""
+    plain, lists = plain_fields(record_type), record_lists(record_type)
+    if not fields <= plain | lists:
+        return None
+    return tuple((name, name in lists) for name in sorted(fields))
+
+
 def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
     """The view of ``fields`` read straight from the record (None: some field needs the rendered view)."""
     cls: Any = type(profile)
-    plain = plain_fields(cls)
-    if fields <= plain:
-        return {name: getattr(profile, name) for name in fields}
-    lists = record_lists(cls)
-    if not fields <= plain | lists:
+    plan = _direct_plan(cls, fields)
+    if plan is None:
         return None
     return {
-        name: list(msgspec.to_builtins(getattr(profile, name))) if name in lists else getattr(profile, name)
-        for name in fields
+        name: list(msgspec.to_builtins(getattr(profile, name))) if is_list else getattr(profile, name)
+        for name, is_list in plan
     }
 
 
