@@ -21,7 +21,7 @@ from agents.store import StageStore
 from agents.tally import Tally
 from core.privacy import PiiPolicy
 from core.profile_stage import StagePolicy
-from schemas.commands import ApplyEvent, WakeUp, ProfileCommand, decode_command
+from schemas.commands import ApplyEvent, ProfileCommand, WakeUp, decode_command
 from schemas.deadletter import SourceRecord
 from schemas.errors import UndecodableCommand
 from schemas.topics import TopicNames

@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from agents import tally as tally_names
 from agents.tally import Tally
-
 from core.triggers.guards import OUTCOMES
 
 registry = CollectorRegistry(auto_describe=True)

@@ -38,7 +38,8 @@ def _stored_in_computed(profile: Profile) -> dict[str, Any]:
 
 
 def profile_document(profile: Profile, *, now: float, policy: ProfilePolicy = DEFAULT_POLICY) -> dict[str, Any]:
-    """The API/JSON view at ``now``: stored fields, identity, traits, computed traits, consent, segments, scores, triggers."""
+    """The API/JSON view at ``now``: stored fields, identity, traits, computed traits, consent, segments, scores,
+    and the triggers pending and recently decided."""
     document: dict[str, Any] = {
         "customer_id": profile.customer_id,
         "user_id": profile.user_id,

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.profile import Profile
 from core.triggers.definitions import TriggerDefinition
+from schemas.profile import Profile
 from schemas.triggers import PendingTrigger
 
 SEND = "send"

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.profile.bounded import product_id_of
-from schemas.profile import Profile
 from core.replenishment import ConsumableCatalog, predict_replenishment
 from schemas.events import Event
+from schemas.profile import Profile
 from schemas.triggers import Fact, PendingTrigger
 
 Facts = dict[str, Fact]

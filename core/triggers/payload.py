@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from schemas.profile import Profile
 from core.triggers.definitions import TriggerDefinition
+from schemas.profile import Profile
 from schemas.triggers import Fact, PendingTrigger, Trigger, TriggerItem
 
 JUST_BOUGHT_S = 30 * 86400.0
@@ -108,7 +108,7 @@ def build_trigger(
         timezone=profile.timezone,
         locale=locale if isinstance(locale, str) else None,
         items=items,
-        value=sum(max(0, item.price) * max(0, item.quantity) for item in items),  # bad input counts as 0, as in cart_value
+        value=sum(max(0, item.price) * max(0, item.quantity) for item in items),  # bad input: 0, as cart_value
         currency=currency or (str(pending.facts["currency"]) if "currency" in pending.facts else None),
         recommendations=recommend(profile, exclude=exclude, at=at, count=definition.content.recommendations),
         offer=_offer(definition, pending.trigger_id),

@@ -1,8 +1,8 @@
 """The trigger engine's one door to the segment rule language (parser, compiler, YAML problem reporting).
 
 Triggers reuse the segment language for ``entry.when`` and ``exit.when`` rather than growing a second one;
-everything they need from it is imported here, so moving the language (``core/rules/``) changes this file
-only. A ``Condition`` is a compiled rule with the view fields it reads.
+everything they need from it (``core.rules``, ``core.segment_fields``) is imported here, so moving the
+language changes this file only. A ``Condition`` is a compiled rule with the view fields it reads.
 """
 
 from __future__ import annotations

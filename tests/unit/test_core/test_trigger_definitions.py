@@ -6,6 +6,7 @@ import pytest
 
 from core.triggers.definitions import DEFAULT_TRIGGERS, load_triggers, parse_triggers
 from schemas.errors import ConfigError
+from schemas.profile import Affinity, Profile
 
 GOOD = """\
 version: 1
@@ -81,3 +82,15 @@ def test_a_bad_file_is_refused_with_line_and_problem(name: str, text: str, probl
 def test_a_file_that_cannot_be_read(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_triggers(tmp_path / "missing.yaml")
+
+
+def test_rules_decay_affinity_with_the_half_life_they_are_loaded_with():
+    # The worker passes the profile policy's half-life (streams.stage_config), as it does for segments.
+    text = GOOD.replace("count(cart) > 0", 'affinity("tents") >= 2')
+    profile = Profile(customer_id="c", category_affinity={"tents": Affinity(4.0, 0.0)})
+    two_days = 2 * 86400.0
+    [fortnight] = parse_triggers(text).definitions  # the default: 14 days, 4 → ~3.6 after two days
+    [one_day] = parse_triggers(text, affinity_half_life_s=86400.0).definitions  # 4 → 1 after two days
+    assert fortnight.entry_rule is not None and one_day.entry_rule is not None
+    assert fortnight.entry_rule.holds(profile, two_days)
+    assert not one_day.entry_rule.holds(profile, two_days)
