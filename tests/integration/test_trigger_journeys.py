@@ -15,7 +15,7 @@ import orjson
 import pytest
 from trigger_files import fast_triggers
 
-from streams.topics import CHANNELS
+from schemas.topics import CHANNELS
 
 pytestmark = pytest.mark.integration
 
