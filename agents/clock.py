@@ -1,13 +1,13 @@
 """The clock of the profile stage: commands that time alone makes necessary, applied in place.
 
-- ``due_commands``: keys with something pending (a cart that may be abandoned, a time-driven segment
-  change) have a wake-up time in ``TRIGGER_DUE``; the partition's in-memory ``due_index`` heap beside it
+- ``due_commands``: keys with something pending (a pending trigger, a time-driven segment
+  change) have a wake-up time in ``WAKE_UPS``; the partition's in-memory ``due_index`` heap beside it
   lets each tick touch only the keys that are due, never the whole table.
 - ``stale_audience_commands``: when a partition is taken over (at start, after a rebalance), every
   profile whose segments were computed by other definitions or another model gets a check, so changing
   a definition and restarting re-evaluates membership and publishes the entries and exits.
 
-Both only say which keys need ``CheckTriggers``; the profile stage decides.
+Both only say which keys need ``WakeUp``; the profile stage decides.
 """
 
 from __future__ import annotations
@@ -15,29 +15,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from agents.store import StageStore
-from agents.tables import PROFILES, TRIGGER_DUE
+from agents.tables import PROFILES, WAKE_UPS
 from core.profile_stage import StagePolicy
-from schemas.commands import CheckTriggers
+from schemas.commands import WakeUp
 
 
 def rebuild_due_index(store: StageStore) -> int:
-    store.due_index.rebuild((key, due_at) for key, due_at in store.items(TRIGGER_DUE) if due_at is not None)
+    store.due_index.rebuild((key, due_at) for key, due_at in store.items(WAKE_UPS) if due_at is not None)
     return len(store.due_index)
 
 
-def due_commands(store: StageStore, now: float) -> Iterator[tuple[bytes, CheckTriggers]]:
+def due_commands(store: StageStore, now: float) -> Iterator[tuple[bytes, WakeUp]]:
     if store.due_index.needs_compaction():
         rebuild_due_index(store)
-    for key in store.due_index.pop_due(now, lambda key: store.get(TRIGGER_DUE, key)):
-        yield key, CheckTriggers(now=now)
+    for key in store.due_index.pop_due(now, lambda key: store.get(WAKE_UPS, key)):
+        yield key, WakeUp(now=now)
 
 
-def stale_audience_commands(store: StageStore, policy: StagePolicy, now: float) -> list[tuple[bytes, CheckTriggers]]:
+def stale_audience_commands(store: StageStore, policy: StagePolicy, now: float) -> list[tuple[bytes, WakeUp]]:
     if policy.audiences is None:
         return []
     version = policy.audiences.version
     return [
-        (key, CheckTriggers(now=now))
+        (key, WakeUp(now=now))
         for key, profile in store.items(PROFILES)
         if profile is not None and profile.audience_version != version
     ]

@@ -21,7 +21,7 @@ from agents.store import StageStore
 from agents.tally import Tally
 from core.privacy import PiiPolicy
 from core.profile_stage import StagePolicy
-from schemas.commands import ApplyEvent, CheckTriggers, ProfileCommand, decode_command
+from schemas.commands import ApplyEvent, ProfileCommand, WakeUp, decode_command
 from schemas.deadletter import SourceRecord
 from schemas.errors import UndecodableCommand
 from schemas.topics import TopicNames
@@ -83,11 +83,11 @@ class ProfilePipeline:
             forward=forward,
         )
 
-    def due_commands(self, store: StageStore, now: float) -> Iterable[tuple[bytes, CheckTriggers]]:
+    def due_commands(self, store: StageStore, now: float) -> Iterable[tuple[bytes, WakeUp]]:
         return due_commands(store, now)
 
     def rebuild_index(self, store: StageStore) -> int:
         return rebuild_due_index(store)
 
-    def stale_commands(self, store: StageStore, now: float) -> list[tuple[bytes, CheckTriggers]]:
+    def stale_commands(self, store: StageStore, now: float) -> list[tuple[bytes, WakeUp]]:
         return stale_audience_commands(store, self.policy, now)

@@ -12,13 +12,14 @@ from collections.abc import Callable
 
 from agents.outbox import Outbox
 from agents.store import StageStore
-from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
 from agents.tally import (
     AUDIENCE_CHANGES,
     EVENT_LAG_SECONDS,
     PROFILE_COMMANDS,
     PROFILE_OUTCOMES,
     SEGMENT_CHANGES,
+    TRIGGER_DECISIONS,
     TRIGGERS_EMITTED,
     Tally,
 )
@@ -67,6 +68,8 @@ def handle_command(
     for trigger in result.triggers:
         outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
         tally.add(TRIGGERS_EMITTED, trigger.kind, trigger.channel)
+    for kind, outcome in result.trigger_outcomes:
+        tally.add(TRIGGER_DECISIONS, kind, outcome)
     for note in result.notes:
         tally.add(PROFILE_OUTCOMES, note)
     if isinstance(command, ApplyEvent) and command.hops == 0:
@@ -92,8 +95,8 @@ def _write_back(store: StageStore, key: bytes, result) -> None:
         store.put(PROFILES, key, new_state.profile)  # None deletes
     if result.identity_changed:
         store.put(IDENTITIES, key, None if new_state.identity.is_default else new_state.identity)
-    stored_due = store.get(TRIGGER_DUE, key)
+    stored_due = store.get(WAKE_UPS, key)
     if result.due_at != stored_due:
-        store.put(TRIGGER_DUE, key, result.due_at)
+        store.put(WAKE_UPS, key, result.due_at)
         if result.due_at is not None:
             store.due_index.push(key, result.due_at)

@@ -30,7 +30,7 @@ class StageStore(Protocol):
     """The state of one partition as the profile stage uses it."""
 
     partition: int
-    due_index: DueIndex  # wake-up times of the partition's keys, in memory beside ``TRIGGER_DUE``
+    due_index: DueIndex  # wake-up times of the partition's keys, in memory beside ``WAKE_UPS``
 
     def get(self, table: Table, key: bytes) -> Any:
         """The value of ``key`` in ``table``, None when it has none."""

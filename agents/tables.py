@@ -28,9 +28,9 @@ def decode_identity(raw: bytes | None) -> KeyIdentity:
 PROFILES = Table(b"p", encode_msgpack, decode_profile)
 # msgpack KeyIdentity per id: redirect to the canonical customer, linked ids, forgotten_at.
 IDENTITIES = Table(b"i", encode_msgpack, decode_identity)
-# Epoch seconds at which a pending trigger or a time-driven segment change of the key may become due.
-TRIGGER_DUE = Table(b"d", encode_float, decode_float)
+# Epoch seconds at which the key must next be woken: its earliest pending trigger or time-driven segment change.
+WAKE_UPS = Table(b"d", encode_float, decode_float)
 # Members of a segment within the partition.
 SEGMENT_SIZES = Table(b"s", lambda count: str(int(count)).encode(), int)
 
-ALL_TABLES = (PROFILES, IDENTITIES, TRIGGER_DUE, SEGMENT_SIZES)
+ALL_TABLES = (PROFILES, IDENTITIES, WAKE_UPS, SEGMENT_SIZES)

@@ -16,6 +16,7 @@ PROFILE_COMMANDS = "profile_commands"  # kind
 PROFILE_OUTCOMES = "profile_outcomes"  # outcome
 AUDIENCE_CHANGES = "audience_changes"  # kind
 TRIGGERS_EMITTED = "triggers_emitted"  # kind, channel
+TRIGGER_DECISIONS = "trigger_decisions"  # kind, outcome (core.triggers.guards.OUTCOMES)
 SEGMENT_CHANGES = "segment_changes"  # change: entered / exited
 FORWARDS = "forwards"  # path
 COUNTERS = (
@@ -26,6 +27,7 @@ COUNTERS = (
     PROFILE_OUTCOMES,
     AUDIENCE_CHANGES,
     TRIGGERS_EMITTED,
+    TRIGGER_DECISIONS,
     SEGMENT_CHANGES,
     FORWARDS,
 )

@@ -691,6 +691,9 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     prefix, app_id = f"bench{tag}.", f"streamcdp-bench-{tag}"
     web_port, token = kafka_local.free_port(), f"bench-{tag}"
     data_dir = run.run_dir / "worker-data"
+    # No trigger definitions: no trigger fires during the benchmark, it measures the profile path.
+    no_triggers = run.run_dir / "no-triggers.yaml"
+    no_triggers.write_text("version: 1\ntriggers: []\n")
     values: dict[str, object] = {
         "broker_url": broker.broker_url,
         "topic_prefix": prefix,
@@ -701,7 +704,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "api_token": token,
         "env": "dev",  # the development PII hash key is fine for generated data
         "log_level": "warning",
-        "cart_abandonment_delay_s": 1e9,  # no triggers fire during the benchmark: it measures the profile path
+        "triggers_file": no_triggers,
     }
     for item in args.worker_setting:  # e.g. state_cache_keys=2000: the same run with another worker setting
         name, _, value = item.partition("=")

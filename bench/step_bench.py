@@ -7,15 +7,19 @@ profiles up (untimed); the rest are timed. Prints microseconds per event: the su
 events of each chunk's best of 5 runs (a machine busy with other work slows some runs of some chunks,
 rarely all five):
 
-- ``step_key, no audiences``: ``StagePolicy(audiences=None)``;
+- ``step_key, no audiences, no triggers``: ``StagePolicy(audiences=None, triggers=None)``;
+- ``step_key, no audiences``: the same with the worker's trigger definitions (``config/triggers.yaml``);
+- ``step_key, audiences, no triggers``: the worker's policy without triggers;
 - ``step_key, audiences``: the worker's policy (``streams.stage_config`` from default ``Settings``), with
   ``now`` the event's time, so every event more than ``audience_min_interval_s`` after the last refresh
   refreshes — the worst case, close to a live stream of sparse customers;
+- the trigger stage's cost: ``audiences`` minus ``audiences, no triggers``;
 - ``refresh_audiences`` alone, on each timed event's resulting profile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -82,7 +86,7 @@ def step_us(warm, timed, policy: StagePolicy) -> tuple[float, dict[str, KeyState
 
 def refresh_inputs(timed, warmed: dict[str, KeyState], policy: StagePolicy) -> list[tuple[Profile, float]]:
     """The profile each timed event leaves (before its refresh), as ``refresh_audiences`` would see it."""
-    plain = StagePolicy(cart_abandonment=policy.cart_abandonment, profile=policy.profile)
+    plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
     states = dict(warmed)
     inputs = []
     for key, command, now in timed:
@@ -102,7 +106,9 @@ def main() -> None:
     warm, timed = commands[:split], commands[split:]
     policy = stage_policy(Settings())
     audiences = policy.audiences
-    plain_us, _ = step_us(warm, timed, StagePolicy(cart_abandonment=policy.cart_abandonment, profile=policy.profile))
+    bare_us, _ = step_us(warm, timed, StagePolicy(profile=policy.profile))
+    plain_us, _ = step_us(warm, timed, StagePolicy(triggers=policy.triggers, profile=policy.profile))
+    untriggered_us, _ = step_us(warm, timed, dataclasses.replace(policy, triggers=None))
     audience_us, warmed = step_us(warm, timed, policy)
     inputs = refresh_inputs(timed, warmed, policy)
 
@@ -115,9 +121,12 @@ def main() -> None:
         f"{len(timed)} timed events ({customers} customers, {days:g} days, {split} warm-up), "
         f"best of {REPEATS} per chunk of {CHUNK}"
     )
-    print(f"  step_key, no audiences   {plain_us:6.1f} µs/event")
-    print(f"  step_key, audiences      {audience_us:6.1f} µs/event")
-    print(f"  refresh_audiences alone  {refresh_us:6.1f} µs/event")
+    print(f"  step_key, no audiences, no triggers {bare_us:6.1f} µs/event")
+    print(f"  step_key, no audiences              {plain_us:6.1f} µs/event")
+    print(f"  step_key, audiences, no triggers    {untriggered_us:6.1f} µs/event")
+    print(f"  step_key, audiences                 {audience_us:6.1f} µs/event")
+    print(f"  the trigger stage                   {audience_us - untriggered_us:6.1f} µs/event")
+    print(f"  refresh_audiences alone             {refresh_us:6.1f} µs/event")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ of ``agents.tables``:
 
 - ``PROFILES[key]``     ``Profile``, absent when ``state.profile`` is None;
 - ``IDENTITIES[key]``   ``core.identity.KeyIdentity``, absent when it ``is_default``;
-- ``TRIGGER_DUE[key]``  ``StepResult.due_at`` (absent when None).
+- ``WAKE_UPS[key]``     ``StepResult.due_at`` (absent when None): the earliest pending trigger or audience
+  refresh of the key.
 
 After ``step_key`` the agent writes the profile back if ``result.profile_changed`` (deleting it when
 ``result.state.profile`` is None), the identity if ``result.identity_changed`` (deleting it when it
@@ -21,6 +22,10 @@ gets an ``UnlinkIdentity``, and the key keeps only ``KeyIdentity(forgotten_at=..
 no personal data. Later events for the key with a timestamp up to ``forgotten_at`` (replays, late
 arrivals) are dropped; newer ones start a fresh profile (the person came back). Triggers are never
 decided from state older than ``forgotten_at``.
+
+Triggers: after every command (and after segments and scores are refreshed) ``core.triggers.engine``
+advances the key's pending triggers — entries, exits, due decisions through the guard chain — and
+answers the triggers to publish and the outcomes to count (``StepResult.triggers`` / ``trigger_outcomes``).
 """
 
 from __future__ import annotations
@@ -45,18 +50,19 @@ from core.profile.apply import apply_event, new_profile
 from core.profile.bounded import capped_append
 from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
-from core.triggers import CartAbandonmentPolicy, Trigger, cart_reminder_due_at, decide_cart_abandonment, record_trigger
+from core.triggers.engine import TriggerPolicy, advance_triggers
 from schemas.commands import (
     AbsorbProfile,
     ApplyEvent,
-    CheckTriggers,
     ForgetCustomer,
     LinkIdentity,
     ProfileCommand,
     UnlinkIdentity,
+    WakeUp,
 )
 from schemas.profile import Profile
 from schemas.segments import AudienceChange, SegmentChange
+from schemas.triggers import Trigger
 
 DELETION_REQUESTED = "Deletion Requested"
 
@@ -70,7 +76,6 @@ ABSORBED = "absorbed"
 ABSORB_DUPLICATE = "absorb_duplicate"
 ABSORB_FORGOTTEN = "absorb_forgotten"
 FORGOTTEN = "forgotten"
-TRIGGER_BLOCKED_FORGOTTEN = "trigger_blocked_forgotten"
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ class StagePolicy:
     hashing them); ``max_users_per_anonymous_id`` is ``Settings.max_users_per_anonymous_id``.
     """
 
-    cart_abandonment: CartAbandonmentPolicy = CartAbandonmentPolicy()
+    triggers: TriggerPolicy | None = None  # trigger definitions; None: no triggers
     profile: ProfilePolicy = ProfilePolicy()
     max_users_per_anonymous_id: int = 3
     max_hops: int = 8  # a command forwarded this often is dropped (redirect loop)
@@ -114,7 +119,8 @@ class StepResult(msgspec.Struct, frozen=True):
     """What one command changes and what the agent must send.
 
     ``state``: the key's new state; ``profile_changed`` / ``identity_changed``: which parts to write.
-    ``due_at``: when a trigger may next be due for the key (None: nothing pending).
+    ``due_at``: when the key must next be woken: a pending trigger or an audience refresh (None: never).
+    ``trigger_outcomes``: ``(kind, outcome)`` of every trigger decided, cancelled or expired (metrics).
     ``forwards``: ``(key, command)`` pairs for ``profile-commands``. ``notes``: counters to increment.
     ``audience_changes``: segment entries / exits and score crossings for ``segments.changes``.
 
@@ -130,6 +136,7 @@ class StepResult(msgspec.Struct, frozen=True):
     profile_changed: bool = False
     identity_changed: bool = False
     audience_changes: tuple[AudienceChange, ...] = ()  # for segments.changes
+    trigger_outcomes: tuple[tuple[str, str], ...] = ()
 
     @property
     def profile(self) -> Profile | None:
@@ -140,13 +147,6 @@ class StepResult(msgspec.Struct, frozen=True):
         return self.profile_changed or self.identity_changed
 
 
-def _next_due(profile: Profile | None, policy: StagePolicy) -> float | None:
-    return None if profile is None else cart_reminder_due_at(profile, policy.cart_abandonment)
-
-
-_RECOMPUTE = float("nan")  # sentinel: derive due_at from the new profile
-
-
 def _result(
     before: KeyState,
     after: KeyState,
@@ -155,11 +155,11 @@ def _result(
     notes: tuple[str, ...] = (),
     forwards: tuple[tuple[str, ProfileCommand], ...] = (),
     triggers: tuple[Trigger, ...] = (),
-    due_at: float | None = _RECOMPUTE,
+    due_at: float | None = None,
 ) -> StepResult:
     return StepResult(
         state=after,
-        due_at=_next_due(after.profile, policy) if due_at is _RECOMPUTE else due_at,
+        due_at=due_at,
         triggers=triggers,
         forwards=forwards,
         notes=notes,
@@ -248,42 +248,80 @@ def _unlink(state: KeyState, command: UnlinkIdentity, policy: StagePolicy) -> St
     return _result(state, after, policy, notes=(UNLINKED,))
 
 
-def _check(state: KeyState, command: CheckTriggers, policy: StagePolicy) -> StepResult:
-    profile = state.profile
-    if profile is None:
-        return _result(state, state, policy, due_at=None)
-    forgotten_at = state.identity.forgotten_at
-    if forgotten_at is not None and profile.cart_updated_at <= forgotten_at:
-        return _result(state, state, policy, notes=(TRIGGER_BLOCKED_FORGOTTEN,), due_at=None)
-    trigger = decide_cart_abandonment(profile, command.now, policy.cart_abandonment)
-    if trigger is None:
-        due_at = _next_due(profile, policy)
-        # Due but not decided means stale (idle past max age): stop checking it.
-        return _result(state, state, policy, due_at=None if due_at is not None and due_at <= command.now else due_at)
-    after = msgspec.structs.replace(state, profile=record_trigger(profile, trigger))
-    return _result(state, after, policy, triggers=(trigger,))
-
-
 def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
-    """Apply one command to the state of its key, then bring its segments and scores up to date.
+    """Apply one command to the state of its key, bring its segments and scores up to date, then advance
+    its triggers.
 
     Segments and scores are refreshed when the profile changed, at most once per
     ``policy.audience_min_interval_s`` per customer: a burst of events (a session, a backlog) is evaluated
-    once, at the end of the interval, by a wake-up. A wake-up (``CheckTriggers``) or new definitions
-    always refresh. The wake-up time ``due_at`` is the earlier of the cart reminder and the next
-    audience refresh, so one due table serves both.
+    once, at the end of the interval, by a wake-up. A ``WakeUp`` or new definitions always refresh. The
+    wake-up time ``due_at`` is the earliest of the pending triggers and the next audience refresh, so one
+    due table serves both.
     """
     result = _step_command(state, command, now=now, policy=policy)
+    at = command.now if isinstance(command, WakeUp) else now
+    refreshed = False
+    if policy.audiences is not None:
+        result, refreshed = _refresh(state, command, result, now=now, at=at, policy=policy)
+    if policy.triggers is None or result.state.profile is None:
+        return result
+    return _advance_triggers(state.profile, command, result, at=at, refreshed=refreshed, policy=policy.triggers)
+
+
+def _advance_triggers(
+    before: Profile | None,
+    command: ProfileCommand,
+    result: StepResult,
+    *,
+    at: float,
+    refreshed: bool,
+    policy: TriggerPolicy,
+) -> StepResult:
+    """``result`` with the key's triggers advanced (``core.triggers.engine``) and its wake-up time."""
+    profile = result.state.profile
+    assert profile is not None
+    applied = isinstance(command, ApplyEvent) and APPLIED in result.notes
+    step = advance_triggers(
+        profile,
+        event=command.event if applied else None,
+        at=at,
+        refreshed=refreshed or isinstance(command, WakeUp),
+        forgotten_at=result.state.identity.forgotten_at,
+        policy=policy,
+        before=before,
+    )
+    due_at = _earliest(result.due_at, step.due_at)
+    if step.profile is profile:
+        return result if due_at == result.due_at else msgspec.structs.replace(result, due_at=due_at)
+    return msgspec.structs.replace(
+        result,
+        state=msgspec.structs.replace(result.state, profile=step.profile),
+        profile_changed=True,
+        due_at=due_at,
+        triggers=(*result.triggers, *step.triggers),
+        trigger_outcomes=step.outcomes,
+    )
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    """The earlier of two optional wake-up times (plain comparisons: this runs for every event)."""
+    if first is None:
+        return second
+    return first if second is None or first <= second else second
+
+
+def _refresh(
+    state: KeyState, command: ProfileCommand, result: StepResult, *, now: float, at: float, policy: StagePolicy
+) -> tuple[StepResult, bool]:
+    """``result`` with segments and scores refreshed when due (see ``step_key``), and whether they were."""
     profile = result.state.profile
     audiences = policy.audiences
-    if audiences is None:
-        return result
+    assert audiences is not None
     if profile is None:
-        return _leave_all_segments(state.profile, result, now=now, policy=audiences)
-    at = command.now if isinstance(command, CheckTriggers) else now
+        return _leave_all_segments(state.profile, result, now=now, policy=audiences), False
     changes: tuple[AudienceChange, ...] = ()
     changes_were_computed = False
-    must_refresh = isinstance(command, CheckTriggers) or profile.audience_version != audiences.version
+    must_refresh = isinstance(command, WakeUp) or profile.audience_version != audiences.version
     if must_refresh or result.profile_changed:
         next_refresh = profile.audience_refreshed_at + _refresh_interval(command, now, policy)
         if must_refresh or at >= next_refresh:
@@ -307,7 +345,7 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
     # An overdue refresh that this step did not perform stays the key's wake-up (the clock fires it at its
     # next tick): dropping it here would leave the profile with stale segments until its next event.
     due_at = min((due for due in (result.due_at, audience_due) if due is not None), default=None)
-    return msgspec.structs.replace(result, due_at=due_at, audience_changes=changes)
+    return msgspec.structs.replace(result, due_at=due_at, audience_changes=changes), changes_were_computed
 
 
 def _refresh_interval(command: ProfileCommand, now: float, policy: StagePolicy) -> float:
@@ -353,12 +391,12 @@ def _step_command(state: KeyState, command: ProfileCommand, *, now: float, polic
       absorbed profile's linked ids.
     - ``ForgetCustomer``: profile deleted, ``UnlinkIdentity`` to every linked id, key marked forgotten.
     - ``UnlinkIdentity``: the alias drops its redirect to the forgotten customer.
-    - ``CheckTriggers``: cart abandonment as before (nothing for forgotten state).
+    - ``WakeUp``: nothing here; ``step_key`` refreshes audiences and advances triggers at ``command.now``.
     """
     if isinstance(command, ApplyEvent):
         return _apply(state, command, now, policy)
-    if isinstance(command, CheckTriggers):
-        return _check(state, command, policy)
+    if isinstance(command, WakeUp):
+        return _result(state, state, policy)
     if isinstance(command, LinkIdentity):
         return _link(state, command, policy)
     if isinstance(command, AbsorbProfile):

@@ -8,7 +8,7 @@ Encoded with msgpack (msgspec): compact and several times faster than JSON for t
 Who sends what (all keyed by the id named first):
 
 - ``ApplyEvent``      ingestion → key ``event.routing_id``; a redirected key forwards it (``hops`` + 1).
-- ``CheckTriggers``   trigger timer → key of a customer with a due time.
+- ``WakeUp``          the stage's clock → key with a due wake-up (pending trigger, time-driven segment).
 - ``LinkIdentity``    profile stage of ``customer_id`` → key ``alias``: "this id belongs to that customer".
 - ``AbsorbProfile``   profile stage of the alias → key ``customer_id``: merge the alias's profile.
 - ``ForgetCustomer``  "Deletion Requested" event or the API → key ``customer_id`` (redirects forward it).
@@ -30,8 +30,12 @@ class ApplyEvent(msgspec.Struct, frozen=True, tag="event"):
     hops: int = 0  # how often identity redirects forwarded it already (loop guard)
 
 
-class CheckTriggers(msgspec.Struct, frozen=True, tag="check"):
-    """Decide due triggers for the key at wall-clock time ``now`` (sent by the trigger timer)."""
+class WakeUp(msgspec.Struct, frozen=True, tag="check"):
+    """Wake the key at wall-clock time ``now``: decide due triggers, refresh segments and scores.
+
+    Sent by the clock for a key whose wake-up time has come (and after a definitions change). The tag
+    stays ``"check"`` (its name before it also woke audiences) so queued commands still decode.
+    """
 
     now: float
 
@@ -84,7 +88,7 @@ class UnlinkIdentity(msgspec.Struct, frozen=True, kw_only=True, tag="unlink"):
     at: float
 
 
-ProfileCommand = ApplyEvent | CheckTriggers | LinkIdentity | AbsorbProfile | ForgetCustomer | UnlinkIdentity
+ProfileCommand = ApplyEvent | WakeUp | LinkIdentity | AbsorbProfile | ForgetCustomer | UnlinkIdentity
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ProfileCommand)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
+from schemas.triggers import PendingTrigger, TriggerOutcome
+
 Scalar = str | int | float | bool
 
 
@@ -20,6 +22,9 @@ class CartItem(msgspec.Struct, frozen=True, kw_only=True):
     added_at: float
     name: str = ""
     category: str = ""
+    image_url: str = ""  # as the Product Added event carried them, for trigger messages
+    url: str = ""
+    currency: str = ""
 
 
 class Affinity(msgspec.Struct, frozen=True, array_like=True):
@@ -119,3 +124,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     audience_version: str = ""  # which segment definitions + model produced segments/scores
     audience_due_at: float | None = None  # when time alone next changes a membership (None: never)
     audience_refreshed_at: float = 0.0  # when segments/scores were last evaluated
+
+    # --- filled by core.triggers (the trigger engine); apply_event leaves them untouched ---------
+    pending_triggers: tuple[PendingTrigger, ...] = ()  # at most one per kind
+    trigger_history: tuple[TriggerOutcome, ...] = ()  # recent outcomes, newest last (capped)
+    trigger_last_sent: dict[str, float] = {}  # kind → when one was last sent (re_entry)

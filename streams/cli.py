@@ -68,6 +68,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.generate",
     "streams.demo",
     "streams.segments_cli",
+    "streams.triggers_cli",
     "streams.train_cli",
     "streams.lag_exporter",
     "streams.collector",

@@ -26,8 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import yaml
 from segment.analytics import Client
 
+from core.triggers.rules import parse_window
 from offline.generator import WorkloadConfig, generate_workload
 from schemas.topics import CHANNELS
 from streams import kafka_local
@@ -49,7 +51,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "data_dir",
         "web_port",
         "api_token",
-        "cart_abandonment_delay_s",
+        "triggers_file",
         "trigger_scan_interval_s",
         "topic_partitions",
         "app_id",
@@ -89,10 +91,14 @@ def _format_trigger(trigger: dict) -> str:
     items = ", ".join(
         f"{item['quantity']}× {item.get('name') or item['product_id']}" for item in trigger.get("items", [])
     )
-    value = trigger.get("cart_value", 0) / 100
+    value = trigger.get("value", 0) / 100
+    content = trigger.get("content", {}).get("template", "")
+    extras = [f"offer {trigger['offer']['code']}"] if trigger.get("offer", {}).get("code") else []
+    if trigger.get("recommendations"):
+        extras.append(f"{len(trigger['recommendations'])} recommendation(s)")
     return (
-        f"  → {trigger['kind']:<18} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
-        f"€{value:>8.2f}  [{items[:70]}]"
+        f"  → {trigger['kind']:<24} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
+        f"€{value:>8.2f}  {content:<18} [{items[:50]}] {'; '.join(extras)}"
     )
 
 
@@ -145,6 +151,22 @@ def _send_with_sdk(client: Client, line: bytes) -> bool:
     except (AssertionError, TypeError, ValueError):  # the SDK refuses what it cannot send: Kafka takes it
         return False
     return True
+
+
+DEMO_MAX_WAIT_S = 8.0  # so that the days-long waits (a cross-sell 3 days after an order) show in the demo too
+
+
+def compressed_triggers(source: Path, target: Path, factor: float) -> Path:
+    """A copy of the trigger definitions with every ``wait.after`` multiplied by ``factor`` (a day played in
+    seconds: a 30 minute cart delay becomes a second), at most ``DEMO_MAX_WAIT_S``, written to ``target``."""
+    document = yaml.safe_load(source.read_text())
+    for definition in document.get("triggers") or ():
+        wait = definition.get("wait")
+        if isinstance(wait, dict) and "after" in wait:
+            seconds = min(max(parse_window(str(wait["after"])) * factor, 1.0), DEMO_MAX_WAIT_S)
+            wait["after"] = f"{seconds:.0f}s"
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
 
 
 async def _play_and_watch(
@@ -257,7 +279,7 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
             "data_dir": DEMO_DIR / "data",
             "web_port": kafka_local.free_port(),
             "app_id": "streamcdp-demo",
-            "cart_abandonment_delay_s": 5.0,
+            "triggers_file": compressed_triggers(settings.triggers_file, DEMO_DIR / "triggers.yaml", seconds / 86400),
             "trigger_scan_interval_s": 0.5,
         }
     )
@@ -306,11 +328,7 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
         )
         result = asyncio.run(
             _play_and_watch(
-                settings,
-                workload.lines,
-                seconds,
-                settings.cart_abandonment_delay_s + 4,
-                f"http://127.0.0.1:{collector_port}",
+                settings, workload.lines, seconds, DEMO_MAX_WAIT_S + 6, f"http://127.0.0.1:{collector_port}"
             )
         )
         _print_summary(settings, workload.truth, result)

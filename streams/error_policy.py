@@ -16,7 +16,7 @@ record never stalls its partition:
   step runs before anything is written back, so a command that fails in it leaves its key's state as it
   was.
 
-A failure without an input record (a clock wake-up's ``CheckTriggers``, or a second command of a record
+A failure without an input record (a clock wake-up's ``WakeUp``, or a second command of a record
 already parked) has nothing to park: it is logged and counted (``processing_failed``), and the key's due
 time stays in its table, so the next rebuild of the wake-up index brings it back.
 

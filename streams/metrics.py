@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from agents import tally as tally_names
 from agents.tally import Tally
+from core.triggers.guards import OUTCOMES
 
 registry = CollectorRegistry(auto_describe=True)
 # process_resident_memory_bytes, process_cpu_seconds_total, process_start_time_seconds, ...: the dashboard's RSS.
@@ -57,6 +58,12 @@ triggers_emitted = Counter(
     "streamcdp_triggers_emitted_total",
     "Triggers published, by kind and channel.",
     ["kind", "channel"],
+    registry=registry,
+)
+trigger_decisions = Counter(
+    "streamcdp_trigger_decisions_total",
+    "Triggers decided, cancelled or expired, by kind and outcome (" + ", ".join(o.name for o in OUTCOMES) + ").",
+    ["kind", "outcome"],
     registry=registry,
 )
 wakeups_indexed = Gauge(
@@ -147,6 +154,7 @@ COUNTER_BY_NAME: dict[str, Counter] = {
     tally_names.PROFILE_OUTCOMES: profile_notes,
     tally_names.AUDIENCE_CHANGES: audience_changes,
     tally_names.TRIGGERS_EMITTED: triggers_emitted,
+    tally_names.TRIGGER_DECISIONS: trigger_decisions,
     tally_names.SEGMENT_CHANGES: segment_changes,
     tally_names.FORWARDS: forwards,
 }

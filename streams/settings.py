@@ -233,13 +233,13 @@ class Settings(BaseSettings):
     )
 
     # --- Triggers ------------------------------------------------------------------------------
-    cart_abandonment_delay_s: float = Field(
-        1800.0, description="Idle time after the last cart change before a reminder."
+    triggers_file: Path = Field(
+        Path("config/triggers.yaml"),
+        description="Trigger definitions (YAML, README section Triggers); a broken file stops the worker at start.",
     )
-    cart_abandonment_max_age_s: float = Field(
-        3 * 86400.0, description="Carts idle longer than this are stale: replaying history does not mail them."
+    trigger_scan_interval_s: float = Field(
+        1.0, description="How often the worker wakes the keys whose wake-up time has come (triggers, segments)."
     )
-    trigger_scan_interval_s: float = Field(1.0, description="How often the worker looks for due triggers.")
 
     @model_validator(mode="after")
     def _insync_replicas_possible(self) -> Settings:

@@ -240,7 +240,6 @@ class PipelineFactory:
             "data_dir": self.base_dir / f"data-{tag}",
             "web_port": web_port,
             "topic_partitions": 4,
-            "cart_abandonment_delay_s": 2.0,
             "trigger_scan_interval_s": 0.5,
             "api_token": f"token-{tag}",
             "env": "dev",  # the workers may use the development PII hash key

@@ -180,6 +180,9 @@ def _cart_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict
             added_at=at,
             name=str(props.get("name") or "")[:MAX_TRAIT_CHARS],
             category=category,
+            image_url=str(props.get("image_url") or "")[:500],
+            url=str(props.get("url") or "")[:500],
+            currency=str(props.get("currency") or "")[:3],
         )
         changes["cart"] = (*others, item)[-MAX_CART_ITEMS:]
         if category:

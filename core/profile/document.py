@@ -38,7 +38,8 @@ def _stored_in_computed(profile: Profile) -> dict[str, Any]:
 
 
 def profile_document(profile: Profile, *, now: float, policy: ProfilePolicy = DEFAULT_POLICY) -> dict[str, Any]:
-    """The API/JSON view at ``now``: stored fields, identity, traits, computed traits, consent, segments, scores."""
+    """The API/JSON view at ``now``: stored fields, identity, traits, computed traits, consent, segments, scores,
+    and the triggers pending and recently decided."""
     document: dict[str, Any] = {
         "customer_id": profile.customer_id,
         "user_id": profile.user_id,
@@ -67,4 +68,11 @@ def profile_document(profile: Profile, *, now: float, policy: ProfilePolicy = DE
     }
     document["segments"] = list(profile.segments)
     document["scores"] = dict(profile.scores)
+    document["triggers"] = {
+        "pending": [
+            {**msgspec.to_builtins(p), "state": "waiting" if p.due_at > now else "held"}
+            for p in profile.pending_triggers
+        ],
+        "recent": [msgspec.to_builtins(outcome) for outcome in profile.trigger_history],
+    }
     return document

@@ -37,9 +37,11 @@ from core.profile.policy import (
     MAX_SIZE_CATEGORIES,
     MAX_SIZES_PER_CATEGORY,
     MAX_STORES,
+    MAX_TRIGGER_HISTORY,
     MAX_TRIGGERS_REMEMBERED,
     ProfilePolicy,
 )
+from core.triggers.pending import merge_trigger_state
 from schemas.profile import Affinity, CartItem, OrderRecord, Profile
 
 _LWW_FIELDS = (
@@ -264,6 +266,7 @@ def merge_profiles(into: Profile, absorbed: Profile, *, policy: ProfilePolicy = 
         refunds=a.refunds + b.refunds - double_refunds,
         engagement=_merge_nested(a.engagement, b.engagement, MAX_CHANNELS, 10**9),
         **_merge_consent(a, b),
+        **merge_trigger_state(a, b, MAX_TRIGGER_HISTORY),
     )
     for record in double_counted:
         merged = msgspec.structs.replace(merged, **order_contribution(merged, record, -1))

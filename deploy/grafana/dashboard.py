@@ -117,6 +117,18 @@ PANELS: tuple[Panel, ...] = (
         ),
     ),
     Panel(
+        "Trigger outcomes",
+        "Triggers decided, cancelled or expired per second, by outcome (sent, expired_stale, cancelled_exit, …; "
+        "`streamcdp triggers outcomes` lists them).",
+        "ops",
+        (
+            Query(
+                f"sum by (outcome) (rate(streamcdp_trigger_decisions_total{{{WORKERS}}}[{RATE}]))",
+                "{{outcome}}",
+            ),
+        ),
+    ),
+    Panel(
         "Segment entries and exits",
         "Segment changes published on segments.changes per second, entered vs exited; score crossings.",
         "ops",

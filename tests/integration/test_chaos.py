@@ -15,7 +15,7 @@ would, and counted. After the worker has drained everything:
   from the state changelog after a clean stop, so every profile is seen, anonymous visitors included);
 - ``/segments`` sizes and the stored ``SEGMENT_SIZES`` equal those members;
 - no profile has an overdue segment refresh (``audience_due_at`` in the past) without a wake-up at or
-  before it in the wake-up table (``TRIGGER_DUE`` in the same changelog), nor a pending one;
+  before it in the wake-up table (``WAKE_UPS`` in the same changelog), nor a pending one;
 - the trigger messages (id, kind) and segment changes (customer, segment, direction, time) are those of
   an undisturbed run of the same history (a second deployment, same workload, no kills); the membership,
   size and wake-up checks run on that undisturbed run too.
@@ -56,7 +56,7 @@ from conftest import (
     wait_until_drained,
 )
 
-from agents.tables import PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from agents.tables import PROFILES, SEGMENT_SIZES, WAKE_UPS
 from offline.generator import Workload, WorkloadConfig, generate_workload
 from schemas.profile import Profile
 from streams.settings import Settings
@@ -213,8 +213,8 @@ def collect_outputs(pipeline: Pipeline, stopped_at: float) -> Outputs:
         tag, name = key[:1], key[1:].decode()
         if tag == PROFILES.tag:
             profiles[name] = PROFILES.decode(raw)
-        elif tag == TRIGGER_DUE.tag:
-            wake_ups[name] = TRIGGER_DUE.decode(raw)
+        elif tag == WAKE_UPS.tag:
+            wake_ups[name] = WAKE_UPS.decode(raw)
         elif tag == SEGMENT_SIZES.tag:
             sizes[name] += SEGMENT_SIZES.decode(raw)
     return Outputs(triggers, changes, profiles, wake_ups, dict(sizes), stopped_at)

@@ -23,6 +23,7 @@ import orjson
 import pytest
 from conftest import REPO, Pipeline, metric_sum
 from segment.analytics import Client
+from trigger_files import NO_TRIGGERS
 
 from schemas.validation import parse_timestamp
 from streams import kafka_local
@@ -217,7 +218,7 @@ def comparable(document: dict, prefix: str) -> dict:
 
 def test_sdk_events_build_the_profile_produce_builds(make_pipeline, start_collector, tmp_path):
     # No cart reminder between the phases: its trigger id is derived from the customer's id.
-    pipeline = make_pipeline(cart_abandonment_delay_s=30 * 86400.0)
+    pipeline = make_pipeline(triggers_file=NO_TRIGGERS)
     collector = start_collector(pipeline)
     sdk = Sdk(collector)
     worker = pipeline.worker

@@ -30,6 +30,7 @@ from conftest import (
     wait_for_ingested,
     wait_until_drained,
 )
+from trigger_files import NO_TRIGGERS
 
 from offline.generator import Workload, WorkloadConfig, generate_workload
 
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 CUSTOMERS = int(os.environ.get("GROUND_TRUTH_CUSTOMERS", "2000"))
 DAYS = float(os.environ.get("GROUND_TRUTH_DAYS", "30"))
-SETTINGS = dict(cart_abandonment_delay_s=30 * 86400.0)  # no reminders: only the stream's own commands
+SETTINGS = dict(triggers_file=NO_TRIGGERS)  # no reminders: only the stream's own commands
 DRAIN_TIMEOUT_S = float(os.environ.get("GROUND_TRUTH_DRAIN_TIMEOUT_S", "600"))
 
 

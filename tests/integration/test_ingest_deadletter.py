@@ -22,6 +22,7 @@ from conftest import (
     read_metrics,
     wait_until_drained,
 )
+from trigger_files import NO_TRIGGERS
 
 from offline.generator import WorkloadConfig, generate_workload
 from streams.produce import route_line
@@ -37,7 +38,7 @@ CONFIG = dict(customers=300, days=DAYS, seed=3, corrupt_fraction=0.01, deletion_
 def test_valid_events_are_applied_once_and_corrupted_ones_are_dead_lettered(make_pipeline):
     # No cart reminders during the test: the trigger timer would only add unrelated commands.
     # Dead letters keep their exact bytes here (by default their PII fields are redacted: unit-tested).
-    pipeline = make_pipeline(cart_abandonment_delay_s=30 * 86400.0, deadletter_keep_pii=True)
+    pipeline = make_pipeline(triggers_file=NO_TRIGGERS, deadletter_keep_pii=True)
     kafka, topics, worker = pipeline.kafka, pipeline.topics, pipeline.worker
     workload = generate_workload(WorkloadConfig(start=time.time() - (DAYS + 1) * 86400, **CONFIG))
     truth = workload.truth

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, Pipeline, WorkerProcess, produce_raw_lines
+from trigger_files import fast_triggers
 
 from offline.generator import WorkloadConfig, generate_workload
 from streams import kafka_local
@@ -176,7 +177,8 @@ def ops_tools() -> None:
 
 def test_dashboard_and_alerts_against_a_real_prometheus(ops_tools, make_pipeline, tmp_path: Path) -> None:
     # Cart reminders 2 s after the last cart change, so triggers flow while Prometheus watches.
-    pipeline: Pipeline = make_pipeline(cart_abandonment_delay_s=2.0)
+    triggers_file = fast_triggers(tmp_path, waits={"cart_abandonment": {"after": "2s"}})
+    pipeline: Pipeline = make_pipeline(triggers_file=triggers_file)
     now = time.time()
     # Two days of history (with corrupted lines, so there are dead letters), and a live hour: the worker
     # measures event → profile latency only for events younger than an hour.

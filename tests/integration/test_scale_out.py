@@ -23,6 +23,7 @@ import orjson
 import pytest
 from conftest import Pipeline, WorkerProcess, produce_raw_lines, wait_until_drained
 from test_identity_ground_truth import expected_document, observed_document
+from trigger_files import NO_TRIGGERS
 
 from offline.generator import Workload, WorkloadConfig, generate_workload
 from streams.partitioning import owning_partition
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4
 CUSTOMERS = 60
 DAYS = 10.0
-SETTINGS = dict(topic_partitions=PARTITIONS, cart_abandonment_delay_s=30 * 86400.0)  # no reminders
+SETTINGS = dict(topic_partitions=PARTITIONS, triggers_file=NO_TRIGGERS)  # no reminders
 ASSIGNMENT_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 180.0
 

@@ -7,6 +7,7 @@ import uuid
 
 import orjson
 import pytest
+from trigger_files import NO_TRIGGERS
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def call(name: str, user_id: str, properties: dict) -> dict:
 def test_a_journey_emits_the_exact_entries_and_exits(make_pipeline, tmp_path):
     segments_file = tmp_path / "journey-segments.yaml"
     segments_file.write_text(JOURNEY_SEGMENTS)
-    pipeline = make_pipeline(segments_file=segments_file, cart_abandonment_delay_s=3600.0)
+    pipeline = make_pipeline(segments_file=segments_file, triggers_file=NO_TRIGGERS)
     kafka, topics = pipeline.kafka, pipeline.topics
     customer = "journey-1"
     # One topic and one key: the journey is processed strictly in this order.

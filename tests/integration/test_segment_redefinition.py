@@ -7,6 +7,7 @@ import uuid
 
 import orjson
 import pytest
+from trigger_files import NO_TRIGGERS
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ segments:
 def test_new_definitions_after_a_restart_move_existing_customers(make_pipeline, tmp_path):
     segments_file = tmp_path / "segments.yaml"
     segments_file.write_text(BEFORE)
-    pipeline = make_pipeline(segments_file=segments_file, cart_abandonment_delay_s=3600.0)
+    pipeline = make_pipeline(segments_file=segments_file, triggers_file=NO_TRIGGERS)
     kafka, topics, worker = pipeline.kafka, pipeline.topics, pipeline.worker
     ordered_at = time.time() - 5
     order = {

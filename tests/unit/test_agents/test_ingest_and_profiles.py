@@ -15,13 +15,15 @@ from agents.ingest import ingest_record
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
 from agents.profiles import handle_command
-from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
 from agents.tally import EVENTS_INGESTED, PROFILE_COMMANDS, Tally
 from core.due_index import DueIndex
 from core.privacy import PiiPolicy
 from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
-from schemas.commands import AbsorbProfile, ApplyEvent, CheckTriggers, LinkIdentity, decode_command, encode_command
+from core.triggers.definitions import load_triggers
+from core.triggers.engine import TriggerPolicy
+from schemas.commands import AbsorbProfile, ApplyEvent, LinkIdentity, WakeUp, decode_command, encode_command
 from schemas.errors import InvalidEvent, UndecodableCommand
 from schemas.profile import Profile
 from schemas.topics import TopicNames
@@ -33,8 +35,8 @@ from streams.state_store import PartitionStore, StoreOptions
 REPO = Path(__file__).resolve().parents[3]
 TOPICS = TopicNames(prefix="t1.")
 T0 = 1_764_000_000.0
-DELAY = 1800.0  # CartAbandonmentPolicy's default delay
-POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"))
+DELAY = 1800.0  # the shipped cart_abandonment's delay (config/triggers.yaml)
+POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"), triggers=TriggerPolicy(load_triggers()))
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
 
 PRIVACY = PiiPolicy(hash_key=b"test-secret")
@@ -127,7 +129,7 @@ def apply(
 
 
 def current_due(store: PartitionStore):
-    return lambda key: store.get(TRIGGER_DUE, key)
+    return lambda key: store.get(WAKE_UPS, key)
 
 
 def sent_to(outbox: Outbox, topic: str) -> list[tuple[bytes | None, bytes]]:
@@ -208,7 +210,7 @@ def pipeline(outbox: Outbox | None = None, tally: Tally | None = None) -> Profil
 
 
 def test_the_pipeline_decodes_a_command_record():
-    command = CheckTriggers(now=T0)
+    command = WakeUp(now=T0)
     record = consumer_record(encode_command(command), topic=TOPICS.profile_commands)
     assert pipeline().decode(record) == command
 
@@ -242,7 +244,7 @@ def test_an_applied_event_creates_the_profile_and_schedules_its_cart_reminder(st
     assert isinstance(profile, Profile)
     assert profile.customer_id == "u1" and profile.event_count == 1
     assert [item.product_id for item in profile.cart] == ["tent-2p"]
-    assert store.get(TRIGGER_DUE, b"u1") == T0 + DELAY
+    assert store.get(WAKE_UPS, b"u1") == T0 + DELAY
     assert len(store.due_index) == 1
     assert store.due_index.pop_due(T0 + DELAY, current_due(store)) == [b"u1"]
     assert len(outbox) == 0  # no links, no audiences, nothing due yet
@@ -254,7 +256,7 @@ def test_a_duplicate_message_id_is_not_counted_twice(store: PartitionStore):
     flush(store)
     apply(store, b"u1", added_to_cart(message_id="m-dup", at=T0 + 5))
     assert store.get(PROFILES, b"u1").event_count == 1
-    assert store.get(TRIGGER_DUE, b"u1") == T0 + DELAY
+    assert store.get(WAKE_UPS, b"u1") == T0 + DELAY
     assert store.dirty_count == 0  # nothing was written back
     assert len(store.due_index) == 1  # the unchanged due time was not pushed again
 
@@ -270,7 +272,7 @@ def test_a_replay_after_a_restart_is_deduplicated_from_rocksdb(tmp_path: Path):
         apply(store, b"u1", added_to_cart(message_id="m-1"))
         apply(store, b"u1", added_to_cart(message_id="m-2", at=T0 + 60))
         assert store.get(PROFILES, b"u1").event_count == 2
-        assert store.get(TRIGGER_DUE, b"u1") == T0 + 60 + DELAY
+        assert store.get(WAKE_UPS, b"u1") == T0 + 60 + DELAY
     finally:
         store.close()
 
@@ -278,7 +280,7 @@ def test_a_replay_after_a_restart_is_deduplicated_from_rocksdb(tmp_path: Path):
 def test_a_later_event_moves_the_due_time_and_pushes_it(store: PartitionStore):
     apply(store, b"u1", added_to_cart(message_id="m-1"))
     apply(store, b"u1", added_to_cart(message_id="m-2", at=T0 + 100))
-    assert store.get(TRIGGER_DUE, b"u1") == T0 + 100 + DELAY
+    assert store.get(WAKE_UPS, b"u1") == T0 + 100 + DELAY
     assert store.due_index.pop_due(T0 + DELAY, current_due(store)) == []  # the first time is stale
     assert store.due_index.pop_due(T0 + 100 + DELAY, current_due(store)) == [b"u1"]
 
@@ -298,7 +300,7 @@ def test_an_order_clears_the_due_time_with_a_tombstone(store: PartitionStore):
         ),
         now=T0 + 60,
     )
-    assert store.get(TRIGGER_DUE, b"u1") is None
+    assert store.get(WAKE_UPS, b"u1") is None
     assert (b"du1", None) in store.pending_records()
     assert store.get(PROFILES, b"u1").orders == 1
 
@@ -347,18 +349,18 @@ def test_the_link_travels_to_the_alias_and_its_profile_is_absorbed(store: Partit
     apply(store, customer_key, absorb, now=T0 + 10)
     merged = store.get(PROFILES, b"u1")
     assert merged.event_count == 2 and [item.product_id for item in merged.cart] == ["tent-2p"]
-    assert store.get(TRIGGER_DUE, b"u1") == T0 + DELAY  # the anonymous cart's reminder moved to the customer
+    assert store.get(WAKE_UPS, b"u1") == T0 + DELAY  # the anonymous cart's reminder moved to the customer
     forwarded = apply(store, b"a1", added_to_cart(user=..., anonymousId="a1", message_id="late", at=T0 + 20))
     assert [key for key, _ in sent_to(forwarded, TOPICS.profile_commands)] == [b"u1"]  # redirected
 
 
 def test_a_due_cart_check_sends_the_trigger_and_clears_the_due_time(store: PartitionStore):
     apply(store, b"u1", added_to_cart())
-    outbox = apply(store, b"u1", CheckTriggers(now=T0 + DELAY), now=T0 + DELAY)
+    outbox = apply(store, b"u1", WakeUp(now=T0 + DELAY), now=T0 + DELAY)
     triggers = sent_to(outbox, TOPICS.triggers("email"))
     assert len(triggers) == 1 and triggers[0][0] == b"u1"
     assert orjson.loads(triggers[0][1])["customer_id"] == "u1"
-    assert store.get(TRIGGER_DUE, b"u1") is None
+    assert store.get(WAKE_UPS, b"u1") is None
     assert len(store.get(PROFILES, b"u1").triggers_sent) == 1
 
 
@@ -379,14 +381,14 @@ def test_segment_entries_are_published_and_counted_per_partition(store: Partitio
 
 def schedule(store: PartitionStore, key: bytes, due_at: float | None) -> None:
     """Write a due time as the profile stage does: into the table, and onto the index."""
-    store.put(TRIGGER_DUE, key, due_at)
+    store.put(WAKE_UPS, key, due_at)
     if due_at is not None:
         store.due_index.push(key, due_at)
 
 
 def due_keys(store: PartitionStore, now: float) -> list[bytes]:
     commands = list(due_commands(store, now))
-    assert all(command == CheckTriggers(now=now) for _, command in commands)
+    assert all(command == WakeUp(now=now) for _, command in commands)
     return [key for key, _ in commands]
 
 
@@ -457,10 +459,10 @@ def test_stale_audience_commands_only_for_profiles_of_another_version(store: Par
     flush(store)
     store.delete(PROFILES, b"c-deleted")
     store.put(PROFILES, b"c-cached", Profile(customer_id="c-cached", audience_version="old"))  # not yet flushed
-    store.put(TRIGGER_DUE, b"c-other-table", T0)
+    store.put(WAKE_UPS, b"c-other-table", T0)
     commands = stale_audience_commands(store, policy, T0)
     assert sorted(key for key, _ in commands) == [b"c-cached", b"c-never", b"c-old"]
-    assert all(command == CheckTriggers(now=T0) for _, command in commands)
+    assert all(command == WakeUp(now=T0) for _, command in commands)
 
 
 def test_stale_audience_checks_bring_profiles_to_the_current_version(store: PartitionStore, audiences):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import deque
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from core.identity import NO_IDENTITY
 from core.profile.policy import ProfilePolicy
 from core.profile_stage import KeyState, StagePolicy, StepResult, step_key
+from core.triggers.definitions import TriggerDefinitions, load_triggers
+from core.triggers.engine import TriggerPolicy
 from schemas.commands import ApplyEvent, ProfileCommand
 from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, OTHER, PURCHASE, Event
 
@@ -16,6 +19,20 @@ T0 = 1_700_000_000.0
 KEY = b"test-secret-key"
 POLICY = ProfilePolicy(pii_hash_key=KEY)
 STAGE_POLICY = StagePolicy(profile=POLICY)
+
+SHIPPED_TRIGGERS = load_triggers()
+
+
+def shipped_triggers(*, only: tuple[str, ...] = (), after: dict[str, float] | None = None, **kw: Any) -> TriggerPolicy:
+    """The shipped definitions (``config/triggers.yaml``), perhaps ``only`` some kinds, with ``after`` waits
+    (kind → seconds) changed; ``kw`` goes to ``TriggerPolicy`` (e.g. ``consumables``)."""
+    definitions = [d for d in SHIPPED_TRIGGERS.definitions if not only or d.name in only]
+    for index, definition in enumerate(definitions):
+        if after and definition.name in after:
+            wait = dataclasses.replace(definition.wait, after=after[definition.name])
+            definitions[index] = dataclasses.replace(definition, wait=wait)
+    return TriggerPolicy(TriggerDefinitions(tuple(definitions), "test", "v-test"), **kw)
+
 
 _ids = itertools.count()
 _FAMILIES = {

@@ -10,7 +10,7 @@ from core.audiences import AudiencePolicy
 from core.profile_stage import KeyState, StagePolicy, step_key
 from core.rules.definitions import parse_definitions
 from core.scoring import load_models
-from schemas.commands import ApplyEvent, CheckTriggers
+from schemas.commands import ApplyEvent, WakeUp
 from schemas.segments import ScoreCrossed, SegmentChange
 from schemas.validation import decode_event
 
@@ -58,12 +58,12 @@ def test_an_order_enters_buyers_and_schedules_the_lapse():
 def test_time_alone_moves_a_customer_into_lapsed_at_the_wake_up():
     stage = policy()
     first = step_key(KeyState(key="c1"), order(T0), now=T0, policy=stage)
-    early = step_key(first.state, CheckTriggers(now=T0 + 59 * DAY), now=T0 + 59 * DAY, policy=stage)
+    early = step_key(first.state, WakeUp(now=T0 + 59 * DAY), now=T0 + 59 * DAY, policy=stage)
     assert segment_moves(early) == []
-    woken = step_key(early.state, CheckTriggers(now=T0 + 60 * DAY), now=T0 + 60 * DAY, policy=stage)
+    woken = step_key(early.state, WakeUp(now=T0 + 60 * DAY), now=T0 + 60 * DAY, policy=stage)
     assert segment_moves(woken) == [("entered", "lapsed")]
     assert woken.due_at is None  # nothing more that time alone can change
-    again = step_key(woken.state, CheckTriggers(now=T0 + 61 * DAY), now=T0 + 61 * DAY, policy=stage)
+    again = step_key(woken.state, WakeUp(now=T0 + 61 * DAY), now=T0 + 61 * DAY, policy=stage)
     assert segment_moves(again) == []  # published once
 
 
@@ -80,7 +80,7 @@ def test_changed_definitions_re_evaluate_on_the_next_command():
     narrower = AudiencePolicy.build(
         parse_definitions("version: 1\nsegments:\n  - name: big\n    when: orders >= 5\n"), load_models(), {}, b"v2"
     )
-    result = step_key(first.state, CheckTriggers(now=T0 + 1), now=T0 + 1, policy=StagePolicy(audiences=narrower))
+    result = step_key(first.state, WakeUp(now=T0 + 1), now=T0 + 1, policy=StagePolicy(audiences=narrower))
     assert segment_moves(result) == [("exited", "buyers")]
     assert result.state.profile.audience_version == narrower.version
 
@@ -100,7 +100,7 @@ def test_a_burst_is_evaluated_once_at_the_end_of_the_interval():
     assert burst.audience_changes == ()
     assert burst.due_at == T0 + 1.0  # deferred to the end of the interval
     assert burst.state.profile.orders == 2
-    woken = step_key(burst.state, CheckTriggers(now=T0 + 1.0), now=T0 + 1.0, policy=stage)
+    woken = step_key(burst.state, WakeUp(now=T0 + 1.0), now=T0 + 1.0, policy=stage)
     assert woken.state.profile.audience_refreshed_at == T0 + 1.0
     assert woken.due_at == T0 + 0.2 + 60 * DAY  # the lapse, counted from the last order
 
@@ -150,6 +150,6 @@ def test_an_overdue_refresh_survives_a_step_that_does_not_refresh():
     replayed = step_key(first.state, order(T0), now=late, policy=stage)
     assert replayed.audience_changes == ()
     assert replayed.due_at == lapse_at  # overdue, kept: the clock fires it at its next tick
-    woken = step_key(replayed.state, CheckTriggers(now=late), now=late, policy=stage)
+    woken = step_key(replayed.state, WakeUp(now=late), now=late, policy=stage)
     assert segment_moves(woken) == [("entered", "lapsed")]
     assert woken.due_at is None or woken.due_at > late  # refreshed: never due in the past again

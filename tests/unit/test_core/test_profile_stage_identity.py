@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from core_event_factory import STAGE_POLICY, T0, StageSim, alias, identify, page, track
+from core_event_factory import STAGE_POLICY, T0, StageSim, alias, identify, page, shipped_triggers, track
 
 from core.identity import (
     LINK_REFUSED,
@@ -27,14 +27,13 @@ from core.profile_stage import (
     StagePolicy,
     step_key,
 )
-from core.triggers import CartAbandonmentPolicy
 from schemas.commands import (
     AbsorbProfile,
     ApplyEvent,
-    CheckTriggers,
     ForgetCustomer,
     LinkIdentity,
     UnlinkIdentity,
+    WakeUp,
     decode_command,
     encode_command,
 )
@@ -213,21 +212,21 @@ class TestDeletion:
         assert ABSORB_FORGOTTEN in sim.notes
 
     def test_triggers_are_blocked_for_forgotten_state(self):
-        policy = StagePolicy(cart_abandonment=CartAbandonmentPolicy(delay_s=10))
+        policy = StagePolicy(triggers=shipped_triggers(only=("cart_abandonment",), after={"cart_abandonment": 10}))
         cart = track("Product Added", T0, user="u1", product_id="p", price=100)
         state = step_key(KeyState(key="u1"), ApplyEvent(event=cart), now=T0, policy=policy).state
         state = msgspec.structs.replace(state, identity=KeyIdentity(forgotten_at=T0 + 1))
-        result = step_key(state, CheckTriggers(now=T0 + 100), now=T0 + 100, policy=policy)
+        result = step_key(state, WakeUp(now=T0 + 100), now=T0 + 100, policy=policy)
         assert result.triggers == () and result.due_at is None
 
 
 def test_cart_abandonment_still_works_through_step_key():
-    policy = StagePolicy(cart_abandonment=CartAbandonmentPolicy(delay_s=10))
+    policy = StagePolicy(triggers=shipped_triggers(only=("cart_abandonment",), after={"cart_abandonment": 10}))
     added = step_key(
         KeyState(key="u1"), ApplyEvent(event=track("Product Added", T0, product_id="p", price=5)), now=T0, policy=policy
     )
     assert added.due_at == T0 + 10
-    checked = step_key(added.state, CheckTriggers(now=T0 + 11), now=T0 + 11, policy=policy)
+    checked = step_key(added.state, WakeUp(now=T0 + 11), now=T0 + 11, policy=policy)
     assert len(checked.triggers) == 1 and checked.profile_changed and checked.due_at is None
 
 

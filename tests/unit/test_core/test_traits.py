@@ -24,8 +24,10 @@ from core.scoring import FEATURES, compute_features, load_models, score_profile
 from core.segment_eval import evaluate_segments
 from core.segment_fields import AGE_FIELDS, DERIVED_INPUTS, build_catalog, profile_view
 from core.traits import COMPUTED, DEPRECATED_NAMES, TOP, TRAITS, traits_table
-from core.triggers import CartAbandonmentPolicy, decide_cart_abandonment
+from core.triggers.definitions import load_triggers
+from core.triggers.payload import build_trigger
 from schemas.profile import Affinity, CartItem, Profile
+from schemas.triggers import PendingTrigger
 from streams import cli
 from tests.unit.test_segments.rule_oracle import evaluate_node
 
@@ -101,8 +103,10 @@ def test_cart_value_is_the_same_in_rules_triggers_and_scores() -> None:
     assert value == 3000
     assert rule_answers("cart_value == 3000", profile, T0 + 3600) == {True}
     assert profile_view(profile, now=T0)["cart_value"] == value
-    trigger = decide_cart_abandonment(profile, T0 + 3600, CartAbandonmentPolicy())
-    assert trigger is not None and trigger.cart_value == value
+    cart_reminder = load_triggers().by_kind["cart_abandonment"]
+    pending = PendingTrigger(kind="cart_abandonment", trigger_id="t", entered_at=T0, last_entry_at=T0 + 1, due_at=T0)
+    trigger = build_trigger(profile, pending, cart_reminder, at=T0 + 3600, channel="email")
+    assert trigger.value == value
     features = dict(zip(FEATURES, compute_features(profile, now=T0), strict=True))
     assert features["log_cart_value"] == math.log1p(value / 100.0)
 

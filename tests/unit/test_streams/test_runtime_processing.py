@@ -23,7 +23,7 @@ from agents.tally import Tally
 from core.privacy import PiiPolicy
 from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
-from schemas.commands import CheckTriggers, encode_command
+from schemas.commands import WakeUp, encode_command
 from schemas.deadletter import PROCESSING_FAILED, UNDECODABLE_COMMAND
 from schemas.validation import ContractLimits
 from streams.assignor import CoPartitionAssignor
@@ -217,7 +217,7 @@ def test_an_undecodable_command_is_dead_lettered_and_the_next_command_is_applied
     hold(runtime, 0)
     tp = TopicPartition(runtime.topics.profile_commands, 0)
     garbage = consumer_record(tp.topic, 0, 10, b"u-1", b"\x93not a command")
-    check = consumer_record(tp.topic, 0, 11, b"u-2", encode_command(CheckTriggers(now=time.time())))
+    check = consumer_record(tp.topic, 0, 11, b"u-2", encode_command(WakeUp(now=time.time())))
     runtime.process(tp, [garbage, check])
     [letter] = dead_letters(runtime)
     assert (letter["reason"], letter["source_topic"], letter["source_offset"]) == (UNDECODABLE_COMMAND, tp.topic, 10)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents.store import Table
-from agents.tables import ALL_TABLES, IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_DUE
+from agents.tables import ALL_TABLES, IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
 from core.identity import KeyIdentity
 from schemas.profile import Profile
 from streams.state_store import PartitionStore, StoreOptions
@@ -210,7 +210,7 @@ def test_a_persisted_tombstone_deletes_from_rocksdb(stores: Stores, store, text:
     [
         (PROFILES, b"c1", Profile(customer_id="c1", event_count=3, segments=("vip",), scores={"purchase_7d": 0.25})),
         (IDENTITIES, b"a1", KeyIdentity(redirect_to="c1", link_kind="identify", linked_at=1.5, linked_users=("c1",))),
-        (TRIGGER_DUE, b"c1", 1_700_000_000.123456789),
+        (WAKE_UPS, b"c1", 1_700_000_000.123456789),
         (SEGMENT_SIZES, b"vip", 12),
     ],
     ids=["profiles", "identities", "trigger_due", "segment_sizes"],

@@ -1,0 +1,378 @@
+"""The trigger pipeline of the profile stage: entries, exits, due decisions, all pure.
+
+``advance_triggers(profile, event=..., at=..., refreshed=..., forgotten_at=..., policy=...)`` is called by
+the profile stage once per command, after the event is applied and segments and scores are refreshed. It
+
+1. cancels pending triggers whose exit events arrived (``exit.events``);
+2. lets definitions whose entry events match (or, at a refresh or a wake-up, rule-only definitions)
+   enter or renew a pending trigger (one per kind; a new episode supersedes the old one);
+3. cancels pending triggers whose exit rule holds, recomputes each due time from the current definitions
+   (changed file, restart: same ``trigger_id``, new due time, never a second message);
+4. passes each due trigger through ``TriggerRule.decide`` — facts still valid, then the guard chain
+   (``core.triggers.guards``) — and builds the payload of what is sent.
+
+It answers the new profile (same object if nothing changed), the triggers to publish, the outcomes to
+count and the next wake-up time (the earliest pending due time; for one held for an anonymous visitor,
+its expiry). Each kind is a ``TriggerRule``; ``DefinedTrigger`` implements it from a definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Protocol
+
+import msgspec
+
+from core.profile.bounded import capped_append
+from core.profile.policy import DEFAULT_POLICY, MAX_TRIGGER_HISTORY, MAX_TRIGGERS_REMEMBERED, ProfilePolicy
+from core.replenishment import ConsumableCatalog
+from core.triggers.definitions import TriggerDefinition, TriggerDefinitions
+from core.triggers.guards import (
+    CANCELLED_EXIT,
+    CANCELLED_FACTS,
+    HOLD,
+    SEND,
+    SUPERSEDED,
+    WITHDRAWN,
+    Decision,
+    Outcome,
+    run_guards,
+)
+from core.triggers.payload import build_trigger, trigger_id_for
+from schemas.events import Event
+from schemas.profile import Profile
+from schemas.triggers import PendingTrigger, Trigger, TriggerOutcome
+
+NEVER = float("-inf")
+HELD_EXPIRY_MARGIN_S = 1.0  # a held trigger's wake-up comes just after it expires, so the stale guard drops it
+
+
+class TriggerRule(Protocol):
+    """One trigger kind: when a customer enters it, when it becomes due, what cancels it, and the decision."""
+
+    @property
+    def name(self) -> str:
+        """The kind (a metric label, a guard's name in docs)."""
+
+    def enter(
+        self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
+    ) -> PendingTrigger | None:
+        """The pending trigger after this entry (new, renewed or a new episode), or None: no entry."""
+
+    def due_at(self, pending: PendingTrigger) -> float:
+        """When ``pending`` may be decided (from the current definition)."""
+
+    def cancels(
+        self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float, before: Profile | None = None
+    ) -> bool:
+        """Whether an exit (the event, or the exit rule on the profile) cancels ``pending``.
+
+        ``before``: the profile before this event, when ``pending`` was already waiting then (an exit rule
+        whose fields the event left alone need not be evaluated again).
+        """
+
+    def decide(
+        self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
+    ) -> tuple[Outcome, Trigger | None]:
+        """The outcome of a due ``pending`` and, when sent, its payload."""
+
+    def wake_after_hold(self, pending: PendingTrigger) -> float:
+        """When to look again at a held trigger (just after it would expire)."""
+
+
+@dataclass(frozen=True)
+class DefinedTrigger:
+    """The ``TriggerRule`` of a definition from ``config/triggers.yaml``."""
+
+    definition: TriggerDefinition
+    consumables: ConsumableCatalog | None = None
+    profile_policy: ProfilePolicy = DEFAULT_POLICY  # what the rules' view traits decide by
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def enter(
+        self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
+    ) -> PendingTrigger | None:
+        d = self.definition
+        if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
+            return None
+        entry_facts = d.entry_facts
+        rule = d.entry_rule
+        # The cheaper test first: a selective facts function (most events leave it nothing), else the rule.
+        rule_first = entry_facts is None or not entry_facts.selective
+        if rule_first and rule is not None and not rule.holds(profile, at, self.consumables, self.profile_policy):
+            return None
+        facts: dict = {}
+        if entry_facts is not None:
+            found = entry_facts.enter(profile, event, d.params, self.consumables)
+            if found is None:
+                return None
+            facts = found
+        if not rule_first and rule is not None and not rule.holds(profile, at, self.consumables, self.profile_policy):
+            return None
+        episode = str(facts.get("episode", ""))
+        if existing is not None and str(existing.facts.get("episode", "")) == episode:
+            last = max(existing.last_entry_at, entry_at)
+            renewed = msgspec.structs.replace(existing, last_entry_at=last, facts=facts or existing.facts)
+            due_at = self.due_at(renewed)
+            return renewed if due_at == renewed.due_at else msgspec.structs.replace(renewed, due_at=due_at)
+        pending = PendingTrigger(
+            kind=d.name,
+            trigger_id=trigger_id_for(profile.customer_id, d.name, entry_at, episode),
+            entered_at=entry_at,
+            last_entry_at=entry_at,
+            due_at=entry_at,
+            facts=facts,
+        )
+        return msgspec.structs.replace(pending, due_at=self.due_at(pending))
+
+    def due_at(self, pending: PendingTrigger) -> float:
+        return self.definition.wait.due_at(pending.last_entry_at, pending.facts)
+
+    def cancels(
+        self, profile: Profile, pending: PendingTrigger, event: Event | None, at: float, before: Profile | None = None
+    ) -> bool:
+        d = self.definition
+        if event is not None and event.event in d.exit_events and event.timestamp >= pending.entered_at:
+            return True
+        rule = d.exit_rule
+        if rule is None or (event is not None and rule.unchanged(before, profile)):
+            return False
+        return rule.holds(profile, at, self.consumables, self.profile_policy)
+
+    def decide(
+        self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
+    ) -> tuple[Outcome, Trigger | None]:
+        d = self.definition
+        entry_facts = d.entry_facts
+        if entry_facts is not None and not entry_facts.still_valid(profile, pending, d.params):
+            return CANCELLED_FACTS, None
+        outcome = run_guards(Decision(profile, pending, d, at, forgotten_at))
+        if outcome.action != SEND:
+            return outcome, None
+        return outcome, build_trigger(profile, pending, d, at=at, channel=d.channels[0])
+
+    def wake_after_hold(self, pending: PendingTrigger) -> float:
+        return pending.due_at + self.definition.wait.expires + HELD_EXPIRY_MARGIN_S
+
+
+@dataclass(frozen=True)
+class TriggerPolicy:
+    """The trigger definitions in force and what their facts functions need (the consumables catalog).
+
+    ``profile``: the stage's profile policy, which the rules' view traits decide by (as for segments);
+    the definitions were compiled with its affinity half-life (``load_triggers(affinity_half_life_s=...)``).
+    """
+
+    definitions: TriggerDefinitions
+    consumables: ConsumableCatalog | None = None
+    profile: ProfilePolicy = DEFAULT_POLICY
+    rules_by_kind: Mapping[str, TriggerRule] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def rules(self) -> dict[str, TriggerRule]:
+        """Every kind's rule: ``rules_by_kind`` (custom rules) over the definitions' ``DefinedTrigger``."""
+        defined = {d.name: DefinedTrigger(d, self.consumables, self.profile) for d in self.definitions.definitions}
+        return {**defined, **self.rules_by_kind}
+
+    @property
+    def version(self) -> str:
+        return self.definitions.version
+
+
+class TriggerStep(msgspec.Struct, frozen=True):
+    """What ``advance_triggers`` changed: the profile, triggers to send, ``(kind, outcome)`` to count, wake-up."""
+
+    profile: Profile
+    triggers: tuple[Trigger, ...] = ()
+    outcomes: tuple[tuple[str, str], ...] = ()
+    due_at: float | None = None
+
+
+def advance_triggers(
+    profile: Profile,
+    *,
+    event: Event | None,
+    at: float,
+    refreshed: bool,
+    forgotten_at: float | None,
+    policy: TriggerPolicy,
+    before: Profile | None = None,
+) -> TriggerStep:
+    """Run the trigger pipeline for one command of ``profile``'s key (see the module docstring).
+
+    ``event``: the event just applied (None for a wake-up, a merge, a link); ``at``: the decision time;
+    ``refreshed``: segments and scores were just re-evaluated (rule-only entries are checked then);
+    ``before``: the profile before the event (exit rules on fields the event left alone are not re-run).
+    """
+    definitions = policy.definitions
+    name = event.event if event is not None and event.type == "track" else None
+    entering = definitions.by_entry_event.get(name, ()) if name is not None else ()
+    rule_only = definitions.rule_only if refreshed or event is None else ()
+    pending_before = profile.pending_triggers
+    if not pending_before and not entering and not rule_only:
+        return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
+    if not entering and not rule_only and event is not None and name not in definitions.exit_events:
+        quiet = _quiet_wake(profile, before, at, policy)
+        if quiet is not None:
+            return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
+    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before)
+    # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
+    # have brought purchases that move a predicted date (same episode) or start a new one.
+    renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
+    candidates = (*entering, *rule_only, *renewing)
+    if rule_only or renewing:
+        candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
+    for definition in candidates:
+        work.enter(definition, profile, event)
+    if not work.changed and event is not None and name not in definitions.exit_events:
+        if not pending_before:
+            return TriggerStep(profile)  # nothing entered, nothing pending
+        quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
+        if quiet is not None:
+            return TriggerStep(profile, due_at=quiet)
+    kinds = list(work.current)
+    if len(kinds) > 1:
+        kinds.sort(key=lambda kind: _priority(work.rules, kind))
+    for kind in kinds:
+        work.settle(kind, profile, event, forgotten_at)
+    pending_after = tuple(work.current.values())
+    if len(pending_after) > 1:
+        pending_after = tuple(sorted(pending_after, key=lambda p: p.kind))
+    due_at = min(work.wake) if work.wake else None
+    if pending_after == pending_before and not work.outcomes:
+        return TriggerStep(profile, due_at=due_at)
+    return TriggerStep(
+        _recorded(profile, pending_after, work.outcomes, work.sent, at),
+        triggers=tuple(work.sent),
+        outcomes=tuple((pending.kind, outcome.name) for pending, outcome in work.outcomes),
+        due_at=due_at,
+    )
+
+
+@dataclass
+class _Pass:
+    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided."""
+
+    rules: Mapping[str, TriggerRule]
+    current: dict[str, PendingTrigger]
+    at: float
+    before: Profile | None
+    outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
+    sent: list[Trigger] = field(default_factory=list)
+    wake: list[float] = field(default_factory=list)
+    changed: bool = False  # an entry added, renewed or replaced a pending trigger
+
+    def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
+        """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""
+        rule = self.rules[definition.name]
+        existing = self.current.get(definition.name)
+        if event is not None and definition.entry_events:
+            entry_at = event.timestamp
+        else:
+            entry_at = existing.last_entry_at if existing is not None else self.at
+        if existing is not None and rule.cancels(profile, existing, event, self.at, self._before(existing)):
+            return  # the same event exits it (and may not renew it)
+        entered = rule.enter(profile, event, entry_at=entry_at, at=self.at, existing=existing)
+        if entered is None:
+            return
+        if existing is not None and entered.trigger_id != existing.trigger_id:
+            self.outcomes.append((existing, SUPERSEDED))
+        if entered is not existing:
+            self.current[definition.name] = entered
+            self.changed = True
+
+    def _before(self, pending: PendingTrigger) -> Profile | None:
+        """The profile before the event if ``pending`` was already waiting then (else None: evaluate)."""
+        before = self.before
+        if before is None or pending not in before.pending_triggers:  # same record: waiting unchanged
+            return None
+        return before
+
+    def settle(self, kind: str, profile: Profile, event: Event | None, forgotten_at: float | None) -> None:
+        """Withdraw, cancel, re-time, or decide the pending trigger of ``kind``."""
+        pending = self.current[kind]
+        rule = self.rules.get(kind)
+        if rule is None or rule.cancels(profile, pending, event, self.at, self._before(pending)):
+            self.outcomes.append((pending, WITHDRAWN if rule is None else CANCELLED_EXIT))
+            del self.current[kind]
+            return
+        due_at = rule.due_at(pending)
+        if due_at != pending.due_at:
+            pending = self.current[kind] = msgspec.structs.replace(pending, due_at=due_at)
+        if due_at > self.at:
+            self.wake.append(due_at)
+            return
+        outcome, trigger = rule.decide(profile, pending, at=self.at, forgotten_at=forgotten_at)
+        if outcome.action == HOLD:
+            self.wake.append(rule.wake_after_hold(pending))
+            return
+        del self.current[kind]
+        self.outcomes.append((pending, outcome))
+        if trigger is not None:
+            self.sent.append(trigger)
+
+
+def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> float | None:
+    """The next wake-up if an event that enters and exits nothing leaves every pending trigger as it was
+    (none due, no exit rule reading a changed field), else None (take the full path)."""
+    if before is None or before.pending_triggers is not profile.pending_triggers:
+        return None
+    by_kind = policy.definitions.by_kind
+    for pending in profile.pending_triggers:
+        definition = by_kind.get(pending.kind)
+        if (
+            definition is None
+            or pending.due_at <= at
+            or definition.wait.due_at(pending.last_entry_at, pending.facts) != pending.due_at
+        ):
+            return None
+        if definition.exit_rule is not None and not definition.exit_rule.unchanged(before, profile):
+            return None
+    waiting = profile.pending_triggers
+    return waiting[0].due_at if len(waiting) == 1 else min(p.due_at for p in waiting)
+
+
+def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, ...]) -> list[TriggerDefinition]:
+    found = (definitions.by_kind.get(p.kind) for p in pending)
+    return [d for d in found if d is not None and d.facts]
+
+
+def _priority(rules: Mapping[str, TriggerRule], kind: str) -> tuple[int, str]:
+    rule = rules.get(kind)
+    priority = rule.definition.priority if isinstance(rule, DefinedTrigger) else 0
+    return (-priority, kind)
+
+
+def _recorded(
+    profile: Profile,
+    pending: tuple[PendingTrigger, ...],
+    outcomes: list[tuple[PendingTrigger, Outcome]],
+    sent: list[Trigger],
+    at: float,
+) -> Profile:
+    history = profile.trigger_history
+    for trigger_pending, outcome in outcomes:
+        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "")
+        record = TriggerOutcome(
+            trigger_id=trigger_pending.trigger_id,
+            kind=trigger_pending.kind,
+            outcome=outcome.name,
+            at=at,
+            channel=channel,
+        )
+        history = capped_append(history, record, MAX_TRIGGER_HISTORY)
+    changes: dict = {"pending_triggers": pending, "trigger_history": history}
+    if sent:
+        triggers_sent = profile.triggers_sent
+        last_sent = dict(profile.trigger_last_sent)
+        for trigger in sent:
+            triggers_sent = capped_append(triggers_sent, trigger.trigger_id, MAX_TRIGGERS_REMEMBERED)
+            last_sent[trigger.kind] = at
+        changes["triggers_sent"] = triggers_sent
+        changes["trigger_last_sent"] = last_sent
+    return msgspec.structs.replace(profile, **changes)

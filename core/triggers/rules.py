@@ -1,0 +1,150 @@
+"""The trigger engine's one door to the segment rule language (parser, compiler, YAML problem reporting).
+
+Triggers reuse the segment language for ``entry.when`` and ``exit.when`` rather than growing a second one;
+everything they need from it (``core.rules``, ``core.segment_fields``) is imported here, so moving the
+language changes this file only. A ``Condition`` is a compiled rule with the view fields it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import msgspec
+
+from core.profile.policy import DEFAULT_POLICY, ProfilePolicy
+from core.rules.analysis import depends_on_time, referenced_fields
+from core.rules.compiler import compile_node
+from core.rules.context import DEFAULT_AFFINITY_HALF_LIFE_S, Context
+from core.rules.definitions import _items as yaml_items
+from core.rules.definitions import _pairs as yaml_pairs
+from core.rules.definitions import _Problems as Problems
+from core.rules.definitions import _text as yaml_text
+from core.rules.parser import compile_rule
+from core.rules.tokens import RuleError, parse_window
+from core.segment_fields import FieldCatalog, build_catalog, profile_view
+
+__all__ = [
+    "DEFAULT_AFFINITY_HALF_LIFE_S",
+    "Condition",
+    "FieldCatalog",
+    "Problems",
+    "RuleError",
+    "build_catalog",
+    "compile_condition",
+    "parse_window",
+    "profile_view",
+    "yaml_items",
+    "yaml_pairs",
+    "yaml_text",
+]
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _record_fields(record_type: Hashable) -> tuple[msgspec.inspect.Field, ...]:
+    info = msgspec.inspect.type_info(record_type)
+    return info.fields if isinstance(info, msgspec.inspect.StructType) else ()
+
+
+@cache
+def plain_fields(record_type: Hashable) -> frozenset[str]:
+    """Fields of ``record_type`` whose values already are what the rule view holds (scalars, and dicts
+    of scalars by string key): a rule reading only these (and ``record_lists``) needs no rendered view."""
+    plain: set[str] = set()
+    for field in _record_fields(record_type):
+        kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        if all(_is_plain(kind) for kind in kinds):
+            plain.add(field.encode_name)
+    return frozenset(plain)
+
+
+@cache
+def record_lists(record_type: Hashable) -> frozenset[str]:
+    """Fields holding a tuple of records (the cart): in the view, a list of their dicts (``to_builtins``)."""
+    return frozenset(
+        field.encode_name
+        for field in _record_fields(record_type)
+        if isinstance(field.type, msgspec.inspect.VarTupleType)
+        and isinstance(field.type.item_type, msgspec.inspect.StructType)
+    )
+
+
+@cache
+def _direct_plan(record_type: Hashable, fields: frozenset[str]) -> tuple[tuple[str, bool], ...] | None:
+    """For a record type and the fields a rule reads: ``(name, is a record list)`` each, or None when some
+    field needs the rendered view (derived traits, nested tuples)."""
+    plain, lists = plain_fields(record_type), record_lists(record_type)
+    if not fields <= plain | lists:
+        return None
+    return tuple((name, name in lists) for name in sorted(fields))
+
+
+def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
+    """The view of ``fields`` read straight from the record (None: some field needs the rendered view)."""
+    cls: Any = type(profile)
+    plan = _direct_plan(cls, fields)
+    if plan is None:
+        return None
+    return {
+        name: list(msgspec.to_builtins(getattr(profile, name))) if is_list else getattr(profile, name)
+        for name, is_list in plan
+    }
+
+
+def _is_plain(kind: msgspec.inspect.Type) -> bool:
+    scalar = (msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType, msgspec.inspect.BoolType)
+    if isinstance(kind, (*scalar, msgspec.inspect.NoneType)):
+        return True
+    return (
+        isinstance(kind, msgspec.inspect.DictType)
+        and isinstance(kind.key_type, msgspec.inspect.StrType)
+        and isinstance(kind.value_type, scalar)
+    )
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A compiled rule over the profile: ``holds(profile, now)`` evaluates it on the fields it reads.
+
+    ``affinity(...)`` decays with the half-life it was compiled with; ``holds``' ``policy`` is the profile
+    policy the view's traits decide by (the stage's, as for segments).
+
+    ``unchanged(before, after)``: the answer cannot differ between the two profiles (the rule reads known
+    fields, none changed — changes always build new values — and time alone cannot change it), so an
+    event that touched nothing it reads need not evaluate it again.
+    """
+
+    text: str
+    evaluate: Callable[[Context], bool]
+    fields: frozenset[str] | None  # view keys the rule reads (None: unknown, render the whole view)
+    timed: bool = True
+
+    def holds(self, profile: Any, now: float, consumables: Any = None, policy: ProfilePolicy = DEFAULT_POLICY) -> bool:
+        fields = self.fields
+        view = _direct_view(profile, fields) if fields is not None and isinstance(profile, msgspec.Struct) else None
+        if view is None:
+            view = profile_view(profile, now=now, fields=fields, policy=policy)
+        return bool(self.evaluate(Context(view, now, consumables)))
+
+    def unchanged(self, before: Any, after: Any) -> bool:
+        fields = self.fields
+        if before is None or fields is None or self.timed:
+            return False
+        return all(getattr(before, name, None) is getattr(after, name, None) for name in fields)
+
+
+def compile_condition(
+    text: str, catalog: FieldCatalog, affinity_half_life_s: float = DEFAULT_AFFINITY_HALF_LIFE_S
+) -> Condition:
+    """Rule text → ``Condition``; raises ``RuleError`` (with a column) like ``compile_rule``.
+
+    ``affinity_half_life_s``: how fast the rule's ``affinity(...)`` decays (the profile policy's value, as
+    ``core.rules.definitions.load_definitions`` takes it for segments).
+    """
+    node = compile_rule(text, catalog)
+    evaluate = compile_node(node, affinity_half_life_s)
+    return Condition(text.strip(), evaluate, referenced_fields(node), depends_on_time(node))
