@@ -280,10 +280,10 @@ def _advance_triggers(
     """``result`` with the key's triggers advanced (``core.triggers.engine``) and its wake-up time."""
     profile = result.state.profile
     assert profile is not None
-    applied = isinstance(command, ApplyEvent) and APPLIED in result.notes
+    event = command.event if isinstance(command, ApplyEvent) and APPLIED in result.notes else None
     step = advance_triggers(
         profile,
-        event=command.event if applied else None,
+        event=event,
         at=at,
         refreshed=refreshed or isinstance(command, WakeUp),
         forgotten_at=result.state.identity.forgotten_at,
