@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -175,15 +175,20 @@ class TransactionalCheckpoint(Checkpoint):
         outbox: Outbox,
         changelog_topic: str,
         group_id: str,
+        buffered: Callable[[], Collection[TopicPartition]] = frozenset,
     ) -> None:
         super().__init__(producer=None, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic)  # type: ignore[arg-type]
         self.producers = producers
         self.group_id = group_id
+        self.buffered = buffered  # input partitions with records fetched but not yet processed
 
     async def _commit(self, stores: Collection[PartitionStore]) -> int:
         outputs = self.outbox.take_by_partition()
         offsets: dict[int, dict[TopicPartition, int]] = {}
+        buffered = self.buffered()
         for tp, offset in self.offsets.items():
+            if tp not in buffered:
+                offset = await self._past_control_records(tp, offset)  # noqa: PLW2901
             offsets.setdefault(tp.partition, {})[tp] = offset
         self.offsets = {}
         by_partition = {store.partition: store for store in stores}
@@ -205,6 +210,17 @@ class TransactionalCheckpoint(Checkpoint):
         for store in stores:
             store.evict()
         return sum(len(records) for records in outputs.values())
+
+    async def _past_control_records(self, tp: TopicPartition, next_offset: int) -> int:
+        """The consumer's position when every fetched record of ``tp`` was processed: transactions leave
+        commit markers (control records, never returned) after the last record, and committing the offset
+        before a marker would show a lag of one record per transaction forever (Kafka Streams commits the
+        position for the same reason)."""
+        try:
+            return max(next_offset, await self.consumer.position(tp))
+        except KafkaError as exc:  # not assigned any more: what was processed
+            log.debug("no position of %s (%s); committing the processed offset", tp, exc)
+            return next_offset
 
     async def _commit_partition(
         self,

@@ -137,6 +137,7 @@ class Runtime(ConsumerRebalanceListener):
                 outbox=outbox,
                 changelog_topic=changelog_topic,
                 group_id=settings.app_id,
+                buffered=self._buffered_inputs,
             )
         else:
             if producer is None:
@@ -161,6 +162,11 @@ class Runtime(ConsumerRebalanceListener):
         self._in_place = InPlaceRouting(self._owners, self._partition_count) if settings.ingest_in_place else None
         # Commands the profile stage addressed to keys of partitions held here: applied in place, in order.
         self._local: deque[tuple[PartitionStore, bytes, Command]] = deque()
+
+    def _buffered_inputs(self) -> frozenset[TopicPartition]:
+        """Input partitions with records fetched but not processed yet (the checkpoint commits the consumer's
+        position of the others, past transaction markers): none, ``run`` processes every fetch whole."""
+        return frozenset()
 
     def _partition_count(self, topic: str) -> int | None:
         partitions = self.consumer.partitions_for_topic(topic)

@@ -161,6 +161,7 @@ class FakeConsumer:
         self.committed: dict[TopicPartition, int] = {}
         self.listener = None
         self.highwaters: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}
 
     def subscribe(self, *, topics, listener) -> None:
         self.calls.append("subscribe")
@@ -192,6 +193,10 @@ class FakeConsumer:
             return batch
         self.when_drained()
         return {}
+
+    async def position(self, tp: TopicPartition) -> int:
+        """Where the next fetch starts: past the control records after the last record (``positions``)."""
+        return self.positions.get(tp, 0)
 
     async def commit(self, offsets) -> None:
         self.calls.append("commit")

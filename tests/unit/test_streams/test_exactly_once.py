@@ -187,3 +187,11 @@ async def test_a_warm_store_behind_only_a_commit_marker_is_neither_rebuilt_nor_s
         assert restored == 0 and stores[0].changelog_offset == 1  # not "ahead of its changelog", not wiped
     finally:
         stores[0].close()
+
+
+async def test_the_committed_offset_skips_the_transaction_markers_after_the_last_processed_record(runtime: Runtime):
+    commands = TopicPartition(runtime.topics.profile_commands, 1)
+    runtime.checkpoint.store_offset(commands, 10, 1)  # the record at offset 9 was processed
+    runtime.consumer.positions[commands] = 11  # the fetch also read the commit marker at offset 10
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert producer_of(runtime, 1).offsets == {commands: 11}  # else the group would lag one record behind
