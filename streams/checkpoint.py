@@ -192,15 +192,16 @@ class TransactionalCheckpoint(Checkpoint):
             offsets.setdefault(tp.partition, {})[tp] = offset
         self.offsets = {}
         by_partition = {store.partition: store for store in stores}
-        with_work = set(outputs) | set(offsets) | {p for p, store in by_partition.items() if store.dirty_count}
-        if None in with_work:
+        with_work = set(offsets) | {p for p, store in by_partition.items() if store.dirty_count}
+        with_work.update(p for p in outputs if p is not None)
+        if None in outputs:
             msg = "outputs produced outside any partition's work cannot join a transaction"
             raise RuntimeError(msg)
         # The partitions' transactions are independent: run them side by side (one producer each).
         results = await asyncio.gather(
             *(
                 self._commit_partition(p, outputs.get(p, []), offsets.get(p, {}), by_partition.get(p))
-                for p in sorted(with_work)  # type: ignore[type-var]
+                for p in sorted(with_work)
             ),
             return_exceptions=True,
         )
