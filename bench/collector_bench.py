@@ -71,7 +71,7 @@ def cpu_seconds(pid: int) -> float:
 def inbound_records(bootstrap: str, topics: TopicNames) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
     try:
         partitions = [
             TopicPartition(topic, p) for topic in topics.all_inbound for p in consumer.partitions_for_topic(topic) or ()

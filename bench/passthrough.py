@@ -90,6 +90,7 @@ async def run_passthrough(
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
+        isolation_level="read_committed",  # as the worker reads
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
     began = time.monotonic()

@@ -494,7 +494,12 @@ class GroupLag:
 
         self.group, self.topics = group, topics
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-lag", request_timeout_ms=5000)
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-lag", request_timeout_ms=5000)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id="bench-lag",
+            request_timeout_ms=5000,
+            isolation_level="read_committed",  # end offsets: the last stable offset, as the workers read
+        )
 
     def lag(self) -> int:
         """Messages between the group's committed offsets and the end of its topics (all partitions)."""

@@ -183,6 +183,7 @@ async def _play_and_watch(
         bootstrap_servers=settings.broker_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed",  # triggers of committed transactions only (exactly_once)
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.broker_bootstrap, linger_ms=5, acks="all")
     await consumer.start()

@@ -4,6 +4,15 @@ RocksDB remembers the offset of the last changelog record it holds, so a restart
 only the tail; a store that is ahead of its changelog (the topic was deleted or recreated) is wiped and
 rebuilt from it. The restore consumer (no group, manual assignment) is passed in, so a test drives the
 recovery with a fake.
+
+With exactly-once processing the changelog also holds transaction markers (control records) and the
+records of aborted transactions: the restore consumer reads committed records only, so it never returns
+either, but both take offsets. The checks below stay right: the end offset counts them, so a store whose
+last record is followed by a marker looks one behind and is "restored" by a read that returns nothing
+(its position still moves past the marker, so the loop ends); and the store's offset is that of a data
+record, always below the end, so a marker never makes it look ahead of its changelog. The worker starts
+a partition's transactional producer before the restore, which aborts the previous owner's open
+transaction, so the end offset (the last stable offset) is not held back by it.
 """
 
 from __future__ import annotations

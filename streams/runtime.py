@@ -14,10 +14,16 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
    send goes to the ``Outbox``. The clock (``Stages.due_commands``) adds the commands time makes due. A
    record whose processing fails goes to the one error policy (``streams.error_policy``).
 3. **Checkpoint**, every ``STREAMCDP_COMMIT_INTERVAL_S`` or ``STREAMCDP_FLUSH_MAX_RECORDS`` inputs: outputs,
-   changelog, RocksDB, offsets, in that order (``streams.checkpoint``).
+   changelog, RocksDB, offsets, in that order (``streams.checkpoint``); with
+   ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per state partition. Every output
+   is tagged with the partition whose work produced it (``Outbox.partition``), and a command forwarded to a
+   key of another partition goes through ``profile-commands`` instead of being applied in place (it must not
+   change another partition's state inside this partition's transaction).
 
-Rebalances: the revoking listener checkpoints; the stores stay open. The assigning listener closes the
-stores of partitions it did not give back, opens and restores the new ones from their changelog
+Rebalances: the revoking listener checkpoints; the stores stay open (with exactly-once, the revoked
+partitions' transactional producers are stopped). The assigning listener closes the stores of partitions it
+did not give back, starts the new partitions' transactional producers (fencing their previous owner) before
+anything else, opens and restores the new ones from their changelog
 (``streams.recovery``), rebuilds their wake-up index and re-checks profiles whose segments were computed
 by other definitions. ``ready`` is false until that is done.
 
@@ -31,7 +37,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -44,7 +50,7 @@ from core.profile_stage import StagePolicy
 from schemas.commands import encode_command
 from streams import lag, metrics
 from streams.assignor import CoPartitionAssignor
-from streams.checkpoint import Checkpoint
+from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.error_policy import ProcessingErrors
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import StoreRecovery
@@ -92,11 +98,14 @@ class Runtime(ConsumerRebalanceListener):
         stages: Stages,
         *,
         outbox: Outbox,
-        producer: AIOKafkaProducer,
+        producer: AIOKafkaProducer | None,
         consumer: AIOKafkaConsumer,
         restore_consumer: AIOKafkaConsumer,
         assignor: CoPartitionAssignor,
+        partition_producer: Callable[[int], AIOKafkaProducer] | None = None,
     ) -> None:
+        """``producer`` sends at least once; with ``exactly_once``, ``partition_producer`` makes the
+        transactional producer of a state partition instead (``streams.worker`` builds both kinds)."""
         self.settings = settings
         self.stages = stages
         self.policy = stages.policy
@@ -113,9 +122,30 @@ class Runtime(ConsumerRebalanceListener):
             write_buffer_bytes=settings.rocksdb_write_buffer_bytes,
             max_cached_keys=settings.state_cache_keys,
         )
-        self.checkpoint = Checkpoint(
-            producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic
-        )
+        self.transactional = settings.processing_guarantee == "exactly_once"
+        self.partition_producer = partition_producer
+        # State partition → its started transactional producer (exactly-once only); the checkpoint reads it.
+        self.partition_producers: dict[int, AIOKafkaProducer] = {}
+        self.checkpoint: Checkpoint
+        if self.transactional:
+            if partition_producer is None:
+                msg = "exactly_once processing needs a transactional producer per partition (partition_producer)"
+                raise ValueError(msg)
+            self.checkpoint = TransactionalCheckpoint(
+                producers=self.partition_producers,
+                consumer=consumer,
+                outbox=outbox,
+                changelog_topic=changelog_topic,
+                group_id=settings.app_id,
+                buffered=self._buffered_inputs,
+            )
+        else:
+            if producer is None:
+                msg = "at_least_once processing needs a producer"
+                raise ValueError(msg)
+            self.checkpoint = Checkpoint(
+                producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic
+            )
         self.recovery = StoreRecovery(
             restore_consumer, changelog_topic=changelog_topic, data_dir=settings.data_dir, options=self.store_options
         )
@@ -133,6 +163,11 @@ class Runtime(ConsumerRebalanceListener):
         # Commands the profile stage addressed to keys of partitions held here: applied in place, in order.
         self._local: deque[tuple[PartitionStore, bytes, Command]] = deque()
 
+    def _buffered_inputs(self) -> frozenset[TopicPartition]:
+        """Input partitions with records fetched but not processed yet (the checkpoint commits the consumer's
+        position of the others, past transaction markers): none, ``run`` processes every fetch whole."""
+        return frozenset()
+
     def _partition_count(self, topic: str) -> int | None:
         partitions = self.consumer.partitions_for_topic(topic)
         return len(partitions) if partitions else None
@@ -140,7 +175,8 @@ class Runtime(ConsumerRebalanceListener):
     # --- lifecycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.producer.start()
+        if self.producer is not None:
+            await self.producer.start()
         await self.restore_consumer.start()
         self.consumer.subscribe(topics=list(self.source_topics), listener=self)
         await self.consumer.start()
@@ -156,7 +192,9 @@ class Runtime(ConsumerRebalanceListener):
                 await self.checkpoint.commit(self.stores.values())
         await self.consumer.stop()
         await self.restore_consumer.stop()
-        await self.producer.stop()
+        await self._stop_producers(list(self.partition_producers))
+        if self.producer is not None:
+            await self.producer.stop()
         for store in self.stores.values():
             store.close()
         self.stores.clear()
@@ -193,6 +231,7 @@ class Runtime(ConsumerRebalanceListener):
         store = self.stores.get(tp.partition)
         now = time.time()
         on_error = self.errors.on_processing_error
+        self.outbox.partition = tp.partition  # what follows is this partition's work (its transaction's)
         if tp.topic == self.topics.profile_commands:
             if store is None:
                 log.error("records of %s without its partition store; left for the next owner", tp)
@@ -244,8 +283,11 @@ class Runtime(ConsumerRebalanceListener):
                 parked = None
 
     def _forward(self, key: bytes, command: Command) -> None:
-        store = self.stores.get(self._owners(key))
-        if store is not None:
+        partition = self._owners(key)
+        store = self.stores.get(partition)
+        # Exactly-once: only within the partition being processed (another's state must not change inside
+        # this partition's transaction; see ``streams.checkpoint``).
+        if store is not None and (not self.transactional or partition == self.outbox.partition):
             self._local.append((store, key, command))
             metrics.tally.add(FORWARDS, "in_place")
         else:
@@ -255,6 +297,7 @@ class Runtime(ConsumerRebalanceListener):
     def tick(self, now: float) -> None:
         """Apply the commands the clock makes due in every partition held here."""
         for store in self.stores.values():
+            self.outbox.partition = store.partition
             for key, command in self.stages.due_commands(store, now):
                 self._apply(store, key, command, now)
 
@@ -275,6 +318,8 @@ class Runtime(ConsumerRebalanceListener):
                 log.exception("flush failed in a rebalance; the worker stops")
                 self.stop()
                 return
+            # A revoked partition's next owner fences this producer anyway; stopping it now releases it.
+            await self._stop_producers(list(self.partition_producers))
             log.info("partitions revoked: %s", sorted(self._state_partitions(revoked)))
 
     async def on_partitions_assigned(self, assigned) -> None:
@@ -284,11 +329,18 @@ class Runtime(ConsumerRebalanceListener):
             for partition in set(self.stores) - wanted:
                 self.stores.pop(partition).close()
             started = time.monotonic()
+            try:
+                await self._start_producers(wanted)  # before the restore: aborts the previous owner's transaction
+            except Exception:
+                log.exception("a partition's transactional producer did not start; the worker stops")
+                self.stop()
+                return
             new, restored = await self.recovery.open_stores(sorted(wanted - set(self.stores)))
             self.stores.update(new)
             now = time.time()
             stale = 0
             for store in new.values():
+                self.outbox.partition = store.partition
                 self.stages.rebuild_index(store)
                 for key, command in self.stages.stale_commands(store, now):
                     stale += 1
@@ -305,3 +357,30 @@ class Runtime(ConsumerRebalanceListener):
                 time.monotonic() - started,
                 stale,
             )
+
+    async def _start_producers(self, partitions: Collection[int]) -> None:
+        """Hold started transactional producers for exactly ``partitions`` (exactly-once): ``start`` runs
+        ``init_transactions``, which fences the previous owner's producer of the same id."""
+        await self._stop_producers(set(self.partition_producers) - set(partitions))
+        make = self.partition_producer
+        if not self.transactional or make is None:
+            return
+        new = {partition: make(partition) for partition in sorted(set(partitions) - set(self.partition_producers))}
+        results = await asyncio.gather(*(producer.start() for producer in new.values()), return_exceptions=True)
+        failed = None
+        for (partition, producer), result in zip(new.items(), results, strict=True):
+            if isinstance(result, BaseException):
+                failed = failed or (partition, result)
+            else:
+                self.partition_producers[partition] = producer
+        if failed is not None:
+            msg = f"the transactional producer of partition {failed[0]} did not start"
+            raise RuntimeError(msg) from failed[1]
+
+    async def _stop_producers(self, partitions: Collection[int]) -> None:
+        for partition in sorted(partitions):
+            producer = self.partition_producers.pop(partition)
+            try:
+                await producer.stop()
+            except Exception as exc:  # noqa: BLE001  (a fenced or disconnected producer: nothing left to send)
+                log.warning("transactional producer of partition %d stopped with %s", partition, exc)

@@ -15,6 +15,7 @@ from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
 from streams import gauges, metrics
 from streams.assignor import CoPartitionAssignor
+from streams.checkpoint import transactional_id
 from streams.logs import configure_logging
 from streams.runtime import Runtime
 from streams.security import check_production_settings, pii_policy
@@ -33,7 +34,9 @@ def web_url(settings: Settings) -> str:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    """The runtime with its stage handlers (``agents.pipeline``) and its three Kafka clients, not started."""
+    """The runtime with its stage handlers (``agents.pipeline``) and its Kafka clients, not started: a
+    producer (at least once) or a transactional producer per held partition (exactly once), the group
+    consumer and the restore consumer, both reading committed records only."""
     outbox = Outbox()
     stages = ProfilePipeline(
         stage_policy(settings),
@@ -45,14 +48,24 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     assignor = CoPartitionAssignor(web_url(settings))
     bootstrap = settings.broker_bootstrap
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-        client_id=f"{settings.app_id}-worker",
-    )
+
+    def producer(client_id: str, transactional_id: str | None = None) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            client_id=client_id,
+            transactional_id=transactional_id,
+        )
+
+    def partition_producer(partition: int) -> AIOKafkaProducer:
+        """Partition ``partition``'s transactional producer: its id follows the partition, not the worker,
+        so that whoever holds the partition next fences this one (``streams.checkpoint``)."""
+        return producer(f"{settings.app_id}-worker-p{partition}", transactional_id(settings.app_id, partition))
+
+    exactly_once = settings.processing_guarantee == "exactly_once"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=settings.app_id,
@@ -64,6 +77,7 @@ def build_runtime(settings: Settings) -> Runtime:
         heartbeat_interval_ms=3_000,
         max_poll_interval_ms=300_000,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        isolation_level="read_committed",  # offsets committed by a transaction become visible with it
     )
     restore_consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -72,15 +86,17 @@ def build_runtime(settings: Settings) -> Runtime:
         auto_offset_reset="earliest",
         client_id=f"{settings.app_id}-restore",
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        isolation_level="read_committed",  # never restore the state of an aborted transaction
     )
     return Runtime(
         settings,
         stages,
         outbox=outbox,
-        producer=producer,
+        producer=None if exactly_once else producer(f"{settings.app_id}-worker"),
         consumer=consumer,
         restore_consumer=restore_consumer,
         assignor=assignor,
+        partition_producer=partition_producer if exactly_once else None,
     )
 
 

@@ -98,6 +98,7 @@ class KafkaIO:
             enable_auto_commit=False,
             group_id=None,
             consumer_timeout_ms=500,
+            isolation_level="read_committed",  # as downstream consumers must: no aborted or open transactions
         )
         records: list = []
         deadline = time.monotonic() + timeout_s
@@ -249,6 +250,8 @@ class PipelineFactory:
         settings = Settings(**values)
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCDP_")}
         env.update({f"STREAMCDP_{k.upper()}": str(v) for k, v in values.items()})
+        # The guarantee the tests' own Settings() see (STREAMCDP_PROCESSING_GUARANTEE or the default).
+        env["STREAMCDP_PROCESSING_GUARANTEE"] = settings.processing_guarantee
         env["PYTHONUNBUFFERED"] = "1"
         worker = WorkerProcess(env, self.base_dir / f"worker-{tag}.log", web_port, settings.api_token)
         pipeline = Pipeline(settings, worker, KafkaIO(settings.broker_bootstrap))
@@ -363,7 +366,9 @@ def consumer_lag(pipeline: Pipeline) -> dict[str, int]:
 
     topics = [*pipeline.topics.all_inbound, pipeline.topics.profile_commands]
     admin = KafkaAdminClient(bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000)
-    consumer = KafkaConsumer(bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000, isolation_level="read_committed"
+    )
     try:
         committed = admin.list_group_offsets(pipeline.settings.app_id).get(pipeline.settings.app_id, {})
         partitions = [tp for tp in committed if tp.topic in topics]

@@ -84,6 +84,72 @@ class FakeProducer:
         return resolved(Acked(offset))
 
 
+class FakeTransactionalProducer(FakeProducer):
+    """One state partition's transactional producer. What a transaction sends becomes visible (``sent``,
+    ``changelog``, ``offsets``) only when it commits; the commit marker takes a changelog offset (``None``
+    in ``changelog``: a control record). ``fail_at`` names the step that raises: ``send``, ``changelog``,
+    ``offsets`` or ``commit``. Every call is recorded as ``"p<partition> <step>"``."""
+
+    def __init__(self, calls: list[str], partition: int, *, fail_at: str | None = None) -> None:
+        super().__init__(calls)
+        self.partition = partition
+        self.fail_at = fail_at
+        self.changelog_log: list[tuple[bytes, bytes | None] | None] = []  # the changelog partition, markers too
+        self.offsets: dict[TopicPartition, int] = {}
+        self.in_transaction = False
+        self._pending: tuple[list, list, dict] = ([], [], {})
+
+    def _step(self, step: str) -> None:
+        self.calls.append(f"p{self.partition} {step}")
+        if step.split(maxsplit=1)[0] == self.fail_at:
+            msg = f"{step} failed"
+            raise KafkaError(msg)
+
+    async def start(self) -> None:
+        self.calls.append(f"p{self.partition} start")
+
+    async def stop(self) -> None:
+        self.calls.append(f"p{self.partition} stop")
+
+    async def begin_transaction(self) -> None:
+        assert not self.in_transaction
+        self.calls.append(f"p{self.partition} begin")
+        self.in_transaction = True
+        self._pending = ([], [], {})
+
+    async def send(self, topic, value, *, key=None, headers=None):
+        assert self.in_transaction
+        self._step(f"send {topic}")
+        self._pending[0].append((topic, key, value))
+        return resolved(Acked(0))
+
+    async def send_batch(self, batch, topic, *, partition):
+        assert self.in_transaction and partition == self.partition
+        self._step(f"changelog x{len(batch.records)}")
+        offset = len(self.changelog_log) + len(self._pending[1])
+        self._pending[1].extend(batch.records)
+        return resolved(Acked(offset))
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        assert self.in_transaction
+        self._step(f"offsets {sorted((tp.topic, tp.partition, offset) for tp, offset in offsets.items())}")
+        self._pending[2].update(offsets)
+
+    async def commit_transaction(self) -> None:
+        self._step("commit")
+        outputs, changelog, offsets = self._pending
+        self.sent.extend(outputs)
+        self.changelog_log.extend([*changelog, None])
+        self.changelog.setdefault(self.partition, []).extend(changelog)
+        self.offsets.update(offsets)
+        self.in_transaction = False
+
+    async def abort_transaction(self) -> None:
+        self.calls.append(f"p{self.partition} abort")
+        self.changelog_log.extend([None] * (len(self._pending[1]) + 1))  # aborted records keep their offsets
+        self.in_transaction = False
+
+
 class FakeConsumer:
     """The group consumer: hands out ``batches`` one per ``getmany``, then calls ``when_drained``."""
 
@@ -95,6 +161,7 @@ class FakeConsumer:
         self.committed: dict[TopicPartition, int] = {}
         self.listener = None
         self.highwaters: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}
 
     def subscribe(self, *, topics, listener) -> None:
         self.calls.append("subscribe")
@@ -127,18 +194,23 @@ class FakeConsumer:
         self.when_drained()
         return {}
 
+    async def position(self, tp: TopicPartition) -> int:
+        """Where the next fetch starts: past the control records after the last record (``positions``)."""
+        return self.positions.get(tp, 0)
+
     async def commit(self, offsets) -> None:
         self.calls.append("commit")
         self.committed.update(offsets)
 
 
 class FakeRestoreConsumer:
-    """The restore consumer over ``changelog`` (partition → records), read from the position ``seek`` set."""
+    """The restore consumer (read committed) over ``changelog`` (partition → records; ``None``: a control
+    record or an aborted one, which takes an offset but is never returned), read from ``seek``'s position."""
 
     def __init__(self, calls: list[str], topic: str) -> None:
         self.calls = calls
         self.topic = topic
-        self.changelog: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self.changelog: dict[int, list[tuple[bytes, bytes | None] | None]] = {}
         self.positions: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
@@ -162,7 +234,9 @@ class FakeRestoreConsumer:
             start = self.positions[tp]
             rows = self.changelog.get(tp.partition, [])[start : start + max_records]
             batch[tp] = [
-                consumer_record(tp.topic, tp.partition, start + i, key, value) for i, (key, value) in enumerate(rows)
+                consumer_record(tp.topic, tp.partition, start + i, row[0], row[1])
+                for i, row in enumerate(rows)
+                if row is not None
             ]
             self.positions[tp] = start + len(rows)
         return batch

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from fake_kafka import FakeConsumer, FakeProducer, FakeRestoreConsumer, consumer_record
+from fake_kafka import FakeConsumer, FakeProducer, FakeRestoreConsumer, FakeTransactionalProducer, consumer_record
 
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
@@ -65,9 +65,25 @@ class FailingFor(ProfilePipeline):
         super().apply(store, key, command, now, forward)
 
 
-def build_runtime(tmp_path: Path, pipeline_type: type[ProfilePipeline] = ProfilePipeline, **failures) -> Runtime:
-    settings = Settings(topic_prefix="t1.", app_id="unit", data_dir=tmp_path, topic_partitions=PARTITIONS)
+def build_runtime(
+    tmp_path: Path,
+    pipeline_type: type[ProfilePipeline] = ProfilePipeline,
+    *,
+    guarantee: str = "at_least_once",
+    fail_at: str | None = None,
+    **failures,
+) -> Runtime:
+    """A runtime over the fakes; with ``exactly_once``, a ``FakeTransactionalProducer`` per partition (whose
+    step ``fail_at`` fails)."""
+    settings = Settings(
+        topic_prefix="t1.",
+        app_id="unit",
+        data_dir=tmp_path,
+        topic_partitions=PARTITIONS,
+        processing_guarantee=guarantee,
+    )
     calls: list[str] = []
+    exactly_once = guarantee == "exactly_once"
     outbox = Outbox()
     stages = pipeline_type(
         POLICY,
@@ -82,10 +98,11 @@ def build_runtime(tmp_path: Path, pipeline_type: type[ProfilePipeline] = Profile
         settings,
         stages,
         outbox=outbox,
-        producer=FakeProducer(calls),
+        producer=None if exactly_once else FakeProducer(calls),
         consumer=FakeConsumer(calls, PARTITIONS),
         restore_consumer=FakeRestoreConsumer(calls, topic_names(settings).state_changelog(settings.app_id)),
         assignor=CoPartitionAssignor("http://127.0.0.1:1"),
+        partition_producer=(lambda p: FakeTransactionalProducer(calls, p, fail_at=fail_at)) if exactly_once else None,
     )
 
 

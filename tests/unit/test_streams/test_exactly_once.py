@@ -1,0 +1,197 @@
+"""Exactly-once processing without a broker: one transaction per state partition, in order; a failure at
+any step commits nothing; cross-partition forwards go through Kafka; producers follow the assignment;
+the restore reads past control records."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+from fake_kafka import FakeTransactionalProducer
+from test_runtime_processing import (
+    PARTITIONS,
+    assignment,
+    build_runtime,
+    events_of,
+    ids_in_different_partitions,
+    record,
+    viewed,
+)
+
+from agents.outbox import Outbox
+from agents.tables import IDENTITIES, PROFILES
+from streams.checkpoint import transactional_id
+from streams.partitioning import owning_partition
+from streams.runtime import Runtime
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path):
+    rt = build_runtime(tmp_path, guarantee="exactly_once")
+    await rt.on_partitions_assigned(assignment(rt, *range(PARTITIONS)))
+    yield rt
+    for store in rt.stores.values():
+        store.close()
+
+
+def producer_of(rt: Runtime, partition: int) -> FakeTransactionalProducer:
+    producer = rt.partition_producers[partition]
+    assert isinstance(producer, FakeTransactionalProducer)
+    return producer
+
+
+def calls_of(rt: Runtime, partition: int) -> list[str]:
+    return [call for call in rt.consumer.calls if call.startswith(f"p{partition} ")]
+
+
+def test_the_outbox_groups_records_by_the_partition_whose_work_produced_them():
+    outbox = Outbox()
+    outbox.partition = 2
+    outbox.send("a", b"k1", b"1")
+    outbox.partition = 0
+    outbox.send("b", b"k2", b"2")
+    outbox.partition = 2
+    outbox.send("c", b"k3", b"3")
+    assert outbox.take_by_partition() == {
+        2: [("a", b"k1", b"1", None), ("c", b"k3", b"3", None)],
+        0: [("b", b"k2", b"2", None)],
+    }
+    assert len(outbox) == 0 and outbox.partitions == []
+
+
+def test_the_transactional_id_follows_the_partition_not_the_worker():
+    assert transactional_id("shop", 3) == "shop-3"
+
+
+async def test_a_checkpoint_commits_each_partitions_outputs_changelog_and_offsets_in_its_own_transaction(
+    runtime: Runtime,
+):
+    tp, event = record(runtime, viewed("m1", userId="u-1"), offset=41)
+    p = tp.partition
+    commands = TopicPartition(runtime.topics.profile_commands, p)
+    runtime.process(tp, [event, replace(event, offset=42, value=b"garbage")])  # the second is dead-lettered
+    runtime.checkpoint.store_offset(commands, 7, 0)
+    await runtime.checkpoint.commit(runtime.stores.values())
+
+    offsets = sorted([(tp.topic, p, 43), (commands.topic, p, 7)])
+    assert calls_of(runtime, p)[-5:] == [
+        f"p{p} begin",
+        f"p{p} send {runtime.topics.deadletter}",
+        f"p{p} changelog x1",
+        f"p{p} offsets {offsets}",
+        f"p{p} commit",
+    ]
+    producer = producer_of(runtime, p)
+    assert producer.offsets == {tp: 43, commands: 7}
+    assert runtime.consumer.committed == {}  # offsets go through the transaction, never the consumer
+    store = runtime.stores[p]
+    assert store.changelog_offset == 0 and store.dirty_count == 0  # persisted after the commit
+    assert producer.changelog_log[-1] is None  # the commit marker takes an offset
+    assert all(not calls_of(runtime, q)[1:] for q in range(PARTITIONS) if q != p)  # no empty transactions
+    assert runtime.checkpoint.empty
+
+
+@pytest.mark.parametrize("fail_at", ["send", "changelog", "offsets", "commit"])
+async def test_a_failure_at_any_step_commits_nothing_persists_nothing_and_stops_later_checkpoints(
+    tmp_path: Path, fail_at: str
+):
+    runtime = build_runtime(tmp_path, guarantee="exactly_once", fail_at=fail_at)
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    try:
+        tp, event = record(runtime, viewed("m1", userId="u-1"))
+        runtime.process(tp, [event, replace(event, offset=1, value=b"garbage")])  # an output and state
+        with pytest.raises(KafkaError):
+            await runtime.checkpoint.commit(runtime.stores.values())
+        producer = producer_of(runtime, tp.partition)
+        assert producer.calls[-1] == f"p{tp.partition} abort"
+        assert (producer.sent, producer.changelog, producer.offsets) == ([], {}, {})
+        store = runtime.stores[tp.partition]
+        assert store.changelog_offset == -1 and store.dirty_count == 1  # the cache holds the aborted state
+        with pytest.raises(RuntimeError, match="earlier flush failed"):
+            await runtime.checkpoint.commit(runtime.stores.values())
+    finally:
+        for store in runtime.stores.values():
+            store.close()
+
+
+async def test_a_forward_to_another_partition_goes_through_profile_commands_in_this_partitions_transaction(
+    runtime: Runtime,
+):
+    user, anonymous = ids_in_different_partitions()
+    user_partition = owning_partition(user.encode(), PARTITIONS)
+    tp, first = record(runtime, viewed("m1", anonymousId=anonymous))
+    runtime.process(tp, [first])
+    tp, linking = record(runtime, viewed("m2", userId=user, anonymousId=anonymous))
+    runtime.process(tp, [linking])
+
+    forwarded = [
+        (key, partition)
+        for (topic, key, *_), partition in zip(runtime.outbox.records, runtime.outbox.partitions, strict=True)
+        if topic == runtime.topics.profile_commands
+    ]
+    assert forwarded == [(anonymous.encode(), user_partition)]  # held here, but not applied in place
+    alias_store = runtime.stores[owning_partition(anonymous.encode(), PARTITIONS)]
+    assert alias_store.get(IDENTITIES, anonymous.encode()) is None  # the link is not applied in place
+    assert alias_store.get(PROFILES, anonymous.encode()) is not None  # merged only when the command arrives
+    assert events_of(runtime, user) == 1
+
+
+async def test_producers_start_before_the_restore_and_stop_when_revoked(tmp_path: Path):
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    calls = runtime.consumer.calls
+    await runtime.on_partitions_assigned(assignment(runtime, 0, 1))
+    assert calls == ["p0 start", "p1 start"] and sorted(runtime.partition_producers) == [0, 1]
+    await runtime.on_partitions_revoked(assignment(runtime, 0, 1))
+    assert calls[-2:] == ["p0 stop", "p1 stop"] and runtime.partition_producers == {}
+    await runtime.on_partitions_assigned(assignment(runtime, 1, 2))
+    assert calls[-2:] == ["p1 start", "p2 start"]  # new producers: init_transactions fences older owners
+    await runtime.close()
+    assert {"p1 stop", "p2 stop"} <= set(calls[-3:]) and runtime.partition_producers == {}
+
+
+async def test_state_committed_in_transactions_is_restored_past_the_commit_markers(tmp_path: Path):
+    first = build_runtime(tmp_path / "a", guarantee="exactly_once")
+    await first.on_partitions_assigned(assignment(first, *range(PARTITIONS)))
+    tp, event = record(first, viewed("m1", userId="u-1"))
+    first.process(tp, [event])
+    await first.checkpoint.commit(first.stores.values())
+    first.process(tp, [replace(event, offset=1, value=b"not json")])  # a transaction without state
+    producer = producer_of(first, tp.partition)
+    await first.close()
+    changelog = producer.changelog_log
+    assert changelog[-1] is None and changelog[-2] is None  # two commit markers end the partition
+
+    second = build_runtime(tmp_path / "b", guarantee="exactly_once")
+    second.restore_consumer.changelog = {tp.partition: changelog}
+    await second.on_partitions_assigned(assignment(second, *range(PARTITIONS)))
+    try:
+        assert events_of(second, "u-1") == 1
+        assert second.stores[tp.partition].changelog_offset == 0
+    finally:
+        await second.close()
+
+
+async def test_a_warm_store_behind_only_a_commit_marker_is_neither_rebuilt_nor_stuck(tmp_path: Path):
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    recovery = runtime.recovery
+    stores, _ = await recovery.open_stores([0])
+    stores[0].put(PROFILES, b"u-1", None)
+    stores[0].persist(stores[0].pending_records(), 1)  # the last data record is at offset 1
+    stores[0].close()
+    runtime.restore_consumer.changelog = {0: [(b"x", None), (b"u-1", None), None]}  # then the commit marker
+    stores, restored = await recovery.open_stores([0])
+    try:
+        assert restored == 0 and stores[0].changelog_offset == 1  # not "ahead of its changelog", not wiped
+    finally:
+        stores[0].close()
+
+
+async def test_the_committed_offset_skips_the_transaction_markers_after_the_last_processed_record(runtime: Runtime):
+    commands = TopicPartition(runtime.topics.profile_commands, 1)
+    runtime.checkpoint.store_offset(commands, 10, 1)  # the record at offset 9 was processed
+    runtime.consumer.positions[commands] = 11  # the fetch also read the commit marker at offset 10
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert producer_of(runtime, 1).offsets == {commands: 11}  # else the group would lag one record behind
