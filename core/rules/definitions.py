@@ -257,7 +257,7 @@ def parse_definitions(
     """
     problems = _Problems(source)
     catalog = catalog or build_catalog()
-    root = _compose(text, source)
+    root = compose_yaml(text, source, "a mapping with 'segments' and/or 'groups'")
     top = _pairs(root, problems, "the file", TOP_KEYS)
     if "version" in top and top["version"][1].value not in ("1",):
         problems.add(top["version"][1], f"unsupported version {top['version'][1].value!r} (this reader knows 1)")
@@ -286,8 +286,9 @@ def parse_definitions(
     )
 
 
-def _compose(text: str, source: str) -> yaml.Node:
-    """The YAML document's root node (with lines and columns); a ``ConfigError`` if it is not YAML or empty."""
+def compose_yaml(text: str, source: str, expected: str) -> yaml.Node:
+    """The YAML document's root node (with lines and columns, for file:line errors); a ``ConfigError`` if it
+    is not YAML or empty (``expected`` says what the file should hold). Shared by every definition file."""
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -303,7 +304,7 @@ def _compose(text: str, source: str) -> yaml.Node:
         message = f"{source}: YAML nested too deeply"
         raise ConfigError(message) from None
     if root is None:
-        message = f"{source}: empty file (expected a mapping with 'segments' and/or 'groups')"
+        message = f"{source}: empty file (expected {expected})"
         raise ConfigError(message)
     return root
 

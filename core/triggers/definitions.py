@@ -52,6 +52,7 @@ from core.triggers.rules import (
     RuleError,
     build_catalog,
     compile_condition,
+    compose_yaml,
     parse_window,
     yaml_items,
     yaml_pairs,
@@ -168,27 +169,6 @@ class TriggerDefinitions:
     @cached_property
     def exit_events(self) -> frozenset[str]:
         return frozenset(name for d in self.definitions for name in d.exit_events)
-
-
-def _load_root(text: str, source: str) -> yaml.Node:
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        message = f"{source}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
-        raise ConfigError(message) from None
-    except RecursionError:
-        message = f"{source}: YAML nested too deeply"
-        raise ConfigError(message) from None
-    if root is None:
-        message = f"{source}: empty file (expected a mapping with 'triggers')"
-        raise ConfigError(message)
-    return root
 
 
 class _Reader:
@@ -435,7 +415,7 @@ def parse_triggers(
     ``affinity_half_life_s``: how fast the rules' ``affinity(...)`` decays (the profile policy's value).
     """
     problems = Problems(source)
-    root = _load_root(text, source)
+    root = compose_yaml(text, source, "a mapping with 'triggers'")
     top = yaml_pairs(root, problems, "the file", TOP_KEYS)
     if "version" in top and top["version"][1].value != "1":
         problems.add(top["version"][1], f"unsupported version {top['version'][1].value!r} (this reader knows 1)")

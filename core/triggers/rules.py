@@ -22,6 +22,7 @@ from core.rules.definitions import _items as yaml_items
 from core.rules.definitions import _pairs as yaml_pairs
 from core.rules.definitions import _Problems as Problems
 from core.rules.definitions import _text as yaml_text
+from core.rules.definitions import compose_yaml
 from core.rules.parser import compile_rule
 from core.rules.tokens import RuleError, parse_window
 from core.segment_fields import FieldCatalog, build_catalog, profile_view
@@ -34,6 +35,7 @@ __all__ = [
     "RuleError",
     "build_catalog",
     "compile_condition",
+    "compose_yaml",
     "parse_window",
     "profile_view",
     "yaml_items",
