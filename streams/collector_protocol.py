@@ -27,7 +27,7 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -234,6 +234,14 @@ def prepare_message(
     return prepared
 
 
+class Prepared(NamedTuple):
+    """A message as it is stored: the prepared dict, and its JSON bytes (encoded once: checked by the
+    contract from the dict, produced to Kafka as the bytes)."""
+
+    message: Any
+    raw: bytes
+
+
 @dataclass(frozen=True)
 class Oversized:
     """A message of a batch larger than the per-event limit: dead-lettered with its bytes, never stored."""
@@ -249,7 +257,7 @@ def read_calls(
     received_at: float,
     source: str | None,
     max_call_bytes: int,
-) -> list[bytes | Oversized]:
+) -> list[Prepared | Oversized]:
     """The messages of a request body, each prepared and serialised (``call_type`` None: a batch).
 
     A single call larger than ``max_call_bytes`` is refused (400); inside a batch an oversized event is
@@ -266,27 +274,27 @@ def read_calls(
     sent_at = body.get("sentAt")
     received_iso = iso_utc(received_at)
     sent_at_s = read_sent_at(sent_at)  # read once for the whole batch
-    prepared: list[bytes | Oversized] = []
+    defaults = None if call_type is not None else body
+    prepared: list[Prepared | Oversized] = []
     for message in messages:
         if not isinstance(message, dict):
-            prepared.append(orjson.dumps(message))
+            prepared.append(Prepared(message, orjson.dumps(message)))
             continue
-        raw = orjson.dumps(
-            prepare_message(
-                message,
-                call_type=call_type,
-                sent_at=sent_at,
-                received_at=received_at,
-                source=source,
-                defaults=None if call_type is not None else body,
-                received_iso=received_iso,
-                sent_at_s=sent_at_s,
-            )
+        ready = prepare_message(
+            message,
+            call_type=call_type,
+            sent_at=sent_at,
+            received_at=received_at,
+            source=source,
+            defaults=defaults,
+            received_iso=received_iso,
+            sent_at_s=sent_at_s,
         )
+        raw = orjson.dumps(ready)
         if len(raw) > max_call_bytes:
             if call_type is not None:
                 raise _too_large(len(raw), max_call_bytes)
             prepared.append(Oversized(raw, max_call_bytes))
             continue
-        prepared.append(raw)
+        prepared.append(Prepared(ready, raw))
     return prepared

@@ -14,6 +14,7 @@ from streams.collector_protocol import (
     BATCH_PATHS,
     CALL_PATHS,
     Oversized,
+    Prepared,
     RequestRefused,
     authenticate,
     basic_auth_user,
@@ -192,19 +193,20 @@ def test_a_batch_is_split_into_its_messages_with_the_shared_fields():
         "sentAt": "2026-12-01T09:00:10Z",
         "context": {"library": {"name": "analytics-python"}},
     }
-    first, second, third = read(body)
-    first, second = orjson.loads(first), orjson.loads(second)
+    results = read(body)
+    assert all(orjson.loads(result.raw) == result.message for result in results)  # the bytes are the message
+    first, second, third = (result.message for result in results)
     assert first["timestamp"] == iso_utc(RECEIVED - 10) and first["context"]["library"]["name"] == "analytics-python"
     assert second["sentAt"] == "2026-12-01T09:00:05Z"  # its own sentAt beats the batch's
     assert second["context"] == {"library": {"name": "analytics-python"}, "ip": "1"}
-    assert third == b'"not an object"'  # the contract check rejects it as not_an_object
+    assert third == "not an object"  # the contract check rejects it as not_an_object
 
 
 def test_an_oversized_event_inside_a_batch_is_singled_out():
     small = {"type": "track", "event": "A", "userId": "u"}
     large = {**small, "properties": {"pad": "x" * 2000}}
     results = read({"batch": [small, large, small]}, max_call_bytes=1000)
-    assert [type(result) for result in results] == [bytes, Oversized, bytes]
+    assert [type(result) for result in results] == [Prepared, Oversized, Prepared]
     assert orjson.loads(results[1].raw)["properties"]["pad"] == "x" * 2000
 
 
