@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import gzip
+import math
+import random
 
 import orjson
 import pytest
@@ -21,6 +23,7 @@ from streams.collector_protocol import (
     corrected_timestamp,
     decompress,
     iso_utc,
+    iso_utc_datetime,
     message_id_for,
     parse_body,
     parse_write_keys,
@@ -218,3 +221,28 @@ def test_an_oversized_single_call_is_refused():
 @pytest.mark.parametrize("body", [{}, {"batch": {"a": 1}}, {"batch": "x"}])
 def test_a_batch_body_needs_a_batch_array(body):
     assert refusal(read, body).code == "invalid_batch"
+
+
+def test_iso_utc_writes_what_datetime_writes() -> None:
+    """The table-built text equals ``datetime``'s, rounding included, across the years and at the edges."""
+    draw = random.Random(13)
+    epochs = [draw.uniform(0, 253402300799.0) for _ in range(20_000)] + [
+        draw.uniform(1.7e9, 1.9e9) for _ in range(20_000)
+    ]
+    edges = [
+        whole + fraction
+        for whole in (0, 1, 59, 86399, 951782400, RECEIVED)
+        for fraction in (0, 5e-7, 0.0005, 0.9995, 0.9999995)
+    ]
+    epochs += edges + [math.nextafter(edge, 0) for edge in edges] + [math.nextafter(edge, math.inf) for edge in edges]
+    epochs += [253402300799.0 - 1.5, 253402300798.9999995, -1.5, -86400.0005]
+    assert [iso_utc(epoch) for epoch in epochs] == [iso_utc_datetime(epoch) for epoch in epochs]
+    assert iso_utc(RECEIVED) == "2026-11-30T00:53:20.000Z"
+
+
+@pytest.mark.parametrize("epoch", [math.nan, math.inf, -math.inf, 1e20])
+def test_iso_utc_refuses_what_datetime_refuses(epoch: float) -> None:
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        iso_utc_datetime(epoch)
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        iso_utc(epoch)
