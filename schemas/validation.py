@@ -43,6 +43,7 @@ __all__ = [
     "ContractLimits",
     "canonical_event_name",
     "decode_event",
+    "decode_payload",
     "family_of",
     "parse_timestamp",
     "to_minor_units",
@@ -400,15 +401,30 @@ def _group_and_traits(payload: dict, event_type: str, limits: ContractLimits) ->
     return group_id, traits
 
 
-def decode_event(  # noqa: PLR0912, PLR0915  (one straight pass over the envelope: the per-event hot path)
-    raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()
-) -> Event:
-    """Bytes of one Segment Spec call → a normalised ``Event``; raises ``InvalidEvent``."""
+def _check_size(raw: bytes, limits: ContractLimits) -> None:
     if len(raw) > limits.max_event_bytes:
         detail = f"{len(raw)} bytes > {limits.max_event_bytes}"
         msg = "oversized"
         raise InvalidEvent(msg, detail)
-    payload = _parse_json(raw)
+
+
+def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()) -> Event:
+    """Bytes of one Segment Spec call → a normalised ``Event``; raises ``InvalidEvent``."""
+    _check_size(raw, limits)  # before parsing: an oversized payload is never parsed
+    return decode_payload(_parse_json(raw), raw, now=now, limits=limits)
+
+
+def decode_payload(  # noqa: PLR0912, PLR0915  (one straight pass over the envelope: the per-event hot path)
+    payload: Any, raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()
+) -> Event:
+    """An already parsed Segment Spec call and its JSON bytes → a normalised ``Event``; raises ``InvalidEvent``.
+
+    The contract after the JSON parse, for callers that hold both the parsed value and its bytes (the
+    collector parses a batch body once and encodes each event once for Kafka): ``raw`` must be the JSON
+    encoding of ``payload`` (``decode_event`` passes what it parsed), for the size limit and the byte counts
+    that decide whether the shape walk is needed. ``payload`` is not changed.
+    """
+    _check_size(raw, limits)
     if not isinstance(payload, dict):
         detail = f"top level is {type(payload).__name__}"
         msg = "not_an_object"

@@ -27,8 +27,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -44,6 +43,7 @@ from streams.collector_protocol import (
     BATCH_PATHS,
     CALL_PATHS,
     Oversized,
+    Prepared,
     RequestRefused,
     WriteKeys,
     authenticate,
@@ -55,7 +55,7 @@ from streams.collector_protocol import (
     read_calls,
 )
 from streams.partitioning import PartitionOwners
-from streams.produce import Rejected, Routed, create_topics, route_line
+from streams.produce import Rejected, Routed, create_topics, route_payload
 from streams.settings import Settings
 from streams.stage_config import contract_limits
 from streams.topics import topic_names
@@ -75,8 +75,7 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
     return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):  # a tuple: one is made per event
     topic: str
     key: bytes | None
     value: bytes
@@ -226,11 +225,12 @@ class KafkaDelivery:
             raise BrokerUnavailable(message)
         try:
             async with asyncio.timeout(self.settings.collector_produce_timeout_s):
+                owners_of, add = self._owners, shipper.add
                 acknowledgements: set[asyncio.Future] = set()
-                for record in records:
-                    owners = await self._owners_of(record.topic, producer)
-                    partition = owners(record.key) if record.key is not None else 0  # keyless: dead letters
-                    acknowledgements.add(shipper.add(record.topic, partition, record.key, record.value))
+                for topic, key, value in records:
+                    owners = owners_of.get(topic) or await self._owners_of(topic, producer)
+                    partition = owners(key) if key is not None else 0  # keyless: dead letters
+                    acknowledgements.add(add(topic, partition, key, value))
                 await asyncio.gather(*acknowledgements)
         except (KafkaError, TimeoutError) as exc:
             self._set_available(False)
@@ -405,7 +405,7 @@ class Collector:
         return _json({"success": True})
 
     def _route(
-        self, messages: list[bytes | Oversized], path: str, received_at: float, *, single: bool
+        self, messages: list[Prepared | Oversized], path: str, received_at: float, *, single: bool
     ) -> tuple[list[Record], dict[str, int], dict[str, int]]:
         """Records to produce (events and dead letters), accepted events per family, rejected per reason.
         A single call that breaks the contract is refused (400) instead."""
@@ -417,8 +417,8 @@ class Collector:
                 routed: Routed | Rejected = Rejected("oversized", f"{len(message.raw)} bytes > {message.limit}")
                 raw = message.raw
             else:
-                raw = message
-                routed = route_line(raw, topics=self.topics, validate=True, now=received_at, limits=self.limits)
+                raw = message.raw
+                routed = route_payload(message.message, raw, topics=self.topics, now=received_at, limits=self.limits)
             if isinstance(routed, Routed):
                 records.append(Record(routed.topic, routed.key, routed.value))
                 family = self.family_of_topic.get(routed.topic, "other")

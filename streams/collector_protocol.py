@@ -24,10 +24,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
+import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -154,9 +156,44 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def iso_utc(epoch_s: float) -> str:
-    """Epoch seconds → ISO-8601 in UTC with milliseconds, as Segment writes timestamps."""
+def iso_utc_datetime(epoch_s: float) -> str:
+    """``iso_utc`` by ``datetime`` (its definition; several µs a call, ``iso_utc`` is the fast form of it)."""
     return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ``iso_utc`` runs once per event (the corrected timestamp): its text is put together from these pieces.
+_LAST_FAST_EPOCH_S = 253402300799.0 - 1.0  # 9999-12-31T23:59:58Z; beyond (or before 1970), datetime decides
+_CLOCK_MINUTES = tuple(f"T{minute // 60:02d}:{minute % 60:02d}:" for minute in range(24 * 60))
+_CLOCK_SECONDS = tuple(f"{second:02d}" for second in range(60))
+_MILLISECONDS = tuple(f".{millisecond:03d}Z" for millisecond in range(1000))
+_DAYS: dict[int, str] = {}  # days since 1970 → "YYYY-MM-DD" (a bounded memo: events of a batch share days)
+_MAX_DAYS = 4096
+
+
+def _day_text(days: int) -> str:
+    if len(_DAYS) >= _MAX_DAYS:
+        _DAYS.clear()
+    text = _DAYS[days] = time.strftime("%Y-%m-%d", time.gmtime(days * 86400))
+    return text
+
+
+def iso_utc(epoch_s: float) -> str:
+    """Epoch seconds → ISO-8601 in UTC with milliseconds, as Segment writes timestamps.
+
+    The same text as ``iso_utc_datetime`` (microseconds rounded half to even as ``datetime.fromtimestamp``
+    does, then truncated to milliseconds as ``isoformat`` does), from tables instead of ``datetime`` +
+    ``isoformat``, which cost a collector a tenth of its time."""
+    if not 0.0 <= epoch_s < _LAST_FAST_EPOCH_S:  # NaN and infinities too: datetime raises for them
+        return iso_utc_datetime(epoch_s)
+    fraction, whole = math.modf(epoch_s)
+    microseconds, seconds = round(fraction * 1e6), int(whole)
+    if microseconds >= 1_000_000:
+        microseconds -= 1_000_000
+        seconds += 1
+    days, second_of_day = divmod(seconds, 86400)
+    minute, second = divmod(second_of_day, 60)
+    day = _DAYS.get(days) or _day_text(days)
+    return f"{day}{_CLOCK_MINUTES[minute]}{_CLOCK_SECONDS[second]}{_MILLISECONDS[microseconds // 1000]}"
 
 
 def read_sent_at(sent_at: object) -> float | None:
@@ -234,6 +271,14 @@ def prepare_message(
     return prepared
 
 
+class Prepared(NamedTuple):
+    """A message as it is stored: the prepared dict, and its JSON bytes (encoded once: checked by the
+    contract from the dict, produced to Kafka as the bytes)."""
+
+    message: Any
+    raw: bytes
+
+
 @dataclass(frozen=True)
 class Oversized:
     """A message of a batch larger than the per-event limit: dead-lettered with its bytes, never stored."""
@@ -249,7 +294,7 @@ def read_calls(
     received_at: float,
     source: str | None,
     max_call_bytes: int,
-) -> list[bytes | Oversized]:
+) -> list[Prepared | Oversized]:
     """The messages of a request body, each prepared and serialised (``call_type`` None: a batch).
 
     A single call larger than ``max_call_bytes`` is refused (400); inside a batch an oversized event is
@@ -266,27 +311,27 @@ def read_calls(
     sent_at = body.get("sentAt")
     received_iso = iso_utc(received_at)
     sent_at_s = read_sent_at(sent_at)  # read once for the whole batch
-    prepared: list[bytes | Oversized] = []
+    defaults = None if call_type is not None else body
+    prepared: list[Prepared | Oversized] = []
     for message in messages:
         if not isinstance(message, dict):
-            prepared.append(orjson.dumps(message))
+            prepared.append(Prepared(message, orjson.dumps(message)))
             continue
-        raw = orjson.dumps(
-            prepare_message(
-                message,
-                call_type=call_type,
-                sent_at=sent_at,
-                received_at=received_at,
-                source=source,
-                defaults=None if call_type is not None else body,
-                received_iso=received_iso,
-                sent_at_s=sent_at_s,
-            )
+        ready = prepare_message(
+            message,
+            call_type=call_type,
+            sent_at=sent_at,
+            received_at=received_at,
+            source=source,
+            defaults=defaults,
+            received_iso=received_iso,
+            sent_at_s=sent_at_s,
         )
+        raw = orjson.dumps(ready)
         if len(raw) > max_call_bytes:
             if call_type is not None:
                 raise _too_large(len(raw), max_call_bytes)
             prepared.append(Oversized(raw, max_call_bytes))
             continue
-        prepared.append(raw)
+        prepared.append(Prepared(ready, raw))
     return prepared

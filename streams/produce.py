@@ -27,7 +27,7 @@ import orjson
 from schemas.errors import InvalidEvent, StreamcdpError
 from schemas.events import OTHER
 from schemas.topics import TopicNames
-from schemas.validation import ContractLimits, decode_event, family_of
+from schemas.validation import ContractLimits, decode_event, decode_payload, family_of
 from streams.settings import Settings
 from streams.stage_config import contract_limits
 from streams.topics import topic_names
@@ -111,9 +111,24 @@ def route_line(
             family, key = OTHER, None
         if key is None and not raw:
             return Rejected("missing_identity", "neither userId nor anonymousId")
-    if topic is None:
-        topic = topics.inbound("clickstream" if family == OTHER else family)
-    return Routed(topic=topic, key=key, value=value)
+    return Routed(topic=inbound_topic(topics, family) if topic is None else topic, key=key, value=value)
+
+
+def inbound_topic(topics: TopicNames, family: str) -> str:
+    """The inbound topic of an event family (families we do not model go to clickstream)."""
+    return topics.inbound("clickstream" if family == OTHER else family)
+
+
+def route_payload(
+    payload: Any, value: bytes, *, topics: TopicNames, now: float, limits: ContractLimits = DEFAULT_LIMITS
+) -> Routed | Rejected:
+    """``route_line(value, validate=True)`` for a caller that already holds ``value`` parsed as ``payload``
+    (the same contract check, ``decode_payload``, without parsing the bytes a second time)."""
+    try:
+        event = decode_payload(payload, value, now=now, limits=limits)
+    except InvalidEvent as exc:
+        return Rejected(exc.reason, exc.detail)
+    return Routed(topic=inbound_topic(topics, event.family), key=event.routing_id.encode(), value=value)
 
 
 def pace_delay(sent: int, elapsed: float, rate: float) -> float:

@@ -9,7 +9,15 @@ import pytest
 
 from schemas.errors import InvalidEvent
 from schemas.events import CLICKSTREAM, CUSTOMER, MESSAGING, OTHER, PURCHASE
-from schemas.validation import MAX_ID_CHARS, REASONS, ContractLimits, decode_event, family_of, parse_timestamp
+from schemas.validation import (
+    MAX_ID_CHARS,
+    REASONS,
+    ContractLimits,
+    decode_event,
+    decode_payload,
+    family_of,
+    parse_timestamp,
+)
 
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 ISO_NOW = "2025-11-24T16:00:00Z"
@@ -319,6 +327,28 @@ def test_every_reason_has_a_table() -> None:
 )
 def test_rejections_carry_a_precise_reason(reason: str, payload: object) -> None:
     assert reason_of(payload) == reason
+
+
+def _verdict(check, *args, **kwargs) -> object:
+    try:
+        return check(*args, **kwargs)
+    except InvalidEvent as exc:
+        return (exc.reason, exc.detail)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [payload for payloads in REJECTED.values() for payload in payloads if not isinstance(payload, bytes)]
+    + [envelope(), envelope(type="identify", traits={"email": " A@B.C "}), envelope(event="Order Completed")],
+)
+def test_decoding_a_parsed_payload_gives_the_verdict_of_decoding_its_bytes(payload: object) -> None:
+    """The collector checks what it already parsed with ``decode_payload``: the same event or the same
+    rejection (reason and detail) as ``decode_event`` on the bytes, and the payload is left as it was."""
+    raw = orjson.dumps(payload)
+    parsed = orjson.loads(raw)
+    expected = _verdict(decode_event, raw, now=NOW)
+    assert _verdict(decode_payload, parsed, raw, now=NOW) == expected
+    assert parsed == orjson.loads(raw)
 
 
 def test_ids_up_to_the_limit_are_accepted() -> None:

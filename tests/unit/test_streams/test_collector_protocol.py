@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import gzip
+import math
+import random
 
 import orjson
 import pytest
@@ -14,12 +16,14 @@ from streams.collector_protocol import (
     BATCH_PATHS,
     CALL_PATHS,
     Oversized,
+    Prepared,
     RequestRefused,
     authenticate,
     basic_auth_user,
     corrected_timestamp,
     decompress,
     iso_utc,
+    iso_utc_datetime,
     message_id_for,
     parse_body,
     parse_write_keys,
@@ -192,19 +196,20 @@ def test_a_batch_is_split_into_its_messages_with_the_shared_fields():
         "sentAt": "2026-12-01T09:00:10Z",
         "context": {"library": {"name": "analytics-python"}},
     }
-    first, second, third = read(body)
-    first, second = orjson.loads(first), orjson.loads(second)
+    results = read(body)
+    assert all(orjson.loads(result.raw) == result.message for result in results)  # the bytes are the message
+    first, second, third = (result.message for result in results)
     assert first["timestamp"] == iso_utc(RECEIVED - 10) and first["context"]["library"]["name"] == "analytics-python"
     assert second["sentAt"] == "2026-12-01T09:00:05Z"  # its own sentAt beats the batch's
     assert second["context"] == {"library": {"name": "analytics-python"}, "ip": "1"}
-    assert third == b'"not an object"'  # the contract check rejects it as not_an_object
+    assert third == "not an object"  # the contract check rejects it as not_an_object
 
 
 def test_an_oversized_event_inside_a_batch_is_singled_out():
     small = {"type": "track", "event": "A", "userId": "u"}
     large = {**small, "properties": {"pad": "x" * 2000}}
     results = read({"batch": [small, large, small]}, max_call_bytes=1000)
-    assert [type(result) for result in results] == [bytes, Oversized, bytes]
+    assert [type(result) for result in results] == [Prepared, Oversized, Prepared]
     assert orjson.loads(results[1].raw)["properties"]["pad"] == "x" * 2000
 
 
@@ -216,3 +221,28 @@ def test_an_oversized_single_call_is_refused():
 @pytest.mark.parametrize("body", [{}, {"batch": {"a": 1}}, {"batch": "x"}])
 def test_a_batch_body_needs_a_batch_array(body):
     assert refusal(read, body).code == "invalid_batch"
+
+
+def test_iso_utc_writes_what_datetime_writes() -> None:
+    """The table-built text equals ``datetime``'s, rounding included, across the years and at the edges."""
+    draw = random.Random(13)
+    epochs = [draw.uniform(0, 253402300799.0) for _ in range(20_000)] + [
+        draw.uniform(1.7e9, 1.9e9) for _ in range(20_000)
+    ]
+    edges = [
+        whole + fraction
+        for whole in (0, 1, 59, 86399, 951782400, RECEIVED)
+        for fraction in (0, 5e-7, 0.0005, 0.9995, 0.9999995)
+    ]
+    epochs += edges + [math.nextafter(edge, 0) for edge in edges] + [math.nextafter(edge, math.inf) for edge in edges]
+    epochs += [253402300799.0 - 1.5, 253402300798.9999995, -1.5, -86400.0005]
+    assert [iso_utc(epoch) for epoch in epochs] == [iso_utc_datetime(epoch) for epoch in epochs]
+    assert iso_utc(RECEIVED) == "2026-11-30T00:53:20.000Z"
+
+
+@pytest.mark.parametrize("epoch", [math.nan, math.inf, -math.inf, 1e20])
+def test_iso_utc_refuses_what_datetime_refuses(epoch: float) -> None:
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        iso_utc_datetime(epoch)
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        iso_utc(epoch)
