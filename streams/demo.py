@@ -63,16 +63,17 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path: Path, timeout_s: float = 120.0) -> None:
+def _wait_ready(name: str, port: int, process: subprocess.Popen, log_path: Path, timeout_s: float = 120.0) -> None:
+    """Until ``process`` (the worker or the collector) answers ``/readyz`` on ``port``; fail if it exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            msg = f"the worker exited with {worker.returncode}; see {log_path}"
+        if process.poll() is not None:
+            msg = f"the {name} exited with {process.returncode}; see {log_path}"
             raise RuntimeError(msg)
-        if http_get(f"http://127.0.0.1:{settings.web_port}/readyz")[0] == 200:
+        if http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
             return
         time.sleep(0.3)
-    msg = f"the worker was not ready within {timeout_s:.0f}s; see {log_path}"
+    msg = f"the {name} was not ready within {timeout_s:.0f}s; see {log_path}"
     raise RuntimeError(msg)
 
 
@@ -108,19 +109,6 @@ def _collector_env(settings: Settings, port: int) -> dict[str, str]:
         "STREAMCDP_WRITE_KEYS": f"{DEMO_WRITE_KEY}:demo-web",
         "STREAMCDP_COLLECTOR_PORT": str(port),
     }
-
-
-def _wait_collector(port: int, collector: subprocess.Popen, log_path: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if collector.poll() is not None:
-            msg = f"the collector exited with {collector.returncode}; see {log_path}"
-            raise RuntimeError(msg)
-        if http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
-            return
-        time.sleep(0.3)
-    msg = f"the collector was not ready within {timeout_s:.0f}s; see {log_path}"
-    raise RuntimeError(msg)
 
 
 def _send_with_sdk(client: Client, line: bytes) -> bool:
@@ -309,7 +297,7 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
                 start_new_session=True,
             )
         print(f"starting a worker (pid {worker.pid}, log {worker_log}) …", flush=True)
-        _wait_ready(settings, worker, worker_log)
+        _wait_ready("worker", settings.web_port, worker, worker_log)
         with collector_log.open("ab") as out:
             collector = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "collect"],
@@ -320,7 +308,7 @@ def run_demo(settings: Settings, *, customers: int, seconds: float, seed: int) -
                 start_new_session=True,
             )
         print(f"starting the HTTP collector (pid {collector.pid}, log {collector_log}) …", flush=True)
-        _wait_collector(collector_port, collector, collector_log)
+        _wait_ready("collector", collector_port, collector, collector_log, timeout_s=60.0)
         print(
             f"worker ready; API on http://127.0.0.1:{settings.web_port}. Collector on "
             f"http://127.0.0.1:{collector_port} (write key {DEMO_WRITE_KEY}): browsers and apps send through it "
