@@ -43,7 +43,7 @@ def merge_trigger_state(a: Any, b: Any, history_cap: int) -> dict[str, Any]:
         "pending_triggers": tuple(sorted(by_kind.values(), key=lambda p: p.kind)),
         "trigger_history": tuple(recent),
         "trigger_last_sent": last_sent,
-        "trigger_sends": tuple(sorted({*a.trigger_sends, *b.trigger_sends}, key=lambda s: (s.at, s.kind)))[
+        "trigger_sends": tuple(sorted({*a.trigger_sends, *b.trigger_sends}, key=lambda s: (s.at, s.kind, s.channel)))[
             -MAX_TRIGGER_SENDS:
         ],
         **merge_contact_state(a, b),

@@ -16,6 +16,7 @@ from test_trigger_kinds import CONSUMABLES, D, H, M, add, order
 from trigger_journeys import Journey, Tick
 
 from core.profile.apply import apply_event
+from core.profile.merge import merge_profiles
 from core.profile_stage import StagePolicy
 from core.triggers.caps import remember_send
 from core.triggers.channels import DEFINITION_ORDER, ENGAGEMENT, ONLY_CHANNEL, PREFERRED, choose_channel
@@ -420,3 +421,30 @@ def test_a_customer_who_clicks_push_and_ignores_email_gets_push():
     )
     [trigger] = journey.sent
     assert (trigger.channel, trigger.channel_reason, trigger.treatment) == ("apppush", "engagement", "treatment")
+
+
+def test_a_merge_keeps_the_latest_contact_state_and_every_send_either_way():
+    a = known(
+        suppressed={"email": "hard_bounce"},
+        suppressed_at={"email": T0},
+        push_token_hash="old",
+        push_token_at=T0,
+        trigger_sends=sends(("win_back", "email", T0)),
+    )
+    b = Profile(
+        customer_id="a1",
+        suppressed={"email": "unsubscribed", "sms": "spam_complaint"},
+        suppressed_at={"email": T0 + 1, "sms": T0 - 1},
+        push_token_hash="new",
+        push_token_at=T0 + 2,
+        webpush_subscribed=True,
+        webpush_at=T0,
+        trigger_sends=sends(("cart_abandonment", "apppush", T0), ("x", "sms", T0 - 1)),
+    )
+    merged = merge_profiles(a, b)
+    swapped = merge_profiles(msgspec.structs.replace(b, customer_id="u1"), msgspec.structs.replace(a, customer_id="a1"))
+    assert merged.suppressed == {"email": "unsubscribed", "sms": "spam_complaint"}
+    assert (merged.push_token_hash, merged.webpush_subscribed) == ("new", True)
+    assert [s.kind for s in merged.trigger_sends] == ["x", "cart_abandonment", "win_back"]
+    for name in ("suppressed", "suppressed_at", "push_token_hash", "webpush_subscribed", "trigger_sends"):
+        assert getattr(merged, name) == getattr(swapped, name), name
