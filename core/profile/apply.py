@@ -264,7 +264,8 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     del now
     policy = policy or DEFAULT_POLICY
     current = profile or new_profile(event.routing_id)
-    if event.message_id in current.applied_ids:
+    applied_id = clipped_id(event.message_id)  # as remembered: a long non-ASCII id is clipped like any id
+    if applied_id in current.applied_ids:
         return current
     changes = _identity_changes(current, event)
     changes.update(_activity_changes(current, event, policy))
@@ -282,5 +283,5 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     changes["first_seen"] = min(current.first_seen or at, at)
     changes["last_seen"] = max(current.last_seen, at)
     changes["event_count"] = current.event_count + 1
-    changes["applied_ids"] = capped_append(current.applied_ids, event.message_id, policy.max_applied_ids)
+    changes["applied_ids"] = capped_append(current.applied_ids, applied_id, policy.max_applied_ids)
     return msgspec.structs.replace(current, **changes)

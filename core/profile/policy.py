@@ -39,6 +39,7 @@ MAX_STORES = 20
 MAX_LEDGER_ORDERS = 50
 MAX_PRODUCTS_PER_ORDER = 20
 MAX_CHANNELS = 8
+MAX_LINKED_USERS = 16  # most customers one id's over-merge guard remembers (max_users_per_anonymous_id)
 MAX_ID_CHARS = 128  # the contract's limit of an id (schemas.validation): an id may still take 4 bytes a character
 # An id the profile derives from an event (product, category, order, store, device, size, session, event
 # name, group) is kept whole up to this many UTF-8 bytes (any id of ASCII up to MAX_ID_CHARS characters);
