@@ -116,7 +116,12 @@ class Settings(BaseSettings):
 
     # --- Ingestion -----------------------------------------------------------------------------
     max_event_bytes: int = Field(
-        64 * 1024, description="Largest accepted event payload; larger ones are dead-lettered."
+        64 * 1024,
+        ge=1024,
+        # Re-encoded as a profile-commands record an event grows at most 2.25 times (a JSON float of 4 bytes
+        # becomes a msgpack float64 of 9), so it stays well within the producers' 1 MiB request.
+        le=256 * 1024,
+        description="Largest accepted event payload; larger ones are dead-lettered.",
     )
     max_future_skew_s: float = Field(300.0, description="How far in the future an event timestamp may be.")
     max_past_skew_s: float = Field(400 * 86400.0, description="How far in the past an event timestamp may be.")

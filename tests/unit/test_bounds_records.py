@@ -20,6 +20,7 @@ import random
 import string
 
 import msgspec
+import orjson
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,7 +65,7 @@ from core.profile.policy import (
     ProfilePolicy,
 )
 from schemas.codecs import encode_msgpack
-from schemas.commands import AbsorbProfile, LinkIdentity, encode_command
+from schemas.commands import AbsorbProfile, ApplyEvent, LinkIdentity, encode_command
 from schemas.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from schemas.errors import InvalidEvent
 from schemas.profile import Affinity, CartItem, OrderRecord, Profile
@@ -288,6 +289,25 @@ def test_settings_cannot_raise_the_caps_the_bound_is_computed_from():
     for field in ("dedup_max_ids", "max_users_per_anonymous_id"):
         metadata = Settings.model_fields[field].metadata
         assert any(getattr(bound, "le", None) is not None for bound in metadata), field
+
+
+def test_the_largest_event_fits_as_a_command_on_profile_commands():
+    """The widest growth from JSON to msgpack: arrays of the shortest floats (``1e1``, 4 bytes with its comma,
+    9 bytes in msgpack), each as long as the contract allows, up to the largest payload the settings allow."""
+    largest = max(bound.le for bound in Settings.model_fields["max_event_bytes"].metadata if hasattr(bound, "le"))
+    limits = ContractLimits(max_event_bytes=largest)
+    envelope = {"type": "track", "event": "Floats", "messageId": "m", "userId": "u", "timestamp": NOW}
+    floats = "[" + ",".join(["1e1"] * limits.max_array_length) + "]"
+    size = len(orjson.dumps(envelope)) + len(',"properties":{}')
+    arrays = []
+    while size + len(floats) + 12 < largest:
+        arrays.append(f'"{len(arrays)}":{floats}')
+        size += len(arrays[-1]) + 1
+    raw = orjson.dumps(envelope)[:-1] + b',"properties":{' + ",".join(arrays).encode() + b"}}"
+    assert largest - 4096 < len(raw) <= largest
+    command = encode_command(ApplyEvent(decode_event(raw, now=NOW, limits=limits)))
+    assert len(command) / len(raw) > 2  # the growth is real
+    assert record_bytes(b"", event_id(), command) < LIMIT
 
 
 def test_clipping_keeps_short_ids_and_tells_long_ones_apart():

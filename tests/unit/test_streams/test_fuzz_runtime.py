@@ -9,7 +9,7 @@ what is valid (and of each reason); the test asserts what the stream does with i
 - the run ends only because the input is drained, every input offset is committed to the end;
 - every invalid record is on the dead-letter topic once, with the validator's reason, and nothing else is;
 - every valid event is applied exactly once (``event_count`` per customer is the number of its valid events);
-- every record sent (dead letters, changelog) fits the producer's request limit.
+- every record sent (dead letters, triggers, commands, changelog) fits the producer's request limit.
 """
 
 from __future__ import annotations
@@ -46,19 +46,31 @@ PARTITIONS = 4
 SEED = 20_261_202
 VALID_EVENTS = 300
 BAD_RECORDS = 220
-CUSTOMERS = [f"user-{n}" for n in range(12)] + ["ünïcode-ü", "x" * 128]
+CUSTOMERS = [f"user-{n}" for n in range(12)] + [
+    "ünïcode-ü",
+    "x" * 128,
+    "".join(chr(0x1F600 + i % 64) for i in range(128)),
+]
 WRONG_VALUES = [None, True, 0, -1, 1.5, 10**30, "", "s", [], [1, [2]], {}, {"a": {"b": []}}]
 
 
+def hostile(rng: random.Random, chars: int) -> str:
+    """A string of ``chars`` characters of 4 UTF-8 bytes each (valid, but as large as the contract allows)."""
+    return "".join(chr(rng.randrange(0x10000, 0x10FFFF)) for _ in range(chars))
+
+
 def valid_event(rng: random.Random, n: int, user: str, now: float) -> dict:
-    """A valid message of one of the kinds the profile stores something of (only a userId: no links)."""
+    """A valid message of one of the kinds the profile stores something of (only a userId: no links); one in
+    five carries the longest ids (128 characters of 4 bytes) and texts of 10,000 such characters."""
     product = {"product_id": f"p-{rng.randrange(40)}", "category": rng.choice(["boots", "tents", "ropes"])}
+    if rng.random() < 0.2:
+        product = {"product_id": hostile(rng, 128), "category": hostile(rng, 128), "name": hostile(rng, 10_000)}
     kind = rng.randrange(6)
     message: dict = {"type": "track", "messageId": f"m-{n}", "userId": user, "timestamp": now - rng.uniform(1, 3600)}
     if kind == 0:
         message |= {"event": "Product Viewed", "properties": {**product, "price": 12.5}}
     elif kind == 1:
-        message |= {"event": "Product Added", "properties": {**product, "name": "Boot", "price": 9, "quantity": 2}}
+        message |= {"event": "Product Added", "properties": {"name": "Boot", **product, "price": 9, "quantity": 2}}
     elif kind == 2:
         order = {"order_id": f"o-{n}", "total": 99.5, "currency": "eur", "products": [product]}
         message |= {"event": "Order Completed", "properties": order}
@@ -262,5 +274,6 @@ async def test_no_record_stops_the_stream_and_each_is_parked_or_applied_once(tmp
 
     # Every changelog record fits the producer's request limit with room to spare.
     changelog = [entry for entries in producer.changelog.values() for entry in entries]
-    assert changelog and max(record_size(key, value) for key, value in changelog) < PRODUCER_MAX_REQUEST_BYTES // 2
+    assert changelog and max(record_size(key, value) for key, value in changelog) < PRODUCER_MAX_REQUEST_BYTES * 3 // 4
+    assert max(record_size(key, value) for topic, key, value in producer.sent) < PRODUCER_MAX_REQUEST_BYTES * 3 // 4
     await runtime.close()
