@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
+from core.groups import MAX_GROUP_TRAITS, MAX_GROUPS
 from core.identity import KeyIdentity, absorb_id_for, link_id_for
 from core.profile.apply import apply_event
 from core.profile.bounded import clipped_id, clipped_text
@@ -64,12 +65,13 @@ from core.profile.policy import (
     MAX_URL_BYTES,
     ProfilePolicy,
 )
-from schemas.codecs import encode_msgpack
+from core.triggers.definitions import MAX_RECOMMENDATIONS
+from schemas.codecs import encode_json, encode_msgpack
 from schemas.commands import AbsorbProfile, ApplyEvent, LinkIdentity, encode_command
 from schemas.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from schemas.errors import InvalidEvent
 from schemas.profile import Affinity, CartItem, OrderRecord, Profile
-from schemas.triggers import PendingTrigger, TriggerOutcome
+from schemas.triggers import PendingTrigger, Trigger, TriggerItem, TriggerOutcome
 from schemas.validation import ContractLimits, decode_event
 from streams.settings import Settings
 from streams.stage_config import stage_policy
@@ -178,9 +180,10 @@ def worst_profile() -> Profile:
         preferred_channel=wide(MAX_TEXT_BYTES),
         custom_traits={wide(MAX_TRAIT_NAME_BYTES, i): wide(MAX_TEXT_BYTES, i) for i in range(MAX_CUSTOM_TRAITS)},
         groups={
-            clipped(g): {wide(MAX_TRAIT_NAME_BYTES, i): wide(MAX_TEXT_BYTES, i) for i in range(20)} for g in range(10)
+            clipped(g): {wide(MAX_TRAIT_NAME_BYTES, i): wide(MAX_TEXT_BYTES, i) for i in range(MAX_GROUP_TRAITS)}
+            for g in range(MAX_GROUPS)
         },
-        group_times={clipped(g): AT for g in range(10)},
+        group_times={clipped(g): AT for g in range(MAX_GROUPS)},
         trait_times={
             **{field: AT for field in ("age_band", "gender", "city", "country", "timezone", "loyalty_tier")},
             **{field: AT for field in ("preferred_channel", "email_hash", "phone_hash")},
@@ -273,6 +276,46 @@ def test_the_largest_profile_and_identity_fit_the_changelog_with_a_margin():
     assert absorb_size < LIMIT  # the absorb command on profile-commands carries the whole profile too
     assert record_bytes(WAKE_UPS.tag, event_id(), WAKE_UPS.encode(AT)) < 1024
     assert record_bytes(SEGMENT_SIZES.tag, name(), SEGMENT_SIZES.encode(BIG_INT)) < 1024
+
+
+def test_the_largest_trigger_message_fits():
+    """A trigger carries the whole cart (or the entry's product), recommendations and the profile's segments;
+    as JSON every stored byte may take 6 (a control character as ``\\u00XX``)."""
+    control = "\x01"
+    items = tuple(
+        TriggerItem(
+            product_id=control * MAX_ID_BYTES,
+            name=control * MAX_TEXT_BYTES,
+            category=control * MAX_ID_BYTES,
+            price=BIG_INT,
+            quantity=BIG_INT,
+            image_url=control * MAX_URL_BYTES,
+            url=control * MAX_URL_BYTES,
+        )
+        for _ in range(MAX_CART_ITEMS)
+    )
+    trigger = Trigger(
+        trigger_id=f"{name()}:{'f' * 24}",
+        kind=name(),
+        customer_id=control * MAX_ID_CHARS * 4,
+        user_id=control * MAX_ID_CHARS * 4,
+        channel="whatsapp",
+        channels=("email", "sms", "whatsapp", "webpush", "apppush"),
+        decided_at=AT,
+        send_at=AT,
+        reason=control * 4096,  # the definition's description, the wait and a product id
+        priority=100,
+        timezone=control * MAX_TEXT_BYTES,
+        locale=control * MAX_TEXT_BYTES,
+        items=items,
+        value=BIG_INT,
+        currency=control * MAX_TEXT_BYTES,
+        recommendations=(control * MAX_ID_BYTES,) * MAX_RECOMMENDATIONS,
+        offer={name(i): control * 1024 for i in range(8)},  # from the definition, not from events
+        content={name(i): control * 1024 for i in range(8)},
+        segments=tuple(name(i) for i in range(MAX_SEGMENTS)),
+    )
+    assert record_bytes(b"", event_id(), encode_json(trigger)) < LIMIT
 
 
 def test_the_default_definitions_are_within_what_the_bound_assumes():
