@@ -40,10 +40,10 @@ MAX_LEDGER_ORDERS = 50
 MAX_PRODUCTS_PER_ORDER = 20
 MAX_CHANNELS = 8
 MAX_LINKED_USERS = 16  # most customers one id's over-merge guard remembers (max_users_per_anonymous_id)
-MAX_ID_CHARS = 128  # the contract's limit of an id (schemas.validation): an id may still take 4 bytes a character
 # An id the profile derives from an event (product, category, order, store, device, size, session, event
-# name, group) is kept whole up to this many UTF-8 bytes (any id of ASCII up to MAX_ID_CHARS characters);
-# a longer one becomes a prefix and a digest of the whole id (``clipped_id``), so two ids still differ.
+# name, group, message id) is kept whole up to this many UTF-8 bytes, which every ASCII id the contract
+# accepts fits (schemas.validation's MAX_ID_CHARS characters; a character may take 4 bytes); a longer one
+# becomes a prefix and a digest of the whole id (``clipped_id``), so two ids still differ.
 MAX_ID_BYTES = 128
 MAX_TEXT_BYTES = 200  # free text kept from an event: trait values, product names
 MAX_URL_BYTES = 500  # product image and page URLs

@@ -44,7 +44,6 @@ from core.profile.policy import (
     MAX_EVENT_NAMES,
     MAX_HASH_CHARS,
     MAX_ID_BYTES,
-    MAX_ID_CHARS,
     MAX_LEDGER_ORDERS,
     MAX_LINKED_IDS,
     MAX_LINKED_USERS,
@@ -72,7 +71,7 @@ from schemas.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from schemas.errors import InvalidEvent
 from schemas.profile import Affinity, CartItem, OrderRecord, Profile
 from schemas.triggers import PendingTrigger, Trigger, TriggerItem, TriggerOutcome
-from schemas.validation import ContractLimits, decode_event
+from schemas.validation import MAX_ID_CHARS, ContractLimits, decode_event
 from streams.settings import Settings
 from streams.stage_config import stage_policy
 
