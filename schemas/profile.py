@@ -68,7 +68,7 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     revenue: int = 0  # minor units, net of refunds
     last_order_at: float = 0.0  # latest order placed (a refund does not move it back)
     triggers_sent: tuple[str, ...] = ()  # recent trigger ids, newest last (capped)
-    applied_ids: tuple[str, ...] = ()  # recent message ids, newest last (capped): replay guard
+    applied_ids: tuple[str, ...] = ()  # recent message ids (clipped_id), newest last (capped): replay guard
 
     # --- identity ------------------------------------------------------------------------------
     user_id: str | None = None

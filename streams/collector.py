@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import clipped_dead_letter
 from schemas.errors import StreamcdpError
 from schemas.topics import INBOUND_FAMILIES, TopicNames
 from streams import collector_metrics as metrics
@@ -429,7 +429,7 @@ class Collector:
                 message_text = f"{routed.reason}: {routed.detail}"
                 raise RequestRefused(400, routed.reason, message_text)
             rejected[routed.reason] = rejected.get(routed.reason, 0) + 1
-            dead = DeadLetter(
+            dead = clipped_dead_letter(
                 reason=routed.reason,
                 detail=routed.detail,
                 source_topic=f"http:{path}",  # it came over HTTP: no topic, partition or offset of its own

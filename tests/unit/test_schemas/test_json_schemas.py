@@ -42,7 +42,9 @@ def refs(node: object) -> list[str]:
 
 def test_one_file_per_family_and_the_envelope() -> None:
     # ... and the outbound trigger payload's (generated, checked in test_trigger_schema.py).
-    assert sorted(path.stem for path in JSON_DIR.glob("*.json")) == sorted([*FAMILY_EVENTS, "envelope", "trigger"])
+    assert sorted(path.stem for path in JSON_DIR.glob("*.json")) == sorted(
+        [*FAMILY_EVENTS, "envelope", "trigger", "deadletter"]
+    )
 
 
 @pytest.mark.parametrize("name", [*FAMILY_EVENTS, "envelope"])
