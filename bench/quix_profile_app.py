@@ -6,8 +6,9 @@ the project's source snapshot on ``PYTHONPATH``.
 Per record of the inbound topics (keyed by userId, else anonymousId, as streamcdp's ingest keys them):
 ``schemas.validation.decode_event`` (the contract check streamcdp's ingest runs), then
 ``core.profile.apply.apply_event`` on the key's profile kept in Quix's RocksDB state (the msgpack bytes
-streamcdp stores, ``schemas.codecs``), with a changelog topic (Quix's default). What it does not do, and
-streamcdp does: identity resolution and merges, segments, scores, triggers, output topics, dead letters.
+streamcdp stores, ``schemas.codecs``, passed through Quix's state serializer as they are), with a
+changelog topic (Quix's default). What it does not do, and streamcdp does: identity resolution and
+merges, segments, scores, triggers, output topics, dead letters.
 
 Configuration from the environment (the bench sets it): ``QUIX_BOOTSTRAP``, ``QUIX_TOPICS`` (comma
 separated), ``QUIX_GROUP``, ``QUIX_STATE_DIR``, ``QUIX_EXPECTED`` (stop after that many records),
@@ -21,6 +22,7 @@ import os
 import time
 
 from quixstreams import Application
+from quixstreams.state.rocksdb import RocksDBOptions
 
 from agents.tables import decode_profile
 from core.profile.apply import apply_event
@@ -29,7 +31,12 @@ from schemas.codecs import encode_msgpack
 from schemas.errors import InvalidEvent
 from schemas.validation import decode_event
 
-PROFILE = "profile"
+PROFILE = b"profile"  # the state key; bytes, so the pass-through dumps below applies to values only
+
+
+def same_bytes(value: bytes) -> bytes:
+    """Quix's state (de)serializer: the value already is bytes (the msgpack profile), store it as it is."""
+    return value
 
 
 def main() -> None:
@@ -44,6 +51,7 @@ def main() -> None:
         processing_guarantee=env["QUIX_GUARANTEE"],
         commit_interval=float(env["QUIX_COMMIT_INTERVAL_S"]),
         auto_create_topics=True,
+        rocksdb_options=RocksDBOptions(dumps=same_bytes, loads=same_bytes),
     )
     progress = open(env["QUIX_PROGRESS"], "a", buffering=1)  # noqa: SIM115 (open for the app's lifetime)
     counts = {"records": 0, "rejected": 0, "last_report": 0.0}

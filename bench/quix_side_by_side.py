@@ -134,9 +134,12 @@ def run_quix(args: argparse.Namespace, run: Run, deployment: Deployment, events:
     started = time.monotonic()
     broker_cpu_start = cpu_seconds(broker_pid)
     cpu = 0.0
+    cpu_at_first: float | None = None  # like streamcdp's (counted from ready), leave start-up out
     deadline = started + args.phase_timeout
     while run.quix.poll() is None:
         cpu = max(cpu, cpu_seconds(run.quix.pid))  # the last reading before it exits
+        if cpu_at_first is None and progress.exists() and progress.stat().st_size > 0:
+            cpu_at_first = cpu
         if time.monotonic() > deadline:
             message = f"the Quix app did not read {events} records within {args.phase_timeout:.0f} s"
             raise TimeoutError(message)
@@ -152,10 +155,11 @@ def run_quix(args: argparse.Namespace, run: Run, deployment: Deployment, events:
         parts = line.split()
         samples.append((float(parts[0]), int(parts[1])))
         rejected = int(parts[2])
+    cpu -= cpu_at_first or 0.0
     return {
         "engine": "quixstreams",
         "sustained_rate": steady_rate(samples, events),
-        "cpu_seconds": cpu,
+        "cpu_seconds": cpu,  # from its first progress line (≤ 0.5 s after the first record) to the last reading
         "broker_cpu_seconds": broker_cpu,
         "events_per_cpu_second": events / cpu if cpu else None,
         "wall_seconds": samples[-1][0] - samples[0][0] if samples else None,
