@@ -8,7 +8,7 @@ same topics and backlog, in the same run (issue 15, item 5)::
 project's pins): Quix Streams cannot be installed next to the project (it requires pydantic-settings
 < 2.16, the project pins 2.16.3), so it gets its own environment, e.g.::
 
-    python3.11 -m venv .venv-quix && .venv-quix/bin/pip install -r bench/quix-requirements.txt
+    python3.11 -m venv .cache/venv-quix && .cache/venv-quix/bin/pip install -r bench/quix-requirements.txt
 
 One private broker; the backlog (``bench/pipeline_bench.py``'s generator workload) is loaded once into
 the inbound topics; then, one after the other (never at the same time: they would share the 2 cores),
