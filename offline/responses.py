@@ -11,8 +11,9 @@ produce to the inbound topics:
 - either arm: an ``Order Completed`` with the kind's true conversion probability of that arm
   (``TrueEffect``), so that the measured uplift can be checked against ``treatment - holdout``.
 
-Every draw comes from a generator seeded by ``(seed, trigger_id)``: the same trigger always gets the same
-answer, whatever the order or the number of times the simulator sees it.
+Every draw comes from a generator seeded by ``(seed, customer, kind)``, not by the ``trigger_id`` (which
+depends on event times): the same customer answers a kind the same way in every run, whatever the order or
+the number of times the simulator sees the trigger, so a measurement over fixed customers is reproducible.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def respond(trigger: Mapping[str, Any], model: ResponseModel, *, now: float) -> 
     identity = {"userId": str(user_id)}
     channel = str(trigger.get("channel") or "email")
     arm = HOLDOUT if trigger.get("treatment") == HOLDOUT else "treatment"
-    rng = random.Random(f"streamcdp-response:{model.seed}:{trigger_id}")
+    rng = random.Random(f"streamcdp-response:{model.seed}:{customer_id}:{kind}")
     answers: list[dict] = []
     at = now
     if arm != HOLDOUT:

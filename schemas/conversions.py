@@ -80,7 +80,7 @@ def conversion_json_schema() -> dict:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "Trigger conversions (topic trigger-conversions)",
-        "description": "Generated from schemas/conversions.py::TriggerConversion by `streamcdp triggers "
+        "description": "Generated from schemas/conversions.py::TriggerConversion by `streamcdp report "
         "conversion-schema`; a unit test keeps this file equal to it.",
         **schema,
     }
