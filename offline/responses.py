@@ -160,14 +160,19 @@ def respond(trigger: Mapping[str, Any], model: ResponseModel, *, now: float) -> 
     if rng.random() < (effect.holdout if arm == HOLDOUT else effect.treatment):
         at += rng.uniform(0.05, 1.0)
         value = int(trigger.get("value") or 0) or DEFAULT_ORDER_VALUE
+        # The trigger carries minor units; Segment events carry decimal amounts (the contract converts them back).
         products = [
-            {"product_id": item["product_id"], "price": item.get("price", 0), "quantity": item.get("quantity", 1)}
+            {
+                "product_id": item["product_id"],
+                "price": item.get("price", 0) / 100,
+                "quantity": item.get("quantity", 1),
+            }
             for item in trigger.get("items") or ()
             if isinstance(item, dict) and item.get("product_id")
         ]
         order = {
             "order_id": f"sim-order-{trigger_id}",
-            "total": value,
+            "total": value / 100,
             "currency": trigger.get("currency") or "EUR",
             "products": products,
         }
