@@ -247,6 +247,8 @@ class Api:
         no owner or its owner did not answer (``missing_partitions``)."""
         if not self._authorised(request):
             return _json({"error": "missing or wrong bearer token"}, status=401)
+        if not self.runtime.ready:  # restoring or rebalancing: a store's counters may be half restored
+            return _json({"error": "worker is restoring or rebalancing"}, status=503, headers={"Retry-After": "1"})
         partitions, local = self._local_trigger_stats()
         counted = set(partitions)
         parts = [local]

@@ -54,7 +54,11 @@ def rope() -> dict:
 
 
 def stats(worker) -> dict:
+    deadline = time.monotonic() + 30
     status, body = worker.http_get("/triggers/stats", token=worker.api_token)
+    while status == 503 and time.monotonic() < deadline:  # rebalancing
+        time.sleep(0.5)
+        status, body = worker.http_get("/triggers/stats", token=worker.api_token)
     assert status == 200, body
     return orjson.loads(body)
 
