@@ -3,7 +3,7 @@
 - A journey: a cart reminder is sent; a delivery and a click carrying its ``trigger_id`` and a POS order
   under a linked id follow within the window → one conversion per response on ``trigger-conversions``
   and counters updated once, even when the click and the order are sent again. Two workers: either one
-  answers ``/triggers/stats`` for every partition.
+  answers ``/triggers/stats`` for every partition; a fresh worker restores the counters from the changelog.
 - The sender simulator (``streams.senders``) answers the cart reminders of scripted customers with a known
   true effect: the treatment arm's measured conversion rate has the true rate in its 95 % interval, and,
   when the trigger definitions support holdouts (the guardrails' ``holdout`` share), so has the uplift.
@@ -139,6 +139,12 @@ def test_a_click_and_an_order_under_a_linked_id_convert_the_reminder_once(make_p
         assert {key: cart[key] for key in expected_cart} == expected_cart
         email = cart["channels"]["email"]
         assert (email["sent"], email["delivered"], email["opened"], email["clicked"]) == (1, 1, 0, 1)
+
+    # The counters are state: a fresh worker (empty data directory) restores them from the changelog.
+    pipeline.worker.stop()
+    second.stop()
+    restored = wait_for_stats(pipeline.add_worker(), lambda d: d["complete"])
+    assert restored["kinds"] == document["kinds"]
 
 
 CUSTOMERS = 400
