@@ -52,7 +52,7 @@ from core.profile.apply import apply_event, new_profile
 from core.profile.bounded import capped_append
 from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
-from core.triggers.attribution import DEFAULT_WINDOW_S, attribute_event
+from core.triggers.attribution import ATTRIBUTED_EVENTS, DEFAULT_WINDOW_S, attribute_event
 from core.triggers.engine import TriggerPolicy, advance_triggers
 from schemas.commands import (
     AbsorbProfile,
@@ -205,7 +205,9 @@ def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy
     links = links_revealed(updated, event)
     if links:
         updated = with_linked_ids(updated, [link.alias for link in links])
-    updated, conversions = attribute_event(updated, event, window_s=policy.attribution_window_s)
+    conversions: tuple[TriggerConversion, ...] = ()
+    if event.event in ATTRIBUTED_EVENTS:  # checked here: most events are neither messaging nor orders
+        updated, conversions = attribute_event(updated, event, window_s=policy.attribution_window_s)
     after = msgspec.structs.replace(state, profile=updated)
     result = _result(state, after, policy, notes=(APPLIED,), forwards=tuple((link.alias, link) for link in links))
     return msgspec.structs.replace(result, conversions=conversions) if conversions else result
