@@ -151,6 +151,13 @@ CUSTOMERS = 400
 TRUE_EFFECT = TrueEffect(treatment=0.45, holdout=0.20)
 
 
+def midday_zone(now: float) -> str:
+    """A fixed-offset time zone where it is about noon at ``now``: no quiet hours delay the reminders."""
+    utc_hour = time.gmtime(now).tm_hour
+    offset = (12 - utc_hour + 12) % 24 - 12  # hours east of UTC, in [-12, 11]
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # the Etc/ zones' signs are inverted
+
+
 def run_simulated_campaign(make_pipeline, tmp_path, *, holdout_share: float | None) -> dict:
     """Cart reminders for ``CUSTOMERS`` scripted shoppers, answered by the sender simulator with
     ``TRUE_EFFECT``; returns ``/triggers/stats`` once every reminder's answers are counted."""
@@ -166,7 +173,8 @@ def run_simulated_campaign(make_pipeline, tmp_path, *, holdout_share: float | No
     now = time.time()
     for index in range(CUSTOMERS):
         user = f"shopper-{index:04d}"
-        kafka.send(topics.inbound("customer"), identify(user, now, email=f"{user}@example.com"), key=user)
+        traits = {"email": f"{user}@example.com", "timezone": midday_zone(now)}
+        kafka.send(topics.inbound("customer"), identify(user, now, **traits), key=user)
         consent = track("Consent Updated", now + 0.1, {"channel": "email", "granted": True}, userId=user)
         kafka.send(topics.inbound("customer"), consent, key=user)
         kafka.send(topics.inbound("clickstream"), track("Product Added", now + 0.2, rope(), userId=user), key=user)
