@@ -117,6 +117,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     engagement: dict[str, dict[str, int]] = {}  # channel → sent/delivered/opened/... → count
     consent: dict[str, bool] = {}  # channel → granted
     consent_updated_at: dict[str, float] = {}
+    # "trigger_id:response" already attributed to a trigger (core.triggers.attribution), newest last (capped)
+    trigger_responses: tuple[str, ...] = ()
 
     # --- filled by core.audiences (segments and scores); apply_event leaves them untouched ------
     segments: tuple[str, ...] = ()

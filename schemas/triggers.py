@@ -83,6 +83,8 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     offer: dict[str, Fact] = {}
     content: dict[str, Fact] = {}
     segments: tuple[str, ...] = ()
+    treatment: str = "treatment"
+    channel_reason: str = ""
 
 
 SCHEMA_ID = "https://streamcdp.dev/schemas/v1/trigger.json"

@@ -110,6 +110,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.train_cli",
     "streams.lag_exporter",
     "streams.collector",
+    "streams.report_cli",
+    "streams.senders",
 )
 
 

@@ -257,6 +257,12 @@ class Settings(BaseSettings):
     trigger_scan_interval_s: float = Field(
         1.0, description="How often the worker wakes the keys whose wake-up time has come (triggers, segments)."
     )
+    attribution_window_s: float = Field(
+        3 * 86400.0,
+        gt=0,
+        description="Deliveries, opens, clicks and orders this long after a trigger's send (or holdout "
+        "decision) are attributed to it (README section Measuring triggers).",
+    )
 
     @model_validator(mode="after")
     def _insync_replicas_possible(self) -> Settings:
