@@ -347,7 +347,8 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
     bootstrap = run.broker.broker_bootstrap
     broker_pid = kafka_local.running_pid(run.broker)
-    deployment = make_deployment(run.broker, run.run_dir, args.partitions)
+    settings = dict(item.split("=", 1) for item in args.worker_setting)  # e.g. commit_interval_s=0.1
+    deployment = make_deployment(run.broker, run.run_dir, args.partitions, extra=settings)
     inbound, outputs = list(deployment.topics.all_inbound), output_topics(deployment)
     set_log_append_time(bootstrap, inbound + outputs)
 
@@ -367,6 +368,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "gap_s": args.gap,
         "load": args.load,
         "rate_override": args.rate,
+        "worker_settings": args.worker_setting,
         "events_per_live_customer": EVENTS_PER_LIVE_CUSTOMER,
         "timestamps": "LogAppendTime on inbound and output topics (the broker's append time)",
     }
@@ -424,6 +426,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=None, help="live rate in events/s (overrides --load)")
     parser.add_argument("--gap", type=float, default=2.0, help="seconds between one live customer's events")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--worker-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting (streams/settings.py field name), repeatable; e.g. commit_interval_s=0.1",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kafka-heap", default="1g")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latency.json"))
