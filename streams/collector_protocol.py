@@ -25,10 +25,11 @@ import base64
 import binascii
 import hashlib
 import math
+import re
 import time
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -206,11 +207,16 @@ def read_sent_at(sent_at: object) -> float | None:
         return None
 
 
+# The epochs ``iso_utc`` can write: 0001-01-01T00:00:00Z up to the end of 9999 (tested at both edges).
+_WRITABLE_EPOCHS_S = (-62135596800.0, 253402300800.0)
+
+
 def corrected_timestamp(timestamp: object, sent_at: float | None, received_at: float) -> float | None:
     """Segment's clock-skew correction: ``receivedAt - (sentAt - timestamp)`` in epoch seconds.
 
-    None when ``timestamp`` cannot be read (the contract check then names the problem); ``received_at``
-    when there is no timestamp; the timestamp unchanged without a (readable) ``sentAt``.
+    None when ``timestamp`` cannot be read, or when it (or its correction) is beyond the years an ISO-8601
+    text can hold: the timestamp then stays as sent, for the contract check to judge; ``received_at`` when
+    there is no timestamp; the timestamp unchanged without a (readable) ``sentAt``.
     """
     if timestamp is None:
         return received_at
@@ -218,7 +224,8 @@ def corrected_timestamp(timestamp: object, sent_at: float | None, received_at: f
         at = parse_timestamp(timestamp)
     except InvalidEvent:
         return None
-    return at if sent_at is None else received_at - (sent_at - at)
+    corrected = at if sent_at is None else received_at - (sent_at - at)
+    return corrected if _WRITABLE_EPOCHS_S[0] <= corrected < _WRITABLE_EPOCHS_S[1] else None
 
 
 def message_id_for(message: dict[str, Any]) -> str:
@@ -227,48 +234,108 @@ def message_id_for(message: dict[str, Any]) -> str:
     return f"api-{digest}"
 
 
-def prepare_message(
-    message: dict[str, Any],
-    *,
-    call_type: str | None,
-    sent_at: object,
-    received_at: float,
-    source: str | None,
-    defaults: dict[str, Any] | None = None,
-    received_iso: str | None = None,
-    sent_at_s: float | None = None,
-) -> dict[str, Any]:
+# A timestamp already in the form ``iso_utc`` writes (UTC, milliseconds, ``Z``), a clock time in range and a
+# year 1970-2199: when no skew correction applies it is stored as sent, since ``iso_utc`` of its parse is the
+# same text (tested), so the collector neither parses nor formats it; the contract check parses it once.
+# (Beyond 2199 a float's precision no longer keeps every millisecond through the round trip.)
+_STORED_FORM = re.compile(
+    r"(?:19[7-9][0-9]|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z", re.ASCII
+).fullmatch
+_REAL_DAYS: dict[str, bool] = {}  # "YYYY-MM-DD" → whether it is a date (a bounded memo, as ``_DAYS``)
+
+
+def _is_real_day(day: str) -> bool:
+    if len(_REAL_DAYS) >= _MAX_DAYS:
+        _REAL_DAYS.clear()
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        _REAL_DAYS[day] = False
+        return False
+    _REAL_DAYS[day] = True
+    return True
+
+
+def in_stored_form(timestamp: object) -> bool:
+    """Whether ``timestamp`` is a text that ``iso_utc(parse_timestamp(timestamp))`` gives back unchanged."""
+    if type(timestamp) is not str or _STORED_FORM(timestamp) is None:
+        return False
+    day = timestamp[:10]
+    real = _REAL_DAYS.get(day)
+    return _is_real_day(day) if real is None else real
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a request gives each of its messages, worked out once per request (``read_envelope``)."""
+
+    call_type: str | None  # the type the path sets (single calls); None for a batch
+    received_at: float
+    received_iso: str  # ``iso_utc(received_at)``
+    sent_at: object  # the body's ``sentAt`` as sent, None when absent
+    sent_at_s: float | None  # ``read_sent_at(sent_at)``
+    source: str | None  # the write key's source, added to ``context``
+    defaults: tuple[tuple[str, dict[str, Any]], ...] = ()  # a batch's shared fields (``BATCH_DEFAULTS``)
+
+
+def read_envelope(body: dict[str, Any], *, call_type: str | None, received_at: float, source: str | None) -> Envelope:
+    """The request-wide part of preparing ``body``'s messages (``call_type`` None: a batch body)."""
+    sent_at = body.get("sentAt")
+    defaults: tuple[tuple[str, dict[str, Any]], ...] = ()
+    if call_type is None:
+        defaults = tuple((field, body[field]) for field in BATCH_DEFAULTS if isinstance(body.get(field), dict))
+    return Envelope(call_type, received_at, iso_utc(received_at), sent_at, read_sent_at(sent_at), source, defaults)
+
+
+_ABSENT = object()
+
+
+def prepare_message(message: dict[str, Any], envelope: Envelope) -> dict[str, Any]:
     """One message as it is stored: type from the path (single calls), batch defaults merged, ``messageId``
     filled, ``receivedAt``/``sentAt``/``originalTimestamp`` recorded, ``timestamp`` corrected, ``context.source``
-    set to the write key's source. A new dict; the input is not changed. ``received_iso`` and ``sent_at_s``
-    (``received_at`` and ``sent_at`` already converted) save a batch converting them for every message."""
+    set to the write key's source. A new dict; the input is not changed."""
     prepared = dict(message)
-    prepared.pop("writeKey", None)  # a credential, never stored
-    if call_type is not None:
-        prepared["type"] = call_type
-    for field in BATCH_DEFAULTS:
-        shared = (defaults or {}).get(field)
-        if isinstance(shared, dict) and isinstance(prepared.get(field, {}), dict):
-            prepared[field] = {**shared, **prepared.get(field, {})}
-    if prepared.get("messageId") in (None, ""):
+    if "writeKey" in prepared:
+        del prepared["writeKey"]  # a credential, never stored
+    if envelope.call_type is not None:
+        prepared["type"] = envelope.call_type
+    for field, shared in envelope.defaults:
+        own = prepared.get(field, _ABSENT)
+        if own is _ABSENT:
+            prepared[field] = dict(shared)
+        elif isinstance(own, dict):
+            prepared[field] = {**shared, **own}
+    message_id = prepared.get("messageId")
+    if message_id is None or message_id == "":
         prepared["messageId"] = message_id_for(message)
-    own_sent_at = prepared.get("sentAt")
-    if own_sent_at is not None or sent_at_s is None:  # a message's own sentAt beats its batch's
-        sent_at = own_sent_at if own_sent_at is not None else sent_at
-        sent_at_s = read_sent_at(sent_at)
-    original = prepared.get("timestamp")
-    corrected = corrected_timestamp(original, sent_at_s, received_at)
-    if corrected is not None:
-        if original is not None:
-            prepared["originalTimestamp"] = original
-        prepared["timestamp"] = iso_utc(corrected)
-    if sent_at is not None:
-        prepared["sentAt"] = sent_at
-    prepared["receivedAt"] = received_iso or iso_utc(received_at)
+    _record_times(prepared, envelope)
+    prepared["receivedAt"] = envelope.received_iso
+    source = envelope.source
     if source is not None:
         context = prepared.get("context")
         prepared["context"] = {**(context if isinstance(context, dict) else {}), "source": source}
     return prepared
+
+
+def _record_times(prepared: dict[str, Any], envelope: Envelope) -> None:
+    """``sentAt`` (the message's own beats its batch's), ``originalTimestamp`` and the corrected ``timestamp``."""
+    sent_at = prepared.get("sentAt")
+    if sent_at is None:
+        sent_at, sent_at_s = envelope.sent_at, envelope.sent_at_s
+    else:
+        sent_at_s = read_sent_at(sent_at)
+    original = prepared.get("timestamp")
+    if original is None:
+        prepared["timestamp"] = envelope.received_iso
+    elif sent_at_s is None and in_stored_form(original):
+        prepared["originalTimestamp"] = original  # stored as sent: already what ``iso_utc`` would write
+    else:
+        corrected = corrected_timestamp(original, sent_at_s, envelope.received_at)
+        if corrected is not None:
+            prepared["originalTimestamp"] = original
+            prepared["timestamp"] = iso_utc(corrected)
+    if sent_at is not None:
+        prepared["sentAt"] = sent_at
 
 
 class Prepared(NamedTuple):
@@ -304,30 +371,18 @@ def read_calls(
     if call_type is not None:
         messages: list[Any] = [body]
     else:
-        batch = body.get("batch")
-        if not isinstance(batch, list):
+        messages = body.get("batch")  # type: ignore[assignment]
+        if not isinstance(messages, list):
             raise RequestRefused(400, "invalid_batch", "a batch body needs a `batch` array")
-        messages = batch
-    sent_at = body.get("sentAt")
-    received_iso = iso_utc(received_at)
-    sent_at_s = read_sent_at(sent_at)  # read once for the whole batch
-    defaults = None if call_type is not None else body
+    envelope = read_envelope(body, call_type=call_type, received_at=received_at, source=source)
+    dumps = orjson.dumps
     prepared: list[Prepared | Oversized] = []
     for message in messages:
         if not isinstance(message, dict):
-            prepared.append(Prepared(message, orjson.dumps(message)))
+            prepared.append(Prepared(message, dumps(message)))
             continue
-        ready = prepare_message(
-            message,
-            call_type=call_type,
-            sent_at=sent_at,
-            received_at=received_at,
-            source=source,
-            defaults=defaults,
-            received_iso=received_iso,
-            sent_at_s=sent_at_s,
-        )
-        raw = orjson.dumps(ready)
+        ready = prepare_message(message, envelope)
+        raw = dumps(ready)
         if len(raw) > max_call_bytes:
             if call_type is not None:
                 raise _too_large(len(raw), max_call_bytes)
