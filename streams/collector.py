@@ -443,7 +443,9 @@ class Collector:
                 reason, detail = "oversized", f"{len(raw)} bytes > {message.limit}"
             else:
                 try:
-                    event = decode_payload(message.message, raw, now=received_at, limits=limits)
+                    event = decode_payload(
+                        message.message, raw, now=received_at, limits=limits, timestamp_s=message.timestamp_s
+                    )
                 except InvalidEvent as exc:
                     reason, detail = exc.reason, exc.detail
                 else:

@@ -29,7 +29,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -184,8 +184,15 @@ def iso_utc(epoch_s: float) -> str:
     The same text as ``iso_utc_datetime`` (microseconds rounded half to even as ``datetime.fromtimestamp``
     does, then truncated to milliseconds as ``isoformat`` does), from tables instead of ``datetime`` +
     ``isoformat``, which cost a collector a tenth of its time."""
+    return stored_timestamp(epoch_s)[0]
+
+
+def stored_timestamp(epoch_s: float) -> tuple[str, float]:
+    """``iso_utc(epoch_s)``, and the epoch that text stands for (``parse_timestamp`` of it, i.e. ``epoch_s``
+    cut to the millisecond), so that the contract check does not parse the text the collector just wrote."""
     if not 0.0 <= epoch_s < _LAST_FAST_EPOCH_S:  # NaN and infinities too: datetime raises for them
-        return iso_utc_datetime(epoch_s)
+        text = iso_utc_datetime(epoch_s)
+        return text, parse_timestamp(text)
     fraction, whole = math.modf(epoch_s)
     microseconds, seconds = round(fraction * 1e6), int(whole)
     if microseconds >= 1_000_000:
@@ -194,7 +201,10 @@ def iso_utc(epoch_s: float) -> str:
     days, second_of_day = divmod(seconds, 86400)
     minute, second = divmod(second_of_day, 60)
     day = _DAYS.get(days) or _day_text(days)
-    return f"{day}{_CLOCK_MINUTES[minute]}{_CLOCK_SECONDS[second]}{_MILLISECONDS[microseconds // 1000]}"
+    millisecond = microseconds // 1000
+    text = f"{day}{_CLOCK_MINUTES[minute]}{_CLOCK_SECONDS[second]}{_MILLISECONDS[millisecond]}"
+    # ``datetime.timestamp()`` divides whole microseconds by 10**6: this division rounds the same rational
+    return text, (seconds * 1000 + millisecond) / 1000
 
 
 def read_sent_at(sent_at: object) -> float | None:
@@ -234,35 +244,25 @@ def message_id_for(message: dict[str, Any]) -> str:
     return f"api-{digest}"
 
 
-# A timestamp already in the form ``iso_utc`` writes (UTC, milliseconds, ``Z``), a clock time in range and a
-# year 1970-2199: when no skew correction applies it is stored as sent, since ``iso_utc`` of its parse is the
-# same text (tested), so the collector neither parses nor formats it; the contract check parses it once.
+# A timestamp already in the form ``iso_utc`` writes (UTC, milliseconds, ``Z``) of a year 1970-2199: when no
+# skew correction applies it is stored as sent, since ``iso_utc`` of its parse is the same text (tested), and
+# its epoch comes from ``datetime.fromisoformat`` alone (which reads the ``Z``), without ``parse_timestamp``'s
+# general handling; the contract check then takes that epoch instead of parsing the text again.
 # (Beyond 2199 a float's precision no longer keeps every millisecond through the round trip.)
 _STORED_FORM = re.compile(
-    r"(?:19[7-9][0-9]|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z", re.ASCII
+    r"(?:19[7-9][0-9]|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.ASCII
 ).fullmatch
-_REAL_DAYS: dict[str, bool] = {}  # "YYYY-MM-DD" → whether it is a date (a bounded memo, as ``_DAYS``)
 
 
-def _is_real_day(day: str) -> bool:
-    if len(_REAL_DAYS) >= _MAX_DAYS:
-        _REAL_DAYS.clear()
-    try:
-        date.fromisoformat(day)
-    except ValueError:
-        _REAL_DAYS[day] = False
-        return False
-    _REAL_DAYS[day] = True
-    return True
-
-
-def in_stored_form(timestamp: object) -> bool:
-    """Whether ``timestamp`` is a text that ``iso_utc(parse_timestamp(timestamp))`` gives back unchanged."""
+def stored_form_epoch(timestamp: object) -> float | None:
+    """``parse_timestamp(timestamp)`` for a text that ``iso_utc`` gives back unchanged (see ``_STORED_FORM``);
+    None for any other value, and for a text of that form that is no time (``2026-02-30``, ``24:00``)."""
     if type(timestamp) is not str or _STORED_FORM(timestamp) is None:
-        return False
-    day = timestamp[:10]
-    real = _REAL_DAYS.get(day)
-    return _is_real_day(day) if real is None else real
+        return None
+    try:
+        return datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +272,7 @@ class Envelope:
     call_type: str | None  # the type the path sets (single calls); None for a batch
     received_at: float
     received_iso: str  # ``iso_utc(received_at)``
+    received_s: float  # the epoch ``received_iso`` stands for
     sent_at: object  # the body's ``sentAt`` as sent, None when absent
     sent_at_s: float | None  # ``read_sent_at(sent_at)``
     source: str | None  # the write key's source, added to ``context``
@@ -284,16 +285,18 @@ def read_envelope(body: dict[str, Any], *, call_type: str | None, received_at: f
     defaults: tuple[tuple[str, dict[str, Any]], ...] = ()
     if call_type is None:
         defaults = tuple((field, body[field]) for field in BATCH_DEFAULTS if isinstance(body.get(field), dict))
-    return Envelope(call_type, received_at, iso_utc(received_at), sent_at, read_sent_at(sent_at), source, defaults)
+    received_iso, received_s = stored_timestamp(received_at)
+    return Envelope(call_type, received_at, received_iso, received_s, sent_at, read_sent_at(sent_at), source, defaults)
 
 
 _ABSENT = object()
 
 
-def prepare_message(message: dict[str, Any], envelope: Envelope) -> dict[str, Any]:
+def prepare_message(message: dict[str, Any], envelope: Envelope) -> tuple[dict[str, Any], float | None]:
     """One message as it is stored: type from the path (single calls), batch defaults merged, ``messageId``
     filled, ``receivedAt``/``sentAt``/``originalTimestamp`` recorded, ``timestamp`` corrected, ``context.source``
-    set to the write key's source. A new dict; the input is not changed."""
+    set to the write key's source. A new dict (the input is not changed), and the epoch its ``timestamp``
+    stands for (None when the timestamp cannot be read: the contract check names the problem)."""
     prepared = dict(message)
     if "writeKey" in prepared:
         del prepared["writeKey"]  # a credential, never stored
@@ -308,34 +311,39 @@ def prepare_message(message: dict[str, Any], envelope: Envelope) -> dict[str, An
     message_id = prepared.get("messageId")
     if message_id is None or message_id == "":
         prepared["messageId"] = message_id_for(message)
-    _record_times(prepared, envelope)
+    sent_at = prepared.get("sentAt")
+    if sent_at is None:  # a message's own sentAt beats its batch's
+        sent_at, sent_at_s = envelope.sent_at, envelope.sent_at_s
+    else:
+        sent_at_s = read_sent_at(sent_at)
+    timestamp_s = _correct_timestamp(prepared, sent_at_s, envelope)
+    if sent_at is not None:
+        prepared["sentAt"] = sent_at
     prepared["receivedAt"] = envelope.received_iso
     source = envelope.source
     if source is not None:
         context = prepared.get("context")
         prepared["context"] = {**(context if isinstance(context, dict) else {}), "source": source}
-    return prepared
+    return prepared, timestamp_s
 
 
-def _record_times(prepared: dict[str, Any], envelope: Envelope) -> None:
-    """``sentAt`` (the message's own beats its batch's), ``originalTimestamp`` and the corrected ``timestamp``."""
-    sent_at = prepared.get("sentAt")
-    if sent_at is None:
-        sent_at, sent_at_s = envelope.sent_at, envelope.sent_at_s
-    else:
-        sent_at_s = read_sent_at(sent_at)
+def _correct_timestamp(prepared: dict[str, Any], sent_at_s: float | None, envelope: Envelope) -> float | None:
+    """Record ``originalTimestamp`` and the corrected ``timestamp``; the epoch the stored timestamp stands for."""
     original = prepared.get("timestamp")
     if original is None:
         prepared["timestamp"] = envelope.received_iso
-    elif sent_at_s is None and in_stored_form(original):
-        prepared["originalTimestamp"] = original  # stored as sent: already what ``iso_utc`` would write
-    else:
-        corrected = corrected_timestamp(original, sent_at_s, envelope.received_at)
-        if corrected is not None:
-            prepared["originalTimestamp"] = original
-            prepared["timestamp"] = iso_utc(corrected)
-    if sent_at is not None:
-        prepared["sentAt"] = sent_at
+        return envelope.received_s
+    if sent_at_s is None:
+        as_sent = stored_form_epoch(original)
+        if as_sent is not None:
+            prepared["originalTimestamp"] = original  # the timestamp stays: it is what ``iso_utc`` would write
+            return as_sent
+    corrected = corrected_timestamp(original, sent_at_s, envelope.received_at)
+    if corrected is None:
+        return None
+    prepared["originalTimestamp"] = original
+    prepared["timestamp"], timestamp_s = stored_timestamp(corrected)
+    return timestamp_s
 
 
 class Prepared(NamedTuple):
@@ -344,6 +352,7 @@ class Prepared(NamedTuple):
 
     message: Any
     raw: bytes
+    timestamp_s: float | None = None  # the epoch of the message's ``timestamp`` when known (``prepare_message``)
 
 
 @dataclass(frozen=True)
@@ -381,12 +390,12 @@ def read_calls(
         if not isinstance(message, dict):
             prepared.append(Prepared(message, dumps(message)))
             continue
-        ready = prepare_message(message, envelope)
+        ready, timestamp_s = prepare_message(message, envelope)
         raw = dumps(ready)
         if len(raw) > max_call_bytes:
             if call_type is not None:
                 raise _too_large(len(raw), max_call_bytes)
             prepared.append(Oversized(raw, max_call_bytes))
             continue
-        prepared.append(Prepared(ready, raw))
+        prepared.append(Prepared(ready, raw, timestamp_s))
     return prepared
