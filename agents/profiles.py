@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from agents.outbox import Outbox
 from agents.store import StageStore
-from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
+from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_STATS, WAKE_UPS
 from agents.tally import (
     AUDIENCE_CHANGES,
     EVENT_LAG_SECONDS,
@@ -20,11 +20,13 @@ from agents.tally import (
     PROFILE_OUTCOMES,
     SEGMENT_CHANGES,
     TRIGGER_DECISIONS,
+    TRIGGER_RESPONSES,
     TRIGGERS_EMITTED,
     Tally,
 )
 from core.identity import NO_IDENTITY
-from core.profile_stage import KeyState, StagePolicy, step_key
+from core.profile_stage import KeyState, StagePolicy, StepResult, step_key
+from core.triggers.attribution import count_attributions
 from core.triggers.payload import HOLDOUT_TREATMENT
 from schemas.codecs import encode_json
 from schemas.commands import ApplyEvent, ProfileCommand, encode_command
@@ -75,6 +77,10 @@ def handle_command(
         tally.add(TRIGGERS_EMITTED, trigger.kind, route)
     for kind, outcome in result.trigger_outcomes:
         tally.add(TRIGGER_DECISIONS, kind, outcome)
+    for conversion in result.conversions:
+        outbox.send(topics.trigger_conversions, conversion.customer_id.encode(), encode_json(conversion))
+        tally.add(TRIGGER_RESPONSES, conversion.kind, conversion.response)
+    _count_attributions(store, result)
     for note in result.notes:
         tally.add(PROFILE_OUTCOMES, note)
     if isinstance(command, ApplyEvent) and command.hops == 0:
@@ -92,6 +98,16 @@ def _count_members(store: StageStore, changes) -> None:
         if delta:
             key = segment.encode()
             store.put(SEGMENT_SIZES, key, (store.get(SEGMENT_SIZES, key) or 0) + delta)
+
+
+def _count_attributions(store: StageStore, result: StepResult) -> None:
+    """Both arms' sends and the attributed responses into the partition's per-kind counters."""
+    if not result.triggers and not result.conversions:
+        return
+    kinds = {trigger.kind for trigger in result.triggers} | {conversion.kind for conversion in result.conversions}
+    current = {kind: store.get(TRIGGER_STATS, kind.encode()) for kind in kinds}
+    for kind, stats in count_attributions(current, result.triggers, result.conversions).items():
+        store.put(TRIGGER_STATS, kind.encode(), stats)
 
 
 def _write_back(store: StageStore, key: bytes, result) -> None:

@@ -1,7 +1,8 @@
 """The tables of the profile stage's per-partition store, each with its key tag and value codec.
 
-Keys are customer / alias ids (bytes) except ``SEGMENT_SIZES``, keyed by segment name: each partition
-counts the members it owns, so ``/segments`` sums the partitions a worker holds.
+Keys are customer / alias ids (bytes) except ``SEGMENT_SIZES``, keyed by segment name, and
+``TRIGGER_STATS``, keyed by trigger kind: each partition counts what it owns, so ``/segments`` and
+``/triggers/stats`` sum the partitions.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 from agents.store import Table
 from core.identity import NO_IDENTITY, KeyIdentity
 from schemas.codecs import decode_float, encode_float, encode_msgpack, msgpack_decoder
+from schemas.conversions import KindStats
 from schemas.profile import Profile
 
 _decode_profile = msgpack_decoder(Profile)
 _decode_identity = msgpack_decoder(KeyIdentity)
+decode_kind_stats = msgpack_decoder(KindStats)
 
 
 def decode_profile(raw: bytes | None) -> Profile | None:
@@ -32,5 +35,7 @@ IDENTITIES = Table(b"i", encode_msgpack, decode_identity)
 WAKE_UPS = Table(b"d", encode_float, decode_float)
 # Members of a segment within the partition.
 SEGMENT_SIZES = Table(b"s", lambda count: str(int(count)).encode(), int)
+# Per trigger kind, within the partition: sends, holdouts, attributed responses and revenue (KindStats).
+TRIGGER_STATS = Table(b"t", encode_msgpack, decode_kind_stats)
 
-ALL_TABLES = (PROFILES, IDENTITIES, WAKE_UPS, SEGMENT_SIZES)
+ALL_TABLES = (PROFILES, IDENTITIES, WAKE_UPS, SEGMENT_SIZES, TRIGGER_STATS)

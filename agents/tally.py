@@ -18,6 +18,7 @@ AUDIENCE_CHANGES = "audience_changes"  # kind
 TRIGGERS_EMITTED = "triggers_emitted"  # kind, channel
 TRIGGER_DECISIONS = "trigger_decisions"  # kind, outcome (core.triggers.guards.OUTCOMES)
 SEGMENT_CHANGES = "segment_changes"  # change: entered / exited
+TRIGGER_RESPONSES = "trigger_responses"  # kind, response (schemas.conversions.RESPONSES)
 FORWARDS = "forwards"  # path
 COUNTERS = (
     EVENTS_INGESTED,
@@ -30,6 +31,7 @@ COUNTERS = (
     TRIGGER_DECISIONS,
     SEGMENT_CHANGES,
     FORWARDS,
+    TRIGGER_RESPONSES,
 )
 # Observations (histograms).
 EVENT_LAG_SECONDS = "event_lag_seconds"

@@ -81,6 +81,21 @@ def inbound_records(bootstrap: str, topics: TopicNames) -> int:
         consumer.close()
 
 
+def delete_topics(bootstrap: str, prefixes: list[str]) -> int:
+    """Delete the topics a run created on a shared broker (``--bootstrap``), so that runs do not pile up topics
+    (every client's full-metadata request grows with them). Returns how many were deleted."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        topics = [topic for topic in admin.list_topics() if topic.startswith(tuple(prefixes))]
+        if topics:
+            admin.delete_topics(topics)
+        return len(topics)
+    finally:
+        admin.close()
+
+
 def run_produce(env: dict[str, str], lines: list[bytes], workdir: Path) -> dict:
     path = workdir / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -188,6 +203,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     }
     broker: Settings | None = None
     collector: subprocess.Popen | None = None
+    prefixes: list[str] = []
     try:
         if args.bootstrap:
             bootstrap = args.bootstrap
@@ -215,6 +231,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
         # 1. Baseline: streamcdp produce from a file, into its own topics.
         produce_prefix = f"benchp{uuid.uuid4().hex[:6]}."
+        prefixes.append(produce_prefix)
         produce_env = {**env, **base, "STREAMCDP_TOPIC_PREFIX": produce_prefix}
         ensure_topics(
             Settings(broker_url=f"kafka://{bootstrap}", topic_prefix=produce_prefix, topic_partitions=args.partitions)
@@ -223,6 +240,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
         # 2. Throughput through one collector process.
         prefix = f"benchc{uuid.uuid4().hex[:6]}."
+        prefixes.append(prefix)
         port = kafka_local.free_port()
         collector_env = {**env, **base, "STREAMCDP_TOPIC_PREFIX": prefix, "STREAMCDP_COLLECTOR_PORT": str(port)}
         with (workdir / "collector.log").open("ab") as log:
@@ -278,6 +296,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
                 collector.wait(timeout=10)
         if broker is not None:
             kafka_local.stop(broker)
+        elif prefixes:
+            results["topics_deleted"] = delete_topics(bootstrap, prefixes)
     results["machine"]["loadavg_after"] = os.getloadavg()
     return results
 

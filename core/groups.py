@@ -12,6 +12,8 @@ it names; an older one only fills traits the group does not have yet. Raw contac
 from __future__ import annotations
 
 from core.privacy import is_pii_trait, looks_like_contact
+from core.profile.bounded import clipped_id, clipped_text
+from core.profile.policy import MAX_TEXT_BYTES, MAX_TRAIT_NAME_BYTES
 
 Scalar = str | int | float | bool
 Groups = dict[str, dict[str, Scalar]]
@@ -19,8 +21,6 @@ GroupTimes = dict[str, float]
 
 MAX_GROUPS = 10
 MAX_GROUP_TRAITS = 20
-MAX_GROUP_ID_CHARS = 128
-MAX_GROUP_TRAIT_CHARS = 200
 
 
 def _safe_traits(traits: dict) -> dict[str, Scalar]:
@@ -31,7 +31,9 @@ def _safe_traits(traits: dict) -> dict[str, Scalar]:
             continue
         if not isinstance(value, (str, int, float, bool)) or looks_like_contact(value):
             continue
-        kept[name[:64]] = value[:MAX_GROUP_TRAIT_CHARS] if isinstance(value, str) else value
+        kept[clipped_text(name, MAX_TRAIT_NAME_BYTES)] = (
+            clipped_text(value, MAX_TEXT_BYTES) if isinstance(value, str) else value
+        )
         if len(kept) >= MAX_GROUP_TRAITS:
             break
     return kept
@@ -60,7 +62,7 @@ def apply_group_call(
     groups: Groups, times: GroupTimes, group_id: str, traits: dict, at: float
 ) -> tuple[Groups, GroupTimes]:
     """New ``(groups, group_times)`` with the call of ``group_id`` at event time ``at`` applied."""
-    group_id = group_id[:MAX_GROUP_ID_CHARS]
+    group_id = clipped_id(group_id)
     incoming = _safe_traits(traits)
     current = groups.get(group_id)
     latest = times.get(group_id)

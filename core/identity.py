@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from core.profile.bounded import is_newer
-from core.profile.policy import MAX_LINKED_IDS
+from core.profile.bounded import clipped_id, is_newer
+from core.profile.policy import MAX_APPLIED_IDS, MAX_LINKED_IDS, MAX_LINKED_USERS
 from schemas.commands import AbsorbProfile, LinkIdentity, UnlinkIdentity
 from schemas.events import Event
 from schemas.profile import Profile
@@ -56,7 +56,8 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
     ``redirect_to``: canonical id this key was linked to (then the key has no profile).
     ``link_kind`` / ``linked_at``: how and by which event time the redirect was made.
-    ``linked_users``: distinct customers this key was ever linked to (over-merge guard, capped).
+    ``linked_users``: distinct customers this key was ever linked to (over-merge guard, at most
+    ``max_users`` and ``MAX_LINKED_USERS``).
     ``forgotten_at``: the customer of this key was deleted at this time; older events are dropped.
     ``sent_absorb``: the merge this key sent with its redirect, kept so that a replayed link (after a
     crash that persisted the redirect but lost the message) sends it again; the customer's key merges
@@ -65,7 +66,9 @@ class KeyIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     (its ``applied_ids``, kept across relinks). Those events travel inside the absorbed profile, so a
     replay of one of them is dropped here instead of being forwarded (``replayed_before_link``): the
     customer's own ``applied_ids`` cannot be relied on for it (the merge may not have reached the
-    customer yet after a crash, or the capped union of the merge evicted the absorbed ids).
+    customer yet after a crash, or the capped union of the merge evicted the absorbed ids); at most
+    ``MAX_APPLIED_IDS`` of them. So an identity's record is bounded by its profile's (``sent_absorb``) plus
+    those lists of ids (``tests/unit/test_bounds_records.py``).
     """
 
     redirect_to: str | None = None
@@ -125,7 +128,7 @@ def links_revealed(profile: Profile, event: Event, *, again: bool = False) -> tu
 def replayed_before_link(identity: KeyIdentity, event: Event) -> bool:
     """True when a key that redirects receives an event its own profile applied before it was linked away:
     a replay whose effect already travelled to the customer inside the absorbed profile (issue 10)."""
-    return identity.redirect_to is not None and event.message_id in identity.applied_before_link
+    return identity.redirect_to is not None and clipped_id(event.message_id) in identity.applied_before_link
 
 
 def with_linked_ids(profile: Profile, ids: tuple[str, ...] | list[str]) -> Profile:
@@ -171,7 +174,7 @@ def decide_link(identity: KeyIdentity, profile: Profile | None, link: LinkIdenti
         return LinkDecision(identity, profile, None, LINK_REFUSED)
     if customer not in identity.linked_users and len(identity.linked_users) >= max_users:
         return LinkDecision(identity, profile, None, OVERMERGE_BLOCKED)
-    users = tuple(dict.fromkeys((*identity.linked_users, customer)))[-max(max_users, 1) :]
+    users = tuple(dict.fromkeys((*identity.linked_users, customer)))[-min(max(max_users, 1), MAX_LINKED_USERS) :]
     if identity.redirect_to is not None and not is_newer(link.at, customer, identity.linked_at, identity.redirect_to):
         return LinkDecision(msgspec.structs.replace(identity, linked_users=users), profile, None, LINK_STALE)
     absorb = None
@@ -184,7 +187,9 @@ def decide_link(identity: KeyIdentity, profile: Profile | None, link: LinkIdenti
         linked_at=link.at,
         linked_users=users,
         sent_absorb=absorb,
-        applied_before_link=profile.applied_ids if profile is not None else identity.applied_before_link,
+        applied_before_link=profile.applied_ids[-MAX_APPLIED_IDS:]
+        if profile is not None
+        else identity.applied_before_link,
     )
     return LinkDecision(updated, None, absorb, RELINKED if identity.redirect_to is not None else LINKED)
 

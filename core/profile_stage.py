@@ -15,7 +15,9 @@ After ``step_key`` the agent writes the profile back if ``result.profile_changed
 ``result.state.profile`` is None), the identity if ``result.identity_changed`` (deleting it when it
 ``is_default``), stores ``due_at``, forwards each ``(key, command)`` of ``result.forwards`` (applied in
 place when the worker holds that key's partition, else sent to ``profile-commands``), sends
-``result.triggers`` and ``result.audience_changes`` and counts ``result.notes``.
+``result.triggers`` and ``result.audience_changes`` and counts ``result.notes``; the
+``result.conversions`` (``core.triggers.attribution``: responses attributed to a sent or held-out
+trigger) go to ``trigger-conversions`` and, with the triggers, into the per-kind counters.
 
 Deletion ("Deletion Requested" event or ``ForgetCustomer``): the profile is removed, every linked id
 gets an ``UnlinkIdentity``, and the key keeps only ``KeyIdentity(forgotten_at=...)`` — an id and a time,
@@ -50,6 +52,7 @@ from core.profile.apply import apply_event, new_profile
 from core.profile.bounded import capped_append
 from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
+from core.triggers.attribution import ATTRIBUTED_EVENTS, DEFAULT_WINDOW_S, attribute_event
 from core.triggers.engine import TriggerPolicy, advance_triggers
 from schemas.commands import (
     AbsorbProfile,
@@ -60,6 +63,7 @@ from schemas.commands import (
     UnlinkIdentity,
     WakeUp,
 )
+from schemas.conversions import TriggerConversion
 from schemas.profile import Profile
 from schemas.segments import AudienceChange, SegmentChange
 from schemas.triggers import Trigger
@@ -97,6 +101,7 @@ class StagePolicy:
     # a customer's burst is evaluated once, not once a second, and live traffic keeps the short interval.
     audience_backlog_fraction: float = 0.0
     audience_max_interval_s: float = 60.0
+    attribution_window_s: float = DEFAULT_WINDOW_S  # responses to a trigger count this long after it
 
 
 class KeyState(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,6 +142,7 @@ class StepResult(msgspec.Struct, frozen=True):
     identity_changed: bool = False
     audience_changes: tuple[AudienceChange, ...] = ()  # for segments.changes
     trigger_outcomes: tuple[tuple[str, str], ...] = ()
+    conversions: tuple[TriggerConversion, ...] = ()  # for trigger-conversions and the per-kind counters
 
     @property
     def profile(self) -> Profile | None:
@@ -199,8 +205,12 @@ def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy
     links = links_revealed(updated, event)
     if links:
         updated = with_linked_ids(updated, [link.alias for link in links])
+    conversions: tuple[TriggerConversion, ...] = ()
+    if event.event in ATTRIBUTED_EVENTS:  # checked here: most events are neither messaging nor orders
+        updated, conversions = attribute_event(updated, event, window_s=policy.attribution_window_s)
     after = msgspec.structs.replace(state, profile=updated)
-    return _result(state, after, policy, notes=(APPLIED,), forwards=tuple((link.alias, link) for link in links))
+    result = _result(state, after, policy, notes=(APPLIED,), forwards=tuple((link.alias, link) for link in links))
+    return msgspec.structs.replace(result, conversions=conversions) if conversions else result
 
 
 def _link(state: KeyState, command: LinkIdentity, policy: StagePolicy) -> StepResult:

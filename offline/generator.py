@@ -7,7 +7,10 @@ anonymousId and traits; a few devices are linked by ``alias`` instead), views, s
 products, abandons or completes carts on the web, buys in store (POS orders with ``store_id``),
 replenishes consumables on a cycle (dog food about every 30 days), receives messages (sent, delivered,
 opened, clicked, bounced, replied; sometimes with a ``trigger_id``; some email events under Segment's
-"Email …" names), changes consents, unsubscribes, gets refunds, and a few request deletion.
+"Email …" names), changes consents, unsubscribes, gets refunds, and a few request deletion. Each
+customer has a time zone (trait ``timezone``), an engagement habit per channel (``offline.responses``:
+how often they open and click there, the same habit the sender simulator answers with), and app devices
+carry a push token (``context.device.token``) in their identify.
 
 Pure: ``generate_workload(config)`` depends only on its config (seed and start time included) — the
 same config gives byte-identical lines. Each customer draws from its own random stream, so a customer's
@@ -32,6 +35,7 @@ validation with a known reason; the truth document counts them by reason.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +45,7 @@ from typing import Any
 import orjson
 
 from core.shop_catalog import CATALOG, Product
+from offline.responses import engagement_habit
 
 MS_PER_DAY = 86_400_000
 
@@ -170,6 +175,15 @@ def _track(name: str, properties: dict, **extra: Any) -> dict:
     return {"type": "track", "event": name, "properties": properties, **extra}
 
 
+def _device_context(device: _Device) -> dict[str, str]:
+    """Segment's ``context.device``; an app device carries its push token (derived from the device id, so
+    adding it draws nothing from the customer's random stream)."""
+    if device.kind != "app":
+        return {"type": "desktop"}
+    token = hashlib.sha256(f"push-token:{device.anonymous_id}".encode()).hexdigest()
+    return {"type": "mobile", "token": token}
+
+
 def _link_device(shopper: _Shopper, device: _Device, at_ms: int) -> None:
     # Never before the window: a cut-off link would leave the device's later userId events unexplained.
     at_ms = max(at_ms, shopper.start_ms)
@@ -184,7 +198,7 @@ def _link_device(shopper: _Shopper, device: _Device, at_ms: int) -> None:
         {
             "type": "identify",
             "traits": dict(shopper.traits),
-            "context": {"device": {"type": "mobile" if device.kind == "app" else "desktop"}},
+            "context": {"device": _device_context(device)},
         },
         device,
     )
@@ -378,10 +392,13 @@ def _messages(shopper: _Shopper, at_ms: int, trigger_id: str | None) -> None:
         send("Message Bounced", at_ms, reason="mailbox full" if channel == "email" else "unreachable")
         return
     send("Message Delivered", at_ms)
-    if rng.random() < 0.45:
+    # The customer's own habit on the channel: the sender simulator (offline.responses) answers triggers
+    # with the same habit, so the history the channel choice learns from and the live answers agree.
+    habit = engagement_habit(shopper.user_id)[channel]
+    if rng.random() < habit.opened:
         at_ms += rng.randint(60, 36000) * 1000
         send("Message Opened", at_ms)
-        if rng.random() < 0.3:
+        if rng.random() < habit.clicked:
             at_ms += rng.randint(5, 600) * 1000
             send("Message Clicked", at_ms, url="https://shop.example/offer")
         if channel in ("sms", "whatsapp") and rng.random() < 0.05:

@@ -68,7 +68,7 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     revenue: int = 0  # minor units, net of refunds
     last_order_at: float = 0.0  # latest order placed (a refund does not move it back)
     triggers_sent: tuple[str, ...] = ()  # recent trigger ids, newest last (capped)
-    applied_ids: tuple[str, ...] = ()  # recent message ids, newest last (capped): replay guard
+    applied_ids: tuple[str, ...] = ()  # recent message ids (clipped_id), newest last (capped): replay guard
 
     # --- identity ------------------------------------------------------------------------------
     user_id: str | None = None
@@ -123,6 +123,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     push_token_at: float = 0.0
     webpush_subscribed: bool = False  # the latest Push Subscribed / Push Unsubscribed
     webpush_at: float = 0.0
+    # "trigger_id:response" already attributed to a trigger (core.triggers.attribution), newest last (capped)
+    trigger_responses: tuple[str, ...] = ()
 
     # --- filled by core.audiences (segments and scores); apply_event leaves them untouched ------
     segments: tuple[str, ...] = ()

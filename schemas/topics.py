@@ -1,8 +1,8 @@
 """The names of every Kafka topic streamcdp reads or writes (no I/O: ``streams.topics`` creates them).
 
 Inbound (one per event family), dead letters, outbound trigger topics (one per channel plus the holdout
-log), segment changes, and the internal topics of the profile stage (commands re-keyed by id, and the
-compacted changelog of its state).
+log), trigger conversions (responses attributed to triggers), segment changes, and the internal topics of
+the profile stage (commands re-keyed by id, and the compacted changelog of its state).
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ class TopicNames:
         return tuple(self.triggers(channel) for channel in (*CHANNELS, "holdout"))
 
     @property
+    def trigger_conversions(self) -> str:
+        """Responses attributed to a sent or held-out trigger (``schemas.conversions``); not ``triggers.*``,
+        which senders subscribe to by pattern."""
+        return f"{self.prefix}trigger-conversions"
+
+    @property
     def segment_changes(self) -> str:
         return f"{self.prefix}segments.changes"
 
@@ -50,4 +56,11 @@ class TopicNames:
 
     @property
     def all_declared(self) -> tuple[str, ...]:
-        return (*self.all_inbound, self.deadletter, *self.all_triggers, self.segment_changes, self.profile_commands)
+        return (
+            *self.all_inbound,
+            self.deadletter,
+            *self.all_triggers,
+            self.trigger_conversions,
+            self.segment_changes,
+            self.profile_commands,
+        )

@@ -415,14 +415,15 @@ def decode_event(raw: bytes, *, now: float, limits: ContractLimits = ContractLim
 
 
 def decode_payload(  # noqa: PLR0912, PLR0915  (one straight pass over the envelope: the per-event hot path)
-    payload: Any, raw: bytes, *, now: float, limits: ContractLimits = ContractLimits()
+    payload: Any, raw: bytes, *, now: float, limits: ContractLimits = ContractLimits(), timestamp_s: float | None = None
 ) -> Event:
     """An already parsed Segment Spec call and its JSON bytes → a normalised ``Event``; raises ``InvalidEvent``.
 
     The contract after the JSON parse, for callers that hold both the parsed value and its bytes (the
     collector parses a batch body once and encodes each event once for Kafka): ``raw`` must be the JSON
     encoding of ``payload`` (``decode_event`` passes what it parsed), for the size limit and the byte counts
-    that decide whether the shape walk is needed. ``payload`` is not changed.
+    that decide whether the shape walk is needed. ``payload`` is not changed. ``timestamp_s``, when given, is
+    ``parse_timestamp(payload["timestamp"])`` as the caller knows it (the collector wrote that text from it).
     """
     _check_size(raw, limits)
     if not isinstance(payload, dict):
@@ -447,7 +448,7 @@ def decode_payload(  # noqa: PLR0912, PLR0915  (one straight pass over the envel
     if "timestamp" not in payload:
         msg = "missing_field"
         raise InvalidEvent(msg, "timestamp")
-    timestamp = parse_timestamp(payload["timestamp"])
+    timestamp = parse_timestamp(payload["timestamp"]) if timestamp_s is None else timestamp_s
     if timestamp > now + limits.max_future_skew_s:
         detail = f"timestamp {timestamp:.0f} is more than {limits.max_future_skew_s:.0f}s in the future"
         msg = "timestamp_skew"

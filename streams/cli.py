@@ -42,10 +42,48 @@ def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.processes is not None:
+        from streams.supervisor import run_supervisor
+
+        return run_supervisor(
+            args.processes,
+            max_restarts=args.max_restarts,
+            restart_window_s=args.restart_window_s,
+            stop_timeout_s=args.stop_timeout_s,
+            settings=settings,
+        )
     from streams.worker import run_worker
 
     run_worker()
     return 0
+
+
+def _add_worker_parser(sub: argparse._SubParsersAction) -> None:
+    worker = sub.add_parser("worker", help="run a worker process (or N of them: --processes)")
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N worker processes of this app id under a supervisor (streams/supervisor.py): child i uses "
+        "DATA_DIR/process-i and web (and metrics) port WEB_PORT+i; default: this process is the one worker",
+    )
+    worker.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="with --processes: restarts of one child within --restart-window-s before giving up (default 5)",
+    )
+    worker.add_argument(
+        "--restart-window-s", type=float, default=300.0, help="with --processes: the restart window (default 300)"
+    )
+    worker.add_argument(
+        "--stop-timeout-s",
+        type=float,
+        default=60.0,
+        help="with --processes: seconds the children get to flush and leave the group before SIGKILL (default 60)",
+    )
+    worker.set_defaults(handler=_cmd_worker)
 
 
 def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
@@ -72,6 +110,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.train_cli",
     "streams.lag_exporter",
     "streams.collector",
+    "streams.report_cli",
+    "streams.senders",
 )
 
 
@@ -82,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("action", choices=["start", "stop", "status", "fetch"])
     kafka.set_defaults(handler=_cmd_kafka)
     sub.add_parser("topics", help="create the project's topics (idempotent)").set_defaults(handler=_cmd_topics)
-    sub.add_parser("worker", help="run a worker process").set_defaults(handler=_cmd_worker)
+    _add_worker_parser(sub)
     sub.add_parser("settings", help="print the settings table (markdown)").set_defaults(handler=_cmd_settings)
     sub.add_parser("traits", help="print the computed traits table (markdown)").set_defaults(handler=_cmd_traits)
     for module_name in COMMAND_MODULES:

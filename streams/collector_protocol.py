@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import math
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -183,8 +184,15 @@ def iso_utc(epoch_s: float) -> str:
     The same text as ``iso_utc_datetime`` (microseconds rounded half to even as ``datetime.fromtimestamp``
     does, then truncated to milliseconds as ``isoformat`` does), from tables instead of ``datetime`` +
     ``isoformat``, which cost a collector a tenth of its time."""
+    return stored_timestamp(epoch_s)[0]
+
+
+def stored_timestamp(epoch_s: float) -> tuple[str, float]:
+    """``iso_utc(epoch_s)``, and the epoch that text stands for (``parse_timestamp`` of it, i.e. ``epoch_s``
+    cut to the millisecond), so that the contract check does not parse the text the collector just wrote."""
     if not 0.0 <= epoch_s < _LAST_FAST_EPOCH_S:  # NaN and infinities too: datetime raises for them
-        return iso_utc_datetime(epoch_s)
+        text = iso_utc_datetime(epoch_s)
+        return text, parse_timestamp(text)
     fraction, whole = math.modf(epoch_s)
     microseconds, seconds = round(fraction * 1e6), int(whole)
     if microseconds >= 1_000_000:
@@ -193,7 +201,10 @@ def iso_utc(epoch_s: float) -> str:
     days, second_of_day = divmod(seconds, 86400)
     minute, second = divmod(second_of_day, 60)
     day = _DAYS.get(days) or _day_text(days)
-    return f"{day}{_CLOCK_MINUTES[minute]}{_CLOCK_SECONDS[second]}{_MILLISECONDS[microseconds // 1000]}"
+    millisecond = microseconds // 1000
+    text = f"{day}{_CLOCK_MINUTES[minute]}{_CLOCK_SECONDS[second]}{_MILLISECONDS[millisecond]}"
+    # ``datetime.timestamp()`` divides whole microseconds by 10**6: this division rounds the same rational
+    return text, (seconds * 1000 + millisecond) / 1000
 
 
 def read_sent_at(sent_at: object) -> float | None:
@@ -206,11 +217,16 @@ def read_sent_at(sent_at: object) -> float | None:
         return None
 
 
+# The epochs ``iso_utc`` can write: 0001-01-01T00:00:00Z up to the end of 9999 (tested at both edges).
+_WRITABLE_EPOCHS_S = (-62135596800.0, 253402300800.0)
+
+
 def corrected_timestamp(timestamp: object, sent_at: float | None, received_at: float) -> float | None:
     """Segment's clock-skew correction: ``receivedAt - (sentAt - timestamp)`` in epoch seconds.
 
-    None when ``timestamp`` cannot be read (the contract check then names the problem); ``received_at``
-    when there is no timestamp; the timestamp unchanged without a (readable) ``sentAt``.
+    None when ``timestamp`` cannot be read, or when it (or its correction) is beyond the years an ISO-8601
+    text can hold: the timestamp then stays as sent, for the contract check to judge; ``received_at`` when
+    there is no timestamp; the timestamp unchanged without a (readable) ``sentAt``.
     """
     if timestamp is None:
         return received_at
@@ -218,7 +234,8 @@ def corrected_timestamp(timestamp: object, sent_at: float | None, received_at: f
         at = parse_timestamp(timestamp)
     except InvalidEvent:
         return None
-    return at if sent_at is None else received_at - (sent_at - at)
+    corrected = at if sent_at is None else received_at - (sent_at - at)
+    return corrected if _WRITABLE_EPOCHS_S[0] <= corrected < _WRITABLE_EPOCHS_S[1] else None
 
 
 def message_id_for(message: dict[str, Any]) -> str:
@@ -227,48 +244,106 @@ def message_id_for(message: dict[str, Any]) -> str:
     return f"api-{digest}"
 
 
-def prepare_message(
-    message: dict[str, Any],
-    *,
-    call_type: str | None,
-    sent_at: object,
-    received_at: float,
-    source: str | None,
-    defaults: dict[str, Any] | None = None,
-    received_iso: str | None = None,
-    sent_at_s: float | None = None,
-) -> dict[str, Any]:
+# A timestamp already in the form ``iso_utc`` writes (UTC, milliseconds, ``Z``) of a year 1970-2199: when no
+# skew correction applies it is stored as sent, since ``iso_utc`` of its parse is the same text (tested), and
+# its epoch comes from ``datetime.fromisoformat`` alone (which reads the ``Z``), without ``parse_timestamp``'s
+# general handling; the contract check then takes that epoch instead of parsing the text again.
+# (Beyond 2199 a float's precision no longer keeps every millisecond through the round trip.)
+_STORED_FORM = re.compile(
+    r"(?:19[7-9][0-9]|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.ASCII
+).fullmatch
+
+
+def stored_form_epoch(timestamp: object) -> float | None:
+    """``parse_timestamp(timestamp)`` for a text that ``iso_utc`` gives back unchanged (see ``_STORED_FORM``);
+    None for any other value, and for a text of that form that is no time (``2026-02-30``, ``24:00``)."""
+    if type(timestamp) is not str or _STORED_FORM(timestamp) is None:
+        return None
+    try:
+        return datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a request gives each of its messages, worked out once per request (``read_envelope``)."""
+
+    call_type: str | None  # the type the path sets (single calls); None for a batch
+    received_at: float
+    received_iso: str  # ``iso_utc(received_at)``
+    received_s: float  # the epoch ``received_iso`` stands for
+    sent_at: object  # the body's ``sentAt`` as sent, None when absent
+    sent_at_s: float | None  # ``read_sent_at(sent_at)``
+    source: str | None  # the write key's source, added to ``context``
+    defaults: tuple[tuple[str, dict[str, Any]], ...] = ()  # a batch's shared fields (``BATCH_DEFAULTS``)
+
+
+def read_envelope(body: dict[str, Any], *, call_type: str | None, received_at: float, source: str | None) -> Envelope:
+    """The request-wide part of preparing ``body``'s messages (``call_type`` None: a batch body)."""
+    sent_at = body.get("sentAt")
+    defaults: tuple[tuple[str, dict[str, Any]], ...] = ()
+    if call_type is None:
+        defaults = tuple((field, body[field]) for field in BATCH_DEFAULTS if isinstance(body.get(field), dict))
+    received_iso, received_s = stored_timestamp(received_at)
+    return Envelope(call_type, received_at, received_iso, received_s, sent_at, read_sent_at(sent_at), source, defaults)
+
+
+_ABSENT = object()
+
+
+def prepare_message(message: dict[str, Any], envelope: Envelope) -> tuple[dict[str, Any], float | None]:
     """One message as it is stored: type from the path (single calls), batch defaults merged, ``messageId``
     filled, ``receivedAt``/``sentAt``/``originalTimestamp`` recorded, ``timestamp`` corrected, ``context.source``
-    set to the write key's source. A new dict; the input is not changed. ``received_iso`` and ``sent_at_s``
-    (``received_at`` and ``sent_at`` already converted) save a batch converting them for every message."""
+    set to the write key's source. A new dict (the input is not changed), and the epoch its ``timestamp``
+    stands for (None when the timestamp cannot be read: the contract check names the problem)."""
     prepared = dict(message)
-    prepared.pop("writeKey", None)  # a credential, never stored
-    if call_type is not None:
-        prepared["type"] = call_type
-    for field in BATCH_DEFAULTS:
-        shared = (defaults or {}).get(field)
-        if isinstance(shared, dict) and isinstance(prepared.get(field, {}), dict):
-            prepared[field] = {**shared, **prepared.get(field, {})}
-    if prepared.get("messageId") in (None, ""):
+    if "writeKey" in prepared:
+        del prepared["writeKey"]  # a credential, never stored
+    if envelope.call_type is not None:
+        prepared["type"] = envelope.call_type
+    for field, shared in envelope.defaults:
+        own = prepared.get(field, _ABSENT)
+        if own is _ABSENT:
+            prepared[field] = dict(shared)
+        elif isinstance(own, dict):
+            prepared[field] = {**shared, **own}
+    message_id = prepared.get("messageId")
+    if message_id is None or message_id == "":
         prepared["messageId"] = message_id_for(message)
-    own_sent_at = prepared.get("sentAt")
-    if own_sent_at is not None or sent_at_s is None:  # a message's own sentAt beats its batch's
-        sent_at = own_sent_at if own_sent_at is not None else sent_at
+    sent_at = prepared.get("sentAt")
+    if sent_at is None:  # a message's own sentAt beats its batch's
+        sent_at, sent_at_s = envelope.sent_at, envelope.sent_at_s
+    else:
         sent_at_s = read_sent_at(sent_at)
-    original = prepared.get("timestamp")
-    corrected = corrected_timestamp(original, sent_at_s, received_at)
-    if corrected is not None:
-        if original is not None:
-            prepared["originalTimestamp"] = original
-        prepared["timestamp"] = iso_utc(corrected)
+    timestamp_s = _correct_timestamp(prepared, sent_at_s, envelope)
     if sent_at is not None:
         prepared["sentAt"] = sent_at
-    prepared["receivedAt"] = received_iso or iso_utc(received_at)
+    prepared["receivedAt"] = envelope.received_iso
+    source = envelope.source
     if source is not None:
         context = prepared.get("context")
         prepared["context"] = {**(context if isinstance(context, dict) else {}), "source": source}
-    return prepared
+    return prepared, timestamp_s
+
+
+def _correct_timestamp(prepared: dict[str, Any], sent_at_s: float | None, envelope: Envelope) -> float | None:
+    """Record ``originalTimestamp`` and the corrected ``timestamp``; the epoch the stored timestamp stands for."""
+    original = prepared.get("timestamp")
+    if original is None:
+        prepared["timestamp"] = envelope.received_iso
+        return envelope.received_s
+    if sent_at_s is None:
+        as_sent = stored_form_epoch(original)
+        if as_sent is not None:
+            prepared["originalTimestamp"] = original  # the timestamp stays: it is what ``iso_utc`` would write
+            return as_sent
+    corrected = corrected_timestamp(original, sent_at_s, envelope.received_at)
+    if corrected is None:
+        return None
+    prepared["originalTimestamp"] = original
+    prepared["timestamp"], timestamp_s = stored_timestamp(corrected)
+    return timestamp_s
 
 
 class Prepared(NamedTuple):
@@ -277,6 +352,7 @@ class Prepared(NamedTuple):
 
     message: Any
     raw: bytes
+    timestamp_s: float | None = None  # the epoch of the message's ``timestamp`` when known (``prepare_message``)
 
 
 @dataclass(frozen=True)
@@ -304,34 +380,22 @@ def read_calls(
     if call_type is not None:
         messages: list[Any] = [body]
     else:
-        batch = body.get("batch")
-        if not isinstance(batch, list):
+        messages = body.get("batch")  # type: ignore[assignment]
+        if not isinstance(messages, list):
             raise RequestRefused(400, "invalid_batch", "a batch body needs a `batch` array")
-        messages = batch
-    sent_at = body.get("sentAt")
-    received_iso = iso_utc(received_at)
-    sent_at_s = read_sent_at(sent_at)  # read once for the whole batch
-    defaults = None if call_type is not None else body
+    envelope = read_envelope(body, call_type=call_type, received_at=received_at, source=source)
+    dumps = orjson.dumps
     prepared: list[Prepared | Oversized] = []
     for message in messages:
         if not isinstance(message, dict):
-            prepared.append(Prepared(message, orjson.dumps(message)))
+            prepared.append(Prepared(message, dumps(message)))
             continue
-        ready = prepare_message(
-            message,
-            call_type=call_type,
-            sent_at=sent_at,
-            received_at=received_at,
-            source=source,
-            defaults=defaults,
-            received_iso=received_iso,
-            sent_at_s=sent_at_s,
-        )
-        raw = orjson.dumps(ready)
+        ready, timestamp_s = prepare_message(message, envelope)
+        raw = dumps(ready)
         if len(raw) > max_call_bytes:
             if call_type is not None:
                 raise _too_large(len(raw), max_call_bytes)
             prepared.append(Oversized(raw, max_call_bytes))
             continue
-        prepared.append(Prepared(ready, raw))
+        prepared.append(Prepared(ready, raw, timestamp_s))
     return prepared

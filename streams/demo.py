@@ -2,8 +2,10 @@
 
 Starts the project's own Kafka broker, one worker and the HTTP collector (free ports, state under
 ``var/demo/``), plays a generated omnichannel day of a pet shop and an outdoor store time-compressed into
-live traffic (a sprinkle of corrupted messages included), prints every trigger as it arrives, prints a
-summary, and stops the collector, the worker and the broker by pid — also on errors and Ctrl-C.
+live traffic (a sprinkle of corrupted messages included), prints every trigger as it arrives, answers them
+with the sender simulator (``streams.senders``: deliveries, opens, clicks and orders, printed as they go),
+prints a summary and the ``streamcdp report triggers`` table, and stops the collector, the worker and the
+broker by pid — also on errors and Ctrl-C.
 
 The browser and app calls (those with an ``anonymousId``: a device's tracker) go through ``streamcdp
 collect`` with the official Segment Python SDK, as a retailer's trackers would; the server-side calls
@@ -31,10 +33,13 @@ from segment.analytics import Client
 
 from core.triggers.rules import parse_window
 from offline.generator import WorkloadConfig, generate_workload
+from offline.responses import ResponseModel
 from schemas.topics import CHANNELS
 from streams import kafka_local
 from streams.http_probe import http_get
 from streams.produce import route_line
+from streams.report_cli import ReportUnavailable, fetch_trigger_stats, format_trigger_report
+from streams.senders import simulate_senders
 from streams.settings import Settings
 from streams.topics import topic_names
 
@@ -101,6 +106,14 @@ def _format_trigger(trigger: dict) -> str:
         f"  → {trigger['kind']:<24} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
         f"€{value:>8.2f}  {content:<18} [{items[:50]}] {'; '.join(extras)}"
     )
+
+
+def _print_answer(trigger: dict, answer: dict) -> None:
+    """A simulated customer's answer to a trigger (deliveries are many: only opens, clicks and orders)."""
+    if answer["event"] == "Message Delivered":
+        return
+    arm = " (holdout)" if trigger.get("treatment") == "holdout" else ""
+    print(f"    ↳ {trigger['customer_id']:<14} {answer['event']:<16} {trigger['kind']}{arm}", flush=True)
 
 
 def _collector_env(settings: Settings, port: int) -> dict[str, str]:
@@ -193,7 +206,18 @@ async def _play_and_watch(
                     counts[f"{trigger['kind']} via {trigger['channel']}"] += 1
                     print(_format_trigger(trigger), flush=True)
 
-    watcher = asyncio.create_task(watch())
+    # The trigger watcher, and the sender simulator answering the same triggers as customers would.
+    background = asyncio.gather(
+        watch(),
+        simulate_senders(
+            settings,
+            ResponseModel(),
+            idle_s=float("inf"),
+            group_id="streamcdp-demo-senders",
+            stop=stop_watching,
+            on_answer=_print_answer,
+        ),
+    )
     try:
         first_ts, last_ts = _time_span(lines)
         span = max(last_ts - first_ts, 1.0)
@@ -217,10 +241,11 @@ async def _play_and_watch(
         await asyncio.sleep(linger_s)
     finally:
         stop_watching.set()
-        await watcher
+        _, simulated = await background
         await producer.stop()
         await consumer.stop()
         await asyncio.to_thread(sdk.join)
+    counts.update({f"simulated {name}": n for name, n in simulated.answers.items()})
     return {"sent": sent, "via_collector": via_collector, "counts": counts}
 
 
@@ -352,6 +377,14 @@ def _print_summary(settings: Settings, truth: dict, result: dict) -> None:
                 f"€{profile.get('revenue', 0) / 100:.2f} (generator truth: {expected['orders']} orders, "
                 f"€{expected['revenue'] / 100:.2f})"
             )
+    time.sleep(2.0)  # the simulator's last answers are still being applied
+    try:
+        report = fetch_trigger_stats(f"http://127.0.0.1:{settings.web_port}", settings.api_token)
+    except ReportUnavailable as exc:
+        print(f"\n  trigger report unavailable: {exc}")
+        return
+    print("\nstreamcdp report triggers (answers by the sender simulator)")
+    print(format_trigger_report(report))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

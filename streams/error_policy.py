@@ -78,7 +78,10 @@ class ProcessingErrors:
             log.error("processing failed for key %r", key, exc_info=error)
             return
         letter = dead_letter(record, reason, detail, failed_at=self.clock(), redact=self.redact)
-        self.outbox.send(self.deadletter_topic, record.key, encode_json(letter), [("reason", reason.encode())])
+        # The letter's key and reason are the record's, clipped: its whole record fits a produce request.
+        self.outbox.send(
+            self.deadletter_topic, letter.original_key, encode_json(letter), [("reason", letter.reason.encode())]
+        )
         where = f"{record.topic}:{record.partition}@{record.offset}"
         if isinstance(error, InvalidEvent):
             log.debug("dead-lettered %s: %s", where, error, extra=record_context(record.partition, record))

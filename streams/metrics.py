@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from agents import tally as tally_names
 from agents.tally import Tally
 from core.triggers.guards import OUTCOMES
+from schemas.conversions import RESPONSES
 
 registry = CollectorRegistry(auto_describe=True)
 # process_resident_memory_bytes, process_cpu_seconds_total, process_start_time_seconds, ...: the dashboard's RSS.
@@ -64,6 +65,14 @@ trigger_decisions = Counter(
     "streamcdp_trigger_decisions_total",
     "Triggers decided, cancelled or expired, by kind and outcome (" + ", ".join(o.name for o in OUTCOMES) + ").",
     ["kind", "outcome"],
+    registry=registry,
+)
+trigger_responses = Counter(
+    "streamcdp_trigger_responses_total",
+    "Responses attributed to triggers (published on trigger-conversions), by kind and response ("
+    + ", ".join(RESPONSES)
+    + ").",
+    ["kind", "response"],
     registry=registry,
 )
 wakeups_indexed = Gauge(
@@ -157,6 +166,7 @@ COUNTER_BY_NAME: dict[str, Counter] = {
     tally_names.TRIGGER_DECISIONS: trigger_decisions,
     tally_names.SEGMENT_CHANGES: segment_changes,
     tally_names.FORWARDS: forwards,
+    tally_names.TRIGGER_RESPONSES: trigger_responses,
 }
 HISTOGRAM_BY_NAME: dict[str, Histogram] = {tally_names.EVENT_LAG_SECONDS: event_lag_seconds}
 

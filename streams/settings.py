@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.privacy import HASHED_PII_TRAITS, PII_TRAIT_KEYS, trait_key
+from core.profile.policy import MAX_APPLIED_IDS, MAX_LINKED_USERS
 from core.triggers import guardrails as rails
 
 # Development defaults: usable only with STREAMCDP_ENV=dev (streams.security.check_production_settings).
@@ -116,13 +117,19 @@ class Settings(BaseSettings):
 
     # --- Ingestion -----------------------------------------------------------------------------
     max_event_bytes: int = Field(
-        64 * 1024, description="Largest accepted event payload; larger ones are dead-lettered."
+        64 * 1024,
+        ge=1024,
+        # Re-encoded as a profile-commands record an event grows at most 2.25 times (a JSON float of 4 bytes
+        # becomes a msgpack float64 of 9), so it stays well within the producers' 1 MiB request.
+        le=256 * 1024,
+        description="Largest accepted event payload; larger ones are dead-lettered.",
     )
     max_future_skew_s: float = Field(300.0, description="How far in the future an event timestamp may be.")
     max_past_skew_s: float = Field(400 * 86400.0, description="How far in the past an event timestamp may be.")
     dedup_max_ids: int = Field(
-        256,
+        MAX_APPLIED_IDS,
         ge=16,
+        le=MAX_APPLIED_IDS,  # the cap that bounds a stored profile's size (core.profile.policy)
         description="Dedup window: each profile remembers its last N messageIds; a repeat within them is dropped.",
     )
 
@@ -205,7 +212,10 @@ class Settings(BaseSettings):
         "after compaction.",
     )
     max_users_per_anonymous_id: int = Field(
-        3, description="Over-merge guard: a device linked to more user ids than this stops being re-linked."
+        3,
+        ge=1,
+        le=MAX_LINKED_USERS,
+        description="Over-merge guard: a device linked to more user ids than this stops being re-linked.",
     )
     api_token: str = Field(
         DEV_API_TOKEN,
@@ -291,6 +301,12 @@ class Settings(BaseSettings):
     trigger_engagement_prior: str = Field(
         rails.DEFAULT_ENGAGEMENT_PRIOR,
         description="`ALPHA,BETA` of the Beta prior smoothing each channel's engagement rate for channel choice.",
+    )
+    attribution_window_s: float = Field(
+        3 * 86400.0,
+        gt=0,
+        description="Deliveries, opens, clicks and orders this long after a trigger's send (or holdout "
+        "decision) are attributed to it (README section Measuring triggers).",
     )
 
     @model_validator(mode="after")

@@ -56,6 +56,7 @@ def stage_policy(settings: Settings) -> StagePolicy:
         audience_min_interval_s=settings.audience_min_interval_s,
         audience_backlog_fraction=settings.audience_backlog_fraction,
         audience_max_interval_s=settings.audience_max_interval_s,
+        attribution_window_s=settings.attribution_window_s,
     )
 
 

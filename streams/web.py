@@ -22,11 +22,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES
+from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, TRIGGER_STATS
 from core.identity import NO_IDENTITY
 from core.profile.document import profile_document
 from core.replenishment import predict_replenishment
+from core.triggers.attribution import merge_stats
+from core.uplift import kind_report
 from schemas.codecs import encode_json
+from schemas.conversions import KindStats
 from streams import metrics
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
@@ -74,6 +77,8 @@ class Api:
             web.get("/segments", self.segments),
             web.get("/profiles/{customer_id}", self.profile),
             web.get("/internal/profiles/{customer_id}", self.internal_profile),
+            web.get("/triggers/stats", self.trigger_stats),
+            web.get("/internal/triggers/stats", self.internal_trigger_stats),
         ]
 
     def _authorised(self, request: web.Request) -> bool:
@@ -162,8 +167,9 @@ class Api:
             return 503, {"error": f"the owner of partition {partition} advertises an untrusted URL"}
         return await self._fetch_from_owner(owner, key, assignment_tag(owners))
 
-    async def _fetch_from_owner(self, owner: str, key: str, assignment: str) -> tuple[int, dict]:
-        path = f"/internal/profiles/{quote(key, safe='')}"
+    async def _signed_get(self, owner: str, path: str, assignment: str) -> tuple[int, bytes] | None:
+        """``GET owner + path`` signed with the internal key; its status and body when the answer is signed
+        by the owner too, else None (no answer, or not from a worker that knows the key)."""
         signature = sign_request(self.signing_key, path, assignment, time.time())
         headers = {SIGNATURE_HEADER: signature, ASSIGNMENT_HEADER: assignment}
         try:
@@ -171,11 +177,18 @@ class Api:
                 body = await r.read()
                 status, answer_signature = r.status, r.headers.get(SIGNATURE_HEADER, "")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("profile read from %s failed: %r", owner, exc)
-            return 503, {"error": "the partition's owner did not answer"}
+            log.warning("internal read %s from %s failed: %r", path, owner, exc)
+            return None
         if not verify_response(self.signing_key, answer_signature, signature, status, body):
             log.warning("unsigned or wrongly signed answer %s from %s", status, owner)
+            return None
+        return status, body
+
+    async def _fetch_from_owner(self, owner: str, key: str, assignment: str) -> tuple[int, dict]:
+        answer = await self._signed_get(owner, f"/internal/profiles/{quote(key, safe='')}", assignment)
+        if answer is None:
             return 503, {"error": "the partition's owner did not answer"}
+        status, body = answer
         if status not in (200, 404):
             return 503, {"error": "the partition's owner cannot answer now"}
         return status, orjson.loads(body)
@@ -220,6 +233,75 @@ class Api:
         body = encode_json(document)
         headers = {SIGNATURE_HEADER: sign_response(self.signing_key, signature, status, body)}
         return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+    def _local_trigger_stats(self) -> tuple[list[int], dict[str, KindStats]]:
+        """The partitions this worker holds and their trigger counters summed per kind."""
+        stores = dict(self.runtime.stores)
+        parts = ({kind.decode(): stats for kind, stats in store.items(TRIGGER_STATS)} for store in stores.values())
+        return sorted(stores), merge_stats(parts)
+
+    async def trigger_stats(self, request: web.Request) -> web.Response:
+        """Per trigger kind, over every partition (this worker's and, over signed internal reads, the other
+        workers'): sends, holdouts, each arm's conversion rate, the uplift with its 95 % interval, attributed
+        revenue, and delivery, open and click rates per channel. ``complete`` is false while a partition has
+        no owner or its owner did not answer (``missing_partitions``)."""
+        if not self._authorised(request):
+            return _json({"error": "missing or wrong bearer token"}, status=401)
+        if not self.runtime.ready:  # restoring or rebalancing: a store's counters may be half restored
+            return _json({"error": "worker is restoring or rebalancing"}, status=503, headers={"Retry-After": "1"})
+        partitions, local = self._local_trigger_stats()
+        counted = set(partitions)
+        parts = [local]
+        owners = self.runtime.assignor.owners
+        assignment = assignment_tag(owners)
+        peers = sorted({url for p, url in owners.items() if p not in counted and url != self.runtime.assignor.web_url})
+        for peer in peers:
+            if not trusted_peer(peer, self.trusted_peer_url, owners, self.runtime.assignor.web_url):
+                log.warning("not reading trigger stats from %r: not a trusted peer URL", peer)
+                continue
+            answer = await self._signed_get(peer, "/internal/triggers/stats", assignment)
+            if answer is None or answer[0] != 200:
+                continue
+            remote = msgspec.json.decode(answer[1], type=_PeerStats)
+            fresh = set(remote.partitions) - counted  # a partition moving between workers is counted once
+            if fresh != set(remote.partitions):
+                continue  # overlapping answers come from a rebalance in flight: leave that worker out
+            counted |= fresh
+            parts.append(remote.kinds)
+        total = merge_stats(parts)
+        missing = sorted(set(range(self.settings.topic_partitions)) - counted)
+        return _json(
+            {
+                "kinds": {kind: kind_report(stats) for kind, stats in sorted(total.items())},
+                "counted_partitions": sorted(counted),
+                "missing_partitions": missing,
+                "complete": not missing,
+            }
+        )
+
+    async def internal_trigger_stats(self, request: web.Request) -> web.Response:
+        """Another worker's read of this worker's trigger counters (signed both ways, same assignment)."""
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        assignment = request.headers.get(ASSIGNMENT_HEADER, "")
+        if not verify_request(self.signing_key, signature, request.raw_path, assignment, time.time()):
+            return _json({"error": "missing or wrong signature"}, status=401)
+        if not self.runtime.ready:
+            status, document = 503, {"error": "worker is restoring or rebalancing"}
+        elif assignment != assignment_tag(self.runtime.assignor.owners):
+            status, document = 503, {"error": "routed by another group generation"}
+        else:
+            partitions, kinds = self._local_trigger_stats()
+            status, document = 200, _PeerStats(partitions=partitions, kinds=kinds)
+        body = encode_json(document)
+        headers = {SIGNATURE_HEADER: sign_response(self.signing_key, signature, status, body)}
+        return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+class _PeerStats(msgspec.Struct, frozen=True):
+    """A worker's answer to ``/internal/triggers/stats``: the partitions it counted and their counters."""
+
+    partitions: list[int]
+    kinds: dict[str, KindStats]
 
 
 def make_runner(application: web.Application, settings: Settings) -> web.AppRunner:

@@ -20,7 +20,7 @@ import msgspec
 
 from core.groups import apply_group_call
 from core.profile.affinity import with_affinity
-from core.profile.bounded import bump, capped_append, clipped_id, is_newer, product_id_of, remember
+from core.profile.bounded import bump, capped_append, clipped_id, clipped_text, is_newer, product_id_of, remember
 from core.profile.identify import trait_changes
 from core.profile.orders import order_changes, refund_changes
 from core.profile.policy import (
@@ -31,10 +31,10 @@ from core.profile.policy import (
     MAX_CHANNELS,
     MAX_DEVICES,
     MAX_EVENT_NAMES,
-    MAX_ID_CHARS,
     MAX_PRODUCT_VIEWS,
     MAX_RECENTLY_VIEWED,
-    MAX_TRAIT_CHARS,
+    MAX_TEXT_BYTES,
+    MAX_URL_BYTES,
     ProfilePolicy,
 )
 from core.triggers.contact import (
@@ -111,7 +111,7 @@ def _activity_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> 
     at = event.timestamp
     name = event.event
     if event.type == "track" and name:
-        name = name[:MAX_ID_CHARS]
+        name = clipped_id(name)
         counts = dict(profile.event_counts)
         last_at = dict(profile.event_last_at)
         counts[name] = counts.get(name, 0) + 1
@@ -201,10 +201,10 @@ def _cart_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict
             quantity=total,
             price=int(props.get("price") or 0),
             added_at=at,
-            name=str(props.get("name") or "")[:MAX_TRAIT_CHARS],
+            name=clipped_text(str(props.get("name") or ""), MAX_TEXT_BYTES),
             category=category,
-            image_url=str(props.get("image_url") or "")[:500],
-            url=str(props.get("url") or "")[:500],
+            image_url=clipped_text(str(props.get("image_url") or ""), MAX_URL_BYTES),
+            url=clipped_text(str(props.get("url") or ""), MAX_URL_BYTES),
             currency=str(props.get("currency") or "")[:3],
         )
         changes["cart"] = (*others, item)[-MAX_CART_ITEMS:]
@@ -335,7 +335,8 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     del now
     policy = policy or DEFAULT_POLICY
     current = profile or new_profile(event.routing_id)
-    if event.message_id in current.applied_ids:
+    applied_id = clipped_id(event.message_id)  # as remembered: a long non-ASCII id is clipped like any id
+    if applied_id in current.applied_ids:
         return current
     changes = _identity_changes(current, event)
     changes.update(_activity_changes(current, event, policy))
@@ -355,5 +356,5 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     changes["first_seen"] = min(current.first_seen or at, at)
     changes["last_seen"] = max(current.last_seen, at)
     changes["event_count"] = current.event_count + 1
-    changes["applied_ids"] = capped_append(current.applied_ids, event.message_id, policy.max_applied_ids)
+    changes["applied_ids"] = capped_append(current.applied_ids, applied_id, policy.max_applied_ids)
     return msgspec.structs.replace(current, **changes)

@@ -1,14 +1,18 @@
 """Small helpers that change the profile's bounded, immutable collections: each returns a new container.
 
 Also the last-write-wins order that traits, consent and merges share (``is_newer``) and the clipping of
-ids taken from events (``clipped_id``).
+ids and text taken from events to a number of UTF-8 bytes (``clipped_id``, ``clipped_text``): a count cap
+alone bounds a collection's length, not its size, since one valid event may carry strings of tens of KiB.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from core.profile.policy import MAX_ID_CHARS
+from core.profile.policy import MAX_ID_BYTES
+
+DIGEST_CHARS = 16  # hex characters of the SHA-256 that end a clipped id
 
 
 def capped_append(items: tuple, item: object, cap: int) -> tuple:
@@ -73,10 +77,28 @@ def without_one(times: tuple[float, ...], at: float) -> tuple[float, ...]:
     return times[:index] + times[index + 1 :]
 
 
-def clipped_id(value: Any) -> str:
-    if type(value) is str and len(value) <= MAX_ID_CHARS:
+def clipped_text(value: str, max_bytes: int) -> str:
+    """``value`` cut to at most ``max_bytes`` UTF-8 bytes (at a character boundary)."""
+    if len(value) * 4 <= max_bytes:  # fast path: no character takes more than 4 bytes
         return value
-    return str(value)[:MAX_ID_CHARS]
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= max_bytes:
+        return value
+    return raw[:max_bytes].decode("utf-8", "ignore")
+
+
+def clipped_id(value: Any, max_bytes: int = MAX_ID_BYTES) -> str:
+    """``value`` as a string of at most ``max_bytes`` UTF-8 bytes: itself when it fits, else a prefix, ``~``
+    and the first ``DIGEST_CHARS`` hex characters of the SHA-256 of the whole id (so that two long ids with
+    one prefix stay two ids, and the same id always clips the same way)."""
+    text = value if type(value) is str else str(value)
+    if len(text) * 4 <= max_bytes or (text.isascii() and len(text) <= max_bytes):
+        return text
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= max_bytes:
+        return text
+    digest = hashlib.sha256(raw).hexdigest()[:DIGEST_CHARS]
+    return f"{raw[: max_bytes - DIGEST_CHARS - 1].decode('utf-8', 'ignore')}~{digest}"
 
 
 def product_id_of(properties: dict[str, Any]) -> str:

@@ -7,8 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.privacy import age_at, hash_identifier, is_pii_trait, looks_like_contact, trait_key
-from core.profile.bounded import is_newer
-from core.profile.policy import MAX_CUSTOM_TRAITS, MAX_TRAIT_CHARS, ProfilePolicy
+from core.profile.bounded import clipped_id, clipped_text, is_newer
+from core.profile.policy import (
+    MAX_CUSTOM_TRAITS,
+    MAX_HASH_CHARS,
+    MAX_TEXT_BYTES,
+    MAX_TRAIT_NAME_BYTES,
+    ProfilePolicy,
+)
 from schemas.events import Event
 from schemas.profile import Profile, Scalar
 
@@ -61,15 +67,14 @@ def _known_values(event: Event, policy: ProfilePolicy) -> dict[str, Any]:
     for key, field in _KNOWN_TRAITS.items():
         value = folded.get(key)
         if isinstance(value, str) and value.strip():
-            values[field] = (
-                value.strip()[:MAX_TRAIT_CHARS].lower() if field == "gender" else value.strip()[:MAX_TRAIT_CHARS]
-            )
+            text = value.strip().lower() if field == "gender" else value.strip()
+            values[field] = clipped_text(text, MAX_TEXT_BYTES)
     for key, field in (("email", "email_hash"), ("phone", "phone_hash")):
         value = folded.get(key)  # raw: an event that did not pass ingestion's redaction (core.privacy)
         if policy.pii_hash_key is not None and isinstance(value, str) and value.strip():
             values[field] = hash_identifier(value, policy.pii_hash_key)
         elif isinstance(hashed := folded.get(trait_key(field)), str) and hashed:  # hashed at ingest
-            values[field] = hashed
+            values[field] = clipped_id(hashed, MAX_HASH_CHARS)
     return values
 
 
@@ -82,7 +87,8 @@ def _custom_values(event: Event) -> Iterator[tuple[str, Scalar]]:
             continue
         if not isinstance(value, (str, int, float, bool)) or looks_like_contact(value):
             continue
-        yield name[:64], value[:MAX_TRAIT_CHARS] if isinstance(value, str) else value
+        kept = clipped_text(value, MAX_TEXT_BYTES) if isinstance(value, str) else value
+        yield clipped_text(name, MAX_TRAIT_NAME_BYTES), kept
 
 
 def trait_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict[str, Any]:

@@ -1,10 +1,14 @@
 """The profile's limits and policy: every cap on a stored collection, and the one ``ProfilePolicy``.
 
-Every collection in a profile is capped (``MAX_*``), so a profile has a bounded size however many events
-a customer sends. ``ProfilePolicy`` carries every parameter the profile and its computed traits decide
-by — the session timeout, the affinity weights and its one half-life, the RFM and lifecycle thresholds —
-so that applying events, merging profiles, the API document, the rule view and the scores all read the
-same value. Its defaults are defined here and nowhere else.
+Every collection in a profile is capped (``MAX_*``) and every string taken from an event is clipped to a
+number of UTF-8 bytes (``MAX_*_BYTES``, ``core.profile.bounded``'s ``clipped_id`` and ``clipped_text``), so a
+stored profile has a bounded size in bytes however many events a customer sends and whatever they carry
+(``tests/unit/test_bounds_records.py`` builds the largest one and checks it against the changelog's limit).
+
+``ProfilePolicy`` carries every parameter the profile and its computed traits decide by — the session
+timeout, the affinity weights and its one half-life, the RFM and lifecycle thresholds — so that applying
+events, merging profiles, the API document, the rule view and the scores all read the same value. Its
+defaults are defined here and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ MAX_ANONYMOUS_IDS = 20
 MAX_LINKED_IDS = 256
 MAX_ABSORBED_IDS = 64
 MAX_CUSTOM_TRAITS = 32
-MAX_TRAIT_CHARS = 200
 MAX_DEVICES = 20
 MAX_PRODUCT_VIEWS = 100
 MAX_CATEGORY_VIEWS = 50
@@ -36,7 +39,16 @@ MAX_STORES = 20
 MAX_LEDGER_ORDERS = 50
 MAX_PRODUCTS_PER_ORDER = 20
 MAX_CHANNELS = 8
-MAX_ID_CHARS = 128
+MAX_LINKED_USERS = 16  # most customers one id's over-merge guard remembers (max_users_per_anonymous_id)
+# An id the profile derives from an event (product, category, order, store, device, size, session, event
+# name, group, message id) is kept whole up to this many UTF-8 bytes, which every ASCII id the contract
+# accepts fits (schemas.validation's MAX_ID_CHARS characters; a character may take 4 bytes); a longer one
+# becomes a prefix and a digest of the whole id (``clipped_id``), so two ids still differ.
+MAX_ID_BYTES = 128
+MAX_TEXT_BYTES = 200  # free text kept from an event: trait values, product names
+MAX_URL_BYTES = 500  # product image and page URLs
+MAX_TRAIT_NAME_BYTES = 64  # names of custom and group traits
+MAX_HASH_CHARS = 64  # a keyed hash of email or phone (hex SHA-256)
 
 DAY_S = 86400.0
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.profile.bounded import product_id_of
+from core.profile.bounded import clipped_id, clipped_text, product_id_of
+from core.profile.policy import MAX_TEXT_BYTES, MAX_URL_BYTES
 from core.replenishment import ConsumableCatalog, predict_replenishment
 from schemas.events import Event
 from schemas.profile import Profile
@@ -54,7 +55,7 @@ def _product_facts(props: Mapping[str, Any]) -> Facts:
     for name in ITEM_PROPERTIES:
         value = props.get(name)
         if isinstance(value, str) and value:
-            facts[name] = value[:500]
+            facts[name] = clipped_text(value, MAX_URL_BYTES if name.endswith("url") else MAX_TEXT_BYTES)
     price = props.get("price")
     if isinstance(price, int) and not isinstance(price, bool):
         facts["price"] = price
@@ -77,9 +78,9 @@ def _repeated_views(profile: Profile, event: Event | None, params: Params, consu
         return None
     props = event.properties
     product_id = product_id_of(props)
-    category = props.get("category") or ""
+    category = clipped_id(props.get("category") or "")  # as apply_event keys category_views
     views = profile.product_views.get(product_id, 0)
-    category_views = profile.category_views.get(category, 0) if isinstance(category, str) and category else 0
+    category_views = profile.category_views.get(category, 0) if category else 0
     if views < float(params["min_views"]) and category_views < float(params["min_category_views"]):
         return None  # the common case, decided before building any facts
     if not product_id or any(item.product_id == product_id for item in profile.cart):
@@ -132,12 +133,13 @@ def _ordered_products(profile: Profile, event: Event | None, params: Params, con
     products = [p for p in props.get("products") or () if isinstance(p, dict) and product_id_of(p)]
     if not products:
         return None  # an order without products: nothing to cross-sell from
-    categories = sorted({str(p.get("category")) for p in products if p.get("category")})
+    categories = sorted({clipped_id(p.get("category")) for p in products if p.get("category")})
+    order_id = clipped_id(props.get("order_id") or event.message_id)
     return {
-        "order_id": str(props.get("order_id") or event.message_id)[:128],
+        "order_id": order_id,
         "product_ids": ",".join(product_id_of(p) for p in products[:20]),
         "categories": ",".join(categories[:10]),
-        "episode": str(props.get("order_id") or event.message_id)[:128],
+        "episode": order_id,
     }
 
 

@@ -41,8 +41,10 @@ def refs(node: object) -> list[str]:
 
 
 def test_one_file_per_family_and_the_envelope() -> None:
-    # ... and the outbound trigger payload's (generated, checked in test_trigger_schema.py).
-    assert sorted(path.stem for path in JSON_DIR.glob("*.json")) == sorted([*FAMILY_EVENTS, "envelope", "trigger"])
+    # ... the outbound trigger and conversion payloads' (generated, checked in test_trigger_schema.py and
+    # test_conversion_schema.py) and the dead-letter record's.
+    expected = [*FAMILY_EVENTS, "envelope", "trigger", "trigger-conversion", "deadletter"]
+    assert sorted(path.stem for path in JSON_DIR.glob("*.json")) == sorted(expected)
 
 
 @pytest.mark.parametrize("name", [*FAMILY_EVENTS, "envelope"])

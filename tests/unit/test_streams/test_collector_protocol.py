@@ -15,6 +15,7 @@ from schemas.validation import parse_timestamp
 from streams.collector_protocol import (
     BATCH_PATHS,
     CALL_PATHS,
+    Envelope,
     Oversized,
     Prepared,
     RequestRefused,
@@ -29,6 +30,9 @@ from streams.collector_protocol import (
     parse_write_keys,
     prepare_message,
     read_calls,
+    read_envelope,
+    stored_form_epoch,
+    stored_timestamp,
 )
 
 RECEIVED = 1_796_000_000.0  # the collector's clock
@@ -127,6 +131,10 @@ def test_bodies_must_be_json_objects(raw):
 # --- clock skew, messageId, preparation -------------------------------------------------------------
 
 
+def envelope(body: dict, call_type: str | None, source: str | None = None) -> Envelope:
+    return read_envelope(body, call_type=call_type, received_at=RECEIVED, source=source)
+
+
 def test_skew_correction_as_segment_documents_it():
     # The device clock is 1 hour behind: it stamped the event 10 s before sending.
     corrected = corrected_timestamp("2026-12-01T09:00:00Z", parse_timestamp("2026-12-01T09:00:10Z"), RECEIVED)
@@ -136,11 +144,22 @@ def test_skew_correction_as_segment_documents_it():
     assert corrected_timestamp("yesterday", None, RECEIVED) is None  # left for the contract check to reject
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "sent_at"),
+    [(1e20, None), (-1e13, None), ("0001-01-01T00:00:00Z", "2026-12-01T09:00:10Z"), ("2026-12-01T09:00:00Z", 1e15)],
+)
+def test_a_timestamp_no_text_can_hold_is_left_as_sent(timestamp, sent_at):
+    """Years beyond 1..9999 (as sent, or after the correction): stored as sent for the contract check to
+    judge, never an error of the collector's own."""
+    sent_at_s = None if sent_at is None else parse_timestamp(sent_at)
+    assert corrected_timestamp(timestamp, sent_at_s, RECEIVED) is None
+    prepared, _ = prepare_message({"timestamp": timestamp}, envelope({"sentAt": sent_at}, "track"))
+    assert prepared["timestamp"] == timestamp and "originalTimestamp" not in prepared
+
+
 def test_prepare_message_records_what_segment_records():
     message = {"type": "track", "event": "Cart Viewed", "userId": "u1", "timestamp": "2026-12-01T09:00:00Z"}
-    prepared = prepare_message(
-        message, call_type="track", sent_at="2026-12-01T09:00:10.000Z", received_at=RECEIVED, source="website"
-    )
+    prepared, _ = prepare_message(message, envelope({"sentAt": "2026-12-01T09:00:10.000Z"}, "track", source="website"))
     assert prepared["timestamp"] == iso_utc(RECEIVED - 10)
     assert prepared["originalTimestamp"] == "2026-12-01T09:00:00Z"
     assert prepared["sentAt"] == "2026-12-01T09:00:10.000Z"
@@ -151,13 +170,8 @@ def test_prepare_message_records_what_segment_records():
 
 
 def test_the_path_sets_the_type_and_the_write_key_is_never_stored():
-    prepared = prepare_message(
-        {"type": "page", "userId": "u", "writeKey": "secret", "messageId": "m1"},
-        call_type="identify",
-        sent_at=None,
-        received_at=RECEIVED,
-        source=None,
-    )
+    message = {"type": "page", "userId": "u", "writeKey": "secret", "messageId": "m1"}
+    prepared, _ = prepare_message(message, envelope(message, "identify"))
     assert prepared["type"] == "identify" and "writeKey" not in prepared and prepared["messageId"] == "m1"
     assert prepared["timestamp"] == prepared["receivedAt"] and "originalTimestamp" not in prepared
 
@@ -169,13 +183,8 @@ def test_a_message_sent_again_without_an_id_gets_the_same_id():
 
 
 def test_an_existing_context_is_kept_and_the_source_added():
-    prepared = prepare_message(
-        {"context": {"ip": "1.2.3.4", "source": "spoofed"}},
-        call_type="track",
-        sent_at=None,
-        received_at=RECEIVED,
-        source="pos",
-    )
+    message = {"context": {"ip": "1.2.3.4", "source": "spoofed"}}
+    prepared, _ = prepare_message(message, envelope(message, "track", source="pos"))
     assert prepared["context"] == {"ip": "1.2.3.4", "source": "pos"}
 
 
@@ -238,6 +247,76 @@ def test_iso_utc_writes_what_datetime_writes() -> None:
     epochs += [253402300799.0 - 1.5, 253402300798.9999995, -1.5, -86400.0005]
     assert [iso_utc(epoch) for epoch in epochs] == [iso_utc_datetime(epoch) for epoch in epochs]
     assert iso_utc(RECEIVED) == "2026-11-30T00:53:20.000Z"
+    # the edges of what ``corrected_timestamp`` lets through: the first and the last writable epoch
+    assert iso_utc(-62135596800.0) == "0001-01-01T00:00:00.000Z"
+    assert iso_utc(math.nextafter(253402300800.0, 0)) == "9999-12-31T23:59:59.999Z"
+
+
+def test_a_timestamp_in_stored_form_survives_its_round_trip() -> None:
+    """What ``prepare_message`` stores without parsing is exactly what parsing and formatting would store."""
+    draw = random.Random(7)
+    first, last = parse_timestamp("1970-01-01T00:00:00Z"), parse_timestamp("2199-12-31T23:59:59.999Z")
+    epochs = [draw.uniform(first, last) for _ in range(20_000)] + [first, last, RECEIVED]
+    texts = [iso_utc(epoch) for epoch in epochs] + ["2024-02-29T23:59:59.999Z", "2000-12-31T00:00:00.001Z"]
+    assert [iso_utc(parse_timestamp(text)) for text in texts] == texts
+    assert [stored_form_epoch(text) for text in texts] == [parse_timestamp(text) for text in texts]
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2026-11-30T00:53:20Z",  # no milliseconds
+        "2026-11-30T00:53:20.123456Z",
+        "2026-11-30T00:53:20.000+00:00",
+        "2026-11-30t00:53:20.000z",
+        " 2026-11-30T00:53:20.000Z",
+        "2026-02-30T10:00:00.000Z",  # not a day
+        "2026-13-01T10:00:00.000Z",
+        "2026-11-30T24:00:00.000Z",
+        "2026-11-30T23:59:60.000Z",
+        "1969-12-31T23:59:59.999Z",  # before 1970 or after 2199: parsed and formatted, as any other text
+        "2200-01-01T00:00:00.000Z",
+        "9999-12-31T23:59:59.999Z",
+        "\uff12026-11-30T00:53:20.000Z",  # a non-ASCII digit
+        1796000000,
+        None,
+    ],
+)
+def test_other_timestamps_are_not_in_stored_form(timestamp) -> None:
+    assert stored_form_epoch(timestamp) is None
+
+
+def test_the_epoch_of_a_written_timestamp_is_what_its_parse_gives() -> None:
+    """``stored_timestamp``'s epoch spares the contract check its parse: it must be the parse, to the bit."""
+    draw = random.Random(11)
+    epochs = [draw.uniform(0, 253402300799.0) for _ in range(10_000)] + [
+        draw.uniform(1.7e9, 1.9e9) for _ in range(10_000)
+    ]
+    epochs += [0.0, 0.0005, RECEIVED + 0.9995, 253402300798.9999995, -1.5, -62135596800.0, 253402300799.9]
+    written = [stored_timestamp(epoch) for epoch in epochs]
+    assert [text for text, _ in written] == [iso_utc_datetime(epoch) for epoch in epochs]
+    assert [epoch for _, epoch in written] == [parse_timestamp(text) for text, _ in written]
+
+
+def test_each_prepared_message_carries_the_epoch_of_its_timestamp() -> None:
+    stamps = ["2026-12-01T09:00:00.250Z", "2026-12-01T09:00:00Z", 1796000000123, None, "yesterday", "2026-13-01T00:00Z"]
+    batch = [{"type": "track", "timestamp": stamp} for stamp in stamps]
+    for sent_at in (None, "2026-12-01T09:00:10Z"):
+        results = read({"batch": batch, "sentAt": sent_at})
+        epochs = [result.timestamp_s for result in results]
+        assert epochs[-2:] == [None, None]  # unreadable: left for the contract check, which names the problem
+        assert epochs[:-2] == [parse_timestamp(result.message["timestamp"]) for result in results[:-2]]
+
+
+def test_a_timestamp_in_stored_form_is_stored_as_sent_unless_corrected() -> None:
+    sent = "2026-12-01T09:00:00.250Z"
+    as_sent, as_sent_s = prepare_message({"timestamp": sent}, envelope({}, "track"))
+    assert as_sent["timestamp"] == as_sent["originalTimestamp"] == sent and as_sent_s == parse_timestamp(sent)
+    corrected, corrected_s = prepare_message(
+        {"timestamp": sent}, envelope({"sentAt": "2026-12-01T09:00:10.250Z"}, "track")
+    )
+    assert corrected["timestamp"] == iso_utc(RECEIVED - 10) and corrected["originalTimestamp"] == sent
+    assert corrected_s == parse_timestamp(corrected["timestamp"])
 
 
 @pytest.mark.parametrize("epoch", [math.nan, math.inf, -math.inf, 1e20])

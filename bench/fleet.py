@@ -1,0 +1,297 @@
+"""What the scale, state, latency and side-by-side benches share: a private broker, one deployment (topic
+prefix, app id, data dir, settings) on it, and a fleet of workers run as ``streamcdp worker --processes N``
+whose children are scraped and measured through their own web ports (``streams.supervisor``: child i
+serves on WEB_PORT + i). Everything started is stopped by pid; the pieces that ``bench/pipeline_bench.py``
+already has (workload, backlog load, metrics parsing, /proc readers) are imported from it, not copied."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+from pipeline_bench import (  # noqa: E402
+    GroupLag,
+    cpu_seconds,
+    machine_busy_seconds,
+    parse_metrics,
+    worker_env,
+)
+
+from schemas.topics import TopicNames  # noqa: E402
+from streams import kafka_local  # noqa: E402
+from streams.http_probe import http_get  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+
+log = logging.getLogger("bench.fleet")
+
+SAMPLE_EVERY_S = 0.5
+
+
+def start_broker(run_dir: Path, partitions: int, heap: str) -> Settings:
+    """A private single-node broker on free ports under ``run_dir``; stop it with ``kafka_local.stop``."""
+    port, controller_port = kafka_local.free_port(), kafka_local.free_port()
+    broker = Settings(
+        broker_url=f"kafka://127.0.0.1:{port}",
+        kafka_port=port,
+        kafka_controller_port=controller_port,
+        kafka_run_dir=run_dir / "kafka",
+        kafka_home=REPO / ".cache" / "kafka",
+        kafka_heap=heap,
+        topic_partitions=partitions,
+    )
+    kafka_local.start(broker)
+    return broker
+
+
+def free_port_run(count: int) -> int:
+    """A port p with p .. p + count - 1 free now (the supervisor gives child i the port p + i)."""
+    for _ in range(200):
+        first = kafka_local.free_port()
+        if first + count <= 65536 and all(kafka_local.port_is_free(first + i) for i in range(1, count)):
+            return first
+    message = f"no run of {count} free ports"
+    raise RuntimeError(message)
+
+
+@dataclass
+class Deployment:
+    """One isolated streamcdp deployment on the broker: its own topics, app id, token and data dir."""
+
+    values: dict[str, object]
+    topics: TopicNames
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(**self.values)
+
+    @property
+    def app_id(self) -> str:
+        return str(self.values["app_id"])
+
+
+def make_deployment(
+    broker: Settings,
+    run_dir: Path,
+    partitions: int,
+    triggers_file: Path | None = None,
+    extra: dict[str, object] | None = None,
+) -> Deployment:
+    """Topics (created now) and settings of a fresh deployment named by a random tag; ``triggers_file``
+    None keeps the default (``config/triggers.yaml`` of the source snapshot the workers run from)."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, object] = {
+        "broker_url": broker.broker_url,
+        "topic_prefix": f"bench{tag}.",
+        "app_id": f"streamcdp-bench-{tag}",
+        "data_dir": run_dir / f"data-{tag}",
+        "topic_partitions": partitions,
+        "api_token": f"bench-{tag}",
+        "env": "dev",  # the development PII hash key is fine for generated data
+        "log_level": "warning",
+    }
+    if triggers_file is not None:
+        values["triggers_file"] = triggers_file
+    values.update(extra or {})
+    deployment = Deployment(values, TopicNames(prefix=str(values["topic_prefix"])))
+    ensure_topics(deployment.settings)
+    return deployment
+
+
+def proc_children(pid: int) -> list[int]:
+    """Live pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            except (OSError, ValueError):
+                continue
+            if int(parent) == pid and state != "Z":  # a zombie has exited; its parent has not reaped it yet
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+@dataclass
+class Fleet:
+    """``streamcdp worker --processes N`` of one deployment, run from ``cwd`` (the bench's source snapshot)."""
+
+    deployment: Deployment
+    processes: int
+    log_path: Path
+    cwd: Path
+    base_port: int = 0
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    web_up_s: float | None = None
+    seen_children: set[int] = field(default_factory=set)
+
+    def start(self) -> None:
+        self.base_port = free_port_run(self.processes)
+        values = dict(self.deployment.values, web_port=self.base_port)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--processes", str(self.processes)],
+                cwd=self.cwd,
+                env=worker_env(values),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+
+    def ports(self) -> list[int]:
+        return [self.base_port + index for index in range(self.processes)]
+
+    def children(self) -> list[int]:
+        assert self.proc is not None
+        pids = proc_children(self.proc.pid)
+        self.seen_children.update(pids)
+        return pids
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            message = f"the supervisor exited; log:\n{self.log_tail()}"
+            raise RuntimeError(message)
+
+    def ready(self) -> bool:
+        return all(http_get(f"http://127.0.0.1:{port}/readyz", timeout_s=2.0)[0] == 200 for port in self.ports())
+
+    def wait_ready(self, timeout_s: float) -> float:
+        """Seconds from start until every child's ``/readyz`` answers 200; ``web_up_s`` is set to the
+        moment every child's ``/healthz`` first answered (the process is up and serving; the web server
+        starts before the runtime joins the group and restores), so ready − web up ≈ join + restore."""
+        deadline = time.monotonic() + timeout_s
+        self.web_up_s = None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if self.web_up_s is None and all(
+                http_get(f"http://127.0.0.1:{port}/healthz", timeout_s=2.0)[0] == 200 for port in self.ports()
+            ):
+                self.web_up_s = time.monotonic() - self.started_at
+            if self.ready():
+                return time.monotonic() - self.started_at
+            time.sleep(0.1)
+        message = f"the workers were not ready within {timeout_s:.0f} s; log:\n{self.log_tail()}"
+        raise TimeoutError(message)
+
+    def metrics(self) -> list[dict]:
+        """``pipeline_bench.parse_metrics`` of each child that answers."""
+        figures = []
+        for port in self.ports():
+            status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout_s=5.0)
+            if status == 200:
+                figures.append(parse_metrics(body.decode()))
+        return figures
+
+    def profile_status(self, customer_id: str) -> int:
+        """HTTP status of ``GET /profiles/{id}`` on the first child (it fetches from the owner if needed)."""
+        token = str(self.deployment.values["api_token"])
+        return http_get(f"http://127.0.0.1:{self.base_port}/profiles/{customer_id}", token=token, timeout_s=5.0)[0]
+
+    def processed(self) -> float | None:
+        """Events processed by all children together; None while one does not answer."""
+        figures = self.metrics()
+        return sum(f["processed"] for f in figures) if len(figures) == self.processes else None
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the supervisor and its running children so far."""
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid) + sum(cpu_seconds(pid) for pid in self.children())
+
+    def stop(self, timeout_s: float = 90.0) -> float:
+        """SIGTERM to the supervisor (it stops its children); SIGKILL to every pid seen if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        self.children()
+        began = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("supervisor %s ignored SIGTERM; killing it and its children by pid", self.proc.pid)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for pid in self.seen_children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return time.monotonic() - began
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Drain:
+    """The drain of a backlog by a fleet: (seconds since start, processed) samples and CPU figures."""
+
+    samples: list[tuple[float, float]]
+    ready_s: float
+    drained_s: float
+    fleet_cpu_s: float
+    broker_cpu_s: float
+    machine_cpu_s: float
+
+
+def drain(
+    fleet: Fleet,
+    target: int,
+    broker_pid: int,
+    bootstrap: str,
+    *,
+    timeout_s: float,
+    on_start: Callable[[Fleet], None] | None = None,
+) -> Drain:
+    """Start ``fleet`` (then call ``on_start``), wait until ready, then until ``target`` events are processed
+    and its group has committed the inbound and profile-commands topics to their end; CPU is counted from
+    ready to drained."""
+    fleet.start()
+    if on_start is not None:
+        on_start(fleet)
+    ready_s = fleet.wait_ready(timeout_s)
+    fleet_cpu, broker_cpu, machine = fleet.cpu_seconds(), cpu_seconds(broker_pid), machine_busy_seconds()
+    topics = fleet.deployment.topics
+    group_lag = GroupLag(bootstrap, fleet.deployment.app_id, (*topics.all_inbound, topics.profile_commands))
+    samples: list[tuple[float, float]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            fleet.check_alive()
+            now = time.monotonic()
+            processed = fleet.processed()
+            if processed is not None:
+                samples.append((now - fleet.started_at, processed))
+                # CPU is read at every sample, so the last reading is the one at the drained moment.
+                cpu_now = (fleet.cpu_seconds(), cpu_seconds(broker_pid), machine_busy_seconds())
+                if processed >= target and group_lag.lag() == 0:
+                    break
+            if now > deadline:
+                message = f"processed {samples[-1][1] if samples else 0:.0f} of {target} within {timeout_s:.0f} s"
+                raise TimeoutError(message)
+            time.sleep(max(0.0, SAMPLE_EVERY_S - (time.monotonic() - now)))
+    finally:
+        group_lag.close()
+    return Drain(
+        samples=samples,
+        ready_s=ready_s,
+        drained_s=samples[-1][0],
+        fleet_cpu_s=cpu_now[0] - fleet_cpu,
+        broker_cpu_s=cpu_now[1] - broker_cpu,
+        machine_cpu_s=cpu_now[2] - machine,
+    )

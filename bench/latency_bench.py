@@ -1,0 +1,474 @@
+"""End-to-end latency at half load (issue 15, item 4): from an event's append to Kafka to its consequence
+on an output topic::
+
+    .venv/bin/python bench/latency_bench.py [--backlog-events 100000] [--live-seconds 60] [--load 0.5] \\
+        [--out bench/results/latency.json]
+
+Clock: the broker's. The inbound topics and the output topics (``segments.changes``, ``triggers.*``) of
+the bench's deployment are set to ``message.timestamp.type=LogAppendTime``, so every record carries the
+time the broker appended it; latency = output record's append time − input record's append time, both
+read back from the topics afterwards (one clock, millisecond resolution). A second figure, "seen", is the
+moment a ``read_committed`` consumer tailing the output topics during the run received the record (this
+host's clock, the broker runs on the same host) − the input's append time: with exactly-once outputs a
+record becomes visible only when its transaction commits, so "seen" includes the commit interval.
+
+Steps: one worker (``streamcdp worker --processes 1``, default settings and ``config/triggers.yaml``)
+drains a backlog from the project's generator (``bench/pipeline_bench.py``'s workload), which gives the
+sustained rate; then ``--live-seconds`` of live traffic at ``--load`` × that rate (or ``--rate``). Live
+traffic is new customers (``live-…`` ids), each sending, ``--gap`` seconds apart: ``identify`` (email),
+``Consent Updated`` (email granted), then three pairs of ``Product Viewed`` / ``Product Added`` of one
+product. Consequences measured:
+
+- segment change: the customer's first ``segments.changes`` record (a new customer enters
+  ``new_visitors``) − the append time of its first event;
+- ``high_intent_offer``: the customer's trigger record (the purchase score crosses 0.6 after a few views
+  and adds) − the append time of its latest event appended before the trigger. With events of one
+  customer ``--gap`` apart, the cause is unambiguous while the latency is below the gap (the JSON counts
+  latencies ≥ gap, which would be attributed to a later event: then raise ``--gap``).
+
+Every live event is a new customer's: they cost the worker more than the backlog's (mostly known
+customers'; ``state_bench.py`` drains such traffic at less than half the backlog's rate), so ``--load``
+× the backlog's rate can exceed what the worker sustains for it, and the figures then measure a queue.
+``caught_up_s`` (seconds after the last send until the group has committed everything) shows it; give
+``--rate`` from ``state_bench.py``'s drain rate in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from fleet import REPO, Deployment, Fleet, drain, make_deployment, start_broker
+from passthrough import steady_rate
+from pipeline_bench import (
+    GroupLag,
+    _finite,
+    _route,
+    build_workload,
+    iso_now_ms,
+    load_backlog,
+    machine_info,
+    snapshot_sources,
+)
+
+from schemas.topics import TopicNames
+from streams import kafka_local
+from streams.settings import Settings
+
+log = logging.getLogger("bench.latency")
+
+LOG_APPEND_TIME = 1  # kafka-python's ConsumerRecord.timestamp_type for LogAppendTime
+TRIGGER = "high_intent_offer"
+
+
+def live_customer(index: int) -> list[tuple[str, dict]]:
+    """The events of live customer ``index`` (without timestamps), in order; names for the JSON only."""
+    user_id = f"live-{index:07d}"
+    base = {"userId": user_id, "anonymousId": f"live-anon-{index:07d}"}
+    product = {
+        "product_id": f"sku-live-{index % 50}",
+        "name": "Thing",
+        "category": "dog-food",
+        "price": 39.99,
+        "currency": "EUR",
+    }
+    events = [
+        ("identify", {**base, "type": "identify", "traits": {"email": f"{user_id}@example.com", "country": "DE"}}),
+        (
+            "consent",
+            {
+                **base,
+                "type": "track",
+                "event": "Consent Updated",
+                "properties": {"channel": "email", "granted": True},
+            },
+        ),
+    ]
+    for _pair in range(3):
+        events.append(("view", {**base, "type": "track", "event": "Product Viewed", "properties": product}))
+        events.append(
+            ("add", {**base, "type": "track", "event": "Product Added", "properties": {**product, "quantity": 1}})
+        )
+    return [(name, {**payload, "messageId": f"{user_id}-{n}"}) for n, (name, payload) in enumerate(events)]
+
+
+EVENTS_PER_LIVE_CUSTOMER = len(live_customer(0))
+
+
+def live_schedule(rate: float, seconds: float, gap: float) -> list[tuple[float, dict]]:
+    """(send offset in s, payload) for ``seconds`` of traffic at ``rate`` events/s, sorted by offset:
+    a new customer starts every ``EVENTS_PER_LIVE_CUSTOMER / rate`` s; its events follow ``gap`` s apart."""
+    starts_per_s = rate / EVENTS_PER_LIVE_CUSTOMER
+    customers = max(1, int(starts_per_s * seconds))
+    schedule = []
+    for index in range(customers):
+        start = index / starts_per_s
+        for step, (_, payload) in enumerate(live_customer(index)):
+            schedule.append((start + step * gap, payload))
+    schedule.sort(key=lambda item: item[0])
+    return schedule
+
+
+async def send_schedule(bootstrap: str, topics: TopicNames, schedule: list[tuple[float, dict]]) -> dict:
+    """Send each payload at its offset from now, with ``timestamp`` = the moment it is sent."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    await producer.start()
+    began = time.monotonic()
+    pending = []
+    late = 0.0
+    try:
+        for offset, payload in schedule:
+            wait = offset - (time.monotonic() - began)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                late = max(late, -wait)
+            stamped = dict(payload, timestamp=iso_now_ms(time.time()))
+            message = _route(topics, stamped, orjson.dumps(stamped))
+            pending.append(await producer.send(message.topic, value=message.value, key=message.key))
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    seconds = time.monotonic() - began
+    return {"events": len(schedule), "seconds": seconds, "rate": len(schedule) / seconds, "max_send_delay_s": late}
+
+
+def set_log_append_time(bootstrap: str, topic_names: list[str]) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-latency")
+    try:
+        admin.alter_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, name, configs={"message.timestamp.type": "LogAppendTime"})
+                for name in topic_names
+            ]
+        )
+    finally:
+        admin.close()
+
+
+def end_offsets(bootstrap: str, topic_names: list[str]) -> dict:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    try:
+        partitions = [TopicPartition(t, p) for t in topic_names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+
+
+def read_range(bootstrap: str, starts: dict) -> list:
+    """Records from ``starts`` (TopicPartition → offset) to the end (read_committed), with timestamps."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False, group_id=None
+    )
+    records = []
+    try:
+        consumer.assign(list(starts))
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        ends = consumer.end_offsets(list(starts))
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500, max_records=10_000)
+            for tp_records in batch.values():
+                records.extend(tp_records)
+            if all(consumer.position(tp) >= ends[tp] for tp in starts):
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+class OutputTail(threading.Thread):
+    """A read_committed consumer on the output topics from ``starts``: when each record arrived (time.time())."""
+
+    def __init__(self, bootstrap: str, starts: dict) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.starts = bootstrap, starts
+        self.seen: dict[tuple[str, int, int], float] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=10,
+        )
+        try:
+            consumer.assign(list(self.starts))
+            for tp, offset in self.starts.items():
+                consumer.seek(tp, offset)
+            while not self._stop_event.is_set():
+                for tp_records in consumer.poll(timeout_ms=50).values():
+                    arrived = time.time()
+                    for record in tp_records:
+                        self.seen[(record.topic, record.partition, record.offset)] = arrived
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
+def quantiles(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"count": len(ordered), "p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99), "max_ms": ordered[-1]}
+
+
+def latencies(inputs: list, outputs: list, seen: dict, gap_s: float) -> dict:
+    """Match output records to the live inputs that caused them (see the module docstring)."""
+    appended: dict[str, list[int]] = {}
+    kinds = set()
+    for record in inputs:
+        if record.key and record.key.startswith(b"live-"):
+            appended.setdefault(record.key.decode(), []).append(record.timestamp)
+            kinds.add(record.timestamp_type)
+    for stamps in appended.values():
+        stamps.sort()
+    segment_ms, segment_seen, trigger_ms, trigger_seen = [], [], [], []
+    first_segment_done: set[str] = set()
+    trigger_kinds: dict[str, int] = {}
+    output_kinds = set()
+    for record in sorted(outputs, key=lambda r: r.timestamp):
+        output_kinds.add(record.timestamp_type)
+        document = orjson.loads(record.value)
+        customer = str(document.get("customer_id", ""))
+        stamps = appended.get(customer)
+        if not stamps:
+            continue
+        seen_at = seen.get((record.topic, record.partition, record.offset))
+        if record.topic.endswith("segments.changes"):
+            if document.get("kind") != "segment" or customer in first_segment_done:
+                continue
+            first_segment_done.add(customer)
+            segment_ms.append(record.timestamp - stamps[0])
+            if seen_at is not None:
+                segment_seen.append(seen_at * 1000 - stamps[0])
+        else:
+            trigger_kinds[document.get("kind", "?")] = trigger_kinds.get(document.get("kind", "?"), 0) + 1
+            if document.get("kind") != TRIGGER:
+                continue
+            cause = stamps[max(0, bisect.bisect_right(stamps, record.timestamp) - 1)]
+            trigger_ms.append(record.timestamp - cause)
+            if seen_at is not None:
+                trigger_seen.append(seen_at * 1000 - cause)
+    return {
+        "input_timestamp_types": sorted(kinds),
+        "output_timestamp_types": sorted(output_kinds),
+        "live_customers": len(appended),
+        "segment_change_append_to_append": quantiles(segment_ms),
+        "segment_change_append_to_seen": quantiles(segment_seen),
+        f"{TRIGGER}_append_to_append": quantiles(trigger_ms),
+        f"{TRIGGER}_append_to_seen": quantiles(trigger_seen),
+        f"{TRIGGER}_latencies_at_or_above_gap": sum(1 for v in trigger_ms if v >= gap_s * 1000),
+        "trigger_records_by_kind": trigger_kinds,
+    }
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    broker: Settings | None = None
+    fleets: list[Fleet] = field(default_factory=list)
+    tail: OutputTail | None = None
+    results: dict = field(default_factory=dict)
+
+    def cleanup(self) -> None:
+        if self.tail is not None:
+            self.tail.stop()
+        for fleet in self.fleets:
+            try:
+                fleet.stop(timeout_s=90)
+            except Exception:
+                log.exception("stopping a fleet failed")
+        if self.broker is not None:
+            kafka_local.stop(self.broker)
+
+
+def wait_caught_up(bootstrap: str, deployment: Deployment, timeout_s: float) -> float | None:
+    """Seconds after the last send until the worker's group has committed its inputs to their end (None
+    if not within ``timeout_s``): a live phase whose consequences are still queued measures the queue."""
+    topics = deployment.topics
+    lag = GroupLag(bootstrap, deployment.app_id, (*topics.all_inbound, topics.profile_commands))
+    began = time.monotonic()
+    try:
+        while time.monotonic() - began < timeout_s:
+            if lag.lag() == 0:
+                return time.monotonic() - began
+            time.sleep(0.5)
+    finally:
+        lag.close()
+    return None
+
+
+def output_topics(deployment: Deployment) -> list[str]:
+    return [deployment.topics.segment_changes, *deployment.topics.all_triggers]
+
+
+def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
+    results = run.results
+    results["machine"] = machine_info()
+    results["source_snapshot"] = snapshot_sources(run.run_dir / "src")
+    run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
+    bootstrap = run.broker.broker_bootstrap
+    broker_pid = kafka_local.running_pid(run.broker)
+    settings = dict(item.split("=", 1) for item in args.worker_setting)  # e.g. commit_interval_s=0.1
+    deployment = make_deployment(run.broker, run.run_dir, args.partitions, extra=settings)
+    inbound, outputs = list(deployment.topics.all_inbound), output_topics(deployment)
+    set_log_append_time(bootstrap, inbound + outputs)
+
+    workload = build_workload(deployment.topics, args.backlog_events, None, args.seed)
+    backlog = len(workload.messages)
+    asyncio.run(load_backlog(bootstrap, workload.messages, args.partitions))
+    del workload
+    fleet = Fleet(deployment, 1, run.run_dir / "worker.log", cwd=run.run_dir / "src")
+    run.fleets.append(fleet)
+    drained = drain(fleet, backlog, broker_pid, bootstrap, timeout_s=300.0 + backlog / 200.0)
+    sustained = steady_rate(drained.samples, backlog)
+    rate = args.rate or args.load * sustained
+    results["config"] = {
+        "backlog_events": backlog,
+        "partitions": args.partitions,
+        "live_seconds": args.live_seconds,
+        "gap_s": args.gap,
+        "load": args.load,
+        "rate_override": args.rate,
+        "worker_settings": args.worker_setting,
+        "events_per_live_customer": EVENTS_PER_LIVE_CUSTOMER,
+        "timestamps": "LogAppendTime on inbound and output topics (the broker's append time)",
+    }
+    results["backlog"] = {"sustained_rate": sustained, "workers_cpu_seconds": drained.fleet_cpu_s}
+    log.info("backlog: %.0f events/s sustained; live at %.0f events/s for %.0f s", sustained, rate, args.live_seconds)
+
+    input_starts, output_starts = end_offsets(bootstrap, inbound), end_offsets(bootstrap, outputs)
+    run.tail = OutputTail(bootstrap, output_starts)
+    run.tail.start()
+    schedule = live_schedule(rate, args.live_seconds, args.gap)
+    results["live"] = asyncio.run(send_schedule(bootstrap, deployment.topics, schedule))
+    # Customers start for --live-seconds, each one's events span (events - 1) x gap: the rate ramps up and
+    # down over that span at both ends and is the nominal rate in between; "rate" is the average of all.
+    results["live"]["nominal_rate"] = rate
+    results["live"]["caught_up_s"] = wait_caught_up(bootstrap, deployment, timeout_s=300.0)
+    time.sleep(max(3.0, args.gap))  # the last consequences: the commit interval, a trigger scan
+    run.tail.stop()
+    seen, run.tail = run.tail.seen, None
+    inputs, produced = read_range(bootstrap, input_starts), read_range(bootstrap, output_starts)
+    results["latency"] = latencies(inputs, produced, seen, args.gap)
+    return results
+
+
+def table(results: dict) -> str:
+    latency, live = results["latency"], results["live"]
+    lines = [
+        f"backlog sustained {results['backlog']['sustained_rate']:,.0f} events/s; live {live['nominal_rate']:,.0f} "
+        f"events/s nominal ({live['rate']:,.0f} on average over {live['seconds']:.0f} s with the ramps), "
+        f"{latency['live_customers']:,} customers; caught up {live['caught_up_s']} s after the last send",
+        "consequence                       count     p50      p90      p99      max   (ms)",
+    ]
+    for name in (
+        "segment_change_append_to_append",
+        "segment_change_append_to_seen",
+        f"{TRIGGER}_append_to_append",
+        f"{TRIGGER}_append_to_seen",
+    ):
+        q = latency[name]
+        if q["count"]:
+            lines.append(
+                f"{name:<32} {q['count']:>6} {q['p50_ms']:>7.0f}  {q['p90_ms']:>7.0f}  {q['p99_ms']:>7.0f}  "
+                f"{q['max_ms']:>7.0f}"
+            )
+        else:
+            lines.append(f"{name:<32}      0")
+    lines.append(f"trigger records by kind: {latency['trigger_records_by_kind']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backlog-events", type=int, default=100_000, help="backlog for the sustained rate")
+    parser.add_argument("--live-seconds", type=float, default=60.0)
+    parser.add_argument("--load", type=float, default=0.5, help="live rate / sustained rate (0.5)")
+    parser.add_argument("--rate", type=float, default=None, help="live rate in events/s (overrides --load)")
+    parser.add_argument("--gap", type=float, default=2.0, help="seconds between one live customer's events")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--worker-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting (streams/settings.py field name), repeatable; e.g. commit_interval_s=0.1",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kafka-heap", default="1g")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latency.json"))
+    parser.add_argument("--keep", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    run = Run(run_dir=Path(tempfile.mkdtemp(prefix="streamcdp-latency-")))
+    out = Path(args.out)
+    failed = True
+    try:
+        results = run_benchmark(args, run)
+        failed = False
+    except BaseException as exc:
+        run.results["error"] = f"{type(exc).__name__}: {exc}"[:4000]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".partial.json").write_text(json.dumps(_finite(run.results), indent=2, default=str) + "\n")
+        raise
+    finally:
+        run.cleanup()
+        if failed or args.keep:
+            log.info("run dir kept: %s", run.run_dir)
+        else:
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+    results["finished_at"] = datetime.now(tz=UTC).isoformat(timespec="seconds")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_finite(results), indent=2, default=str) + "\n")
+    sys.stdout.write(table(results) + f"\n\nwritten: {out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
