@@ -27,10 +27,13 @@ from agents.tally import (
 from core.identity import NO_IDENTITY
 from core.profile_stage import KeyState, StagePolicy, StepResult, step_key
 from core.triggers.attribution import count_attributions
+from core.triggers.payload import HOLDOUT_TREATMENT
 from schemas.codecs import encode_json
 from schemas.commands import ApplyEvent, ProfileCommand, encode_command
 from schemas.segments import SegmentChange
 from schemas.topics import TopicNames
+
+HOLDOUT_TOPIC = "holdout"  # topics.triggers(HOLDOUT_TOPIC): triggers.holdout
 
 
 def handle_command(
@@ -68,8 +71,10 @@ def handle_command(
         if isinstance(change, SegmentChange):
             tally.add(SEGMENT_CHANGES, change.change)
     for trigger in result.triggers:
-        outbox.send(topics.triggers(trigger.channel), trigger.customer_id.encode(), encode_json(trigger))
-        tally.add(TRIGGERS_EMITTED, trigger.kind, trigger.channel)
+        # The control arm goes to triggers.holdout only: no sender subscribes to it, uplift is measured on it.
+        route = HOLDOUT_TOPIC if trigger.treatment == HOLDOUT_TREATMENT else trigger.channel
+        outbox.send(topics.triggers(route), trigger.customer_id.encode(), encode_json(trigger))
+        tally.add(TRIGGERS_EMITTED, trigger.kind, route)
     for kind, outcome in result.trigger_outcomes:
         tally.add(TRIGGER_DECISIONS, kind, outcome)
     for conversion in result.conversions:

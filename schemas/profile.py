@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.triggers import PendingTrigger, TriggerOutcome
+from schemas.triggers import PendingTrigger, TriggerOutcome, TriggerSend
 
 Scalar = str | int | float | bool
 
@@ -117,6 +117,12 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     engagement: dict[str, dict[str, int]] = {}  # channel → sent/delivered/opened/... → count
     consent: dict[str, bool] = {}  # channel → granted
     consent_updated_at: dict[str, float] = {}
+    suppressed: dict[str, str] = {}  # channel → why nothing may be sent on it (hard_bounce, spam_complaint, ...)
+    suppressed_at: dict[str, float] = {}  # channel → event time of that suppression
+    push_token_hash: str | None = None  # hash of the latest app push token (context.device.token)
+    push_token_at: float = 0.0
+    webpush_subscribed: bool = False  # the latest Push Subscribed / Push Unsubscribed
+    webpush_at: float = 0.0
     # "trigger_id:response" already attributed to a trigger (core.triggers.attribution), newest last (capped)
     trigger_responses: tuple[str, ...] = ()
 
@@ -131,3 +137,4 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     pending_triggers: tuple[PendingTrigger, ...] = ()  # at most one per kind
     trigger_history: tuple[TriggerOutcome, ...] = ()  # recent outcomes, newest last (capped)
     trigger_last_sent: dict[str, float] = {}  # kind → when one was last sent (re_entry)
+    trigger_sends: tuple[TriggerSend, ...] = ()  # sends and holdouts within the longest cap window (capped)

@@ -32,6 +32,7 @@ class PendingTrigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     last_entry_at: float
     due_at: float
     facts: dict[str, Fact] = {}
+    deferred_until: float = 0.0  # quiet hours: not before this time (the guard chain moved it)
 
 
 class TriggerOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -42,6 +43,14 @@ class TriggerOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     outcome: str
     at: float
     channel: str = ""
+
+
+class TriggerSend(msgspec.Struct, frozen=True, array_like=True):
+    """One message that counts against the frequency caps: sent, or decided for the holdout arm."""
+
+    kind: str
+    channel: str
+    at: float
 
 
 class TriggerItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +71,10 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     ``trigger_id`` is deterministic (same customer episode → same id, also across an anonymous → known
     merge); senders deduplicate on it. ``customer_id`` is the canonical id, ``user_id`` the id the
     sender's address book knows. Money is in minor units of ``currency``.
+
+    ``treatment``: ``treatment`` when sent, ``holdout`` for the control arm (published on
+    ``triggers.holdout`` only, nothing is delivered). ``channel_reason``: why ``channel`` was chosen
+    (``core.triggers.channels.REASONS``).
     """
 
     trigger_id: str

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.privacy import HASHED_PII_TRAITS, PII_TRAIT_KEYS, trait_key
 from core.profile.policy import MAX_APPLIED_IDS, MAX_LINKED_USERS
+from core.triggers import guardrails as rails
 
 # Development defaults: usable only with STREAMCDP_ENV=dev (streams.security.check_production_settings).
 DEV_API_TOKEN = "dev-token"
@@ -257,6 +258,50 @@ class Settings(BaseSettings):
     trigger_scan_interval_s: float = Field(
         1.0, description="How often the worker wakes the keys whose wake-up time has come (triggers, segments)."
     )
+    # Guardrails (README section Triggers; the trigger file's `guardrails:` section overrides them by name).
+    trigger_customer_caps: str = Field(
+        rails.DEFAULT_CUSTOMER_CAPS,
+        description="Most messages per customer across all kinds in rolling windows: `MAX/WINDOW[,MAX/WINDOW]` "
+        "(empty: none). Holdout decisions count as messages.",
+    )
+    trigger_kind_caps: str = Field(
+        rails.DEFAULT_KIND_CAPS,
+        description="Most messages of one kind per customer in rolling windows (a definition's `cap` overrides).",
+    )
+    trigger_channel_caps: str = Field(
+        rails.DEFAULT_CHANNEL_CAPS,
+        description="Most messages per customer on a channel: `CHANNEL:MAX/WINDOW[,...]`; a capped channel is "
+        "skipped for the next allowed one.",
+    )
+    trigger_quiet_hours: str = Field(
+        rails.DEFAULT_QUIET_HOURS,
+        description="Local time `HH:MM-HH:MM` in which nothing is sent: a due trigger is deferred to its end "
+        "(empty: none).",
+    )
+    trigger_default_timezone: str = Field(
+        rails.DEFAULT_TIMEZONE,
+        description="IANA time zone of the quiet hours for customers without a (known) `timezone` trait.",
+    )
+    trigger_consent: str = Field(
+        rails.DEFAULT_CONSENT,
+        description="Consent without an explicit `Consent Updated`, per channel: `opt_out` (allowed unless "
+        "withdrawn) or `opt_in` (only after a grant); channels not named are `opt_in`.",
+    )
+    trigger_holdout_shares: str = Field(
+        rails.DEFAULT_HOLDOUT_SHARES,
+        description="Share of customers held out per kind, `KIND:SHARE[,...]`, `*` for every kind (a definition's "
+        "`holdout` overrides): they get no message; the decision goes to triggers.holdout.",
+    )
+    trigger_control_group_share: float = Field(
+        rails.DEFAULT_CONTROL_GROUP_SHARE,
+        ge=0.0,
+        le=1.0,
+        description="Share of customers in the global control group: no triggered message of any kind.",
+    )
+    trigger_engagement_prior: str = Field(
+        rails.DEFAULT_ENGAGEMENT_PRIOR,
+        description="`ALPHA,BETA` of the Beta prior smoothing each channel's engagement rate for channel choice.",
+    )
     attribution_window_s: float = Field(
         3 * 86400.0,
         gt=0,
@@ -273,6 +318,27 @@ class Settings(BaseSettings):
             )
             raise ValueError(msg)
         return self
+
+    @model_validator(mode="after")
+    def _guardrails_parse(self) -> Settings:
+        _ = self.guardrails  # parsed at start: a bad value stops the worker with its name
+        return self
+
+    @property
+    def guardrails(self) -> rails.Guardrails:
+        """The ``trigger_*`` guardrail settings parsed (``core.triggers.guardrails``)."""
+        texts = {
+            "customer_caps": self.trigger_customer_caps,
+            "kind_caps": self.trigger_kind_caps,
+            "channel_caps": self.trigger_channel_caps,
+            "quiet_hours": self.trigger_quiet_hours,
+            "default_timezone": self.trigger_default_timezone,
+            "consent": self.trigger_consent,
+            "holdout_shares": self.trigger_holdout_shares,
+            "control_group_share": self.trigger_control_group_share,
+            "engagement_prior": self.trigger_engagement_prior,
+        }
+        return rails.Guardrails.from_texts(texts)
 
     @property
     def score_threshold_map(self) -> dict[str, tuple[float, ...]]:

@@ -16,6 +16,7 @@ from core.rules.definitions import load_definitions
 from core.scoring import load_models
 from core.triggers.definitions import load_triggers
 from core.triggers.engine import TriggerPolicy
+from core.triggers.guardrails import Guardrails
 from schemas.validation import ContractLimits
 from streams.settings import Settings
 
@@ -36,10 +37,12 @@ def load_audience_policy(config: Settings, profile: ProfilePolicy = DEFAULT_POLI
 def load_trigger_policy(
     config: Settings, audiences: AudiencePolicy | None, profile: ProfilePolicy = DEFAULT_POLICY
 ) -> TriggerPolicy:
-    """Trigger definitions; their rules decay affinity with ``profile``'s half-life, as segments do."""
+    """Trigger definitions; their rules decay affinity with ``profile``'s half-life, as segments do; the
+    guard chain's guardrails are the settings' with the file's ``guardrails:`` section over them."""
     definitions = load_triggers(config.triggers_file, affinity_half_life_s=profile.affinity_half_life_s)
     consumables = audiences.definitions.consumables if audiences is not None else None
-    return TriggerPolicy(definitions, consumables=consumables, profile=profile)
+    guardrails = Guardrails.from_texts(definitions.guardrails, base=config.guardrails)  # the file's section wins
+    return TriggerPolicy(definitions, consumables=consumables, profile=profile, guardrails=guardrails)
 
 
 def stage_policy(settings: Settings) -> StagePolicy:

@@ -13,6 +13,7 @@ the rest (identity ids, sessions, clickstream, cart, messaging, consent) here.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -36,6 +37,14 @@ from core.profile.policy import (
     MAX_URL_BYTES,
     ProfilePolicy,
 )
+from core.triggers.contact import (
+    HARD_BOUNCE,
+    HARD_BOUNCE_TYPES,
+    SPAM_COMPLAINT,
+    SPAM_REASONS,
+    UNSUBSCRIBED,
+    WEBPUSH_EVENTS,
+)
 from schemas.events import MESSAGING, Event
 from schemas.profile import CartItem, Profile
 
@@ -50,8 +59,9 @@ ENGAGEMENT_METRICS = {
 }
 # Events that are not the customer's own activity: they never open a session.
 PASSIVE_EVENTS = frozenset(
-    {*ENGAGEMENT_METRICS, "Consent Updated", "Deletion Requested", "Order Refunded", "Order Cancelled"}
+    {*ENGAGEMENT_METRICS, *WEBPUSH_EVENTS, "Consent Updated", "Deletion Requested", "Order Refunded", "Order Cancelled"}
 )
+MAX_PUSH_TOKEN_CHARS = 4096  # longer is not a push token: ignored
 # Calls that describe the customer rather than record an action: they never open a session either.
 PASSIVE_TYPES = frozenset({"identify", "alias", "group"})
 
@@ -79,7 +89,20 @@ def _identity_changes(profile: Profile, event: Event) -> dict[str, Any]:
         devices = remember(profile.devices, clipped_id(device_id), MAX_DEVICES)
         if devices is not profile.devices:
             changes["devices"] = devices
+    token = device.get("token") if isinstance(device, dict) else None
+    if token and isinstance(token, str) and len(token) <= MAX_PUSH_TOKEN_CHARS:
+        changes.update(_push_token_changes(profile, token, event.timestamp))
     return changes
+
+
+def _push_token_changes(profile: Profile, token: str, at: float) -> dict[str, Any]:
+    """The app push token (Segment ``context.device.token``), kept as a short hash: latest wins."""
+    if at < profile.push_token_at:
+        return {}
+    token_hash = hashlib.blake2b(token.encode(), digest_size=12).hexdigest()
+    if token_hash == profile.push_token_hash:
+        return {}
+    return {"push_token_hash": token_hash, "push_token_at": at}
 
 
 def _activity_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict[str, Any]:
@@ -215,6 +238,21 @@ def _with_consent(profile: Profile, channel: str, granted: bool, at: float) -> d
     return {"consent": consent, "consent_updated_at": times}
 
 
+def _with_suppression(profile: Profile, channel: str, why: str | None, at: float) -> dict[str, Any]:
+    """``channel`` suppressed for ``why`` (None: lifted) as of ``at``, unless a later change is known."""
+    if at < profile.suppressed_at.get(channel, float("-inf")) or profile.suppressed.get(channel) == why:
+        return {}
+    suppressed = {k: v for k, v in profile.suppressed.items() if k != channel}
+    times = {k: v for k, v in profile.suppressed_at.items() if k != channel}
+    if why is not None:
+        suppressed[channel], times[channel] = why, at
+        if len(suppressed) > MAX_CHANNELS:
+            stalest = min((k for k in suppressed if k != channel), key=lambda k: (times.get(k, 0.0), k))
+            del suppressed[stalest]
+            times.pop(stalest, None)
+    return {"suppressed": suppressed, "suppressed_at": times}
+
+
 def _message_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict[str, Any]:
     channel = clipped_id(event.properties.get("channel") or "email")[:32]
     metric = ENGAGEMENT_METRICS[event.event or ""]
@@ -224,8 +262,13 @@ def _message_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> d
     if len(engagement) > MAX_CHANNELS:
         del engagement[min((k for k in engagement if k != channel), key=lambda k: (sum(engagement[k].values()), k))]
     changes: dict[str, Any] = {"engagement": engagement}
+    at = event.timestamp
     if metric == "unsubscribed":
-        changes.update(_with_consent(profile, channel, False, event.timestamp))
+        changes.update(_with_consent(profile, channel, False, at))
+        spam = str(event.properties.get("reason") or "").lower() in SPAM_REASONS
+        changes.update(_with_suppression(profile, channel, SPAM_COMPLAINT if spam else UNSUBSCRIBED, at))
+    elif metric == "bounced" and str(event.properties.get("bounce_type") or "").lower() in HARD_BOUNCE_TYPES:
+        changes.update(_with_suppression(profile, channel, HARD_BOUNCE, at))
     return changes
 
 
@@ -234,7 +277,34 @@ def _consent_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> d
     granted = event.properties.get("granted")
     if not channel or not isinstance(granted, bool):
         return {}
-    return _with_consent(profile, clipped_id(channel)[:32], granted, event.timestamp)
+    channel = clipped_id(channel)[:32]
+    changes = _with_consent(profile, channel, granted, event.timestamp)
+    if granted and changes and profile.suppressed.get(channel) == UNSUBSCRIBED:
+        changes.update(_with_suppression(profile, channel, None, event.timestamp))  # opted in again
+    return changes
+
+
+def _webpush_changes(profile: Profile, event: Event, policy: ProfilePolicy) -> dict[str, Any]:
+    """``Push Subscribed`` / ``Push Unsubscribed``: the browser's web push subscription, latest wins."""
+    subscribed = WEBPUSH_EVENTS[event.event or ""]
+    at = event.timestamp
+    if (at, subscribed) <= (profile.webpush_at, profile.webpush_subscribed):
+        return {}
+    return {"webpush_subscribed": subscribed, "webpush_at": at}
+
+
+def _contact_lifts(before: Profile, changes: dict[str, Any]) -> dict[str, Any]:
+    """A new email (phone) lifts a hard bounce of email (sms, whatsapp): the old address bounced."""
+    lifted: dict[str, Any] = {}
+    for field, channels in (("email_hash", ("email",)), ("phone_hash", ("sms", "whatsapp"))):
+        new = changes.get(field)
+        if new is None or new == getattr(before, field):
+            continue
+        for channel in channels:
+            if before.suppressed.get(channel) == HARD_BOUNCE:
+                current = msgspec.structs.replace(before, **lifted) if lifted else before
+                lifted.update(_with_suppression(current, channel, None, before.suppressed_at[channel]))
+    return lifted
 
 
 _TRACK_HANDLERS = {
@@ -247,6 +317,7 @@ _TRACK_HANDLERS = {
     "Order Refunded": refund_changes,
     "Order Cancelled": refund_changes,  # a cancelled order is reversed exactly like a refunded one
     "Consent Updated": _consent_changes,
+    **dict.fromkeys(WEBPUSH_EVENTS, _webpush_changes),
     **{name: _message_changes for name in ENGAGEMENT_METRICS},
 }
 
@@ -271,6 +342,8 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     changes.update(_activity_changes(current, event, policy))
     if event.type == "identify":
         changes.update(trait_changes(current, event, policy))
+        if current.suppressed:
+            changes.update(_contact_lifts(current, changes))
     elif event.type == "group" and event.group_id:
         changes["groups"], changes["group_times"] = apply_group_call(
             current.groups, current.group_times, event.group_id, event.traits, event.timestamp

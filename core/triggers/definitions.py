@@ -3,6 +3,9 @@
 The file::
 
     version: 1
+    guardrails:                            # optional: overrides the STREAMCDP_TRIGGER_* settings
+      customer_caps: 2/1d,5/7d             # (same names and formats: core.triggers.guardrails)
+      quiet_hours: 21:00-08:00
     triggers:
       - name: cart_abandonment             # the kind: lower case, digits, _
         description: cart left with items
@@ -25,6 +28,8 @@ The file::
           recommendations: 4               # how many related product ids (0: none)
           offer: {code: "CART-{trigger}", percent_off: 10}
         re_entry: 1d                       # after a send, how long before the customer may enter again
+        cap: 1/1d                          # optional: this kind's frequency caps (default: kind_caps)
+        holdout: 0.1                       # optional: this kind's holdout share (default: holdout_shares)
 
 Everything is checked at load; every problem is reported as ``file:line:column: problem`` in one
 ``ConfigError``: unknown keys, unknown event names, rules that do not compile, a wait that can never
@@ -43,6 +48,7 @@ from pathlib import Path
 
 import yaml
 
+from core.triggers.guardrails import Cap, Guardrails, parse_caps, parse_share
 from core.triggers.kinds import FACTS, EntryFacts
 from core.triggers.rules import (
     DEFAULT_AFFINITY_HALF_LIFE_S,
@@ -65,9 +71,9 @@ from schemas.triggers import Fact
 DEFAULT_TRIGGERS = Path(__file__).resolve().parent.parent.parent / "config" / "triggers.yaml"
 MAX_FILE_BYTES = 1_000_000
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-TOP_KEYS = frozenset({"version", "triggers"})
+TOP_KEYS = frozenset({"version", "guardrails", "triggers"})
 TRIGGER_KEYS = frozenset(
-    {"name", "description", "entry", "wait", "exit", "channels", "priority", "content", "re_entry"}
+    {"name", "description", "entry", "wait", "exit", "channels", "priority", "content", "re_entry", "cap", "holdout"}
 )
 ENTRY_KEYS = frozenset({"events", "when", "facts", "params"})
 EXIT_KEYS = frozenset({"events", "when"})
@@ -134,6 +140,8 @@ class TriggerDefinition:
     priority: int = 50
     content: Content = Content()
     re_entry: float = 0.0
+    caps: tuple[Cap, ...] | None = None  # None: the guardrails' kind caps
+    holdout: float | None = None  # None: the guardrails' holdout share of the kind
     line: int = 0
 
     @property
@@ -148,6 +156,7 @@ class TriggerDefinitions:
     definitions: tuple[TriggerDefinition, ...] = ()
     source: str = "<memory>"
     version: str = ""
+    guardrails: Mapping[str, str] = field(default_factory=dict)  # the file's overrides of the settings
 
     @cached_property
     def by_kind(self) -> dict[str, TriggerDefinition]:
@@ -202,6 +211,24 @@ class _Reader:
             self.problems.add(node, f"{what} must be a number in [{low:g}, {high:g}], got {text!r}")
             return None
         return value
+
+    def parsed(self, node: yaml.Node, what: str, parse):
+        text = self.scalar(node, what)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as exc:
+            self.problems.add(node, f"{what}: {exc}")
+            return None
+
+    def guardrails(self, node: yaml.Node) -> dict[str, str]:
+        texts = {str(k): str(v) for k, v in self.scalars(node, "guardrails").items()}
+        try:
+            Guardrails.from_texts(texts)
+        except ConfigError as exc:
+            self.problems.add(node, str(exc))
+        return texts
 
     def scalars(self, node: yaml.Node, what: str) -> dict[str, Fact]:
         values: dict[str, Fact] = {}
@@ -265,6 +292,7 @@ class _Reader:
             values["content"] = self._content(pairs["content"][1], what)
         if "re_entry" in pairs:
             values["re_entry"] = self.duration(pairs["re_entry"][1], f"re_entry of {what}") or 0.0
+        self._own_guardrails(pairs, what, values)
         if name is None:
             return None
         return TriggerDefinition(**{k: v for k, v in values.items() if v is not None})
@@ -285,6 +313,13 @@ class _Reader:
             return None
         names.add(name)
         return name
+
+    def _own_guardrails(self, pairs: dict, what: str, values: dict) -> None:
+        """The definition's own ``cap`` and ``holdout`` (else the guardrails' kind caps and holdout share)."""
+        if "cap" in pairs:
+            values["caps"] = self.parsed(pairs["cap"][1], f"cap of {what}", parse_caps)
+        if "holdout" in pairs:
+            values["holdout"] = self.parsed(pairs["holdout"][1], f"holdout of {what}", parse_share)
 
     def _exit(self, node: yaml.Node, what: str, values: dict) -> None:
         pairs = yaml_pairs(node, self.problems, f"exit of {what}", EXIT_KEYS)
@@ -427,12 +462,13 @@ def parse_triggers(
         reader.definition(item, names)
         for item in (yaml_items(top["triggers"][1], problems, "triggers") if "triggers" in top else [])
     ]
+    guardrails = reader.guardrails(top["guardrails"][1]) if "guardrails" in top else {}
     if problems.items:
         count = len(problems.items)
         message = f"{source}: {count} problem{'s' if count > 1 else ''}\n" + "\n".join(problems.items)
         raise ConfigError(message)
     version = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return TriggerDefinitions(tuple(d for d in definitions if d is not None), source, version)
+    return TriggerDefinitions(tuple(d for d in definitions if d is not None), source, version, guardrails)
 
 
 def load_triggers(

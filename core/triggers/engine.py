@@ -8,8 +8,11 @@ the profile stage once per command, after the event is applied and segments and 
    enter or renew a pending trigger (one per kind; a new episode supersedes the old one);
 3. cancels pending triggers whose exit rule holds, recomputes each due time from the current definitions
    (changed file, restart: same ``trigger_id``, new due time, never a second message);
-4. passes each due trigger through ``TriggerRule.decide`` — facts still valid, then the guard chain
-   (``core.triggers.guards``) — and builds the payload of what is sent.
+4. passes each due trigger, highest priority first, through ``TriggerRule.decide`` — facts still valid,
+   then the guard chain (``core.triggers.guards``) — and builds the payload of what is sent (or held
+   out); a trigger deferred by quiet hours stays pending with its new due time. An event that may take
+   a channel away (consent withdrawn, unsubscribed, bounced, the suppression list) cancels what waits
+   without a channel left.
 
 It answers the new profile (same object if nothing changed), the triggers to publish, the outcomes to
 count and the next wake-up time (the earliest pending due time; for one held for an anonymous visitor,
@@ -28,10 +31,16 @@ import msgspec
 from core.profile.bounded import capped_append
 from core.profile.policy import DEFAULT_POLICY, MAX_TRIGGER_HISTORY, MAX_TRIGGERS_REMEMBERED, ProfilePolicy
 from core.replenishment import ConsumableCatalog
+from core.triggers.caps import remember_send
+from core.triggers.contact import WITHDRAWING_EVENTS, on_suppression_list, open_channels
 from core.triggers.definitions import TriggerDefinition, TriggerDefinitions
+from core.triggers.guardrails import NO_GUARDRAILS, Guardrails
 from core.triggers.guards import (
+    CANCELLED_CONSENT,
     CANCELLED_EXIT,
     CANCELLED_FACTS,
+    CONTROL,
+    DEFER,
     HOLD,
     SEND,
     SUPERSEDED,
@@ -43,7 +52,7 @@ from core.triggers.guards import (
 from core.triggers.payload import build_trigger, trigger_id_for
 from schemas.events import Event
 from schemas.profile import Profile
-from schemas.triggers import PendingTrigger, Trigger, TriggerOutcome
+from schemas.triggers import PendingTrigger, Trigger, TriggerOutcome, TriggerSend
 
 NEVER = float("-inf")
 HELD_EXPIRY_MARGIN_S = 1.0  # a held trigger's wake-up comes just after it expires, so the stale guard drops it
@@ -74,9 +83,18 @@ class TriggerRule(Protocol):
         """
 
     def decide(
-        self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
-    ) -> tuple[Outcome, Trigger | None]:
-        """The outcome of a due ``pending`` and, when sent, its payload."""
+        self,
+        profile: Profile,
+        pending: PendingTrigger,
+        *,
+        at: float,
+        forgotten_at: float | None,
+        pass_sends: tuple[TriggerSend, ...] = (),
+    ) -> Decided:
+        """The outcome of a due ``pending`` and, when sent or held out, its payload.
+
+        ``pass_sends``: what the higher-priority triggers decided before it in this pass sent (caps).
+        """
 
     def wake_after_hold(self, pending: PendingTrigger) -> float:
         """When to look again at a held trigger (just after it would expire)."""
@@ -89,6 +107,7 @@ class DefinedTrigger:
     definition: TriggerDefinition
     consumables: ConsumableCatalog | None = None
     profile_policy: ProfilePolicy = DEFAULT_POLICY  # what the rules' view traits decide by
+    guardrails: Guardrails = NO_GUARDRAILS  # what the guard chain decides by
 
     @property
     def name(self) -> str:
@@ -145,19 +164,41 @@ class DefinedTrigger:
         return rule.holds(profile, at, self.consumables, self.profile_policy)
 
     def decide(
-        self, profile: Profile, pending: PendingTrigger, *, at: float, forgotten_at: float | None
-    ) -> tuple[Outcome, Trigger | None]:
+        self,
+        profile: Profile,
+        pending: PendingTrigger,
+        *,
+        at: float,
+        forgotten_at: float | None,
+        pass_sends: tuple[TriggerSend, ...] = (),
+    ) -> Decided:
         d = self.definition
         entry_facts = d.entry_facts
         if entry_facts is not None and not entry_facts.still_valid(profile, pending, d.params):
-            return CANCELLED_FACTS, None
-        outcome = run_guards(Decision(profile, pending, d, at, forgotten_at))
-        if outcome.action != SEND:
-            return outcome, None
-        return outcome, build_trigger(profile, pending, d, at=at, channel=d.channels[0])
+            return Decided(CANCELLED_FACTS)
+        decision = Decision(profile, pending, d, at, forgotten_at, self.guardrails, pass_sends)
+        outcome = run_guards(decision)
+        if outcome.action == DEFER:
+            return Decided(outcome, defer_to=decision.quiet_until)
+        if outcome.action not in (SEND, CONTROL):
+            return Decided(outcome)
+        channel, reason = decision.channel
+        trigger = build_trigger(
+            profile, pending, d, at=at, channel=channel, reason=reason, holdout=outcome.action == CONTROL
+        )
+        return Decided(outcome, trigger)
 
     def wake_after_hold(self, pending: PendingTrigger) -> float:
         return pending.due_at + self.definition.wait.expires + HELD_EXPIRY_MARGIN_S
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What ``TriggerRule.decide`` answers: the outcome, the payload (sent or held out), a deferral time."""
+
+    outcome: Outcome
+    trigger: Trigger | None = None
+    defer_to: float | None = None
 
 
 @dataclass(frozen=True)
@@ -172,11 +213,15 @@ class TriggerPolicy:
     consumables: ConsumableCatalog | None = None
     profile: ProfilePolicy = DEFAULT_POLICY
     rules_by_kind: Mapping[str, TriggerRule] = field(default_factory=dict, compare=False)
+    guardrails: Guardrails = NO_GUARDRAILS  # the worker's: the settings overridden by the file's section
 
     @cached_property
     def rules(self) -> dict[str, TriggerRule]:
         """Every kind's rule: ``rules_by_kind`` (custom rules) over the definitions' ``DefinedTrigger``."""
-        defined = {d.name: DefinedTrigger(d, self.consumables, self.profile) for d in self.definitions.definitions}
+        defined = {
+            d.name: DefinedTrigger(d, self.consumables, self.profile, self.guardrails)
+            for d in self.definitions.definitions
+        }
         return {**defined, **self.rules_by_kind}
 
     @property
@@ -216,11 +261,12 @@ def advance_triggers(
     pending_before = profile.pending_triggers
     if not pending_before and not entering and not rule_only:
         return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
-    if not entering and not rule_only and event is not None and name not in definitions.exit_events:
+    withdrawing = event is not None and _withdraws(event, name, profile)
+    if not entering and not rule_only and event is not None and name not in definitions.exit_events and not withdrawing:
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before)
+    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, policy.guardrails, withdrawing)
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
@@ -229,7 +275,7 @@ def advance_triggers(
         candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
     for definition in candidates:
         work.enter(definition, profile, event)
-    if not work.changed and event is not None and name not in definitions.exit_events:
+    if not work.changed and event is not None and name not in definitions.exit_events and not withdrawing:
         if not pending_before:
             return TriggerStep(profile)  # nothing entered, nothing pending
         quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
@@ -247,7 +293,7 @@ def advance_triggers(
     if pending_after == pending_before and not work.outcomes:
         return TriggerStep(profile, due_at=due_at)
     return TriggerStep(
-        _recorded(profile, pending_after, work.outcomes, work.sent, at),
+        _recorded(profile, pending_after, work.outcomes, work.sent, at, guardrails=policy.guardrails),
         triggers=tuple(work.sent),
         outcomes=tuple((pending.kind, outcome.name) for pending, outcome in work.outcomes),
         due_at=due_at,
@@ -262,8 +308,11 @@ class _Pass:
     current: dict[str, PendingTrigger]
     at: float
     before: Profile | None
+    guardrails: Guardrails = NO_GUARDRAILS
+    withdrawing: bool = False  # the event may have taken channels away (consent, suppression)
     outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
     sent: list[Trigger] = field(default_factory=list)
+    pass_sends: list[TriggerSend] = field(default_factory=list)  # what this pass sent: the caps count it
     wake: list[float] = field(default_factory=list)
     changed: bool = False  # an entry added, renewed or replaced a pending trigger
 
@@ -301,20 +350,42 @@ class _Pass:
             self.outcomes.append((pending, WITHDRAWN if rule is None else CANCELLED_EXIT))
             del self.current[kind]
             return
-        due_at = rule.due_at(pending)
+        if self.withdrawing and self._no_channel_left(rule, profile):
+            self.outcomes.append((pending, CANCELLED_CONSENT))
+            del self.current[kind]
+            return
+        due_at = max(rule.due_at(pending), pending.deferred_until)
         if due_at != pending.due_at:
             pending = self.current[kind] = msgspec.structs.replace(pending, due_at=due_at)
         if due_at > self.at:
             self.wake.append(due_at)
             return
-        outcome, trigger = rule.decide(profile, pending, at=self.at, forgotten_at=forgotten_at)
+        decided = rule.decide(
+            profile, pending, at=self.at, forgotten_at=forgotten_at, pass_sends=tuple(self.pass_sends)
+        )
+        outcome, trigger = decided.outcome, decided.trigger
         if outcome.action == HOLD:
             self.wake.append(rule.wake_after_hold(pending))
+            return
+        if outcome.action == DEFER and decided.defer_to is not None:
+            until = decided.defer_to
+            self.current[kind] = msgspec.structs.replace(pending, due_at=until, deferred_until=until)
+            self.outcomes.append((pending, outcome))
+            self.wake.append(until)
             return
         del self.current[kind]
         self.outcomes.append((pending, outcome))
         if trigger is not None:
             self.sent.append(trigger)
+            self.pass_sends.append(TriggerSend(kind=trigger.kind, channel=trigger.channel, at=self.at))
+
+    def _no_channel_left(self, rule: TriggerRule, profile: Profile) -> bool:
+        """Whether the suppression list, suppressions or consent leave ``rule``'s kind no channel at all."""
+        if on_suppression_list(profile):
+            return True
+        if not isinstance(rule, DefinedTrigger):
+            return False
+        return not open_channels(profile, rule.definition.channels, self.guardrails)
 
 
 def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> float | None:
@@ -328,13 +399,21 @@ def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: Tri
         if (
             definition is None
             or pending.due_at <= at
-            or definition.wait.due_at(pending.last_entry_at, pending.facts) != pending.due_at
+            or max(definition.wait.due_at(pending.last_entry_at, pending.facts), pending.deferred_until)
+            != pending.due_at
         ):
             return None
         if definition.exit_rule is not None and not definition.exit_rule.unchanged(before, profile):
             return None
     waiting = profile.pending_triggers
     return waiting[0].due_at if len(waiting) == 1 else min(p.due_at for p in waiting)
+
+
+def _withdraws(event: Event, name: str | None, profile: Profile) -> bool:
+    """Whether ``event`` may have taken channels away (pending triggers without one are then cancelled)."""
+    if name is not None:
+        return name in WITHDRAWING_EVENTS
+    return event.type == "identify" and on_suppression_list(profile)
 
 
 def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, ...]) -> list[TriggerDefinition]:
@@ -354,6 +433,8 @@ def _recorded(
     outcomes: list[tuple[PendingTrigger, Outcome]],
     sent: list[Trigger],
     at: float,
+    *,
+    guardrails: Guardrails,
 ) -> Profile:
     history = profile.trigger_history
     for trigger_pending, outcome in outcomes:
@@ -370,9 +451,12 @@ def _recorded(
     if sent:
         triggers_sent = profile.triggers_sent
         last_sent = dict(profile.trigger_last_sent)
+        sends = profile.trigger_sends
         for trigger in sent:
             triggers_sent = capped_append(triggers_sent, trigger.trigger_id, MAX_TRIGGERS_REMEMBERED)
             last_sent[trigger.kind] = at
+            sends = remember_send(sends, TriggerSend(kind=trigger.kind, channel=trigger.channel, at=at), guardrails)
         changes["triggers_sent"] = triggers_sent
         changes["trigger_last_sent"] = last_sent
+        changes["trigger_sends"] = sends
     return msgspec.structs.replace(profile, **changes)

@@ -3,27 +3,44 @@
 Every outcome a trigger can have is declared once in ``OUTCOMES`` (name, action, meaning): the metric
 ``streamcdp_trigger_decisions_total{kind, outcome}`` takes its label values from it and
 ``streamcdp triggers outcomes`` prints it for the README. A guard is a name and ``check(decision)``,
-which answers an outcome (the trigger stops there) or None (next guard). ``GUARDS`` is the chain; the
-guardrails issue (consent, caps, quiet hours, channel choice, holdouts) adds guards to it and outcomes to
-``OUTCOMES``, nothing else.
+which answers an outcome (the trigger stops there) or None (next guard). ``GUARDS`` is the chain; a new
+guard is one class added to it, its outcomes added to ``OUTCOMES``. What the guards decide by (caps,
+quiet hours, consent defaults, holdouts) is ``core.triggers.guardrails.Guardrails``.
 
-Actions: ``send`` (publish), ``drop`` (forget the pending trigger, remember the outcome), ``hold`` (keep it
-pending: it may still be sent, e.g. once the anonymous visitor logs in).
+Actions: ``send`` (publish on ``triggers.<channel>``), ``control`` (the holdout arm: publish on
+``triggers.holdout`` only; it counts as a send for caps and re-entry, so both arms meet the same rules),
+``drop`` (forget the pending trigger, remember the outcome), ``hold`` (keep it pending: it may still be
+sent, e.g. once the anonymous visitor logs in), ``defer`` (keep it pending with a later due time).
+
+The order, and why: the final, cheap, customer-wide facts first (forgotten, already sent, stale, nobody to
+send to, suppressed); then the channels (consent, contact); then time (quiet hours defer before any cap
+is spent, so the caps are counted when the message really goes out); then the caps, where the triggers due
+together compete by priority (the engine decides them highest first); last the holdout, so the control arm
+is drawn from exactly the messages that would have been sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
+from core.triggers.caps import channel_cap_reached, customer_cap_reached
+from core.triggers.channels import choose_channel
+from core.triggers.contact import on_suppression_list, open_channels, reachable
 from core.triggers.definitions import TriggerDefinition
+from core.triggers.guardrails import NO_GUARDRAILS, Guardrails
+from core.triggers.holdout import in_holdout
+from core.triggers.quiet_hours import customer_zone, quiet_until
 from schemas.profile import Profile
-from schemas.triggers import PendingTrigger
+from schemas.triggers import PendingTrigger, TriggerSend
 
 SEND = "send"
+CONTROL = "control"
 DROP = "drop"
 HOLD = "hold"
+DEFER = "defer"
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,35 @@ CANCELLED_EXIT = Outcome("cancelled_exit", DROP, "an exit event or exit rule can
 CANCELLED_FACTS = Outcome("cancelled_facts", DROP, "what it was about is gone (bought meanwhile, added to cart)")
 SUPERSEDED = Outcome("superseded", DROP, "a new entry of the same kind replaced it (a newer purchase, product)")
 WITHDRAWN = Outcome("withdrawn", DROP, "its kind is no longer defined (definitions changed)")
+BLOCKED_SUPPRESSED = Outcome(
+    "blocked_suppressed",
+    DROP,
+    "on the retailer's suppression list (trait `suppressed`), or every allowed channel hard-bounced, "
+    "complained of spam or unsubscribed",
+)
+BLOCKED_CONSENT = Outcome(
+    "blocked_consent", DROP, "no allowed channel has consent (withdrawn, or an opt-in channel never granted)"
+)
+BLOCKED_NO_CONTACT = Outcome(
+    "blocked_no_contact",
+    DROP,
+    "no consented channel can reach the customer (email hash, phone hash, push token, web push subscription)",
+)
+CANCELLED_CONSENT = Outcome(
+    "cancelled_consent", DROP, "while it waited, consent was withdrawn (or suppressed) on every allowed channel"
+)
+DEFERRED_QUIET_HOURS = Outcome(
+    "deferred_quiet_hours", DEFER, "due inside quiet hours local time: kept, due again when they end (exits apply)"
+)
+CAPPED = Outcome(
+    "capped", DROP, "a frequency cap (customer, kind, or every allowed channel) is reached in its rolling window"
+)
+OUTRANKED = Outcome(
+    "outranked", DROP, "due together with a higher-priority trigger that took the last message the caps allow"
+)
+HOLDOUT = Outcome(
+    "holdout", CONTROL, "the customer is in the kind's holdout (or the control group): published on triggers.holdout"
+)
 
 OUTCOMES: tuple[Outcome, ...] = (
     SENT,
@@ -55,18 +101,66 @@ OUTCOMES: tuple[Outcome, ...] = (
     CANCELLED_FACTS,
     SUPERSEDED,
     WITHDRAWN,
+    BLOCKED_SUPPRESSED,
+    BLOCKED_CONSENT,
+    BLOCKED_NO_CONTACT,
+    CANCELLED_CONSENT,
+    DEFERRED_QUIET_HOURS,
+    CAPPED,
+    OUTRANKED,
+    HOLDOUT,
 )
 
 
 @dataclass(frozen=True)
 class Decision:
-    """A due trigger about to be decided: the customer, the pending trigger, its definition, the time."""
+    """A due trigger about to be decided: the customer, the pending trigger, its definition, the time.
+
+    ``guardrails``: what the guards decide by; ``pass_sends``: what the triggers decided before this one in
+    the same pass (higher priority) sent. The channel facts are computed once, when a guard first asks.
+    """
 
     profile: Profile
     pending: PendingTrigger
     definition: TriggerDefinition
     at: float
     forgotten_at: float | None = None
+    guardrails: Guardrails = NO_GUARDRAILS
+    pass_sends: tuple[TriggerSend, ...] = ()
+
+    @cached_property
+    def open_channels(self) -> tuple[str, ...]:
+        """The definition's channels neither suppressed nor without consent."""
+        return open_channels(self.profile, self.definition.channels, self.guardrails)
+
+    @cached_property
+    def reachable_channels(self) -> tuple[str, ...]:
+        if not self.guardrails.require_contact:
+            return self.open_channels
+        return tuple(c for c in self.open_channels if reachable(self.profile, c))
+
+    @cached_property
+    def sends(self) -> tuple[TriggerSend, ...]:
+        return (*self.profile.trigger_sends, *self.pass_sends) if self.pass_sends else self.profile.trigger_sends
+
+    @cached_property
+    def channel(self) -> tuple[str, str]:
+        """``(channel, reason)``: the chosen one of the reachable channels within their caps (``("", "")``: none)."""
+        candidates = tuple(
+            c for c in self.reachable_channels if not channel_cap_reached(self.sends, c, self.at, self.guardrails)
+        )
+        if not candidates:
+            return "", ""
+        profile = self.profile
+        return choose_channel(candidates, profile.engagement, profile.preferred_channel, self.guardrails)
+
+    @cached_property
+    def quiet_until(self) -> float | None:
+        """When the quiet hours around ``at`` end in the customer's zone (None: not quiet now)."""
+        quiet = self.guardrails.quiet_hours
+        if quiet is None:
+            return None
+        return quiet_until(self.at, customer_zone(self.profile.timezone, self.guardrails), quiet)
 
 
 class Guard(Protocol):
@@ -120,7 +214,90 @@ class KnownCustomerGuard:
         return None if is_known(decision.profile) else HELD_ANONYMOUS
 
 
-GUARDS: tuple[Guard, ...] = (ForgottenGuard(), DuplicateGuard(), StaleGuard(), KnownCustomerGuard())
+@dataclass(frozen=True)
+class SuppressedGuard:
+    name: str = "suppressed"
+
+    def check(self, decision: Decision) -> Outcome | None:
+        profile = decision.profile
+        if on_suppression_list(profile):
+            return BLOCKED_SUPPRESSED
+        suppressed = profile.suppressed
+        if suppressed and all(c in suppressed for c in decision.definition.channels):
+            return BLOCKED_SUPPRESSED
+        return None
+
+
+@dataclass(frozen=True)
+class ConsentGuard:
+    name: str = "consent"
+
+    def check(self, decision: Decision) -> Outcome | None:
+        return None if decision.open_channels else BLOCKED_CONSENT
+
+
+@dataclass(frozen=True)
+class ContactGuard:
+    name: str = "contactable"
+
+    def check(self, decision: Decision) -> Outcome | None:
+        return None if decision.reachable_channels else BLOCKED_NO_CONTACT
+
+
+@dataclass(frozen=True)
+class QuietHoursGuard:
+    name: str = "quiet_hours"
+
+    def check(self, decision: Decision) -> Outcome | None:
+        return None if decision.quiet_until is None else DEFERRED_QUIET_HOURS
+
+
+@dataclass(frozen=True)
+class CapsGuard:
+    """Customer, kind and channel caps; a cap reached only through this pass's sends is ``outranked``."""
+
+    name: str = "caps"
+
+    def check(self, decision: Decision) -> Outcome | None:
+        if not decision.sends:
+            return None
+        kind, at, guardrails = decision.definition.name, decision.at, decision.guardrails
+        caps = decision.definition.caps
+        capped = customer_cap_reached(decision.sends, kind, at, guardrails, caps) is not None
+        if not capped and decision.channel[0]:
+            return None
+        if not decision.pass_sends:
+            return CAPPED
+        earlier = decision.profile.trigger_sends
+        before_pass = customer_cap_reached(earlier, kind, at, guardrails, caps) is not None or not any(
+            not channel_cap_reached(earlier, c, at, guardrails) for c in decision.reachable_channels
+        )
+        return CAPPED if before_pass else OUTRANKED
+
+
+@dataclass(frozen=True)
+class HoldoutGuard:
+    name: str = "holdout"
+
+    def check(self, decision: Decision) -> Outcome | None:
+        definition = decision.definition
+        if in_holdout(decision.profile.customer_id, definition.name, decision.guardrails, definition.holdout):
+            return HOLDOUT
+        return None
+
+
+GUARDS: tuple[Guard, ...] = (
+    ForgottenGuard(),
+    DuplicateGuard(),
+    StaleGuard(),
+    KnownCustomerGuard(),
+    SuppressedGuard(),
+    ConsentGuard(),
+    ContactGuard(),
+    QuietHoursGuard(),
+    CapsGuard(),
+    HoldoutGuard(),
+)
 
 
 def run_guards(decision: Decision, guards: Sequence[Guard] = GUARDS) -> Outcome:

@@ -17,6 +17,8 @@ from schemas.profile import Profile
 from schemas.triggers import Fact, PendingTrigger, Trigger, TriggerItem
 
 JUST_BOUGHT_S = 30 * 86400.0
+TREATMENT = "treatment"
+HOLDOUT_TREATMENT = "holdout"
 OFFER_PLACEHOLDER = "{trigger}"
 
 
@@ -86,9 +88,19 @@ def _reason(definition: TriggerDefinition, pending: PendingTrigger, items: tuple
 
 
 def build_trigger(
-    profile: Profile, pending: PendingTrigger, definition: TriggerDefinition, *, at: float, channel: str
+    profile: Profile,
+    pending: PendingTrigger,
+    definition: TriggerDefinition,
+    *,
+    at: float,
+    channel: str,
+    reason: str = "",
+    holdout: bool = False,
 ) -> Trigger:
-    """The payload of ``pending`` decided at ``at`` for ``channel``."""
+    """The payload of ``pending`` decided at ``at`` for ``channel`` (chosen for ``reason``).
+
+    ``holdout``: the control arm's copy (``treatment: holdout``, published on ``triggers.holdout`` only).
+    """
     items = _items(profile, pending, definition.content.items)
     exclude = {item.product_id for item in items}
     exclude.update(str(pending.facts.get("product_ids", "")).split(","))
@@ -114,4 +126,6 @@ def build_trigger(
         offer=_offer(definition, pending.trigger_id),
         content=dict(definition.content.extra),
         segments=profile.segments,
+        treatment=HOLDOUT_TREATMENT if holdout else TREATMENT,
+        channel_reason=reason,
     )

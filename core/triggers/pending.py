@@ -4,7 +4,8 @@ One cart is one reminder: when an anonymous device (or a second device) is merge
 kind keeps ONE pending trigger. Of one episode (a cart) it keeps the one entered first, with its
 ``trigger_id``, waiting until the later of both entries' activity; of two episodes (replenishment of two
 purchases) the later entry. A pending trigger entered before a send of its kind on the other side is
-dropped: that episode was messaged already.
+dropped: that episode was messaged already. The sends the frequency caps count are united; the
+guard chain's contact state (suppressions, push token, web push subscription) is latest-wins.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import msgspec
 
 from schemas.triggers import PendingTrigger, TriggerOutcome
+
+MAX_TRIGGER_SENDS = 32  # sends remembered for the caps (more than any weekly cap needs)
 
 
 def merge_trigger_state(a: Any, b: Any, history_cap: int) -> dict[str, Any]:
@@ -40,4 +43,27 @@ def merge_trigger_state(a: Any, b: Any, history_cap: int) -> dict[str, Any]:
         "pending_triggers": tuple(sorted(by_kind.values(), key=lambda p: p.kind)),
         "trigger_history": tuple(recent),
         "trigger_last_sent": last_sent,
+        "trigger_sends": tuple(sorted({*a.trigger_sends, *b.trigger_sends}, key=lambda s: (s.at, s.kind, s.channel)))[
+            -MAX_TRIGGER_SENDS:
+        ],
+        **merge_contact_state(a, b),
+    }
+
+
+def merge_contact_state(a: Any, b: Any) -> dict[str, Any]:
+    """Suppressions, push token and web push subscription of two profiles of one customer: the latest wins."""
+    suppressed, times = dict(a.suppressed), dict(a.suppressed_at)
+    for channel, why in b.suppressed.items():
+        at = b.suppressed_at.get(channel, 0.0)
+        if channel not in suppressed or (at, why) > (times.get(channel, 0.0), suppressed[channel]):
+            suppressed[channel], times[channel] = why, at
+    token = max((a.push_token_at, a.push_token_hash or ""), (b.push_token_at, b.push_token_hash or ""))
+    webpush = max((a.webpush_at, a.webpush_subscribed), (b.webpush_at, b.webpush_subscribed))
+    return {
+        "suppressed": suppressed,
+        "suppressed_at": {k: v for k, v in times.items() if k in suppressed},
+        "push_token_at": token[0],
+        "push_token_hash": token[1] or None,
+        "webpush_at": webpush[0],
+        "webpush_subscribed": webpush[1],
     }

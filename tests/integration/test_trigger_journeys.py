@@ -55,6 +55,14 @@ def journeys(now: float) -> tuple[list[tuple[str, str, dict]], list[tuple[str, s
     def send(family: str, key: str, body: dict) -> None:
         sends.append((family, key, body))
 
+    def email(family: str, user: str) -> None:
+        """An email on file (the guard chain's contact for email), on the topic of the user's next events."""
+        send(family, user, message("identify", user, now - 1, traits={"email": f"{user}@example.com"}))
+
+    for family, user in (("clickstream", "cart-1"), ("clickstream", "checkout-1"), ("clickstream", "browse-1")):
+        email(family, user)
+    for family, user in (("purchase", "repl-1"), ("clickstream", "paid-1")):
+        email(family, user)
     send("clickstream", "cart-1", track("Product Added", "cart-1", now, product("rope-9mm")))
     expected.append(("cart-1", "cart_abandonment", "email", now + 2))
 
@@ -76,10 +84,14 @@ def journeys(now: float) -> tuple[list[tuple[str, str, dict]], list[tuple[str, s
 
     # Same topic and key as the event after it, so the trait is known first (topics are not ordered).
     send("clickstream", "intent-1", message("identify", "intent-1", now, traits={"city": "Chamonix"}))
+    # Web push needs an opt-in and a subscription (the guard chain): then it is the definition's first channel.
+    send("clickstream", "intent-1", track("Consent Updated", "intent-1", now, {"channel": "webpush", "granted": True}))
+    send("clickstream", "intent-1", track("Push Subscribed", "intent-1", now, {}))
     send("clickstream", "intent-1", track("Product Viewed", "intent-1", now + 0.1, product("jacket-gtx")))
     expected.append(("intent-1", "high_intent_offer", "webpush", now))
 
-    send("purchase", "lapsed-1", message("identify", "lapsed-1", now, traits={"city": "Lapsed"}))
+    traits = {"city": "Lapsed", "email": "lapsed-1@example.com"}
+    send("purchase", "lapsed-1", message("identify", "lapsed-1", now, traits=traits))
     lapsed_order = {"order_id": "w-1", "total": 20.0, "products": [product("chalk-bag")]}
     send("purchase", "lapsed-1", track("Order Completed", "lapsed-1", now + 0.1, lapsed_order))
     expected.append(("lapsed-1", "win_back", "email", now))
@@ -122,7 +134,8 @@ def read_triggers(pipeline, expected_count: int, timeout_s: float, settle_s: flo
 
 
 def test_one_journey_per_kind_yields_exactly_its_triggers(make_pipeline, tmp_path):
-    pipeline = make_pipeline(triggers_file=fast_triggers(tmp_path, waits=WAITS, rules=RULES))
+    # No quiet hours: the journeys' times are the clock's, whatever the hour (test_guardrail_journeys has them).
+    pipeline = make_pipeline(triggers_file=fast_triggers(tmp_path, waits=WAITS, rules=RULES), trigger_quiet_hours="")
     now = time.time()
     sends, expected = journeys(now)
     for family, key, body in sends:

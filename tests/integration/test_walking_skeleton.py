@@ -40,9 +40,15 @@ def triggers_for(records: list, customer_id: str) -> list[dict]:
 
 
 def test_cart_abandonment_fires_after_the_delay_and_not_after_an_order(make_pipeline, tmp_path):
-    pipeline = make_pipeline(triggers_file=fast_triggers(tmp_path, waits={"cart_abandonment": {"after": "2s"}}))
+    # No quiet hours: the decision time is the clock's, whatever the hour.
+    rules = {"high_intent_offer": 'city == "Chamonix"'}  # its score-driven offer would go by email too now
+    triggers = fast_triggers(tmp_path, waits={"cart_abandonment": {"after": "2s"}}, rules=rules)
+    pipeline = make_pipeline(triggers_file=triggers, trigger_quiet_hours="")
     kafka, topics = pipeline.kafka, pipeline.topics
     started = time.time()
+    for user in ("alice", "bob"):  # an email on file: the guard chain's contact for email
+        identify = {"type": "identify", "messageId": str(uuid.uuid4()), "userId": user, "timestamp": started - 1}
+        kafka.send(topics.inbound("clickstream"), {**identify, "traits": {"email": f"{user}@example.com"}}, key=user)
     kafka.send(topics.inbound("clickstream"), added("alice", "rope-9mm", 89.90), key="alice")
     kafka.send(topics.inbound("clickstream"), added("bob", "dog-food-12kg", 54.00), key="bob")
     order = track(

@@ -65,12 +65,13 @@ from core.profile.policy import (
     ProfilePolicy,
 )
 from core.triggers.definitions import MAX_RECOMMENDATIONS
+from core.triggers.pending import MAX_TRIGGER_SENDS
 from schemas.codecs import encode_json, encode_msgpack
 from schemas.commands import AbsorbProfile, ApplyEvent, LinkIdentity, encode_command
 from schemas.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from schemas.errors import InvalidEvent
 from schemas.profile import Affinity, CartItem, OrderRecord, Profile
-from schemas.triggers import PendingTrigger, Trigger, TriggerItem, TriggerOutcome
+from schemas.triggers import PendingTrigger, Trigger, TriggerItem, TriggerOutcome, TriggerSend
 from schemas.validation import MAX_ID_CHARS, ContractLimits, decode_event
 from streams.settings import Settings
 from streams.stage_config import stage_policy
@@ -222,6 +223,12 @@ def worst_profile() -> Profile:
         },
         consent={wide(CHANNEL_CHARS * 4, c): False for c in range(MAX_CHANNELS)},
         consent_updated_at={wide(CHANNEL_CHARS * 4, c): AT for c in range(MAX_CHANNELS)},
+        suppressed={wide(CHANNEL_CHARS * 4, c): "spam_complaint" for c in range(MAX_CHANNELS)},  # longest reason
+        suppressed_at={wide(CHANNEL_CHARS * 4, c): AT for c in range(MAX_CHANNELS)},
+        push_token_hash="f" * 24,
+        push_token_at=AT,
+        webpush_subscribed=True,
+        webpush_at=AT,
         segments=tuple(name(i) for i in range(MAX_SEGMENTS)),
         scores={name(i): AT for i in range(MAX_SEGMENTS)},
         audience_version="f" * 64,
@@ -229,7 +236,13 @@ def worst_profile() -> Profile:
         audience_refreshed_at=AT,
         pending_triggers=tuple(
             PendingTrigger(
-                kind=name(i), trigger_id=trigger_id, entered_at=AT, last_entry_at=AT, due_at=AT, facts=worst_facts()
+                kind=name(i),
+                trigger_id=trigger_id,
+                entered_at=AT,
+                last_entry_at=AT,
+                due_at=AT,
+                facts=worst_facts(),
+                deferred_until=AT,
             )
             for i in range(MAX_TRIGGER_KINDS)
         ),
@@ -238,6 +251,7 @@ def worst_profile() -> Profile:
             for _ in range(MAX_TRIGGER_HISTORY)
         ),
         trigger_last_sent={name(i): AT for i in range(MAX_TRIGGER_KINDS)},
+        trigger_sends=tuple(TriggerSend(kind=name(), channel="whatsapp", at=AT) for _ in range(MAX_TRIGGER_SENDS)),
     )
 
 
