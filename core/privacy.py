@@ -175,19 +175,10 @@ class PiiPolicy:
         use a few hundred names, and one dict lookup per key is what redaction costs on the hot path."""
         return {}
 
-    @cached_property
-    def plain_outside_traits(self) -> set[str]:
-        """Names seen so far that stay as they are outside traits (no action, or dropped in traits only),
-        filled by ``action_of``: a mapping whose keys all are here, with nothing nested, is returned whole
-        after one subset test (most events' properties)."""
-        return set()
-
     def action_of(self, name: object) -> str | None:
         action = self.actions.get(trait_key(name)) if isinstance(name, str) else None
         if len(self.action_by_name) < MAX_REMEMBERED_NAMES and isinstance(name, str):
             self.action_by_name[name] = action
-            if action is None or action == DROP_IN_TRAITS:
-                self.plain_outside_traits.add(name)
         return action
 
 
@@ -213,12 +204,6 @@ def _redact_list(values: list, policy: PiiPolicy, *, in_traits: bool, at: float)
 
 def _redact_mapping(values: dict, policy: PiiPolicy, *, in_traits: bool, at: float) -> dict:
     """``values`` without personal data; the same object when there was none (most events)."""
-    if not in_traits and policy.plain_outside_traits.issuperset(values):
-        for value in values.values():
-            if isinstance(value, (dict, list)):
-                break  # a nested container may hold a personal key: the full walk below
-        else:
-            return values  # no personal key, nothing nested
     by_name = policy.action_by_name
     redacted: dict[str, Any] = {}
     changed = False

@@ -153,31 +153,3 @@ def test_the_memo_of_key_names_is_bounded() -> None:
     assert redact_event(identify(names), policy).traits == names  # nothing personal: kept as it is
     assert len(policy.action_by_name) == MAX_REMEMBERED_NAMES
     assert redact_event(identify({"k-extra": 1, "surname": "X"}), policy).traits == {"k-extra": 1}
-
-
-WARM = PiiPolicy(hash_key=KEY)  # shared across examples: it has seen many names, so its fast path answers
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.dictionaries(st.sampled_from(sorted(PII_TRAIT_KEYS)) | st.text(max_size=10), json_values, max_size=8),
-    st.dictionaries(st.sampled_from(("traits", "page", "name", "email")) | st.text(max_size=10), json_values),
-)
-def test_names_seen_before_redact_as_on_first_sight(properties: dict, context: dict) -> None:
-    """A mapping whose keys all were seen as plain (and holds nothing nested) is returned whole: the same
-    as a policy that never saw any name walks it to."""
-    for _ in range(2):  # the second round finds every name already learned
-        event = Event(
-            type="track",
-            message_id="m1",
-            timestamp=T0,
-            family=CUSTOMER,
-            event="X",
-            properties=properties,
-            context=context,
-        )
-        assert redact_event(event, WARM) == redact_event(event, PiiPolicy(hash_key=KEY))
-    plain = {key: value for key, value in properties.items() if not isinstance(value, (dict, list))}
-    if WARM.plain_outside_traits.issuperset(plain):
-        event = Event(type="track", message_id="m1", timestamp=T0, family=CUSTOMER, event="X", properties=plain)
-        assert redact_event(event, WARM) is event
