@@ -64,6 +64,9 @@ def replay(path: Path, *, repeats: int) -> None:
     with path.open("rb") as source:
         calls = pickle.load(source)  # a file this script wrote
     policy = stage_policy(Settings()).triggers
+    if policy is None:
+        message = "no trigger definitions in the default settings: nothing to replay"
+        raise SystemExit(message)
     different = 0
     for profile, kwargs, expected in calls:
         step = advance_triggers(profile, policy=policy, **kwargs)

@@ -92,7 +92,7 @@ def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
     return None if read is None else read(profile)
 
 
-def _direct_reader(record_type: Hashable, fields: frozenset[str]) -> Callable[[Any], dict[str, Any]] | None:
+def _direct_reader(record_type: Any, fields: frozenset[str]) -> Callable[[Any], dict[str, Any]] | None:
     """``record → view of fields`` per ``_direct_plan`` (None: the rendered view is needed); one field, the
     usual case, without a loop."""
     plan = _direct_plan(record_type, fields)
@@ -116,9 +116,6 @@ def _is_plain(kind: msgspec.inspect.Type) -> bool:
         and isinstance(kind.key_type, msgspec.inspect.StrType)
         and isinstance(kind.value_type, scalar)
     )
-
-
-_UNPLANNED = object()
 
 
 @dataclass(frozen=True)
@@ -146,9 +143,11 @@ class Condition:
         read = None
         if fields is not None:
             cls = profile.__class__
-            read = self.readers.get(cls, _UNPLANNED)
-            if read is _UNPLANNED:
-                read = self.readers[cls] = _direct_reader(cls, fields) if issubclass(cls, msgspec.Struct) else None
+            readers = self.readers
+            if cls in readers:
+                read = readers[cls]
+            else:
+                read = readers[cls] = _direct_reader(cls, fields) if issubclass(cls, msgspec.Struct) else None
         view = profile_view(profile, now=now, fields=fields, policy=policy) if read is None else read(profile)
         return bool(self.evaluate(Context(view, now, consumables)))
 
