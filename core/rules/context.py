@@ -19,12 +19,15 @@ from core.rules.nodes import ReplenishmentDue
 DEFAULT_AFFINITY_HALF_LIFE_S = DEFAULT_POLICY.affinity_half_life_s  # the profile policy's default
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
     """What evaluation reads: the profile view, the time, and the consumables catalog.
 
     ``memo`` holds what is derived from the view alone (replenishment predictions), so contexts of the
     same view at other instants (``at``) derive it once; it never changes an answer.
+
+    Read-only by convention, not ``frozen``: a context is built for every rule evaluated on every event,
+    and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) tripled that cost.
     """
 
     view: Mapping[str, Any]

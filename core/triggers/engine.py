@@ -49,6 +49,7 @@ from core.triggers.guards import (
     Outcome,
     run_guards,
 )
+from core.triggers.kinds import EntryFacts
 from core.triggers.payload import build_trigger, trigger_id_for
 from schemas.events import Event
 from schemas.profile import Profile
@@ -119,10 +120,8 @@ class DefinedTrigger:
         d = self.definition
         if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
             return None
-        entry_facts = d.entry_facts
+        entry_facts, rule_first = self._entry_order
         rule = d.entry_rule
-        # The cheaper test first: a selective facts function (most events leave it nothing), else the rule.
-        rule_first = entry_facts is None or not entry_facts.selective
         if rule_first and rule is not None and not rule.holds(profile, at, self.consumables, self.profile_policy):
             return None
         facts: dict = {}
@@ -148,6 +147,13 @@ class DefinedTrigger:
             facts=facts,
         )
         return msgspec.structs.replace(pending, due_at=self.due_at(pending))
+
+    @cached_property
+    def _entry_order(self) -> tuple[EntryFacts | None, bool]:
+        """The entry facts function, and whether the rule is tested first: the cheaper test first, a
+        selective facts function (most events leave it nothing), else the rule. Found once per kind."""
+        entry_facts = self.definition.entry_facts
+        return entry_facts, entry_facts is None or not entry_facts.selective
 
     def due_at(self, pending: PendingTrigger) -> float:
         return self.definition.wait.due_at(pending.last_entry_at, pending.facts)
@@ -315,6 +321,9 @@ class _Pass:
     pass_sends: list[TriggerSend] = field(default_factory=list)  # what this pass sent: the caps count it
     wake: list[float] = field(default_factory=list)
     changed: bool = False  # an entry added, renewed or replaced a pending trigger
+    # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger only
+    # through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
+    exits: dict[tuple[str, float], bool] = field(default_factory=dict)
 
     def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
         """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""
@@ -324,7 +333,7 @@ class _Pass:
             entry_at = event.timestamp
         else:
             entry_at = existing.last_entry_at if existing is not None else self.at
-        if existing is not None and rule.cancels(profile, existing, event, self.at, self._before(existing)):
+        if existing is not None and self._cancels(rule, profile, existing, event):
             return  # the same event exits it (and may not renew it)
         entered = rule.enter(profile, event, entry_at=entry_at, at=self.at, existing=existing)
         if entered is None:
@@ -334,6 +343,16 @@ class _Pass:
         if entered is not existing:
             self.current[definition.name] = entered
             self.changed = True
+
+    def _cancels(self, rule: TriggerRule, profile: Profile, pending: PendingTrigger, event: Event | None) -> bool:
+        """``rule.cancels`` for ``pending`` in this pass, evaluated once per kind and entry time."""
+        if type(rule) is not DefinedTrigger:  # a custom rule (or subclass) may read more of the pending trigger
+            return rule.cancels(profile, pending, event, self.at, self._before(pending))
+        key = (pending.kind, pending.entered_at)
+        found = self.exits.get(key)
+        if found is None:
+            found = self.exits[key] = rule.cancels(profile, pending, event, self.at, self._before(pending))
+        return found
 
     def _before(self, pending: PendingTrigger) -> Profile | None:
         """The profile before the event if ``pending`` was already waiting then (else None: evaluate)."""
@@ -346,7 +365,7 @@ class _Pass:
         """Withdraw, cancel, re-time, or decide the pending trigger of ``kind``."""
         pending = self.current[kind]
         rule = self.rules.get(kind)
-        if rule is None or rule.cancels(profile, pending, event, self.at, self._before(pending)):
+        if rule is None or self._cancels(rule, profile, pending, event):
             self.outcomes.append((pending, WITHDRAWN if rule is None else CANCELLED_EXIT))
             del self.current[kind]
             return

@@ -8,7 +8,7 @@ language changes this file only. A ``Condition`` is a compiled rule with the vie
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -57,10 +57,11 @@ def plain_fields(record_type: Hashable) -> frozenset[str]:
     """Fields of ``record_type`` whose values already are what the rule view holds (scalars, and dicts
     of scalars by string key): a rule reading only these (and ``record_lists``) needs no rendered view."""
     plain: set[str] = set()
-    for field in _record_fields(record_type):
-        kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
-        if all(_is_plain(kind) for kind in kinds):
-            plain.add(field.encode_name)
+    for record_field in _record_fields(record_type):
+        kind = record_field.type
+        kinds = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
+        if all(_is_plain(one) for one in kinds):
+            plain.add(record_field.encode_name)
     return frozenset(plain)
 
 
@@ -68,10 +69,10 @@ def plain_fields(record_type: Hashable) -> frozenset[str]:
 def record_lists(record_type: Hashable) -> frozenset[str]:
     """Fields holding a tuple of records (the cart): in the view, a list of their dicts (``to_builtins``)."""
     return frozenset(
-        field.encode_name
-        for field in _record_fields(record_type)
-        if isinstance(field.type, msgspec.inspect.VarTupleType)
-        and isinstance(field.type.item_type, msgspec.inspect.StructType)
+        record_field.encode_name
+        for record_field in _record_fields(record_type)
+        if isinstance(record_field.type, msgspec.inspect.VarTupleType)
+        and isinstance(record_field.type.item_type, msgspec.inspect.StructType)
     )
 
 
@@ -87,12 +88,21 @@ def _direct_plan(record_type: Hashable, fields: frozenset[str]) -> tuple[tuple[s
 
 def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
     """The view of ``fields`` read straight from the record (None: some field needs the rendered view)."""
-    cls: Any = type(profile)
-    plan = _direct_plan(cls, fields)
+    read = _direct_reader(type(profile), fields)
+    return None if read is None else read(profile)
+
+
+def _direct_reader(record_type: Any, fields: frozenset[str]) -> Callable[[Any], dict[str, Any]] | None:
+    """``record → view of fields`` per ``_direct_plan`` (None: the rendered view is needed); one field, the
+    usual case, without a loop."""
+    plan = _direct_plan(record_type, fields)
     if plan is None:
         return None
-    return {
-        name: list(msgspec.to_builtins(getattr(profile, name))) if is_list else getattr(profile, name)
+    if len(plan) == 1 and not plan[0][1]:
+        name = plan[0][0]
+        return lambda record: {name: getattr(record, name)}
+    return lambda record: {
+        name: list(msgspec.to_builtins(getattr(record, name))) if is_list else getattr(record, name)
         for name, is_list in plan
     }
 
@@ -124,12 +134,21 @@ class Condition:
     evaluate: Callable[[Context], bool]
     fields: frozenset[str] | None  # view keys the rule reads (None: unknown, render the whole view)
     timed: bool = True
+    # record type → its ``_direct_reader`` for ``fields``, found once per type: ``holds`` runs for several
+    # kinds on most events, and hashing the type and the field set on each call was a good part of it.
+    readers: dict[type, Callable[[Any], dict[str, Any]] | None] = field(default_factory=dict, compare=False, repr=False)
 
     def holds(self, profile: Any, now: float, consumables: Any = None, policy: ProfilePolicy = DEFAULT_POLICY) -> bool:
         fields = self.fields
-        view = _direct_view(profile, fields) if fields is not None and isinstance(profile, msgspec.Struct) else None
-        if view is None:
-            view = profile_view(profile, now=now, fields=fields, policy=policy)
+        read = None
+        if fields is not None:
+            cls = profile.__class__
+            readers = self.readers
+            if cls in readers:
+                read = readers[cls]
+            else:
+                read = readers[cls] = _direct_reader(cls, fields) if issubclass(cls, msgspec.Struct) else None
+        view = profile_view(profile, now=now, fields=fields, policy=policy) if read is None else read(profile)
         return bool(self.evaluate(Context(view, now, consumables)))
 
     def unchanged(self, before: Any, after: Any) -> bool:

@@ -1,0 +1,103 @@
+"""The trigger stage alone: record every ``advance_triggers`` call of the profile stage, replay it, time it.
+
+``step_bench.py`` measures the stage as the difference of two whole ``step_key`` runs, which on a shared
+machine drowns the trigger stage's few microseconds in the noise of the rest. This records, in one tree,
+each call's inputs and answer over the generated workload (the ``streamcdp generate`` workload, keyed as
+the identity stage keys it, as in ``step_bench.py``), then replays the inputs in any tree: every answer
+must be the same (the decisions of two versions compared call by call) and the replay is timed in thread
+CPU time (other processes' use of the cores does not count), chunk by chunk, best of ``--repeats``.
+
+Run::
+
+    .venv/bin/python bench/trigger_replay.py record calls.pickle [--audiences] [--customers 200 --days 30]
+    .venv/bin/python bench/trigger_replay.py replay calls.pickle [--repeats 3]
+
+Record in the "before" tree, replay in both (the pickle holds the profiles and events; the policy is
+rebuilt from default ``Settings`` in the replaying tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import msgspec
+
+import core.profile_stage
+from core.profile_stage import KeyState, StagePolicy, step_key
+from core.triggers.engine import advance_triggers
+from streams.settings import Settings
+from streams.stage_config import stage_policy
+
+CHUNK = 250
+
+
+def record(path: Path, *, audiences: bool, customers: int, days: float) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from step_bench import keyed_commands
+
+    worker = stage_policy(Settings())
+    policy = worker if audiences else StagePolicy(triggers=worker.triggers, profile=worker.profile)
+    calls: list = []
+
+    def recorded(profile, **kwargs):
+        step = advance_triggers(profile, **kwargs)
+        calls.append((profile, {k: v for k, v in kwargs.items() if k != "policy"}, step))
+        return step
+
+    core.profile_stage.advance_triggers = recorded
+    states: dict[str, KeyState] = {}
+    for key, command, now in keyed_commands(customers, days):
+        state = states.get(key) or KeyState(key=key)
+        states[key] = step_key(state, command, now=now, policy=policy).state
+    with path.open("wb") as out:
+        pickle.dump(calls, out, protocol=5)  # one dump: shared objects stay shared (the engine compares by identity)
+    print(f"{len(calls)} advance_triggers calls recorded ({'audiences' if audiences else 'no audiences'})")
+
+
+def replay(path: Path, *, repeats: int) -> None:
+    with path.open("rb") as source:
+        calls = pickle.load(source)  # a file this script wrote
+    policy = stage_policy(Settings()).triggers
+    if policy is None:
+        message = "no trigger definitions in the default settings: nothing to replay"
+        raise SystemExit(message)
+    different = 0
+    for profile, kwargs, expected in calls:
+        step = advance_triggers(profile, policy=policy, **kwargs)
+        same_object = (step.profile is profile) == (expected.profile is profile)
+        different += msgspec.json.encode(step) != msgspec.json.encode(expected) or not same_object
+    chunks = [calls[start : start + CHUNK] for start in range(0, len(calls), CHUNK)]
+    best = [float("inf")] * len(chunks)
+    for _ in range(repeats):
+        for index, chunk in enumerate(chunks):
+            started = time.thread_time()
+            for profile, kwargs, _ in chunk:
+                advance_triggers(profile, policy=policy, **kwargs)
+            best[index] = min(best[index], time.thread_time() - started)
+    print(f"{len(calls)} calls, {different} answers differ from the recording")
+    print(f"advance_triggers {sum(best) / len(calls) * 1e6:.2f} us/call (thread CPU, best of {repeats} per chunk)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("record", "replay"))
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--audiences", action="store_true", help="record with the worker's audiences")
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--days", type=float, default=30.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.action == "record":
+        record(args.path, audiences=args.audiences, customers=args.customers, days=args.days)
+    else:
+        replay(args.path, repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    main()
