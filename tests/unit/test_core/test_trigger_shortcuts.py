@@ -39,7 +39,10 @@ class _EveryCheck(DefinedTrigger):
 
 
 def _reference(policy: TriggerPolicy) -> TriggerPolicy:
-    every = {d.name: _EveryCheck(d, policy.consumables, policy.profile) for d in policy.definitions.definitions}
+    every = {
+        d.name: _EveryCheck(d, policy.consumables, policy.profile, policy.guardrails)
+        for d in policy.definitions.definitions
+    }
     return dataclasses.replace(policy, rules_by_kind=every)
 
 
