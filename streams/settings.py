@@ -92,6 +92,16 @@ class Settings(BaseSettings):
         20_000, ge=1, description="Inputs processed before a flush is forced, whatever the interval."
     )
     fetch_max_records: int = Field(5_000, ge=1, description="Most records taken from Kafka per fetch.")
+    max_task_idle_ms: int = Field(
+        1_000,
+        ge=0,
+        description=(
+            "Longest wait, per partition, for an inbound topic that has no fetched records yet is not caught up "
+            "(position < high watermark) before the other topics' records are processed without it. Records of "
+            "a partition's inbound topics are processed in timestamp order (event time); a longer wait keeps "
+            "that order through slow fetches, a shorter one bounds the delay a stalled topic adds."
+        ),
+    )
     log_level: str = Field("info", description="Worker log level.")
     log_format: Literal["text", "json"] = Field(
         "text",
