@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from fake_kafka import FakeConsumer, FakeProducer, FakeRestoreConsumer, consumer_record
+from fake_kafka import FakeConsumer, FakeProducer, FakeRestoreConsumer, FakeTransactionalProducer, consumer_record
 
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
@@ -112,13 +112,15 @@ def fetches(
     return batches
 
 
-def build(tmp_path: Path, fetch_max_records: int) -> Runtime:
+def build(tmp_path: Path, fetch_max_records: int, guarantee: str) -> tuple[Runtime, list[FakeProducer]]:
+    """A runtime over the fakes, and the producers whose committed outputs are the run's outputs."""
     settings = Settings(
         topic_prefix="t1.",
         app_id="unit",
         data_dir=tmp_path,
         topic_partitions=PARTITIONS,
         fetch_max_records=fetch_max_records,
+        processing_guarantee=guarantee,
     )
     calls: list[str] = []
     outbox = Outbox()
@@ -130,20 +132,33 @@ def build(tmp_path: Path, fetch_max_records: int) -> Runtime:
         outbox=outbox,
         tally=Tally(),
     )
-    return Runtime(
+    producers: list[FakeProducer] = []
+
+    def partition_producer(partition: int) -> FakeTransactionalProducer:
+        producers.append(FakeTransactionalProducer(calls, partition))
+        return producers[-1]
+
+    exactly_once = guarantee == "exactly_once"
+    if not exactly_once:
+        producers.append(FakeProducer(calls))
+    runtime = Runtime(
         settings,
         stages,
         outbox=outbox,
-        producer=FakeProducer(calls),
+        producer=None if exactly_once else producers[0],
         consumer=FakeConsumer(calls, PARTITIONS),
         restore_consumer=FakeRestoreConsumer(calls, topic_names(settings).state_changelog(settings.app_id)),
         assignor=CoPartitionAssignor("http://127.0.0.1:1"),
+        partition_producer=partition_producer if exactly_once else None,
     )
+    return runtime, producers
 
 
-async def decide(tmp_path: Path, *, seed: int, max_batch: int, topic_first: str | None) -> tuple[set, set]:
+async def decide(
+    tmp_path: Path, *, seed: int, max_batch: int, topic_first: str | None, guarantee: str = "exactly_once"
+) -> tuple[set, set]:
     """Run the loop over the history fetched one way, then an idle tick; the triggers and segment changes sent."""
-    rt = build(tmp_path, max_batch)
+    rt, producers = build(tmp_path, max_batch, guarantee)
     data = inputs(rt)
     await rt.start()
     await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
@@ -154,7 +169,7 @@ async def decide(tmp_path: Path, *, seed: int, max_batch: int, topic_first: str 
     await rt.run()
     rt.tick(time.time())  # caught up: the wall clock fires what is left (each wake-up decided at its due time)
     await rt.close()
-    sent = rt.producer.sent
+    sent = [output for producer in producers for output in producer.sent]
     triggers = {
         (value["trigger_id"], value["kind"], value["customer_id"], value["decided_at"])
         for topic, _, raw in sent
@@ -171,14 +186,22 @@ async def decide(tmp_path: Path, *, seed: int, max_batch: int, topic_first: str 
 
 
 @pytest.mark.parametrize(
-    ("seed", "max_batch", "topic_first"),
-    [(1, 1, None), (2, 3, "clickstream"), (3, 2, "purchase"), (4, 50, None), (5, 1, "clickstream")],
+    ("seed", "max_batch", "topic_first", "guarantee"),
+    [
+        (1, 1, None, "exactly_once"),
+        (2, 3, "clickstream", "exactly_once"),
+        (3, 2, "purchase", "exactly_once"),
+        (4, 50, None, "exactly_once"),
+        (5, 1, "clickstream", "at_least_once"),
+    ],
 )
 async def test_the_same_history_decides_the_same_whatever_the_fetches(
-    tmp_path: Path, seed: int, max_batch: int, topic_first: str | None
+    tmp_path: Path, seed: int, max_batch: int, topic_first: str | None, guarantee: str
 ):
     reference_triggers, reference_changes = await decide(tmp_path / "ref", seed=0, max_batch=10_000, topic_first=None)
-    triggers, changes = await decide(tmp_path / "run", seed=seed, max_batch=max_batch, topic_first=topic_first)
+    triggers, changes = await decide(
+        tmp_path / "run", seed=seed, max_batch=max_batch, topic_first=topic_first, guarantee=guarantee
+    )
     assert triggers == reference_triggers
     assert changes == reference_changes
     reminded = {customer for _, kind, customer, _ in triggers if kind == "cart_abandonment"}
