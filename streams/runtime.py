@@ -226,6 +226,8 @@ class Runtime(ConsumerRebalanceListener):
                 if generation == self._generation:
                     self._buffer(batch)
                     await self._process_aligned(time.monotonic())
+                else:
+                    self._rewind(batch)
                 lag.observe_progress(self.consumer, batch, self.stores.values(), time.time())
                 monotonic = time.monotonic()
                 if self.ready and monotonic - last_scan >= settings.trigger_scan_interval_s:
@@ -239,6 +241,19 @@ class Runtime(ConsumerRebalanceListener):
         if checkpoint.failed is not None:
             msg = "a flush failed; stopping so that the inputs since the last commit replay"
             raise RuntimeError(msg) from checkpoint.failed
+
+    def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """A fetch that straddled a rebalance is not processed; seek its partitions back to its first records.
+
+        aiokafka sets the new assignment (positions from the committed offsets) before it calls
+        ``on_partitions_assigned``, so a ``getmany`` waiting meanwhile can return records of the new
+        assignment. Dropped without a seek, the position would stay past them and the next commit (the
+        processed offset of later records, or the position with exactly-once) would skip them for good.
+        """
+        assigned = self.consumer.assignment()
+        for tp, records in batch.items():
+            if records and tp in assigned:
+                self.consumer.seek(tp, records[0].offset)
 
     # --- event-time order and clocks (``streams.alignment``) ---------------------------------------------
 

@@ -205,6 +205,10 @@ class FakeConsumer:
         """Where the next fetch starts: past the control records after the last record (``positions``)."""
         return self.positions.get(tp, 0)
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.calls.append(f"seek {tp.topic} {tp.partition} {offset}")
+        self.positions[tp] = offset
+
     async def commit(self, offsets) -> None:
         self.calls.append("commit")
         self.committed.update(offsets)
