@@ -26,10 +26,14 @@ def rebuild_due_index(store: StageStore) -> int:
 
 
 def due_commands(store: StageStore, now: float) -> Iterator[tuple[bytes, WakeUp]]:
+    """The wake-ups due at or before ``now``, each decided at its own due time (not at ``now``): when the
+    clock happens to fire (a tick, the next record) then changes nothing in what is decided, so a replay
+    of the same history decides the same triggers and segment changes with the same times."""
     if store.due_index.needs_compaction():
         rebuild_due_index(store)
     for key in store.due_index.pop_due(now, lambda key: store.get(WAKE_UPS, key)):
-        yield key, WakeUp(now=now)
+        due_at = store.get(WAKE_UPS, key)
+        yield key, WakeUp(now=now if due_at is None else min(due_at, now))
 
 
 def stale_audience_commands(store: StageStore, policy: StagePolicy, now: float) -> list[tuple[bytes, WakeUp]]:

@@ -27,7 +27,7 @@ import orjson
 from schemas.errors import InvalidEvent, StreamcdpError
 from schemas.events import OTHER
 from schemas.topics import TopicNames
-from schemas.validation import ContractLimits, decode_event, decode_payload, family_of
+from schemas.validation import ContractLimits, decode_event, decode_payload, family_of, parse_timestamp
 from streams.settings import Settings
 from streams.stage_config import contract_limits
 from streams.topics import topic_names
@@ -41,6 +41,9 @@ class Routed:
     topic: str
     key: bytes | None
     value: bytes
+    # The Kafka record timestamp: the event's own time (epoch ms), which orders a partition's topics for
+    # the worker (``streams.alignment``); None when the line has no readable timestamp (the broker's time).
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,15 @@ def _routing_key(payload: dict) -> bytes | None:
     return None
 
 
+def _event_time_ms(payload: dict) -> int | None:
+    """The payload's ``timestamp`` in epoch ms; None if it is missing or unreadable (the worker rejects it)."""
+    try:
+        timestamp_ms = round(parse_timestamp(payload["timestamp"]) * 1000)
+    except (KeyError, InvalidEvent, ValueError, OverflowError):
+        return None
+    return timestamp_ms if timestamp_ms >= 0 else None
+
+
 def route_line(
     line: bytes,
     *,
@@ -95,6 +107,7 @@ def route_line(
             return Rejected(exc.reason, exc.detail)
         family = event.family
         key: bytes | None = event.routing_id.encode()
+        timestamp_ms: int | None = round(event.timestamp * 1000)
     else:
         try:
             payload: Any = orjson.loads(value)
@@ -105,13 +118,16 @@ def route_line(
         if isinstance(payload, dict):
             family = family_of(str(payload.get("type")), payload.get("event"))
             key = _routing_key(payload)
+            timestamp_ms = _event_time_ms(payload)
         else:
             if not raw:
                 return Rejected("not_an_object", f"top level is {type(payload).__name__}")
-            family, key = OTHER, None
+            family, key, timestamp_ms = OTHER, None, None
         if key is None and not raw:
             return Rejected("missing_identity", "neither userId nor anonymousId")
-    return Routed(topic=inbound_topic(topics, family) if topic is None else topic, key=key, value=value)
+    if topic is None:
+        topic = inbound_topic(topics, family)
+    return Routed(topic=topic, key=key, value=value, timestamp_ms=timestamp_ms)
 
 
 def inbound_topic(topics: TopicNames, family: str) -> str:
@@ -128,7 +144,12 @@ def route_payload(
         event = decode_payload(payload, value, now=now, limits=limits)
     except InvalidEvent as exc:
         return Rejected(exc.reason, exc.detail)
-    return Routed(topic=inbound_topic(topics, event.family), key=event.routing_id.encode(), value=value)
+    return Routed(
+        topic=inbound_topic(topics, event.family),
+        key=event.routing_id.encode(),
+        value=value,
+        timestamp_ms=round(event.timestamp * 1000),
+    )
 
 
 def pace_delay(sent: int, elapsed: float, rate: float) -> float:
@@ -298,10 +319,10 @@ class KafkaSender:
         batch = self.batches.get(slot)
         if batch is None:
             batch = self.batches[slot] = self.producer.create_batch()
-        if batch.append(key=routed.key, value=routed.value, timestamp=None) is None:
+        if batch.append(key=routed.key, value=routed.value, timestamp=routed.timestamp_ms) is None:
             self._ship(routed.topic, partition, batch)
             batch = self.batches[slot] = self.producer.create_batch()
-            batch.append(key=routed.key, value=routed.value, timestamp=None)
+            batch.append(key=routed.key, value=routed.value, timestamp=routed.timestamp_ms)
         if time.monotonic() - self.last_ship > self.linger_s:
             self._ship_open()
 

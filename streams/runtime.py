@@ -7,8 +7,10 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
 
 1. **Fetch** up to ``STREAMCDP_FETCH_MAX_RECORDS`` records of the assigned partitions (co-partitioned by
    ``streams.assignor``: partition *p* of every input topic and the state of partition *p* live together).
-2. **Process** them in order, per partition: inbound records are validated (``Stages.ingest``) and
-   applied in place when keyed and partitioned by their routing id, else re-keyed through
+2. **Process** them per partition, the inbound topics' records merged in timestamp order (event time,
+   ``streams.alignment``: a record may be held until no earlier one of another topic can come; a held
+   record is not processed, so no checkpoint commits its offset). Inbound records are validated
+   (``Stages.ingest``) and applied in place when keyed and partitioned by their routing id, else re-keyed through
    ``profile-commands``; commands are applied by ``Stages.apply`` against the partition's
    ``PartitionStore`` (a write-back cache: each key is read and decoded once). What the stage decides to
    send goes to the ``Outbox``. The clock (``Stages.due_commands``) adds the commands time makes due. A
@@ -41,6 +43,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.outbox import Outbox
@@ -49,6 +52,7 @@ from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
 from schemas.commands import encode_command
 from streams import lag, metrics
+from streams.alignment import NO_TIME, PartitionGroup, runs
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.error_policy import ProcessingErrors
@@ -162,11 +166,18 @@ class Runtime(ConsumerRebalanceListener):
         self._in_place = InPlaceRouting(self._owners, self._partition_count) if settings.ingest_in_place else None
         # Commands the profile stage addressed to keys of partitions held here: applied in place, in order.
         self._local: deque[tuple[PartitionStore, bytes, Command]] = deque()
+        # Event-time order: each partition's fetched records, held until their timestamp order is known, and
+        # its stream time (epoch ms of the latest inbound record processed) that drives its clock.
+        self._groups: dict[int, PartitionGroup] = {}
+        self._groups_generation = 0
+        self._stream_ms: dict[int, int] = {}
 
     def _buffered_inputs(self) -> frozenset[TopicPartition]:
-        """Input partitions with records fetched but not processed yet (the checkpoint commits the consumer's
-        position of the others, past transaction markers): none, ``run`` processes every fetch whole."""
-        return frozenset()
+        """Input partitions with records fetched but not processed yet: those held in a partition group for
+        their timestamp order. The checkpoint commits the consumer's position of the others (past transaction
+        markers); for these it commits the next offset processed, since the position is past the held records
+        and committing it would skip them after a restart."""
+        return frozenset(tp for group in self._groups.values() for tp, queue in group.queues.items() if queue)
 
     def _partition_count(self, topic: str) -> int | None:
         partitions = self.consumer.partitions_for_topic(topic)
@@ -205,16 +216,23 @@ class Runtime(ConsumerRebalanceListener):
         last_commit = last_scan = time.monotonic()
         while not self._stopping.is_set():
             generation = self._generation
-            batch = await self.consumer.getmany(timeout_ms=100, max_records=settings.fetch_max_records)
+            # Records held back for a lagging input are waited for with short fetches.
+            timeout_ms = 10 if self._groups_buffered() else 100
+            batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.fetch_max_records)
             async with self._lock:
+                if self._groups_generation != self._generation:
+                    self._groups.clear()  # a rebalance: the held-back records are fetched again from the commit
+                    self._groups_generation = self._generation
                 if generation == self._generation:
-                    for tp, records in batch.items():
-                        self.process(tp, records)
+                    self._buffer(batch)
+                    await self._process_aligned(time.monotonic())
+                else:
+                    self._rewind(batch)
                 lag.observe_progress(self.consumer, batch, self.stores.values(), time.time())
                 monotonic = time.monotonic()
                 if self.ready and monotonic - last_scan >= settings.trigger_scan_interval_s:
                     last_scan = monotonic
-                    self.tick(time.time())
+                    self.tick(time.time(), await self._behind_partitions())
                 if checkpoint.inputs >= settings.flush_max_records or (
                     monotonic - last_commit >= settings.commit_interval_s and not checkpoint.empty
                 ):
@@ -224,28 +242,109 @@ class Runtime(ConsumerRebalanceListener):
             msg = "a flush failed; stopping so that the inputs since the last commit replay"
             raise RuntimeError(msg) from checkpoint.failed
 
+    def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """A fetch that straddled a rebalance is not processed; seek its partitions back to its first records.
+
+        aiokafka sets the new assignment (positions from the committed offsets) before it calls
+        ``on_partitions_assigned``, so a ``getmany`` waiting meanwhile can return records of the new
+        assignment. Dropped without a seek, the position would stay past them and the next commit (the
+        processed offset of later records, or the position with exactly-once) would skip them for good.
+        """
+        assigned = self.consumer.assignment()
+        for tp, records in batch.items():
+            if records and tp in assigned:
+                self.consumer.seek(tp, records[0].offset)
+
+    # --- event-time order and clocks (``streams.alignment``) ---------------------------------------------
+
+    def _groups_buffered(self) -> bool:
+        return any(group.buffered for group in self._groups.values())
+
+    def _buffer(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Add a fetch to the partition groups (a group's inputs: partition p of every assigned input topic)."""
+        for tp, records in batch.items():
+            if not records:
+                continue
+            group = self._groups.get(tp.partition)
+            if group is None:
+                inputs = sorted(
+                    (t for t in self.consumer.assignment() if t.partition == tp.partition),
+                    key=lambda t: self.source_topics.index(t.topic) if t.topic in self.source_topics else 0,
+                )
+                group = self._groups[tp.partition] = PartitionGroup(
+                    inputs, ordered_topics=self.topics.all_inbound, max_idle_s=self.settings.max_task_idle_ms / 1000
+                )
+            group.add(tp, records)
+
+    async def _caught_up(self, groups: Iterable[PartitionGroup]) -> set[TopicPartition]:
+        """The ordered inputs of ``groups`` with nothing more on the broker."""
+        return {
+            tp
+            for group in groups
+            for tp in group.queues
+            if tp.topic in group.ordered_topics and await self._input_caught_up(tp)
+        }
+
+    async def _input_caught_up(self, tp: TopicPartition) -> bool:
+        """The consumer's position has reached the end offset known from the last fetch (unknown: no)."""
+        consumer = self.consumer
+        stable = consumer.last_stable_offset(tp)  # read_committed: records of open transactions are not "more"
+        end = stable if stable is not None and stable >= 0 else consumer.highwater(tp)
+        if end is None:
+            return False
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:  # no longer assigned: nothing to wait for
+            return True
+        return position >= end
+
+    async def _process_aligned(self, monotonic: float) -> None:
+        """Process what each partition group can hand out in timestamp order (see ``streams.alignment``)."""
+        groups = [group for group in self._groups.values() if group.buffered]
+        if not groups:
+            return
+        caught_up = (await self._caught_up(groups)).__contains__
+        for group in groups:
+            for tp, records in runs(group.drain(caught_up, monotonic)):
+                self.process(tp, records)
+
+    def stream_time(self, partition: int) -> float | None:
+        """The partition's stream time in epoch seconds (the largest event timestamp processed), None: none yet."""
+        stream_ms = self._stream_ms.get(partition)
+        return None if stream_ms is None else stream_ms / 1000
+
     # --- processing (no awaits: a key's read-modify-write is atomic) -------------------------------------
 
     def process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Process one partition's records in order; every per-record step is under the error policy."""
+        """Process one partition's records in order; every per-record step is under the error policy.
+
+        ``now`` is the partition's stream time, not the wall clock: an inbound record advances it to its
+        timestamp (the event time), first firing the wake-ups due by then, so a replay decides the same.
+        """
         store = self.stores.get(tp.partition)
-        now = time.time()
         on_error = self.errors.on_processing_error
         self.outbox.partition = tp.partition  # what follows is this partition's work (its transaction's)
+        stream_ms = self._stream_ms.get(tp.partition, NO_TIME)
         if tp.topic == self.topics.profile_commands:
             if store is None:
                 log.error("records of %s without its partition store; left for the next owner", tp)
                 return
             decode = self.stages.decode
             for record in records:
+                # A command record's timestamp is when a worker wrote it: it does not move the stream time.
+                now = (stream_ms if stream_ms != NO_TIME else record.timestamp) / 1000
                 try:
                     self._apply(store, record.key, decode(record), now, record)
                 except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
                     on_error(exc, record)
         else:
             for record in records:
+                if record.timestamp > stream_ms:
+                    stream_ms = self._stream_ms[tp.partition] = record.timestamp
+                    if store is not None:
+                        self._fire_due(store, stream_ms / 1000)
                 try:
-                    self._route(store, record, now)
+                    self._route(store, record, stream_ms / 1000)
                 except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
                     on_error(exc, record)
         self.checkpoint.store_offset(tp, records[-1].offset + 1, len(records))
@@ -294,12 +393,41 @@ class Runtime(ConsumerRebalanceListener):
             self.outbox.send(self.topics.profile_commands, key, encode_command(command))
             metrics.tally.add(FORWARDS, "kafka")
 
-    def tick(self, now: float) -> None:
-        """Apply the commands the clock makes due in every partition held here."""
-        for store in self.stores.values():
-            self.outbox.partition = store.partition
-            for key, command in self.stages.due_commands(store, now):
-                self._apply(store, key, command, now)
+    def tick(self, now: float, behind: Collection[int] = ()) -> None:
+        """Apply the commands the clock makes due in every partition held here, each by its own clock.
+
+        A partition in ``behind`` (catching up: records held back, or an input short of its end offset) is at
+        its stream time: its wake-ups fire as its records pass them, never by the wall clock, so a cart is
+        not decided before an order still queued. Any other partition (live, or idle) is at
+        ``max(stream time, now)``: its timers fire by the wall clock even when no record comes.
+        """
+        for partition, store in self.stores.items():
+            self.outbox.partition = partition  # this partition's work (its transaction's)
+            stream_time = self.stream_time(partition)
+            if partition in behind:
+                if stream_time is not None:
+                    self._fire_due(store, stream_time)
+            else:
+                self._fire_due(store, now if stream_time is None else max(stream_time, now))
+
+    async def _behind_partitions(self) -> set[int]:
+        """Partitions with records held back or an inbound input not caught up (end offset unknown: behind)."""
+        behind = {partition for partition, group in self._groups.items() if group.buffered}
+        consumer = self.consumer
+        for tp in consumer.assignment():
+            if tp.partition in behind or tp.topic not in self.topics.all_inbound:
+                continue
+            if not await self._input_caught_up(tp):
+                behind.add(tp.partition)
+        return behind
+
+    def _fire_due(self, store: PartitionStore, now: float) -> None:
+        """Apply the wake-ups of ``store`` due at or before ``now`` (each decided at its due time)."""
+        earliest = store.due_index.earliest()
+        if earliest is None or earliest > now:
+            return
+        for key, command in self.stages.due_commands(store, now):
+            self._apply(store, key, command, now)
 
     # --- rebalance listener -----------------------------------------------------------------------------
 

@@ -95,11 +95,22 @@ class Settings(BaseSettings):
     )
     fetch_max_records: int = Field(5_000, ge=1, description="Most records taken from Kafka per fetch.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
-        "at_least_once",
+        "exactly_once",
         description="`exactly_once` commits each partition's outputs, changelog records and input offsets in one "
         "Kafka transaction (one transactional producer per partition, fencing zombie workers); downstream "
         "consumers must read with `isolation.level=read_committed`. `at_least_once` may resend outputs after a "
         "crash (deduplicated by the ids they carry).",
+    )
+    max_task_idle_ms: int = Field(
+        100,
+        ge=0,
+        description=(
+            "Longest wait, per partition, for an inbound topic that has no fetched records yet but is not caught up "
+            "(position < high watermark) before the other topics' records are processed without it. Records of "
+            "a partition's inbound topics are processed in timestamp order (event time); a longer wait keeps "
+            "that order through slow fetches, a shorter one bounds the delay a stalled topic adds (live traffic waits "
+            "often, briefly: 1000 ms raised the benchmark's live p50 lag from ~0.1 s to 6 s)."
+        ),
     )
     log_level: str = Field("info", description="Worker log level.")
     log_format: Literal["text", "json"] = Field(

@@ -61,7 +61,18 @@ ROUTES = [
 @pytest.mark.parametrize(("raw", "topic", "key"), [case[1:] for case in ROUTES], ids=[case[0] for case in ROUTES])
 def test_lines_are_routed_by_family_and_keyed_by_routing_id(raw: bytes, topic: str, key: bytes, validate: bool) -> None:
     routed = route_line(raw, topics=TOPICS, validate=validate, now=NOW)
-    assert routed == Routed(topic=topic, key=key, value=raw.rstrip(b"\n"))
+    # The record timestamp is the event's time: it orders the worker's inputs (streams.alignment).
+    assert routed == Routed(topic=topic, key=key, value=raw.rstrip(b"\n"), timestamp_ms=round(NOW * 1000))
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [("2026-01-01T00:00:00.250Z", 1_767_225_600_250), (1_767_225_600, 1_767_225_600_000), ([1], None), (..., None)],
+    ids=["iso", "epoch seconds", "unreadable", "missing"],
+)
+def test_record_timestamp_is_the_event_time(stamp: object, expected: int | None) -> None:
+    routed = route_line(line(timestamp=stamp), topics=TOPICS)
+    assert isinstance(routed, Routed) and routed.timestamp_ms == expected
 
 
 def test_topic_override() -> None:

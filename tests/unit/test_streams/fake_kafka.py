@@ -13,12 +13,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 
-def consumer_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> ConsumerRecord:
+def consumer_record(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, *, timestamp: int = 0
+) -> ConsumerRecord:
     return ConsumerRecord(
         topic=topic,
         partition=partition,
         offset=offset,
-        timestamp=0,
+        timestamp=timestamp,
         timestamp_type=0,
         key=key,
         value=value,
@@ -160,7 +162,7 @@ class FakeConsumer:
         self.when_drained: Callable[[], None] = lambda: None
         self.committed: dict[TopicPartition, int] = {}
         self.listener = None
-        self.highwaters: dict[TopicPartition, int] = {}
+        self.highwaters: dict[TopicPartition, int] = {}  # preset one ahead of what is handed out: "not caught up"
         self.positions: dict[TopicPartition, int] = {}
 
     def subscribe(self, *, topics, listener) -> None:
@@ -183,6 +185,9 @@ class FakeConsumer:
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.highwaters.get(tp)
 
+    def last_stable_offset(self, tp: TopicPartition) -> int:
+        return -1  # read_uncommitted, as aiokafka reports it
+
     async def getmany(self, *, timeout_ms: int, max_records: int):
         await asyncio.sleep(0)
         if self.batches:
@@ -190,6 +195,8 @@ class FakeConsumer:
             for tp, records in batch.items():
                 if records:
                     self.highwaters[tp] = max(self.highwaters.get(tp, 0), records[-1].offset + 1)
+                    # A preset position past what is handed out stands for control records after it.
+                    self.positions[tp] = max(self.positions.get(tp, 0), records[-1].offset + 1)
             return batch
         self.when_drained()
         return {}
@@ -197,6 +204,10 @@ class FakeConsumer:
     async def position(self, tp: TopicPartition) -> int:
         """Where the next fetch starts: past the control records after the last record (``positions``)."""
         return self.positions.get(tp, 0)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.calls.append(f"seek {tp.topic} {tp.partition} {offset}")
+        self.positions[tp] = offset
 
     async def commit(self, offsets) -> None:
         self.calls.append("commit")

@@ -195,3 +195,24 @@ async def test_the_committed_offset_skips_the_transaction_markers_after_the_last
     runtime.consumer.positions[commands] = 11  # the fetch also read the commit marker at offset 10
     await runtime.checkpoint.commit(runtime.stores.values())
     assert producer_of(runtime, 1).offsets == {commands: 11}  # else the group would lag one record behind
+
+
+async def test_records_held_for_their_timestamp_order_are_not_covered_by_the_transactions_offsets(runtime: Runtime):
+    """A fetch moves the consumer's position past every record it returns; records the partition group still
+    holds (an earlier order may yet come from the purchase topic) must replay after a crash, so the offset
+    the transaction commits is the next one processed, not the position."""
+    runtime.settings = runtime.settings.model_copy(update={"max_task_idle_ms": 60_000})  # hold, whatever the pace
+    clicks, first = record(runtime, viewed("m1", userId="u-1"))
+    orders = TopicPartition(runtime.topics.inbound("purchase"), clicks.partition)
+    t = 1_700_000_000_000
+    click_records = [replace(first, offset=n, timestamp=t + 1000 * n) for n in range(3)]
+    order = replace(first, topic=orders.topic, offset=0, timestamp=t + 1500)
+    runtime.consumer.highwaters[orders] = 2  # a second order is on the broker, not fetched yet
+    runtime.consumer.batches = [{clicks: click_records, orders: [order]}]
+    runtime.consumer.when_drained = runtime.stop
+    await runtime.run()
+
+    # Processed: clicks 0 and 1, then the order (t + 1.5 s); click 2 (t + 2 s) waits for the second order.
+    assert runtime.consumer.positions[clicks] == 3
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert producer_of(runtime, clicks.partition).offsets[clicks] == 2  # click 2 is not skipped on a restart

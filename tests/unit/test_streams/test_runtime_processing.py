@@ -309,6 +309,34 @@ async def test_the_loop_processes_fetched_records_and_checkpoints_them_on_close(
     assert runtime.consumer.calls[-3:] == ["consumer stop", "restore stop", "producer stop"]
 
 
+async def test_a_fetch_returned_across_a_rebalance_is_fetched_again_not_skipped(runtime: Runtime):
+    """aiokafka sets the new assignment before it calls the listener, so a waiting ``getmany`` can return
+    records of the new assignment while the listener runs; the loop drops that fetch, so it must seek back."""
+    consumer = runtime.consumer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    tp, first = record(runtime, viewed("m1", userId="u-1"), offset=5)
+    consumer.batches = [{tp: [first]}, {tp: [first]}]
+    fetch = consumer.getmany
+    rebalanced = False
+
+    async def getmany_during_a_rebalance(**kwargs):
+        nonlocal rebalanced
+        batch = await fetch(**kwargs)
+        if not rebalanced:
+            rebalanced = True
+            await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+            assert events_of(runtime, "u-1") == 0
+        return batch
+
+    consumer.getmany = getmany_during_a_rebalance
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert f"seek {tp.topic} {tp.partition} 5" in consumer.calls  # the dropped fetch is read again
+    assert events_of(runtime, "u-1") == 1  # and processed once, from the second fetch
+    await runtime.close()
+    assert consumer.committed == {tp: 6}
+
+
 async def test_assigned_partitions_are_restored_from_the_changelog(tmp_path: Path):
     first = build_runtime(tmp_path / "a")
     await first.on_partitions_assigned(assignment(first, *range(PARTITIONS)))

@@ -1,0 +1,109 @@
+"""The same history, complete in Kafka, processed twice: the same triggers and segment changes.
+
+Carts go to ``events.clickstream`` and orders to ``events.purchase``; every odd customer orders ten
+minutes after adding to the cart (before the 30-minute reminder), and everyone views a product an hour
+later, so the stream time passes every reminder. The history is six hours old, produced completely
+before a worker starts (``streamcdp produce``'s sender: record timestamp = event time), then processed by
+two workers with fresh app ids and very different fetch sizes. Their trigger ids and kinds and their
+segment entries and exits (customer, segment, direction, event time) must be equal, and no ordered cart
+gets a reminder.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from conftest import produce_raw_lines, wait_until_drained
+
+from streams.produce import create_topics
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS = 40
+T0 = round(time.time()) - 6 * 3600
+
+
+def track(name: str, user: str, at: float, message_id: str, **properties: object) -> bytes:
+    payload = {
+        "type": "track",
+        "event": name,
+        "userId": user,
+        "messageId": message_id,
+        "timestamp": at,
+        "properties": properties,
+    }
+    return orjson.dumps(payload)
+
+
+def history() -> list[bytes]:
+    """All clicks first, then all orders: the order in which they are fetched says nothing about their time."""
+    clicks, orders = [], []
+    for n in range(CUSTOMERS):
+        user = f"et-{n}"
+        clicks.append((T0 + n, track("Product Added", user, T0 + n, f"add-{n}", product_id="p-1", price=20.0)))
+        if n % 2:
+            orders.append(track("Order Completed", user, T0 + 600 + n, f"order-{n}", order_id=f"o-{n}", total=20.0))
+        clicks.append((T0 + 3600 + n, track("Product Viewed", user, T0 + 3600 + n, f"view-{n}", product_id="p-2")))
+    return [line for _, line in sorted(clicks)] + orders
+
+
+def outputs(pipeline, seen: set[tuple[str, int, int]]) -> tuple[set[tuple[str, int, int]], set, set]:
+    """The trigger and segment-change records not in ``seen`` (another run's, by topic, partition and offset):
+    all records read, and the triggers and segment changes among the new ones."""
+    topics = pipeline.topics
+    read: set[tuple[str, int, int]] = set()
+    triggers, changes = set(), set()
+    for topic in (*topics.all_triggers, topics.segment_changes):
+        before = sum(1 for t, _, _ in seen if t == topic)
+        # As many again as the other run wrote (or at least one), then 5 s more for records that must not be there.
+        records = pipeline.kafka.read(topic, min_count=2 * before or 1, timeout_s=30 if before else 5, settle_s=5.0)
+        for record in records:
+            where = (topic, record.partition, record.offset)
+            read.add(where)
+            if where in seen:
+                continue
+            value = orjson.loads(record.value)
+            if topic == topics.segment_changes:
+                if value.get("kind", "segment") == "segment":
+                    changes.add((value["customer_id"], value["segment"], value["change"], value["at"]))
+            else:
+                triggers.add((value["trigger_id"], value["kind"], value["customer_id"]))
+    return read, triggers, changes
+
+
+def process(make_pipeline, *, fetch_max_records: int, topic_prefix: str | None = None):
+    overrides: dict[str, object] = {
+        "fetch_max_records": fetch_max_records,
+        "ingest_in_place": True,
+    }
+    if topic_prefix is not None:
+        overrides["topic_prefix"] = topic_prefix
+    return make_pipeline(start=False, **overrides)
+
+
+def run_to_end(pipeline) -> None:
+    pipeline.worker.start()
+    wait_until_drained(pipeline, timeout_s=120)
+    time.sleep(3.0)  # caught up: the wall clock fires the wake-ups still pending (decided at their due time)
+
+
+def test_the_same_history_gives_the_same_triggers_and_segment_changes(make_pipeline):
+    first = process(make_pipeline, fetch_max_records=5_000)
+    create_topics(first.settings)
+    assert produce_raw_lines(first, history()) == CUSTOMERS * 2 + CUSTOMERS // 2
+    run_to_end(first)
+    seen, triggers, changes = outputs(first, set())
+    first.worker.stop()
+
+    second = process(make_pipeline, fetch_max_records=3, topic_prefix=first.settings.topic_prefix)
+    assert second.settings.app_id != first.settings.app_id  # a fresh consumer group and state
+    run_to_end(second)
+    _, triggers_again, changes_again = outputs(second, seen)
+
+    assert triggers_again == triggers
+    assert changes_again == changes
+    reminded = {customer for _, kind, customer in triggers if kind == "cart_abandonment"}
+    assert reminded == {f"et-{n}" for n in range(CUSTOMERS) if n % 2 == 0}  # none for a cart ordered in time
+    assert changes and all(T0 <= at <= T0 + 2 * 3600 for *_, at in changes)  # event time, not processing time

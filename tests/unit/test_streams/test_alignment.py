@@ -1,0 +1,107 @@
+"""``streams.alignment``: a partition's inputs merged by record timestamp, whatever the fetches were."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from fake_kafka import consumer_record
+
+from streams.alignment import PartitionGroup, runs
+
+CLICKS = TopicPartition("events.clickstream", 0)
+ORDERS = TopicPartition("events.purchase", 0)
+COMMANDS = TopicPartition("profile-commands", 0)
+ORDERED = ("events.clickstream", "events.purchase")
+
+
+def records(tp: TopicPartition, *timestamps: int) -> list[ConsumerRecord]:
+    return [
+        consumer_record(tp.topic, tp.partition, offset, b"k", b"v", timestamp=ts)
+        for offset, ts in enumerate(timestamps)
+    ]
+
+
+def group(max_idle_s: float = 1.0) -> PartitionGroup:
+    return PartitionGroup([CLICKS, ORDERS, COMMANDS], ordered_topics=ORDERED, max_idle_s=max_idle_s)
+
+
+def order(out: list[ConsumerRecord]) -> list[tuple[str, int]]:
+    return [(record.topic, record.timestamp) for record in out]
+
+
+def test_records_of_the_inputs_go_by_timestamp_ties_in_input_order():
+    g = group()
+    g.add(CLICKS, records(CLICKS, 10, 30, 50))
+    g.add(ORDERS, records(ORDERS, 20, 30))
+    out = list(g.drain(lambda tp: True, 0.0))
+    assert order(out) == [
+        ("events.clickstream", 10),
+        ("events.purchase", 20),
+        ("events.clickstream", 30),
+        ("events.purchase", 30),
+        ("events.clickstream", 50),
+    ]
+    assert g.buffered == 0
+
+
+def test_an_empty_input_that_is_behind_is_waited_for_then_given_up_after_the_idle_time():
+    g = group(max_idle_s=1.0)
+    g.add(CLICKS, records(CLICKS, 10, 20))
+    behind = {ORDERS}
+    caught_up = lambda tp: tp not in behind  # noqa: E731
+    assert list(g.drain(caught_up, 100.0)) == []  # the order at 15 may be on the broker still
+    assert list(g.drain(caught_up, 100.5)) == []
+    assert order(list(g.drain(caught_up, 101.0))) == [("events.clickstream", 10), ("events.clickstream", 20)]
+
+
+def test_the_merge_stops_where_an_input_runs_empty_while_behind():
+    g = group()
+    g.add(CLICKS, records(CLICKS, 10, 40))
+    g.add(ORDERS, records(ORDERS, 20))
+    out = list(g.drain(lambda tp: tp != ORDERS, 0.0))
+    assert order(out) == [("events.clickstream", 10), ("events.purchase", 20)]  # 40 waits for ORDERS' next fetch
+    g.add(ORDERS, [consumer_record(ORDERS.topic, 0, 1, b"k", b"v", timestamp=30)])
+    assert order(list(g.drain(lambda tp: True, 0.0))) == [("events.purchase", 30), ("events.clickstream", 40)]
+
+
+def test_commands_go_first_and_are_not_waited_for():
+    g = group()
+    g.add(CLICKS, records(CLICKS, 10))
+    g.add(COMMANDS, records(COMMANDS, 9_999_999))  # written at wall-clock time during a catch-up
+    out = list(g.drain(lambda tp: tp != COMMANDS, 0.0))
+    assert order(out) == [("profile-commands", 9_999_999), ("events.clickstream", 10)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_batching_and_interleaving_gives_the_same_order(seed: int):
+    rng = random.Random(seed)
+    history = {
+        CLICKS: records(CLICKS, *sorted(rng.randrange(1000) for _ in range(40))),
+        ORDERS: records(ORDERS, *sorted(rng.randrange(1000) for _ in range(15))),
+    }
+    reference = _deliver(history, random.Random(0), max_batch=1000)
+    assert len(reference) == 55
+    assert [r.timestamp for r in reference] == sorted(r.timestamp for r in reference)
+    assert _deliver(history, rng, max_batch=rng.randint(1, 7)) == reference
+
+
+def _deliver(history: dict[TopicPartition, list[ConsumerRecord]], rng: random.Random, max_batch: int) -> list:
+    """Hand ``history`` to a group in random fetches of at most ``max_batch`` records per input; what comes out."""
+    g = group()
+    sent = dict.fromkeys(history, 0)
+    out: list[ConsumerRecord] = []
+    while any(sent[tp] < len(history[tp]) for tp in history) or g.buffered:
+        pending = [tp for tp in history if sent[tp] < len(history[tp])]
+        for tp in rng.sample(pending, rng.randint(1, len(pending))) if pending else ():
+            size = rng.randint(1, max_batch)
+            g.add(tp, history[tp][sent[tp] : sent[tp] + size])
+            sent[tp] = min(sent[tp] + size, len(history[tp]))
+        out.extend(g.drain(lambda tp: sent.get(tp, 0) >= len(history.get(tp, ())), 0.0))
+    return out
+
+
+def test_runs_group_consecutive_records_of_one_input():
+    merged = [*records(CLICKS, 1, 2), *records(ORDERS, 3), *records(CLICKS, 4)]
+    assert [(tp, len(run)) for tp, run in runs(merged)] == [(CLICKS, 2), (ORDERS, 1), (CLICKS, 1)]

@@ -1,0 +1,210 @@
+"""The runtime decides the same triggers and segment changes for the same history, whatever the fetches.
+
+A history of carts (``events.clickstream``) and orders (``events.purchase``) with timestamps hours in the
+past is handed to the loop through the fake consumer in different batch sizes and topic interleavings,
+every input's high watermark known from the start (the history is complete in Kafka). The outputs must
+be identical, and a cart whose order comes before its reminder time must get no reminder even when all
+of its partition's clicks are fetched before the orders.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from fake_kafka import FakeConsumer, FakeProducer, FakeRestoreConsumer, FakeTransactionalProducer, consumer_record
+
+from agents.outbox import Outbox
+from agents.pipeline import ProfilePipeline
+from agents.tally import Tally
+from core.audiences import AudiencePolicy
+from core.privacy import PiiPolicy
+from core.profile.policy import ProfilePolicy
+from core.profile_stage import StagePolicy
+from core.rules.definitions import load_definitions
+from core.scoring import load_models
+from core.triggers.definitions import load_triggers
+from core.triggers.engine import TriggerPolicy
+from schemas.validation import ContractLimits
+from streams.assignor import CoPartitionAssignor
+from streams.partitioning import owning_partition
+from streams.runtime import Runtime
+from streams.settings import Settings
+from streams.topics import topic_names
+
+PARTITIONS = 2
+POLICY = StagePolicy(
+    profile=ProfilePolicy(pii_hash_key="test-secret"),
+    audiences=AudiencePolicy(definitions=load_definitions(), models=load_models()),
+    triggers=TriggerPolicy(load_triggers()),
+)
+T0 = round(time.time()) - 6 * 3600  # a history six hours old: every reminder is overdue by the wall clock
+CUSTOMERS = 12
+
+
+def event(name: str, user: str, at: float, message_id: str, **properties) -> dict:
+    return {
+        "type": "track",
+        "event": name,
+        "userId": user,
+        "messageId": message_id,
+        "timestamp": at,
+        "properties": properties,
+    }
+
+
+def history() -> dict[str, list[dict]]:
+    """Per inbound family, in timestamp order: every customer adds to a cart; odd ones order 10 minutes later
+    (before the 30-minute reminder); everyone views a product an hour later (stream time passes the reminders)."""
+    clicks, orders = [], []
+    for n in range(CUSTOMERS):
+        user = f"u{n}"
+        clicks.append(event("Product Added", user, T0 + n, f"add-{n}", product_id="p-1", price=20.0))
+        if n % 2:
+            orders.append(event("Order Completed", user, T0 + 600 + n, f"order-{n}", order_id=f"o{n}", total=20.0))
+        clicks.append(event("Product Viewed", user, T0 + 3600 + n, f"view-{n}", product_id="p-2", price=5.0))
+    clicks.sort(key=lambda payload: payload["timestamp"])
+    return {"clickstream": clicks, "purchase": orders}
+
+
+def inputs(rt: Runtime) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """The history as Kafka holds it: per topic partition (murmur2 of the user id), record timestamp = event time."""
+    out: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for family, payloads in history().items():
+        for payload in payloads:
+            key = payload["userId"].encode()
+            tp = TopicPartition(rt.topics.inbound(family), owning_partition(key, PARTITIONS))
+            queue = out.setdefault(tp, [])
+            queue.append(
+                consumer_record(
+                    tp.topic,
+                    tp.partition,
+                    len(queue),
+                    key,
+                    orjson.dumps(payload),
+                    timestamp=payload["timestamp"] * 1000,
+                )
+            )
+    return out
+
+
+def fetches(
+    data: dict[TopicPartition, list[ConsumerRecord]], rng: random.Random, max_batch: int, topic_first: str | None
+):
+    """``data`` cut into fetches of random sizes and topic mixes; ``topic_first``: that topic is all fetched first."""
+    sent = dict.fromkeys(data, 0)
+    batches = []
+    if topic_first is not None:
+        batches.append({tp: records for tp, records in data.items() if tp.topic == topic_first})
+        sent.update({tp: len(data[tp]) for tp in data if tp.topic == topic_first})
+    while any(sent[tp] < len(data[tp]) for tp in data):
+        pending = [tp for tp in data if sent[tp] < len(data[tp])]
+        batch = {}
+        for tp in rng.sample(pending, rng.randint(1, len(pending))):
+            size = rng.randint(1, max_batch)
+            batch[tp] = data[tp][sent[tp] : sent[tp] + size]
+            sent[tp] += len(batch[tp])
+        batches.append(batch)
+    return batches
+
+
+def build(tmp_path: Path, fetch_max_records: int, guarantee: str) -> tuple[Runtime, list[FakeProducer]]:
+    """A runtime over the fakes, and the producers whose committed outputs are the run's outputs."""
+    settings = Settings(
+        topic_prefix="t1.",
+        app_id="unit",
+        data_dir=tmp_path,
+        topic_partitions=PARTITIONS,
+        fetch_max_records=fetch_max_records,
+        processing_guarantee=guarantee,
+    )
+    calls: list[str] = []
+    outbox = Outbox()
+    stages = ProfilePipeline(
+        POLICY,
+        topics=topic_names(settings),
+        limits=ContractLimits(),
+        privacy=PiiPolicy(hash_key=b"unit"),
+        outbox=outbox,
+        tally=Tally(),
+    )
+    producers: list[FakeProducer] = []
+
+    def partition_producer(partition: int) -> FakeTransactionalProducer:
+        producers.append(FakeTransactionalProducer(calls, partition))
+        return producers[-1]
+
+    exactly_once = guarantee == "exactly_once"
+    if not exactly_once:
+        producers.append(FakeProducer(calls))
+    runtime = Runtime(
+        settings,
+        stages,
+        outbox=outbox,
+        producer=None if exactly_once else producers[0],
+        consumer=FakeConsumer(calls, PARTITIONS),
+        restore_consumer=FakeRestoreConsumer(calls, topic_names(settings).state_changelog(settings.app_id)),
+        assignor=CoPartitionAssignor("http://127.0.0.1:1"),
+        partition_producer=partition_producer if exactly_once else None,
+    )
+    return runtime, producers
+
+
+async def decide(
+    tmp_path: Path, *, seed: int, max_batch: int, topic_first: str | None, guarantee: str = "exactly_once"
+) -> tuple[set, set]:
+    """Run the loop over the history fetched one way, then an idle tick; the triggers and segment changes sent."""
+    rt, producers = build(tmp_path, max_batch, guarantee)
+    data = inputs(rt)
+    await rt.start()
+    await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
+    for tp, records in data.items():
+        rt.consumer.highwaters[tp] = len(records)  # complete in Kafka: every input is behind until fetched
+    rt.consumer.batches = fetches(data, random.Random(seed), max_batch, topic_first and rt.topics.inbound(topic_first))
+    rt.consumer.when_drained = rt.stop
+    await rt.run()
+    rt.tick(time.time())  # caught up: the wall clock fires what is left (each wake-up decided at its due time)
+    await rt.close()
+    sent = [output for producer in producers for output in producer.sent]
+    triggers = {
+        (value["trigger_id"], value["kind"], value["customer_id"], value["decided_at"])
+        for topic, _, raw in sent
+        if topic in rt.topics.all_triggers
+        for value in [orjson.loads(raw)]
+    }
+    changes = {
+        (value["customer_id"], value["segment"], value["change"], value["at"])
+        for topic, _, raw in sent
+        if topic == rt.topics.segment_changes
+        for value in [orjson.loads(raw)]
+    }
+    return triggers, changes
+
+
+@pytest.mark.parametrize(
+    ("seed", "max_batch", "topic_first", "guarantee"),
+    [
+        (1, 1, None, "exactly_once"),
+        (2, 3, "clickstream", "exactly_once"),
+        (3, 2, "purchase", "exactly_once"),
+        (4, 50, None, "exactly_once"),
+        (5, 1, "clickstream", "at_least_once"),
+    ],
+)
+async def test_the_same_history_decides_the_same_whatever_the_fetches(
+    tmp_path: Path, seed: int, max_batch: int, topic_first: str | None, guarantee: str
+):
+    reference_triggers, reference_changes = await decide(tmp_path / "ref", seed=0, max_batch=10_000, topic_first=None)
+    triggers, changes = await decide(
+        tmp_path / "run", seed=seed, max_batch=max_batch, topic_first=topic_first, guarantee=guarantee
+    )
+    assert triggers == reference_triggers
+    assert changes == reference_changes
+    reminded = {customer for _, kind, customer, _ in triggers if kind == "cart_abandonment"}
+    assert reminded == {f"u{n}" for n in range(CUSTOMERS) if n % 2 == 0}  # no reminder for a cart that was ordered
+    assert all(T0 <= at < T0 + 2 * 3600 for *_, at in changes)  # event time, not the time of processing
+    assert changes  # segments were entered (and the comparison is not of two empty sets)
