@@ -8,4 +8,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
 # the demo runs with the development token and PII hash key (streams/security.py refuses them otherwise)
 export STREAMCDP_ENV="${STREAMCDP_ENV:-dev}"
+# every kind holds 20 % of its customers out (triggers.holdout), so the closing report measures uplift
+export STREAMCDP_TRIGGER_HOLDOUT_SHARES="${STREAMCDP_TRIGGER_HOLDOUT_SHARES:-*:0.2}"
 exec .venv/bin/streamcdp demo "$@"

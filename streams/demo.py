@@ -62,6 +62,17 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "app_id",
         "pii_hash_key",
         "env",
+        # the guardrails (scripts/demo.sh holds a share of customers out, so the report shows both arms)
+        "trigger_customer_caps",
+        "trigger_kind_caps",
+        "trigger_channel_caps",
+        "trigger_quiet_hours",
+        "trigger_default_timezone",
+        "trigger_consent",
+        "trigger_holdout_shares",
+        "trigger_control_group_share",
+        "trigger_engagement_prior",
+        "attribution_window_s",
     ):
         env[f"STREAMCDP_{name.upper()}"] = str(getattr(settings, name))
     env["STREAMCDP_LOG_LEVEL"] = "warning"
