@@ -171,13 +171,19 @@ class Runtime(ConsumerRebalanceListener):
         self._groups: dict[int, PartitionGroup] = {}
         self._groups_generation = 0
         self._stream_ms: dict[int, int] = {}
+        # The last fetch, from its return until it is buffered (or rewound) under the lock.
+        self._fetched: dict[TopicPartition, list[ConsumerRecord]] = {}
 
     def _buffered_inputs(self) -> frozenset[TopicPartition]:
         """Input partitions with records fetched but not processed yet: those held in a partition group for
-        their timestamp order. The checkpoint commits the consumer's position of the others (past transaction
-        markers); for these it commits the next offset processed, since the position is past the held records
-        and committing it would skip them after a restart."""
-        return frozenset(tp for group in self._groups.values() for tp, queue in group.queues.items() if queue)
+        their timestamp order, and those of a fetch not buffered yet (a rebalance's checkpoint may run
+        between ``getmany`` returning it and the loop taking the lock). The checkpoint commits the
+        consumer's position of the others (past transaction markers); for these it commits the next offset
+        processed, since the position is past the unprocessed records and committing it would skip them."""
+        held = {tp for group in self._groups.values() for tp, queue in group.queues.items() if queue}
+        # A fetch returned while a rebalance's checkpoint holds the lock is not in any group yet.
+        held.update(tp for tp, records in self._fetched.items() if records)
+        return frozenset(held)
 
     def _partition_count(self, topic: str) -> int | None:
         partitions = self.consumer.partitions_for_topic(topic)
@@ -219,6 +225,7 @@ class Runtime(ConsumerRebalanceListener):
             # Records held back for a lagging input are waited for with short fetches.
             timeout_ms = 10 if self._groups_buffered() else 100
             batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.fetch_max_records)
+            self._fetched = batch  # returned (the position is past it), not buffered yet: see _buffered_inputs
             async with self._lock:
                 if self._groups_generation != self._generation:
                     self._groups.clear()  # a rebalance: the held-back records are fetched again from the commit
@@ -228,6 +235,7 @@ class Runtime(ConsumerRebalanceListener):
                     await self._process_aligned(time.monotonic())
                 else:
                     self._rewind(batch)
+                self._fetched = {}
                 lag.observe_progress(self.consumer, batch, self.stores.values(), time.time())
                 monotonic = time.monotonic()
                 if self.ready and monotonic - last_scan >= settings.trigger_scan_interval_s:
