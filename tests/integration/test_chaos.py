@@ -20,10 +20,10 @@ would, and counted. After the worker has drained everything:
   an undisturbed run of the same history (a second deployment, same workload, no kills); the membership,
   size and wake-up checks run on that undisturbed run too.
 
-Outputs are exactly once by default (``Settings.processing_guarantee``): the no-duplicate-trigger,
-membership and size checks hold for the disturbed run too. Still expected to fail (``xfail``, not strict):
-identical segment changes published twice (a few per run), and the comparison with the undisturbed run
-(the history is produced while the worker runs, so fetches and idle waits differ between the runs).
+Until outputs are exactly once (``Settings.processing_guarantee`` defaulting to ``exactly_once``, issue 10
+item 2), the no-duplicate checks and the disturbed run's membership and size checks are expected to fail
+(``xfail``, not strict: they often pass at CI size, and fail at full size), and so is the comparison with
+the undisturbed run until triggers and audiences also use event time (item 3). Each test says why.
 
 Size: CI-sized by default (200 customers × 30 days ≈ 19,000 events, 3 kills of which 1 wipes, 1 broker
 restart; about 3 minutes on the 2-core CI machine, most of it worker and broker restarts). Environment
@@ -72,9 +72,17 @@ PRODUCE_S = float(os.environ.get("CHAOS_PRODUCE_S", str(max(15.0, 5.0 * KILLS)))
 DRAIN_TIMEOUT_S = float(os.environ.get("CHAOS_DRAIN_TIMEOUT_S", "600"))
 CHUNKS = 40  # the workload is produced in this many paced chunks
 SETTLE_S = 3.0  # after draining: time for the clock to fire what is due (cart reminders, segment wake-ups)
-REPEATED_SEGMENT_CHANGE_REASON = (
-    "with exactly_once the default, identical segment changes are still published twice after kills "
-    "(2, 7 and 11 of ~7,000 in three CI-size runs; 29 at least once); cause not found yet"
+# Outputs are exactly once when the runtime has the mode of issue 10 item 2 and it is the default.
+_GUARANTEE = Settings.model_fields.get("processing_guarantee")
+EXACTLY_ONCE = _GUARANTEE is not None and _GUARANTEE.default == "exactly_once"
+AT_LEAST_ONCE_REASON = (
+    "needs exactly-once outputs (issue 10 item 2): at least once, a kill after the outbox was sent and "
+    "before the state was stored sends the replay's outputs again"
+)
+NON_ATOMIC_FLUSH_REASON = (
+    "needs exactly-once outputs and atomic flushes (issue 10 item 2): a kill can leave segment changes sent "
+    "whose state was not stored (the replay decides otherwise, no exit follows), and a partition's changelog "
+    "cut between producer batches (profiles stored, the SEGMENT_SIZES deltas not, or the reverse)"
 )
 
 
@@ -339,13 +347,14 @@ def test_every_profile_equals_the_truth_after_kills_wipes_and_a_broker_restart(c
     )
 
 
+@pytest.mark.xfail(not EXACTLY_ONCE, reason=AT_LEAST_ONCE_REASON, strict=False)
 def test_no_trigger_message_is_sent_twice(chaos):
     duplicates = duplicate_triggers(chaos.disturbed)
     print(f"\ntriggers: {len(chaos.disturbed.triggers)} messages, {len(duplicates)} ids more than once")
     assert not duplicates, f"{len(duplicates)} trigger ids sent more than once: {show(duplicates.items())}"
 
 
-@pytest.mark.xfail(reason=REPEATED_SEGMENT_CHANGE_REASON, strict=False)
+@pytest.mark.xfail(not EXACTLY_ONCE, reason=AT_LEAST_ONCE_REASON, strict=False)
 def test_no_segment_change_is_published_twice(chaos):
     identical, repeated = repeated_segment_changes(chaos.disturbed)
     print(
@@ -356,7 +365,12 @@ def test_no_segment_change_is_published_twice(chaos):
     assert not repeated, f"{len(repeated)} repeated entries/exits: {show(repeated)}"
 
 
-@pytest.mark.parametrize("run", ["undisturbed", "disturbed"])
+def at_least_once_xfail(reason: str):
+    """The disturbed run's parameter, expected to fail until outputs are exactly once (strict=False)."""
+    return pytest.param("disturbed", marks=pytest.mark.xfail(not EXACTLY_ONCE, reason=reason, strict=False))
+
+
+@pytest.mark.parametrize("run", ["undisturbed", at_least_once_xfail(NON_ATOMIC_FLUSH_REASON)])
 def test_membership_replayed_from_segment_changes_equals_the_profiles(chaos, run):
     outputs = getattr(chaos, run)
     replayed, stored = members_from_changes(outputs), members_of_profiles(outputs)
@@ -375,7 +389,7 @@ def size_differences(sizes: dict[str, int], members: Counter) -> dict[str, tuple
     }
 
 
-@pytest.mark.parametrize("run", ["undisturbed", "disturbed"])
+@pytest.mark.parametrize("run", ["undisturbed", at_least_once_xfail(NON_ATOMIC_FLUSH_REASON)])
 def test_segment_sizes_equal_the_members(chaos, run):
     """The stored sizes (``SEGMENT_SIZES``, after the clean stop) and, for the disturbed run, ``/segments``
     (asked just before it) count the members."""
@@ -436,10 +450,7 @@ def output_differences(chaos: ChaosRun) -> dict[str, int]:
     }
 
 
-@pytest.mark.xfail(
-    reason="the history is produced while the worker runs: fetches and idle waits (event-time order) differ",
-    strict=False,
-)
+@pytest.mark.xfail(reason="needs exactly-once outputs and event-time ordering (issue 10 items 2-3)", strict=False)
 def test_outputs_equal_those_of_an_undisturbed_run(chaos):
     differences = output_differences(chaos)
     print(f"\nagainst the undisturbed run: {differences}")
