@@ -12,7 +12,8 @@ Steps: start a private Kafka broker (``streams.kafka_local``, free ports, temp r
 3. **Latency**: batches paced at half the measured throughput, one request per slot; p50/p99/max of the
    call (request sent → 200 read).
 
-Everything started here is stopped by pid in ``finally``. Prints a table and writes ``--out`` (JSON).
+Everything started here is stopped by pid in ``finally``; on a shared broker (``--bootstrap``) the run's topics
+are deleted at the end. Prints a table and writes ``--out`` (JSON).
 """
 
 from __future__ import annotations

@@ -177,8 +177,6 @@ class KafkaDelivery:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        names = topic_names(settings)
-        self.topics = [*names.all_inbound, names.deadletter]  # the only topics it writes, and asks about
         self.producer: AIOKafkaProducer | None = None
         self.available = False
         self.shipper: BatchShipper | None = None
@@ -200,11 +198,6 @@ class KafkaDelivery:
         )
         try:
             await producer.start()
-            # Metadata of these topics only: a cluster's every topic, every few seconds, costs a collector
-            # a sizeable share of its CPU once the cluster holds a few hundred topics.
-            if not await producer.client.set_topics(self.topics):
-                message = "no metadata of the collector's topics"
-                raise KafkaError(message)
         except BaseException:
             await producer.stop()
             raise
@@ -212,17 +205,15 @@ class KafkaDelivery:
         self.shipper = BatchShipper(producer)
 
     async def _watch(self) -> None:
-        """Connect, then keep ``available`` true while the broker answers metadata requests (of the
-        collector's topics)."""
+        """Connect, then keep ``available`` true while the broker answers metadata requests."""
         interval = float(self.settings.collector_retry_after_s)
         while True:
             try:
                 async with asyncio.timeout(self.settings.collector_produce_timeout_s):
                     if self.producer is None:
                         await self._connect()
-                    elif not await self.producer.client.force_metadata_update():
-                        message = "the broker did not answer a metadata request"
-                        raise KafkaError(message)
+                    else:
+                        await self.producer.client.fetch_all_metadata()
                 self._set_available(True)
             except (KafkaError, OSError, TimeoutError) as exc:
                 if self.available:
