@@ -160,7 +160,8 @@ def _send_with_sdk(client: Client, line: bytes) -> bool:
             send(name=payload.get("name"), properties=payload.get("properties") or {}, **ids, **common)
         else:
             return False
-    except (AssertionError, TypeError, ValueError):  # the SDK refuses what it cannot send: Kafka takes it
+    # The SDK refuses what it cannot send (a RuntimeError for a message over its 32 KB limit): Kafka takes it.
+    except (AssertionError, TypeError, ValueError, RuntimeError):
         return False
     return True
 
