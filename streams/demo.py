@@ -113,8 +113,9 @@ def _format_trigger(trigger: dict) -> str:
     extras = [f"offer {trigger['offer']['code']}"] if trigger.get("offer", {}).get("code") else []
     if trigger.get("recommendations"):
         extras.append(f"{len(trigger['recommendations'])} recommendation(s)")
+    route = f"via {trigger['channel']:<8}" if trigger.get("treatment") != "holdout" else "held out    "
     return (
-        f"  → {trigger['kind']:<24} via {trigger['channel']:<8} to {trigger['customer_id']:<14} "
+        f"  → {trigger['kind']:<24} {route} to {trigger['customer_id']:<14} "
         f"€{value:>8.2f}  {content:<18} [{items[:50]}] {'; '.join(extras)}"
     )
 
@@ -166,6 +167,13 @@ def _send_with_sdk(client: Client, line: bytes) -> bool:
     return True
 
 
+def _summary_line(trigger: dict) -> str:
+    """The summary's line for a trigger: its kind and channel, or held out (on triggers.holdout: not sent)."""
+    if trigger.get("treatment") == "holdout":
+        return f"{trigger['kind']} held out"
+    return f"{trigger['kind']} via {trigger['channel']}"
+
+
 DEMO_MAX_WAIT_S = 8.0  # so that the days-long waits (a cross-sell 3 days after an order) show in the demo too
 
 
@@ -215,7 +223,7 @@ async def _play_and_watch(
                         counts["dead-lettered"] += 1
                         continue
                     trigger = orjson.loads(record.value)
-                    counts[f"{trigger['kind']} via {trigger['channel']}"] += 1
+                    counts[_summary_line(trigger)] += 1
                     print(_format_trigger(trigger), flush=True)
 
     # The trigger watcher, and the sender simulator answering the same triggers as customers would.
