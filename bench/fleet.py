@@ -7,15 +7,19 @@ already has (workload, backlog load, metrics parsing, /proc readers) are importe
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,6 +27,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from pipeline_bench import (  # noqa: E402
     GroupLag,
+    _finite,
     cpu_seconds,
     machine_busy_seconds,
     parse_metrics,
@@ -295,3 +300,47 @@ def drain(
         broker_cpu_s=cpu_now[1] - broker_cpu,
         machine_cpu_s=cpu_now[2] - machine,
     )
+
+
+def bench_main(
+    args,
+    name: str,
+    make_run: Callable[[Path], object],
+    run_benchmark: Callable[[object, object], dict],
+    table: Callable[[dict], str],
+    *,
+    noisy_level: int = logging.ERROR,
+) -> int:
+    """What every fleet bench's ``main`` does around its ``run_benchmark(args, run)``: logging, SIGTERM
+    unwinding through the clean-up, a temporary run directory (kept on failure or with ``--keep``), the
+    partial results written next to ``args.out`` on failure, the results and the wall time on success, and
+    the printed table."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(noisy_level)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds through the finally
+    run = make_run(Path(tempfile.mkdtemp(prefix=f"streamcdp-{name}-")))
+    out = Path(args.out)
+    started = time.monotonic()
+    failed = True
+    try:
+        results = run_benchmark(args, run)
+        failed = False
+    except BaseException as exc:
+        run.results["error"] = f"{type(exc).__name__}: {exc}"[:4000]  # type: ignore[attr-defined]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = json.dumps(_finite(run.results), indent=2, default=str)  # type: ignore[attr-defined]
+        out.with_suffix(".partial.json").write_text(partial + "\n")
+        raise
+    finally:
+        run.cleanup()  # type: ignore[attr-defined]
+        if failed or args.keep:
+            log.info("run dir kept: %s", run.run_dir)  # type: ignore[attr-defined]
+        else:
+            shutil.rmtree(run.run_dir, ignore_errors=True)  # type: ignore[attr-defined]
+    results["finished_at"] = datetime.now(tz=UTC).isoformat(timespec="seconds")
+    results["wall_seconds"] = time.monotonic() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_finite(results), indent=2, default=str) + "\n")
+    sys.stdout.write(table(results) + f"\n\nwritten: {out}\n")
+    return 0

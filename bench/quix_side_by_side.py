@@ -24,23 +24,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from fleet import REPO, Deployment, Fleet, drain, make_deployment, start_broker
+from fleet import REPO, Deployment, Fleet, bench_main, drain, make_deployment, start_broker
 from passthrough import steady_rate
-from pipeline_bench import _finite, build_workload, cpu_seconds, load_backlog, machine_info, snapshot_sources
+from pipeline_bench import build_workload, cpu_seconds, load_backlog, machine_info, snapshot_sources
 
 from streams import kafka_local
 from streams.settings import Settings
@@ -238,33 +235,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    run = Run(run_dir=Path(tempfile.mkdtemp(prefix="streamcdp-quix-")))
-    out = Path(args.out)
-    failed = True
-    try:
-        results = run_benchmark(args, run)
-        failed = False
-    except BaseException as exc:
-        run.results["error"] = f"{type(exc).__name__}: {exc}"[:4000]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".partial.json").write_text(json.dumps(_finite(run.results), indent=2, default=str) + "\n")
-        raise
-    finally:
-        run.cleanup()
-        if failed or args.keep:
-            log.info("run dir kept: %s", run.run_dir)
-        else:
-            shutil.rmtree(run.run_dir, ignore_errors=True)
-    results["finished_at"] = datetime.now(tz=UTC).isoformat(timespec="seconds")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_finite(results), indent=2, default=str) + "\n")
-    sys.stdout.write(table(results) + f"\n\nwritten: {out}\n")
-    return 0
+    return bench_main(parse_args(argv), "quix", lambda run_dir: Run(run_dir=run_dir), run_benchmark, table)
 
 
 if __name__ == "__main__":
