@@ -47,6 +47,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.outbox import Outbox
+from agents.tables import STREAM_TIME_KEY, STREAM_TIMES
 from agents.tally import FORWARDS
 from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
@@ -167,7 +168,8 @@ class Runtime(ConsumerRebalanceListener):
         # Commands the profile stage addressed to keys of partitions held here: applied in place, in order.
         self._local: deque[tuple[PartitionStore, bytes, Command]] = deque()
         # Event-time order: each partition's fetched records, held until their timestamp order is known, and
-        # its stream time (epoch ms of the latest inbound record processed) that drives its clock.
+        # its stream time (epoch ms of the latest inbound record processed, or of the wall clock that fired its
+        # timers while it was idle) that drives its clock, stored with its state (``STREAM_TIMES``).
         self._groups: dict[int, PartitionGroup] = {}
         self._groups_generation = 0
         self._stream_ms: dict[int, int] = {}
@@ -284,42 +286,52 @@ class Runtime(ConsumerRebalanceListener):
                 )
             group.add(tp, records)
 
-    async def _caught_up(self, groups: Iterable[PartitionGroup]) -> set[TopicPartition]:
-        """The ordered inputs of ``groups`` with nothing more on the broker."""
+    async def _lags(self, groups: Iterable[PartitionGroup]) -> dict[TopicPartition, int | None]:
+        """The lag of each ordered input of ``groups`` (see ``_input_lag``)."""
         return {
-            tp
-            for group in groups
-            for tp in group.queues
-            if tp.topic in group.ordered_topics and await self._input_caught_up(tp)
+            tp: await self._input_lag(tp) for group in groups for tp in group.queues if tp.topic in group.ordered_topics
         }
 
-    async def _input_caught_up(self, tp: TopicPartition) -> bool:
-        """The consumer's position has reached the end offset known from the last fetch (unknown: no)."""
+    async def _input_lag(self, tp: TopicPartition) -> int | None:
+        """Records on the broker past the consumer's position, by the end offset known from the last fetch
+        (None: no fetch response yet); 0 for an input no longer assigned (nothing to wait for)."""
         consumer = self.consumer
         stable = consumer.last_stable_offset(tp)  # read_committed: records of open transactions are not "more"
         end = stable if stable is not None and stable >= 0 else consumer.highwater(tp)
         if end is None:
-            return False
+            return None
         try:
             position = await consumer.position(tp)
         except IllegalStateError:  # no longer assigned: nothing to wait for
-            return True
-        return position >= end
+            return 0
+        return max(end - position, 0)
+
+    async def _input_caught_up(self, tp: TopicPartition) -> bool:
+        """The consumer's position has reached the end offset known from the last fetch (unknown: no)."""
+        return await self._input_lag(tp) == 0
 
     async def _process_aligned(self, monotonic: float) -> None:
         """Process what each partition group can hand out in timestamp order (see ``streams.alignment``)."""
         groups = [group for group in self._groups.values() if group.buffered]
         if not groups:
             return
-        caught_up = (await self._caught_up(groups)).__contains__
+        lag = (await self._lags(groups)).get
         for group in groups:
-            for tp, records in runs(group.drain(caught_up, monotonic)):
+            for tp, records in runs(group.drain(lag, monotonic)):
                 self.process(tp, records)
 
     def stream_time(self, partition: int) -> float | None:
-        """The partition's stream time in epoch seconds (the largest event timestamp processed), None: none yet."""
+        """The partition's stream time in epoch seconds (the largest event timestamp processed, or the wall
+        clock that fired its timers while idle), None: none yet."""
         stream_ms = self._stream_ms.get(partition)
         return None if stream_ms is None else stream_ms / 1000
+
+    def _advance_stream_time(self, partition: int, store: PartitionStore | None, stream_ms: int) -> None:
+        """Move the partition's stream time forward and store it with the state it decides (committed with
+        it, so a restart or a replay after a crash starts from the clock the committed state was decided at)."""
+        self._stream_ms[partition] = stream_ms
+        if store is not None:
+            store.put(STREAM_TIMES, STREAM_TIME_KEY, stream_ms)
 
     # --- processing (no awaits: a key's read-modify-write is atomic) -------------------------------------
 
@@ -346,6 +358,7 @@ class Runtime(ConsumerRebalanceListener):
                 except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
                     on_error(exc, record)
         else:
+            started_ms = stream_ms
             for record in records:
                 if record.timestamp > stream_ms:
                     stream_ms = self._stream_ms[tp.partition] = record.timestamp
@@ -355,6 +368,8 @@ class Runtime(ConsumerRebalanceListener):
                     self._route(store, record, stream_ms / 1000)
                 except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
                     on_error(exc, record)
+            if stream_ms != started_ms:
+                self._advance_stream_time(tp.partition, store, stream_ms)
         self.checkpoint.store_offset(tp, records[-1].offset + 1, len(records))
 
     def _route(self, store: PartitionStore | None, record: ConsumerRecord, now: float) -> None:
@@ -407,16 +422,23 @@ class Runtime(ConsumerRebalanceListener):
         A partition in ``behind`` (catching up: records held back, or an input short of its end offset) is at
         its stream time: its wake-ups fire as its records pass them, never by the wall clock, so a cart is
         not decided before an order still queued. Any other partition (live, or idle) is at
-        ``max(stream time, now)``: its timers fire by the wall clock even when no record comes.
+        ``max(stream time, now)``: its timers fire by the wall clock even when no record comes, and when
+        they do, its stream time moves to that clock, so a record stamped earlier that comes later is
+        processed at it and cannot undo the decision (a segment exit re-entered at an earlier time).
         """
         for partition, store in self.stores.items():
             self.outbox.partition = partition  # this partition's work (its transaction's)
-            stream_time = self.stream_time(partition)
+            stream_ms = self._stream_ms.get(partition, NO_TIME)
             if partition in behind:
-                if stream_time is not None:
-                    self._fire_due(store, stream_time)
-            else:
-                self._fire_due(store, now if stream_time is None else max(stream_time, now))
+                if stream_ms != NO_TIME:
+                    self._fire_due(store, stream_ms / 1000)
+                continue
+            at_ms = max(stream_ms, int(now * 1000))
+            earliest = store.due_index.earliest()
+            if earliest is not None and earliest <= at_ms / 1000:
+                if at_ms > stream_ms:
+                    self._advance_stream_time(partition, store, at_ms)
+                self._fire_due(store, at_ms / 1000)
 
     async def _behind_partitions(self) -> set[int]:
         """Partitions with records held back or an inbound input not caught up (end offset unknown: behind)."""
@@ -471,8 +493,14 @@ class Runtime(ConsumerRebalanceListener):
                 log.exception("a partition's transactional producer did not start; the worker stops")
                 self.stop()
                 return
+            for partition in set(self._stream_ms) - wanted:
+                del self._stream_ms[partition]  # its next owner goes on from the stored one
             new, restored = await self.recovery.open_stores(sorted(wanted - set(self.stores)))
             self.stores.update(new)
+            for partition, store in new.items():
+                stored_ms = store.get(STREAM_TIMES, STREAM_TIME_KEY)
+                if stored_ms is not None:
+                    self._stream_ms[partition] = max(self._stream_ms.get(partition, NO_TIME), stored_ms)
             now = time.time()
             stale = 0
             for store in new.values():

@@ -105,11 +105,12 @@ class Settings(BaseSettings):
         100,
         ge=0,
         description=(
-            "Longest wait, per partition, for an inbound topic that has no fetched records yet but is not caught up "
-            "(position < high watermark) before the other topics' records are processed without it. Records of "
-            "a partition's inbound topics are processed in timestamp order (event time); a longer wait keeps "
-            "that order through slow fetches, a shorter one bounds the delay a stalled topic adds (live traffic waits "
-            "often, briefly: 1000 ms raised the benchmark's live p50 lag from ~0.1 s to 6 s)."
+            "Longest wait, per partition, for an inbound topic that has no fetched records and whose lag is not "
+            "known yet (no fetch response) before the other topics' records are processed without it. Records of "
+            "a partition's inbound topics are processed in timestamp order (event time); a topic whose lag is "
+            "known (position < end offset of the last fetch) is waited for without a bound (Kafka Streams' "
+            "KIP-695), a caught-up one not at all. A longer wait keeps the order while a partition's leader "
+            "cannot be reached, a shorter one bounds the delay that adds."
         ),
     )
     log_level: str = Field("info", description="Worker log level.")

@@ -35,7 +35,7 @@ def test_records_of_the_inputs_go_by_timestamp_ties_in_input_order():
     g = group()
     g.add(CLICKS, records(CLICKS, 10, 30, 50))
     g.add(ORDERS, records(ORDERS, 20, 30))
-    out = list(g.drain(lambda tp: True, 0.0))
+    out = list(g.drain(lambda tp: 0, 0.0))
     assert order(out) == [
         ("events.clickstream", 10),
         ("events.purchase", 20),
@@ -46,31 +46,53 @@ def test_records_of_the_inputs_go_by_timestamp_ties_in_input_order():
     assert g.buffered == 0
 
 
-def test_an_empty_input_that_is_behind_is_waited_for_then_given_up_after_the_idle_time():
+def test_an_empty_input_whose_lag_is_unknown_is_waited_for_then_given_up_after_the_idle_time():
     g = group(max_idle_s=1.0)
     g.add(CLICKS, records(CLICKS, 10, 20))
-    behind = {ORDERS}
-    caught_up = lambda tp: tp not in behind  # noqa: E731
-    assert list(g.drain(caught_up, 100.0)) == []  # the order at 15 may be on the broker still
-    assert list(g.drain(caught_up, 100.5)) == []
-    assert order(list(g.drain(caught_up, 101.0))) == [("events.clickstream", 10), ("events.clickstream", 20)]
+    lag = lambda tp: None if tp == ORDERS else 0  # noqa: E731  (no fetch response for ORDERS yet)
+    assert list(g.drain(lag, 100.0)) == []  # the order at 15 may be on the broker still
+    assert list(g.drain(lag, 100.5)) == []
+    assert order(list(g.drain(lag, 101.0))) == [("events.clickstream", 10), ("events.clickstream", 20)]
+
+
+def test_an_empty_input_with_a_known_lag_is_waited_for_without_a_bound():
+    """KIP-695: its records are on the broker, so the next fetches bring them; however long that takes,
+    the order does not depend on it."""
+    g = group(max_idle_s=1.0)
+    g.add(CLICKS, records(CLICKS, 10, 20))
+    lag = lambda tp: 3 if tp == ORDERS else 0  # noqa: E731
+    for now in (100.0, 101.0, 10_000.0):
+        assert list(g.drain(lag, now)) == []
+    g.add(ORDERS, records(ORDERS, 15))
+    assert order(list(g.drain(lambda tp: 0, 10_001.0))) == [
+        ("events.clickstream", 10),
+        ("events.purchase", 15),
+        ("events.clickstream", 20),
+    ]
+
+
+def test_a_known_lag_is_waited_for_even_after_an_unknown_one_lapsed():
+    g = group(max_idle_s=1.0)
+    g.add(CLICKS, records(CLICKS, 10))
+    assert list(g.drain(lambda tp: None if tp == ORDERS else 0, 100.0)) == []
+    assert list(g.drain(lambda tp: 2 if tp == ORDERS else 0, 102.0)) == []  # now known: no bound
 
 
 def test_the_merge_stops_where_an_input_runs_empty_while_behind():
     g = group()
     g.add(CLICKS, records(CLICKS, 10, 40))
     g.add(ORDERS, records(ORDERS, 20))
-    out = list(g.drain(lambda tp: tp != ORDERS, 0.0))
+    out = list(g.drain(lambda tp: 1 if tp == ORDERS else 0, 0.0))
     assert order(out) == [("events.clickstream", 10), ("events.purchase", 20)]  # 40 waits for ORDERS' next fetch
     g.add(ORDERS, [consumer_record(ORDERS.topic, 0, 1, b"k", b"v", timestamp=30)])
-    assert order(list(g.drain(lambda tp: True, 0.0))) == [("events.purchase", 30), ("events.clickstream", 40)]
+    assert order(list(g.drain(lambda tp: 0, 0.0))) == [("events.purchase", 30), ("events.clickstream", 40)]
 
 
 def test_commands_go_first_and_are_not_waited_for():
     g = group()
     g.add(CLICKS, records(CLICKS, 10))
     g.add(COMMANDS, records(COMMANDS, 9_999_999))  # written at wall-clock time during a catch-up
-    out = list(g.drain(lambda tp: tp != COMMANDS, 0.0))
+    out = list(g.drain(lambda tp: 5 if tp == COMMANDS else 0, 0.0))
     assert order(out) == [("profile-commands", 9_999_999), ("events.clickstream", 10)]
 
 
@@ -98,7 +120,7 @@ def _deliver(history: dict[TopicPartition, list[ConsumerRecord]], rng: random.Ra
             size = rng.randint(1, max_batch)
             g.add(tp, history[tp][sent[tp] : sent[tp] + size])
             sent[tp] = min(sent[tp] + size, len(history[tp]))
-        out.extend(g.drain(lambda tp: sent.get(tp, 0) >= len(history.get(tp, ())), 0.0))
+        out.extend(g.drain(lambda tp: len(history.get(tp, ())) - sent.get(tp, 0), 0.0))
     return out
 
 

@@ -208,3 +208,37 @@ async def test_the_same_history_decides_the_same_whatever_the_fetches(
     assert reminded == {f"u{n}" for n in range(CUSTOMERS) if n % 2 == 0}  # no reminder for a cart that was ordered
     assert all(T0 <= at < T0 + 2 * 3600 for *_, at in changes)  # event time, not the time of processing
     assert changes  # segments were entered (and the comparison is not of two empty sets)
+
+
+async def test_a_wall_clock_decision_moves_the_stream_time_which_a_restart_keeps(tmp_path: Path):
+    """An idle partition's timers fire by the wall clock; its stream time moves there, so a record stamped
+    earlier that comes later is processed at that time (it cannot undo the decision), and the stream time
+    is committed with the state: a runtime restored from the changelog goes on from it."""
+    rt, producers = build(tmp_path / "a", 100, "exactly_once")
+    await rt.start()
+    await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
+    data = inputs(rt)
+    tp = next(tp for tp in data if tp.topic == rt.topics.inbound("clickstream"))
+    first, *later = data[tp]
+    rt.process(tp, [first])  # a cart six hours ago: its reminder is overdue by the wall clock
+    assert rt.stream_time(tp.partition) == first.timestamp / 1000
+    now = time.time()
+    rt.tick(now)  # idle (nothing behind): the reminder fires by the wall clock
+    assert rt.stream_time(tp.partition) == int(now * 1000) / 1000
+    rt.process(tp, later[:1])  # stamped hours before the decision: processed at the stream time, not its own
+    assert rt.stream_time(tp.partition) == int(now * 1000) / 1000
+    await rt.checkpoint.commit(rt.stores.values())
+    changelog = next(p for p in producers if p.partition == tp.partition).changelog_log
+    await rt.close()
+
+    restarted, _ = build(tmp_path / "b", 100, "exactly_once")
+    restarted.restore_consumer.changelog = {tp.partition: changelog}
+    await restarted.start()
+    await restarted.on_partitions_assigned(
+        [TopicPartition(t, p) for t in restarted.source_topics for p in range(PARTITIONS)]
+    )
+    try:
+        assert restarted.stream_time(tp.partition) == int(now * 1000) / 1000
+        assert restarted.stream_time(1 - tp.partition) is None  # no record, no wall-clock decision there
+    finally:
+        await restarted.close()

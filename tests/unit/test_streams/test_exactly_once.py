@@ -80,7 +80,7 @@ async def test_a_checkpoint_commits_each_partitions_outputs_changelog_and_offset
     assert calls_of(runtime, p)[-5:] == [
         f"p{p} begin",
         f"p{p} send {runtime.topics.deadletter}",
-        f"p{p} changelog x1",
+        f"p{p} changelog x2",  # the profile and the partition's stream time
         f"p{p} offsets {offsets}",
         f"p{p} commit",
     ]
@@ -88,7 +88,7 @@ async def test_a_checkpoint_commits_each_partitions_outputs_changelog_and_offset
     assert producer.offsets == {tp: 43, commands: 7}
     assert runtime.consumer.committed == {}  # offsets go through the transaction, never the consumer
     store = runtime.stores[p]
-    assert store.changelog_offset == 0 and store.dirty_count == 0  # persisted after the commit
+    assert store.changelog_offset == 1 and store.dirty_count == 0  # persisted after the commit (2 records)
     assert producer.changelog_log[-1] is None  # the commit marker takes an offset
     assert all(not calls_of(runtime, q)[1:] for q in range(PARTITIONS) if q != p)  # no empty transactions
     assert runtime.checkpoint.empty
@@ -109,7 +109,8 @@ async def test_a_failure_at_any_step_commits_nothing_persists_nothing_and_stops_
         assert producer.calls[-1] == f"p{tp.partition} abort"
         assert (producer.sent, producer.changelog, producer.offsets) == ([], {}, {})
         store = runtime.stores[tp.partition]
-        assert store.changelog_offset == -1 and store.dirty_count == 1  # the cache holds the aborted state
+        # The cache holds the aborted state: the profile and the partition's stream time.
+        assert store.changelog_offset == -1 and store.dirty_count == 2
         with pytest.raises(RuntimeError, match="earlier flush failed"):
             await runtime.checkpoint.commit(runtime.stores.values())
     finally:
@@ -169,7 +170,7 @@ async def test_state_committed_in_transactions_is_restored_past_the_commit_marke
     await second.on_partitions_assigned(assignment(second, *range(PARTITIONS)))
     try:
         assert events_of(second, "u-1") == 1
-        assert second.stores[tp.partition].changelog_offset == 0
+        assert second.stores[tp.partition].changelog_offset == 1  # the profile, then the stream time
     finally:
         await second.close()
 
