@@ -85,6 +85,9 @@ def broker_paths(settings: Settings) -> BrokerPaths:
     return BrokerPaths(libs=home / settings.kafka_version / "libs", run_dir=settings.kafka_run_dir.resolve())
 
 
+LOCAL_RETENTION_BYTES = 2 * 1024**3  # per partition: the local broker keeps every benchmark's events
+
+
 def broker_properties(settings: Settings, storage_dir: Path) -> str:
     """server.properties of a single-node KRaft broker + controller listening on 127.0.0.1 only."""
     port, cport = settings.kafka_port, settings.controller_port
@@ -112,7 +115,11 @@ def broker_properties(settings: Settings, storage_dir: Path) -> str:
             "group.initial.rebalance.delay.ms=0",
             # Topics are created explicitly, with their partition counts; a typo must not create one.
             "auto.create.topics.enable=false",
-            "log.retention.hours=168",
+            # No time-based retention: record timestamps are event times (streamcdp produce, the demo, the
+            # tests' histories weeks old), and a 7-day retention deleted such records as soon as their segment
+            # rolled, before the worker had read them (events lost after a broker restart). Bounded by size.
+            "log.retention.ms=-1",
+            f"log.retention.bytes={LOCAL_RETENTION_BYTES}",
             "log.segment.bytes=67108864",
             "",
         ]

@@ -20,15 +20,19 @@ would, and counted. After the worker has drained everything:
   an undisturbed run of the same history (a second deployment, same workload, no kills); the membership,
   size and wake-up checks run on that undisturbed run too.
 
-Until outputs are exactly once (``Settings.processing_guarantee`` defaulting to ``exactly_once``, issue 10
-item 2), the no-duplicate checks and the disturbed run's membership and size checks are expected to fail
-(``xfail``, not strict: they often pass at CI size, and fail at full size), and so is the comparison with
-the undisturbed run until triggers and audiences also use event time (item 3). Each test says why.
+With ``at_least_once`` (``STREAMCDP_PROCESSING_GUARANTEE``) the no-duplicate checks and the disturbed run's
+membership and size checks are expected to fail (``xfail``, not strict: they often pass at CI size). The
+comparison with the undisturbed run is an ``xfail`` in both modes, for a reason of this workload, not of
+the worker: it is a month-old history produced in paced chunks *while* the worker runs, so between chunks
+a caught-up partition fires its timers by the wall clock (as live traffic needs: a quiet shop's reminder
+must still go) and its stream time moves there; the decisions then depend on when the worker caught up.
+``test_event_time.py`` makes that comparison on a history complete in Kafka, through kills and a wipe.
 
 Size: CI-sized by default (200 customers × 30 days ≈ 19,000 events, 3 kills of which 1 wipes, 1 broker
 restart; about 3 minutes on the 2-core CI machine, most of it worker and broker restarts). Environment
 variables change it: ``CHAOS_CUSTOMERS``, ``CHAOS_DAYS``, ``CHAOS_KILLS``, ``CHAOS_WIPES``, ``CHAOS_SEED``,
-``CHAOS_PRODUCE_S`` (how long the paced production lasts), ``CHAOS_DRAIN_TIMEOUT_S``. Full size, by hand
+``CHAOS_PRODUCE_S`` (how long the paced production lasts), ``CHAOS_DRAIN_TIMEOUT_S``, ``CHAOS_BROKER_RESTARTS``
+(1, or 0 to tell a failure caused by the kills from one caused by the broker restart). Full size, by hand
 (about 13 minutes):
 ``CHAOS_CUSTOMERS=2000 CHAOS_KILLS=20 CHAOS_WIPES=4 CHAOS_PRODUCE_S=200 pytest -s -rA tests/integration/test_chaos.py``.
 Figures (events, kills, mismatches, duplicates, differences from the undisturbed run) are printed (``-s``).
@@ -68,6 +72,7 @@ DAYS = float(os.environ.get("CHAOS_DAYS", "30"))
 KILLS = int(os.environ.get("CHAOS_KILLS", "3"))
 WIPES = int(os.environ.get("CHAOS_WIPES", "1"))
 SEED = int(os.environ.get("CHAOS_SEED", "10"))
+BROKER_RESTARTS = int(os.environ.get("CHAOS_BROKER_RESTARTS", "1"))  # 0 or 1
 PRODUCE_S = float(os.environ.get("CHAOS_PRODUCE_S", str(max(15.0, 5.0 * KILLS))))
 DRAIN_TIMEOUT_S = float(os.environ.get("CHAOS_DRAIN_TIMEOUT_S", "600"))
 CHUNKS = 40  # the workload is produced in this many paced chunks
@@ -127,6 +132,7 @@ class ChaosRun:
     restart_s: list[float] = field(default_factory=list)  # kill → ready again, per kill
     broker_away_s: float = 0.0
     unplanned_exits: int = 0
+    open_transactions: dict[str, tuple[int, int]] = field(default_factory=dict)  # "topic-p": (stable, high)
 
 
 class PacedProducer(threading.Thread):
@@ -220,6 +226,26 @@ def collect_outputs(pipeline: Pipeline, stopped_at: float) -> Outputs:
     return Outputs(triggers, changes, profiles, wake_ups, dict(sizes), stopped_at)
 
 
+def open_transactions(pipeline: Pipeline) -> dict[str, tuple[int, int]]:
+    """Partitions the worker writes whose last stable offset is below the high watermark once it is
+    drained: a transaction left open holds every read-committed reader (the worker's own input of
+    ``profile-commands``, the restore, downstream senders) before its first record."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topics = pipeline.topics
+    written = [topics.profile_commands, topics.state_changelog(pipeline.settings.app_id), topics.segment_changes]
+    ends = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = KafkaConsumer(bootstrap_servers=pipeline.kafka.bootstrap, isolation_level=isolation)
+        try:
+            tps = [TopicPartition(t, p) for t in written for p in sorted(consumer.partitions_for_topic(t) or ())]
+            ends[isolation] = consumer.end_offsets(tps)
+        finally:
+            consumer.close()
+    stable, high = ends["read_committed"], ends["read_uncommitted"]
+    return {f"{tp.topic}-{tp.partition}": (stable[tp], high[tp]) for tp in high if stable[tp] < high[tp]}
+
+
 def listed_segment_sizes(pipeline: Pipeline) -> dict[str, int]:
     worker = pipeline.worker
     status, body = worker.http_get("/segments", token=worker.api_token)
@@ -244,7 +270,7 @@ def run_with_chaos(factory: PipelineFactory, kafka_settings: Settings, workload:
     run = ChaosRun(workload)
     producer.start()
     for number in range(KILLS + 1):
-        if number == broker_restart_after:
+        if number == broker_restart_after and BROKER_RESTARTS:
             with producer.pause:
                 run.broker_away_s = restart_test_broker(kafka_settings)
         if number == KILLS:
@@ -269,6 +295,7 @@ def run_with_chaos(factory: PipelineFactory, kafka_settings: Settings, workload:
     if producer.error is not None:
         raise producer.error
     drain(pipeline, run)
+    run.open_transactions = open_transactions(pipeline)
     run.mismatches = profile_mismatches(worker, workload)
     run.listed_sizes = listed_segment_sizes(pipeline)
     run.disturbed = collect_outputs(pipeline, settle_and_stop(pipeline))
@@ -291,7 +318,8 @@ def chaos(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
             f"{len(run.kills)} kills ({sum(k.wiped for k in run.kills)} with the data dir wiped) after "
             f"{[k.produced for k in run.kills]} events produced, ready again after "
             f"{[round(s, 1) for s in run.restart_s]} s; broker restart {run.broker_away_s:.1f} s; "
-            f"{run.unplanned_exits} unplanned worker exit(s); {len(run.mismatches)} profile mismatches"
+            f"{run.unplanned_exits} unplanned worker exit(s); {len(run.mismatches)} profile mismatches; "
+            f"partitions held by an open transaction (stable, high): {run.open_transactions}"
         )
         yield run
     finally:
@@ -450,7 +478,11 @@ def output_differences(chaos: ChaosRun) -> dict[str, int]:
     }
 
 
-@pytest.mark.xfail(reason="needs exactly-once outputs and event-time ordering (issue 10 items 2-3)", strict=False)
+@pytest.mark.xfail(
+    reason="a month-old history produced while the worker runs: a caught-up partition fires its timers by the wall "
+    "clock between chunks, so decisions depend on when it caught up (see the module docstring)",
+    strict=False,
+)
 def test_outputs_equal_those_of_an_undisturbed_run(chaos):
     differences = output_differences(chaos)
     print(f"\nagainst the undisturbed run: {differences}")

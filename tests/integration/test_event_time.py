@@ -7,16 +7,28 @@ before a worker starts (``streamcdp produce``'s sender: record timestamp = event
 two workers with fresh app ids and very different fetch sizes. Their trigger ids and kinds and their
 segment entries and exits (customer, segment, direction, event time) must be equal, and no ordered cart
 gets a reminder.
+
+The second test does the same through restarts: a generated month of sixty customers, complete in
+Kafka, processed once undisturbed and once by a worker killed (SIGKILL) three times during its catch-up,
+once with its data directory wiped (exactly-once, the default: the outputs of a killed transaction are
+never committed, and the stream time is restored with the state). It is an ``xfail`` for a cause that is
+not the kills: two undisturbed runs of that workload already differ (249 of 3,586 segment changes and 1 of
+828 triggers, 100 customers): a command forwarded to another partition through ``profile-commands`` (a
+link, a merge, an event of a linked anonymous device) is applied at that partition's stream time when it
+arrives, which depends on how far each partition got. Deciding forwarded commands at their origin's event
+time (Kafka Streams orders repartition topics by the record's event timestamp) is the fix still to make.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import orjson
 import pytest
-from conftest import produce_raw_lines, wait_until_drained
+from conftest import consumer_lag, produce_raw_lines, read_to_end, wait_until_drained
 
+from offline.generator import WorkloadConfig, generate_workload
 from streams.produce import create_topics
 
 pytestmark = pytest.mark.integration
@@ -117,3 +129,70 @@ def test_the_same_history_gives_the_same_triggers_and_segment_changes(make_pipel
     # With 3 records per fetch the other topic's records are often on the broker but not fetched yet: the
     # partition waits for them while their lag is known (KIP-695), so no entry is decided at a later event.
     assert changes_again == changes, f"{len(changes ^ changes_again)} segment changes differ between the fetch sizes"
+
+
+KILLED_AT = ((0.75, False), (0.5, True), (0.25, False))  # (share of the history still to process, wipe the disk)
+
+
+def published(pipeline) -> tuple[set, set]:
+    """(trigger ids and kinds, segment changes) that ``pipeline``'s worker committed to its output topics."""
+    bootstrap, topics = pipeline.kafka.bootstrap, pipeline.topics
+    triggers = {
+        (v["trigger_id"], v["kind"])
+        for v in map(orjson.loads, (r.value for r in read_to_end(bootstrap, list(topics.all_triggers))))
+    }
+    changes = {
+        (v["customer_id"], v["segment"], v["change"], v["at"])
+        for v in map(orjson.loads, (r.value for r in read_to_end(bootstrap, [topics.segment_changes])))
+        if v.get("kind", "segment") == "segment"
+    }
+    return triggers, changes
+
+
+def kill_during_catch_up(pipeline, total: int) -> list[int]:
+    """Kill the worker as its committed lag passes each share of ``KILLED_AT`` (bounded waits); the lags seen."""
+    seen = []
+    for share, wipe in KILLED_AT:
+        deadline = time.monotonic() + 120
+        lag = sum(consumer_lag(pipeline).values())
+        while lag > share * total and time.monotonic() < deadline:
+            time.sleep(0.1)
+            lag = sum(consumer_lag(pipeline).values())
+        seen.append(lag)
+        pipeline.worker.kill9()
+        if wipe:
+            shutil.rmtree(pipeline.settings.data_dir, ignore_errors=True)
+        pipeline.worker.start()
+    return seen
+
+
+@pytest.mark.xfail(
+    reason="commands forwarded through profile-commands are decided at the arrival partition's stream time: two "
+    "undisturbed runs already differ (see the module docstring)",
+    strict=False,
+)
+def test_a_history_complete_in_kafka_gives_the_same_outputs_through_kills_and_a_wipe(make_pipeline):
+    workload = generate_workload(WorkloadConfig(start=time.time() - 31 * 86400, customers=60, days=30, seed=7))
+    runs = []
+    for disturbed in (False, True):
+        pipeline = make_pipeline(start=False)
+        create_topics(pipeline.settings)
+        total = produce_raw_lines(pipeline, workload.lines)
+        pipeline.worker.start()
+        lags = kill_during_catch_up(pipeline, total) if disturbed else []
+        wait_until_drained(pipeline, timeout_s=300)
+        time.sleep(3.0)  # caught up: the wall clock fires the wake-ups still pending
+        runs.append(published(pipeline))
+        pipeline.worker.stop()
+    (triggers, changes), (triggers_again, changes_again) = runs
+    print(f"\n{total} events; killed with {lags} records left; {len(triggers)} triggers, {len(changes)} changes")
+    assert any(0 < lag < total for lag in lags), f"no kill fell within the catch-up: {lags}"
+    assert changes, "no segment change: the comparison would prove nothing"
+    assert triggers_again == triggers, (
+        f"only undisturbed: {sorted(triggers - triggers_again)[:5]}; "
+        f"only killed: {sorted(triggers_again - triggers)[:5]}"
+    )
+    assert changes_again == changes, (
+        f"{len(changes - changes_again)} only undisturbed, {len(changes_again - changes)} only killed: "
+        f"{sorted(changes ^ changes_again)[:5]}"
+    )
