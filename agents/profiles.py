@@ -57,7 +57,10 @@ def handle_command(
     state = KeyState(
         key=key.decode(), profile=store.get(PROFILES, key), identity=store.get(IDENTITIES, key) or NO_IDENTITY
     )
-    result = step_key(state, command, now=now, policy=policy)
+    wall = time.time()
+    # ``now`` is the partition's stream time (its records' Kafka timestamps, at the collector the arrival):
+    # how far the wall clock is past it is the worker's backlog, whatever the age of the event itself.
+    result = step_key(state, command, now=now, policy=policy, backlog_s=max(0.0, wall - now))
     _write_back(store, key, result)
     _count_members(store, result.audience_changes)
     for target, forwarded in result.forwards:
@@ -84,7 +87,7 @@ def handle_command(
     for note in result.notes:
         tally.add(PROFILE_OUTCOMES, note)
     if isinstance(command, ApplyEvent) and command.hops == 0:
-        lag = time.time() - command.event.timestamp
+        lag = wall - command.event.timestamp
         if 0 <= lag < 3600:
             tally.observe(EVENT_LAG_SECONDS, lag)
 

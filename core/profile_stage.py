@@ -96,9 +96,10 @@ class StagePolicy:
     max_hops: int = 8  # a command forwarded this often is dropped (redirect loop)
     audiences: AudiencePolicy | None = None  # segments and scores; None: not maintained
     audience_min_interval_s: float = 0.0  # refresh segments/scores at most this often per customer
-    # Behind live traffic (a backlog, a replay) an event ``lag`` seconds old stretches that interval to
-    # ``lag × audience_backlog_fraction``, at most ``audience_max_interval_s``: while the stage catches up,
-    # a customer's burst is evaluated once, not once a second, and live traffic keeps the short interval.
+    # While the worker is ``backlog_s`` seconds behind its input (``step_key``), an event stretches that
+    # interval to ``backlog_s × audience_backlog_fraction``, at most ``audience_max_interval_s``: while the
+    # stage catches up, a customer's burst is evaluated once, not once a second, and live traffic keeps the
+    # short interval, old events included (an SDK's offline queue is live traffic to a worker not behind).
     audience_backlog_fraction: float = 0.0
     audience_max_interval_s: float = 60.0
     attribution_window_s: float = DEFAULT_WINDOW_S  # responses to a trigger count this long after it
@@ -258,9 +259,12 @@ def _unlink(state: KeyState, command: UnlinkIdentity, policy: StagePolicy) -> St
     return _result(state, after, policy, notes=(UNLINKED,))
 
 
-def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy) -> StepResult:
+def step_key(
+    state: KeyState, command: ProfileCommand, *, now: float, policy: StagePolicy, backlog_s: float = 0.0
+) -> StepResult:
     """Apply one command to the state of its key, bring its segments and scores up to date, then advance
-    its triggers.
+    its triggers. ``backlog_s``: how far the worker's processing is behind its input (the wall clock minus
+    the partition's stream time, i.e. its records' Kafka timestamps), not how old the event is.
 
     Segments and scores are refreshed when the profile changed, at most once per
     ``policy.audience_min_interval_s`` per customer: a burst of events (a session, a backlog) is evaluated
@@ -272,7 +276,7 @@ def step_key(state: KeyState, command: ProfileCommand, *, now: float, policy: St
     at = command.now if isinstance(command, WakeUp) else now
     refreshed = False
     if policy.audiences is not None:
-        result, refreshed = _refresh(state, command, result, now=now, at=at, policy=policy)
+        result, refreshed = _refresh(state, command, result, now=now, at=at, backlog_s=backlog_s, policy=policy)
     if policy.triggers is None or result.state.profile is None:
         return result
     return _advance_triggers(state.profile, command, result, at=at, refreshed=refreshed, policy=policy.triggers)
@@ -321,7 +325,14 @@ def _earliest(first: float | None, second: float | None) -> float | None:
 
 
 def _refresh(
-    state: KeyState, command: ProfileCommand, result: StepResult, *, now: float, at: float, policy: StagePolicy
+    state: KeyState,
+    command: ProfileCommand,
+    result: StepResult,
+    *,
+    now: float,
+    at: float,
+    backlog_s: float,
+    policy: StagePolicy,
 ) -> tuple[StepResult, bool]:
     """``result`` with segments and scores refreshed when due (see ``step_key``), and whether they were."""
     profile = result.state.profile
@@ -333,7 +344,7 @@ def _refresh(
     changes_were_computed = False
     must_refresh = isinstance(command, WakeUp) or profile.audience_version != audiences.version
     if must_refresh or result.profile_changed:
-        next_refresh = profile.audience_refreshed_at + _refresh_interval(command, now, policy)
+        next_refresh = profile.audience_refreshed_at + _refresh_interval(command, backlog_s, policy)
         if must_refresh or at >= next_refresh:
             update = refresh_audiences(profile, now=at, policy=audiences, profile_policy=policy.profile)
             changes = update.changes
@@ -358,12 +369,14 @@ def _refresh(
     return msgspec.structs.replace(result, due_at=due_at, audience_changes=changes), changes_were_computed
 
 
-def _refresh_interval(command: ProfileCommand, now: float, policy: StagePolicy) -> float:
-    """How long after the last refresh segments and scores may be refreshed again (see ``StagePolicy``)."""
+def _refresh_interval(command: ProfileCommand, backlog_s: float, policy: StagePolicy) -> float:
+    """How long after the last refresh segments and scores may be refreshed again (see ``StagePolicy``).
+
+    The stretch follows the worker's backlog, not the event's age: an event stamped hours ago (an SDK's
+    offline queue, a late upload) that reaches a worker keeping up is refreshed as promptly as any other."""
     interval = policy.audience_min_interval_s
-    if policy.audience_backlog_fraction > 0 and isinstance(command, ApplyEvent):
-        lag = now - command.event.timestamp
-        interval = max(interval, min(lag * policy.audience_backlog_fraction, policy.audience_max_interval_s))
+    if policy.audience_backlog_fraction > 0 and backlog_s > 0 and isinstance(command, ApplyEvent):
+        interval = max(interval, min(backlog_s * policy.audience_backlog_fraction, policy.audience_max_interval_s))
     return interval
 
 

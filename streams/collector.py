@@ -192,7 +192,9 @@ class KafkaDelivery:
             client_id="streamcdp-collector",
             acks="all",
             enable_idempotence=True,
-            linger_ms=2,
+            # No linger: ``BatchShipper`` already gathers the records that come in while a send is under
+            # way, and a lingering batch only costs the producer's send loop a timer and a wake-up more.
+            linger_ms=0,
             max_batch_size=256 * 1024,
             request_timeout_ms=int(self.settings.collector_produce_timeout_s * 1000),
         )

@@ -251,8 +251,8 @@ class Settings(BaseSettings):
     audience_backlog_fraction: float = Field(
         0.1,
         ge=0,
-        description="Behind live traffic, an event `lag` s old stretches that interval to `lag` × this "
-        "(0: never), at most `STREAMCDP_AUDIENCE_MAX_INTERVAL_S`.",
+        description="While the worker is `lag` s behind its input (wall clock − stream time, not the event's "
+        "age), that interval stretches to `lag` × this (0: never), at most `STREAMCDP_AUDIENCE_MAX_INTERVAL_S`.",
     )
     audience_max_interval_s: float = Field(
         60.0, gt=0, description="Longest refresh interval of segments and scores while catching up on a backlog."

@@ -393,6 +393,28 @@ def due_keys(store: PartitionStore, now: float) -> list[bytes]:
     return [key for key, _ in commands]
 
 
+@pytest.mark.parametrize(("behind_s", "interval_s"), [(0.0, 1.0), (3600.0, 60.0)])
+def test_the_refresh_stretch_follows_the_workers_backlog_not_the_events_age(
+    store: PartitionStore, audiences, behind_s: float, interval_s: float
+):
+    """Events stamped two hours back (an SDK's offline queue): a worker whose stream time is the wall clock
+    is not behind and keeps the one-second interval; one an hour behind its input stretches it to 60 s."""
+    policy = StagePolicy(
+        profile=POLICY.profile,
+        audiences=audiences,
+        audience_min_interval_s=1.0,
+        audience_backlog_fraction=0.1,
+        audience_max_interval_s=60.0,
+    )
+    stream_time = time.time() - behind_s
+    sent_at = time.time() - 7200.0
+    apply(store, b"u1", event(sent_at, messageId="old-1"), now=stream_time, policy=policy)
+    refreshed_at = store.get(PROFILES, b"u1").audience_refreshed_at
+    assert refreshed_at == stream_time
+    apply(store, b"u1", event(sent_at + 1, messageId="old-2"), now=stream_time + 0.5, policy=policy)
+    assert store.get(WAKE_UPS, b"u1") == refreshed_at + interval_s
+
+
 def test_due_commands_only_for_due_times_still_in_the_table(store: PartitionStore):
     schedule(store, b"a", T0 + 10)
     schedule(store, b"b", T0 + 100)

@@ -129,14 +129,33 @@ def test_behind_live_traffic_a_burst_waits_longer_but_live_keeps_the_short_inter
     stage = dataclasses.replace(
         policy(), audience_min_interval_s=1.0, audience_backlog_fraction=0.1, audience_max_interval_s=60.0
     )
-    now = T0 + 3600.0  # the worker is an hour behind these events
-    first = step_key(KeyState(key="c1"), order(T0, "m1"), now=now, policy=stage)
+    now = T0 + 3600.0
+    first = step_key(KeyState(key="c1"), order(now, "m1"), now=now, policy=stage, backlog_s=3600.0)
     assert segment_moves(first) == [("entered", "buyers")]  # a first change is still evaluated at once
-    behind = step_key(first.state, order(T0 + 1, "m2"), now=now + 2.0, policy=stage)
+    # The worker is an hour behind its input: the longest interval, not one second.
+    behind = step_key(first.state, order(now + 1, "m2"), now=now + 2.0, policy=stage, backlog_s=3600.0)
     assert behind.audience_changes == ()
-    assert behind.due_at == now + 60.0  # an hour of lag: the longest interval, not one second
-    live = step_key(first.state, order(now + 2.0, "m2"), now=now + 2.0, policy=stage)
+    assert behind.due_at == now + 60.0
+    # 100 s behind: a tenth of that.
+    catching_up = step_key(first.state, order(now + 1, "m2"), now=now + 2.0, policy=stage, backlog_s=100.0)
+    assert catching_up.audience_changes == ()
+    assert catching_up.due_at == now + 10.0
+    live = step_key(first.state, order(now + 2.0, "m2"), now=now + 2.0, policy=stage, backlog_s=0.0)
     assert live.state.profile.audience_refreshed_at == now + 2.0  # a live event: one second was enough
+
+
+def test_an_old_event_reaching_a_worker_that_keeps_up_is_refreshed_without_stretch():
+    """An SDK's offline queue delivers events stamped an hour back; the worker is not behind (backlog 0):
+    the event's age is no backlog, so the customer's segments refresh after the short interval."""
+    stage = dataclasses.replace(
+        policy(), audience_min_interval_s=1.0, audience_backlog_fraction=0.1, audience_max_interval_s=60.0
+    )
+    now = T0 + 3600.0
+    first = step_key(KeyState(key="c1"), order(T0, "m1"), now=now, policy=stage)
+    queued = step_key(first.state, order(T0 + 1, "m2"), now=now + 0.5, policy=stage, backlog_s=0.0)
+    assert queued.due_at == now + 1.0  # one second after the last refresh, not sixty
+    refreshed = step_key(first.state, order(T0 + 1, "m2"), now=now + 2.0, policy=stage, backlog_s=0.0)
+    assert refreshed.state.profile.audience_refreshed_at == now + 2.0
 
 
 def test_an_overdue_refresh_survives_a_step_that_does_not_refresh():
