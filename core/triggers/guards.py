@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.triggers.caps import channel_cap_reached, customer_cap_reached
 from core.triggers.channels import choose_channel
@@ -112,6 +111,22 @@ OUTCOMES: tuple[Outcome, ...] = (
 )
 
 
+class _computed_once:
+    """A property computed on first use and kept in the instance (``functools.cached_property`` without its
+    lock: Python 3.11 takes one on every first use, and every ``Decision`` is new, so every use was a first)."""
+
+    def __init__(self, compute: Any) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 @dataclass(frozen=True)
 class Decision:
     """A due trigger about to be decided: the customer, the pending trigger, its definition, the time.
@@ -128,22 +143,22 @@ class Decision:
     guardrails: Guardrails = NO_GUARDRAILS
     pass_sends: tuple[TriggerSend, ...] = ()
 
-    @cached_property
+    @_computed_once
     def open_channels(self) -> tuple[str, ...]:
         """The definition's channels neither suppressed nor without consent."""
         return open_channels(self.profile, self.definition.channels, self.guardrails)
 
-    @cached_property
+    @_computed_once
     def reachable_channels(self) -> tuple[str, ...]:
         if not self.guardrails.require_contact:
             return self.open_channels
         return tuple(c for c in self.open_channels if reachable(self.profile, c))
 
-    @cached_property
+    @_computed_once
     def sends(self) -> tuple[TriggerSend, ...]:
         return (*self.profile.trigger_sends, *self.pass_sends) if self.pass_sends else self.profile.trigger_sends
 
-    @cached_property
+    @_computed_once
     def channel(self) -> tuple[str, str]:
         """``(channel, reason)``: the chosen one of the reachable channels within their caps (``("", "")``: none)."""
         candidates = tuple(
@@ -154,7 +169,7 @@ class Decision:
         profile = self.profile
         return choose_channel(candidates, profile.engagement, profile.preferred_channel, self.guardrails)
 
-    @cached_property
+    @_computed_once
     def quiet_until(self) -> float | None:
         """When the quiet hours around ``at`` end in the customer's zone (None: not quiet now)."""
         quiet = self.guardrails.quiet_hours
