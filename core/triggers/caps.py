@@ -17,12 +17,7 @@ from schemas.triggers import TriggerSend
 
 def _over(caps: Iterable[Cap], times: list[float], at: float) -> Cap | None:
     for cap in caps:
-        since = at - cap.window
-        count = 0
-        for t in times:  # a plain loop: this runs for every due trigger, once per cap
-            if t > since:
-                count += 1
-        if count >= cap.limit:
+        if sum(1 for t in times if t > at - cap.window) >= cap.limit:
             return cap
     return None
 

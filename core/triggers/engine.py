@@ -146,8 +146,7 @@ class DefinedTrigger:
             due_at=entry_at,
             facts=facts,
         )
-        due_at = self.due_at(pending)
-        return pending if due_at == entry_at else msgspec.structs.replace(pending, due_at=due_at)
+        return msgspec.structs.replace(pending, due_at=self.due_at(pending))
 
     @cached_property
     def _entry_order(self) -> tuple[EntryFacts | None, bool]:
@@ -273,54 +272,21 @@ def advance_triggers(
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
+    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, policy.guardrails, withdrawing)
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
     candidates = (*entering, *rule_only, *renewing)
     if rule_only or renewing:
         candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
-    exits_nothing = event is not None and name not in definitions.exit_events and not withdrawing
-    asked, entered = 0, None
-    if exits_nothing:  # most such events enter nothing: ask first without a pass
-        asked, entered = _enter_unpending(candidates, policy.rules, profile, event, at)
-        if entered is None and asked == len(candidates):
-            unchanged = _nothing_entered(profile, before, at, policy)
-            if unchanged is not None:
-                return unchanged
-            exits_nothing = False  # asked already: the full path, without asking again
-    work = _Pass(
-        policy.rules,
-        {p.kind: p for p in pending_before},
-        at,
-        before,
-        guardrails=policy.guardrails,
-        withdrawing=withdrawing,
-    )
-    if entered is not None:
-        work.current[candidates[asked - 1].name] = entered  # as ``_Pass.enter`` records a first entry
-        work.changed = True
-    for definition in candidates[asked:]:
+    for definition in candidates:
         work.enter(definition, profile, event)
-    if not work.changed and exits_nothing:
-        unchanged = _nothing_entered(profile, before, at, policy)
-        if unchanged is not None:
-            return unchanged
-    return _settled(work, profile, event, forgotten_at=forgotten_at, guardrails=policy.guardrails)
-
-
-def _nothing_entered(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> TriggerStep | None:
-    """The answer to an event that entered and exits nothing, if nothing else is to do (else None)."""
-    if not profile.pending_triggers:
-        return TriggerStep(profile)  # nothing entered, nothing pending
-    quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
-    return None if quiet is None else TriggerStep(profile, due_at=quiet)
-
-
-def _settled(
-    work: _Pass, profile: Profile, event: Event | None, *, forgotten_at: float | None, guardrails: Guardrails
-) -> TriggerStep:
-    """Settle every kind of ``work`` (highest priority first) and answer what changed."""
-    at, pending_before = work.at, profile.pending_triggers
+    if not work.changed and event is not None and name not in definitions.exit_events and not withdrawing:
+        if not pending_before:
+            return TriggerStep(profile)  # nothing entered, nothing pending
+        quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
+        if quiet is not None:
+            return TriggerStep(profile, due_at=quiet)
     kinds = list(work.current)
     if len(kinds) > 1:
         kinds.sort(key=lambda kind: _priority(work.rules, kind))
@@ -333,65 +299,40 @@ def _settled(
     if pending_after == pending_before and not work.outcomes:
         return TriggerStep(profile, due_at=due_at)
     return TriggerStep(
-        _recorded(profile, pending_after, work.outcomes, work.sent, at, guardrails=guardrails),
+        _recorded(profile, pending_after, work.outcomes, work.sent, at, guardrails=policy.guardrails),
         triggers=tuple(work.sent),
         outcomes=tuple((pending.kind, outcome.name) for pending, outcome in work.outcomes),
         due_at=due_at,
     )
 
 
+@dataclass
 class _Pass:
-    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided.
+    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided."""
 
-    A plain class with slots (not a dataclass with default factories): one is made for every event that
-    enters or exits something, and its construction was a visible part of that path.
-    """
-
-    __slots__ = (
-        "rules",
-        "current",
-        "at",
-        "before",
-        "guardrails",
-        "withdrawing",
-        "outcomes",
-        "sent",
-        "pass_sends",
-        "wake",
-        "changed",
-        "exits",
-    )
-
-    def __init__(
-        self,
-        rules: Mapping[str, TriggerRule],
-        current: dict[str, PendingTrigger],
-        at: float,
-        before: Profile | None,
-        *,
-        guardrails: Guardrails = NO_GUARDRAILS,
-        withdrawing: bool = False,
-    ) -> None:
-        self.rules = rules
-        self.current = current
-        self.at = at
-        self.before = before
-        self.guardrails = guardrails
-        self.withdrawing = withdrawing  # the event may have taken channels away (consent, suppression)
-        self.outcomes: list[tuple[PendingTrigger, Outcome]] = []
-        self.sent: list[Trigger] = []
-        self.pass_sends: list[TriggerSend] = []  # what this pass sent: the caps count it
-        self.wake: list[float] = []
-        self.changed = False  # an entry added, renewed or replaced a pending trigger
-        # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger
-        # only through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
-        self.exits: dict[tuple[str, float], bool] = {}
+    rules: Mapping[str, TriggerRule]
+    current: dict[str, PendingTrigger]
+    at: float
+    before: Profile | None
+    guardrails: Guardrails = NO_GUARDRAILS
+    withdrawing: bool = False  # the event may have taken channels away (consent, suppression)
+    outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
+    sent: list[Trigger] = field(default_factory=list)
+    pass_sends: list[TriggerSend] = field(default_factory=list)  # what this pass sent: the caps count it
+    wake: list[float] = field(default_factory=list)
+    changed: bool = False  # an entry added, renewed or replaced a pending trigger
+    # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger only
+    # through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
+    exits: dict[tuple[str, float], bool] = field(default_factory=dict)
 
     def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
         """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""
         rule = self.rules[definition.name]
         existing = self.current.get(definition.name)
-        entry_at = _entry_time(definition, event, existing, self.at)
+        if event is not None and definition.entry_events:
+            entry_at = event.timestamp
+        else:
+            entry_at = existing.last_entry_at if existing is not None else self.at
         if existing is not None and self._cancels(rule, profile, existing, event):
             return  # the same event exits it (and may not renew it)
         entered = rule.enter(profile, event, entry_at=entry_at, at=self.at, existing=existing)
@@ -464,40 +405,6 @@ class _Pass:
         if not isinstance(rule, DefinedTrigger):
             return False
         return not open_channels(profile, rule.definition.channels, self.guardrails)
-
-
-def _enter_unpending(
-    candidates: tuple[TriggerDefinition, ...],
-    rules: Mapping[str, TriggerRule],
-    profile: Profile,
-    event: Event | None,
-    at: float,
-) -> tuple[int, PendingTrigger | None]:
-    """Ask ``candidates`` in order, up to the first that has a trigger pending or enters: how many were
-    asked, and the entry of the last one asked (None: it entered nothing). An entry with nothing pending
-    reads neither the pass nor the other kinds (``_Pass.enter`` with nothing existing), so this answers
-    what the pass would, without making one for the many events that enter nothing."""
-    waiting = profile.pending_triggers
-    asked = 0
-    for definition in candidates:
-        if any(p.kind == definition.name for p in waiting):
-            break  # its exit is checked before its entry: in the pass
-        entry_at = _entry_time(definition, event, None, at)
-        entered = rules[definition.name].enter(profile, event, entry_at=entry_at, at=at, existing=None)
-        asked += 1
-        if entered is not None:
-            return asked, entered
-    return asked, None
-
-
-def _entry_time(
-    definition: TriggerDefinition, event: Event | None, existing: PendingTrigger | None, at: float
-) -> float:
-    """When an entry of ``definition`` counts from: its entry event, else the existing trigger's last entry
-    (a rule-only kind renewed, a wake-up), else now."""
-    if event is not None and definition.entry_events:
-        return event.timestamp
-    return existing.last_entry_at if existing is not None else at
 
 
 def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> float | None:

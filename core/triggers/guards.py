@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import cached_property
+from typing import Protocol
 
 from core.triggers.caps import channel_cap_reached, customer_cap_reached
 from core.triggers.channels import choose_channel
@@ -111,22 +112,6 @@ OUTCOMES: tuple[Outcome, ...] = (
 )
 
 
-class _computed_once:
-    """A property computed on first use and kept in the instance (``functools.cached_property`` without its
-    lock: Python 3.11 takes one on every first use, and every ``Decision`` is new, so every use was a first)."""
-
-    def __init__(self, compute: Any) -> None:
-        self.compute = compute
-        self.name = compute.__name__
-        self.__doc__ = compute.__doc__
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        value = instance.__dict__[self.name] = self.compute(instance)
-        return value
-
-
 @dataclass(frozen=True)
 class Decision:
     """A due trigger about to be decided: the customer, the pending trigger, its definition, the time.
@@ -143,22 +128,22 @@ class Decision:
     guardrails: Guardrails = NO_GUARDRAILS
     pass_sends: tuple[TriggerSend, ...] = ()
 
-    @_computed_once
+    @cached_property
     def open_channels(self) -> tuple[str, ...]:
         """The definition's channels neither suppressed nor without consent."""
         return open_channels(self.profile, self.definition.channels, self.guardrails)
 
-    @_computed_once
+    @cached_property
     def reachable_channels(self) -> tuple[str, ...]:
         if not self.guardrails.require_contact:
             return self.open_channels
         return tuple(c for c in self.open_channels if reachable(self.profile, c))
 
-    @_computed_once
+    @cached_property
     def sends(self) -> tuple[TriggerSend, ...]:
         return (*self.profile.trigger_sends, *self.pass_sends) if self.pass_sends else self.profile.trigger_sends
 
-    @_computed_once
+    @cached_property
     def channel(self) -> tuple[str, str]:
         """``(channel, reason)``: the chosen one of the reachable channels within their caps (``("", "")``: none)."""
         candidates = tuple(
@@ -169,7 +154,7 @@ class Decision:
         profile = self.profile
         return choose_channel(candidates, profile.engagement, profile.preferred_channel, self.guardrails)
 
-    @_computed_once
+    @cached_property
     def quiet_until(self) -> float | None:
         """When the quiet hours around ``at`` end in the customer's zone (None: not quiet now)."""
         quiet = self.guardrails.quiet_hours

@@ -24,8 +24,8 @@ OFFER_PLACEHOLDER = "{trigger}"
 
 def trigger_id_for(customer_id: str, kind: str, entered_at: float, episode: str = "") -> str:
     """Same customer (the id at entry), kind, entry time and episode → same id; senders deduplicate on it."""
-    digest = hashlib.sha256(f"{customer_id}|{kind}|{entered_at:.6f}|{episode}".encode()).digest()
-    return f"{kind}:{digest[:12].hex()}"  # the first 24 hex characters, without hexing the other 40
+    digest = hashlib.sha256(f"{customer_id}|{kind}|{entered_at:.6f}|{episode}".encode()).hexdigest()
+    return f"{kind}:{digest[:24]}"
 
 
 def _items(profile: Profile, pending: PendingTrigger, source: str) -> tuple[TriggerItem, ...]:

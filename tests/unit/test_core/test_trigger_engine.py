@@ -60,7 +60,7 @@ def test_the_offer_code_is_derived_from_the_trigger_id():
 
 def test_trigger_ids_stay_what_senders_have_already_seen():
     # Senders deduplicate on the id and pending triggers carry it across restarts: the way it is computed
-    # may get faster, the ids may not change (values from before the digest was cut to the 12 bytes kept).
+    # may be made faster, the ids may not change (values computed at e50b06b).
     assert (
         trigger_id_for("user-000047", "cart_abandonment", 1700000000.0) == "cart_abandonment:c1f8e33b65ad47a58e32bf94"
     )
