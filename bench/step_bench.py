@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/step_bench.py [customers] [days]``. Events come fr
 state is carried from event to event as the worker carries it. The first third of the events warms the
 profiles up (untimed); the rest are timed. Prints microseconds per event: the sum over chunks of 250
 events of each chunk's best of 5 runs (a machine busy with other work slows some runs of some chunks,
-rarely all five):
+rarely all five), in thread CPU time (what other processes take of the cores does not count):
 
 - ``step_key, no audiences, no triggers``: ``StagePolicy(audiences=None, triggers=None)``;
 - ``step_key, no audiences``: the same with the worker's trigger definitions (``config/triggers.yaml``);
@@ -13,7 +13,9 @@ rarely all five):
 - ``step_key, audiences``: the worker's policy (``streams.stage_config`` from default ``Settings``), with
   ``now`` the event's time, so every event more than ``audience_min_interval_s`` after the last refresh
   refreshes — the worst case, close to a live stream of sparse customers;
-- the trigger stage's cost: ``audiences`` minus ``audiences, no triggers``;
+- the trigger stage's cost: ``audiences`` minus ``audiences, no triggers``, and ``no audiences`` minus
+  ``no audiences, no triggers``. The two runs of each pair are interleaved chunk by chunk (one chunk
+  without triggers, the same chunk with, the order swapped every repeat), so both see the same machine;
 - ``refresh_audiences`` alone, on each timed event's resulting profile.
 """
 
@@ -61,27 +63,46 @@ def best_us(measure: Callable[[list], None], items: list, restart: Callable[[], 
 
     ``restart`` is called before each repeat (to start from the same state).
     """
+    return paired_best_us((measure,), items, (restart,))[0]
+
+
+def paired_best_us(
+    measures: tuple[Callable[[list], None], ...], items: list, restarts: tuple[Callable[[], None], ...]
+) -> list[float]:
+    """``best_us`` of several measures over the same items, interleaved: each chunk is run by every measure
+    in turn (the order rotated every repeat) before the next chunk, so a busy spell of the machine falls on
+    all of them alike. Thread CPU time: other processes' use of the cores does not count."""
     chunks = [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
-    best = [float("inf")] * len(chunks)
-    for _ in range(REPEATS):
-        restart()
+    best = [[float("inf")] * len(chunks) for _ in measures]
+    order = list(range(len(measures)))
+    for repeat in range(REPEATS):
+        for which in order:
+            restarts[which]()
         for index, chunk in enumerate(chunks):
-            started = time.perf_counter()
-            measure(chunk)
-            best[index] = min(best[index], time.perf_counter() - started)
-    return sum(best) / len(items) * 1e6
+            for which in order[repeat % len(order) :] + order[: repeat % len(order)]:
+                started = time.thread_time()
+                measures[which](chunk)
+                best[which][index] = min(best[which][index], time.thread_time() - started)
+    return [sum(times) / len(items) * 1e6 for times in best]
 
 
-def step_us(warm, timed, policy: StagePolicy) -> tuple[float, dict[str, KeyState]]:
-    """``step_key`` over ``timed``, each repeat from the same warmed-up states."""
-    warmed = run(warm, {}, policy)
-    states: dict[str, KeyState] = {}
+def paired_step_us(warm, timed, without: StagePolicy, with_: StagePolicy) -> tuple[float, float, dict[str, KeyState]]:
+    """``step_key`` over ``timed`` with two policies, interleaved chunk by chunk (``paired_best_us``), each
+    repeat from the same warmed-up states (each policy's own); the warmed states of ``with_``."""
+    measures, restarts, warmed_states = [], [], []
+    for policy in (without, with_):
+        warmed = run(warm, {}, policy)
+        states: dict[str, KeyState] = {}
 
-    def restart() -> None:
-        states.clear()
-        states.update(warmed)
+        def restart(states=states, warmed=warmed) -> None:
+            states.clear()
+            states.update(warmed)
 
-    return best_us(lambda chunk: run(chunk, states, policy), timed, restart), warmed
+        measures.append(lambda chunk, states=states, policy=policy: run(chunk, states, policy))
+        restarts.append(restart)
+        warmed_states.append(warmed)
+    first, second = paired_best_us(tuple(measures), timed, tuple(restarts))
+    return first, second, warmed_states[1]
 
 
 def refresh_inputs(timed, warmed: dict[str, KeyState], policy: StagePolicy) -> list[tuple[Profile, float]]:
@@ -106,10 +127,12 @@ def main() -> None:
     warm, timed = commands[:split], commands[split:]
     policy = stage_policy(Settings())
     audiences = policy.audiences
-    bare_us, _ = step_us(warm, timed, StagePolicy(profile=policy.profile))
-    plain_us, _ = step_us(warm, timed, StagePolicy(triggers=policy.triggers, profile=policy.profile))
-    untriggered_us, _ = step_us(warm, timed, dataclasses.replace(policy, triggers=None))
-    audience_us, warmed = step_us(warm, timed, policy)
+    bare_us, plain_us, _ = paired_step_us(
+        warm, timed, StagePolicy(profile=policy.profile), StagePolicy(triggers=policy.triggers, profile=policy.profile)
+    )
+    untriggered_us, audience_us, warmed = paired_step_us(
+        warm, timed, dataclasses.replace(policy, triggers=None), policy
+    )
     inputs = refresh_inputs(timed, warmed, policy)
 
     def refresh_all(chunk: list[tuple[Profile, float]]) -> None:
@@ -119,13 +142,14 @@ def main() -> None:
     refresh_us = best_us(refresh_all, inputs)
     print(
         f"{len(timed)} timed events ({customers} customers, {days:g} days, {split} warm-up), "
-        f"best of {REPEATS} per chunk of {CHUNK}"
+        f"best of {REPEATS} per chunk of {CHUNK}, thread CPU"
     )
     print(f"  step_key, no audiences, no triggers {bare_us:6.1f} µs/event")
     print(f"  step_key, no audiences              {plain_us:6.1f} µs/event")
     print(f"  step_key, audiences, no triggers    {untriggered_us:6.1f} µs/event")
     print(f"  step_key, audiences                 {audience_us:6.1f} µs/event")
-    print(f"  the trigger stage                   {audience_us - untriggered_us:6.1f} µs/event")
+    print(f"  the trigger stage, no audiences     {plain_us - bare_us:6.1f} µs/event")
+    print(f"  the trigger stage, audiences        {audience_us - untriggered_us:6.1f} µs/event")
     print(f"  refresh_audiences alone             {refresh_us:6.1f} µs/event")
 
 

@@ -23,7 +23,7 @@ from core.triggers.guards import (
     Decision,
     run_guards,
 )
-from core.triggers.payload import recommend
+from core.triggers.payload import recommend, trigger_id_for
 from schemas.profile import Profile
 from schemas.triggers import PendingTrigger
 
@@ -56,6 +56,18 @@ def test_the_offer_code_is_derived_from_the_trigger_id():
     [trigger] = Journey(STAGE).play(add(T0), checkout(T0 + M), Tick(T0 + D)).sent
     code = trigger.trigger_id.rsplit(":", 1)[1][:8].upper()
     assert trigger.offer == {"code": f"CHECKOUT-{code}", "free_shipping": True}
+
+
+def test_trigger_ids_stay_what_senders_have_already_seen():
+    # Senders deduplicate on the id and pending triggers carry it across restarts: the way it is computed
+    # may be made faster, the ids may not change (values computed at e50b06b).
+    assert (
+        trigger_id_for("user-000047", "cart_abandonment", 1700000000.0) == "cart_abandonment:c1f8e33b65ad47a58e32bf94"
+    )
+    assert (
+        trigger_id_for("anon-é", "browse_abandonment", 1700000123.4567891, "sku-1")
+        == "browse_abandonment:419a4ab386f8d29a5c8c88e0"
+    )
 
 
 def test_recommendations_never_hold_what_was_just_bought_or_is_in_the_cart():
