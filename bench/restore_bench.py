@@ -9,13 +9,17 @@ changelog topic of ``--records`` records. No group join, no worker start: ``stat
 those.
 
 Where the records come from: the worker's own changelog. A seed of ``--seed-profiles`` customers
-(``state_bench.py``'s three events each: identify, Product Viewed, Order Completed) is drained by one
-``streamcdp worker``; its changelog (every table: profiles, identities, wake-ups, segment sizes, trigger
-stats, with the worker's repeated updates of a key — 7–8 records per profile, as uncompacted) is read
-back and copied, partition by partition and in order, into a fresh changelog topic (the project's topic
-config, ``streams.topics.ensure_topics``) until it holds ``--records``. Copy j of a per-customer key gets
-the suffix ``#j``; the per-partition counters (segment sizes, trigger stats) keep their key, so they are
-updated over and over as in a real changelog. The values are the real encoded bytes.
+(``state_bench.py``'s three events each: identify, Product Viewed, Order Completed, sent in three
+rounds, each drained and checkpointed before the next) is processed by one ``streamcdp worker``; its
+changelog (every table: profiles, identities, wake-ups, segment sizes, trigger stats, with the worker's
+successive updates of a key, as uncompacted) is read back and copied, partition by partition and in
+order, into a fresh changelog topic (the project's topic config, ``streams.topics.ensure_topics``) until
+it holds ``--records``. Copy j of a per-customer key gets the suffix ``#j``; the per-partition counters
+(segment sizes, trigger stats) keep their key, so they are updated over and over as in a real
+changelog. The values are the real encoded bytes.
+
+The broker does not clean that topic during the runs (``cleanup.policy=delete``, no retention limit),
+so every run reads the same records; ``--compacted`` copies what compaction leaves of the seed instead.
 
 Runs alternate between the trees (``--before REV``: ``git archive`` of that revision; "after": this
 checkout's snapshot), each onto a new empty data dir. One "after" run is checked afterwards (not timed):
@@ -31,6 +35,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -40,9 +45,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from fleet import REPO, Fleet, bench_main, drain, make_deployment, start_broker
-from pipeline_bench import disk_usage, load_backlog, machine_info, snapshot_sources
-from state_bench import EVENTS_PER_PROFILE, backlog_chunks
+from pipeline_bench import GroupLag, _route, disk_usage, load_backlog, machine_info, snapshot_sources
+from state_bench import EVENTS_PER_PROFILE, customer_events
 
 from streams import kafka_local
 from streams.settings import Settings
@@ -75,22 +81,94 @@ class Run:
 
 
 def seed_changelog(args: argparse.Namespace, run: Run) -> tuple[dict[int, list[tuple[bytes, bytes | None]]], dict]:
-    """The changelog one worker writes for ``--seed-profiles`` customers, read back per partition."""
-    deployment = make_deployment(run.broker, run.run_dir, args.partitions)
+    """The changelog one worker writes for ``--seed-profiles`` customers, read back per partition.
+
+    The customers' events arrive in rounds (every customer's first event, then every second one, …), each
+    drained and checkpointed before the next: the changelog then holds each key's successive values, as
+    one written while customers come back over time does, not only the last one."""
+    deployment = make_deployment(run.broker, run.run_dir, args.partitions, extra={"log_level": "info"})
     bootstrap = run.broker.broker_bootstrap
-    loaded = 0
-    for chunk in backlog_chunks(deployment.topics, args.seed_profiles, time.time()):
-        asyncio.run(load_backlog(bootstrap, chunk, args.partitions))
-        loaded += len(chunk)
+    topics = deployment.topics
     fleet = Fleet(deployment, 1, run.run_dir / "seed-worker.log", cwd=run.run_dir / "src")
     run.fleets.append(fleet)
-    drain(fleet, loaded, kafka_local.running_pid(run.broker), bootstrap, timeout_s=300.0 + loaded / 50.0)
+    now = time.time()
+    span = 2 * 86400.0 - 300.0
+    loaded = 0
+    for round_index in range(EVENTS_PER_PROFILE):
+        messages = []
+        for index in range(args.seed_profiles):
+            payload = customer_events(index, now - 2 * 86400.0 + span * index / args.seed_profiles)[round_index]
+            messages.append(_route(topics, payload, orjson.dumps(payload)))
+        asyncio.run(load_backlog(bootstrap, messages, args.partitions))
+        loaded += len(messages)
+        if round_index == 0:
+            drain(fleet, loaded, kafka_local.running_pid(run.broker), bootstrap, timeout_s=300.0 + loaded / 50.0)
+        else:
+            wait_drained(fleet, bootstrap, loaded, timeout_s=300.0 + len(messages) / 50.0)
     fleet.stop()
-    changelog = deployment.topics.state_changelog(deployment.app_id)
+    warm = [warm_restart(fleet) for _ in range(args.warm_restarts)]
+    changelog = topics.state_changelog(deployment.app_id)
     records = asyncio.run(read_topic(bootstrap, changelog, args.partitions))
     count = sum(len(part) for part in records.values())
     log.info("seed: %d profiles, %d events → %d changelog records", args.seed_profiles, loaded, count)
-    return records, {"profiles": args.seed_profiles, "events": loaded, "changelog_records": count}
+    return records, {"profiles": args.seed_profiles, "events": loaded, "changelog_records": count, "warm": warm}
+
+
+ASSIGNED = re.compile(r"partitions assigned: .*; (\d+) new, (\d+) changelog records restored in ([0-9.]+) s")
+
+
+def warm_restart(fleet: Fleet) -> dict:
+    """Start ``fleet`` again with its disk kept: seconds to ``/healthz`` (process start, imports, web
+    server), the assignment callback's own seconds (``streams.runtime`` logs them: stores opened, tails
+    restored, wake-up index rebuilt, profiles re-checked), the rest of the way to ``/readyz`` (clients
+    started, group joined and synced), and the stop."""
+    logged = fleet.log_path.stat().st_size
+    fleet.start()
+    ready_s = fleet.wait_ready(120.0)
+    web_up_s = fleet.web_up_s if fleet.web_up_s is not None else ready_s
+    with fleet.log_path.open("rb") as log_file:
+        log_file.seek(logged)
+        found = ASSIGNED.findall(log_file.read().decode(errors="replace"))
+    callback_s = float(found[-1][2]) if found else float("nan")
+    result = {
+        "ready_s": ready_s,
+        "web_up_s": web_up_s,
+        "assignment_callback_s": callback_s,
+        "clients_and_group_join_s": ready_s - web_up_s - callback_s,
+        "restored_records": int(found[-1][1]) if found else None,
+        "stop_s": fleet.stop(),
+    }
+    log.info("warm restart: %s", {key: round(value, 2) for key, value in result.items() if value is not None})
+    return result
+
+
+def wait_drained(fleet: Fleet, bootstrap: str, target: int, *, timeout_s: float) -> None:
+    """Until the running ``fleet`` has processed ``target`` events and committed its inputs to their end."""
+    topics = fleet.deployment.topics
+    group_lag = GroupLag(bootstrap, fleet.deployment.app_id, (*topics.all_inbound, topics.profile_commands))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ((fleet.processed() or 0) >= target and group_lag.lag() == 0):
+            fleet.check_alive()
+            if time.monotonic() > deadline:
+                message = f"the seed worker did not process {target} events within {timeout_s:.0f} s"
+                raise TimeoutError(message)
+            time.sleep(0.5)
+    finally:
+        group_lag.close()
+
+
+def hold_still(bootstrap: str, topic: str) -> None:
+    """No log cleaning of ``topic`` during the runs: the broker would compact it between them (its segments
+    roll at 64 MiB), and each run would read a different number of records."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="restore-bench")
+    try:
+        unclean = {"cleanup.policy": "delete", "retention.ms": "-1"}
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=unclean)])
+    finally:
+        admin.close()
 
 
 async def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[tuple[bytes, bytes | None]]]:
@@ -224,6 +302,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     records_per_profile = sum(len(part) for part in seed.values()) / args.seed_profiles
     target = make_deployment(run.broker, run.run_dir, args.partitions)
     topic = target.topics.state_changelog(target.app_id)
+    hold_still(bootstrap, topic)
     began = time.perf_counter()
     written = asyncio.run(fill_changelog(bootstrap, topic, seed, args.records))
     results["changelog"] = {
@@ -309,6 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=1_000_000, help="changelog records to restore")
     parser.add_argument("--compacted", action="store_true", help="copy only the seed's last record per key")
     parser.add_argument("--seed-profiles", type=int, default=2_000, help="customers the seed worker processes")
+    parser.add_argument("--warm-restarts", type=int, default=3, help="restarts of the seed worker, disk kept")
     parser.add_argument("--runs", type=int, default=3, help="restores per tree, alternated")
     parser.add_argument("--before", help="git revision to compare with (its restore, same changelog)")
     parser.add_argument("--py-spy", action="store_true", help="record each restore with py-spy (speedscope)")
