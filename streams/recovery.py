@@ -113,18 +113,19 @@ class StoreRecovery:
         consumer.assign(list(behind))
         for tp, store in behind.items():
             consumer.seek(tp, store.changelog_offset + 1)
-        chunks: asyncio.Queue[dict[TopicPartition, list] | None] = asyncio.Queue(CHUNKS_AHEAD)
+        chunks: asyncio.Queue[dict[TopicPartition, list] | Exception | None] = asyncio.Queue(CHUNKS_AHEAD)
         reader = asyncio.create_task(self._read(chunks, set(behind), ends))
         restored = 0
         try:
             while (chunk := await chunks.get()) is not None:
+                if isinstance(chunk, Exception):
+                    raise chunk
                 for tp, records in chunk.items():
                     # A dict keeps one entry per key, with the value of the key's last record.
                     behind[tp].apply_changelog({record.key: record.value for record in records}, records[-1].offset)
                     restored += len(records)
-            await reader  # re-raises what stopped the reader
         finally:
-            if not reader.done():
+            if not reader.done():  # the writes failed: stop reading
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
@@ -134,7 +135,8 @@ class StoreRecovery:
         return restored
 
     async def _read(self, chunks: asyncio.Queue, pending: set[TopicPartition], ends: dict[TopicPartition, int]) -> None:
-        """Put the records of ``pending`` into ``chunks`` until each is read to its end, then ``None``."""
+        """Put the records of ``pending`` into ``chunks`` until each is read to its end, then ``None``; a
+        failed read puts its exception instead, for the writer to raise (the writer always drains)."""
         consumer = self.consumer
         try:
             while pending:
@@ -145,5 +147,7 @@ class StoreRecovery:
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
-        finally:
-            await chunks.put(None)
+        except Exception as exc:  # noqa: BLE001  (raised by the writer, in the restore's own task)
+            await chunks.put(exc)
+            return
+        await chunks.put(None)

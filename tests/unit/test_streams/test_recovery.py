@@ -4,6 +4,7 @@ read into a warm store; a store ahead of its changelog is rebuilt; a failed read
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from streams import recovery
 from streams.recovery import StoreRecovery, restore_consumer
 from streams.settings import Settings
-from streams.state_store import StoreOptions
+from streams.state_store import PartitionStore, StoreOptions
 
 TOPIC = "app.state-changelog"
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
@@ -141,3 +142,16 @@ async def test_the_restore_consumer_reads_committed_records_in_fetches_of_the_co
     assert consumer._isolation_level == "read_committed"
     assert consumer._group_id is None
     assert (consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes) == (4 << 20, 4 << 20)
+
+
+async def test_a_failed_write_stops_the_reading_and_fails_the_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(recovery, "RESTORE_CHUNK", 1)  # the reader fills its queue while the first write fails
+
+    def failing_write(self, records, last_offset):
+        message = "disk full"
+        raise OSError(message)
+
+    monkeypatch.setattr(PartitionStore, "apply_changelog", failing_write)
+    store_recovery = make_recovery(tmp_path, {0: [(b"pa", b"1")] * 10})
+    with pytest.raises(OSError, match="disk full"):
+        await asyncio.wait_for(store_recovery.open_stores([0]), timeout=10)
