@@ -21,6 +21,11 @@ changelog. The values are the real encoded bytes.
 The broker does not clean that topic during the runs (``cleanup.policy=delete``, no retention limit),
 so every run reads the same records; ``--compacted`` copies what compaction leaves of the seed instead.
 
+Each restore is followed (not timed with it) by what the runtime does with newly assigned stores: the
+wake-up index rebuilt and every profile read (``after_restore`` in the JSON). ``--warm-restarts`` restarts
+the seed worker with its disk kept and splits the time to ``/readyz``: process start to ``/healthz``, the
+assignment callback (logged by ``streams.runtime``), and the rest (clients started, group joined).
+
 Runs alternate between the trees (``--before REV``: ``git archive`` of that revision; "after": this
 checkout's snapshot), each onto a new empty data dir. One "after" run is checked afterwards (not timed):
 the store holds exactly the changelog's last value per key (tombstones delete) and each partition's
