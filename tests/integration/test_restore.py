@@ -6,6 +6,7 @@ committed data record."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -85,6 +86,10 @@ async def restore(settings: Settings, topic: str, data_dir: Path) -> tuple[dict[
     try:
         store_recovery = StoreRecovery(consumer, changelog_topic=topic, data_dir=data_dir, options=OPTIONS)
         stores, restored = await store_recovery.open_stores(range(PARTITIONS))
+        # aiokafka 0.14 race: ``stop`` while its fetcher is still cancelling the fetch that was in flight
+        # when the restore unassigned the partitions swallows the stop's cancellation and hangs for good
+        # (the worker stops its restore consumer only at shutdown, not right after a restore).
+        await asyncio.sleep(1.0)
     finally:
         await consumer.stop()
     offsets = {partition: store.changelog_offset for partition, store in stores.items()}
