@@ -13,10 +13,18 @@ last record is followed by a marker looks one behind and is "restored" by a read
 record, always below the end, so a marker never makes it look ahead of its changelog. The worker starts
 a partition's transactional producer before the restore, which aborts the previous owner's open
 transaction, so the end offset (the last stable offset) is not held back by it.
+
+Speed: a cold restore reads the whole changelog, so its per-record work is kept to the minimum. Reading
+and writing overlap: one task takes the fetched records out of the consumer (so the client sends the
+next fetch request at once, and the broker prepares it while this process writes), the other writes
+them. Each chunk is reduced to the last value of each key (an uncompacted changelog holds several
+updates of a key) and written to RocksDB raw, never decoded, in one batch with the changelog offset.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,11 +33,28 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from streams import metrics
+from streams.settings import Settings
 from streams.state_store import PartitionStore, StoreOptions
 
 log = logging.getLogger(__name__)
 
-RESTORE_CHUNK = 10_000  # changelog records written to RocksDB per batch while restoring
+RESTORE_CHUNK = 50_000  # changelog records taken from the consumer at a time (one RocksDB batch per partition)
+CHUNKS_AHEAD = 2  # chunks read but not yet written: bounds the restore's memory
+
+
+def restore_consumer(settings: Settings, *, client_id: str) -> AIOKafkaConsumer:
+    """The consumer that reads changelogs back: no group (partitions are assigned by hand), committed
+    records only (never the state of an aborted transaction), fetches of ``restore_fetch_bytes``."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.broker_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=client_id,
+        fetch_max_bytes=settings.restore_fetch_bytes,
+        max_partition_fetch_bytes=settings.restore_fetch_bytes,
+        isolation_level="read_committed",
+    )
 
 
 class StoreRecovery:
@@ -88,16 +113,41 @@ class StoreRecovery:
         consumer.assign(list(behind))
         for tp, store in behind.items():
             consumer.seek(tp, store.changelog_offset + 1)
+        chunks: asyncio.Queue[dict[TopicPartition, list] | Exception | None] = asyncio.Queue(CHUNKS_AHEAD)
+        reader = asyncio.create_task(self._read(chunks, set(behind), ends))
         restored = 0
-        pending = dict(behind)
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=RESTORE_CHUNK)
-            for tp, records in batch.items():
-                if records:
-                    pending[tp].apply_changelog(((r.key, r.value) for r in records), records[-1].offset)
+        try:
+            while (chunk := await chunks.get()) is not None:
+                if isinstance(chunk, Exception):
+                    raise chunk
+                for tp, records in chunk.items():
+                    # A dict keeps one entry per key, with the value of the key's last record.
+                    behind[tp].apply_changelog({record.key: record.value for record in records}, records[-1].offset)
                     restored += len(records)
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    del pending[tp]
-        consumer.assign([])
+        finally:
+            if not reader.done():  # the writes failed: stop reading
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            for store in behind.values():
+                store.finish_restore()
+            consumer.assign([])
         return restored
+
+    async def _read(self, chunks: asyncio.Queue, pending: set[TopicPartition], ends: dict[TopicPartition, int]) -> None:
+        """Put the records of ``pending`` into ``chunks`` until each is read to its end, then ``None``; a
+        failed read puts its exception instead, for the writer to raise (the writer always drains)."""
+        consumer = self.consumer
+        try:
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=500, max_records=RESTORE_CHUNK)
+                chunk = {tp: records for tp, records in batch.items() if records}
+                if chunk:
+                    await chunks.put(chunk)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+        except Exception as exc:  # noqa: BLE001  (raised by the writer, in the restore's own task)
+            await chunks.put(exc)
+            return
+        await chunks.put(None)

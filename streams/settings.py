@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         description="Decoded keys kept in memory per partition store "
         "(beyond it, clean ones are dropped after a flush).",
     )
+    restore_fetch_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most changelog bytes one fetch of a state restore reads (all partitions together); larger "
+        "reads fewer, bigger fetches, at up to about three times this much memory during a restore.",
+    )
     commit_interval_s: float = Field(
         0.5,
         gt=0,

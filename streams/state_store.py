@@ -17,7 +17,7 @@ the tables are declared in ``agents.tables``.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from agents.store import Table
 from core.due_index import DueIndex
 
 _OFFSET_KEY = b"\xff changelog offset"  # tag 0xff: no table uses it
+_WITHOUT_LOG = rocksdict.WriteOptions()
+_WITHOUT_LOG.disable_wal = True
 
 
 @dataclass(frozen=True)
@@ -129,13 +131,35 @@ class PartitionStore:
         raw = self._db.get(_OFFSET_KEY)
         return -1 if raw is None else int(raw)
 
-    def apply_changelog(self, records: Iterable[tuple[bytes, bytes | None]], last_offset: int) -> None:
-        """Write changelog records read back from Kafka (restore) straight to RocksDB."""
+    def apply_changelog(
+        self, records: Mapping[bytes, bytes | None] | Iterable[tuple[bytes, bytes | None]], last_offset: int
+    ) -> None:
+        """Write changelog records read back from Kafka (restore) straight to RocksDB, raw: of several
+        records of a key only the last counts (a mapping already holds one value per key); ``None`` deletes.
+
+        Written without RocksDB's write-ahead log, which a restore does not need: RocksDB flushes its
+        memtables whole and in order, so after a crash the store holds a prefix of these batches, each with
+        its changelog offset, and the restore goes on from there. ``finish_restore`` then flushes them to
+        disk before the first write of the processing path (which goes through the log) can land on top.
+        """
         if self._dirty:
             msg = f"partition {self.partition}: restore into a store with {len(self._dirty)} unflushed write(s)"
             raise RuntimeError(msg)
-        self.persist(list(records), last_offset)
+        latest = records if isinstance(records, Mapping) else dict(records)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        put, delete = batch.put, batch.delete
+        for storage_key, raw in latest.items():
+            if raw is None:
+                delete(storage_key)
+            else:
+                put(storage_key, raw)
+        batch.put(_OFFSET_KEY, str(last_offset).encode())
+        self._db.write(batch, _WITHOUT_LOG)
         self._cache.clear()
+
+    def finish_restore(self) -> None:
+        """Flush what ``apply_changelog`` wrote (it bypassed the write-ahead log) to RocksDB's files."""
+        self._db.flush(True)
 
     def items(self, table: Table) -> Iterator[tuple[bytes, Any]]:
         """Every ``(key, value)`` of ``table``, the cached (newer) values over the written ones."""

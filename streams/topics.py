@@ -14,6 +14,14 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A cold restore reads what the log cleaner has left of the changelog. Kafka never cleans a partition's
+# active segment (1 GiB by default: a partition of a few hundred thousand profiles would be read back
+# uncompacted, 6-8 records per profile, until ``max.compaction.lag.ms`` rolls it) and by default cleans
+# only once half of the rest is dirty. With these, at most 64 MiB per partition is uncleaned and at most a
+# fifth of the rest is dirty: a restore reads at most about 1.25 x the compacted changelog plus 64 MiB per
+# partition. The price is the cleaner's work: it rewrites a partition's log whenever a fifth is dirty.
+CHANGELOG_RESTORE_BOUND = {"segment.bytes": str(64 * 1024 * 1024), "min.cleanable.dirty.ratio": "0.2"}
+
 
 def topic_names(settings: Settings) -> TopicNames:
     return TopicNames(prefix=settings.topic_prefix)
@@ -50,7 +58,7 @@ def ensure_topics(settings: Settings) -> list[str]:
                     name=changelog,
                     num_partitions=settings.topic_partitions,
                     replication_factor=replication,
-                    topic_configs={**configs[changelog], **durability},
+                    topic_configs={**configs[changelog], **CHANGELOG_RESTORE_BOUND, **durability},
                 )
             )
         if missing:

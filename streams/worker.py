@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
-from streams import gauges, metrics
+from streams import gauges, metrics, recovery
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import transactional_id
 from streams.logs import configure_logging
@@ -79,15 +79,7 @@ def build_runtime(settings: Settings) -> Runtime:
         max_partition_fetch_bytes=4 * 1024 * 1024,
         isolation_level="read_committed",  # offsets committed by a transaction become visible with it
     )
-    restore_consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        client_id=f"{settings.app_id}-restore",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        isolation_level="read_committed",  # never restore the state of an aborted transaction
-    )
+    restore_consumer = recovery.restore_consumer(settings, client_id=f"{settings.app_id}-restore")
     return Runtime(
         settings,
         stages,
