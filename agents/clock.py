@@ -5,7 +5,9 @@
   lets each tick touch only the keys that are due, never the whole table.
 - ``stale_audience_commands``: when a partition is taken over (at start, after a rebalance), every
   profile whose segments were computed by other definitions or another model gets a check, so changing
-  a definition and restarting re-evaluates membership and publishes the entries and exits.
+  a definition and restarting re-evaluates membership and publishes the entries and exits. The partition
+  remembers the version it last checked all its profiles against (``CHECKED_AUDIENCES``), so a restart
+  with the same definitions reads no profile (a million of them took minutes).
 
 Both only say which keys need ``WakeUp``; the profile stage decides.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from agents.store import StageStore
-from agents.tables import PROFILES, WAKE_UPS
+from agents.tables import CHECKED_AUDIENCES, PARTITION_KEY, PROFILES, WAKE_UPS
 from core.profile_stage import StagePolicy
 from schemas.commands import WakeUp
 
@@ -40,8 +42,13 @@ def stale_audience_commands(store: StageStore, policy: StagePolicy, now: float) 
     if policy.audiences is None:
         return []
     version = policy.audiences.version
-    return [
+    if store.get(CHECKED_AUDIENCES, PARTITION_KEY) == version:
+        return []  # every profile was checked against these definitions, and later ones are made by them
+    stale = [
         (key, WakeUp(now=now))
         for key, profile in store.items(PROFILES)
         if profile is not None and profile.audience_version != version
     ]
+    # Written with the checks' results (one flush, one transaction with exactly-once).
+    store.put(CHECKED_AUDIENCES, PARTITION_KEY, version)
+    return stale

@@ -2,7 +2,8 @@
 
 Keys are customer / alias ids (bytes) except ``SEGMENT_SIZES``, keyed by segment name, and
 ``TRIGGER_STATS``, keyed by trigger kind: each partition counts what it owns, so ``/segments`` and
-``/triggers/stats`` sum the partitions; and ``STREAM_TIMES``, one entry per partition.
+``/triggers/stats`` sum the partitions; and ``STREAM_TIMES`` and ``CHECKED_AUDIENCES``, one entry per
+partition (``PARTITION_KEY``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ SEGMENT_SIZES = Table(b"s", lambda count: str(int(count)).encode(), int)
 # Per trigger kind, within the partition: sends, holdouts, attributed responses and revenue (KindStats).
 TRIGGER_STATS = Table(b"t", encode_msgpack, decode_kind_stats)
 
-# The partition's stream time (epoch milliseconds) under ``STREAM_TIME_KEY``: stored with the state it
-# decided, so a restart goes on from the same clock (Kafka Streams keeps it in the offset metadata).
+PARTITION_KEY = b"partition"  # the key of the tables with one entry per partition
+# The partition's stream time (epoch milliseconds): stored with the state it decided, so a restart goes on
+# from the same clock (Kafka Streams keeps it in the offset metadata).
 STREAM_TIMES = Table(b"w", lambda ms: str(int(ms)).encode(), int)
-STREAM_TIME_KEY = b"partition"
 
-ALL_TABLES = (PROFILES, IDENTITIES, WAKE_UPS, SEGMENT_SIZES, TRIGGER_STATS, STREAM_TIMES)
+# The audience definitions version (``AudiencePolicy.version``) every profile of the partition was last
+# checked against, a takeover with the same definitions skips reading them all.
+CHECKED_AUDIENCES = Table(b"v", str.encode, bytes.decode)
+
+ALL_TABLES = (PROFILES, IDENTITIES, WAKE_UPS, SEGMENT_SIZES, TRIGGER_STATS, STREAM_TIMES, CHECKED_AUDIENCES)

@@ -47,7 +47,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.outbox import Outbox
-from agents.tables import STREAM_TIME_KEY, STREAM_TIMES
+from agents.tables import PARTITION_KEY, STREAM_TIMES
 from agents.tally import FORWARDS
 from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
@@ -331,7 +331,7 @@ class Runtime(ConsumerRebalanceListener):
         it, so a restart or a replay after a crash starts from the clock the committed state was decided at)."""
         self._stream_ms[partition] = stream_ms
         if store is not None:
-            store.put(STREAM_TIMES, STREAM_TIME_KEY, stream_ms)
+            store.put(STREAM_TIMES, PARTITION_KEY, stream_ms)
 
     # --- processing (no awaits: a key's read-modify-write is atomic) -------------------------------------
 
@@ -498,7 +498,7 @@ class Runtime(ConsumerRebalanceListener):
             new, restored = await self.recovery.open_stores(sorted(wanted - set(self.stores)))
             self.stores.update(new)
             for partition, store in new.items():
-                stored_ms = store.get(STREAM_TIMES, STREAM_TIME_KEY)
+                stored_ms = store.get(STREAM_TIMES, PARTITION_KEY)
                 if stored_ms is not None:
                     self._stream_ms[partition] = max(self._stream_ms.get(partition, NO_TIME), stored_ms)
             now = time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -15,7 +16,7 @@ from agents.ingest import ingest_record
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
 from agents.profiles import handle_command
-from agents.tables import IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
+from agents.tables import CHECKED_AUDIENCES, IDENTITIES, PARTITION_KEY, PROFILES, SEGMENT_SIZES, WAKE_UPS
 from agents.tally import EVENTS_INGESTED, PROFILE_COMMANDS, Tally
 from core.due_index import DueIndex
 from core.privacy import PiiPolicy
@@ -486,6 +487,18 @@ def test_stale_audience_commands_only_for_profiles_of_another_version(store: Par
     commands = stale_audience_commands(store, policy, T0)
     assert sorted(key for key, _ in commands) == [b"c-cached", b"c-never", b"c-old"]
     assert all(command == WakeUp(now=T0) for _, command in commands)
+
+
+def test_a_partition_checked_against_these_definitions_reads_no_profile_at_the_next_takeover(
+    store: PartitionStore, audiences
+):
+    policy = StagePolicy(audiences=audiences)
+    store.put(PROFILES, b"c-old", Profile(customer_id="c-old", audience_version="old"))
+    assert [key for key, _ in stale_audience_commands(store, policy, T0)] == [b"c-old"]
+    assert store.get(CHECKED_AUDIENCES, PARTITION_KEY) == audiences.version  # stored with the checks
+    assert stale_audience_commands(store, policy, T0) == []  # the next takeover with the same definitions
+    changed = StagePolicy(audiences=replace(audiences, version="another-version"))
+    assert [key for key, _ in stale_audience_commands(store, changed, T0)] == [b"c-old"]  # new definitions
 
 
 def test_stale_audience_checks_bring_profiles_to_the_current_version(store: PartitionStore, audiences):
