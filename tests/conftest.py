@@ -360,33 +360,52 @@ def metric_sum(metrics: dict, name: str, **labels: str) -> float:
     )
 
 
+class GroupLag:
+    """The lag of a worker's consumer group on its source topics (inbound + profile-commands), asked again and
+    again over one admin client and one consumer (building both per question took about 0.25 s each time on
+    the 2-core machine, which stretched every poll of ``wait_until_drained``)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        self.group = pipeline.settings.app_id
+        self.topics = [*pipeline.topics.all_inbound, pipeline.topics.profile_commands]
+        self._admin = KafkaAdminClient(bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000)
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000, isolation_level="read_committed"
+            )
+        except BaseException:
+            self._admin.close()
+            raise
+
+    def __call__(self) -> dict[str, int]:
+        """Per source topic: end offsets minus the group's commits."""
+        from kafka import TopicPartition
+
+        committed = self._admin.list_group_offsets(self.group).get(self.group, {})
+        partitions = {tp for tp in committed if tp.topic in self.topics}
+        for topic in self.topics:
+            partitions.update(TopicPartition(topic, p) for p in self._consumer.partitions_for_topic(topic) or ())
+        ends = self._consumer.end_offsets([*partitions])
+        lag: dict[str, int] = dict.fromkeys(self.topics, 0)
+        for tp, end in ends.items():
+            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
+            lag[tp.topic] += max(end - done, 0)
+        return lag
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._admin.close()
+
+
 def consumer_lag(pipeline: Pipeline) -> dict[str, int]:
     """Per source topic of the worker (inbound + profile-commands): end offsets minus the group's commits."""
-    from kafka import KafkaAdminClient, KafkaConsumer
-
-    topics = [*pipeline.topics.all_inbound, pipeline.topics.profile_commands]
-    admin = KafkaAdminClient(bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000)
-    consumer = KafkaConsumer(
-        bootstrap_servers=pipeline.kafka.bootstrap, request_timeout_ms=10_000, isolation_level="read_committed"
-    )
+    probe = GroupLag(pipeline)
     try:
-        committed = admin.list_group_offsets(pipeline.settings.app_id).get(pipeline.settings.app_id, {})
-        partitions = [tp for tp in committed if tp.topic in topics]
-        ends = consumer.end_offsets([*{*partitions, *_all_partitions(consumer, topics)}])
+        return probe()
     finally:
-        consumer.close()
-        admin.close()
-    lag: dict[str, int] = dict.fromkeys(topics, 0)
-    for tp, end in ends.items():
-        done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
-        lag[tp.topic] += max(end - done, 0)
-    return lag
-
-
-def _all_partitions(consumer, topics: list[str]) -> list:
-    from kafka import TopicPartition
-
-    return [TopicPartition(topic, p) for topic in topics for p in (consumer.partitions_for_topic(topic) or ())]
+        probe.close()
 
 
 def wait_until_drained(pipeline: Pipeline, *, timeout_s: float, quiet_s: float = 2.0) -> float:
@@ -399,19 +418,23 @@ def wait_until_drained(pipeline: Pipeline, *, timeout_s: float, quiet_s: float =
     deadline = started + timeout_s
     idle_since: float | None = None
     lag: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        worker = pipeline.worker
-        if worker.proc is not None and worker.proc.poll() is not None:
-            msg = f"worker exited with {worker.proc.returncode}; log:\n{worker.log_tail()}"
-            raise AssertionError(msg)
-        lag = consumer_lag(pipeline)
-        if sum(lag.values()) == 0:
-            idle_since = idle_since or time.monotonic()
-            if time.monotonic() - idle_since >= quiet_s:
-                return time.monotonic() - started
-        else:
-            idle_since = None
-        time.sleep(0.5)
+    probe = GroupLag(pipeline)
+    try:
+        while time.monotonic() < deadline:
+            worker = pipeline.worker
+            if worker.proc is not None and worker.proc.poll() is not None:
+                msg = f"worker exited with {worker.proc.returncode}; log:\n{worker.log_tail()}"
+                raise AssertionError(msg)
+            lag = probe()
+            if sum(lag.values()) == 0:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= quiet_s:
+                    return time.monotonic() - started
+            else:
+                idle_since = None
+            time.sleep(0.5)
+    finally:
+        probe.close()
     msg = f"worker not drained within {timeout_s}s; lag {lag}\nlog:\n{pipeline.worker.log_tail()}"
     raise AssertionError(msg)
 

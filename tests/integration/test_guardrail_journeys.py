@@ -66,7 +66,9 @@ def cart_event(name: str, at: float, index: int) -> dict:
 def test_guardrail_journeys(make_pipeline, tmp_path):
     wall = datetime.now(UTC)
     night_zone = zone_at_local_hour(2, wall)
-    quiet_end = (wall.astimezone(ZoneInfo(night_zone)) + timedelta(minutes=3)).replace(second=0, microsecond=0)
+    # The quiet hours end at a whole minute (HH:MM) 75-135 s from now: the night reminders are due 2 s after
+    # the worker is up and the night order comes 5 s after, well before that; the test waits for the end.
+    quiet_end = (wall.astimezone(ZoneInfo(night_zone)) + timedelta(seconds=135)).replace(second=0, microsecond=0)
     pipeline = make_pipeline(
         triggers_file=guarded_file(tmp_path),
         trigger_quiet_hours=f"00:00-{quiet_end:%H:%M}",

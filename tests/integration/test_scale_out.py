@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 import pytest
-from conftest import Pipeline, WorkerProcess, produce_raw_lines, wait_until_drained
+from conftest import Pipeline, WorkerProcess, produce_raw_lines, read_to_end, wait_until_drained
 from test_identity_ground_truth import expected_document, observed_document
 from trigger_files import NO_TRIGGERS
 
@@ -143,7 +143,7 @@ def assert_no_raw_contacts(pipeline: Pipeline, workload: Workload) -> None:
     ]
     assert contacts, "the workload should carry emails and phone numbers"
     topics = [pipeline.topics.state_changelog(pipeline.settings.app_id), pipeline.topics.profile_commands]
-    records = [record for topic in topics for record in pipeline.kafka.read(topic, min_count=0, settle_s=3.0)]
+    records = read_to_end(pipeline.kafka.bootstrap, topics)  # all of it: the workload is drained by now
     assert records, "nothing stored"
     leaked = {contact for contact in set(contacts) for record in records if contact in (record.value or b"")}
     assert not leaked, f"{len(leaked)} raw contacts in changelog or profile-commands, e.g. {sorted(leaked)[:3]}"

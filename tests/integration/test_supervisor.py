@@ -59,12 +59,16 @@ def alive(pid: int) -> bool:
     return True
 
 
-def wait_for_children(supervisor: subprocess.Popen, count: int, timeout_s: float, log_path: Path) -> set[int]:
+def wait_for_children(
+    supervisor: subprocess.Popen, count: int, timeout_s: float, log_path: Path, gone: int | None = None
+) -> set[int]:
+    """The supervisor's ``count`` live children, once it has them and ``gone`` (a child just killed) is not
+    among them: SIGKILL is delivered asynchronously, so right after ``os.kill`` the victim may still be listed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert supervisor.poll() is None, f"supervisor exited {supervisor.returncode}\n{log_path.read_text()[-3000:]}"
         pids = children_of(supervisor.pid)
-        if len(pids) == count:
+        if len(pids) == count and gone not in pids:
             return pids
         time.sleep(0.2)
     message = f"supervisor has {children_of(supervisor.pid)} children, not {count}\n{log_path.read_text()[-3000:]}"
@@ -107,7 +111,7 @@ def test_processes_2_split_the_partitions_restart_a_dead_child_and_stop_on_sigte
 
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
-        restarted = wait_for_children(supervisor, PROCESSES, 30.0, log_path)
+        restarted = wait_for_children(supervisor, PROCESSES, 30.0, log_path, gone=victim)
         seen |= restarted
         assert victim not in restarted and len(restarted - pids) == 1, f"before {pids}, after {restarted}"
         held = wait_for_assignment(children, timeout_s=ASSIGNMENT_TIMEOUT_S)
