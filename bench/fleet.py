@@ -344,3 +344,28 @@ def bench_main(
     out.write_text(json.dumps(_finite(results), indent=2, default=str) + "\n")
     sys.stdout.write(table(results) + f"\n\nwritten: {out}\n")
     return 0
+
+
+@dataclass
+class FleetRun:
+    """What a fleet bench started (its broker, its fleets), so that ``cleanup`` stops exactly that, by pid.
+    A bench that starts more (an output tail, a memory watch, another engine) subclasses it and stops
+    those first in ``stop_extras``."""
+
+    run_dir: Path
+    broker: Settings | None = None
+    fleets: list[Fleet] = field(default_factory=list)
+    results: dict = field(default_factory=dict)
+
+    def stop_extras(self) -> None:
+        """Stop what a subclass started besides the fleets and the broker (nothing here)."""
+
+    def cleanup(self) -> None:
+        self.stop_extras()
+        for fleet in self.fleets:
+            try:
+                fleet.stop(timeout_s=90)
+            except Exception:
+                log.exception("stopping a fleet failed")
+        if self.broker is not None:
+            kafka_local.stop(self.broker)

@@ -42,11 +42,10 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import orjson
-from fleet import REPO, Deployment, Fleet, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
 from passthrough import steady_rate
 from pipeline_bench import (
     GroupLag,
@@ -60,7 +59,6 @@ from pipeline_bench import (
 
 from schemas.topics import TopicNames
 from streams import kafka_local
-from streams.settings import Settings
 
 log = logging.getLogger("bench.latency")
 
@@ -295,23 +293,12 @@ def latencies(inputs: list, outputs: list, seen: dict, gap_s: float) -> dict:
 
 
 @dataclass
-class Run:
-    run_dir: Path
-    broker: Settings | None = None
-    fleets: list[Fleet] = field(default_factory=list)
+class Run(FleetRun):
     tail: OutputTail | None = None
-    results: dict = field(default_factory=dict)
 
-    def cleanup(self) -> None:
+    def stop_extras(self) -> None:
         if self.tail is not None:
             self.tail.stop()
-        for fleet in self.fleets:
-            try:
-                fleet.stop(timeout_s=90)
-            except Exception:
-                log.exception("stopping a fleet failed")
-        if self.broker is not None:
-            kafka_local.stop(self.broker)
 
 
 def wait_caught_up(bootstrap: str, deployment: Deployment, timeout_s: float) -> float | None:

@@ -32,15 +32,13 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from fleet import REPO, Deployment, Fleet, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
 from passthrough import steady_rate
 from pipeline_bench import build_workload, cpu_seconds, load_backlog, machine_info, snapshot_sources
 
 from streams import kafka_local
-from streams.settings import Settings
 
 log = logging.getLogger("bench.quix")
 
@@ -49,14 +47,10 @@ COMMIT_INTERVAL_S = 0.5  # streamcdp's default STREAMCDP_COMMIT_INTERVAL_S, give
 
 
 @dataclass
-class Run:
-    run_dir: Path
-    broker: Settings | None = None
-    fleets: list[Fleet] = field(default_factory=list)
+class Run(FleetRun):
     quix: subprocess.Popen | None = None
-    results: dict = field(default_factory=dict)
 
-    def cleanup(self) -> None:
+    def stop_extras(self) -> None:
         if self.quix is not None and self.quix.poll() is None:
             self.quix.send_signal(signal.SIGTERM)
             try:
@@ -64,13 +58,6 @@ class Run:
             except subprocess.TimeoutExpired:
                 self.quix.kill()
                 self.quix.wait(timeout=10)
-        for fleet in self.fleets:
-            try:
-                fleet.stop(timeout_s=90)
-            except Exception:
-                log.exception("stopping a fleet failed")
-        if self.broker is not None:
-            kafka_local.stop(self.broker)
 
 
 def run_streamcdp(args: argparse.Namespace, run: Run, deployment: Deployment, events: int) -> dict:

@@ -47,16 +47,15 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from fleet import REPO, Fleet, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
 from pipeline_bench import GroupLag, _route, disk_usage, load_backlog, machine_info, snapshot_sources
 from state_bench import EVENTS_PER_PROFILE, customer_events
 
 from streams import kafka_local
-from streams.settings import Settings
 
 log = logging.getLogger("bench.restore")
 
@@ -66,20 +65,8 @@ CHILD = Path(__file__).resolve().with_name("restore_once.py")
 
 
 @dataclass
-class Run:
-    run_dir: Path
-    broker: Settings | None = None
-    fleets: list[Fleet] = field(default_factory=list)
-    results: dict = field(default_factory=dict)
-
-    def cleanup(self) -> None:
-        for fleet in self.fleets:
-            try:
-                fleet.stop(timeout_s=90)
-            except Exception:
-                log.exception("stopping a fleet failed")
-        if self.broker is not None:
-            kafka_local.stop(self.broker)
+class Run(FleetRun):
+    """Everything the run started (``FleetRun``)."""
 
 
 # --- the changelog -----------------------------------------------------------------------------------------

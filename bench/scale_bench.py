@@ -19,37 +19,21 @@ import asyncio
 import logging
 import shutil
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from fleet import REPO, Deployment, Fleet, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
 from passthrough import steady_rate
 from pipeline_bench import Message, build_workload, load_backlog, machine_info, snapshot_sources
 
 from schemas.topics import TopicNames
 from streams import kafka_local
-from streams.settings import Settings
 
 log = logging.getLogger("bench.scale")
 
 
 @dataclass
-class Run:
-    """Everything the run started, so that ``cleanup`` stops exactly that (by pid)."""
-
-    run_dir: Path
-    broker: Settings | None = None
-    fleets: list[Fleet] = field(default_factory=list)
-    results: dict = field(default_factory=dict)
-
-    def cleanup(self) -> None:
-        for fleet in self.fleets:
-            try:
-                fleet.stop(timeout_s=60)
-            except Exception:
-                log.exception("stopping a fleet failed")
-        if self.broker is not None:
-            kafka_local.stop(self.broker)
+class Run(FleetRun):
+    """Everything the run started (``FleetRun``)."""
 
 
 def retarget(messages: list[Message], topics: TopicNames) -> list[Message]:

@@ -34,11 +34,11 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from fleet import REPO, Fleet, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
 from passthrough import steady_rate
 from pipeline_bench import (
     MemoryWatch,
@@ -56,7 +56,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemas.topics import TopicNames
 from streams import kafka_local
 from streams.http_probe import http_get
-from streams.settings import Settings
 
 log = logging.getLogger("bench.state")
 
@@ -140,23 +139,12 @@ def topic_bytes(kafka_run_dir: Path, topic: str) -> int:
 
 
 @dataclass
-class Run:
-    run_dir: Path
-    broker: Settings | None = None
-    fleets: list[Fleet] = field(default_factory=list)
+class Run(FleetRun):
     memory: MemoryWatch | None = None
-    results: dict = field(default_factory=dict)
 
-    def cleanup(self) -> None:
+    def stop_extras(self) -> None:
         if self.memory is not None:
             self.memory.stop()
-        for fleet in self.fleets:
-            try:
-                fleet.stop(timeout_s=90)
-            except Exception:
-                log.exception("stopping a fleet failed")
-        if self.broker is not None:
-            kafka_local.stop(self.broker)
 
 
 def restart(fleet: Fleet, timeout_s: float) -> dict:
