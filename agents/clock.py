@@ -7,7 +7,7 @@
   profile whose segments were computed by other definitions or another model gets a check, so changing
   a definition and restarting re-evaluates membership and publishes the entries and exits. The partition
   remembers the version it last checked all its profiles against (``CHECKED_AUDIENCES``), so a restart
-  with the same definitions reads no profile (a million of them took minutes).
+  with the same definitions reads no profile (reading 166,000 took 7–16 s in the restore bench).
 
 Both only say which keys need ``WakeUp``; the profile stage decides.
 """

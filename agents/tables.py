@@ -45,7 +45,7 @@ PARTITION_KEY = b"partition"  # the key of the tables with one entry per partiti
 STREAM_TIMES = Table(b"w", lambda ms: str(int(ms)).encode(), int)
 
 # The audience definitions version (``AudiencePolicy.version``) every profile of the partition was last
-# checked against, a takeover with the same definitions skips reading them all.
+# checked against: a takeover with the same definitions skips reading them all.
 CHECKED_AUDIENCES = Table(b"v", str.encode, bytes.decode)
 
 ALL_TABLES = (PROFILES, IDENTITIES, WAKE_UPS, SEGMENT_SIZES, TRIGGER_STATS, STREAM_TIMES, CHECKED_AUDIENCES)
