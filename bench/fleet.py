@@ -30,7 +30,9 @@ from pipeline_bench import (  # noqa: E402
     _finite,
     cpu_seconds,
     machine_busy_seconds,
+    machine_info,
     parse_metrics,
+    snapshot_sources,
     worker_env,
 )
 
@@ -356,6 +358,15 @@ class FleetRun:
     broker: Settings | None = None
     fleets: list[Fleet] = field(default_factory=list)
     results: dict = field(default_factory=dict)
+
+    def start(self, partitions: int, kafka_heap: str) -> Settings:
+        """Record the machine and the source snapshot the workers run from, then start the run's broker
+        (recorded with its pid); its settings."""
+        self.results["machine"] = machine_info()
+        self.results["source_snapshot"] = snapshot_sources(self.run_dir / "src")
+        self.broker = start_broker(self.run_dir, partitions, kafka_heap)
+        self.results["broker"] = {"pid": kafka_local.running_pid(self.broker), "heap": kafka_heap}
+        return self.broker
 
     def stop_extras(self) -> None:
         """Stop what a subclass started besides the fleets and the broker (nothing here)."""

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment
 from passthrough import steady_rate
 from pipeline_bench import (
     GroupLag,
@@ -53,8 +53,6 @@ from pipeline_bench import (
     build_workload,
     iso_now_ms,
     load_backlog,
-    machine_info,
-    snapshot_sources,
 )
 
 from schemas.topics import TopicNames
@@ -323,9 +321,7 @@ def output_topics(deployment: Deployment) -> list[str]:
 
 def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     results = run.results
-    results["machine"] = machine_info()
-    results["source_snapshot"] = snapshot_sources(run.run_dir / "src")
-    run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
+    run.start(args.partitions, args.kafka_heap)
     bootstrap = run.broker.broker_bootstrap
     broker_pid = kafka_local.running_pid(run.broker)
     settings = dict(item.split("=", 1) for item in args.worker_setting)  # e.g. commit_interval_s=0.1

@@ -34,9 +34,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment
 from passthrough import steady_rate
-from pipeline_bench import build_workload, cpu_seconds, load_backlog, machine_info, snapshot_sources
+from pipeline_bench import build_workload, cpu_seconds, load_backlog
 
 from streams import kafka_local
 
@@ -153,15 +153,13 @@ def run_quix(args: argparse.Namespace, run: Run, deployment: Deployment, events:
 
 def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     results = run.results
-    results["machine"] = machine_info()
-    results["source_snapshot"] = snapshot_sources(run.run_dir / "src")
+    run.start(args.partitions, args.kafka_heap)
     version = subprocess.run(
         [args.quix_python, "-c", "import quixstreams; print(quixstreams.__version__)"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
     deployment = make_deployment(run.broker, run.run_dir, args.partitions)
     guarantee = deployment.settings.processing_guarantee
     workload = build_workload(deployment.topics, args.events, None, args.seed)

@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
-from pipeline_bench import GroupLag, _route, disk_usage, load_backlog, machine_info, snapshot_sources
+from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment
+from pipeline_bench import GroupLag, _route, disk_usage, load_backlog
 from state_bench import EVENTS_PER_PROFILE, customer_events
 
 from streams import kafka_local
@@ -288,9 +288,7 @@ def restore_once(args: argparse.Namespace, run: Run, tree: Path, topic: str, ind
 
 def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     results = run.results
-    results["machine"] = machine_info()
-    results["source_snapshot"] = snapshot_sources(run.run_dir / "src")
-    run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
+    run.start(args.partitions, args.kafka_heap)
     bootstrap = run.broker.broker_bootstrap
     seed, results["seed"] = seed_changelog(args, run)
     if args.compacted:

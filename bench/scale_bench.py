@@ -21,9 +21,9 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment
 from passthrough import steady_rate
-from pipeline_bench import Message, build_workload, load_backlog, machine_info, snapshot_sources
+from pipeline_bench import Message, build_workload, load_backlog
 
 from schemas.topics import TopicNames
 from streams import kafka_local
@@ -83,10 +83,7 @@ def measure(args: argparse.Namespace, run: Run, deployment: Deployment, processe
 
 def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     results = run.results
-    results["machine"] = machine_info()
-    results["source_snapshot"] = snapshot_sources(run.run_dir / "src")
-    run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
-    results["broker"] = {"pid": kafka_local.running_pid(run.broker), "heap": args.kafka_heap}
+    run.start(args.partitions, args.kafka_heap)
     triggers = None
     if args.no_triggers:
         triggers = run.run_dir / "no-triggers.yaml"

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment, start_broker
+from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment
 from passthrough import steady_rate
 from pipeline_bench import (
     MemoryWatch,
@@ -48,8 +48,6 @@ from pipeline_bench import (
     disk_usage,
     iso_now_ms,
     load_backlog,
-    machine_info,
-    snapshot_sources,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -341,10 +339,7 @@ def table(results: dict) -> str:
 
 def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     results = run.results
-    results["machine"] = machine_info()
-    results["source_snapshot"] = snapshot_sources(run.run_dir / "src")
-    run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
-    results["broker"] = {"pid": kafka_local.running_pid(run.broker), "heap": args.kafka_heap}
+    run.start(args.partitions, args.kafka_heap)
     results["config"] = {
         "profiles": args.profiles,
         "events_per_profile": EVENTS_PER_PROFILE,
