@@ -380,3 +380,11 @@ class FleetRun:
                 log.exception("stopping a fleet failed")
         if self.broker is not None:
             kafka_local.stop(self.broker)
+
+
+def add_run_arguments(parser, results_name: str) -> None:
+    """The options every fleet bench has: what ``FleetRun.start`` and ``bench_main`` read."""
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
+    parser.add_argument("--kafka-heap", default="1g", help="JVM heap of the run's broker (default 1g)")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / f"{results_name}.json"))
+    parser.add_argument("--keep", action="store_true", help="keep the temp run dir (logs)")

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment
+from fleet import Deployment, Fleet, FleetRun, add_run_arguments, bench_main, drain, make_deployment
 from passthrough import steady_rate
 from pipeline_bench import (
     GroupLag,
@@ -402,7 +402,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load", type=float, default=0.5, help="live rate / sustained rate (0.5)")
     parser.add_argument("--rate", type=float, default=None, help="live rate in events/s (overrides --load)")
     parser.add_argument("--gap", type=float, default=2.0, help="seconds between one live customer's events")
-    parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument(
         "--worker-setting",
         action="append",
@@ -411,9 +410,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a worker setting (streams/settings.py field name), repeatable; e.g. commit_interval_s=0.1",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kafka-heap", default="1g")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latency.json"))
-    parser.add_argument("--keep", action="store_true")
+    add_run_arguments(parser, "latency")
     return parser.parse_args(argv)
 
 

@@ -34,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment
+from fleet import REPO, Deployment, Fleet, FleetRun, add_run_arguments, bench_main, drain, make_deployment
 from passthrough import steady_rate
 from pipeline_bench import build_workload, cpu_seconds, load_backlog
 
@@ -206,13 +206,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quix-python", required=True, help="interpreter with quixstreams (see above)")
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kafka-heap", default="1g")
     parser.add_argument("--phase-timeout", type=float, default=None)
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "quix-side-by-side.json"))
-    parser.add_argument("--keep", action="store_true")
+    add_run_arguments(parser, "quix-side-by-side")
     args = parser.parse_args(argv)
     if args.phase_timeout is None:
         args.phase_timeout = 300.0 + args.events / 200.0

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment
+from fleet import REPO, Fleet, FleetRun, add_run_arguments, bench_main, drain, make_deployment
 from pipeline_bench import GroupLag, _route, disk_usage, load_backlog
 from state_bench import EVENTS_PER_PROFILE, customer_events
 
@@ -386,10 +386,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="restores per tree, alternated")
     parser.add_argument("--before", help="git revision to compare with (its restore, same changelog)")
     parser.add_argument("--py-spy", action="store_true", help="record each restore with py-spy (speedscope)")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--kafka-heap", default="1g")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "restore.json"))
-    parser.add_argument("--keep", action="store_true")
+    add_run_arguments(parser, "restore")
     return parser.parse_args(argv)
 
 

@@ -21,7 +21,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from fleet import REPO, Deployment, Fleet, FleetRun, bench_main, drain, make_deployment
+from fleet import Deployment, Fleet, FleetRun, add_run_arguments, bench_main, drain, make_deployment
 from passthrough import steady_rate
 from pipeline_bench import Message, build_workload, load_backlog
 
@@ -162,17 +162,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000, help="backlog size (default 1,000,000)")
     parser.add_argument("--customers", type=int, default=None, help="customers (default: events / ~85)")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     parser.add_argument("--processes", type=int, default=2, help="the N compared with 1 (default 2)")
     parser.add_argument("--rounds", type=int, default=1, help="pairs of drains, order alternating (default 1)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--no-triggers", action="store_true", help="an empty trigger file instead of config/triggers.yaml"
     )
-    parser.add_argument("--kafka-heap", default="1g")
     parser.add_argument("--phase-timeout", type=float, default=None, help="seconds per drain (300 + events / 200)")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "scale.json"))
-    parser.add_argument("--keep", action="store_true", help="keep the temp run dir (logs)")
+    add_run_arguments(parser, "scale")
     args = parser.parse_args(argv)
     if args.phase_timeout is None:
         args.phase_timeout = 300.0 + args.events / 200.0

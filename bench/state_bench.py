@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from fleet import REPO, Fleet, FleetRun, bench_main, drain, make_deployment
+from fleet import Fleet, FleetRun, add_run_arguments, bench_main, drain, make_deployment
 from passthrough import steady_rate
 from pipeline_bench import (
     MemoryWatch,
@@ -359,10 +359,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", type=int, nargs="+", default=[1_000_000], help="sizes (default 1,000,000)")
     parser.add_argument("--extrapolate-to", type=int, default=1_000_000, help="with several sizes: fit and extend")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--kafka-heap", default="1g")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "state.json"))
-    parser.add_argument("--keep", action="store_true")
+    add_run_arguments(parser, "state")
     return parser.parse_args(argv)
 
 
