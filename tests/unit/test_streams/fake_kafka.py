@@ -14,7 +14,14 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 
 def consumer_record(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, *, timestamp: int = 0
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    timestamp: int = 0,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> ConsumerRecord:
     return ConsumerRecord(
         topic=topic,
@@ -27,7 +34,7 @@ def consumer_record(
         checksum=None,
         serialized_key_size=len(key or b""),
         serialized_value_size=len(value or b""),
-        headers=[],
+        headers=headers or [],
     )
 
 
