@@ -210,18 +210,3 @@ def _waits_for(lag: int | None, *, enforced: bool) -> bool:
     """Whether an ordered input that ran empty stops the merge: it may hold the next record (lag > 0 or unknown),
     unless the idle wait for unknown lags has lapsed (``enforced``)."""
     return lag != 0 and not (enforced and lag is None)
-
-
-def runs(records: Iterable[ConsumerRecord]) -> Iterator[tuple[TopicPartition, list[ConsumerRecord]]]:
-    """Consecutive records of the same topic partition, grouped (the runtime processes a run at a time)."""
-    run: list[ConsumerRecord] = []
-    current: TopicPartition | None = None
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        if tp != current and run:
-            yield current, run  # type: ignore[misc]  (current is set whenever run is not empty)
-            run = []
-        current = tp
-        run.append(record)
-    if run:
-        yield current, run  # type: ignore[misc]

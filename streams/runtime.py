@@ -7,9 +7,9 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
 
 1. **Fetch** up to ``STREAMCDP_FETCH_MAX_RECORDS`` records of the assigned partitions (co-partitioned by
    ``streams.assignor``: partition *p* of every input topic and the state of partition *p* live together).
-2. **Process** them per partition, the inbound topics' records merged in timestamp order (event time,
-   ``streams.alignment``: a record may be held until no earlier one of another topic can come; a held
-   record is not processed, so no checkpoint commits its offset). Inbound records are validated
+2. **Process** them in one event-time order over all the partitions held here (``streams.alignment.merge``:
+   a record may be held until no earlier one of any input can come; a held record is not processed, so
+   no checkpoint commits its offset). Inbound records are validated
    (``Stages.ingest``) and applied in place when keyed and partitioned by their routing id, else re-keyed through
    ``profile-commands``; commands are applied by ``Stages.apply`` against the partition's
    ``PartitionStore`` (a write-back cache: each key is read and decoded once). What the stage decides to
@@ -18,9 +18,11 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
 3. **Checkpoint**, every ``STREAMCDP_COMMIT_INTERVAL_S`` or ``STREAMCDP_FLUSH_MAX_RECORDS`` inputs: outputs,
    changelog, RocksDB, offsets, in that order (``streams.checkpoint``); with
    ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per state partition. Every output
-   is tagged with the partition whose work produced it (``Outbox.partition``), and a command forwarded to a
-   key of another partition goes through ``profile-commands`` instead of being applied in place (it must not
-   change another partition's state inside this partition's transaction).
+   is tagged with the partition whose work produced it (``Outbox.partition``). A command forwarded to a
+   key of another partition held here is applied there at once, in that partition's turn (its outputs in
+   its transaction); with exactly-once it is also written to ``profile-commands`` in this partition's
+   transaction, numbered, so it is applied once whichever transaction a crash lets through
+   (``streams.forwarding``).
 
 Rebalances: the revoking listener checkpoints; the stores stay open (with exactly-once, the revoked
 partitions' transactional producers are stopped). The assigning listener closes the stores of partitions it
