@@ -45,7 +45,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.outbox import Outbox
@@ -313,10 +313,29 @@ class Runtime(ConsumerRebalanceListener):
             self._groups[partition] = self._new_group(inputs)
 
     async def _lags(self, groups: Iterable[PartitionGroup]) -> dict[TopicPartition, int | None]:
-        """The lag of each ordered input of ``groups`` (see ``_input_lag``)."""
-        return {
+        """The lag of each ordered input of ``groups`` (see ``_input_lag``); an input without a fetch response
+        yet is asked for its end offset, so that a start or a restart under load does not give up waiting
+        for it after the idle time and decide in another order."""
+        lags = {
             tp: await self._input_lag(tp) for group in groups for tp in group.queues if tp.topic in group.ordered_topics
         }
+        unknown = [tp for tp, known in lags.items() if known is None]
+        if unknown:
+            lags.update(await self._asked_lags(unknown))
+        return lags
+
+    async def _asked_lags(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Lags from a ``ListOffsets`` request (the last stable offsets, read_committed); none when it fails or
+        takes longer than the idle wait (at least a second): the idle wait then decides as before."""
+        consumer = self.consumer
+        try:
+            ends = await asyncio.wait_for(
+                consumer.end_offsets(tps), timeout=max(self.settings.max_task_idle_ms / 1000, 1.0)
+            )
+            return {tp: max(end - await consumer.position(tp), 0) for tp, end in ends.items()}
+        except (TimeoutError, KafkaError) as exc:
+            log.debug("end offsets of %d input(s) not known (%s)", len(tps), exc)
+            return {}
 
     async def _input_lag(self, tp: TopicPartition) -> int | None:
         """Records on the broker past the consumer's position, by the end offset known from the last fetch

@@ -208,6 +208,10 @@ class FakeConsumer:
         self.when_drained()
         return {}
 
+    async def end_offsets(self, tps) -> dict[TopicPartition, int]:
+        """A ``ListOffsets`` answer: the preset high watermark (nothing on the broker without one)."""
+        return {tp: self.highwaters.get(tp, 0) for tp in tps}
+
     async def position(self, tp: TopicPartition) -> int:
         """Where the next fetch starts: past the control records after the last record (``positions``)."""
         return self.positions.get(tp, 0)
