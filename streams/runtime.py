@@ -551,19 +551,21 @@ class Runtime(ConsumerRebalanceListener):
         not decided before an order still queued. Any other partition (live, or idle) is at
         ``max(stream time, now)``: its timers fire by the wall clock even when no record comes, and when
         they do, its stream time moves to that clock, so a record stamped earlier that comes later is
-        processed at it and cannot undo the decision (a segment exit re-entered at an earlier time).
+        processed at it and cannot undo the decision (a segment exit re-entered at an earlier time). But no
+        further than the stream time of any partition behind: that one may still forward commands to it,
+        decided at its own stream time or later (``streams.forwarding``), which must not come after the
+        clock moved past them.
         """
-        # A partition catching up may still apply commands to the others at its stream time (they are
-        # applied in memory in event-time order): none of them goes ahead by the wall clock meanwhile.
-        held_back = bool(behind)
+        frontier_ms = min((self._stream_ms.get(p, NO_TIME) for p in behind if p in self.stores), default=None)
         for partition, store in self.stores.items():
             self.outbox.partition = partition  # this partition's work (its transaction's)
             stream_ms = self._stream_ms.get(partition, NO_TIME)
-            if held_back:
+            if partition in behind:
                 if stream_ms != NO_TIME:
                     self._fire_due(store, stream_ms / 1000)
                 continue
-            at_ms = max(stream_ms, int(now * 1000))
+            at_ms = int(now * 1000) if frontier_ms is None else min(int(now * 1000), frontier_ms)
+            at_ms = max(stream_ms, at_ms)
             earliest = store.due_index.earliest()
             if earliest is not None and earliest <= at_ms / 1000:
                 if at_ms > stream_ms:

@@ -306,3 +306,25 @@ async def test_a_wall_clock_decision_moves_the_stream_time_which_a_restart_keeps
         assert restarted.stream_time(1 - tp.partition) is None  # no record, no wall-clock decision there
     finally:
         await restarted.close()
+
+
+async def test_the_wall_clock_moves_a_partition_no_further_than_a_partition_still_catching_up(tmp_path: Path):
+    """A partition behind may still forward commands decided at its stream time: an idle one's timers fire by
+    the wall clock only up to that time."""
+    rt, _ = build(tmp_path, 100, "exactly_once")
+    await rt.start()
+    await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
+    try:
+        data = inputs(rt)
+        tp = next(tp for tp in data if tp.topic == rt.topics.inbound("clickstream"))
+        first = data[tp][0]
+        rt.process(tp, [first])  # a cart six hours ago: its reminder is due 30 minutes later
+        other = 1 - tp.partition
+        behind_ms = first.timestamp + 3_600_000  # the other partition has caught up to one hour later only
+        rt._stream_ms[other] = behind_ms
+        rt.tick(time.time(), behind={other})
+        assert rt.stream_time(tp.partition) == behind_ms / 1000  # not the wall clock: at most that far
+        decided = [topic for topic, *_ in rt.outbox.records if topic in rt.topics.all_triggers]
+        assert decided  # the reminder, due by then, fired
+    finally:
+        await rt.close()
