@@ -20,6 +20,7 @@ and segment changes must be equal.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -131,7 +132,21 @@ def test_the_same_history_gives_the_same_triggers_and_segment_changes(make_pipel
     assert changes_again == changes, f"{len(changes ^ changes_again)} segment changes differ between the fetch sizes"
 
 
-KILLED_AT = ((0.75, False), (0.5, True), (0.25, False))  # (share of the history still to process, wipe the disk)
+# The second test's size: CI-sized by default; full size by hand (about 10 minutes):
+# DETERMINISM_CUSTOMERS=2000 DETERMINISM_KILLS=20 DETERMINISM_WIPES=4 pytest -s tests/integration/test_event_time.py
+CUSTOMERS_KILLED = int(os.environ.get("DETERMINISM_CUSTOMERS", "60"))
+KILLS = int(os.environ.get("DETERMINISM_KILLS", "3"))
+WIPES = int(os.environ.get("DETERMINISM_WIPES", "1"))
+
+
+def kill_plan(kills: int, wipes: int) -> tuple[tuple[float, bool], ...]:
+    """(share of the history still to process, wipe the disk) per kill: spread over the catch-up; ``wipes`` of
+    them, every few kills from the second on, wipe the data directory."""
+    step = max(kills // max(wipes, 1), 1)
+    return tuple((1 - (n + 1) / (kills + 1), wipes > 0 and n % step == 1 % step) for n in range(kills))
+
+
+KILLED_AT = kill_plan(KILLS, WIPES)
 
 
 def published(pipeline) -> tuple[set, set]:
@@ -180,7 +195,9 @@ def kill_during_catch_up(pipeline, total: int, kafka_settings) -> list[int]:
 def test_a_history_complete_in_kafka_gives_the_same_outputs_through_kills_a_wipe_and_a_broker_restart(
     make_pipeline, kafka_settings
 ):
-    workload = generate_workload(WorkloadConfig(start=time.time() - 31 * 86400, customers=60, days=30, seed=7))
+    workload = generate_workload(
+        WorkloadConfig(start=time.time() - 31 * 86400, customers=CUSTOMERS_KILLED, days=30, seed=7)
+    )
     runs = []
     for disturbed in (False, True):
         pipeline = make_pipeline(start=False)
@@ -188,12 +205,17 @@ def test_a_history_complete_in_kafka_gives_the_same_outputs_through_kills_a_wipe
         total = produce_raw_lines(pipeline, workload.lines)
         pipeline.worker.start()
         lags = kill_during_catch_up(pipeline, total, kafka_settings) if disturbed else []
-        wait_until_drained(pipeline, timeout_s=300)
+        wait_until_drained(pipeline, timeout_s=300 + CUSTOMERS_KILLED)
         time.sleep(3.0)  # caught up: the wall clock fires the wake-ups still pending
         runs.append(published(pipeline))
         pipeline.worker.stop()
     (triggers, changes), (triggers_again, changes_again) = runs
-    print(f"\n{total} events; killed with {lags} records left; {len(triggers)} triggers, {len(changes)} changes")
+    wiped = sum(wipe for _, wipe in KILLED_AT)
+    print(
+        f"\n{total} events; {len(lags)} kills ({wiped} wiped), 1 broker restart, with {lags} records left; "
+        f"{len(triggers)} triggers, {len(changes)} changes; differing: "
+        f"{len(triggers ^ triggers_again)} triggers, {len(changes ^ changes_again)} changes"
+    )
     assert any(0 < lag < total for lag in lags), f"no kill fell within the catch-up: {lags}"
     assert changes, "no segment change: the comparison would prove nothing"
     assert triggers_again == triggers, (
