@@ -73,6 +73,12 @@ class PartitionGroup:
         self.buffered = 0
         self._blocked_since: float | None = None
         self._enforced = False  # the idle wait for an unknown lag lapsed (``blocked``)
+        # A worker's merge asks every partition for its head and whether it is blocked after each run;
+        # most did not change: the last answers are kept with what they depend on.
+        self._changes = 0  # records added or taken
+        self._emptied = 0  # inputs that became empty or non-empty
+        self._head_memo: tuple[int, int, tuple[OrderKey, TopicPartition] | None] | None = None
+        self._blocked_memo: tuple[Lag, float, int, bool] | None = None
 
     def add(self, tp: TopicPartition, records: Iterable[ConsumerRecord]) -> None:
         queue = self.queues.get(tp)
@@ -82,6 +88,9 @@ class PartitionGroup:
             self.index[tp] = len(self.index)
         keys = self.keys[tp]
         key_of = self.record_key.get(tp.topic)
+        self._changes += 1
+        if not keys:
+            self._emptied += 1
         for record in records:
             queue.append(record)
             keys.append((record.timestamp, 0, tp.partition) if key_of is None else key_of(record))
@@ -90,11 +99,23 @@ class PartitionGroup:
     def pop_keyed(self, tp: TopicPartition) -> tuple[RawKey, ConsumerRecord]:
         """The head record of ``tp`` and its raw key, taken out."""
         self.buffered -= 1
-        return self.keys[tp].popleft(), self.queues[tp].popleft()
+        self._changes += 1
+        keys = self.keys[tp]
+        if len(keys) == 1:
+            self._emptied += 1
+        return keys.popleft(), self.queues[tp].popleft()
 
     def blocked(self, lag: Lag, monotonic: float) -> bool:
         """An ordered input is empty and behind, so this partition cannot say what comes next: while its lag
         is known, or, unknown, for ``max_idle_s`` (then given up until the partition is unblocked)."""
+        memo = self._blocked_memo
+        if memo is not None and memo[0] is lag and memo[1] == monotonic and memo[2] == self._emptied:
+            return memo[3]
+        blocked = self._blocked(lag, monotonic)
+        self._blocked_memo = (lag, monotonic, self._emptied, blocked)
+        return blocked
+
+    def _blocked(self, lag: Lag, monotonic: float) -> bool:
         lagging = self.lagging(lag)
         if any(lag(tp) is not None for tp in lagging):
             self._blocked_since, self._enforced = None, False
@@ -109,6 +130,9 @@ class PartitionGroup:
 
     def head(self, stream_ms: int) -> tuple[OrderKey, TopicPartition] | None:
         """The key and input of the record this partition hands out next, at stream time ``stream_ms``."""
+        memo = self._head_memo
+        if memo is not None and memo[0] == stream_ms and memo[1] == self._changes:
+            return memo[2]
         best: tuple[OrderKey, TopicPartition] | None = None
         for tp, keys in self.keys.items():
             if keys:
@@ -116,6 +140,7 @@ class PartitionGroup:
                 key = (ms if ms > stream_ms else stream_ms, depth, source, self.index[tp])
                 if best is None or key < best[0]:
                     best = (key, tp)
+        self._head_memo = (stream_ms, self._changes, best)
         return best
 
     def lagging(self, lag: Lag) -> list[TopicPartition]:
