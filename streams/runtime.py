@@ -7,9 +7,9 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
 
 1. **Fetch** up to ``STREAMCDP_FETCH_MAX_RECORDS`` records of the assigned partitions (co-partitioned by
    ``streams.assignor``: partition *p* of every input topic and the state of partition *p* live together).
-2. **Process** them per partition, the inbound topics' records merged in timestamp order (event time,
-   ``streams.alignment``: a record may be held until no earlier one of another topic can come; a held
-   record is not processed, so no checkpoint commits its offset). Inbound records are validated
+2. **Process** them in one event-time order over all the partitions held here (``streams.alignment.merge``:
+   a record may be held until no earlier one of any input can come; a held record is not processed, so
+   no checkpoint commits its offset). Inbound records are validated
    (``Stages.ingest``) and applied in place when keyed and partitioned by their routing id, else re-keyed through
    ``profile-commands``; commands are applied by ``Stages.apply`` against the partition's
    ``PartitionStore`` (a write-back cache: each key is read and decoded once). What the stage decides to
@@ -18,9 +18,11 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
 3. **Checkpoint**, every ``STREAMCDP_COMMIT_INTERVAL_S`` or ``STREAMCDP_FLUSH_MAX_RECORDS`` inputs: outputs,
    changelog, RocksDB, offsets, in that order (``streams.checkpoint``); with
    ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per state partition. Every output
-   is tagged with the partition whose work produced it (``Outbox.partition``), and a command forwarded to a
-   key of another partition goes through ``profile-commands`` instead of being applied in place (it must not
-   change another partition's state inside this partition's transaction).
+   is tagged with the partition whose work produced it (``Outbox.partition``). A command forwarded to a
+   key of another partition held here is applied there at once, in that partition's turn (its outputs in
+   its transaction); with exactly-once it is also written to ``profile-commands`` in this partition's
+   transaction, numbered, so it is applied once whichever transaction a crash lets through
+   (``streams.forwarding``).
 
 Rebalances: the revoking listener checkpoints; the stores stay open (with exactly-once, the revoked
 partitions' transactional producers are stopped). The assigning listener closes the stores of partitions it
@@ -43,20 +45,21 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.outbox import Outbox
-from agents.tables import PARTITION_KEY, STREAM_TIMES
+from agents.tables import FORWARDS_APPLIED, FORWARDS_SENT, PARTITION_KEY, STREAM_TIMES
 from agents.tally import FORWARDS
 from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
 from schemas.commands import encode_command
 from streams import lag, metrics
-from streams.alignment import NO_TIME, PartitionGroup, runs
+from streams.alignment import NO_TIME, PartitionGroup, RawKey, merge
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.error_policy import ProcessingErrors
+from streams.forwarding import NO_SOURCE, Origin, origin_headers, record_origin, source_key
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import StoreRecovery
 from streams.security import pii_policy
@@ -165,8 +168,12 @@ class Runtime(ConsumerRebalanceListener):
         self._stopping = asyncio.Event()
         self._owners = PartitionOwners(settings.topic_partitions)
         self._in_place = InPlaceRouting(self._owners, self._partition_count) if settings.ingest_in_place else None
-        # Commands the profile stage addressed to keys of partitions held here: applied in place, in order.
-        self._local: deque[tuple[PartitionStore, bytes, Command]] = deque()
+        # Commands the profile stage addressed to keys of partitions held here: applied in place, in order
+        # (each ``_apply`` has its own queue), with the origin of those decided in another partition's work;
+        # and the depth and time of the command being applied (what a command it forwards carries).
+        self._local: deque[tuple[PartitionStore, bytes, Command, Origin | None, int]] = deque()
+        self._depth = 0
+        self._now = 0.0
         # Event-time order: each partition's fetched records, held until their timestamp order is known, and
         # its stream time (epoch ms of the latest inbound record processed, or of the wall clock that fired its
         # timers while it was idle) that drives its clock, stored with its state (``STREAM_TIMES``).
@@ -281,16 +288,54 @@ class Runtime(ConsumerRebalanceListener):
                     (t for t in self.consumer.assignment() if t.partition == tp.partition),
                     key=lambda t: self.source_topics.index(t.topic) if t.topic in self.source_topics else 0,
                 )
-                group = self._groups[tp.partition] = PartitionGroup(
-                    inputs, ordered_topics=self.topics.all_inbound, max_idle_s=self.settings.max_task_idle_ms / 1000
-                )
+                group = self._groups[tp.partition] = self._new_group(inputs)
             group.add(tp, records)
 
+    def _new_group(self, inputs: Iterable[TopicPartition]) -> PartitionGroup:
+        return PartitionGroup(
+            inputs,
+            ordered_topics=self.source_topics,
+            max_idle_s=self.settings.max_task_idle_ms / 1000,
+            record_key={self.topics.profile_commands: _command_key},
+        )
+
+    def _ensure_groups(self) -> None:
+        """A group for every state partition held here, buffered or not: one that is behind holds all back."""
+        missing = set(self.stores) - set(self._groups)
+        if not missing:
+            return
+        assignment = self.consumer.assignment()
+        for partition in sorted(missing):
+            inputs = sorted(
+                (tp for tp in assignment if tp.partition == partition),
+                key=lambda t: self.source_topics.index(t.topic) if t.topic in self.source_topics else 0,
+            )
+            self._groups[partition] = self._new_group(inputs)
+
     async def _lags(self, groups: Iterable[PartitionGroup]) -> dict[TopicPartition, int | None]:
-        """The lag of each ordered input of ``groups`` (see ``_input_lag``)."""
-        return {
+        """The lag of each ordered input of ``groups`` (see ``_input_lag``); an input without a fetch response
+        yet is asked for its end offset, so that a start or a restart under load does not give up waiting
+        for it after the idle time and decide in another order."""
+        lags = {
             tp: await self._input_lag(tp) for group in groups for tp in group.queues if tp.topic in group.ordered_topics
         }
+        unknown = [tp for tp, known in lags.items() if known is None]
+        if unknown:
+            lags.update(await self._asked_lags(unknown))
+        return lags
+
+    async def _asked_lags(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Lags from a ``ListOffsets`` request (the last stable offsets, read_committed); none when it fails or
+        takes longer than the idle wait (at least a second): the idle wait then decides as before."""
+        consumer = self.consumer
+        try:
+            ends = await asyncio.wait_for(
+                consumer.end_offsets(tps), timeout=max(self.settings.max_task_idle_ms / 1000, 1.0)
+            )
+            return {tp: max(end - await consumer.position(tp), 0) for tp, end in ends.items()}
+        except (TimeoutError, KafkaError) as exc:
+            log.debug("end offsets of %d input(s) not known (%s)", len(tps), exc)
+            return {}
 
     async def _input_lag(self, tp: TopicPartition) -> int | None:
         """Records on the broker past the consumer's position, by the end offset known from the last fetch
@@ -311,14 +356,14 @@ class Runtime(ConsumerRebalanceListener):
         return await self._input_lag(tp) == 0
 
     async def _process_aligned(self, monotonic: float) -> None:
-        """Process what each partition group can hand out in timestamp order (see ``streams.alignment``)."""
-        groups = [group for group in self._groups.values() if group.buffered]
-        if not groups:
+        """Process what the partition groups can hand out in the worker's event-time order (see
+        ``streams.alignment.merge``)."""
+        if not self._groups_buffered():
             return
-        lag = (await self._lags(groups)).get
-        for group in groups:
-            for tp, records in runs(group.drain(lag, monotonic)):
-                self.process(tp, records)
+        self._ensure_groups()
+        lag = (await self._lags(self._groups.values())).get
+        for tp, records in merge(self._groups, self._stream_ms, lag, monotonic):
+            self.process(tp, records)
 
     def stream_time(self, partition: int) -> float | None:
         """The partition's stream time in epoch seconds (the largest event timestamp processed, or the wall
@@ -342,35 +387,51 @@ class Runtime(ConsumerRebalanceListener):
         timestamp (the event time), first firing the wake-ups due by then, so a replay decides the same.
         """
         store = self.stores.get(tp.partition)
-        on_error = self.errors.on_processing_error
         self.outbox.partition = tp.partition  # what follows is this partition's work (its transaction's)
-        stream_ms = self._stream_ms.get(tp.partition, NO_TIME)
+        started_ms = self._stream_ms.get(tp.partition, NO_TIME)
         if tp.topic == self.topics.profile_commands:
             if store is None:
                 log.error("records of %s without its partition store; left for the next owner", tp)
                 return
-            decode = self.stages.decode
-            for record in records:
-                # A command record's timestamp is when a worker wrote it: it does not move the stream time.
-                now = (stream_ms if stream_ms != NO_TIME else record.timestamp) / 1000
-                try:
-                    self._apply(store, record.key, decode(record), now, record)
-                except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
-                    on_error(exc, record)
+            stream_ms = self._process_commands(store, records, started_ms)
         else:
-            started_ms = stream_ms
-            for record in records:
-                if record.timestamp > stream_ms:
-                    stream_ms = self._stream_ms[tp.partition] = record.timestamp
-                    if store is not None:
-                        self._fire_due(store, stream_ms / 1000)
-                try:
-                    self._route(store, record, stream_ms / 1000)
-                except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
-                    on_error(exc, record)
-            if stream_ms != started_ms:
-                self._advance_stream_time(tp.partition, store, stream_ms)
+            stream_ms = self._process_inbound(store, tp.partition, records, started_ms)
+        if stream_ms != started_ms:
+            self._advance_stream_time(tp.partition, store, stream_ms)
         self.checkpoint.store_offset(tp, records[-1].offset + 1, len(records))
+
+    def _process_commands(self, store: PartitionStore, records: list[ConsumerRecord], stream_ms: int) -> int:
+        """``profile-commands`` records, each at its origin's stream time or later; the stream time reached."""
+        on_error = self.errors.on_processing_error
+        decode = self.stages.decode
+        for record in records:
+            origin = record_origin(record)  # decided at its origin's stream time: applied no earlier
+            if origin.at_ms > stream_ms:
+                stream_ms = self._stream_ms[store.partition] = origin.at_ms
+                self._fire_due(store, stream_ms / 1000)
+            if not self._first_application(store, origin):
+                continue  # applied in memory when it was decided, or before a crash
+            try:
+                self._apply(store, record.key, decode(record), stream_ms / 1000, record, depth=origin.depth)
+            except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
+                on_error(exc, record)
+        return stream_ms
+
+    def _process_inbound(
+        self, store: PartitionStore | None, partition: int, records: list[ConsumerRecord], stream_ms: int
+    ) -> int:
+        """Inbound records, each at its event time (or the stream time, if later); the stream time reached."""
+        on_error = self.errors.on_processing_error
+        for record in records:
+            if record.timestamp > stream_ms:
+                stream_ms = self._stream_ms[partition] = record.timestamp
+                if store is not None:
+                    self._fire_due(store, stream_ms / 1000)
+            try:
+                self._route(store, record, stream_ms / 1000)
+            except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
+                on_error(exc, record)
+        return stream_ms
 
     def _route(self, store: PartitionStore | None, record: ConsumerRecord, now: float) -> None:
         """An inbound record: applied in place when it is keyed and partitioned by its routing id and this
@@ -383,38 +444,104 @@ class Runtime(ConsumerRebalanceListener):
         ):
             self._apply(store, key, command, now, record)
         else:
-            self.outbox.send(self.topics.profile_commands, key, encode_command(command))
+            origin = Origin(round(now * 1000), 1, NO_SOURCE if store is None else store.partition)
+            self.outbox.send(self.topics.profile_commands, key, encode_command(command), origin_headers(origin))
 
     def _apply(
-        self, store: PartitionStore, key: bytes, command: Command, now: float, record: ConsumerRecord | None = None
+        self,
+        store: PartitionStore,
+        key: bytes,
+        command: Command,
+        now: float,
+        record: ConsumerRecord | None = None,
+        *,
+        depth: int = 0,
     ) -> None:
         """Apply one command, then every command it leads to whose key is held here (links, merges, an
-        event of a linked id), before the next input: no round trip through Kafka, and all of it is
-        checkpointed together. A failing command does not stop the ones after it; the input is parked
-        once, at its first failure."""
-        local = self._local
-        local.append((store, key, command))
+        event of a linked id), before the next input: no round trip through Kafka. A command for another
+        partition held here is applied in that partition's turn (its stream time moved to ``now`` first,
+        its outputs in its transaction). A failing command does not stop the ones after it; the input is
+        parked once, at its first failure. Re-entrant: a partition's wake-ups fired on the way apply
+        through their own queue."""
+        outer = (self._local, self._depth, self._now, self.outbox.partition)
+        local = self._local = deque([(store, key, command, None, depth)])
         apply = self.stages.apply
         parked = record
-        while local:
-            store, key, command = local.popleft()
-            try:
-                apply(store, key, command, now, self._forward)
-            except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
-                self.errors.on_processing_error(exc, parked, key)
-                parked = None
+        try:
+            while local:
+                store, key, command, origin, self._depth = local.popleft()
+                at = now
+                if origin is not None:  # decided in another partition's work
+                    if not self._first_application(store, origin):
+                        continue
+                    at = self._catch_up(store, now)
+                    self.outbox.partition = store.partition
+                self._now = at
+                try:
+                    apply(store, key, command, at, self._forward)
+                except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
+                    self.errors.on_processing_error(exc, parked, key)
+                    parked = None
+                finally:
+                    self.outbox.partition = outer[3]
+        finally:
+            self._local, self._depth, self._now, self.outbox.partition = outer
 
     def _forward(self, key: bytes, command: Command) -> None:
+        """A command the stage addressed to ``key``: applied here when its partition is held here; with
+        exactly-once, one for another partition is also written to ``profile-commands`` in this
+        partition's transaction (its durable copy: another partition's state must not change inside this
+        partition's transaction, see ``streams.checkpoint`` and ``streams.forwarding``)."""
         partition = self._owners(key)
         store = self.stores.get(partition)
-        # Exactly-once: only within the partition being processed (another's state must not change inside
-        # this partition's transaction; see ``streams.checkpoint``).
-        if store is not None and (not self.transactional or partition == self.outbox.partition):
-            self._local.append((store, key, command))
+        source = self.outbox.partition
+        depth = self._depth + 1
+        if store is not None and partition == source:
+            self._local.append((store, key, command, None, depth))
+            metrics.tally.add(FORWARDS, "in_place")
+            return
+        origin = self._next_origin(source, depth)
+        if store is None or self.transactional:
+            self.outbox.send(self.topics.profile_commands, key, encode_command(command), origin_headers(origin))
+        if store is not None:
+            self._local.append((store, key, command, origin, depth))
             metrics.tally.add(FORWARDS, "in_place")
         else:
-            self.outbox.send(self.topics.profile_commands, key, encode_command(command))
             metrics.tally.add(FORWARDS, "kafka")
+
+    def _next_origin(self, source: int | None, depth: int) -> Origin:
+        """The origin of a command decided now in ``source``'s work, numbered by ``source``'s count."""
+        at_ms = round(self._now * 1000)
+        store = None if source is None else self.stores.get(source)
+        if store is None:
+            return Origin(at_ms, depth)
+        sequence = (store.get(FORWARDS_SENT, PARTITION_KEY) or 0) + 1
+        store.put(FORWARDS_SENT, PARTITION_KEY, sequence)
+        return Origin(at_ms, depth, store.partition, sequence)
+
+    def _first_application(self, store: PartitionStore, origin: Origin) -> bool:
+        """Whether a forwarded command is new to ``store``'s partition (recorded as applied if so)."""
+        if origin.sequence is None:
+            return True
+        key = source_key(origin.source)
+        if origin.sequence <= (store.get(FORWARDS_APPLIED, key) or 0):
+            metrics.tally.add(FORWARDS, "repeated")
+            return False
+        store.put(FORWARDS_APPLIED, key, origin.sequence)
+        return True
+
+    def _catch_up(self, store: PartitionStore, now: float) -> float:
+        """Move ``store``'s partition to ``now`` for a command decided then elsewhere, firing its wake-ups due
+        by then first; the time the command is applied at (its stream time, if that is later)."""
+        partition = store.partition
+        at_ms = round(now * 1000)
+        stream_ms = self._stream_ms.get(partition, NO_TIME)
+        if at_ms <= stream_ms:
+            return stream_ms / 1000
+        self.outbox.partition = partition
+        self._advance_stream_time(partition, store, at_ms)
+        self._fire_due(store, at_ms / 1000)
+        return now
 
     def tick(self, now: float, behind: Collection[int] = ()) -> None:
         """Apply the commands the clock makes due in every partition held here, each by its own clock.
@@ -424,8 +551,12 @@ class Runtime(ConsumerRebalanceListener):
         not decided before an order still queued. Any other partition (live, or idle) is at
         ``max(stream time, now)``: its timers fire by the wall clock even when no record comes, and when
         they do, its stream time moves to that clock, so a record stamped earlier that comes later is
-        processed at it and cannot undo the decision (a segment exit re-entered at an earlier time).
+        processed at it and cannot undo the decision (a segment exit re-entered at an earlier time). But no
+        further than the stream time of any partition behind: that one may still forward commands to it,
+        decided at its own stream time or later (``streams.forwarding``), which must not come after the
+        clock moved past them.
         """
+        frontier_ms = min((self._stream_ms.get(p, NO_TIME) for p in behind if p in self.stores), default=None)
         for partition, store in self.stores.items():
             self.outbox.partition = partition  # this partition's work (its transaction's)
             stream_ms = self._stream_ms.get(partition, NO_TIME)
@@ -433,7 +564,8 @@ class Runtime(ConsumerRebalanceListener):
                 if stream_ms != NO_TIME:
                     self._fire_due(store, stream_ms / 1000)
                 continue
-            at_ms = max(stream_ms, int(now * 1000))
+            at_ms = int(now * 1000) if frontier_ms is None else min(int(now * 1000), frontier_ms)
+            at_ms = max(stream_ms, at_ms)
             earliest = store.due_index.earliest()
             if earliest is not None and earliest <= at_ms / 1000:
                 if at_ms > stream_ms:
@@ -548,3 +680,9 @@ class Runtime(ConsumerRebalanceListener):
                 await producer.stop()
             except Exception as exc:  # noqa: BLE001  (a fenced or disconnected producer: nothing left to send)
                 log.warning("transactional producer of partition %d stopped with %s", partition, exc)
+
+
+def _command_key(record: ConsumerRecord) -> RawKey:
+    """A ``profile-commands`` record's place in event-time order (``streams.forwarding``)."""
+    origin = record_origin(record)
+    return (origin.at_ms, origin.depth, record.partition if origin.source == NO_SOURCE else origin.source)

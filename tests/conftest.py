@@ -7,6 +7,7 @@ application id, so tests never see each other's data on the shared broker.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka.errors import KafkaError
 
 from schemas.topics import TopicNames
 from streams import kafka_local
 from streams.http_probe import http_get
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -435,7 +439,13 @@ def wait_until_drained(pipeline: Pipeline, *, timeout_s: float, quiet_s: float =
             if worker.proc is not None and worker.proc.poll() is not None:
                 msg = f"worker exited with {worker.proc.returncode}; log:\n{worker.log_tail()}"
                 raise AssertionError(msg)
-            lag = probe()
+            try:
+                lag = probe()
+            except KafkaError as exc:  # the broker coming back (a restart): no group coordinator for a moment
+                log.info("lag not known yet: %s", exc)
+                idle_since = None
+                time.sleep(0.5)
+                continue
             if sum(lag.values()) == 0:
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since >= quiet_s:

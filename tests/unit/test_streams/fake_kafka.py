@@ -14,7 +14,14 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 
 def consumer_record(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, *, timestamp: int = 0
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    timestamp: int = 0,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> ConsumerRecord:
     return ConsumerRecord(
         topic=topic,
@@ -27,7 +34,7 @@ def consumer_record(
         checksum=None,
         serialized_key_size=len(key or b""),
         serialized_value_size=len(value or b""),
-        headers=[],
+        headers=headers or [],
     )
 
 
@@ -200,6 +207,10 @@ class FakeConsumer:
             return batch
         self.when_drained()
         return {}
+
+    async def end_offsets(self, tps) -> dict[TopicPartition, int]:
+        """A ``ListOffsets`` answer: the preset high watermark (nothing on the broker without one)."""
+        return {tp: self.highwaters.get(tp, 0) for tp in tps}
 
     async def position(self, tp: TopicPartition) -> int:
         """Where the next fetch starts: past the control records after the last record (``positions``)."""

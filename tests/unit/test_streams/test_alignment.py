@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from fake_kafka import consumer_record
 
-from streams.alignment import PartitionGroup, runs
+from streams.alignment import NO_TIME, PartitionGroup, merge
+from streams.forwarding import Origin, origin_headers, record_origin
 
 CLICKS = TopicPartition("events.clickstream", 0)
 ORDERS = TopicPartition("events.purchase", 0)
@@ -124,6 +126,81 @@ def _deliver(history: dict[TopicPartition, list[ConsumerRecord]], rng: random.Ra
     return out
 
 
-def test_runs_group_consecutive_records_of_one_input():
-    merged = [*records(CLICKS, 1, 2), *records(ORDERS, 3), *records(CLICKS, 4)]
-    assert [(tp, len(run)) for tp, run in runs(merged)] == [(CLICKS, 2), (ORDERS, 1), (CLICKS, 1)]
+CLICKS_1 = TopicPartition("events.clickstream", 1)
+COMMANDS_1 = TopicPartition("profile-commands", 1)
+ALL_INPUTS = (*ORDERED, "profile-commands")
+
+
+def worker_groups() -> dict[int, PartitionGroup]:
+    """Two partitions of one worker, commands ordered by their origin headers."""
+
+    def command_key(record: ConsumerRecord) -> tuple[int, int, int]:
+        origin = record_origin(record)
+        return (origin.at_ms, origin.depth, origin.source)
+
+    def make(*inputs: TopicPartition) -> PartitionGroup:
+        return PartitionGroup(
+            inputs, ordered_topics=ALL_INPUTS, max_idle_s=1.0, record_key={"profile-commands": command_key}
+        )
+
+    return {0: make(CLICKS, ORDERS, COMMANDS), 1: make(CLICKS_1, COMMANDS_1)}
+
+
+def merged(groups: dict[int, PartitionGroup], stream_ms: dict[int, int], lag=lambda tp: 0) -> list[tuple]:
+    """What ``merge`` hands out, as (topic, partition, timestamp), each run processed before the next: the
+    stream time moves to the largest timestamp handed out per partition (as the runtime's processing does)."""
+    out = []
+    for tp, run in merge(groups, stream_ms, lag, 0.0):
+        for record in run:
+            out.append((record.topic, record.partition, record.timestamp))
+            stream_ms[tp.partition] = max(stream_ms.get(tp.partition, NO_TIME), record_origin(record).at_ms)
+    return out
+
+
+def test_a_worker_merges_its_partitions_by_event_time():
+    groups = worker_groups()
+    groups[0].add(CLICKS, records(CLICKS, 10, 40))
+    groups[0].add(ORDERS, records(ORDERS, 30))
+    groups[1].add(CLICKS_1, [replace(r, partition=1) for r in records(CLICKS_1, 20, 30, 50)])
+    assert merged(groups, {}) == [
+        ("events.clickstream", 0, 10),
+        ("events.clickstream", 1, 20),
+        ("events.purchase", 0, 30),  # a tie goes to the lower partition
+        ("events.clickstream", 1, 30),
+        ("events.clickstream", 0, 40),
+        ("events.clickstream", 1, 50),
+    ]
+
+
+def test_a_partition_that_cannot_say_what_comes_next_holds_every_partition_at_its_stream_time():
+    groups = worker_groups()
+    groups[0].add(CLICKS, records(CLICKS, 10, 60))
+    groups[1].add(CLICKS_1, [replace(r, partition=1) for r in records(CLICKS_1, 20, 70)])
+    stream_ms = {1: 50}  # partition 1 is at 50; its commands input has records on the broker, not fetched
+    lag = lambda tp: 2 if tp == COMMANDS_1 else 0  # noqa: E731
+    assert merged(groups, stream_ms, lag) == [("events.clickstream", 0, 10)]  # 60 must wait: 1 may hold a 50
+    assert groups[0].buffered == 1 and groups[1].buffered == 2
+
+
+def test_a_command_goes_by_the_time_it_was_decided_after_what_led_to_it():
+    groups = worker_groups()
+    groups[0].add(CLICKS, records(CLICKS, 30, 50))
+    origin = origin_headers(Origin(at_ms=30, depth=1, source=1, sequence=1))
+    command = replace(records(COMMANDS, 99)[0], headers=origin)  # written later (timestamp 99), decided at 30
+    groups[0].add(COMMANDS, [command])
+    assert merged(groups, {}) == [
+        ("events.clickstream", 0, 30),
+        ("profile-commands", 0, 99),  # at 30, depth 1: after the inbound record of the same time
+        ("events.clickstream", 0, 50),
+    ]
+
+
+def test_a_late_record_goes_at_its_partitions_stream_time():
+    groups = worker_groups()
+    groups[0].add(CLICKS, records(CLICKS, 5))  # stamped before partition 0's stream time of 40
+    groups[1].add(CLICKS_1, [replace(r, partition=1) for r in records(CLICKS_1, 20, 45)])
+    assert merged(groups, {0: 40}) == [
+        ("events.clickstream", 1, 20),
+        ("events.clickstream", 0, 5),  # processed at 40
+        ("events.clickstream", 1, 45),
+    ]

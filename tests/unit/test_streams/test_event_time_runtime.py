@@ -71,12 +71,41 @@ def history() -> dict[str, list[dict]]:
     return {"clickstream": clicks, "purchase": orders}
 
 
-def inputs(rt: Runtime) -> dict[TopicPartition, list[ConsumerRecord]]:
-    """The history as Kafka holds it: per topic partition (murmur2 of the user id), record timestamp = event time."""
+def device_history() -> dict[str, list[dict]]:
+    """Anonymous devices that log in: each adds to a cart anonymously, logs in five minutes later (the device is
+    linked to its customer: a link to the device's key, the device's profile absorbed back), views a product
+    anonymously (forwarded to the customer), and odd ones order before the reminder. The device and its customer
+    are often in different partitions, so their commands cross partitions."""
+    clicks, orders = [], []
+    for n in range(CUSTOMERS):
+        device, user = f"d{n}", f"v{n}"
+        anonymous = {"anonymousId": device}
+        clicks.append(
+            {**event("Product Added", user, T0 + n, f"dadd-{n}", product_id="p-1", price=20.0), "userId": None}
+            | anonymous
+        )
+        clicks.append(event("Product Viewed", user, T0 + 300 + n, f"dlogin-{n}", product_id="p-1") | anonymous)
+        clicks.append(
+            {**event("Product Viewed", user, T0 + 900 + n, f"dview-{n}", product_id="p-3"), "userId": None} | anonymous
+        )
+        if n % 2:
+            orders.append(event("Order Completed", user, T0 + 1200 + n, f"dorder-{n}", order_id=f"d{n}", total=20.0))
+        clicks.append(event("Product Viewed", user, T0 + 3600 + n, f"dlater-{n}", product_id="p-2", price=5.0))
+    for family in (clicks, orders):
+        for payload in family:
+            if payload["userId"] is None:
+                del payload["userId"]
+    clicks.sort(key=lambda payload: payload["timestamp"])
+    return {"clickstream": clicks, "purchase": orders}
+
+
+def inputs(rt: Runtime, made=history) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """The history as Kafka holds it: per topic partition (murmur2 of the routing id: userId, else anonymousId),
+    record timestamp = event time."""
     out: dict[TopicPartition, list[ConsumerRecord]] = {}
-    for family, payloads in history().items():
+    for family, payloads in made().items():
         for payload in payloads:
-            key = payload["userId"].encode()
+            key = (payload.get("userId") or payload["anonymousId"]).encode()
             tp = TopicPartition(rt.topics.inbound(family), owning_partition(key, PARTITIONS))
             queue = out.setdefault(tp, [])
             queue.append(
@@ -155,11 +184,17 @@ def build(tmp_path: Path, fetch_max_records: int, guarantee: str) -> tuple[Runti
 
 
 async def decide(
-    tmp_path: Path, *, seed: int, max_batch: int, topic_first: str | None, guarantee: str = "exactly_once"
+    tmp_path: Path,
+    *,
+    seed: int,
+    max_batch: int,
+    topic_first: str | None,
+    guarantee: str = "exactly_once",
+    made=history,
 ) -> tuple[set, set]:
     """Run the loop over the history fetched one way, then an idle tick; the triggers and segment changes sent."""
     rt, producers = build(tmp_path, max_batch, guarantee)
-    data = inputs(rt)
+    data = inputs(rt, made)
     await rt.start()
     await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
     for tp, records in data.items():
@@ -210,6 +245,35 @@ async def test_the_same_history_decides_the_same_whatever_the_fetches(
     assert changes  # segments were entered (and the comparison is not of two empty sets)
 
 
+@pytest.mark.parametrize(
+    ("seed", "max_batch", "topic_first", "guarantee"),
+    [
+        (11, 1, None, "exactly_once"),
+        (12, 3, "clickstream", "exactly_once"),
+        (13, 2, "purchase", "exactly_once"),
+        (14, 2, None, "at_least_once"),
+    ],
+)
+async def test_commands_across_partitions_decide_the_same_whatever_the_fetches(
+    tmp_path: Path, seed: int, max_batch: int, topic_first: str | None, guarantee: str
+):
+    """Links, absorbed profiles and events of linked devices cross partitions: applied in the worker's
+    event-time order when decided, they give the same outputs however the inputs were fetched."""
+    reference = await decide(tmp_path / "ref", seed=0, max_batch=10_000, topic_first=None, made=device_history)
+    triggers, changes = await decide(
+        tmp_path / "run",
+        seed=seed,
+        max_batch=max_batch,
+        topic_first=topic_first,
+        guarantee=guarantee,
+        made=device_history,
+    )
+    assert (triggers, changes) == reference
+    reminded = {customer for _, kind, customer, _ in triggers if kind == "cart_abandonment"}
+    assert reminded == {f"v{n}" for n in range(CUSTOMERS) if n % 2 == 0}  # the anonymous cart, once logged in
+    assert changes
+
+
 async def test_a_wall_clock_decision_moves_the_stream_time_which_a_restart_keeps(tmp_path: Path):
     """An idle partition's timers fire by the wall clock; its stream time moves there, so a record stamped
     earlier that comes later is processed at that time (it cannot undo the decision), and the stream time
@@ -242,3 +306,25 @@ async def test_a_wall_clock_decision_moves_the_stream_time_which_a_restart_keeps
         assert restarted.stream_time(1 - tp.partition) is None  # no record, no wall-clock decision there
     finally:
         await restarted.close()
+
+
+async def test_the_wall_clock_moves_a_partition_no_further_than_a_partition_still_catching_up(tmp_path: Path):
+    """A partition behind may still forward commands decided at its stream time: an idle one's timers fire by
+    the wall clock only up to that time."""
+    rt, _ = build(tmp_path, 100, "exactly_once")
+    await rt.start()
+    await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
+    try:
+        data = inputs(rt)
+        tp = next(tp for tp in data if tp.topic == rt.topics.inbound("clickstream"))
+        first = data[tp][0]
+        rt.process(tp, [first])  # a cart six hours ago: its reminder is due 30 minutes later
+        other = 1 - tp.partition
+        behind_ms = first.timestamp + 3_600_000  # the other partition has caught up to one hour later only
+        rt._stream_ms[other] = behind_ms
+        rt.tick(time.time(), behind={other})
+        assert rt.stream_time(tp.partition) == behind_ms / 1000  # not the wall clock: at most that far
+        decided = [topic for topic, *_ in rt.outbox.records if topic in rt.topics.all_triggers]
+        assert decided  # the reminder, due by then, fired
+    finally:
+        await rt.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from fake_kafka import FakeTransactionalProducer
+from fake_kafka import FakeTransactionalProducer, consumer_record
 from test_runtime_processing import (
     PARTITIONS,
     assignment,
@@ -24,6 +24,7 @@ from test_runtime_processing import (
 from agents.outbox import Outbox
 from agents.tables import IDENTITIES, PROFILES
 from streams.checkpoint import transactional_id
+from streams.forwarding import SEQUENCE_HEADER, SOURCE_HEADER
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
 
@@ -118,26 +119,47 @@ async def test_a_failure_at_any_step_commits_nothing_persists_nothing_and_stops_
             store.close()
 
 
-async def test_a_forward_to_another_partition_goes_through_profile_commands_in_this_partitions_transaction(
+async def test_a_forward_to_another_partition_held_here_is_applied_now_and_written_in_this_partitions_transaction(
     runtime: Runtime,
 ):
+    """The link goes to the alias's partition, the absorbed profile comes back: each is applied in memory when
+    decided (in event-time order) and written to ``profile-commands`` in the deciding partition's transaction,
+    numbered; their copies read back from Kafka are not applied again."""
     user, anonymous = ids_in_different_partitions()
     user_partition = owning_partition(user.encode(), PARTITIONS)
+    alias_partition = owning_partition(anonymous.encode(), PARTITIONS)
     tp, first = record(runtime, viewed("m1", anonymousId=anonymous))
     runtime.process(tp, [first])
     tp, linking = record(runtime, viewed("m2", userId=user, anonymousId=anonymous))
     runtime.process(tp, [linking])
 
     forwarded = [
-        (key, partition)
-        for (topic, key, *_), partition in zip(runtime.outbox.records, runtime.outbox.partitions, strict=True)
+        (key, partition, dict(headers or ()))
+        for (topic, key, _, headers), partition in zip(runtime.outbox.records, runtime.outbox.partitions, strict=True)
         if topic == runtime.topics.profile_commands
     ]
-    assert forwarded == [(anonymous.encode(), user_partition)]  # held here, but not applied in place
-    alias_store = runtime.stores[owning_partition(anonymous.encode(), PARTITIONS)]
-    assert alias_store.get(IDENTITIES, anonymous.encode()) is None  # the link is not applied in place
-    assert alias_store.get(PROFILES, anonymous.encode()) is not None  # merged only when the command arrives
-    assert events_of(runtime, user) == 1
+    assert [(key, partition) for key, partition, _ in forwarded] == [
+        (anonymous.encode(), user_partition),  # the link, decided in the user's partition
+        (user.encode(), alias_partition),  # the absorbed profile, decided in the alias's partition
+    ]
+    assert [(h[SOURCE_HEADER], h[SEQUENCE_HEADER]) for _, _, h in forwarded] == [
+        (str(user_partition).encode(), b"1"),
+        (str(alias_partition).encode(), b"1"),
+    ]
+    alias_store = runtime.stores[alias_partition]
+    assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user  # linked in memory
+    assert events_of(runtime, user) == 2  # the alias's view, absorbed
+
+    # The copies come back from Kafka: already applied, skipped.
+    for number, (key, _, headers) in enumerate(forwarded):
+        target = owning_partition(key, PARTITIONS)
+        copy_tp = TopicPartition(runtime.topics.profile_commands, target)
+        value = runtime.outbox.records[[r[1] for r in runtime.outbox.records].index(key)][2]
+        runtime.process(
+            copy_tp, [consumer_record(copy_tp.topic, target, number, key, value, headers=list(headers.items()))]
+        )
+    assert events_of(runtime, user) == 2
+    assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user
 
 
 async def test_producers_start_before_the_restore_and_stop_when_revoked(tmp_path: Path):
