@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -198,9 +198,11 @@ class DefinedTrigger:
         return pending.due_at + self.definition.wait.expires + HELD_EXPIRY_MARGIN_S
 
 
-@dataclass(frozen=True)
-class Decided:
-    """What ``TriggerRule.decide`` answers: the outcome, the payload (sent or held out), a deferral time."""
+class Decided(NamedTuple):
+    """What ``TriggerRule.decide`` answers: the outcome, the payload (sent or held out), a deferral time.
+
+    A named tuple: one is built for every due trigger, and a frozen dataclass's ``__init__`` costs a few
+    times more."""
 
     outcome: Outcome
     trigger: Trigger | None = None
@@ -272,7 +274,14 @@ def advance_triggers(
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, policy.guardrails, withdrawing)
+    work = _Pass(
+        policy.rules,
+        {p.kind: p for p in pending_before},
+        at,
+        before,
+        guardrails=policy.guardrails,
+        withdrawing=withdrawing,
+    )
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
@@ -306,24 +315,51 @@ def advance_triggers(
     )
 
 
-@dataclass
 class _Pass:
-    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided."""
+    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided.
 
-    rules: Mapping[str, TriggerRule]
-    current: dict[str, PendingTrigger]
-    at: float
-    before: Profile | None
-    guardrails: Guardrails = NO_GUARDRAILS
-    withdrawing: bool = False  # the event may have taken channels away (consent, suppression)
-    outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
-    sent: list[Trigger] = field(default_factory=list)
-    pass_sends: list[TriggerSend] = field(default_factory=list)  # what this pass sent: the caps count it
-    wake: list[float] = field(default_factory=list)
-    changed: bool = False  # an entry added, renewed or replaced a pending trigger
-    # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger only
-    # through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
-    exits: dict[tuple[str, float], bool] = field(default_factory=dict)
+    A plain slots class (one is built for most entry and exit events; a dataclass with five default
+    factories cost more than the rest of a pass that enters nothing)."""
+
+    __slots__ = (
+        "rules",
+        "current",
+        "at",
+        "before",
+        "guardrails",
+        "withdrawing",
+        "outcomes",
+        "sent",
+        "pass_sends",
+        "wake",
+        "changed",
+        "exits",
+    )
+
+    def __init__(
+        self,
+        rules: Mapping[str, TriggerRule],
+        current: dict[str, PendingTrigger],
+        at: float,
+        before: Profile | None,
+        *,
+        guardrails: Guardrails = NO_GUARDRAILS,
+        withdrawing: bool = False,
+    ) -> None:
+        self.rules = rules
+        self.current = current
+        self.at = at
+        self.before = before
+        self.guardrails = guardrails
+        self.withdrawing = withdrawing  # the event may have taken channels away (consent, suppression)
+        self.outcomes: list[tuple[PendingTrigger, Outcome]] = []
+        self.sent: list[Trigger] = []
+        self.pass_sends: list[TriggerSend] = []  # what this pass sent: the caps count it
+        self.wake: list[float] = []
+        self.changed = False  # an entry added, renewed or replaced a pending trigger
+        # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger
+        # only through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
+        self.exits: dict[tuple[str, float], bool] = {}
 
     def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
         """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""

@@ -23,6 +23,23 @@ from core.rules.definitions import _pairs as yaml_pairs
 from core.rules.definitions import _Problems as Problems
 from core.rules.definitions import _text as yaml_text
 from core.rules.definitions import compose_yaml
+from core.rules.nodes import (
+    Affinity,
+    AffinityCompare,
+    AgeCompare,
+    And,
+    Compare,
+    Contains,
+    Count,
+    EventCount,
+    Exists,
+    FieldRef,
+    In,
+    ListLiteral,
+    Literal,
+    Not,
+    Or,
+)
 from core.rules.parser import compile_rule
 from core.rules.tokens import RuleError, parse_window
 from core.segment_fields import FieldCatalog, build_catalog, profile_view
@@ -77,34 +94,68 @@ def record_lists(record_type: Hashable) -> frozenset[str]:
 
 
 @cache
-def _direct_plan(record_type: Hashable, fields: frozenset[str]) -> tuple[tuple[str, bool], ...] | None:
-    """For a record type and the fields a rule reads: ``(name, is a record list)`` each, or None when some
-    field needs the rendered view (derived traits, nested tuples)."""
+def _direct_plan(
+    record_type: Hashable, fields: frozenset[str], counted: frozenset[str] = frozenset()
+) -> tuple[tuple[str, bool], ...] | None:
+    """For a record type and the fields a rule reads: ``(name, is a record list to render)`` each, or None
+    when some field needs the rendered view (derived traits, nested tuples). A record list the rule only
+    counts (``counted``) is not rendered: ``count`` reads its length alone."""
     plain, lists = plain_fields(record_type), record_lists(record_type)
     if not fields <= plain | lists:
         return None
-    return tuple((name, name in lists) for name in sorted(fields))
+    return tuple((name, name in lists and name not in counted) for name in sorted(fields))
 
 
-def _direct_view(profile: Any, fields: frozenset[str]) -> dict[str, Any] | None:
+def _direct_view(profile: Any, fields: frozenset[str], counted: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """The view of ``fields`` read straight from the record (None: some field needs the rendered view)."""
-    read = _direct_reader(type(profile), fields)
+    read = _direct_reader(type(profile), fields, counted)
     return None if read is None else read(profile)
 
 
-def _direct_reader(record_type: Any, fields: frozenset[str]) -> Callable[[Any], dict[str, Any]] | None:
+def _direct_reader(
+    record_type: Any, fields: frozenset[str], counted: frozenset[str] = frozenset()
+) -> Callable[[Any], dict[str, Any]] | None:
     """``record → view of fields`` per ``_direct_plan`` (None: the rendered view is needed); one field, the
-    usual case, without a loop."""
-    plan = _direct_plan(record_type, fields)
+    usual case, without a loop. A counted-only record list is a list of the records themselves (as long
+    as the rendered one)."""
+    counted = counted & record_lists(record_type)
+    plan = _direct_plan(record_type, fields, counted)
     if plan is None:
         return None
-    if len(plan) == 1 and not plan[0][1]:
-        name = plan[0][0]
-        return lambda record: {name: getattr(record, name)}
+    if len(plan) == 1:
+        name, render = plan[0]
+        if not render and name in counted:
+            return lambda record: {name: list(getattr(record, name))}
+        if not render:
+            return lambda record: {name: getattr(record, name)}
     return lambda record: {
-        name: list(msgspec.to_builtins(getattr(record, name))) if is_list else getattr(record, name)
-        for name, is_list in plan
+        name: list(msgspec.to_builtins(getattr(record, name)))
+        if render
+        else (list(getattr(record, name)) if name in counted else getattr(record, name))
+        for name, render in plan
     }
+
+
+def counted_only(node: Any) -> frozenset[str]:
+    """Top-level fields a rule reads only as ``count(field)``, never their content (none if not known)."""
+    counted: set[str] = set()
+    read: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (And, Or)):
+            stack.extend(current.items)
+        elif isinstance(current, Not):
+            stack.append(current.item)
+        elif isinstance(current, (Compare, In, Contains)):
+            stack.extend((current.left, current.right))
+        elif isinstance(current, Count) and len(current.path) == 1:
+            counted.add(current.path[0])
+        elif isinstance(current, (FieldRef, Count, Exists, AgeCompare)):
+            read.add(current.path[0])
+        elif not isinstance(current, (Literal, ListLiteral, EventCount, Affinity, AffinityCompare)):
+            return frozenset()  # a node this walk does not know: render everything
+    return frozenset(counted - read)
 
 
 def _is_plain(kind: msgspec.inspect.Type) -> bool:
@@ -134,6 +185,7 @@ class Condition:
     evaluate: Callable[[Context], bool]
     fields: frozenset[str] | None  # view keys the rule reads (None: unknown, render the whole view)
     timed: bool = True
+    counted: frozenset[str] = frozenset()  # of ``fields``, those read only as ``count(field)``
     # record type → its ``_direct_reader`` for ``fields``, found once per type: ``holds`` runs for several
     # kinds on most events, and hashing the type and the field set on each call was a good part of it.
     readers: dict[type, Callable[[Any], dict[str, Any]] | None] = field(default_factory=dict, compare=False, repr=False)
@@ -147,7 +199,9 @@ class Condition:
             if cls in readers:
                 read = readers[cls]
             else:
-                read = readers[cls] = _direct_reader(cls, fields) if issubclass(cls, msgspec.Struct) else None
+                read = readers[cls] = (
+                    _direct_reader(cls, fields, self.counted) if issubclass(cls, msgspec.Struct) else None
+                )
         view = profile_view(profile, now=now, fields=fields, policy=policy) if read is None else read(profile)
         return bool(self.evaluate(Context(view, now, consumables)))
 
@@ -168,4 +222,6 @@ def compile_condition(
     """
     node = compile_rule(text, catalog)
     evaluate = compile_node(node, affinity_half_life_s)
-    return Condition(text.strip(), evaluate, referenced_fields(node), depends_on_time(node))
+    fields = referenced_fields(node)
+    counted = counted_only(node) & fields if fields is not None else frozenset()
+    return Condition(text.strip(), evaluate, fields, depends_on_time(node), counted)
