@@ -315,6 +315,18 @@ def advance_triggers(
     )
 
 
+def nothing_to_advance(profile: Profile, event: Event | None, *, refreshed: bool, policy: TriggerPolicy) -> bool:
+    """Whether ``advance_triggers`` would answer ``TriggerStep(profile)`` at once: nothing pending, and
+    nothing the event (or a refresh, a wake-up) could enter. The profile stage asks this first for every
+    event, so most events (nothing pending) skip the call and the step it builds."""
+    if profile.pending_triggers:
+        return False
+    definitions = policy.definitions
+    if (refreshed or event is None) and definitions.rule_only:
+        return False
+    return event is None or event.type != "track" or event.event not in definitions.by_entry_event
+
+
 class _Pass:
     """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided.
 
@@ -446,22 +458,24 @@ class _Pass:
 def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> float | None:
     """The next wake-up if an event that enters and exits nothing leaves every pending trigger as it was
     (none due, no exit rule reading a changed field), else None (take the full path)."""
-    if before is None or before.pending_triggers is not profile.pending_triggers:
+    waiting = profile.pending_triggers
+    if before is None or before.pending_triggers is not waiting:
         return None
     by_kind = policy.definitions.by_kind
-    for pending in profile.pending_triggers:
+    earliest = None
+    for pending in waiting:
+        due = pending.due_at
         definition = by_kind.get(pending.kind)
-        if (
-            definition is None
-            or pending.due_at <= at
-            or max(definition.wait.due_at(pending.last_entry_at, pending.facts), pending.deferred_until)
-            != pending.due_at
-        ):
+        if definition is None or due <= at:
             return None
-        if definition.exit_rule is not None and not definition.exit_rule.unchanged(before, profile):
+        if max(definition.wait.due_at(pending.last_entry_at, pending.facts), pending.deferred_until) != due:
+            return None  # the definition changed (a new file): re-time it on the full path
+        exit_rule = definition.exit_rule
+        if exit_rule is not None and not exit_rule.unchanged(before, profile):
             return None
-    waiting = profile.pending_triggers
-    return waiting[0].due_at if len(waiting) == 1 else min(p.due_at for p in waiting)
+        if earliest is None or due < earliest:
+            earliest = due
+    return earliest
 
 
 def _withdraws(event: Event, name: str | None, profile: Profile) -> bool:
@@ -493,7 +507,7 @@ def _recorded(
 ) -> Profile:
     history = profile.trigger_history
     for trigger_pending, outcome in outcomes:
-        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "")
+        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "") if sent else ""
         record = TriggerOutcome(
             trigger_id=trigger_pending.trigger_id,
             kind=trigger_pending.kind,
