@@ -16,7 +16,7 @@ import msgspec
 
 from core.profile.policy import DEFAULT_POLICY, ProfilePolicy
 from core.rules.analysis import depends_on_time, referenced_fields
-from core.rules.compiler import compile_node
+from core.rules.compiler import _EMPTY, _NUMERIC, _ORDER_OPS, compile_node
 from core.rules.context import DEFAULT_AFFINITY_HALF_LIFE_S, Context
 from core.rules.definitions import _items as yaml_items
 from core.rules.definitions import _pairs as yaml_pairs
@@ -42,7 +42,7 @@ from core.rules.nodes import (
 )
 from core.rules.parser import compile_rule
 from core.rules.tokens import RuleError, parse_window
-from core.segment_fields import FieldCatalog, build_catalog, profile_view
+from core.segment_fields import DERIVED_FIELDS, FieldCatalog, build_catalog, profile_view
 
 __all__ = [
     "DEFAULT_AFFINITY_HALF_LIFE_S",
@@ -169,6 +169,98 @@ def _is_plain(kind: msgspec.inspect.Type) -> bool:
     )
 
 
+RecordTest = Callable[[Any], bool]
+
+
+def record_test(node: Any, record_type: Any, counted: frozenset[str]) -> RecordTest | None:
+    """``record -> answer`` for the simplest rules, straight from the record's fields (no view, no
+    ``Context``): ``count(LIST) OP number`` of a counted-only record list, ``FIELD OP number`` /
+    ``SECTION.KEY OP number`` of scalar fields and dicts of scalars, ``exists(FIELD)``, and ``and`` /
+    ``or`` / ``not`` of those; None for any other rule (``Condition.holds`` then renders its view).
+
+    Each answer is the compiled closure's (``core.rules.compiler``: ``against_number``, ``read_nested``,
+    ``exists``) on the view the record's direct reader would give; the unit tests compare the two."""
+    plain, lists = plain_fields(record_type), record_lists(record_type)
+    if isinstance(node, (And, Or)):
+        items = [record_test(item, record_type, counted) for item in node.items]
+        if any(item is None for item in items):
+            return None
+        tests = tuple(item for item in items if item is not None)
+        if isinstance(node, And):
+            return lambda record: all(test(record) for test in tests)
+        return lambda record: any(test(record) for test in tests)
+    if isinstance(node, Not):
+        inner = record_test(node.item, record_type, counted)
+        return None if inner is None else (lambda record: not inner(record))
+    if (
+        isinstance(node, Exists)
+        and len(node.path) == 1
+        and node.path[0] in plain
+        and node.path[0] not in DERIVED_FIELDS
+    ):
+        name = node.path[0]
+
+        def exists(record: Any) -> bool:
+            value = getattr(record, name)
+            return value not in _EMPTY and value is not False
+
+        return exists
+    if not (isinstance(node, Compare) and isinstance(node.right, Literal)):
+        return None
+    constant = node.right.value
+    if node.op in ("==", "!="):  # the compiler's ``left(ctx) == constant``, for a length or a top field
+        read = _record_number(node.left, plain, lists & counted)
+        if read is None or (isinstance(node.left, FieldRef) and len(node.left.path) != 1):
+            return None
+        if node.op == "==":
+            return lambda record: read(record) == constant
+        return lambda record: read(record) != constant
+    compare = _ORDER_OPS.get(node.op)
+    if compare is None or not isinstance(constant, _NUMERIC) or constant.__class__ is bool:
+        return None
+    read = _record_number(node.left, plain, lists & counted)
+    if read is None:
+        return None
+
+    def against_number(record: Any) -> bool:
+        value = read(record)
+        kind = value.__class__
+        if kind is int or kind is float:
+            return compare(value, constant)
+        return isinstance(value, _NUMERIC) and kind is not bool and compare(value, constant)
+
+    return against_number
+
+
+def _record_number(node: Any, plain: frozenset[str], counted_lists: frozenset[str]) -> Callable[[Any], Any] | None:
+    """The reader of a compared value: a counted record list's length, a scalar field, a dict's key."""
+    if (
+        isinstance(node, Count)
+        and len(node.path) == 1
+        and node.path[0] in counted_lists
+        and node.path[0] not in DERIVED_FIELDS
+    ):
+        name = node.path[0]
+        return lambda record: len(getattr(record, name))
+    if not isinstance(node, FieldRef) or node.path[0] not in plain or node.path[0] in DERIVED_FIELDS:
+        return None
+    if len(node.path) == 1:
+        name = node.path[0]
+        return lambda record: getattr(record, name)
+    if len(node.path) != 2:  # a section and its key, or deeper: the view
+        return None
+    outer, inner = node.path
+    missing = object()
+
+    def read_nested(record: Any) -> Any:
+        section = getattr(record, outer)
+        if section.__class__ is dict:
+            return section.get(inner)
+        return missing  # not a dict (None): no number, as the view's read_path finds none
+
+    return read_nested
+
+
 @dataclass(frozen=True)
 class Condition:
     """A compiled rule over the profile: ``holds(profile, now)`` evaluates it on the fields it reads.
@@ -186,15 +278,25 @@ class Condition:
     fields: frozenset[str] | None  # view keys the rule reads (None: unknown, render the whole view)
     timed: bool = True
     counted: frozenset[str] = frozenset()  # of ``fields``, those read only as ``count(field)``
+    node: Any = field(default=None, compare=False, repr=False)  # the syntax tree (for ``record_test``)
     # record type → its ``_direct_reader`` for ``fields``, found once per type: ``holds`` runs for several
     # kinds on most events, and hashing the type and the field set on each call was a good part of it.
     readers: dict[type, Callable[[Any], dict[str, Any]] | None] = field(default_factory=dict, compare=False, repr=False)
+    # record type → its ``record_test`` (None: the view is needed), found once per type, as ``readers``.
+    tests: dict[type, RecordTest | None] = field(default_factory=dict, compare=False, repr=False)
 
     def holds(self, profile: Any, now: float, consumables: Any = None, policy: ProfilePolicy = DEFAULT_POLICY) -> bool:
+        cls = profile.__class__
+        tests = self.tests
+        if cls in tests:
+            test = tests[cls]
+        else:
+            test = tests[cls] = self._record_test(cls)
+        if test is not None:
+            return test(profile)
         fields = self.fields
         read = None
         if fields is not None:
-            cls = profile.__class__
             readers = self.readers
             if cls in readers:
                 read = readers[cls]
@@ -204,6 +306,14 @@ class Condition:
                 )
         view = profile_view(profile, now=now, fields=fields, policy=policy) if read is None else read(profile)
         return bool(self.evaluate(Context(view, now, consumables)))
+
+    def _record_test(self, cls: type) -> RecordTest | None:
+        """``record_test`` of this rule for records of ``cls`` (None: evaluate on the view)."""
+        if self.node is None or self.fields is None or not issubclass(cls, msgspec.Struct):
+            return None
+        if _direct_plan(cls, self.fields, self.counted & record_lists(cls)) is None:
+            return None
+        return record_test(self.node, cls, self.counted)
 
     def unchanged(self, before: Any, after: Any) -> bool:
         fields = self.fields
@@ -224,4 +334,4 @@ def compile_condition(
     evaluate = compile_node(node, affinity_half_life_s)
     fields = referenced_fields(node)
     counted = counted_only(node) & fields if fields is not None else frozenset()
-    return Condition(text.strip(), evaluate, fields, depends_on_time(node), counted)
+    return Condition(text.strip(), evaluate, fields, depends_on_time(node), counted, node)
