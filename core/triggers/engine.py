@@ -118,11 +118,11 @@ class DefinedTrigger:
         self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
     ) -> PendingTrigger | None:
         d = self.definition
-        if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
-            return None
         entry_facts, rule_first = self._entry_order
         rule = d.entry_rule
         if rule_first and rule is not None and not rule.holds(profile, at, self.consumables, self.profile_policy):
+            return None  # before the re-entry check: a rule that fails (the usual case) reads less of the profile
+        if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
             return None
         facts: dict = {}
         if entry_facts is not None:
