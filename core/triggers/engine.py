@@ -274,28 +274,16 @@ def advance_triggers(
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    work = _Pass(
-        policy.rules,
-        {p.kind: p for p in pending_before},
-        at,
-        before,
-        guardrails=policy.guardrails,
-        withdrawing=withdrawing,
-    )
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
     candidates = (*entering, *rule_only, *renewing)
     if rule_only or renewing:
         candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
-    for definition in candidates:
-        work.enter(definition, profile, event)
-    if not work.changed and event is not None and name not in definitions.exit_events and not withdrawing:
-        if not pending_before:
-            return TriggerStep(profile)  # nothing entered, nothing pending
-        quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
-        if quiet is not None:
-            return TriggerStep(profile, due_at=quiet)
+    plain = event is not None and name not in definitions.exit_events and not withdrawing
+    work = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
+    if isinstance(work, TriggerStep):
+        return work  # nothing entered, nothing else to do
     kinds = list(work.current)
     if len(kinds) > 1:
         kinds.sort(key=lambda kind: _priority(work.rules, kind))
@@ -325,6 +313,61 @@ def nothing_to_advance(profile: Profile, event: Event | None, *, refreshed: bool
     if (refreshed or event is None) and definitions.rule_only:
         return False
     return event is None or event.type != "track" or event.event not in definitions.by_entry_event
+
+
+def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has them
+    policy: TriggerPolicy,
+    profile: Profile,
+    event: Event | None,
+    candidates: tuple[TriggerDefinition, ...],
+    before: Profile | None,
+    at: float,
+    *,
+    withdrawing: bool,
+    plain: bool,
+) -> _Pass | TriggerStep:
+    """The pass with ``candidates`` entered, or the answer when nothing entered and nothing else can change
+    (``plain``: the event exits nothing by name and takes no channel away)."""
+    pending_before = profile.pending_triggers
+    rules = policy.rules
+    current = {p.kind: p for p in pending_before}
+    entries: list[tuple[str, PendingTrigger]] | None = None
+    if plain and not any(d.name in current for d in candidates):
+        # Kinds with nothing waiting: each entry is asked on its own, as ``_Pass.enter`` would (no exit
+        # check, nothing to supersede); the usual answer, nothing entered, needs no pass at all.
+        entries = []
+        for definition in candidates:
+            entry_at = event.timestamp if event is not None and definition.entry_events else at
+            entered = rules[definition.name].enter(profile, event, entry_at=entry_at, at=at, existing=None)
+            if entered is not None:
+                entries.append((definition.name, entered))
+        if not entries:
+            return _unchanged(profile, before, at, policy, None)
+    work = _Pass(rules, current, at, before, guardrails=policy.guardrails, withdrawing=withdrawing)
+    if entries is not None:
+        current.update(entries)
+        return work
+    for definition in candidates:
+        work.enter(definition, profile, event)
+    if not work.changed and plain:
+        return _unchanged(profile, before, at, policy, work)
+    return work
+
+
+def _unchanged(
+    profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy, work: _Pass | None
+) -> _Pass | TriggerStep:
+    """After a plain event entered nothing: the answer, or the pass (``work``, else a new one) to settle
+    when a waiting trigger may change."""
+    if not profile.pending_triggers:
+        return TriggerStep(profile)  # nothing entered, nothing pending
+    quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
+    if quiet is not None:
+        return TriggerStep(profile, due_at=quiet)
+    if work is not None:
+        return work
+    current = {p.kind: p for p in profile.pending_triggers}
+    return _Pass(policy.rules, current, at, before, guardrails=policy.guardrails)
 
 
 class _Pass:
