@@ -209,12 +209,12 @@ def record_test(node: Any, record_type: Any, counted: frozenset[str]) -> RecordT
         return None
     constant = node.right.value
     if node.op in ("==", "!="):  # the compiler's ``left(ctx) == constant``, for a length or a top field
-        read = _record_number(node.left, plain, lists & counted)
-        if read is None or (isinstance(node.left, FieldRef) and len(node.left.path) != 1):
+        value_of = _record_number(node.left, plain, lists & counted)
+        if value_of is None or (isinstance(node.left, FieldRef) and len(node.left.path) != 1):
             return None
         if node.op == "==":
-            return lambda record: read(record) == constant
-        return lambda record: read(record) != constant
+            return lambda record: value_of(record) == constant
+        return lambda record: value_of(record) != constant
     compare = _ORDER_OPS.get(node.op)
     if compare is None or not isinstance(constant, _NUMERIC) or constant.__class__ is bool:
         return None
