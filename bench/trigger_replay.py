@@ -117,8 +117,8 @@ def print_paths(calls: list, policy, repeats: int) -> None:
             started = time.perf_counter()
             advance_triggers(profile, policy=policy, **kwargs)
             best[index] = min(best[index], time.perf_counter() - started)
-    count: collections.Counter = collections.Counter()
-    spent: collections.Counter = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
+    spent: collections.defaultdict[str, float] = collections.defaultdict(float)
     for (profile, _, step), seconds in zip(calls, best, strict=True):
         path = path_of(profile, step)
         count[path] += 1
