@@ -10,15 +10,18 @@ CPU time (other processes' use of the cores does not count), chunk by chunk, bes
 Run::
 
     .venv/bin/python bench/trigger_replay.py record calls.pickle [--audiences] [--customers 200 --days 30]
-    .venv/bin/python bench/trigger_replay.py replay calls.pickle [--repeats 3]
+    .venv/bin/python bench/trigger_replay.py replay calls.pickle [--repeats 3] [--by-path]
 
 Record in the "before" tree, replay in both (the pickle holds the profiles and events; the policy is
-rebuilt from default ``Settings`` in the replaying tree).
+rebuilt from default ``Settings`` in the replaying tree). ``--by-path`` also prints where the time goes:
+the calls grouped by what their recorded answer did (sent, recorded another outcome, entered or renewed,
+left a pending trigger untouched, found nothing), each call's best of ``--repeats`` (``perf_counter``).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import pickle
 import sys
 import time
@@ -58,7 +61,7 @@ def record(path: Path, *, audiences: bool, customers: int, days: float) -> None:
     print(f"{len(calls)} advance_triggers calls recorded ({'audiences' if audiences else 'no audiences'})")
 
 
-def replay(path: Path, *, repeats: int) -> None:
+def replay(path: Path, *, repeats: int, by_path: bool = False) -> None:
     with path.open("rb") as source:
         calls = pickle.load(source)  # a file this script wrote
     policy = stage_policy(Settings()).triggers
@@ -82,6 +85,49 @@ def replay(path: Path, *, repeats: int) -> None:
             best[index] = min(best[index], time.thread_time() - started)
     print(f"{len(calls)} calls, {different} answers differ from the recording")
     print(f"advance_triggers {sum(best) / len(calls) * 1e6:.2f} us/call (thread CPU, best of {repeats} per chunk)")
+    if by_path:
+        print_paths(calls, policy, repeats)
+
+
+PATHS = (
+    "send (a due trigger decided: guards, payload)",
+    "record another outcome (exit, superseded, deferred, blocked)",
+    "enter or renew a pending trigger",
+    "leave a pending trigger untouched",
+    "nothing pending and nothing to enter",
+)
+
+
+def path_of(profile, step) -> str:
+    """What a call did, from its recorded answer (one of ``PATHS``)."""
+    if step.triggers:
+        return PATHS[0]
+    if step.outcomes:
+        return PATHS[1]
+    if step.profile is not profile:
+        return PATHS[2]
+    return PATHS[3] if profile.pending_triggers else PATHS[4]
+
+
+def print_paths(calls: list, policy, repeats: int) -> None:
+    """Each path's calls, µs per call and µs per call of the workload (each call's best of ``repeats``)."""
+    best = [float("inf")] * len(calls)
+    for _ in range(repeats):
+        for index, (profile, kwargs, _) in enumerate(calls):
+            started = time.perf_counter()
+            advance_triggers(profile, policy=policy, **kwargs)
+            best[index] = min(best[index], time.perf_counter() - started)
+    count: collections.Counter[str] = collections.Counter()
+    spent: collections.defaultdict[str, float] = collections.defaultdict(float)
+    for (profile, _, step), seconds in zip(calls, best, strict=True):
+        path = path_of(profile, step)
+        count[path] += 1
+        spent[path] += seconds
+    print(f"by path (each call's best of {repeats}, perf_counter): calls, us per call, us per call of the workload")
+    for path in PATHS:
+        if count[path]:
+            per_call = spent[path] / count[path] * 1e6
+            print(f"  {path:62s} {count[path]:6d} {per_call:7.1f} {spent[path] / len(calls) * 1e6:6.2f}")
 
 
 def main() -> None:
@@ -92,11 +138,12 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--by-path", action="store_true", help="replay: also the time by what each call did")
     args = parser.parse_args()
     if args.action == "record":
         record(args.path, audiences=args.audiences, customers=args.customers, days=args.days)
     else:
-        replay(args.path, repeats=args.repeats)
+        replay(args.path, repeats=args.repeats, by_path=args.by_path)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from core.profile.bounded import capped_append
 from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
 from core.triggers.attribution import ATTRIBUTED_EVENTS, DEFAULT_WINDOW_S, attribute_event
-from core.triggers.engine import TriggerPolicy, advance_triggers
+from core.triggers.engine import TriggerPolicy, advance_triggers, nothing_to_advance
 from schemas.commands import (
     AbsorbProfile,
     ApplyEvent,
@@ -295,11 +295,14 @@ def _advance_triggers(
     profile = result.state.profile
     assert profile is not None
     event = command.event if isinstance(command, ApplyEvent) and APPLIED in result.notes else None
+    refreshed = refreshed or isinstance(command, WakeUp)
+    if nothing_to_advance(profile, event, refreshed=refreshed, policy=policy):
+        return result  # as advance_triggers would leave it: same profile, no wake-up of its own
     step = advance_triggers(
         profile,
         event=event,
         at=at,
-        refreshed=refreshed or isinstance(command, WakeUp),
+        refreshed=refreshed,
         forgotten_at=result.state.identity.forgotten_at,
         policy=policy,
         before=before,

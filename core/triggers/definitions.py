@@ -148,6 +148,16 @@ class TriggerDefinition:
     def entry_facts(self) -> EntryFacts | None:
         return FACTS.get(self.facts) if self.facts else None
 
+    @cached_property
+    def reason_head(self) -> str:
+        """How a payload's ``reason`` starts (then the entry time): written once per definition."""
+        return f"{self.description or self.name}: entered "
+
+    @cached_property
+    def wait_text(self) -> str:
+        """``wait.describe()``, written once per definition (every payload's ``reason`` quotes it)."""
+        return self.wait.describe()
+
 
 @dataclass(frozen=True)
 class TriggerDefinitions:

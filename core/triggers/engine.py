@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -118,11 +118,11 @@ class DefinedTrigger:
         self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
     ) -> PendingTrigger | None:
         d = self.definition
-        if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
-            return None
         entry_facts, rule_first = self._entry_order
         rule = d.entry_rule
         if rule_first and rule is not None and not rule.holds(profile, at, self.consumables, self.profile_policy):
+            return None  # before the re-entry check: a rule that fails (the usual case) reads less of the profile
+        if existing is None and entry_at < profile.trigger_last_sent.get(d.name, NEVER) + d.re_entry:
             return None
         facts: dict = {}
         if entry_facts is not None:
@@ -198,9 +198,11 @@ class DefinedTrigger:
         return pending.due_at + self.definition.wait.expires + HELD_EXPIRY_MARGIN_S
 
 
-@dataclass(frozen=True)
-class Decided:
-    """What ``TriggerRule.decide`` answers: the outcome, the payload (sent or held out), a deferral time."""
+class Decided(NamedTuple):
+    """What ``TriggerRule.decide`` answers: the outcome, the payload (sent or held out), a deferral time.
+
+    A named tuple: one is built for every due trigger, and a frozen dataclass's ``__init__`` costs a few
+    times more."""
 
     outcome: Outcome
     trigger: Trigger | None = None
@@ -272,21 +274,16 @@ def advance_triggers(
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, policy.guardrails, withdrawing)
     # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
     # have brought purchases that move a predicted date (same episode) or start a new one.
     renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
     candidates = (*entering, *rule_only, *renewing)
     if rule_only or renewing:
         candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
-    for definition in candidates:
-        work.enter(definition, profile, event)
-    if not work.changed and event is not None and name not in definitions.exit_events and not withdrawing:
-        if not pending_before:
-            return TriggerStep(profile)  # nothing entered, nothing pending
-        quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
-        if quiet is not None:
-            return TriggerStep(profile, due_at=quiet)
+    plain = event is not None and name not in definitions.exit_events and not withdrawing
+    work = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
+    if isinstance(work, TriggerStep):
+        return work  # nothing entered, nothing else to do
     kinds = list(work.current)
     if len(kinds) > 1:
         kinds.sort(key=lambda kind: _priority(work.rules, kind))
@@ -306,24 +303,118 @@ def advance_triggers(
     )
 
 
-@dataclass
-class _Pass:
-    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided."""
+def nothing_to_advance(profile: Profile, event: Event | None, *, refreshed: bool, policy: TriggerPolicy) -> bool:
+    """Whether ``advance_triggers`` would answer ``TriggerStep(profile)`` at once: nothing pending, and
+    nothing the event (or a refresh, a wake-up) could enter. The profile stage asks this first for every
+    event, so most events (nothing pending) skip the call and the step it builds."""
+    if profile.pending_triggers:
+        return False
+    definitions = policy.definitions
+    if (refreshed or event is None) and definitions.rule_only:
+        return False
+    return event is None or event.type != "track" or event.event not in definitions.by_entry_event
 
-    rules: Mapping[str, TriggerRule]
-    current: dict[str, PendingTrigger]
-    at: float
-    before: Profile | None
-    guardrails: Guardrails = NO_GUARDRAILS
-    withdrawing: bool = False  # the event may have taken channels away (consent, suppression)
-    outcomes: list[tuple[PendingTrigger, Outcome]] = field(default_factory=list)
-    sent: list[Trigger] = field(default_factory=list)
-    pass_sends: list[TriggerSend] = field(default_factory=list)  # what this pass sent: the caps count it
-    wake: list[float] = field(default_factory=list)
-    changed: bool = False  # an entry added, renewed or replaced a pending trigger
-    # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger only
-    # through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
-    exits: dict[tuple[str, float], bool] = field(default_factory=dict)
+
+def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has them
+    policy: TriggerPolicy,
+    profile: Profile,
+    event: Event | None,
+    candidates: tuple[TriggerDefinition, ...],
+    before: Profile | None,
+    at: float,
+    *,
+    withdrawing: bool,
+    plain: bool,
+) -> _Pass | TriggerStep:
+    """The pass with ``candidates`` entered, or the answer when nothing entered and nothing else can change
+    (``plain``: the event exits nothing by name and takes no channel away)."""
+    pending_before = profile.pending_triggers
+    rules = policy.rules
+    current = {p.kind: p for p in pending_before}
+    entries: list[tuple[str, PendingTrigger]] | None = None
+    if plain and not any(d.name in current for d in candidates):
+        # Kinds with nothing waiting: each entry is asked on its own, as ``_Pass.enter`` would (no exit
+        # check, nothing to supersede); the usual answer, nothing entered, needs no pass at all.
+        entries = []
+        for definition in candidates:
+            entry_at = event.timestamp if event is not None and definition.entry_events else at
+            entered = rules[definition.name].enter(profile, event, entry_at=entry_at, at=at, existing=None)
+            if entered is not None:
+                entries.append((definition.name, entered))
+        if not entries:
+            return _unchanged(profile, before, at, policy, None)
+    work = _Pass(rules, current, at, before, guardrails=policy.guardrails, withdrawing=withdrawing)
+    if entries is not None:
+        current.update(entries)
+        return work
+    for definition in candidates:
+        work.enter(definition, profile, event)
+    if not work.changed and plain:
+        return _unchanged(profile, before, at, policy, work)
+    return work
+
+
+def _unchanged(
+    profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy, work: _Pass | None
+) -> _Pass | TriggerStep:
+    """After a plain event entered nothing: the answer, or the pass (``work``, else a new one) to settle
+    when a waiting trigger may change."""
+    if not profile.pending_triggers:
+        return TriggerStep(profile)  # nothing entered, nothing pending
+    quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
+    if quiet is not None:
+        return TriggerStep(profile, due_at=quiet)
+    if work is not None:
+        return work
+    current = {p.kind: p for p in profile.pending_triggers}
+    return _Pass(policy.rules, current, at, before, guardrails=policy.guardrails)
+
+
+class _Pass:
+    """One run of ``advance_triggers`` over a profile: the pending triggers by kind and what it decided.
+
+    A plain slots class (one is built for most entry and exit events; a dataclass with five default
+    factories cost more than the rest of a pass that enters nothing)."""
+
+    __slots__ = (
+        "rules",
+        "current",
+        "at",
+        "before",
+        "guardrails",
+        "withdrawing",
+        "outcomes",
+        "sent",
+        "pass_sends",
+        "wake",
+        "changed",
+        "exits",
+    )
+
+    def __init__(
+        self,
+        rules: Mapping[str, TriggerRule],
+        current: dict[str, PendingTrigger],
+        at: float,
+        before: Profile | None,
+        *,
+        guardrails: Guardrails = NO_GUARDRAILS,
+        withdrawing: bool = False,
+    ) -> None:
+        self.rules = rules
+        self.current = current
+        self.at = at
+        self.before = before
+        self.guardrails = guardrails
+        self.withdrawing = withdrawing  # the event may have taken channels away (consent, suppression)
+        self.outcomes: list[tuple[PendingTrigger, Outcome]] = []
+        self.sent: list[Trigger] = []
+        self.pass_sends: list[TriggerSend] = []  # what this pass sent: the caps count it
+        self.wake: list[float] = []
+        self.changed = False  # an entry added, renewed or replaced a pending trigger
+        # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger
+        # only through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
+        self.exits: dict[tuple[str, float], bool] = {}
 
     def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
         """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""
@@ -410,22 +501,24 @@ class _Pass:
 def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> float | None:
     """The next wake-up if an event that enters and exits nothing leaves every pending trigger as it was
     (none due, no exit rule reading a changed field), else None (take the full path)."""
-    if before is None or before.pending_triggers is not profile.pending_triggers:
+    waiting = profile.pending_triggers
+    if before is None or before.pending_triggers is not waiting:
         return None
     by_kind = policy.definitions.by_kind
-    for pending in profile.pending_triggers:
+    earliest = None
+    for pending in waiting:
+        due = pending.due_at
         definition = by_kind.get(pending.kind)
-        if (
-            definition is None
-            or pending.due_at <= at
-            or max(definition.wait.due_at(pending.last_entry_at, pending.facts), pending.deferred_until)
-            != pending.due_at
-        ):
+        if definition is None or due <= at:
             return None
-        if definition.exit_rule is not None and not definition.exit_rule.unchanged(before, profile):
+        if max(definition.wait.due_at(pending.last_entry_at, pending.facts), pending.deferred_until) != due:
+            return None  # the definition changed (a new file): re-time it on the full path
+        exit_rule = definition.exit_rule
+        if exit_rule is not None and not exit_rule.unchanged(before, profile):
             return None
-    waiting = profile.pending_triggers
-    return waiting[0].due_at if len(waiting) == 1 else min(p.due_at for p in waiting)
+        if earliest is None or due < earliest:
+            earliest = due
+    return earliest
 
 
 def _withdraws(event: Event, name: str | None, profile: Profile) -> bool:
@@ -457,7 +550,7 @@ def _recorded(
 ) -> Profile:
     history = profile.trigger_history
     for trigger_pending, outcome in outcomes:
-        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "")
+        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "") if sent else ""
         record = TriggerOutcome(
             trigger_id=trigger_pending.trigger_id,
             kind=trigger_pending.kind,

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.triggers.caps import channel_cap_reached, customer_cap_reached
 from core.triggers.channels import choose_channel
@@ -112,55 +111,108 @@ OUTCOMES: tuple[Outcome, ...] = (
 )
 
 
-@dataclass(frozen=True)
+_UNKNOWN: Any = object()  # a channel fact not computed yet (None is an answer of ``quiet_until``)
+
+
 class Decision:
     """A due trigger about to be decided: the customer, the pending trigger, its definition, the time.
 
     ``guardrails``: what the guards decide by; ``pass_sends``: what the triggers decided before this one in
     the same pass (higher priority) sent. The channel facts are computed once, when a guard first asks.
+
+    Read-only by convention, a plain slots class rather than a frozen dataclass with
+    ``functools.cached_property``: one is built for every due trigger, and that property takes a lock and
+    writes the instance dict on each first read (five facts per decision).
     """
 
-    profile: Profile
-    pending: PendingTrigger
-    definition: TriggerDefinition
-    at: float
-    forgotten_at: float | None = None
-    guardrails: Guardrails = NO_GUARDRAILS
-    pass_sends: tuple[TriggerSend, ...] = ()
+    __slots__ = (
+        "profile",
+        "pending",
+        "definition",
+        "at",
+        "forgotten_at",
+        "guardrails",
+        "pass_sends",
+        "_open_channels",
+        "_reachable_channels",
+        "_channel",
+        "_quiet_until",
+    )
 
-    @cached_property
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaced was built
+        self,
+        profile: Profile,
+        pending: PendingTrigger,
+        definition: TriggerDefinition,
+        at: float,
+        forgotten_at: float | None = None,
+        guardrails: Guardrails = NO_GUARDRAILS,
+        pass_sends: tuple[TriggerSend, ...] = (),
+    ) -> None:
+        self.profile = profile
+        self.pending = pending
+        self.definition = definition
+        self.at = at
+        self.forgotten_at = forgotten_at
+        self.guardrails = guardrails
+        self.pass_sends = pass_sends
+        self._open_channels: tuple[str, ...] | None = None
+        self._reachable_channels: tuple[str, ...] | None = None
+        self._channel: tuple[str, str] | None = None
+        self._quiet_until: Any = _UNKNOWN
+
+    @property
     def open_channels(self) -> tuple[str, ...]:
         """The definition's channels neither suppressed nor without consent."""
-        return open_channels(self.profile, self.definition.channels, self.guardrails)
+        found = self._open_channels
+        if found is None:
+            found = self._open_channels = open_channels(self.profile, self.definition.channels, self.guardrails)
+        return found
 
-    @cached_property
+    @property
     def reachable_channels(self) -> tuple[str, ...]:
-        if not self.guardrails.require_contact:
-            return self.open_channels
-        return tuple(c for c in self.open_channels if reachable(self.profile, c))
+        found = self._reachable_channels
+        if found is None:
+            found = self.open_channels
+            if self.guardrails.require_contact:
+                profile = self.profile
+                found = tuple(c for c in found if reachable(profile, c))
+            self._reachable_channels = found
+        return found
 
-    @cached_property
+    @property
     def sends(self) -> tuple[TriggerSend, ...]:
-        return (*self.profile.trigger_sends, *self.pass_sends) if self.pass_sends else self.profile.trigger_sends
+        earlier = self.profile.trigger_sends
+        return (*earlier, *self.pass_sends) if self.pass_sends else earlier
 
-    @cached_property
+    @property
     def channel(self) -> tuple[str, str]:
         """``(channel, reason)``: the chosen one of the reachable channels within their caps (``("", "")``: none)."""
-        candidates = tuple(
-            c for c in self.reachable_channels if not channel_cap_reached(self.sends, c, self.at, self.guardrails)
-        )
+        found = self._channel
+        if found is None:
+            found = self._channel = self._choose_channel()
+        return found
+
+    def _choose_channel(self) -> tuple[str, str]:
+        sends, at, guardrails = self.sends, self.at, self.guardrails
+        candidates = tuple(c for c in self.reachable_channels if not channel_cap_reached(sends, c, at, guardrails))
         if not candidates:
             return "", ""
         profile = self.profile
-        return choose_channel(candidates, profile.engagement, profile.preferred_channel, self.guardrails)
+        return choose_channel(candidates, profile.engagement, profile.preferred_channel, guardrails)
 
-    @cached_property
+    @property
     def quiet_until(self) -> float | None:
         """When the quiet hours around ``at`` end in the customer's zone (None: not quiet now)."""
-        quiet = self.guardrails.quiet_hours
-        if quiet is None:
-            return None
-        return quiet_until(self.at, customer_zone(self.profile.timezone, self.guardrails), quiet)
+        found = self._quiet_until
+        if found is _UNKNOWN:
+            quiet, guardrails = self.guardrails.quiet_hours, self.guardrails
+            if quiet is not None:
+                found = quiet_until(self.at, customer_zone(self.profile.timezone, guardrails), quiet)
+            else:
+                found = None
+            self._quiet_until = found
+        return found
 
 
 class Guard(Protocol):

@@ -50,8 +50,9 @@ class EntryFacts:
     selective: bool = True
 
 
-def _product_facts(props: Mapping[str, Any]) -> Facts:
-    facts: Facts = {"product_id": product_id_of(dict(props))}
+def _product_facts(props: Mapping[str, Any], product_id: str) -> Facts:
+    """The entry's product (``product_id``: ``product_id_of(props)``, which the caller has found already)."""
+    facts: Facts = {"product_id": product_id}
     for name in ITEM_PROPERTIES:
         value = props.get(name)
         if isinstance(value, str) and value:
@@ -63,9 +64,10 @@ def _product_facts(props: Mapping[str, Any]) -> Facts:
 
 
 def _event_product(profile: Profile, event: Event | None, params: Params, consumables: Any) -> Facts | None:
-    if event is None or not product_id_of(event.properties):
+    if event is None:
         return None
-    return _product_facts(event.properties)
+    product_id = product_id_of(event.properties)
+    return _product_facts(event.properties, product_id) if product_id else None
 
 
 def _bought_since(profile: Profile, product_id: str, since: float) -> bool:
@@ -85,7 +87,7 @@ def _repeated_views(profile: Profile, event: Event | None, params: Params, consu
         return None  # the common case, decided before building any facts
     if not product_id or any(item.product_id == product_id for item in profile.cart):
         return None
-    facts = _product_facts(props)
+    facts = _product_facts(props, product_id)
     facts["views"] = views
     facts["category_views"] = category_views
     facts["episode"] = product_id if views >= float(params["min_views"]) else f"category:{category}"

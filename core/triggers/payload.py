@@ -62,12 +62,19 @@ def recommend(profile: Profile, *, exclude: set[str], at: float, count: int) -> 
     """Up to ``count`` product ids the customer showed interest in, never in ``exclude``, the cart, or just bought."""
     if count <= 0:
         return ()
-    excluded = set(exclude) | {item.product_id for item in profile.cart}
-    excluded |= {pid for pid, times in profile.product_purchases.items() if times and times[-1] >= at - JUST_BOUGHT_S}
-    ranked = sorted(
-        ((pid, viewed_at) for pid, viewed_at in profile.recently_viewed if pid not in excluded),
-        key=lambda entry: (-profile.product_views.get(entry[0], 0), -entry[1], entry[0]),
-    )
+    in_cart = {item.product_id for item in profile.cart} if profile.cart else ()
+    purchases = profile.product_purchases
+    horizon = at - JUST_BOUGHT_S
+    candidates = []
+    for pid, viewed_at in profile.recently_viewed:  # only the viewed products' purchases are looked up
+        if pid in exclude or pid in in_cart:
+            continue
+        times = purchases.get(pid)
+        if times and times[-1] >= horizon:
+            continue
+        candidates.append((pid, viewed_at))
+    views = profile.product_views
+    ranked = sorted(candidates, key=lambda entry: (-views.get(entry[0], 0), -entry[1], entry[0]))
     return tuple(pid for pid, _ in ranked[:count])
 
 
@@ -80,11 +87,18 @@ def _offer(definition: TriggerDefinition, trigger_id: str) -> dict[str, Fact]:
 
 
 def _reason(definition: TriggerDefinition, pending: PendingTrigger, items: tuple[TriggerItem, ...]) -> str:
-    entered = datetime.fromtimestamp(pending.entered_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     about = f", {len(items)} item(s)" if items else ""
     product = pending.facts.get("product_id")
     about += f", product {product}" if product and not items else ""
-    return f"{definition.description or definition.name}: entered {entered}, {definition.wait.describe()}{about}"
+    return f"{definition.reason_head}{_utc_text(pending.entered_at)}, {definition.wait_text}{about}"
+
+
+def _utc_text(at: float) -> str:
+    """``at`` as ``YYYY-MM-DD HH:MM:SS UTC`` (``isoformat`` where it writes the same, a third cheaper)."""
+    moment = datetime.fromtimestamp(at, tz=UTC)
+    if moment.year < 1000:  # strftime's %Y does not pad years below 1000
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{moment.isoformat(' ', 'seconds')[:19]} UTC"
 
 
 def build_trigger(

@@ -118,3 +118,57 @@ def test_the_shortcuts_decide_as_the_full_evaluation_on_random_journeys(raw: lis
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(core.profile_stage, "advance_triggers", _checking(STAGE.triggers, defaultdict(int)))
         Journey(STAGE).play(*played)
+
+
+RECORD_RULES = (
+    "count(cart) > 0",
+    "count(cart) == 0",
+    "count(cart) != 2",
+    "count(cart) >= 2 and not exists(user_id)",
+    "exists(user_id)",
+    "scores.purchase_7d >= 0.6",
+    "scores.purchase_7d < 0.6 or orders > 1",
+    "orders > 0 and scores.churn_60d >= 0.5",
+    "orders == 1",
+)
+
+
+def _profiles() -> list[Profile]:
+    from schemas.profile import CartItem
+
+    item = CartItem(product_id="p1", quantity=1, price=100, added_at=1_700_000_000.0)
+    carts: list[tuple[CartItem, ...]] = [
+        (),
+        (item,),
+        (item, CartItem(product_id="p2", quantity=2, price=0, added_at=0.0)),
+    ]
+    scores: list[dict] = [{}, {"purchase_7d": 0.6}, {"purchase_7d": 0.59, "churn_60d": 1}, {"churn_60d": 0.5}]
+    scores += [{"purchase_7d": True, "churn_60d": "0.9"}]  # not numbers (a record built unchecked): never true
+    return [
+        Profile(customer_id="c1", cart=cart, scores=score, user_id=user_id, orders=orders)
+        for cart in carts
+        for score in scores
+        for user_id in (None, "", "u1")
+        for orders in (0, 1, 2)
+    ]
+
+
+@pytest.mark.parametrize("text", RECORD_RULES)
+def test_a_rule_answered_from_the_record_answers_as_its_rendered_view(text):
+    """``record_test`` (counts, numbers, existence read straight from the record) against the compiled rule
+    on the rendered view, for every combination of the fields it reads."""
+    from core.triggers.rules import build_catalog, compile_condition
+
+    condition = compile_condition(text, build_catalog())
+    assert condition._record_test(Profile) is not None  # the rule is one the record test covers
+    policy = stage_policy(Settings()).triggers
+    assert policy is not None
+    for profile in _profiles():
+        assert condition.holds(profile, 1_700_000_000.0) == _rendered(condition, profile, 1_700_000_000.0, policy)
+
+
+def test_a_rule_the_record_test_does_not_cover_reads_the_view():
+    from core.triggers.rules import build_catalog, compile_condition
+
+    for text in ("count(recently_viewed) > 1", "days_since(last_seen) > 3", "scores.purchase_7d >= orders"):
+        assert compile_condition(text, build_catalog())._record_test(Profile) is None, text
