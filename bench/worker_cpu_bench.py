@@ -180,8 +180,8 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for repeat in range(args.repeats):
-        last = repeat == args.repeats - 1
-        seconds, count, summary = one_run(args.events, args.seed, triggers=args.triggers, profile=args.profile if last else None)
+        profile = args.profile if repeat == args.repeats - 1 else None
+        seconds, count, summary = one_run(args.events, args.seed, triggers=args.triggers, profile=profile)
         results.append(seconds / count)
         print(f"repeat {repeat + 1}: {count} events, {seconds:.2f} CPU-s, {seconds / count * 1e6:.1f} µs/event")
     print("left:", ", ".join(f"{name} {value}" for name, value in sorted(summary.items())))
