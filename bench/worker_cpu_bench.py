@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import pickle
 import sys
 import tempfile
 import time
@@ -93,15 +94,28 @@ def _privacy(settings: Settings):
     return pii_policy(settings)
 
 
-def fetches(rt: Runtime, events: int, seed: int) -> list[dict[TopicPartition, list]]:
+def workload_messages(rt: Runtime, events: int, seed: int, cache: Path | None) -> list:
+    """``pipeline_bench.build_workload``'s messages; with ``cache``, read from that file when it exists
+    (written otherwise), so that a run under an instruction counter does not count the generator."""
+    if cache is not None and cache.exists():
+        messages = pickle.loads(cache.read_bytes())
+        if len(messages) >= events:
+            return messages[:events]
+    messages = build_workload(rt.topics, events, None, seed).messages
+    if cache is not None:
+        cache.write_bytes(pickle.dumps(messages))
+    return messages
+
+
+def fetches(rt: Runtime, events: int, seed: int, cache: Path | None = None) -> list[dict[TopicPartition, list]]:
     """The backlog as the worker's fetches would return it: per partition in offset order, up to
     ``fetch_max_records`` records per fetch, taken round robin from the partitions that have some."""
-    workload = build_workload(rt.topics, events, None, seed)
+    messages = workload_messages(rt, events, seed, cache)
     partitioner = DefaultPartitioner()
     everything = list(range(PARTITIONS))
     started_ms = int(time.time() * 1000)
     queues: dict[TopicPartition, list] = {}
-    for index, message in enumerate(workload.messages):
+    for index, message in enumerate(messages):
         partition = partitioner(message.key, everything, everything)
         tp = TopicPartition(message.topic, partition)
         queue = queues.setdefault(tp, [])
@@ -153,11 +167,13 @@ def summarise(rt: Runtime) -> dict[str, int]:
     return summary
 
 
-def one_run(events: int, seed: int, *, triggers: bool, profile: Path | None) -> tuple[float, int, dict[str, int]]:
+def one_run(
+    events: int, seed: int, *, triggers: bool, profile: Path | None, cache: Path | None = None
+) -> tuple[float, int, dict[str, int]]:
     """CPU seconds of one drain (fresh data dir), the events it processed and what it left (``summarise``)."""
     with tempfile.TemporaryDirectory(prefix="worker-cpu-") as tmp:
         rt = build_runtime(Path(tmp), triggers=triggers)
-        batches = fetches(rt, events, seed)
+        batches = fetches(rt, events, seed, cache)
         count = sum(len(records) for batch in batches for records in batch.values())
         profiler = cProfile.Profile() if profile else None
         started = time.process_time()
@@ -177,11 +193,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--triggers", action="store_true", help="the worker's trigger definitions (default: none)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the last repeat here")
+    parser.add_argument("--workload", type=Path, help="cache of the generated messages (read if it exists)")
     args = parser.parse_args()
     results = []
     for repeat in range(args.repeats):
         profile = args.profile if repeat == args.repeats - 1 else None
-        seconds, count, summary = one_run(args.events, args.seed, triggers=args.triggers, profile=profile)
+        seconds, count, summary = one_run(
+            args.events, args.seed, triggers=args.triggers, profile=profile, cache=args.workload
+        )
         results.append(seconds / count)
         print(f"repeat {repeat + 1}: {count} events, {seconds:.2f} CPU-s, {seconds / count * 1e6:.1f} µs/event")
     print("left:", ", ".join(f"{name} {value}" for name, value in sorted(summary.items())))
