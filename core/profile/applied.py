@@ -11,7 +11,8 @@ a new one, so an event costs a few set operations. A tuple it has no set for (a 
 the store, merged, or an old copy) gets one built once. The answers are exactly the tuple's: a tuple
 holding an id twice (which ``apply_event`` never writes, but a decoded record might) is scanned, never
 memoised, since dropping one copy from a set would forget the other. At most ``max_entries`` sets are
-kept, the least recently used dropped first, so memory stays bounded whatever the number of customers.
+kept, the least recently used dropped first (half at a time), so memory stays bounded whatever the number of customers;
+tuples shorter than ``min_length`` are scanned (as fast as a set below that, see ``MIN_MEMO_LENGTH``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from __future__ import annotations
 from core.profile.bounded import capped_append
 
 MAX_ENTRIES = 4096  # sets kept: about the customers whose events arrive close together (a worker's hot keys)
+# Shorter tuples are scanned: measured (check + append per event, UUID ids, thread CPU) scan / set 0.47 / 1.11 µs
+# at 16 ids, 1.27 / 1.32 at 64, 2.40 / 1.69 at 128, 4.39 / 2.17 at 256 (the default cap).
+MIN_MEMO_LENGTH = 64
 
 
 class AppliedIds:
     """Sets of ``applied_ids`` tuples (see the module docstring); one per worker process is enough."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, min_length: int = MIN_MEMO_LENGTH) -> None:
         self.max_entries = max_entries
+        self.min_length = min_length
         self._sets: dict[int, tuple[tuple[str, ...], set[str]]] = {}
 
     def __len__(self) -> int:
@@ -45,12 +50,14 @@ class AppliedIds:
     def _keep(self, ids: tuple[str, ...], members: set[str]) -> None:
         sets = self._sets
         if len(sets) >= self.max_entries:
-            del sets[next(iter(sets))]  # the least recently used: entries are re-inserted on every append
+            # The older half goes (entries are re-inserted on every append, so the dict is in order of last
+            # use), in one rebuild: deleting the oldest one by one would scan the holes they leave each time.
+            self._sets = sets = dict(list(sets.items())[len(sets) // 2 :])
         sets[id(ids)] = (ids, members)
 
     def contains(self, ids: tuple[str, ...], item: str) -> bool:
         """``item in ids``."""
-        if len(ids) < 8:  # a scan is as cheap as a lookup
+        if len(ids) < self.min_length:
             return item in ids
         members = self._set_of(ids)
         return item in ids if members is None else item in members

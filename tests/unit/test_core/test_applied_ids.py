@@ -19,7 +19,7 @@ from core.profile.bounded import capped_append
 )
 def test_contains_and_appended_agree_with_the_tuple(ids, cap, max_entries):
     """Any sequence of appends (repeats included) from any start, a few sets kept: same tuples, same answers."""
-    memo = AppliedIds(max_entries=max_entries)
+    memo = AppliedIds(max_entries=max_entries, min_length=2)
     start = tuple(ids[:10])  # may hold duplicates, as a decoded record might
     current, plain = start, start
     for item in ids[10:]:
@@ -33,7 +33,7 @@ def test_contains_and_appended_agree_with_the_tuple(ids, cap, max_entries):
 
 
 def test_an_old_tuple_whose_set_moved_on_is_answered_from_its_own_ids():
-    memo = AppliedIds()
+    memo = AppliedIds(min_length=2)
     old = tuple(f"m{n}" for n in range(20))
     assert memo.contains(old, "m3")
     new = memo.appended(old, "m20", cap=20)  # "m0" dropped at the cap
@@ -42,7 +42,7 @@ def test_an_old_tuple_whose_set_moved_on_is_answered_from_its_own_ids():
 
 
 def test_a_duplicate_in_the_tuple_is_never_forgotten():
-    memo = AppliedIds()
+    memo = AppliedIds(min_length=2)
     ids = ("m1", *(f"x{n}" for n in range(10)), "m1")
     assert memo.contains(ids, "m1")
     current = ids
@@ -57,7 +57,7 @@ def test_a_duplicate_in_the_tuple_is_never_forgotten():
 
 def test_long_random_chains_under_eviction():
     rng = random.Random(3)
-    memo = AppliedIds(max_entries=2)
+    memo = AppliedIds(max_entries=2, min_length=2)
     chains = [tuple(f"c{c}-{n}" for n in range(30)) for c in range(5)]
     plain = list(chains)
     for step in range(2000):
