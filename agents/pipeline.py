@@ -10,7 +10,6 @@ agent call: ``ingest`` (``agents.ingest``), ``apply`` (``agents.profiles``), ``d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from functools import partial
 
 import msgspec
 
@@ -48,13 +47,10 @@ class ProfilePipeline:
         self.privacy = privacy
         self.outbox = outbox
         self.tally = tally
-        # Bound once: ``apply`` runs for every command, and passing six keywords costs more than the call.
-        self._handle = partial(handle_command, policy=policy, topics=topics, outbox=outbox, tally=tally)
-        self._ingest = partial(ingest_record, limits=limits, privacy=privacy, tally=tally)
 
     def ingest(self, record: SourceRecord) -> tuple[bytes, ApplyEvent]:
         """An inbound record → ``(routing key, ApplyEvent)``; raises ``InvalidEvent``."""
-        return self._ingest(record)
+        return ingest_record(record, limits=self.limits, privacy=self.privacy, tally=self.tally)
 
     def decode(self, record: SourceRecord) -> ProfileCommand:
         """A ``profile-commands`` record → its command; raises ``UndecodableCommand``."""
@@ -75,7 +71,17 @@ class ProfilePipeline:
         forward: Callable[[bytes, ProfileCommand], None] | None,
     ) -> None:
         """One command of ``key`` in the partition that owns it (``agents.profiles.handle_command``)."""
-        self._handle(store, key, command, now=now, forward=forward)
+        handle_command(
+            store,
+            key,
+            command,
+            now=now,
+            policy=self.policy,
+            topics=self.topics,
+            outbox=self.outbox,
+            tally=self.tally,
+            forward=forward,
+        )
 
     def due_commands(self, store: StageStore, now: float) -> Iterable[tuple[bytes, WakeUp]]:
         return due_commands(store, now)
