@@ -189,6 +189,8 @@ def _optional_id(payload: dict, key: str) -> str | None:
     value = payload.get(key)
     if value is None or value == "":
         return None
+    if value.__class__ is str and len(value) <= MAX_ID_CHARS:  # the usual id, as ``_to_id`` would return it
+        return value
     return _to_id(value, key)
 
 
@@ -249,6 +251,9 @@ _NORMALISED_ORDER = (*ID_PROPERTIES, *MONEY_PROPERTIES, "quantity", "currency")
 _NORMALISED_KEYS = frozenset(_NORMALISED_ORDER)
 _RANK = {key: rank for rank, key in enumerate(_NORMALISED_ORDER)}
 _IDS, _MONEY = frozenset(ID_PROPERTIES), frozenset(MONEY_PROPERTIES)
+# The keys present → them in check order: a producer sends a few combinations, so sorting is done once each.
+_CHECK_ORDERS: dict[frozenset[str], tuple[str, ...]] = {}
+MAX_CHECK_ORDERS = 4096  # bounds the memo (17 keys make at most 131,071 combinations)
 
 
 def _normalise_values(values: dict, limits: ContractLimits, where: str) -> dict:
@@ -257,15 +262,26 @@ def _normalise_values(values: dict, limits: ContractLimits, where: str) -> dict:
     present = _NORMALISED_KEYS.intersection(normalised)
     if not present:  # pages, messages: nothing to normalise
         return normalised
-    # Only the keys there, in the order of ``_NORMALISED_ORDER`` (a product event has three or four of 17).
-    for key in sorted(present, key=_RANK.__getitem__) if len(present) > 1 else present:
+    # Only the keys there (a product event has three or four of the 17), in ``_NORMALISED_ORDER``.
+    order = _CHECK_ORDERS.get(present)
+    if order is None:
+        order = tuple(sorted(present, key=_RANK.__getitem__))
+        if len(_CHECK_ORDERS) < MAX_CHECK_ORDERS:
+            _CHECK_ORDERS[present] = order
+    max_amount = limits.max_amount
+    for key in order:
         value = normalised[key]
         if value is None:
             continue
+        # The usual values are checked inline; anything else goes to the function that names the error.
         if key in _IDS:
-            normalised[key] = _to_id(value, f"{where}.{key}")
+            if value.__class__ is not str or len(value) > MAX_ID_CHARS:
+                normalised[key] = _to_id(value, f"{where}.{key}")
         elif key in _MONEY:
-            normalised[key] = to_minor_units(value, f"{where}.{key}", limits.max_amount)
+            if (value.__class__ is int or value.__class__ is float) and 0 <= value <= max_amount:
+                normalised[key] = round(value * 100)
+            else:
+                normalised[key] = to_minor_units(value, f"{where}.{key}", max_amount)
         elif key == "quantity":
             normalised[key] = _to_quantity(value, f"{where}.quantity", limits)
         else:
