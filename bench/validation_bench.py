@@ -1,7 +1,8 @@
 """Throughput of the in-process contract check: ``decode_event`` over a generated workload, in events/s.
 
 Run: ``.venv/bin/python bench/validation_bench.py [customers] [repeats]``. Prints the rate of bare
-``orjson.loads`` on the same lines as the floor the validator is compared with.
+``orjson.loads`` on the same lines as the floor the validator is compared with. Thread CPU time, best of
+``repeats`` passes over all lines.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from schemas.validation import decode_event
 def best_rate(lines: list[bytes], decode, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
-        began = time.perf_counter()
+        began = time.thread_time()
         for line in lines:
             decode(line)
-        best = min(best, time.perf_counter() - began)
+        best = min(best, time.thread_time() - began)
     return len(lines) / best
 
 

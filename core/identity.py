@@ -113,6 +113,13 @@ def links_revealed(profile: Profile, event: Event, *, again: bool = False) -> tu
     been lost in a crash (the alias's key deduplicates them).
     """
     key = profile.customer_id
+    anonymous_id = event.anonymous_id
+    if (
+        not again
+        and event.type != "alias"
+        and (event.user_id is None or not anonymous_id or anonymous_id == key or anonymous_id in profile.linked_ids)
+    ):
+        return ()  # nearly every event: a known device of its user, or no user yet
     wanted: list[tuple[str, str]] = []
     if event.type == "alias" and event.previous_id:
         wanted.append((event.previous_id, ALIAS))

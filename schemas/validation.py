@@ -110,8 +110,18 @@ def family_of(event_type: str, event_name: str | None) -> str:
     return TRACK_FAMILIES.get(event_name, OTHER)
 
 
+_SEGMENT_TIMESTAMP_CHARS = len("2025-10-09T08:53:20.000Z")
+
+
 def parse_timestamp(value: Any) -> float:
     """ISO-8601 (Segment's form) or epoch seconds/milliseconds → UTC epoch seconds."""
+    if value.__class__ is str and len(value) == _SEGMENT_TIMESTAMP_CHARS and value[-1] == "Z":
+        # Segment's own form, "2025-10-09T08:53:20.000Z" (nearly every event): Python 3.11 reads the "Z"
+        # itself, as the general path below reads "+00:00"; anything it rejects takes that path for the error.
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except (ValueError, OverflowError):
+            pass
     if isinstance(value, bool):
         msg = "bad_timestamp"
         raise InvalidEvent(msg, "timestamp is a boolean")
@@ -179,6 +189,8 @@ def _optional_id(payload: dict, key: str) -> str | None:
     value = payload.get(key)
     if value is None or value == "":
         return None
+    if value.__class__ is str and len(value) <= MAX_ID_CHARS:  # the usual id, as ``_to_id`` would return it
+        return value
     return _to_id(value, key)
 
 
@@ -234,33 +246,55 @@ def _check_shape(raw: bytes, payload: dict, limits: ContractLimits) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
-_NORMALISED_KEYS = frozenset((*ID_PROPERTIES, *MONEY_PROPERTIES, "quantity", "currency"))
+# The keys normalised, in the order they are checked (which names the first bad one), and what each is.
+_NORMALISED_ORDER = (*ID_PROPERTIES, *MONEY_PROPERTIES, "quantity", "currency")
+_NORMALISED_KEYS = frozenset(_NORMALISED_ORDER)
+_RANK = {key: rank for rank, key in enumerate(_NORMALISED_ORDER)}
+_IDS, _MONEY = frozenset(ID_PROPERTIES), frozenset(MONEY_PROPERTIES)
+# The keys present → them in check order: a producer sends a few combinations, so sorting is done once each.
+_CHECK_ORDERS: dict[frozenset[str], tuple[str, ...]] = {}
+MAX_CHECK_ORDERS = 4096  # bounds the memo (17 keys make at most 131,071 combinations)
 
 
 def _normalise_values(values: dict, limits: ContractLimits, where: str) -> dict:
     """Ids → strings, money → minor units, quantity → int, currency → upper case; a new dict."""
     normalised = dict(values)
-    if _NORMALISED_KEYS.isdisjoint(normalised):  # pages, messages: nothing to look up one key at a time
+    present = _NORMALISED_KEYS.intersection(normalised)
+    if not present:  # pages, messages: nothing to normalise
         return normalised
-    for key in ID_PROPERTIES:
-        value = normalised.get(key)
-        if value is not None:
-            normalised[key] = _to_id(value, f"{where}.{key}")
-    for key in MONEY_PROPERTIES:
-        value = normalised.get(key)
-        if value is not None:
-            normalised[key] = to_minor_units(value, f"{where}.{key}", limits.max_amount)
-    quantity = normalised.get("quantity")
-    if quantity is not None:
-        normalised["quantity"] = _to_quantity(quantity, f"{where}.quantity", limits)
-    currency = normalised.get("currency")
-    if currency is not None:
-        if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha() or not currency.isascii():
-            detail = f"{where}.currency={str(currency)[:10]!r}"
-            msg = "bad_currency"
-            raise InvalidEvent(msg, detail)
-        normalised["currency"] = currency.upper()
+    # Only the keys there (a product event has three or four of the 17), in ``_NORMALISED_ORDER``.
+    order = _CHECK_ORDERS.get(present)
+    if order is None:
+        order = tuple(sorted(present, key=_RANK.__getitem__))
+        if len(_CHECK_ORDERS) < MAX_CHECK_ORDERS:
+            _CHECK_ORDERS[present] = order
+    max_amount = limits.max_amount
+    for key in order:
+        value = normalised[key]
+        if value is None:
+            continue
+        # The usual values are checked inline; anything else goes to the function that names the error.
+        if key in _IDS:
+            if value.__class__ is not str or len(value) > MAX_ID_CHARS:
+                normalised[key] = _to_id(value, f"{where}.{key}")
+        elif key in _MONEY:
+            if (value.__class__ is int or value.__class__ is float) and 0 <= value <= max_amount:
+                normalised[key] = round(value * 100)
+            else:
+                normalised[key] = to_minor_units(value, f"{where}.{key}", max_amount)
+        elif key == "quantity":
+            normalised[key] = _to_quantity(value, f"{where}.quantity", limits)
+        else:
+            _normalise_currency(normalised, value, where)
     return normalised
+
+
+def _normalise_currency(normalised: dict, currency: Any, where: str) -> None:
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha() or not currency.isascii():
+        detail = f"{where}.currency={str(currency)[:10]!r}"
+        msg = "bad_currency"
+        raise InvalidEvent(msg, detail)
+    normalised["currency"] = currency.upper()
 
 
 def _normalise_properties(properties: dict, limits: ContractLimits) -> dict:
@@ -430,7 +464,8 @@ def decode_payload(  # noqa: PLR0912, PLR0915  (one straight pass over the envel
         detail = f"top level is {type(payload).__name__}"
         msg = "not_an_object"
         raise InvalidEvent(msg, detail)
-    _check_shape(raw, payload, limits)
+    if raw.count(b"{") + raw.count(b"[") > limits.max_depth or len(raw) >= limits.max_array_length:
+        _check_shape(raw, payload, limits)  # the byte counts say a limit could be reached: walk
     event_type = payload.get("type")
     if not isinstance(event_type, str) or event_type not in SEGMENT_TYPES:
         detail = f"type={str(event_type)[:40]!r}"

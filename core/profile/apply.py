@@ -20,7 +20,8 @@ import msgspec
 
 from core.groups import apply_group_call
 from core.profile.affinity import with_affinity
-from core.profile.bounded import bump, capped_append, clipped_id, clipped_text, is_newer, product_id_of, remember
+from core.profile.applied import AppliedIds
+from core.profile.bounded import bump, clipped_id, clipped_text, is_newer, product_id_of, remember
 from core.profile.identify import trait_changes
 from core.profile.orders import order_changes, refund_changes
 from core.profile.policy import (
@@ -64,6 +65,8 @@ PASSIVE_EVENTS = frozenset(
 MAX_PUSH_TOKEN_CHARS = 4096  # longer is not a push token: ignored
 # Calls that describe the customer rather than record an action: they never open a session either.
 PASSIVE_TYPES = frozenset({"identify", "alias", "group"})
+# The replay guard's sets of recent message ids (a memo: answers are the tuples', see core.profile.applied).
+APPLIED_IDS = AppliedIds()
 
 
 def new_profile(customer_id: str) -> Profile:
@@ -336,7 +339,7 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     policy = policy or DEFAULT_POLICY
     current = profile or new_profile(event.routing_id)
     applied_id = clipped_id(event.message_id)  # as remembered: a long non-ASCII id is clipped like any id
-    if applied_id in current.applied_ids:
+    if APPLIED_IDS.contains(current.applied_ids, applied_id):
         return current
     changes = _identity_changes(current, event)
     changes.update(_activity_changes(current, event, policy))
@@ -356,5 +359,5 @@ def apply_event(profile: Profile | None, event: Event, *, now: float, policy: Pr
     changes["first_seen"] = min(current.first_seen or at, at)
     changes["last_seen"] = max(current.last_seen, at)
     changes["event_count"] = current.event_count + 1
-    changes["applied_ids"] = capped_append(current.applied_ids, applied_id, policy.max_applied_ids)
+    changes["applied_ids"] = APPLIED_IDS.appended(current.applied_ids, applied_id, policy.max_applied_ids)
     return msgspec.structs.replace(current, **changes)

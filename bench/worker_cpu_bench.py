@@ -1,0 +1,212 @@
+"""The worker's own CPU per event on the pipeline benchmark's workload, without a broker.
+
+Run: ``.venv/bin/python bench/worker_cpu_bench.py [--events 50000] [--repeats 3] [--triggers]``.
+
+``bench/pipeline_bench.py`` measures the whole path through a real broker, so on the shared 2-core machine
+its events/s moves with everything else that runs. This drives the same code the worker runs — the real
+``streams.runtime.Runtime`` loop (event-time alignment, in-place routing, the clock, the checkpoint with
+exactly-once transactions, the default settings) with the real ``ProfilePipeline`` and RocksDB partition
+stores — over the same generated backlog (``pipeline_bench.build_workload``: ``offline.generator``, keyed by
+routing id, murmur2-partitioned, Kafka timestamps = load time), with the broker replaced by the unit
+tests' fakes (``tests/unit/test_streams/fake_kafka.py``: batches handed out, sends acknowledged at once).
+So it counts the worker's Python (decode, validate, profile stage, outputs and changelog encoding, RocksDB
+writes) and leaves out aiokafka's fetch and produce paths and the network.
+
+Like ``pipeline_bench`` it runs with an empty trigger definitions file unless ``--triggers`` (the
+worker's ``config/triggers.yaml``). Prints process CPU seconds per event for each repeat (a fresh data
+dir each time) and the best, in µs/event and events per CPU-second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests" / "unit" / "test_streams"))
+
+from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
+from aiokafka.structs import TopicPartition  # noqa: E402
+from fake_kafka import (  # noqa: E402
+    FakeConsumer,
+    FakeProducer,
+    FakeRestoreConsumer,
+    FakeTransactionalProducer,
+    consumer_record,
+)
+from pipeline_bench import build_workload  # noqa: E402
+
+from agents.outbox import Outbox  # noqa: E402
+from agents.pipeline import ProfilePipeline  # noqa: E402
+from agents.tally import Tally  # noqa: E402
+from streams.assignor import CoPartitionAssignor  # noqa: E402
+from streams.runtime import Runtime  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.stage_config import contract_limits, stage_policy  # noqa: E402
+from streams.topics import topic_names  # noqa: E402
+
+PARTITIONS = 4
+LOAD_RATE = 70_000  # records per second of the backlog load (pipeline_bench's is 70,000-120,000): Kafka timestamps
+
+
+def build_runtime(data_dir: Path, *, triggers: bool) -> Runtime:
+    values: dict[str, object] = {"topic_prefix": "b.", "app_id": "cpu", "data_dir": data_dir}
+    values["topic_partitions"] = PARTITIONS
+    if not triggers:
+        empty = data_dir / "no-triggers.yaml"
+        empty.write_text("triggers: []\n")
+        values["triggers_file"] = empty
+    settings = Settings(**values)
+    outbox = Outbox()
+    stages = ProfilePipeline(
+        stage_policy(settings),
+        topics=topic_names(settings),
+        limits=contract_limits(settings),
+        privacy=_privacy(settings),
+        outbox=outbox,
+        tally=Tally(),
+    )
+    calls: list[str] = []
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    return Runtime(
+        settings,
+        stages,
+        outbox=outbox,
+        producer=None if exactly_once else FakeProducer(calls),
+        consumer=FakeConsumer(calls, PARTITIONS),
+        restore_consumer=FakeRestoreConsumer(calls, topic_names(settings).state_changelog(settings.app_id)),
+        assignor=CoPartitionAssignor("http://127.0.0.1:1"),
+        partition_producer=(lambda p: FakeTransactionalProducer(calls, p)) if exactly_once else None,
+    )
+
+
+def _privacy(settings: Settings):
+    from streams.security import pii_policy
+
+    return pii_policy(settings)
+
+
+def workload_messages(rt: Runtime, events: int, seed: int, cache: Path | None) -> list:
+    """``pipeline_bench.build_workload``'s messages; with ``cache``, read from that file when it exists
+    (written otherwise), so that a run under an instruction counter does not count the generator."""
+    if cache is not None and cache.exists():
+        messages = pickle.loads(cache.read_bytes())
+        if len(messages) >= events:
+            return messages[:events]
+    messages = build_workload(rt.topics, events, None, seed).messages
+    if cache is not None:
+        cache.write_bytes(pickle.dumps(messages))
+    return messages
+
+
+def fetches(rt: Runtime, events: int, seed: int, cache: Path | None = None) -> list[dict[TopicPartition, list]]:
+    """The backlog as the worker's fetches would return it: per partition in offset order, up to
+    ``fetch_max_records`` records per fetch, taken round robin from the partitions that have some."""
+    messages = workload_messages(rt, events, seed, cache)
+    partitioner = DefaultPartitioner()
+    everything = list(range(PARTITIONS))
+    started_ms = int(time.time() * 1000)
+    queues: dict[TopicPartition, list] = {}
+    for index, message in enumerate(messages):
+        partition = partitioner(message.key, everything, everything)
+        tp = TopicPartition(message.topic, partition)
+        queue = queues.setdefault(tp, [])
+        stamp = started_ms + index * 1000 // LOAD_RATE
+        queue.append(consumer_record(tp.topic, partition, len(queue), message.key, message.value, timestamp=stamp))
+    per_fetch = rt.settings.fetch_max_records
+    batches: list[dict[TopicPartition, list]] = []
+    position = dict.fromkeys(queues, 0)
+    while any(position[tp] < len(queue) for tp, queue in queues.items()):
+        batch: dict[TopicPartition, list] = {}
+        room = per_fetch
+        for tp, queue in queues.items():
+            take = queue[position[tp] : position[tp] + max(room // len(queues), 1)]
+            if take:
+                batch[tp] = take
+                position[tp] += len(take)
+                room -= len(take)
+        batches.append(batch)
+    return batches
+
+
+async def drain(rt: Runtime, batches: list) -> dict[str, int]:
+    await rt.start()
+    await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
+    for batch in batches:
+        for tp, records in batch.items():
+            rt.consumer.highwaters[tp] = max(rt.consumer.highwaters.get(tp, 0), records[-1].offset + 1)
+    rt.consumer.batches = list(batches)
+    rt.consumer.when_drained = rt.stop
+    await rt.run()
+    summary = summarise(rt)
+    await rt.close()
+    return summary
+
+
+def summarise(rt: Runtime) -> dict[str, int]:
+    """What the drain left: profiles and the events they counted, outputs per topic (a check that a change
+    of the code kept the behaviour, beside the tests)."""
+    from agents.tables import PROFILES
+
+    summary: dict[str, int] = {"profiles": 0, "profile events": 0}
+    for store in rt.stores.values():
+        for _, profile in store.items(PROFILES):
+            summary["profiles"] += 1
+            summary["profile events"] += profile.event_count
+    for producer in rt.partition_producers.values():
+        for topic, _, _ in producer.sent:
+            summary[topic] = summary.get(topic, 0) + 1
+    return summary
+
+
+def one_run(
+    events: int, seed: int, *, triggers: bool, profile: Path | None, cache: Path | None = None
+) -> tuple[float, int, dict[str, int]]:
+    """CPU seconds of one drain (fresh data dir), the events it processed and what it left (``summarise``)."""
+    with tempfile.TemporaryDirectory(prefix="worker-cpu-") as tmp:
+        rt = build_runtime(Path(tmp), triggers=triggers)
+        batches = fetches(rt, events, seed, cache)
+        count = sum(len(records) for batch in batches for records in batch.values())
+        profiler = cProfile.Profile() if profile else None
+        started = time.process_time()
+        if profiler:
+            profiler.enable()
+        summary = asyncio.run(drain(rt, batches))
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        return time.process_time() - started, count, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--triggers", action="store_true", help="the worker's trigger definitions (default: none)")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the last repeat here")
+    parser.add_argument("--workload", type=Path, help="cache of the generated messages (read if it exists)")
+    args = parser.parse_args()
+    results = []
+    for repeat in range(args.repeats):
+        profile = args.profile if repeat == args.repeats - 1 else None
+        seconds, count, summary = one_run(
+            args.events, args.seed, triggers=args.triggers, profile=profile, cache=args.workload
+        )
+        results.append(seconds / count)
+        print(f"repeat {repeat + 1}: {count} events, {seconds:.2f} CPU-s, {seconds / count * 1e6:.1f} µs/event")
+    print("left:", ", ".join(f"{name} {value}" for name, value in sorted(summary.items())))
+    best = min(results)
+    print(f"best: {best * 1e6:.1f} µs/event = {1 / best:,.0f} events per CPU-second")
+
+
+if __name__ == "__main__":
+    main()
