@@ -2,8 +2,8 @@
 
 Keys are customer / alias ids (bytes) except ``SEGMENT_SIZES``, keyed by segment name, and
 ``TRIGGER_STATS``, keyed by trigger kind: each partition counts what it owns, so ``/segments`` and
-``/triggers/stats`` sum the partitions; and ``STREAM_TIMES``, ``CHECKED_AUDIENCES`` and ``FORWARDS_SENT``, one
-entry per partition (``PARTITION_KEY``), and ``FORWARDS_APPLIED``, keyed by source partition.
+``/triggers/stats`` sum the partitions; and ``STREAM_TIMES`` and ``CHECKED_AUDIENCES``, one entry per
+partition (``PARTITION_KEY``).
 """
 
 from __future__ import annotations
@@ -48,19 +48,4 @@ STREAM_TIMES = Table(b"w", lambda ms: str(int(ms)).encode(), int)
 # checked against: a takeover with the same definitions skips reading them all.
 CHECKED_AUDIENCES = Table(b"v", str.encode, bytes.decode)
 
-# Commands forwarded to other partitions (``streams.forwarding``): how many this partition numbered so far
-# (``PARTITION_KEY``), and, per source partition, the highest number applied here (applied once).
-FORWARDS_SENT = Table(b"f", lambda count: str(int(count)).encode(), int)
-FORWARDS_APPLIED = Table(b"a", lambda sequence: str(int(sequence)).encode(), int)
-
-ALL_TABLES = (
-    PROFILES,
-    IDENTITIES,
-    WAKE_UPS,
-    SEGMENT_SIZES,
-    TRIGGER_STATS,
-    STREAM_TIMES,
-    CHECKED_AUDIENCES,
-    FORWARDS_SENT,
-    FORWARDS_APPLIED,
-)
+ALL_TABLES = (PROFILES, IDENTITIES, WAKE_UPS, SEGMENT_SIZES, TRIGGER_STATS, STREAM_TIMES, CHECKED_AUDIENCES)

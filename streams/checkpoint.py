@@ -35,11 +35,11 @@ do that: ids would have to follow partitions, not processes.
 
 Why a command forwarded to a key of another partition *q* is also written to ``profile-commands`` (see
 ``streams.forwarding``): *q*'s state changes are committed by *q*'s transaction, its cause by *p*'s, and a
-crash can commit one and not the other. The copy in *p*'s transaction is the command's durable record, and
-*q* stores with its state the highest sequence it applied from *p*: committed by *p* and not by *q*, *q*
-reads the copy after its restore and applies it; committed by *q* and not by *p*, *p* replays and forwards
-it again with the same number, and *q* skips it. Applied in memory as well when this worker holds *q*, it
-is decided at the same point of event time in every run.
+crash can commit one and not the other. The copy in *p*'s transaction is the command's durable record,
+and the commands are idempotent: committed by *p* and not by *q*, *q* reads the copy after its restore and
+applies it; committed by *q* and not by *p*, *p* replays and forwards it again, and *q* finds it applied.
+Applied in memory as well when this worker holds *q*, it is decided at the same point of event time in
+every run; the process that applied it skips its copy when it reads it back.
 
 A crash (or a failed call) leaves, per partition: before the commit, an open transaction that the broker
 aborts (at the latest when the next owner starts *p*'s producer), so nothing of it is visible, and the

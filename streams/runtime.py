@@ -21,8 +21,8 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
    is tagged with the partition whose work produced it (``Outbox.partition``). A command forwarded to a
    key of another partition held here is applied there at once, in that partition's turn (its outputs in
    its transaction); with exactly-once it is also written to ``profile-commands`` in this partition's
-   transaction, numbered, so it is applied once whichever transaction a crash lets through
-   (``streams.forwarding``).
+   transaction, its durable copy, which is applied once more (idempotent) only when a crash let one of
+   the two transactions through and not the other (``streams.forwarding``).
 
 Rebalances: the revoking listener checkpoints; the stores stay open (with exactly-once, the revoked
 partitions' transactional producers are stopped). The assigning listener closes the stores of partitions it
@@ -49,7 +49,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.outbox import Outbox
-from agents.tables import FORWARDS_APPLIED, FORWARDS_SENT, PARTITION_KEY, STREAM_TIMES
+from agents.tables import PARTITION_KEY, STREAM_TIMES
 from agents.tally import FORWARDS
 from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
@@ -59,7 +59,7 @@ from streams.alignment import NO_TIME, PartitionGroup, RawKey, merge
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.error_policy import ProcessingErrors
-from streams.forwarding import NO_SOURCE, Origin, origin_headers, record_origin, source_key
+from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import StoreRecovery
 from streams.security import pii_policy
@@ -174,6 +174,7 @@ class Runtime(ConsumerRebalanceListener):
         self._local: deque[tuple[PartitionStore, bytes, Command, Origin | None, int]] = deque()
         self._depth = 0
         self._now = 0.0
+        self._copies = InMemoryCopies()  # commands applied in memory whose durable copy is still to come back
         # Event-time order: each partition's fetched records, held until their timestamp order is known, and
         # its stream time (epoch ms of the latest inbound record processed, or of the wall clock that fired its
         # timers while it was idle) that drives its clock, stored with its state (``STREAM_TIMES``).
@@ -409,8 +410,9 @@ class Runtime(ConsumerRebalanceListener):
             if origin.at_ms > stream_ms:
                 stream_ms = self._stream_ms[store.partition] = origin.at_ms
                 self._fire_due(store, stream_ms / 1000)
-            if not self._first_application(store, origin):
-                continue  # applied in memory when it was decided, or before a crash
+            if self._copies.take(record.key, record.value):
+                metrics.tally.add(FORWARDS, "copy_skipped")
+                continue  # applied in memory when it was decided
             try:
                 self._apply(store, record.key, decode(record), stream_ms / 1000, record, depth=origin.depth)
             except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
@@ -472,8 +474,6 @@ class Runtime(ConsumerRebalanceListener):
                 store, key, command, origin, self._depth = local.popleft()
                 at = now
                 if origin is not None:  # decided in another partition's work
-                    if not self._first_application(store, origin):
-                        continue
                     at = self._catch_up(store, now)
                     self.outbox.partition = store.partition
                 self._now = at
@@ -490,8 +490,8 @@ class Runtime(ConsumerRebalanceListener):
     def _forward(self, key: bytes, command: Command) -> None:
         """A command the stage addressed to ``key``: applied here when its partition is held here; with
         exactly-once, one for another partition is also written to ``profile-commands`` in this
-        partition's transaction (its durable copy: another partition's state must not change inside this
-        partition's transaction, see ``streams.checkpoint`` and ``streams.forwarding``)."""
+        partition's transaction (its durable copy, skipped when read back by this process: see
+        ``streams.checkpoint`` and ``streams.forwarding``)."""
         partition = self._owners(key)
         store = self.stores.get(partition)
         source = self.outbox.partition
@@ -500,35 +500,17 @@ class Runtime(ConsumerRebalanceListener):
             self._local.append((store, key, command, None, depth))
             metrics.tally.add(FORWARDS, "in_place")
             return
-        origin = self._next_origin(source, depth)
+        origin = Origin(round(self._now * 1000), depth, NO_SOURCE if source is None else source)
         if store is None or self.transactional:
-            self.outbox.send(self.topics.profile_commands, key, encode_command(command), origin_headers(origin))
+            value = encode_command(command)
+            self.outbox.send(self.topics.profile_commands, key, value, origin_headers(origin))
+            if store is not None:
+                self._copies.applied(key, value)
         if store is not None:
             self._local.append((store, key, command, origin, depth))
             metrics.tally.add(FORWARDS, "in_place")
         else:
             metrics.tally.add(FORWARDS, "kafka")
-
-    def _next_origin(self, source: int | None, depth: int) -> Origin:
-        """The origin of a command decided now in ``source``'s work, numbered by ``source``'s count."""
-        at_ms = round(self._now * 1000)
-        store = None if source is None else self.stores.get(source)
-        if store is None:
-            return Origin(at_ms, depth)
-        sequence = (store.get(FORWARDS_SENT, PARTITION_KEY) or 0) + 1
-        store.put(FORWARDS_SENT, PARTITION_KEY, sequence)
-        return Origin(at_ms, depth, store.partition, sequence)
-
-    def _first_application(self, store: PartitionStore, origin: Origin) -> bool:
-        """Whether a forwarded command is new to ``store``'s partition (recorded as applied if so)."""
-        if origin.sequence is None:
-            return True
-        key = source_key(origin.source)
-        if origin.sequence <= (store.get(FORWARDS_APPLIED, key) or 0):
-            metrics.tally.add(FORWARDS, "repeated")
-            return False
-        store.put(FORWARDS_APPLIED, key, origin.sequence)
-        return True
 
     def _catch_up(self, store: PartitionStore, now: float) -> float:
         """Move ``store``'s partition to ``now`` for a command decided then elsewhere, firing its wake-ups due

@@ -185,7 +185,7 @@ def test_a_partition_that_cannot_say_what_comes_next_holds_every_partition_at_it
 def test_a_command_goes_by_the_time_it_was_decided_after_what_led_to_it():
     groups = worker_groups()
     groups[0].add(CLICKS, records(CLICKS, 30, 50))
-    origin = origin_headers(Origin(at_ms=30, depth=1, source=1, sequence=1))
+    origin = origin_headers(Origin(at_ms=30, depth=1, source=1))
     command = replace(records(COMMANDS, 99)[0], headers=origin)  # written later (timestamp 99), decided at 30
     groups[0].add(COMMANDS, [command])
     assert merged(groups, {}) == [

@@ -24,7 +24,7 @@ from test_runtime_processing import (
 from agents.outbox import Outbox
 from agents.tables import IDENTITIES, PROFILES
 from streams.checkpoint import transactional_id
-from streams.forwarding import SEQUENCE_HEADER, SOURCE_HEADER
+from streams.forwarding import AT_HEADER, SOURCE_HEADER
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
 
@@ -123,8 +123,9 @@ async def test_a_forward_to_another_partition_held_here_is_applied_now_and_writt
     runtime: Runtime,
 ):
     """The link goes to the alias's partition, the absorbed profile comes back: each is applied in memory when
-    decided (in event-time order) and written to ``profile-commands`` in the deciding partition's transaction,
-    numbered; their copies read back from Kafka are not applied again."""
+    decided (in event-time order) and written to ``profile-commands`` in the deciding partition's transaction;
+    their copies read back from Kafka are skipped, and read by a process that did not apply them (a restart)
+    they change nothing."""
     user, anonymous = ids_in_different_partitions()
     user_partition = owning_partition(user.encode(), PARTITIONS)
     alias_partition = owning_partition(anonymous.encode(), PARTITIONS)
@@ -142,16 +143,26 @@ async def test_a_forward_to_another_partition_held_here_is_applied_now_and_writt
         (anonymous.encode(), user_partition),  # the link, decided in the user's partition
         (user.encode(), alias_partition),  # the absorbed profile, decided in the alias's partition
     ]
-    assert [(h[SOURCE_HEADER], h[SEQUENCE_HEADER]) for _, _, h in forwarded] == [
-        (str(user_partition).encode(), b"1"),
-        (str(alias_partition).encode(), b"1"),
-    ]
+    assert [h[SOURCE_HEADER] for _, _, h in forwarded] == [str(user_partition).encode(), str(alias_partition).encode()]
+    assert all(AT_HEADER in h for _, _, h in forwarded)  # decided at: ordered by it where they are read
     alias_store = runtime.stores[alias_partition]
     assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user  # linked in memory
     assert events_of(runtime, user) == 2  # the alias's view, absorbed
 
     # The copies come back from Kafka: already applied, skipped.
     for number, (key, _, headers) in enumerate(forwarded):
+        target = owning_partition(key, PARTITIONS)
+        copy_tp = TopicPartition(runtime.topics.profile_commands, target)
+        value = runtime.outbox.records[[r[1] for r in runtime.outbox.records].index(key)][2]
+        runtime.process(
+            copy_tp, [consumer_record(copy_tp.topic, target, number, key, value, headers=list(headers.items()))]
+        )
+    assert events_of(runtime, user) == 2
+    assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user
+    assert len(runtime._copies) == 0  # each copy matched once
+
+    # The same copies read by a process that did not apply them in memory: applied, and idempotent.
+    for number, (key, _, headers) in enumerate(forwarded, start=len(forwarded)):
         target = owning_partition(key, PARTITIONS)
         copy_tp = TopicPartition(runtime.topics.profile_commands, target)
         value = runtime.outbox.records[[r[1] for r in runtime.outbox.records].index(key)][2]
