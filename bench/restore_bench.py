@@ -276,11 +276,13 @@ def restore_once(args: argparse.Namespace, run: Run, tree: Path, topic: str, ind
     env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMCDP_")}
     env["PYTHONPATH"] = str(tree)
     done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=tree)
-    # py-spy may exit non-zero after writing its profile (ECHILD when its child is gone): the JSON line counts.
-    if done.returncode != 0 and not done.stdout.strip():
+    # py-spy may exit non-zero after writing its profile (ECHILD when its child is gone), and prints its own
+    # lines after the child's: the child's JSON line counts.
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
         message = f"the restore exited with {done.returncode}:\n{done.stderr[-3000:]}"
         raise RuntimeError(message)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(lines[-1])
     result["state_bytes_on_disk"] = disk_usage(data_dir)["bytes_on_disk"]
     shutil.rmtree(data_dir, ignore_errors=True)
     return result

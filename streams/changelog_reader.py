@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 
 from aiokafka.structs import TopicPartition
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as RdTopicPartition
 
 log = logging.getLogger(__name__)
@@ -107,26 +107,28 @@ class ChangelogReader:
         if first is None:
             return {}
         messages = [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
-        chunks: dict[int, ChangelogChunk] = {}
+        by_partition: dict[int, list[Message]] = {}
         for message in messages:
             error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(error)
+            if error is None:
+                partition = message.partition()
+                records = by_partition.get(partition)
+                if records is None:
+                    records = by_partition[partition] = []
+                records.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
                 # At its end (the last stable offset): past any markers and aborted records before it.
                 tp = self._assigned[message.partition()]
                 self._positions[tp] = max(self._positions[tp], message.offset())
-                continue
-            partition = message.partition()
-            chunk = chunks.get(partition)
-            if chunk is None:
-                chunk = chunks[partition] = ChangelogChunk()
-            chunk.latest[message.key()] = message.value()
-            chunk.last_offset = message.offset()
-            chunk.records += 1
+            else:
+                raise KafkaException(error)
         read = {}
-        for partition, chunk in chunks.items():
+        for partition, records in by_partition.items():
             tp = self._assigned[partition]
+            # A dict keeps one entry per key, with the value of the key's last record.
+            chunk = ChangelogChunk(
+                {record.key(): record.value() for record in records}, records[-1].offset(), len(records)
+            )
             self._positions[tp] = max(self._positions[tp], chunk.last_offset + 1)
             read[tp] = chunk
         return read

@@ -142,7 +142,7 @@ async def test_the_restore_consumer_reads_committed_records_in_fetches_of_the_co
     assert config["isolation.level"] == "read_committed"
     assert config["enable.auto.commit"] is False and config["enable.auto.offset.store"] is False
     assert (config["fetch.max.bytes"], config["max.partition.fetch.bytes"]) == (4 << 20, 4 << 20)
-    assert config["queued.max.messages.kbytes"] == 4 << 10  # fetched ahead: bounded like the fetches
+    assert config["queued.max.messages.kbytes"] == 1 << 10  # fetched ahead per partition: bounded too
 
 
 async def test_a_failed_write_stops_the_reading_and_fails_the_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
