@@ -40,7 +40,9 @@ from streams.state_store import PartitionStore, StoreOptions
 
 log = logging.getLogger(__name__)
 
-RESTORE_CHUNK = 50_000  # most changelog records taken from the reader at a time (one RocksDB batch per partition)
+# Most changelog records taken from the reader at a time (one RocksDB batch per partition): 10,000 took the
+# same CPU as 50,000 and peaked 50-70 MiB lower (1,000,000 records of 200-1,200 bytes, 4 partitions).
+RESTORE_CHUNK = 10_000
 CHUNKS_AHEAD = 2  # chunks read but not yet written: bounds the restore's memory
 
 
