@@ -118,13 +118,16 @@ class ChangelogReader:
                 records.append(message)
             elif error.code() == KafkaError._PARTITION_EOF:
                 # At its end (the last stable offset): past any markers and aborted records before it.
-                tp = self._assigned[message.partition()]
-                self._positions[tp] = max(self._positions[tp], message.offset())
+                tp = self._assigned.get(message.partition())
+                if tp is not None:
+                    self._positions[tp] = max(self._positions[tp], message.offset())
             else:
                 raise KafkaException(error)
         read = {}
         for partition, records in by_partition.items():
-            tp = self._assigned[partition]
+            tp = self._assigned.get(partition)
+            if tp is None:  # fetched before an earlier restore unassigned it: not this restore's
+                continue
             # A dict keeps one entry per key, with the value of the key's last record.
             chunk = ChangelogChunk(
                 {record.key(): record.value() for record in records}, records[-1].offset(), len(records)
