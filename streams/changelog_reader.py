@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiokafka.structs import TopicPartition
@@ -24,6 +25,16 @@ from confluent_kafka import TopicPartition as RdTopicPartition
 log = logging.getLogger(__name__)
 
 END_OFFSETS_TIMEOUT_S = 30.0
+END_OFFSETS_RETRY_S = 0.1
+# What a broker answers for a partition whose leader is not there yet: worth asking again.
+NOT_READY_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+    }
+)
 WAIT_S = 0.5  # longest wait for the first record of a chunk (then it takes what librdkafka has fetched)
 
 
@@ -66,16 +77,27 @@ class ChangelogReader:
         return await asyncio.to_thread(self._end_offsets, tps)
 
     def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        ends = {}
-        for tp in tps:
-            watermarks = self.consumer.get_watermark_offsets(
-                RdTopicPartition(tp.topic, tp.partition), timeout=END_OFFSETS_TIMEOUT_S
-            )
+        deadline = time.monotonic() + END_OFFSETS_TIMEOUT_S
+        return {tp: self._end_offset(tp, deadline) for tp in tps}
+
+    def _end_offset(self, tp: TopicPartition, deadline: float) -> int:
+        """``tp``'s end, asked again while the broker answers that it is not ready for it yet (a topic just
+        created, a leader moving): librdkafka does not retry this request itself, aiokafka did."""
+        while True:
+            try:
+                watermarks = self.consumer.get_watermark_offsets(
+                    RdTopicPartition(tp.topic, tp.partition), timeout=max(deadline - time.monotonic(), 0.1)
+                )
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in NOT_READY_YET or time.monotonic() + END_OFFSETS_RETRY_S > deadline:
+                    raise
+                time.sleep(END_OFFSETS_RETRY_S)
+                continue
             if watermarks is None:
                 message = f"no end offset of {tp.topic}[{tp.partition}] within {END_OFFSETS_TIMEOUT_S:.0f} s"
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, message))
-            ends[tp] = watermarks[1]
-        return ends
+            return watermarks[1]
 
     def assign(self, starts: dict[TopicPartition, int]) -> None:
         """Read each partition of ``starts`` (partitions of one topic) from its offset, instead of what was
