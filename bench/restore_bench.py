@@ -24,7 +24,10 @@ so every run reads the same records; ``--compacted`` copies what compaction leav
 Each restore is followed (not timed with it) by what the runtime does with newly assigned stores: the
 wake-up index rebuilt and every profile read (``after_restore`` in the JSON). ``--warm-restarts`` restarts
 the seed worker with its disk kept and splits the time to ``/readyz``: process start to ``/healthz``, the
-assignment callback (logged by ``streams.runtime``), and the rest (clients started, group joined).
+assignment callback (logged by ``streams.runtime``), and the rest (clients started, group joined); with
+``--before`` the restarts alternate between the two trees' code (same disk, same broker), and each
+records the CPU seconds the supervisor and its child had used when ready. ``--runs 0``: the warm
+restarts only.
 
 Runs alternate between the trees (``--before REV``: ``git archive`` of that revision; "after": this
 checkout's snapshot), each onto a new empty data dir. One "after" run is checked afterwards (not timed):
@@ -72,7 +75,9 @@ class Run(FleetRun):
 # --- the changelog -----------------------------------------------------------------------------------------
 
 
-def seed_changelog(args: argparse.Namespace, run: Run) -> tuple[dict[int, list[tuple[bytes, bytes | None]]], dict]:
+def seed_changelog(
+    args: argparse.Namespace, run: Run, trees: dict[str, Path]
+) -> tuple[dict[int, list[tuple[bytes, bytes | None]]], dict]:
     """The changelog one worker writes for ``--seed-profiles`` customers, read back per partition.
 
     The customers' events arrive in rounds (every customer's first event, then every second one, …), each
@@ -98,12 +103,27 @@ def seed_changelog(args: argparse.Namespace, run: Run) -> tuple[dict[int, list[t
         else:
             wait_drained(fleet, bootstrap, loaded, timeout_s=300.0 + len(messages) / 50.0)
     fleet.stop()
-    warm = [warm_restart(fleet) for _ in range(args.warm_restarts)]
+    warm: dict[str, list[dict]] = {name: [] for name in trees}
+    for _ in range(args.warm_restarts):
+        for name, tree in trees.items():  # alternated: the same disk, the same broker, each tree's code
+            fleet.cwd = tree
+            warm[name].append(warm_restart(fleet))
+    fleet.cwd = trees["after"]
     changelog = topics.state_changelog(deployment.app_id)
     records = asyncio.run(read_topic(bootstrap, changelog, args.partitions))
     count = sum(len(part) for part in records.values())
     log.info("seed: %d profiles, %d events → %d changelog records", args.seed_profiles, loaded, count)
-    return records, {"profiles": args.seed_profiles, "events": loaded, "changelog_records": count, "warm": warm}
+    seed = {"profiles": args.seed_profiles, "events": loaded, "changelog_records": count, "warm": warm}
+    seed["warm_summary"] = {
+        name: {
+            "median_ready_s": statistics.median(r["ready_s"] for r in done),
+            "median_web_up_s": statistics.median(r["web_up_s"] for r in done),
+            "median_cpu_s_to_ready": statistics.median(r["cpu_s_to_ready"] for r in done),
+        }
+        for name, done in warm.items()
+        if done
+    }
+    return records, seed
 
 
 ASSIGNED = re.compile(r"partitions assigned: .*; (\d+) new, (\d+) changelog records restored in ([0-9.]+) s")
@@ -113,10 +133,13 @@ def warm_restart(fleet: Fleet) -> dict:
     """Start ``fleet`` again with its disk kept: seconds to ``/healthz`` (process start, imports, web
     server), the assignment callback's own seconds (``streams.runtime`` logs them: stores opened, tails
     restored, wake-up index rebuilt, profiles re-checked), the rest of the way to ``/readyz`` (clients
-    started, group joined and synced), and the stop."""
+    started, group joined and synced), and the stop; the CPU seconds the supervisor and its child had
+    used when ready, and the machine's load average then (the wall seconds depend on it, the CPU seconds
+    much less)."""
     logged = fleet.log_path.stat().st_size
     fleet.start()
     ready_s = fleet.wait_ready(120.0)
+    cpu_s = fleet.cpu_seconds()
     web_up_s = fleet.web_up_s if fleet.web_up_s is not None else ready_s
     with fleet.log_path.open("rb") as log_file:
         log_file.seek(logged)
@@ -128,6 +151,8 @@ def warm_restart(fleet: Fleet) -> dict:
         "assignment_callback_s": callback_s,
         "clients_and_group_join_s": ready_s - web_up_s - callback_s,
         "restored_records": int(found[-1][1]) if found else None,
+        "cpu_s_to_ready": cpu_s,
+        "load_average_1m": os.getloadavg()[0],
         "stop_s": fleet.stop(),
     }
     log.info("warm restart: %s", {key: round(value, 2) for key, value in result.items() if value is not None})
@@ -276,11 +301,13 @@ def restore_once(args: argparse.Namespace, run: Run, tree: Path, topic: str, ind
     env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMCDP_")}
     env["PYTHONPATH"] = str(tree)
     done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=tree)
-    # py-spy may exit non-zero after writing its profile (ECHILD when its child is gone): the JSON line counts.
-    if done.returncode != 0 and not done.stdout.strip():
+    # py-spy may exit non-zero after writing its profile (ECHILD when its child is gone), and prints its own
+    # lines after the child's: the child's JSON line counts.
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
         message = f"the restore exited with {done.returncode}:\n{done.stderr[-3000:]}"
         raise RuntimeError(message)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(lines[-1])
     result["state_bytes_on_disk"] = disk_usage(data_dir)["bytes_on_disk"]
     shutil.rmtree(data_dir, ignore_errors=True)
     return result
@@ -290,7 +317,21 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     results = run.results
     run.start(args.partitions, args.kafka_heap)
     bootstrap = run.broker.broker_bootstrap
-    seed, results["seed"] = seed_changelog(args, run)
+    trees = {"after": run.run_dir / "src"}
+    if args.before:
+        trees = {"before": tree_of(args.before, run.run_dir / "before"), **trees}
+    seed, results["seed"] = seed_changelog(args, run, trees)
+    results["config"] = {
+        "records": args.records,
+        "partitions": args.partitions,
+        "seed_profiles": args.seed_profiles,
+        "events_per_profile": EVENTS_PER_PROFILE,
+        "before": args.before,
+        "runs": args.runs,
+        "warm_restarts": args.warm_restarts,
+    }
+    if args.runs == 0:  # warm restarts only
+        return results
     if args.compacted:
         seed = {partition: last_value_per_key(records) for partition, records in seed.items()}
     records_per_profile = sum(len(part) for part in seed.values()) / args.seed_profiles
@@ -311,17 +352,6 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     log.info(
         "changelog: %d records (≈ %d profiles)", sum(written.values()), sum(written.values()) / records_per_profile
     )
-    trees = {"after": run.run_dir / "src"}
-    if args.before:
-        trees = {"before": tree_of(args.before, run.run_dir / "before"), **trees}
-    results["config"] = {
-        "records": args.records,
-        "partitions": args.partitions,
-        "seed_profiles": args.seed_profiles,
-        "events_per_profile": EVENTS_PER_PROFILE,
-        "before": args.before,
-        "runs": args.runs,
-    }
     runs: dict[str, list[dict]] = {name: [] for name in trees}
     index = 0
     for round_number in range(args.runs):
@@ -357,24 +387,45 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     return results
 
 
-def table(results: dict) -> str:
-    rows = [("tree", "records", "median s", "records/s", "profiles/s", "CPU-s", "peak RSS", "1M profiles")]
-    records = results["changelog"]["records"]
-    for name, s in results["summary"].items():
-        rows.append(
-            (
-                name,
-                f"{records:,}",
-                f"{s['median_seconds']:.1f}",
-                f"{s['median_records_per_s']:,.0f}",
-                f"{s['median_profiles_per_s']:,.0f}",
-                f"{s['median_cpu_seconds']:.1f}",
-                f"{s['max_peak_rss_bytes'] / 2**20:,.0f} MiB",
-                f"{s['projected_seconds_1m_profiles']:,.0f} s",
-            )
-        )
+def align(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+
+
+def table(results: dict) -> str:
+    tables = []
+    if "summary" in results:
+        rows = [("tree", "records", "median s", "records/s", "profiles/s", "CPU-s", "peak RSS", "1M profiles")]
+        records = results["changelog"]["records"]
+        for name, s in results["summary"].items():
+            rows.append(
+                (
+                    name,
+                    f"{records:,}",
+                    f"{s['median_seconds']:.1f}",
+                    f"{s['median_records_per_s']:,.0f}",
+                    f"{s['median_profiles_per_s']:,.0f}",
+                    f"{s['median_cpu_seconds']:.1f}",
+                    f"{s['max_peak_rss_bytes'] / 2**20:,.0f} MiB",
+                    f"{s['projected_seconds_1m_profiles']:,.0f} s",
+                )
+            )
+        tables.append(align(rows))
+    if results["seed"]["warm_summary"]:
+        rows = [("warm restart", "ready s (median)", "/healthz s", "CPU-s to ready", "ready s, each")]
+        for name, s in results["seed"]["warm_summary"].items():
+            each = ", ".join(f"{r['ready_s']:.2f}" for r in results["seed"]["warm"][name])
+            rows.append(
+                (
+                    name,
+                    f"{s['median_ready_s']:.2f}",
+                    f"{s['median_web_up_s']:.2f}",
+                    f"{s['median_cpu_s_to_ready']:.2f}",
+                    each,
+                )
+            )
+        tables.append(align(rows))
+    return "\n\n".join(tables)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -382,8 +433,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=1_000_000, help="changelog records to restore")
     parser.add_argument("--compacted", action="store_true", help="copy only the seed's last record per key")
     parser.add_argument("--seed-profiles", type=int, default=2_000, help="customers the seed worker processes")
-    parser.add_argument("--warm-restarts", type=int, default=3, help="restarts of the seed worker, disk kept")
-    parser.add_argument("--runs", type=int, default=3, help="restores per tree, alternated")
+    parser.add_argument(
+        "--warm-restarts", type=int, default=3, help="restarts of the seed worker, disk kept, per tree, alternated"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="restores per tree, alternated (0: warm restarts only)")
     parser.add_argument("--before", help="git revision to compare with (its restore, same changelog)")
     parser.add_argument("--py-spy", action="store_true", help="record each restore with py-spy (speedscope)")
     add_run_arguments(parser, "restore")

@@ -4,15 +4,18 @@ are the restore's. Run with ``PYTHONPATH=<tree>``: it imports ``streams`` from t
 
     PYTHONPATH=TREE python bench/restore_once.py BOOTSTRAP TOPIC PARTITIONS DATA_DIR [--verify]
 
-Prints one JSON line: seconds, CPU seconds, records restored, records/s, peak RSS (``VmHWM``), each
-partition's stored changelog offset, and with ``--verify`` the check of the stores against the changelog
-(same keys and values as its last record per key, tombstones deleted; offset of its last record).
+The restore runs under the worker's garbage-collector setting (``streams.worker``: ``gc.freeze`` and
+``GC_THRESHOLDS``, set before the runtime starts). Prints one JSON line: seconds, CPU seconds, records
+restored, records/s, peak RSS (``VmHWM``), each partition's stored changelog offset, and with
+``--verify`` the check of the stores against the changelog (same keys and values as its last record per
+key, tombstones deleted; offset of its last record).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import resource
@@ -42,11 +45,19 @@ def peak_rss_bytes() -> int:
     return 0
 
 
-def make_consumer(args: argparse.Namespace, settings: Settings) -> AIOKafkaConsumer:
+def collect_garbage_as_the_worker() -> None:
+    """The worker's garbage-collector setting (``streams.worker.serve``), where it has one."""
+    from streams import worker
+
+    gc.freeze()
+    gc.set_threshold(*getattr(worker, "GC_THRESHOLDS", gc.get_threshold()))
+
+
+def make_consumer(args: argparse.Namespace, settings: Settings):
     factory = getattr(recovery, "restore_consumer", None)
     if factory is not None:
         return factory(settings, client_id="restore-bench")
-    # The trees before ``recovery.restore_consumer``: the restore consumer streams/worker.py built.
+    # The trees before ``recovery.restore_consumer``: the aiokafka restore consumer streams/worker.py built.
     return AIOKafkaConsumer(
         bootstrap_servers=args.bootstrap,
         group_id=None,
@@ -159,6 +170,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = Settings(broker_url=f"kafka://{args.bootstrap}", data_dir=args.data_dir)
+    collect_garbage_as_the_worker()
     result = asyncio.run(restore(args, settings))
     if args.verify:
         result["verified"] = asyncio.run(verify(args, settings))

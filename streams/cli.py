@@ -115,7 +115,11 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; for ``argv`` naming one declared here (e.g. ``worker``), of those
+    only: the command modules import what their commands need (the generator, the
+    collector's web app, the models), which would cost each worker process, and its supervisor, about a
+    second of CPU at every start."""
     parser = argparse.ArgumentParser(prog="streamcdp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     kafka = sub.add_parser("kafka", help="the project's local single-node Kafka broker")
@@ -125,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_parser(sub)
     sub.add_parser("settings", help="print the settings table (markdown)").set_defaults(handler=_cmd_settings)
     sub.add_parser("traits", help="print the computed traits table (markdown)").set_defaults(handler=_cmd_traits)
+    if argv and argv[0] in sub.choices:  # a built-in subcommand: the command modules are not needed
+        return parser
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
     return parser
@@ -133,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     settings = Settings()
     try:
         return args.handler(args, settings)

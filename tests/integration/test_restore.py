@@ -1,8 +1,9 @@
 """The state restore against the real broker: a changelog written in transactions — committed ones with
-updates and tombstones, an aborted one in between — read back by ``streams.recovery`` onto an empty disk
-in many small fetches and chunks, then its tail onto the warm disk. The store must hold the committed
-records' last value per key and nothing of the aborted transaction, with the offset of the last
-committed data record."""
+updates and tombstones, an aborted one in between — read back by ``streams.recovery`` (its librdkafka
+reader, ``streams.changelog_reader``) onto an empty disk in many small fetches and chunks, then its tail
+onto the warm disk. The store must hold the committed records' last value per key and nothing of the
+aborted transaction, with the offset of the last committed data record. A changelog that ends in an
+aborted transaction, or with one still open, is read to its last stable offset and no further."""
 
 from __future__ import annotations
 
@@ -85,11 +86,7 @@ async def restore(settings: Settings, topic: str, data_dir: Path) -> tuple[dict[
     await consumer.start()
     try:
         store_recovery = StoreRecovery(consumer, changelog_topic=topic, data_dir=data_dir, options=OPTIONS)
-        stores, restored = await store_recovery.open_stores(range(PARTITIONS))
-        # aiokafka 0.14 race: ``stop`` while its fetcher is still cancelling the fetch that was in flight
-        # when the restore unassigned the partitions swallows the stop's cancellation and hangs for good
-        # (the worker stops its restore consumer only at shutdown, not right after a restore).
-        await asyncio.sleep(1.0)
+        stores, restored = await asyncio.wait_for(store_recovery.open_stores(range(PARTITIONS)), timeout=60)
     finally:
         await consumer.stop()
     offsets = {partition: store.changelog_offset for partition, store in stores.items()}
@@ -134,4 +131,38 @@ async def test_a_restore_reads_committed_records_only_and_keeps_the_last_value_o
         content.pop(OFFSET_KEY)
         assert content == changelog.live(0)
     finally:
+        await changelog.producer.stop()
+
+
+async def test_a_restore_ends_at_the_last_stable_offset_past_aborted_and_open_transactions(
+    kafka_settings: Settings, tmp_path: Path
+):
+    topic = create_changelog(kafka_settings)
+    changelog = Changelog(kafka_settings, topic)
+    await changelog.producer.start()
+    other = AIOKafkaProducer(bootstrap_servers=kafka_settings.broker_bootstrap, transactional_id=f"{topic}-other")
+    await other.start()
+    try:
+        await changelog.transaction(updates(0, 300, "a") + updates(1, 200, "a"))
+        # Partition 0 ends in an aborted transaction (its records and marker take the last offsets).
+        await changelog.transaction(updates(0, 100, "aborted"), commit=False)
+        # Partition 1 has a transaction still open: its last stable offset stays before it.
+        await other.begin_transaction()
+        await asyncio.gather(*[await other.send(topic, b"open", key=b"pk1", partition=1) for _ in range(50)])
+
+        offsets, restored = await restore(kafka_settings, topic, tmp_path)
+        assert restored == 300 + 200
+        for partition in range(PARTITIONS):
+            content = stored(tmp_path / "state" / f"partition-{partition}")
+            assert int(content.pop(OFFSET_KEY)) == offsets[partition] == changelog.last_offset[partition]
+            assert content == changelog.live(partition)
+
+        # Once committed, the open transaction is the tail a warm restore reads.
+        await other.commit_transaction()
+        offsets, restored = await restore(kafka_settings, topic, tmp_path)
+        assert restored == 50
+        content = stored(tmp_path / "state" / "partition-1")
+        assert content[b"pk1"] == b"open" and int(content[OFFSET_KEY]) == offsets[1] > changelog.last_offset[1]
+    finally:
+        await other.stop()
         await changelog.producer.stop()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from streams.changelog_reader import ChangelogChunk
+
 
 def consumer_record(
     topic: str,
@@ -226,8 +228,9 @@ class FakeConsumer:
 
 
 class FakeRestoreConsumer:
-    """The restore consumer (read committed) over ``changelog`` (partition → records; ``None``: a control
-    record or an aborted one, which takes an offset but is never returned), read from ``seek``'s position."""
+    """The restore's changelog reader (``streams.recovery.RestoreConsumer``) over ``changelog`` (partition →
+    records; ``None``: a control record or an aborted one, which takes an offset but is never returned),
+    read from the assigned positions, at most ``max_records`` records of each partition per chunk."""
 
     def __init__(self, calls: list[str], topic: str) -> None:
         self.calls = calls
@@ -244,24 +247,22 @@ class FakeRestoreConsumer:
     async def end_offsets(self, tps):
         return {tp: len(self.changelog.get(tp.partition, [])) for tp in tps}
 
-    def assign(self, tps) -> None:
-        self.positions = {tp: 0 for tp in tps}
+    def assign(self, starts) -> None:
+        self.positions = dict(starts)
 
-    def seek(self, tp, offset: int) -> None:
-        self.positions[tp] = offset
+    def unassign(self) -> None:
+        self.positions = {}
 
-    async def getmany(self, *tps, timeout_ms: int, max_records: int):
-        batch = {}
-        for tp in tps:
-            start = self.positions[tp]
+    async def read_chunk(self, max_records: int):
+        read = {}
+        for tp, start in self.positions.items():
             rows = self.changelog.get(tp.partition, [])[start : start + max_records]
-            batch[tp] = [
-                consumer_record(tp.topic, tp.partition, start + i, row[0], row[1])
-                for i, row in enumerate(rows)
-                if row is not None
-            ]
+            data = [(start + i, row) for i, row in enumerate(rows) if row is not None]
+            if data:
+                latest = {key: value for _, (key, value) in data}
+                read[tp] = ChangelogChunk(latest=latest, last_offset=data[-1][0], records=len(data))
             self.positions[tp] = start + len(rows)
-        return batch
+        return read
 
-    async def position(self, tp) -> int:
+    def position(self, tp) -> int:
         return self.positions[tp]

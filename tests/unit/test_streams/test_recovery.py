@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import rocksdict
-from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException
 from fake_kafka import FakeRestoreConsumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -115,12 +115,12 @@ async def test_what_a_restore_wrote_is_on_disk_although_it_bypassed_the_write_ah
 
 
 class FailingConsumer(FakeRestoreConsumer):
-    async def getmany(self, *tps, timeout_ms: int, max_records: int):
-        batch = await super().getmany(*tps, timeout_ms=timeout_ms, max_records=max_records)
-        if all(self.positions[tp] >= 2 for tp in tps):
+    async def read_chunk(self, max_records: int):
+        read = await super().read_chunk(max_records)
+        if all(position >= 2 for position in self.positions.values()):
             message = "broker gone"
-            raise KafkaError(message)
-        return batch
+            raise KafkaException(message)
+        return read
 
 
 async def test_a_failed_read_fails_the_restore_and_closes_the_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -128,7 +128,7 @@ async def test_a_failed_read_fails_the_restore_and_closes_the_stores(tmp_path: P
     consumer = FailingConsumer([], TOPIC)
     consumer.changelog = {0: [(b"pa", b"1"), (b"pb", b"2"), (b"pc", b"3")]}
     store_recovery = StoreRecovery(consumer, changelog_topic=TOPIC, data_dir=tmp_path, options=OPTIONS)  # type: ignore[arg-type]
-    with pytest.raises(KafkaError, match="broker gone"):
+    with pytest.raises(KafkaException, match="broker gone"):
         await store_recovery.open_stores([0])
     # Closed (RocksDB's lock released) and consistent: the batch it wrote, with that batch's offset.
     assert stored(tmp_path / "state" / "partition-0") in (
@@ -138,10 +138,11 @@ async def test_a_failed_read_fails_the_restore_and_closes_the_stores(tmp_path: P
 
 
 async def test_the_restore_consumer_reads_committed_records_in_fetches_of_the_configured_size():
-    consumer = restore_consumer(Settings(restore_fetch_bytes=4 << 20), client_id="app-restore")
-    assert consumer._isolation_level == "read_committed"
-    assert consumer._group_id is None
-    assert (consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes) == (4 << 20, 4 << 20)
+    config = restore_consumer(Settings(restore_fetch_bytes=4 << 20), client_id="app-restore").config
+    assert config["isolation.level"] == "read_committed"
+    assert config["enable.auto.commit"] is False and config["enable.auto.offset.store"] is False
+    assert (config["fetch.max.bytes"], config["max.partition.fetch.bytes"]) == (4 << 20, 4 << 20)
+    assert config["queued.max.messages.kbytes"] == 1 << 10  # fetched ahead per partition: bounded too
 
 
 async def test_a_failed_write_stops_the_reading_and_fails_the_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
