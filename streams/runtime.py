@@ -61,7 +61,7 @@ from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.error_policy import ProcessingErrors
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.partitioning import InPlaceRouting, PartitionOwners
-from streams.recovery import StoreRecovery
+from streams.recovery import RestoreConsumer, StoreRecovery
 from streams.security import pii_policy
 from streams.settings import Settings
 from streams.state_store import PartitionStore, StoreOptions
@@ -108,7 +108,7 @@ class Runtime(ConsumerRebalanceListener):
         outbox: Outbox,
         producer: AIOKafkaProducer | None,
         consumer: AIOKafkaConsumer,
-        restore_consumer: AIOKafkaConsumer,
+        restore_consumer: RestoreConsumer,
         assignor: CoPartitionAssignor,
         partition_producer: Callable[[int], AIOKafkaProducer] | None = None,
     ) -> None:
