@@ -285,14 +285,15 @@ class Runtime(ConsumerRebalanceListener):
                 continue
             group = self._groups.get(tp.partition)
             if group is None:
-                inputs = sorted(
-                    (t for t in self.consumer.assignment() if t.partition == tp.partition),
-                    key=lambda t: self.source_topics.index(t.topic) if t.topic in self.source_topics else 0,
-                )
-                group = self._groups[tp.partition] = self._new_group(inputs)
+                group = self._groups[tp.partition] = self._new_group(tp.partition)
             group.add(tp, records)
 
-    def _new_group(self, inputs: Iterable[TopicPartition]) -> PartitionGroup:
+    def _new_group(self, partition: int) -> PartitionGroup:
+        """Partition ``partition``'s group: that partition of every assigned input topic, in topic order."""
+        inputs = sorted(
+            (tp for tp in self.consumer.assignment() if tp.partition == partition),
+            key=lambda tp: self.source_topics.index(tp.topic) if tp.topic in self.source_topics else 0,
+        )
         return PartitionGroup(
             inputs,
             ordered_topics=self.source_topics,
@@ -305,13 +306,8 @@ class Runtime(ConsumerRebalanceListener):
         missing = set(self.stores) - set(self._groups)
         if not missing:
             return
-        assignment = self.consumer.assignment()
         for partition in sorted(missing):
-            inputs = sorted(
-                (tp for tp in assignment if tp.partition == partition),
-                key=lambda t: self.source_topics.index(t.topic) if t.topic in self.source_topics else 0,
-            )
-            self._groups[partition] = self._new_group(inputs)
+            self._groups[partition] = self._new_group(partition)
 
     async def _lags(self, groups: Iterable[PartitionGroup]) -> dict[TopicPartition, int | None]:
         """The lag of each ordered input of ``groups`` (see ``_input_lag``); an input without a fetch response
