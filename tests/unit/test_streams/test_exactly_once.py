@@ -119,6 +119,17 @@ async def test_a_failure_at_any_step_commits_nothing_persists_nothing_and_stops_
             store.close()
 
 
+def read_back(runtime: Runtime, forwarded: list[tuple[bytes, int, dict]], *, first_offset: int) -> None:
+    """Hand the ``profile-commands`` copies of ``forwarded`` (key, producing partition, headers) to the runtime,
+    each from the partition its key belongs to, as a consumer reads them."""
+    values = {key: value for topic, key, value, _ in runtime.outbox.records if topic == runtime.topics.profile_commands}
+    for offset, (key, _, headers) in enumerate(forwarded, start=first_offset):
+        target = owning_partition(key, PARTITIONS)
+        copy_tp = TopicPartition(runtime.topics.profile_commands, target)
+        copy = consumer_record(copy_tp.topic, target, offset, key, values[key], headers=list(headers.items()))
+        runtime.process(copy_tp, [copy])
+
+
 async def test_a_forward_to_another_partition_held_here_is_applied_now_and_written_in_this_partitions_transaction(
     runtime: Runtime,
 ):
@@ -150,25 +161,13 @@ async def test_a_forward_to_another_partition_held_here_is_applied_now_and_writt
     assert events_of(runtime, user) == 2  # the alias's view, absorbed
 
     # The copies come back from Kafka: already applied, skipped.
-    for number, (key, _, headers) in enumerate(forwarded):
-        target = owning_partition(key, PARTITIONS)
-        copy_tp = TopicPartition(runtime.topics.profile_commands, target)
-        value = runtime.outbox.records[[r[1] for r in runtime.outbox.records].index(key)][2]
-        runtime.process(
-            copy_tp, [consumer_record(copy_tp.topic, target, number, key, value, headers=list(headers.items()))]
-        )
+    read_back(runtime, forwarded, first_offset=0)
     assert events_of(runtime, user) == 2
     assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user
     assert len(runtime._copies) == 0  # each copy matched once
 
     # The same copies read by a process that did not apply them in memory: applied, and idempotent.
-    for number, (key, _, headers) in enumerate(forwarded, start=len(forwarded)):
-        target = owning_partition(key, PARTITIONS)
-        copy_tp = TopicPartition(runtime.topics.profile_commands, target)
-        value = runtime.outbox.records[[r[1] for r in runtime.outbox.records].index(key)][2]
-        runtime.process(
-            copy_tp, [consumer_record(copy_tp.topic, target, number, key, value, headers=list(headers.items()))]
-        )
+    read_back(runtime, forwarded, first_offset=len(forwarded))
     assert events_of(runtime, user) == 2
     assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user
 
