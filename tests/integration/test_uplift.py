@@ -77,7 +77,9 @@ def test_a_click_and_an_order_under_a_linked_id_convert_the_reminder_once(make_p
     second = pipeline.add_worker()
     topics, kafka = pipeline.topics, pipeline.kafka
     now = time.time()
-    kafka.send(topics.inbound("customer"), identify("buyer-1", now, email="buyer-1@example.com"), key="buyer-1")
+    # In a zone where it is about noon: at night by UTC the quiet hours would hold the reminder till morning.
+    traits = {"email": "buyer-1@example.com", "timezone": midday_zone(now)}
+    kafka.send(topics.inbound("customer"), identify("buyer-1", now, **traits), key="buyer-1")
     link = {**identify("buyer-1", now + 0.1), "anonymousId": "pos-card-1"}  # the loyalty card used in store
     kafka.send(topics.inbound("customer"), link, key="buyer-1")
     consent = track("Consent Updated", now + 0.2, {"channel": "email", "granted": True}, userId="buyer-1")
