@@ -105,7 +105,8 @@ restored_records = Counter(
 )
 forwards = Counter(
     "streamcdp_forwards_total",
-    "Commands the profile stage addressed to another key: applied in place (partition held here) or via Kafka.",
+    "Commands the profile stage addressed to another key, by path: in_place (partition held here, applied at "
+    "once), kafka (partition held elsewhere), copy_skipped (the durable copy of one applied in place, read back).",
     ["path"],
     registry=registry,
 )
