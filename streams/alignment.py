@@ -160,21 +160,12 @@ class PartitionGroup:
         if not self.buffered:
             self._blocked_since = None
             return
-        lagging = self.lagging(lag)
-        if any(lag(tp) is not None for tp in lagging):
-            self._blocked_since = None  # records known to be on the broker: the next fetches bring them
+        if self.blocked(lag, monotonic):
             return
-        if lagging:
-            if self._blocked_since is None:
-                self._blocked_since = monotonic
-            if monotonic - self._blocked_since < self.max_idle_s:
-                return
-        else:
-            self._blocked_since = None
         # The smallest head first; a queue that runs empty ends the merge unless that input is caught up.
         heads = [(self._key(tp, queue), index, tp) for index, (tp, queue) in enumerate(self.queues.items()) if queue]
         heapq.heapify(heads)
-        enforced = self._blocked_since is not None
+        enforced = self._enforced
         while heads:
             _, index, tp = heapq.heappop(heads)
             queue = self.queues[tp]
