@@ -15,6 +15,7 @@ Both only say which keys need ``WakeUp``; the profile stage decides.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 from agents.store import StageStore
 from agents.tables import CHECKED_AUDIENCES, PARTITION_KEY, PROFILES, WAKE_UPS
@@ -28,14 +29,25 @@ def rebuild_due_index(store: StageStore) -> int:
 
 
 def due_commands(store: StageStore, now: float) -> Iterator[tuple[bytes, WakeUp]]:
-    """The wake-ups due at or before ``now``, each decided at its own due time (not at ``now``): when the
-    clock happens to fire (a tick, the next record) then changes nothing in what is decided, so a replay
-    of the same history decides the same triggers and segment changes with the same times."""
+    """The wake-ups due at or before ``now``, in time order, each decided at its own due time (not at
+    ``now``): when the clock happens to fire (a tick, the next record) then changes nothing in what is
+    decided, so a replay of the same history decides the same triggers and segment changes with the same
+    times.
+
+    Lazy: each is applied before the next is looked up, so a wake-up that applying one writes at or before
+    ``now`` (a reminder deferred by quiet hours that have already ended) fires in the same pass. Left to the
+    next tick, any command for the key before it (a record, a forwarded command) would find the trigger
+    overdue and decide it at its own, later time. A key is woken once per due time (a step that asks again
+    for the time it was just woken at would otherwise spin)."""
     if store.due_index.needs_compaction():
         rebuild_due_index(store)
-    for key in store.due_index.pop_due(now, lambda key: store.get(WAKE_UPS, key)):
-        due_at = store.get(WAKE_UPS, key)
-        yield key, WakeUp(now=now if due_at is None else min(due_at, now))
+    woken: set[tuple[bytes, float]] = set()
+    pop_next = store.due_index.pop_next
+    current = partial(store.get, WAKE_UPS)
+    while (due := pop_next(now, current)) is not None:
+        if due not in woken:
+            woken.add(due)
+            yield due[0], WakeUp(now=due[1])
 
 
 def stale_audience_commands(store: StageStore, policy: StagePolicy, now: float) -> list[tuple[bytes, WakeUp]]:

@@ -43,13 +43,15 @@ class DueIndex:
     def needs_compaction(self) -> bool:
         return len(self._heap) > max(self._min_compact_size, self._compact_factor * self._table_size)
 
-    def pop_due(self, now: float, current: Callable[[bytes], float | None]) -> list[bytes]:
-        """Keys whose due time has come and is still the one in the table (``current(key)``), each once."""
-        due: list[bytes] = []
-        seen: set[bytes] = set()
-        while self._heap and self._heap[0][0] <= now:
-            due_at, key = heapq.heappop(self._heap)
-            if key not in seen and current(key) == due_at:
-                seen.add(key)
-                due.append(key)
-        return due
+    def pop_next(self, now: float, current: Callable[[bytes], float | None]) -> tuple[bytes, float] | None:
+        """The earliest ``(key, due_at)`` due at or before ``now`` that is still the table's (``current(key)``),
+        removed from the heap (stale entries on the way are dropped); None: nothing is due.
+
+        One at a time, so that a due time written while the previous key is applied (a trigger deferred to
+        the end of its quiet hours, already past) is popped in the same pass, in time order."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due_at, key = heapq.heappop(heap)
+            if current(key) == due_at:
+                return key, due_at
+        return None

@@ -24,6 +24,7 @@ from core.profile.policy import ProfilePolicy
 from core.profile_stage import StagePolicy
 from core.triggers.definitions import load_triggers
 from core.triggers.engine import TriggerPolicy
+from core.triggers.guardrails import QuietHours
 from schemas.commands import AbsorbProfile, ApplyEvent, LinkIdentity, WakeUp, decode_command, encode_command
 from schemas.errors import InvalidEvent, UndecodableCommand
 from schemas.profile import Profile
@@ -247,7 +248,7 @@ def test_an_applied_event_creates_the_profile_and_schedules_its_cart_reminder(st
     assert [item.product_id for item in profile.cart] == ["tent-2p"]
     assert store.get(WAKE_UPS, b"u1") == T0 + DELAY
     assert len(store.due_index) == 1
-    assert store.due_index.pop_due(T0 + DELAY, current_due(store)) == [b"u1"]
+    assert store.due_index.pop_next(T0 + DELAY, current_due(store)) == (b"u1", T0 + DELAY)
     assert len(outbox) == 0  # no links, no audiences, nothing due yet
     assert sorted(key for key, _ in store.pending_records()) == [b"d" + b"u1", b"p" + b"u1"]
 
@@ -282,8 +283,8 @@ def test_a_later_event_moves_the_due_time_and_pushes_it(store: PartitionStore):
     apply(store, b"u1", added_to_cart(message_id="m-1"))
     apply(store, b"u1", added_to_cart(message_id="m-2", at=T0 + 100))
     assert store.get(WAKE_UPS, b"u1") == T0 + 100 + DELAY
-    assert store.due_index.pop_due(T0 + DELAY, current_due(store)) == []  # the first time is stale
-    assert store.due_index.pop_due(T0 + 100 + DELAY, current_due(store)) == [b"u1"]
+    assert store.due_index.pop_next(T0 + DELAY, current_due(store)) is None  # the first time is stale
+    assert store.due_index.pop_next(T0 + 100 + DELAY, current_due(store)) == (b"u1", T0 + 100 + DELAY)
 
 
 def test_an_order_clears_the_due_time_with_a_tombstone(store: PartitionStore):
@@ -468,6 +469,28 @@ def test_the_clock_wakes_the_profile_stage_for_an_abandoned_cart(store: Partitio
         apply(store, key, command, now=T0 + DELAY, outbox=outbox)
     assert [key for key, _ in sent_to(outbox, TOPICS.triggers("email"))] == [b"u1"]
     assert due_keys(store, T0 + 10 * DELAY) == []
+
+
+def test_a_reminder_deferred_to_a_time_already_past_is_decided_then_in_the_same_pass(store: PartitionStore):
+    # A cart left at 22:10 UTC in Vienna: due at 23:40 local, inside the quiet hours (21:00-08:00), so deferred to
+    # 08:00 local (07:00 UTC). A clock that first fires at noon (a worker catching up, or restarted) decides it at
+    # 07:00 in the same pass; left to the next tick, any command for the key before it would find the reminder
+    # overdue and decide it at its own time, 13:00 local, differently from an undisturbed run.
+    day = T0 - T0 % 86400
+    quiet = replace(POLICY.triggers.guardrails, quiet_hours=QuietHours(21 * 60, 8 * 60))
+    policy = replace(POLICY, triggers=replace(POLICY.triggers, guardrails=quiet))
+    zone = {"timezone": "Europe/Vienna"}
+    apply(store, b"u1", event(day, type="identify", event=..., properties=..., userId="u1", traits=zone), policy=policy)
+    apply(store, b"u1", added_to_cart(at=day + 22 * 3600 + 600), policy=policy)
+    noon = day + 86400 + 12 * 3600
+    outbox = Outbox()
+    woken = []
+    for key, command in due_commands(store, noon):
+        woken.append(command.now)
+        apply(store, key, command, now=noon, policy=policy, outbox=outbox)
+    assert woken == [day + 22 * 3600 + 600 + DELAY, day + 86400 + 7 * 3600]
+    sent = [orjson.loads(value) for _, value in sent_to(outbox, TOPICS.triggers("email"))]
+    assert [(trigger["kind"], trigger["decided_at"]) for trigger in sent] == [("cart_abandonment", day + 86400 + 7 * 3600)]
 
 
 def test_stale_audience_commands_only_for_profiles_of_another_version(store: PartitionStore, audiences):
