@@ -16,8 +16,7 @@ producer stalled must not stop the partition (Kafka Streams' default ``max.task.
 
 The inbound topics' record timestamp is the event's time (``streamcdp produce`` sets it); a
 ``profile-commands`` record is ordered by the stream time it was decided at and its depth (its headers,
-``streams.forwarding``), after the record that led to it. ``PartitionGroup.drain`` merges one partition's
-inputs alone (the order the inbound topics have when ``ordered_topics`` names only them).
+``streams.forwarding``), after the record that led to it.
 
 A worker merges all its partitions together (``merge``): a command one partition forwards to another
 held by the same worker is applied in memory when it is decided, so every partition must be at the same
@@ -32,7 +31,6 @@ Pure: the caller passes the monotonic time and each input's lag; no Kafka client
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeAlias
@@ -148,34 +146,6 @@ class PartitionGroup:
         ordered = self.ordered_topics
         return [tp for tp, queue in self.queues.items() if not queue and tp.topic in ordered and lag(tp) != 0]
 
-    def _key(self, tp: TopicPartition, queue: deque[ConsumerRecord]) -> int:
-        return queue[0].timestamp if tp.topic in self.ordered_topics else NO_TIME
-
-    def drain(self, lag: Lag, monotonic: float) -> Iterator[ConsumerRecord]:
-        """Hand out buffered records in timestamp order (ties: in input order) while the order is known.
-
-        Stops when an ordered input is empty and behind: for as long as its lag is known, else until it has
-        been so for ``max_idle_s`` (``monotonic``: the caller's monotonic clock, in seconds).
-        """
-        if not self.buffered:
-            self._blocked_since = None
-            return
-        if self.blocked(lag, monotonic):
-            return
-        # The smallest head first; a queue that runs empty ends the merge unless that input is caught up.
-        heads = [(self._key(tp, queue), index, tp) for index, (tp, queue) in enumerate(self.queues.items()) if queue]
-        heapq.heapify(heads)
-        enforced = self._enforced
-        while heads:
-            _, index, tp = heapq.heappop(heads)
-            queue = self.queues[tp]
-            _, record = self.pop_keyed(tp)
-            yield record
-            if queue:
-                heapq.heappush(heads, (self._key(tp, queue), index, tp))
-            elif tp.topic in self.ordered_topics and _waits_for(lag(tp), enforced=enforced):
-                return  # this input may hold the next record: wait for its next fetch
-
 
 def merge(
     groups: Mapping[int, PartitionGroup], stream_ms: Mapping[int, int], lag: Lag, monotonic: float
@@ -220,9 +190,3 @@ def _run(group: PartitionGroup, tp: TopicPartition, at_ms: int, bound: OrderKey 
         head = group.head(at_ms)
         if head is None or head[1] != tp or (bound is not None and head[0] >= bound):
             return run
-
-
-def _waits_for(lag: int | None, *, enforced: bool) -> bool:
-    """Whether an ordered input that ran empty stops the merge: it may hold the next record (lag > 0 or unknown),
-    unless the idle wait for unknown lags has lapsed (``enforced``)."""
-    return lag != 0 and not (enforced and lag is None)

@@ -490,7 +490,8 @@ def test_a_reminder_deferred_to_a_time_already_past_is_decided_then_in_the_same_
         apply(store, key, command, now=noon, policy=policy, outbox=outbox)
     assert woken == [day + 22 * 3600 + 600 + DELAY, day + 86400 + 7 * 3600]
     sent = [orjson.loads(value) for _, value in sent_to(outbox, TOPICS.triggers("email"))]
-    assert [(trigger["kind"], trigger["decided_at"]) for trigger in sent] == [("cart_abandonment", day + 86400 + 7 * 3600)]
+    decided = [(trigger["kind"], trigger["decided_at"]) for trigger in sent]
+    assert decided == [("cart_abandonment", day + 86400 + 7 * 3600)]
 
 
 def test_stale_audience_commands_only_for_profiles_of_another_version(store: PartitionStore, audiences):
