@@ -551,11 +551,15 @@ class Runtime(ConsumerRebalanceListener):
                 self._fire_due(store, at_ms / 1000)
 
     async def _behind_partitions(self) -> set[int]:
-        """Partitions with records held back or an inbound input not caught up (end offset unknown: behind)."""
+        """Partitions with records held back or an input not caught up (end offset unknown: behind).
+
+        ``profile-commands`` counts: a command written there (a durable copy another process applied, a
+        re-keyed event) is applied at the time it was decided, which the wall clock must not pass first
+        (after a restart, the inbound inputs can be caught up before its records are fetched)."""
         behind = {partition for partition, group in self._groups.items() if group.buffered}
         consumer = self.consumer
         for tp in consumer.assignment():
-            if tp.partition in behind or tp.topic not in self.topics.all_inbound:
+            if tp.partition in behind or tp.topic not in self.source_topics:
                 continue
             if not await self._input_caught_up(tp):
                 behind.add(tp.partition)
