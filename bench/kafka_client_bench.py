@@ -53,7 +53,8 @@ from pipeline_bench import cpu_seconds, machine_busy_seconds  # noqa: E402
 
 log = logging.getLogger("bench.kafka_client")
 
-CLIENTS = ("aiokafka", "confluent")
+CLIENTS = ("aiokafka", "confluent", "hybrid")  # hybrid: aiokafka's group consumer, confluent-kafka's producers
+HYBRID_PHASES = ("loop",)  # its fetch is aiokafka's, its produce confluent-kafka's
 PHASES = ("fetch", "produce", "loop")
 FETCH_MAX_RECORDS = 5_000  # Settings.fetch_max_records
 FETCH_BYTES = 4 * 1024 * 1024  # the worker's max_partition_fetch_bytes
@@ -262,9 +263,14 @@ async def aiokafka_produce(spec: Spec, pool: list[tuple[bytes, bytes]]) -> dict:
     return {**figures, "transactions": transactions, "offsets": offsets}
 
 
-async def aiokafka_loop(spec: Spec) -> dict:
+async def aiokafka_loop(spec: Spec, *, hybrid: bool = False) -> dict:
+    """The loop on aiokafka's consumer, with aiokafka's producers or (``hybrid``) confluent-kafka's, whose
+    offsets go to the group like aiokafka's: by a consumer of the group that has not joined (generation -1,
+    accepted from a transaction while the group has members; fencing by ``transactional.id`` as today)."""
     meter = Meter(spec.broker_pid).start()
-    producers = await aiokafka_producers(spec)
+    producers = await (confluent_producers(spec) if hybrid else aiokafka_producers(spec))
+    metadata_consumer = confluent_consumer(spec, subscribe=False) if hybrid else None
+    group_metadata = metadata_consumer.consumer_group_metadata() if metadata_consumer is not None else None
     consumer = aiokafka_consumer(spec)
     await consumer.start()
     count = value_bytes = transactions = 0
@@ -278,9 +284,12 @@ async def aiokafka_loop(spec: Spec) -> dict:
     async def flush() -> None:
         nonlocal transactions
         work = {p: pending.pop(p) for p in list(pending)}
-        await asyncio.gather(
-            *(aiokafka_transaction(spec, producers[p], p, records, offsets[p]) for p, records in work.items())
-        )
+        if hybrid:
+            await confluent_transactions(spec, producers, work, offsets, group_metadata)
+        else:
+            await asyncio.gather(
+                *(aiokafka_transaction(spec, producers[p], p, records, offsets[p]) for p, records in work.items())
+            )
         committed.update({p: offsets[p] for p in work})
         transactions += len(work)
 
@@ -306,7 +315,10 @@ async def aiokafka_loop(spec: Spec) -> dict:
         figures = meter.stop(count, value_bytes)
     finally:
         await consumer.stop()
-        await asyncio.gather(*(producer.stop() for producer in producers.values()))
+        if metadata_consumer is not None:
+            await asyncio.to_thread(metadata_consumer.close)
+        else:
+            await asyncio.gather(*(producer.stop() for producer in producers.values()))
     return {**figures, "transactions": transactions, "offsets": [committed.get(p) for p in range(spec.partitions)]}
 
 
@@ -535,6 +547,7 @@ def run_child(spec: Spec) -> dict:
         ("confluent", "fetch"): lambda: confluent_fetch(spec),
         ("confluent", "produce"): lambda: confluent_produce(spec, pool),
         ("confluent", "loop"): lambda: confluent_loop(spec),
+        ("hybrid", "loop"): lambda: aiokafka_loop(spec, hybrid=True),
     }
     return asyncio.run(runs[spec.client, spec.phase]())
 
@@ -732,7 +745,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "batch": args.batch,
         "partitions": args.partitions,
         "phases": args.phases,
-        "clients": list(CLIENTS),
+        "clients": args.clients,
         "kafka_heap": args.kafka_heap,
     }
     tag = uuid.uuid4().hex[:8]
@@ -743,12 +756,15 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     input_ends = end_offsets(bootstrap, input_topic, args.partitions)
     written["ends"] = input_ends
     log.info("input: %s", written)
-    runs: dict[str, dict[str, list[dict]]] = {phase: {client: [] for client in CLIENTS} for phase in args.phases}
+    runs: dict[str, dict[str, list[dict]]] = {
+        phase: {client: [] for client in args.clients if client != "hybrid" or phase in HYBRID_PHASES}
+        for phase in args.phases
+    }
     results["runs"] = runs
     index = 0
     for round_number in range(args.runs):
         for phase in args.phases:
-            for client in CLIENTS:
+            for client in runs[phase]:
                 index += 1
                 name = f"kclient{tag}.r{index}"
                 spec = Spec(
@@ -832,6 +848,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1_000, help="records per partition's transaction")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument(
+        "--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS), help="alternated in this order (hybrid: loop)"
+    )
     parser.add_argument("--kafka-heap", default="1g", help="JVM heap of the run's broker (default 1g)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "kclient.json"))
     parser.add_argument("--keep", action="store_true", help="keep the temp run dir (broker logs)")
