@@ -44,6 +44,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -734,7 +735,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
 
     results = run.results
     results["machine"] = machine_info()
-    results["machine"]["packages"]["confluent-kafka"] = __import__("confluent_kafka").version()[0]
+    results["machine"]["packages"]["confluent-kafka"] = version("confluent-kafka")
     results["machine"]["librdkafka"] = __import__("confluent_kafka").libversion()[0]
     run.broker = start_broker(run.run_dir, args.partitions, args.kafka_heap)
     bootstrap = run.broker.broker_bootstrap
