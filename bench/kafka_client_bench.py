@@ -19,7 +19,9 @@ its own (``--child``) so that its CPU seconds are the client's:
    every ack, adds the consumer group's offsets (``send_offsets_to_transaction``) and commits;
 3. **loop**: both together, consume-transform-produce with a trivial transform (each input record sent on
    unchanged), flushed like the worker (``--batch`` inputs per partition, or 0.5 s): the floor of each
-   client under the worker.
+   client under the worker. A third client, ``hybrid``, runs only this phase: aiokafka's group consumer (so
+   ``streams.assignor`` could stay) with confluent-kafka's producers, whose offsets go to the group with the
+   metadata of a confluent consumer that never joins (generation -1, fenced by ``transactional.id`` as today).
 
 Measured in the child: its process CPU (``time.process_time``: every thread, librdkafka's too; user and
 system from ``getrusage``) from the client's creation (fetch, loop: the group join included) or from the
