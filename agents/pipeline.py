@@ -3,7 +3,7 @@
 ``streams.worker`` builds one ``ProfilePipeline`` and hands it to ``streams.runtime.Runtime`` (which
 takes any object with these methods, its ``Stages``): the loop fetches, routes, flushes and recovers,
 and calls these for everything the stage decides, so the runtime imports no agent. Each method is one
-agent call: ``ingest`` (``agents.ingest``), ``apply`` (``agents.profiles``), ``due_commands``,
+agent call: ``ingest`` (``agents.ingest``), ``apply`` (``agents.profiles.CommandHandler``), ``due_commands``,
 ``rebuild_index`` and ``stale_commands`` (``agents.clock``); ``decode`` reads a ``profile-commands`` record.
 """
 
@@ -16,7 +16,7 @@ import msgspec
 from agents.clock import due_commands, rebuild_due_index, stale_audience_commands
 from agents.ingest import ingest_record
 from agents.outbox import Outbox
-from agents.profiles import handle_command
+from agents.profiles import CommandHandler
 from agents.store import StageStore
 from agents.tally import Tally
 from core.privacy import PiiPolicy
@@ -47,6 +47,7 @@ class ProfilePipeline:
         self.privacy = privacy
         self.outbox = outbox
         self.tally = tally
+        self._handler = CommandHandler(policy, topics=topics, outbox=outbox, tally=tally)
 
     def ingest(self, record: SourceRecord) -> tuple[bytes, ApplyEvent]:
         """An inbound record → ``(routing key, ApplyEvent)``; raises ``InvalidEvent``."""
@@ -70,18 +71,8 @@ class ProfilePipeline:
         now: float,
         forward: Callable[[bytes, ProfileCommand], None] | None,
     ) -> None:
-        """One command of ``key`` in the partition that owns it (``agents.profiles.handle_command``)."""
-        handle_command(
-            store,
-            key,
-            command,
-            now=now,
-            policy=self.policy,
-            topics=self.topics,
-            outbox=self.outbox,
-            tally=self.tally,
-            forward=forward,
-        )
+        """One command of ``key`` in the partition that owns it (``agents.profiles.CommandHandler``)."""
+        self._handler.apply(store, key, command, now, forward)
 
     def due_commands(self, store: StageStore, now: float) -> Iterable[tuple[bytes, WakeUp]]:
         return due_commands(store, now)
