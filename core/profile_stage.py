@@ -186,14 +186,15 @@ def _forward(state: KeyState, command: ProfileCommand, policy: StagePolicy, targ
 
 def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy) -> StepResult:
     event = command.event
-    if replayed_before_link(state.identity, event):
-        return _result(state, state, policy, notes=(DUPLICATE,))
-    if state.identity.redirect_to is not None:
-        return _forward(state, command, policy, state.identity.redirect_to)
+    identity = state.identity
+    if identity.redirect_to is not None:  # a linked id (else no replay before a link can be dropped here)
+        if replayed_before_link(identity, event):
+            return _result(state, state, policy, notes=(DUPLICATE,))
+        return _forward(state, command, policy, identity.redirect_to)
     if event.type == "track" and event.event == DELETION_REQUESTED:
         forget = ForgetCustomer(customer_id=state.key, at=event.timestamp, request_id=event.message_id)
         return _forget(state, forget, policy)
-    forgotten_at = state.identity.forgotten_at
+    forgotten_at = identity.forgotten_at
     if forgotten_at is not None and event.timestamp <= forgotten_at:
         return _result(state, state, policy, notes=(FORGOTTEN_DROP,))
     profile = state.profile or new_profile(state.key)
