@@ -9,7 +9,7 @@ agent call: ``ingest`` (``agents.ingest``), ``apply`` (``agents.profiles.Command
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import msgspec
 
@@ -28,8 +28,11 @@ from schemas.topics import TopicNames
 from schemas.validation import ContractLimits
 
 
-class ProfilePipeline:
-    """Ingest → profile stage → outbox, and the clock beside it (see the module docstring)."""
+class ProfilePipeline(CommandHandler):
+    """Ingest → profile stage → outbox, and the clock beside it (see the module docstring).
+
+    ``apply`` is ``CommandHandler.apply`` itself: the runtime's call for every command reaches the profile
+    stage without a layer in between."""
 
     def __init__(
         self,
@@ -41,13 +44,9 @@ class ProfilePipeline:
         outbox: Outbox,
         tally: Tally,
     ) -> None:
-        self.policy = policy
-        self.topics = topics
+        super().__init__(policy, topics=topics, outbox=outbox, tally=tally)
         self.limits = limits
         self.privacy = privacy
-        self.outbox = outbox
-        self.tally = tally
-        self._handler = CommandHandler(policy, topics=topics, outbox=outbox, tally=tally)
 
     def ingest(self, record: SourceRecord) -> tuple[bytes, ApplyEvent]:
         """An inbound record → ``(routing key, ApplyEvent)``; raises ``InvalidEvent``."""
@@ -62,17 +61,6 @@ class ProfilePipeline:
             return decode_command(record.value)
         except msgspec.DecodeError as exc:
             raise UndecodableCommand(str(exc)) from exc
-
-    def apply(
-        self,
-        store: StageStore,
-        key: bytes,
-        command: ProfileCommand,
-        now: float,
-        forward: Callable[[bytes, ProfileCommand], None] | None,
-    ) -> None:
-        """One command of ``key`` in the partition that owns it (``agents.profiles.CommandHandler``)."""
-        self._handler.apply(store, key, command, now, forward)
 
     def due_commands(self, store: StageStore, now: float) -> Iterable[tuple[bytes, WakeUp]]:
         return due_commands(store, now)
