@@ -15,6 +15,12 @@ writes) and leaves out aiokafka's fetch and produce paths and the network.
 Like ``pipeline_bench`` it runs with an empty trigger definitions file unless ``--triggers`` (the
 worker's ``config/triggers.yaml``). Prints process CPU seconds per event for each repeat (a fresh data
 dir each time) and the best, in µs/event and events per CPU-second.
+
+The runtime's work is not fixed from run to run: its clock and the refresh interval follow the wall clock
+(``audience_backlog_fraction``), so a slower run refreshes segments less often. ``--stages-only`` leaves the
+loop out — each record through ``ProfilePipeline.ingest`` and ``.apply`` in its partition's store, commands
+for other keys to the outbox — with the backlog an hour behind (every refresh interval at its maximum): the
+same work in every run, in thread CPU, to compare small changes of the per-event glue.
 """
 
 from __future__ import annotations
