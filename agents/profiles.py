@@ -40,8 +40,9 @@ _COMMAND_KINDS: dict[type, tuple[str]] = {kind: (str(kind.__struct_config__.tag)
 
 
 class CommandHandler:
-    """``handle_command`` bound to its policy and outputs: the runtime calls ``apply`` once per command, so
-    the arguments that never change are attributes, not nine parameters passed through two calls."""
+    """The profile stage's agent, bound to its policy and outputs: ``apply`` handles one command. The runtime
+    calls it for every command (``agents.pipeline.ProfilePipeline`` is a ``CommandHandler``), so what never
+    changes is attributes, not parameters passed on every call."""
 
     def __init__(self, policy: StagePolicy, *, topics: TopicNames, outbox: Outbox, tally: Tally) -> None:
         self.policy = policy

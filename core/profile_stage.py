@@ -1,6 +1,6 @@
 """The profile stage as one pure step: (state of a key, command, now) → new state and what to emit.
 
-``agents.profiles.handle_command`` reads the key's state from the partition's store, calls ``step_key``,
+``agents.profiles.CommandHandler.apply`` reads the key's state from the partition's store, calls ``step_key``,
 writes the returned state back and sends what it says; all decisions live here.
 
 Per key the store holds (and the agent builds ``KeyState(key, profile, identity)`` from), in the tables
