@@ -3,20 +3,20 @@
 ``streams.worker`` builds one ``ProfilePipeline`` and hands it to ``streams.runtime.Runtime`` (which
 takes any object with these methods, its ``Stages``): the loop fetches, routes, flushes and recovers,
 and calls these for everything the stage decides, so the runtime imports no agent. Each method is one
-agent call: ``ingest`` (``agents.ingest``), ``apply`` (``agents.profiles``), ``due_commands``,
+agent call: ``ingest`` (``agents.ingest``), ``apply`` (``agents.profiles.CommandHandler``), ``due_commands``,
 ``rebuild_index`` and ``stale_commands`` (``agents.clock``); ``decode`` reads a ``profile-commands`` record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import msgspec
 
 from agents.clock import due_commands, rebuild_due_index, stale_audience_commands
 from agents.ingest import ingest_record
 from agents.outbox import Outbox
-from agents.profiles import handle_command
+from agents.profiles import CommandHandler
 from agents.store import StageStore
 from agents.tally import Tally
 from core.privacy import PiiPolicy
@@ -28,8 +28,11 @@ from schemas.topics import TopicNames
 from schemas.validation import ContractLimits
 
 
-class ProfilePipeline:
-    """Ingest → profile stage → outbox, and the clock beside it (see the module docstring)."""
+class ProfilePipeline(CommandHandler):
+    """Ingest → profile stage → outbox, and the clock beside it (see the module docstring).
+
+    ``apply`` is ``CommandHandler.apply`` itself: the runtime's call for every command reaches the profile
+    stage without a layer in between."""
 
     def __init__(
         self,
@@ -41,12 +44,9 @@ class ProfilePipeline:
         outbox: Outbox,
         tally: Tally,
     ) -> None:
-        self.policy = policy
-        self.topics = topics
+        super().__init__(policy, topics=topics, outbox=outbox, tally=tally)
         self.limits = limits
         self.privacy = privacy
-        self.outbox = outbox
-        self.tally = tally
 
     def ingest(self, record: SourceRecord) -> tuple[bytes, ApplyEvent]:
         """An inbound record → ``(routing key, ApplyEvent)``; raises ``InvalidEvent``."""
@@ -61,27 +61,6 @@ class ProfilePipeline:
             return decode_command(record.value)
         except msgspec.DecodeError as exc:
             raise UndecodableCommand(str(exc)) from exc
-
-    def apply(
-        self,
-        store: StageStore,
-        key: bytes,
-        command: ProfileCommand,
-        now: float,
-        forward: Callable[[bytes, ProfileCommand], None] | None,
-    ) -> None:
-        """One command of ``key`` in the partition that owns it (``agents.profiles.handle_command``)."""
-        handle_command(
-            store,
-            key,
-            command,
-            now=now,
-            policy=self.policy,
-            topics=self.topics,
-            outbox=self.outbox,
-            tally=self.tally,
-            forward=forward,
-        )
 
     def due_commands(self, store: StageStore, now: float) -> Iterable[tuple[bytes, WakeUp]]:
         return due_commands(store, now)

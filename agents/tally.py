@@ -43,6 +43,7 @@ class Tally:
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._each: dict[tuple[str, tuple[str, ...]], int] = {}  # add_each's, split into _counts by take
         self._observed: dict[str, list[float]] = {name: [] for name in OBSERVATIONS}
 
     def add(self, name: str, *label_values: str, amount: float = 1) -> None:
@@ -50,11 +51,24 @@ class Tally:
         counts = self._counts
         counts[key] = counts.get(key, 0) + amount
 
+    def add_each(self, name: str, values: tuple[str, ...]) -> None:
+        """``add(name, value)`` for each of ``values`` (a counter of one label), in one step: the tuple is
+        counted as it is and split when taken, since the same few tuples come again and again (a profile
+        command's outcomes)."""
+        key = (name, values)
+        each = self._each
+        each[key] = each.get(key, 0) + 1
+
     def observe(self, name: str, value: float) -> None:
         self._observed[name].append(value)
 
     def take(self) -> tuple[dict[tuple[str, tuple[str, ...]], float], dict[str, list[float]]]:
         """The counts and observations since the last ``take``; the tally starts again from zero."""
         counts, self._counts = self._counts, {}
+        for (name, values), times in self._each.items():
+            for value in values:
+                key = (name, (value,))
+                counts[key] = counts.get(key, 0) + times
+        self._each = {}
         observed, self._observed = self._observed, {name: [] for name in OBSERVATIONS}
         return counts, observed

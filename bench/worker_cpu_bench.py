@@ -15,6 +15,12 @@ writes) and leaves out aiokafka's fetch and produce paths and the network.
 Like ``pipeline_bench`` it runs with an empty trigger definitions file unless ``--triggers`` (the
 worker's ``config/triggers.yaml``). Prints process CPU seconds per event for each repeat (a fresh data
 dir each time) and the best, in µs/event and events per CPU-second.
+
+The runtime's work is not fixed from run to run: its clock and the refresh interval follow the wall clock
+(``audience_backlog_fraction``), so a slower run refreshes segments less often. ``--stages-only`` leaves the
+loop out — each record through ``ProfilePipeline.ingest`` and ``.apply`` in its partition's store, commands
+for other keys to the outbox — with the backlog an hour behind (every refresh interval at its maximum): the
+same work in every run, in thread CPU, to compare small changes of the per-event glue.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from streams.stage_config import contract_limits, stage_policy  # noqa: E402
 from streams.topics import topic_names  # noqa: E402
 
 PARTITIONS = 4
+STAGES_BEHIND_S = 3600.0  # --stages-only: how far the backlog's Kafka timestamps are behind the wall clock
 LOAD_RATE = 70_000  # records per second of the backlog load (pipeline_bench's is 70,000-120,000): Kafka timestamps
 
 
@@ -107,13 +114,16 @@ def workload_messages(rt: Runtime, events: int, seed: int, cache: Path | None) -
     return messages
 
 
-def fetches(rt: Runtime, events: int, seed: int, cache: Path | None = None) -> list[dict[TopicPartition, list]]:
+def fetches(
+    rt: Runtime, events: int, seed: int, cache: Path | None = None, behind_s: float = 0.0
+) -> list[dict[TopicPartition, list]]:
     """The backlog as the worker's fetches would return it: per partition in offset order, up to
-    ``fetch_max_records`` records per fetch, taken round robin from the partitions that have some."""
+    ``fetch_max_records`` records per fetch, taken round robin from the partitions that have some. Its
+    Kafka timestamps start ``behind_s`` seconds before now."""
     messages = workload_messages(rt, events, seed, cache)
     partitioner = DefaultPartitioner()
     everything = list(range(PARTITIONS))
-    started_ms = int(time.time() * 1000)
+    started_ms = int((time.time() - behind_s) * 1000)
     queues: dict[TopicPartition, list] = {}
     for index, message in enumerate(messages):
         partition = partitioner(message.key, everything, everything)
@@ -151,6 +161,29 @@ async def drain(rt: Runtime, batches: list) -> dict[str, int]:
     return summary
 
 
+async def drain_stages(rt: Runtime, batches: list) -> tuple[float, dict[str, int]]:
+    """The records through the stages alone (``ProfilePipeline.ingest`` and ``.apply``), each in its record's
+    partition store at its Kafka timestamp, commands for other keys to the outbox: no runtime loop, no
+    alignment, clock or checkpoint. The thread CPU seconds of the loop, and what it left."""
+    await rt.start()
+    await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
+    stages, outbox, stores = rt.stages, rt.outbox, rt.stores
+    started = time.thread_time()
+    for batch in batches:
+        for tp, records in batch.items():
+            store = stores[tp.partition]
+            outbox.partition = tp.partition
+            for record in records:
+                key, command = stages.ingest(record)
+                stages.apply(store, key, command, record.timestamp / 1000, None)
+    seconds = time.thread_time() - started
+    summary = summarise(rt)
+    for topic, *_ in outbox.take():
+        summary[topic] = summary.get(topic, 0) + 1
+    await rt.close()
+    return seconds, summary
+
+
 def summarise(rt: Runtime) -> dict[str, int]:
     """What the drain left: profiles and the events they counted, outputs per topic (a check that a change
     of the code kept the behaviour, beside the tests)."""
@@ -168,22 +201,34 @@ def summarise(rt: Runtime) -> dict[str, int]:
 
 
 def one_run(
-    events: int, seed: int, *, triggers: bool, profile: Path | None, cache: Path | None = None
+    events: int,
+    seed: int,
+    *,
+    triggers: bool,
+    profile: Path | None,
+    cache: Path | None = None,
+    stages_only: bool = False,
 ) -> tuple[float, int, dict[str, int]]:
     """CPU seconds of one drain (fresh data dir), the events it processed and what it left (``summarise``)."""
     with tempfile.TemporaryDirectory(prefix="worker-cpu-") as tmp:
         rt = build_runtime(Path(tmp), triggers=triggers)
-        batches = fetches(rt, events, seed, cache)
+        # The stages alone run an hour behind: the refresh interval is then always stretched to its maximum
+        # (``audience_backlog_fraction``), so every run does the same work, whatever the machine's speed.
+        batches = fetches(rt, events, seed, cache, behind_s=STAGES_BEHIND_S if stages_only else 0.0)
         count = sum(len(records) for batch in batches for records in batch.values())
         profiler = cProfile.Profile() if profile else None
         started = time.process_time()
         if profiler:
             profiler.enable()
-        summary = asyncio.run(drain(rt, batches))
+        if stages_only:
+            seconds, summary = asyncio.run(drain_stages(rt, batches))  # the loop's own thread CPU
+        else:
+            summary = asyncio.run(drain(rt, batches))
+            seconds = time.process_time() - started
         if profiler:
             profiler.disable()
             profiler.dump_stats(profile)
-        return time.process_time() - started, count, summary
+        return seconds, count, summary
 
 
 def main() -> None:
@@ -194,12 +239,22 @@ def main() -> None:
     parser.add_argument("--triggers", action="store_true", help="the worker's trigger definitions (default: none)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the last repeat here")
     parser.add_argument("--workload", type=Path, help="cache of the generated messages (read if it exists)")
+    parser.add_argument(
+        "--stages-only",
+        action="store_true",
+        help="the stages without the runtime loop, an hour behind (the same work in every run; thread CPU)",
+    )
     args = parser.parse_args()
     results = []
     for repeat in range(args.repeats):
         profile = args.profile if repeat == args.repeats - 1 else None
         seconds, count, summary = one_run(
-            args.events, args.seed, triggers=args.triggers, profile=profile, cache=args.workload
+            args.events,
+            args.seed,
+            triggers=args.triggers,
+            profile=profile,
+            cache=args.workload,
+            stages_only=args.stages_only,
         )
         results.append(seconds / count)
         print(f"repeat {repeat + 1}: {count} events, {seconds:.2f} CPU-s, {seconds / count * 1e6:.1f} µs/event")

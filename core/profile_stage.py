@@ -1,6 +1,6 @@
 """The profile stage as one pure step: (state of a key, command, now) → new state and what to emit.
 
-``agents.profiles.handle_command`` reads the key's state from the partition's store, calls ``step_key``,
+``agents.profiles.CommandHandler.apply`` reads the key's state from the partition's store, calls ``step_key``,
 writes the returned state back and sends what it says; all decisions live here.
 
 Per key the store holds (and the agent builds ``KeyState(key, profile, identity)`` from), in the tables
@@ -186,14 +186,15 @@ def _forward(state: KeyState, command: ProfileCommand, policy: StagePolicy, targ
 
 def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy) -> StepResult:
     event = command.event
-    if replayed_before_link(state.identity, event):
-        return _result(state, state, policy, notes=(DUPLICATE,))
-    if state.identity.redirect_to is not None:
-        return _forward(state, command, policy, state.identity.redirect_to)
+    identity = state.identity
+    if identity.redirect_to is not None:  # a linked id (else no replay before a link can be dropped here)
+        if replayed_before_link(identity, event):
+            return _result(state, state, policy, notes=(DUPLICATE,))
+        return _forward(state, command, policy, identity.redirect_to)
     if event.type == "track" and event.event == DELETION_REQUESTED:
         forget = ForgetCustomer(customer_id=state.key, at=event.timestamp, request_id=event.message_id)
         return _forget(state, forget, policy)
-    forgotten_at = state.identity.forgotten_at
+    forgotten_at = identity.forgotten_at
     if forgotten_at is not None and event.timestamp <= forgotten_at:
         return _result(state, state, policy, notes=(FORGOTTEN_DROP,))
     profile = state.profile or new_profile(state.key)
@@ -204,14 +205,22 @@ def _apply(state: KeyState, command: ApplyEvent, now: float, policy: StagePolicy
         relinks = links_revealed(profile, event, again=True)
         return _result(state, state, policy, notes=(DUPLICATE,), forwards=tuple((link.alias, link) for link in relinks))
     links = links_revealed(updated, event)
+    forwards: tuple[tuple[str, ProfileCommand], ...] = ()
     if links:
         updated = with_linked_ids(updated, [link.alias for link in links])
+        forwards = tuple((link.alias, link) for link in links)
     conversions: tuple[TriggerConversion, ...] = ()
     if event.event in ATTRIBUTED_EVENTS:  # checked here: most events are neither messaging nor orders
         updated, conversions = attribute_event(updated, event, window_s=policy.attribution_window_s)
-    after = msgspec.structs.replace(state, profile=updated)
-    result = _result(state, after, policy, notes=(APPLIED,), forwards=tuple((link.alias, link) for link in links))
-    return msgspec.structs.replace(result, conversions=conversions) if conversions else result
+    # Built once, with everything the step decided (this is the path of nearly every event).
+    return StepResult(
+        state=msgspec.structs.replace(state, profile=updated),
+        due_at=None,
+        forwards=forwards,
+        notes=(APPLIED,),
+        profile_changed=updated is not state.profile,
+        conversions=conversions,
+    )
 
 
 def _link(state: KeyState, command: LinkIdentity, policy: StagePolicy) -> StepResult:
@@ -272,7 +281,12 @@ def step_key(
     wake-up time ``due_at`` is the earliest of the pending triggers and the next audience refresh, so one
     due table serves both.
     """
-    result = _step_command(state, command, now=now, policy=policy)
+    # An event is nearly every command: straight to its step, past the dispatch.
+    result = (
+        _apply(state, command, now, policy)
+        if isinstance(command, ApplyEvent)
+        else _step_command(state, command, now=now, policy=policy)
+    )
     at = command.now if isinstance(command, WakeUp) else now
     refreshed = False
     if policy.audiences is not None:
@@ -337,12 +351,16 @@ def _refresh(
     backlog_s: float,
     policy: StagePolicy,
 ) -> tuple[StepResult, bool]:
-    """``result`` with segments and scores refreshed when due (see ``step_key``), and whether they were."""
-    profile = result.state.profile
+    """``result`` with segments and scores refreshed when due (see ``step_key``), and whether they were.
+
+    ``result`` is copied once, and only when this changes it (most events change nothing here: their
+    customer's refresh is not due yet and a wake-up for it is already set)."""
+    before = result.state.profile
     audiences = policy.audiences
     assert audiences is not None
-    if profile is None:
+    if before is None:
         return _leave_all_segments(state.profile, result, now=now, policy=audiences), False
+    profile = before
     changes: tuple[AudienceChange, ...] = ()
     changes_were_computed = False
     must_refresh = isinstance(command, WakeUp) or profile.audience_version != audiences.version
@@ -352,24 +370,26 @@ def _refresh(
             update = refresh_audiences(profile, now=at, policy=audiences, profile_policy=policy.profile)
             changes = update.changes
             changes_were_computed = True
-            refreshed = msgspec.structs.replace(update.profile, audience_refreshed_at=at)
-        elif profile.audience_due_at is not None and profile.audience_due_at <= next_refresh:
-            refreshed = profile  # a wake-up is due by then anyway
-        else:
-            refreshed = msgspec.structs.replace(profile, audience_due_at=next_refresh)
-        if refreshed is not profile:
-            profile = refreshed
-            result = msgspec.structs.replace(
-                result, state=msgspec.structs.replace(result.state, profile=profile), profile_changed=True
-            )
+            profile = msgspec.structs.replace(update.profile, audience_refreshed_at=at)
+        elif profile.audience_due_at is None or profile.audience_due_at > next_refresh:
+            profile = msgspec.structs.replace(profile, audience_due_at=next_refresh)
+        # else: a wake-up is due by then anyway
     audience_due = profile.audience_due_at
     if audience_due is not None and audience_due <= at and changes_were_computed:
         # Just refreshed, yet due again at or before now: asking to be woken for the past would spin.
         audience_due = None
     # An overdue refresh that this step did not perform stays the key's wake-up (the clock fires it at its
     # next tick): dropping it here would leave the profile with stale segments until its next event.
-    due_at = min((due for due in (result.due_at, audience_due) if due is not None), default=None)
-    return msgspec.structs.replace(result, due_at=due_at, audience_changes=changes), changes_were_computed
+    due_at = _earliest(result.due_at, audience_due)
+    if profile is before:
+        if due_at == result.due_at and changes == result.audience_changes:
+            return result, changes_were_computed
+        return msgspec.structs.replace(result, due_at=due_at, audience_changes=changes), changes_were_computed
+    state_after = msgspec.structs.replace(result.state, profile=profile)
+    refreshed = msgspec.structs.replace(
+        result, state=state_after, profile_changed=True, due_at=due_at, audience_changes=changes
+    )
+    return refreshed, changes_were_computed
 
 
 def _refresh_interval(command: ProfileCommand, backlog_s: float, policy: StagePolicy) -> float:
