@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -232,6 +233,16 @@ class TriggerPolicy:
         }
         return {**defined, **self.rules_by_kind}
 
+    @cached_property
+    def priority_order(self) -> dict[str, tuple[int, str]]:
+        """Each kind's place in a pass, highest priority first (a kind without a rule, or with a custom rule:
+        priority 0), found once: ``(-priority, kind)``."""
+        rules = self.rules
+        return {
+            kind: (-rule.definition.priority if isinstance(rule, DefinedTrigger) else 0, kind)
+            for kind, rule in rules.items()
+        }
+
     @property
     def version(self) -> str:
         return self.definitions.version
@@ -270,28 +281,30 @@ def advance_triggers(
     if not pending_before and not entering and not rule_only:
         return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
     withdrawing = event is not None and _withdraws(event, name, profile)
-    if not entering and not rule_only and event is not None and name not in definitions.exit_events and not withdrawing:
+    plain = event is not None and name not in definitions.exit_events and not withdrawing
+    if plain and not entering and not rule_only:
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
-    # have brought purchases that move a predicted date (same episode) or start a new one.
-    renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
-    candidates = (*entering, *rule_only, *renewing)
-    if rule_only or renewing:
-        candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
-    plain = event is not None and name not in definitions.exit_events and not withdrawing
+    if event is not None and not rule_only:
+        candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
+    else:
+        # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
+        # have brought purchases that move a predicted date (same episode) or start a new one.
+        renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
+        candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
     work = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
     if isinstance(work, TriggerStep):
         return work  # nothing entered, nothing else to do
     kinds = list(work.current)
     if len(kinds) > 1:
-        kinds.sort(key=lambda kind: _priority(work.rules, kind))
+        order = policy.priority_order
+        kinds.sort(key=lambda kind: order.get(kind) or (0, kind))
     for kind in kinds:
         work.settle(kind, profile, event, forgotten_at)
     pending_after = tuple(work.current.values())
     if len(pending_after) > 1:
-        pending_after = tuple(sorted(pending_after, key=lambda p: p.kind))
+        pending_after = tuple(sorted(pending_after, key=_kind_of))
     due_at = min(work.wake) if work.wake else None
     if pending_after == pending_before and not work.outcomes:
         return TriggerStep(profile, due_at=due_at)
@@ -328,20 +341,20 @@ def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has th
 ) -> _Pass | TriggerStep:
     """The pass with ``candidates`` entered, or the answer when nothing entered and nothing else can change
     (``plain``: the event exits nothing by name and takes no channel away)."""
-    pending_before = profile.pending_triggers
     rules = policy.rules
-    current = {p.kind: p for p in pending_before}
+    current = {p.kind: p for p in profile.pending_triggers} if profile.pending_triggers else {}
     entries: list[tuple[str, PendingTrigger]] | None = None
-    if plain and not any(d.name in current for d in candidates):
+    if plain and (not current or not _any_waiting(candidates, current)):
         # Kinds with nothing waiting: each entry is asked on its own, as ``_Pass.enter`` would (no exit
         # check, nothing to supersede); the usual answer, nothing entered, needs no pass at all.
-        entries = []
         for definition in candidates:
             entry_at = event.timestamp if event is not None and definition.entry_events else at
             entered = rules[definition.name].enter(profile, event, entry_at=entry_at, at=at, existing=None)
             if entered is not None:
+                if entries is None:
+                    entries = []
                 entries.append((definition.name, entered))
-        if not entries:
+        if entries is None:
             return _unchanged(profile, before, at, policy, None)
     work = _Pass(rules, current, at, before, guardrails=policy.guardrails, withdrawing=withdrawing)
     if entries is not None:
@@ -352,6 +365,14 @@ def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has th
     if not work.changed and plain:
         return _unchanged(profile, before, at, policy, work)
     return work
+
+
+def _any_waiting(candidates: tuple[TriggerDefinition, ...], current: dict[str, PendingTrigger]) -> bool:
+    """Whether any of ``candidates`` has a pending trigger (a loop: a generator per call costs more)."""
+    for definition in candidates:  # noqa: SIM110 - see the docstring
+        if definition.name in current:
+            return True
+    return False
 
 
 def _unchanged(
@@ -511,7 +532,8 @@ def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: Tri
         definition = by_kind.get(pending.kind)
         if definition is None or due <= at:
             return None
-        if max(definition.wait.due_at(pending.last_entry_at, pending.facts), pending.deferred_until) != due:
+        retimed = definition.wait.due_at(pending.last_entry_at, pending.facts)
+        if (retimed if retimed > pending.deferred_until else pending.deferred_until) != due:
             return None  # the definition changed (a new file): re-time it on the full path
         exit_rule = definition.exit_rule
         if exit_rule is not None and not exit_rule.unchanged(before, profile):
@@ -533,10 +555,7 @@ def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, 
     return [d for d in found if d is not None and d.facts]
 
 
-def _priority(rules: Mapping[str, TriggerRule], kind: str) -> tuple[int, str]:
-    rule = rules.get(kind)
-    priority = rule.definition.priority if isinstance(rule, DefinedTrigger) else 0
-    return (-priority, kind)
+_kind_of = attrgetter("kind")
 
 
 def _recorded(
