@@ -134,20 +134,21 @@ class DefinedTrigger:
         if not rule_first and rule is not None and not rule.holds(profile, at, self.consumables, self.profile_policy):
             return None
         episode = str(facts.get("episode", ""))
+        # Each record built once, with its due time (``due_at``'s rule; a pass re-times every pending
+        # trigger by ``rule.due_at`` before deciding anything, so a subclass's own ``due_at`` still rules).
+        wait = d.wait
         if existing is not None and str(existing.facts.get("episode", "")) == episode:
             last = max(existing.last_entry_at, entry_at)
-            renewed = msgspec.structs.replace(existing, last_entry_at=last, facts=facts or existing.facts)
-            due_at = self.due_at(renewed)
-            return renewed if due_at == renewed.due_at else msgspec.structs.replace(renewed, due_at=due_at)
-        pending = PendingTrigger(
+            kept = facts or existing.facts
+            return msgspec.structs.replace(existing, last_entry_at=last, facts=kept, due_at=wait.due_at(last, kept))
+        return PendingTrigger(
             kind=d.name,
             trigger_id=trigger_id_for(profile.customer_id, d.name, entry_at, episode),
             entered_at=entry_at,
             last_entry_at=entry_at,
-            due_at=entry_at,
+            due_at=wait.due_at(entry_at, facts),
             facts=facts,
         )
-        return msgspec.structs.replace(pending, due_at=self.due_at(pending))
 
     @cached_property
     def _entry_order(self) -> tuple[EntryFacts | None, bool]:
@@ -309,7 +310,7 @@ def advance_triggers(
     if pending_after == pending_before and not work.outcomes:
         return TriggerStep(profile, due_at=due_at)
     return TriggerStep(
-        _recorded(profile, pending_after, work.outcomes, work.sent, at, guardrails=policy.guardrails),
+        _recorded(profile, pending_after, work.outcomes, work.sent, work.pass_sends, at, guardrails=policy.guardrails),
         triggers=tuple(work.sent),
         outcomes=tuple((pending.kind, outcome.name) for pending, outcome in work.outcomes),
         due_at=due_at,
@@ -558,36 +559,48 @@ def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, 
 _kind_of = attrgetter("kind")
 
 
-def _recorded(
+def _recorded(  # noqa: PLR0917 - the pass's results, as advance_triggers has them
     profile: Profile,
     pending: tuple[PendingTrigger, ...],
     outcomes: list[tuple[PendingTrigger, Outcome]],
     sent: list[Trigger],
+    sends: list[TriggerSend],
     at: float,
     *,
     guardrails: Guardrails,
 ) -> Profile:
+    """``profile`` with the pass's results: one copy of the profile, each record built once (``sends``: the
+    pass's records of ``sent``, in order, as the caps counted them)."""
     history = profile.trigger_history
-    for trigger_pending, outcome in outcomes:
-        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "") if sent else ""
-        record = TriggerOutcome(
-            trigger_id=trigger_pending.trigger_id,
-            kind=trigger_pending.kind,
-            outcome=outcome.name,
-            at=at,
-            channel=channel,
+    if outcomes:
+        channels = {trigger.trigger_id: trigger.channel for trigger in reversed(sent)} if sent else {}
+        records = tuple(
+            TriggerOutcome(
+                trigger_id=trigger_pending.trigger_id,
+                kind=trigger_pending.kind,
+                outcome=outcome.name,
+                at=at,
+                channel=channels.get(trigger_pending.trigger_id, ""),
+            )
+            for trigger_pending, outcome in outcomes
         )
-        history = capped_append(history, record, MAX_TRIGGER_HISTORY)
-    changes: dict = {"pending_triggers": pending, "trigger_history": history}
-    if sent:
-        triggers_sent = profile.triggers_sent
-        last_sent = dict(profile.trigger_last_sent)
-        sends = profile.trigger_sends
-        for trigger in sent:
-            triggers_sent = capped_append(triggers_sent, trigger.trigger_id, MAX_TRIGGERS_REMEMBERED)
-            last_sent[trigger.kind] = at
-            sends = remember_send(sends, TriggerSend(kind=trigger.kind, channel=trigger.channel, at=at), guardrails)
-        changes["triggers_sent"] = triggers_sent
-        changes["trigger_last_sent"] = last_sent
-        changes["trigger_sends"] = sends
-    return msgspec.structs.replace(profile, **changes)
+        history += records
+        if len(history) > MAX_TRIGGER_HISTORY:  # as ``capped_append`` of each record: the newest kept
+            history = history[-MAX_TRIGGER_HISTORY:]
+    if not sent:
+        return msgspec.structs.replace(profile, pending_triggers=pending, trigger_history=history)
+    triggers_sent = profile.triggers_sent
+    last_sent = dict(profile.trigger_last_sent)
+    remembered = profile.trigger_sends
+    for trigger, send in zip(sent, sends, strict=True):
+        triggers_sent = capped_append(triggers_sent, trigger.trigger_id, MAX_TRIGGERS_REMEMBERED)
+        last_sent[trigger.kind] = at
+        remembered = remember_send(remembered, send, guardrails)
+    return msgspec.structs.replace(
+        profile,
+        pending_triggers=pending,
+        trigger_history=history,
+        triggers_sent=triggers_sent,
+        trigger_last_sent=last_sent,
+        trigger_sends=remembered,
+    )
