@@ -9,6 +9,7 @@ bought in the last ``JUST_BOUGHT_S``.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 from core.triggers.definitions import TriggerDefinition
@@ -20,15 +21,10 @@ TREATMENT = "treatment"
 HOLDOUT_TREATMENT = "holdout"
 OFFER_PLACEHOLDER = "{trigger}"
 
-try:  # CPython's own SHA-256: for a text this short, OpenSSL's per-hash setup costs more than the hashing
-    from _sha256 import sha256
-except ImportError:  # Python 3.12+ (``_sha2``) or a build without it: the same digest from OpenSSL
-    from hashlib import sha256
-
 
 def trigger_id_for(customer_id: str, kind: str, entered_at: float, episode: str = "") -> str:
     """Same customer (the id at entry), kind, entry time and episode → same id; senders deduplicate on it."""
-    digest = sha256(f"{customer_id}|{kind}|{entered_at:.6f}|{episode}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{customer_id}|{kind}|{entered_at:.6f}|{episode}".encode()).hexdigest()
     return f"{kind}:{digest[:24]}"
 
 
