@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -133,20 +134,21 @@ class DefinedTrigger:
         if not rule_first and rule is not None and not rule.holds(profile, at, self.consumables, self.profile_policy):
             return None
         episode = str(facts.get("episode", ""))
+        # Each record built once, with its due time (``due_at``'s rule; a pass re-times every pending
+        # trigger by ``rule.due_at`` before deciding anything, so a subclass's own ``due_at`` still rules).
+        wait = d.wait
         if existing is not None and str(existing.facts.get("episode", "")) == episode:
             last = max(existing.last_entry_at, entry_at)
-            renewed = msgspec.structs.replace(existing, last_entry_at=last, facts=facts or existing.facts)
-            due_at = self.due_at(renewed)
-            return renewed if due_at == renewed.due_at else msgspec.structs.replace(renewed, due_at=due_at)
-        pending = PendingTrigger(
+            kept = facts or existing.facts
+            return msgspec.structs.replace(existing, last_entry_at=last, facts=kept, due_at=wait.due_at(last, kept))
+        return PendingTrigger(
             kind=d.name,
             trigger_id=trigger_id_for(profile.customer_id, d.name, entry_at, episode),
             entered_at=entry_at,
             last_entry_at=entry_at,
-            due_at=entry_at,
+            due_at=wait.due_at(entry_at, facts),
             facts=facts,
         )
-        return msgspec.structs.replace(pending, due_at=self.due_at(pending))
 
     @cached_property
     def _entry_order(self) -> tuple[EntryFacts | None, bool]:
@@ -232,6 +234,16 @@ class TriggerPolicy:
         }
         return {**defined, **self.rules_by_kind}
 
+    @cached_property
+    def priority_order(self) -> dict[str, tuple[int, str]]:
+        """Each kind's place in a pass, highest priority first (a kind without a rule, or with a custom rule:
+        priority 0), found once: ``(-priority, kind)``."""
+        rules = self.rules
+        return {
+            kind: (-rule.definition.priority if isinstance(rule, DefinedTrigger) else 0, kind)
+            for kind, rule in rules.items()
+        }
+
     @property
     def version(self) -> str:
         return self.definitions.version
@@ -270,33 +282,35 @@ def advance_triggers(
     if not pending_before and not entering and not rule_only:
         return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
     withdrawing = event is not None and _withdraws(event, name, profile)
-    if not entering and not rule_only and event is not None and name not in definitions.exit_events and not withdrawing:
+    plain = event is not None and name not in definitions.exit_events and not withdrawing
+    if plain and not entering and not rule_only:
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
-    # have brought purchases that move a predicted date (same episode) or start a new one.
-    renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
-    candidates = (*entering, *rule_only, *renewing)
-    if rule_only or renewing:
-        candidates = tuple({d.name: d for d in candidates}.values())  # a kind may be both
-    plain = event is not None and name not in definitions.exit_events and not withdrawing
+    if event is not None and not rule_only:
+        candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
+    else:
+        # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
+        # have brought purchases that move a predicted date (same episode) or start a new one.
+        renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
+        candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
     work = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
     if isinstance(work, TriggerStep):
         return work  # nothing entered, nothing else to do
     kinds = list(work.current)
     if len(kinds) > 1:
-        kinds.sort(key=lambda kind: _priority(work.rules, kind))
+        order = policy.priority_order
+        kinds.sort(key=lambda kind: order.get(kind) or (0, kind))
     for kind in kinds:
         work.settle(kind, profile, event, forgotten_at)
     pending_after = tuple(work.current.values())
     if len(pending_after) > 1:
-        pending_after = tuple(sorted(pending_after, key=lambda p: p.kind))
+        pending_after = tuple(sorted(pending_after, key=_kind_of))
     due_at = min(work.wake) if work.wake else None
     if pending_after == pending_before and not work.outcomes:
         return TriggerStep(profile, due_at=due_at)
     return TriggerStep(
-        _recorded(profile, pending_after, work.outcomes, work.sent, at, guardrails=policy.guardrails),
+        _recorded(profile, pending_after, work.outcomes, work.sent, work.pass_sends, at, guardrails=policy.guardrails),
         triggers=tuple(work.sent),
         outcomes=tuple((pending.kind, outcome.name) for pending, outcome in work.outcomes),
         due_at=due_at,
@@ -328,20 +342,20 @@ def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has th
 ) -> _Pass | TriggerStep:
     """The pass with ``candidates`` entered, or the answer when nothing entered and nothing else can change
     (``plain``: the event exits nothing by name and takes no channel away)."""
-    pending_before = profile.pending_triggers
     rules = policy.rules
-    current = {p.kind: p for p in pending_before}
+    current = {p.kind: p for p in profile.pending_triggers} if profile.pending_triggers else {}
     entries: list[tuple[str, PendingTrigger]] | None = None
-    if plain and not any(d.name in current for d in candidates):
+    if plain and (not current or not _any_waiting(candidates, current)):
         # Kinds with nothing waiting: each entry is asked on its own, as ``_Pass.enter`` would (no exit
         # check, nothing to supersede); the usual answer, nothing entered, needs no pass at all.
-        entries = []
         for definition in candidates:
             entry_at = event.timestamp if event is not None and definition.entry_events else at
             entered = rules[definition.name].enter(profile, event, entry_at=entry_at, at=at, existing=None)
             if entered is not None:
+                if entries is None:
+                    entries = []
                 entries.append((definition.name, entered))
-        if not entries:
+        if entries is None:
             return _unchanged(profile, before, at, policy, None)
     work = _Pass(rules, current, at, before, guardrails=policy.guardrails, withdrawing=withdrawing)
     if entries is not None:
@@ -352,6 +366,14 @@ def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has th
     if not work.changed and plain:
         return _unchanged(profile, before, at, policy, work)
     return work
+
+
+def _any_waiting(candidates: tuple[TriggerDefinition, ...], current: dict[str, PendingTrigger]) -> bool:
+    """Whether any of ``candidates`` has a pending trigger (a loop: a generator per call costs more)."""
+    for definition in candidates:  # noqa: SIM110 - see the docstring
+        if definition.name in current:
+            return True
+    return False
 
 
 def _unchanged(
@@ -511,7 +533,8 @@ def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: Tri
         definition = by_kind.get(pending.kind)
         if definition is None or due <= at:
             return None
-        if max(definition.wait.due_at(pending.last_entry_at, pending.facts), pending.deferred_until) != due:
+        retimed = definition.wait.due_at(pending.last_entry_at, pending.facts)
+        if (retimed if retimed > pending.deferred_until else pending.deferred_until) != due:
             return None  # the definition changed (a new file): re-time it on the full path
         exit_rule = definition.exit_rule
         if exit_rule is not None and not exit_rule.unchanged(before, profile):
@@ -533,42 +556,51 @@ def _with_facts(definitions: TriggerDefinitions, pending: tuple[PendingTrigger, 
     return [d for d in found if d is not None and d.facts]
 
 
-def _priority(rules: Mapping[str, TriggerRule], kind: str) -> tuple[int, str]:
-    rule = rules.get(kind)
-    priority = rule.definition.priority if isinstance(rule, DefinedTrigger) else 0
-    return (-priority, kind)
+_kind_of = attrgetter("kind")
 
 
-def _recorded(
+def _recorded(  # noqa: PLR0917 - the pass's results, as advance_triggers has them
     profile: Profile,
     pending: tuple[PendingTrigger, ...],
     outcomes: list[tuple[PendingTrigger, Outcome]],
     sent: list[Trigger],
+    sends: list[TriggerSend],
     at: float,
     *,
     guardrails: Guardrails,
 ) -> Profile:
+    """``profile`` with the pass's results: one copy of the profile, each record built once (``sends``: the
+    pass's records of ``sent``, in order, as the caps counted them)."""
     history = profile.trigger_history
-    for trigger_pending, outcome in outcomes:
-        channel = next((t.channel for t in sent if t.trigger_id == trigger_pending.trigger_id), "") if sent else ""
-        record = TriggerOutcome(
-            trigger_id=trigger_pending.trigger_id,
-            kind=trigger_pending.kind,
-            outcome=outcome.name,
-            at=at,
-            channel=channel,
+    if outcomes:
+        channels = {trigger.trigger_id: trigger.channel for trigger in reversed(sent)} if sent else {}
+        records = tuple(
+            TriggerOutcome(
+                trigger_id=trigger_pending.trigger_id,
+                kind=trigger_pending.kind,
+                outcome=outcome.name,
+                at=at,
+                channel=channels.get(trigger_pending.trigger_id, ""),
+            )
+            for trigger_pending, outcome in outcomes
         )
-        history = capped_append(history, record, MAX_TRIGGER_HISTORY)
-    changes: dict = {"pending_triggers": pending, "trigger_history": history}
-    if sent:
-        triggers_sent = profile.triggers_sent
-        last_sent = dict(profile.trigger_last_sent)
-        sends = profile.trigger_sends
-        for trigger in sent:
-            triggers_sent = capped_append(triggers_sent, trigger.trigger_id, MAX_TRIGGERS_REMEMBERED)
-            last_sent[trigger.kind] = at
-            sends = remember_send(sends, TriggerSend(kind=trigger.kind, channel=trigger.channel, at=at), guardrails)
-        changes["triggers_sent"] = triggers_sent
-        changes["trigger_last_sent"] = last_sent
-        changes["trigger_sends"] = sends
-    return msgspec.structs.replace(profile, **changes)
+        history += records
+        if len(history) > MAX_TRIGGER_HISTORY:  # as ``capped_append`` of each record: the newest kept
+            history = history[-MAX_TRIGGER_HISTORY:]
+    if not sent:
+        return msgspec.structs.replace(profile, pending_triggers=pending, trigger_history=history)
+    triggers_sent = profile.triggers_sent
+    last_sent = dict(profile.trigger_last_sent)
+    remembered = profile.trigger_sends
+    for trigger, send in zip(sent, sends, strict=True):
+        triggers_sent = capped_append(triggers_sent, trigger.trigger_id, MAX_TRIGGERS_REMEMBERED)
+        last_sent[trigger.kind] = at
+        remembered = remember_send(remembered, send, guardrails)
+    return msgspec.structs.replace(
+        profile,
+        pending_triggers=pending,
+        trigger_history=history,
+        triggers_sent=triggers_sent,
+        trigger_last_sent=last_sent,
+        trigger_sends=remembered,
+    )

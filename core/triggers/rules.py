@@ -319,7 +319,11 @@ class Condition:
         fields = self.fields
         if before is None or fields is None or self.timed:
             return False
-        return all(getattr(before, name, None) is getattr(after, name, None) for name in fields)
+        # A loop, not ``all`` over a generator: this runs for most events with a trigger waiting.
+        for name in fields:  # noqa: SIM110
+            if getattr(before, name, None) is not getattr(after, name, None):
+                return False
+        return True
 
 
 def compile_condition(
