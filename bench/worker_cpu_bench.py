@@ -16,8 +16,8 @@ Like ``pipeline_bench`` it runs with an empty trigger definitions file unless ``
 worker's ``config/triggers.yaml``). Prints process CPU seconds per event for each repeat (a fresh data
 dir each time) and the best, in µs/event and events per CPU-second.
 
-The runtime's work is not fixed from run to run: its clock and the refresh interval follow the wall clock
-(``audience_backlog_fraction``), so a slower run refreshes segments less often. ``--stages-only`` leaves the
+The runtime's work is not fixed from run to run: its clock follows the wall clock (and so does the refresh
+interval with ``STREAMCDP_AUDIENCE_BACKLOG_FRACTION`` > 0, so that a slower run refreshes segments less often). ``--stages-only`` leaves the
 loop out — each record through ``ProfilePipeline.ingest`` and ``.apply`` in its partition's store, commands
 for other keys to the outbox — with the backlog an hour behind (every refresh interval at its maximum): the
 same work in every run, in thread CPU, to compare small changes of the per-event glue.
@@ -212,8 +212,8 @@ def one_run(
     """CPU seconds of one drain (fresh data dir), the events it processed and what it left (``summarise``)."""
     with tempfile.TemporaryDirectory(prefix="worker-cpu-") as tmp:
         rt = build_runtime(Path(tmp), triggers=triggers)
-        # The stages alone run an hour behind: the refresh interval is then always stretched to its maximum
-        # (``audience_backlog_fraction``), so every run does the same work, whatever the machine's speed.
+        # The stages alone run an hour behind: even with ``audience_backlog_fraction`` > 0 the refresh interval
+        # is then always at its maximum, so every run does the same work, whatever the machine's speed.
         batches = fetches(rt, events, seed, cache, behind_s=STAGES_BEHIND_S if stages_only else 0.0)
         count = sum(len(records) for batch in batches for records in batch.values())
         profiler = cProfile.Profile() if profile else None

@@ -255,10 +255,13 @@ class Settings(BaseSettings):
         "a burst is evaluated once at its end.",
     )
     audience_backlog_fraction: float = Field(
-        0.1,
+        0.0,
         ge=0,
         description="While the worker is `lag` s behind its input (wall clock − stream time, not the event's "
-        "age), that interval stretches to `lag` × this (0: never), at most `STREAMCDP_AUDIENCE_MAX_INTERVAL_S`.",
+        "age), that interval stretches to `lag` × this, at most `STREAMCDP_AUDIENCE_MAX_INTERVAL_S`. 0 (the "
+        "default): never, so segment changes are decided at the same event times however far behind the worker "
+        "is; above 0 a catch-up does less work, but its segment changes depend on how fast it ran (no longer "
+        "deterministic across restarts and replays).",
     )
     audience_max_interval_s: float = Field(
         60.0, gt=0, description="Longest refresh interval of segments and scores while catching up on a backlog."
