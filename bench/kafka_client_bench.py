@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -238,24 +239,35 @@ async def aiokafka_fetch(spec: Spec) -> dict:
         await consumer.stop()
 
 
+def produce_rounds(
+    spec: Spec, pool: list[tuple[bytes, bytes]]
+) -> Iterator[tuple[dict[int, list[tuple[bytes, bytes]]], list[int]]]:
+    """The produce phase's rounds, the same for both clients: up to ``spec.batch`` records of ``pool`` per
+    partition, and the input offsets each partition's transaction commits (at most the input's end)."""
+    sent = 0
+    offsets = [0] * spec.partitions
+    while sent < spec.records:
+        work = {}
+        for p in range(spec.partitions):
+            take = min(spec.batch, spec.records - sent)
+            if take <= 0:
+                break
+            work[p] = [pool[(sent + i) % len(pool)] for i in range(take)]
+            sent += take
+            offsets[p] = min(offsets[p] + take, spec.input_ends[p])
+        yield work, offsets
+
+
 async def aiokafka_produce(spec: Spec, pool: list[tuple[bytes, bytes]]) -> dict:
     producers = await aiokafka_producers(spec)
     meter = Meter(spec.broker_pid).start()
     meter.saw_records()
     sent = value_bytes = transactions = 0
-    offsets = [0] * spec.partitions
+    offsets: list[int] = []
     try:
-        while sent < spec.records:
-            work = {}
-            for p in range(spec.partitions):
-                take = min(spec.batch, spec.records - sent)
-                if take <= 0:
-                    break
-                records = [pool[(sent + i) % len(pool)] for i in range(take)]
-                sent += take
-                value_bytes += sum(len(value) for _, value in records)
-                offsets[p] = min(offsets[p] + take, spec.input_ends[p])
-                work[p] = records
+        for work, offsets in produce_rounds(spec, pool):
+            sent += sum(len(records) for records in work.values())
+            value_bytes += sum(len(value) for records in work.values() for _, value in records)
             await asyncio.gather(
                 *(aiokafka_transaction(spec, producers[p], p, records, offsets[p]) for p, records in work.items())
             )
@@ -472,19 +484,11 @@ async def confluent_produce(spec: Spec, pool: list[tuple[bytes, bytes]]) -> dict
     meter = Meter(spec.broker_pid).start()
     meter.saw_records()
     sent = value_bytes = transactions = 0
-    offsets = [0] * spec.partitions
+    offsets: list[int] = []
     try:
-        while sent < spec.records:
-            work = {}
-            for p in range(spec.partitions):
-                take = min(spec.batch, spec.records - sent)
-                if take <= 0:
-                    break
-                records = [pool[(sent + i) % len(pool)] for i in range(take)]
-                sent += take
-                value_bytes += sum(len(value) for _, value in records)
-                offsets[p] = min(offsets[p] + take, spec.input_ends[p])
-                work[p] = records
+        for work, offsets in produce_rounds(spec, pool):
+            sent += sum(len(records) for records in work.values())
+            value_bytes += sum(len(value) for records in work.values() for _, value in records)
             await confluent_transactions(spec, producers, work, offsets, group_metadata)
             transactions += len(work)
         figures = meter.stop(sent, value_bytes)
