@@ -17,10 +17,11 @@ worker's ``config/triggers.yaml``). Prints process CPU seconds per event for eac
 dir each time) and the best, in µs/event and events per CPU-second.
 
 The runtime's work is not fixed from run to run: its clock follows the wall clock (and so does the refresh
-interval with ``STREAMCDP_AUDIENCE_BACKLOG_FRACTION`` > 0, so that a slower run refreshes segments less often). ``--stages-only`` leaves the
-loop out — each record through ``ProfilePipeline.ingest`` and ``.apply`` in its partition's store, commands
-for other keys to the outbox — with the backlog an hour behind (every refresh interval at its maximum): the
-same work in every run, in thread CPU, to compare small changes of the per-event glue.
+interval with ``STREAMCDP_AUDIENCE_BACKLOG_FRACTION`` > 0: a slower run then refreshes segments less often).
+``--stages-only`` leaves the loop out — each record through ``ProfilePipeline.ingest`` and ``.apply`` in its
+partition's store, commands for other keys to the outbox — with the backlog an hour behind (with the stretch,
+every refresh interval at its maximum): the same work in every run, in thread CPU, to compare small changes of
+the per-event glue.
 """
 
 from __future__ import annotations
