@@ -16,7 +16,9 @@ PYTHON=${PYTHON:-.venv/bin/python}
 
 # The per-event path of the profile stage (issue 11) and of the worker's other pure stages (issue 15). Not
 # compiled: the schema modules that define msgspec Structs (compiled modules read their fields just as fast
-# through msgspec's own C getters), the I/O shells (agents/* but agents/profiles.py, streams/*).
+# through msgspec's own C getters; and mypyc would drop their class keywords such as frozen=True), the I/O
+# shells (agents/*, streams/*): agents/profiles.py's CommandHandler is subclassed by the uncompiled
+# agents/pipeline.py, and a compiled class takes no interpreted subclass.
 MODULES=(
   core/triggers/engine.py
   core/triggers/rules.py
@@ -44,7 +46,6 @@ MODULES=(
   core/rules/tokens.py
   core/scoring.py
   core/identity.py
-  agents/profiles.py
 )
 
 clean() {
