@@ -78,6 +78,9 @@ REASONS: dict[str, str] = {
 # multiplies into state records that outgrow Kafka's message size; 128 fits UUIDs, hashes and every usual
 # id scheme with room to spare.
 MAX_ID_CHARS = 128
+# A price or total above this, in major units, is absurd. A module constant (not read off ``ContractLimits``'
+# class) so that ``to_minor_units``' default compiles with mypyc (scripts/build_compiled.sh).
+MAX_AMOUNT = 10_000_000.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class ContractLimits:
     max_past_skew_s: float = 400 * 86400.0
     max_depth: int = 16  # containers nested in containers, the top-level object counting as 1
     max_array_length: int = 1000
-    max_amount: float = 10_000_000.0  # in major units (a price or total above this is absurd)
+    max_amount: float = MAX_AMOUNT
     max_quantity: int = 10_000
     max_age: int = 150
 
@@ -146,7 +149,7 @@ def parse_timestamp(value: Any) -> float:
         raise InvalidEvent(msg, detail) from None
 
 
-def to_minor_units(amount: Any, field: str, max_amount: float = ContractLimits.max_amount) -> int:
+def to_minor_units(amount: Any, field: str, max_amount: float = MAX_AMOUNT) -> int:
     """A decimal currency amount → integer minor units (cents)."""
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
         detail = f"{field} is not a number"

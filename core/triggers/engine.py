@@ -52,6 +52,7 @@ from core.triggers.guards import (
 )
 from core.triggers.kinds import EntryFacts
 from core.triggers.payload import build_trigger, trigger_id_for
+from core.triggers.step import TriggerStep
 from schemas.events import Event
 from schemas.profile import Profile
 from schemas.triggers import PendingTrigger, Trigger, TriggerOutcome, TriggerSend
@@ -247,15 +248,6 @@ class TriggerPolicy:
     @property
     def version(self) -> str:
         return self.definitions.version
-
-
-class TriggerStep(msgspec.Struct, frozen=True):
-    """What ``advance_triggers`` changed: the profile, triggers to send, ``(kind, outcome)`` to count, wake-up."""
-
-    profile: Profile
-    triggers: tuple[Trigger, ...] = ()
-    outcomes: tuple[tuple[str, str], ...] = ()
-    due_at: float | None = None
 
 
 def advance_triggers(

@@ -48,9 +48,11 @@ def add(at: float, product: str = "rope-9mm", *, user: str | None = "u1", anon: 
     return product_event("Product Added", at, properties, user=user, anon=anon)
 
 
-def view(at: float, product: str = "jacket-1", *, user: str | None = "u1", category: str = "jackets") -> Event:
+def view(
+    at: float, product: str = "jacket-1", *, user: str | None = "u1", anon: str | None = None, category: str = "jackets"
+) -> Event:
     properties = {"product_id": product, "category": category, "name": "Jacket", "price": 12900}
-    return product_event("Product Viewed", at, properties, user=user)
+    return product_event("Product Viewed", at, properties, user=user, anon=anon)
 
 
 def order(at: float, *products: str, user: str | None = "u1", anon: str | None = None, order_id: str = "o-1"):
@@ -143,7 +145,11 @@ BROWSE = [
         [view(T0), view(T0 + M), view(T0 + 2 * M), add(T0 + 3 * M, "jacket-1"), Tick(T0 + D)],
         [(T0 + 33 * M, "cart_abandonment", "u1", "email")],
     ),
-    ("an anonymous visitor does not enter", [view(T0, user=None), view(T0 + M, user=None), Tick(T0 + D)], []),
+    (
+        "an anonymous visitor does not enter",
+        [view(T0, user=None, anon="a1"), view(T0 + M, user=None, anon="a1"), Tick(T0 + D)],
+        [],
+    ),
 ]
 
 REPLENISHMENT = [
