@@ -278,6 +278,49 @@ async def aiokafka_produce(spec: Spec, pool: list[tuple[bytes, bytes]]) -> dict:
     return {**figures, "transactions": transactions, "offsets": offsets}
 
 
+class LoopBuffer:
+    """The consume-transform-produce loop's state, the same for every client: the records waiting for their
+    partition's next transaction, the input offsets they carry, what was committed, and the counts."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.pending: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.offsets: dict[int, int] = {}
+        self.committed: dict[int, int] = {}
+        self.count = self.value_bytes = self.transactions = 0
+        self.flush_records = spec.batch * spec.partitions
+        self.last_flush = time.monotonic()
+        self.partitions = spec.partitions
+
+    def add(self, partition: int, key: bytes, value: bytes, offset: int) -> None:
+        """One input record, sent on unchanged (the trivial transform)."""
+        self.count += 1
+        self.value_bytes += len(value)
+        records = self.pending.get(partition)
+        if records is None:
+            records = self.pending[partition] = []
+        records.append((key, value))
+        self.offsets[partition] = offset + 1
+
+    def due(self) -> bool:
+        inputs = sum(len(records) for records in self.pending.values())
+        return inputs >= self.flush_records or (
+            bool(self.pending) and time.monotonic() - self.last_flush >= COMMIT_INTERVAL_S
+        )
+
+    def take(self) -> dict[int, list[tuple[bytes, bytes]]]:
+        """The records of the next transactions, per partition (``committed`` once they are)."""
+        work, self.pending = self.pending, {}
+        return work
+
+    def committed_work(self, work: dict[int, list[tuple[bytes, bytes]]]) -> None:
+        self.committed.update({p: self.offsets[p] for p in work})
+        self.transactions += len(work)
+        self.last_flush = time.monotonic()
+
+    def figures(self) -> dict:
+        return {"transactions": self.transactions, "offsets": [self.committed.get(p) for p in range(self.partitions)]}
+
+
 async def aiokafka_loop(spec: Spec, *, hybrid: bool = False) -> dict:
     """The loop on aiokafka's consumer, with aiokafka's producers or (``hybrid``) confluent-kafka's, whose
     offsets go to the group like aiokafka's: by a consumer of the group that has not joined (generation -1,
@@ -288,53 +331,40 @@ async def aiokafka_loop(spec: Spec, *, hybrid: bool = False) -> dict:
     group_metadata = metadata_consumer.consumer_group_metadata() if metadata_consumer is not None else None
     consumer = aiokafka_consumer(spec)
     await consumer.start()
-    count = value_bytes = transactions = 0
-    pending: dict[int, list[tuple[bytes, bytes]]] = {}
-    offsets: dict[int, int] = {}
-    committed: dict[int, int] = {}
-    flush_records = spec.batch * spec.partitions
-    last_flush = time.monotonic()
+    loop = LoopBuffer(spec)
     deadline = time.monotonic() + RUN_TIMEOUT_S
 
     async def flush() -> None:
-        nonlocal transactions
-        work = {p: pending.pop(p) for p in list(pending)}
+        work = loop.take()
         if hybrid:
-            await confluent_transactions(spec, producers, work, offsets, group_metadata)
+            await confluent_transactions(spec, producers, work, loop.offsets, group_metadata)
         else:
             await asyncio.gather(
-                *(aiokafka_transaction(spec, producers[p], p, records, offsets[p]) for p, records in work.items())
+                *(aiokafka_transaction(spec, producers[p], p, records, loop.offsets[p]) for p, records in work.items())
             )
-        committed.update({p: offsets[p] for p in work})
-        transactions += len(work)
+        loop.committed_work(work)
 
     try:
-        while count < spec.records and time.monotonic() < deadline:
+        while loop.count < spec.records and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=100, max_records=FETCH_MAX_RECORDS)
             if batch:
                 meter.saw_records()
             for tp, records in batch.items():
-                out = pending.setdefault(tp.partition, [])
                 for record in records:
-                    count += 1
-                    value_bytes += len(record.value)
                     _stamp = record.timestamp
-                    out.append((record.key, record.value))  # the trivial transform
-                offsets[tp.partition] = records[-1].offset + 1
-            inputs = sum(len(records) for records in pending.values())
-            if inputs >= flush_records or (pending and time.monotonic() - last_flush >= COMMIT_INTERVAL_S):
+                    loop.add(tp.partition, record.key, record.value, record.offset)
+            if loop.due():
                 await flush()
-                last_flush = time.monotonic()
-        if pending:
+        if loop.pending:
             await flush()
-        figures = meter.stop(count, value_bytes)
+        figures = meter.stop(loop.count, loop.value_bytes)
     finally:
         await consumer.stop()
         if metadata_consumer is not None:
             await asyncio.to_thread(metadata_consumer.close)
         else:
             await asyncio.gather(*(producer.stop() for producer in producers.values()))
-    return {**figures, "transactions": transactions, "offsets": [committed.get(p) for p in range(spec.partitions)]}
+    return {**figures, **loop.figures()}
 
 
 # --- confluent-kafka (librdkafka) ------------------------------------------------------------------------------
@@ -501,48 +531,31 @@ async def confluent_loop(spec: Spec) -> dict:
     meter = Meter(spec.broker_pid).start()
     producers = await confluent_producers(spec)
     consumer = confluent_consumer(spec)
-    count = value_bytes = transactions = 0
-    pending: dict[int, list[tuple[bytes, bytes]]] = {}
-    offsets: dict[int, int] = {}
-    committed: dict[int, int] = {}
-    flush_records = spec.batch * spec.partitions
-    last_flush = time.monotonic()
+    loop = LoopBuffer(spec)
     deadline = time.monotonic() + RUN_TIMEOUT_S
 
     async def flush() -> None:
-        nonlocal transactions
-        work = {p: pending.pop(p) for p in list(pending)}
+        work = loop.take()
         # KIP-447: the metadata carries the member's generation, so the broker refuses a zombie's offsets.
-        await confluent_transactions(spec, producers, work, offsets, consumer.consumer_group_metadata())
-        committed.update({p: offsets[p] for p in work})
-        transactions += len(work)
+        await confluent_transactions(spec, producers, work, loop.offsets, consumer.consumer_group_metadata())
+        loop.committed_work(work)
 
     try:
-        while count < spec.records and time.monotonic() < deadline:
+        while loop.count < spec.records and time.monotonic() < deadline:
             messages = await asyncio.to_thread(confluent_take, consumer, FETCH_MAX_RECORDS)
             if messages:
                 meter.saw_records()
             for message in messages:
-                count += 1
-                value = message.value()
-                value_bytes += len(value)
                 _stamp = message.timestamp()
-                partition = message.partition()
-                records = pending.get(partition)
-                if records is None:
-                    records = pending[partition] = []
-                records.append((message.key(), value))  # the trivial transform
-                offsets[partition] = message.offset() + 1
-            inputs = sum(len(records) for records in pending.values())
-            if inputs >= flush_records or (pending and time.monotonic() - last_flush >= COMMIT_INTERVAL_S):
+                loop.add(message.partition(), message.key(), message.value(), message.offset())
+            if loop.due():
                 await flush()
-                last_flush = time.monotonic()
-        if pending:
+        if loop.pending:
             await flush()
-        figures = meter.stop(count, value_bytes)
+        figures = meter.stop(loop.count, loop.value_bytes)
     finally:
         await asyncio.to_thread(consumer.close)
-    return {**figures, "transactions": transactions, "offsets": [committed.get(p) for p in range(spec.partitions)]}
+    return {**figures, **loop.figures()}
 
 
 def run_child(spec: Spec) -> dict:
