@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -239,12 +239,17 @@ async def aiokafka_fetch(spec: Spec) -> dict:
         await consumer.stop()
 
 
-def produce_rounds(
-    spec: Spec, pool: list[tuple[bytes, bytes]]
-) -> Iterator[tuple[dict[int, list[tuple[bytes, bytes]]], list[int]]]:
-    """The produce phase's rounds, the same for both clients: up to ``spec.batch`` records of ``pool`` per
-    partition, and the input offsets each partition's transaction commits (at most the input's end)."""
-    sent = 0
+async def produce_rounds(
+    spec: Spec,
+    pool: list[tuple[bytes, bytes]],
+    commit_round: Callable[[dict[int, list[tuple[bytes, bytes]]], list[int]], Awaitable[None]],
+    meter: Meter,
+) -> dict:
+    """The produce phase, the same for both clients: rounds of up to ``spec.batch`` records of ``pool`` per
+    partition, each partition's committed (``commit_round``) with the input offsets it carries (at most the
+    input's end); the meter's figures and the counts."""
+    meter.saw_records()
+    sent = value_bytes = transactions = 0
     offsets = [0] * spec.partitions
     while sent < spec.records:
         work = {}
@@ -254,28 +259,25 @@ def produce_rounds(
                 break
             work[p] = [pool[(sent + i) % len(pool)] for i in range(take)]
             sent += take
+            value_bytes += sum(len(value) for _, value in work[p])
             offsets[p] = min(offsets[p] + take, spec.input_ends[p])
-        yield work, offsets
+        await commit_round(work, offsets)
+        transactions += len(work)
+    return {**meter.stop(sent, value_bytes), "transactions": transactions, "offsets": offsets}
 
 
 async def aiokafka_produce(spec: Spec, pool: list[tuple[bytes, bytes]]) -> dict:
     producers = await aiokafka_producers(spec)
-    meter = Meter(spec.broker_pid).start()
-    meter.saw_records()
-    sent = value_bytes = transactions = 0
-    offsets: list[int] = []
+
+    async def commit_round(work: dict[int, list[tuple[bytes, bytes]]], offsets: list[int]) -> None:
+        await asyncio.gather(
+            *(aiokafka_transaction(spec, producers[p], p, records, offsets[p]) for p, records in work.items())
+        )
+
     try:
-        for work, offsets in produce_rounds(spec, pool):
-            sent += sum(len(records) for records in work.values())
-            value_bytes += sum(len(value) for records in work.values() for _, value in records)
-            await asyncio.gather(
-                *(aiokafka_transaction(spec, producers[p], p, records, offsets[p]) for p, records in work.items())
-            )
-            transactions += len(work)
-        figures = meter.stop(sent, value_bytes)
+        return await produce_rounds(spec, pool, commit_round, Meter(spec.broker_pid).start())
     finally:
         await asyncio.gather(*(producer.stop() for producer in producers.values()))
-    return {**figures, "transactions": transactions, "offsets": offsets}
 
 
 class LoopBuffer:
@@ -511,20 +513,14 @@ async def confluent_produce(spec: Spec, pool: list[tuple[bytes, bytes]]) -> dict
     # The group's metadata: a consumer of the group that has not joined (generation -1) commits like aiokafka's.
     consumer = confluent_consumer(spec, subscribe=False)
     group_metadata = consumer.consumer_group_metadata()
-    meter = Meter(spec.broker_pid).start()
-    meter.saw_records()
-    sent = value_bytes = transactions = 0
-    offsets: list[int] = []
+
+    async def commit_round(work: dict[int, list[tuple[bytes, bytes]]], offsets: list[int]) -> None:
+        await confluent_transactions(spec, producers, work, offsets, group_metadata)
+
     try:
-        for work, offsets in produce_rounds(spec, pool):
-            sent += sum(len(records) for records in work.values())
-            value_bytes += sum(len(value) for records in work.values() for _, value in records)
-            await confluent_transactions(spec, producers, work, offsets, group_metadata)
-            transactions += len(work)
-        figures = meter.stop(sent, value_bytes)
+        return await produce_rounds(spec, pool, commit_round, Meter(spec.broker_pid).start())
     finally:
         await asyncio.to_thread(consumer.close)
-    return {**figures, "transactions": transactions, "offsets": offsets}
 
 
 async def confluent_loop(spec: Spec) -> dict:
