@@ -187,6 +187,38 @@ class TransactionalCheckpoint(Checkpoint):
         super().__init__(producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic)
         self.group = group
         self.buffered = buffered  # input partitions with records fetched but not yet processed
+        self.committed: dict[TopicPartition, int] = {}  # what this process's transactions committed
+
+    @property
+    def empty(self) -> bool:
+        return super().empty and not self._skipped_ahead()
+
+    def _skipped_ahead(self) -> bool:
+        """Whether an assigned input partition may have been read past its committed offset without a record
+        to process: an aborted transaction's records and its marker are skipped by a read-committed fetch,
+        and unless its offset is committed the group shows that lag forever (the last transaction a killed
+        worker left open is aborted so). Also true before this process committed a partition at all."""
+        buffered = self.buffered()
+        for tp in self.consumer.assignment():
+            done = self.committed.get(tp)
+            if tp not in buffered and (done is None or self.consumer.last_stable_offset(tp) > done):
+                return True
+        return False
+
+    async def _skipped_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        """Add to ``offsets`` the position of every assigned input partition read past its commit without a
+        record processed (see ``_skipped_ahead``); not those with records held back (``buffered``)."""
+        buffered = self.buffered()
+        for tp in self.consumer.assignment():
+            if tp in offsets or tp in buffered:
+                continue
+            try:
+                position = await self.consumer.position(tp)
+            except KafkaError as exc:  # revoked meanwhile
+                log.debug("no position of %s (%s)", tp, exc)
+                continue
+            if position > self.committed.get(tp, -1):
+                offsets[tp] = position
 
     async def _commit(self, stores: Collection[PartitionStore]) -> int:
         outputs = self.outbox.take()
@@ -196,6 +228,7 @@ class TransactionalCheckpoint(Checkpoint):
             for tp, offset in self.offsets.items()
         }
         self.offsets = {}
+        await self._skipped_offsets(offsets)
         dirty = [(store, store.pending_records()) for store in stores if store.dirty_count]
         if not outputs and not offsets and not dirty:
             return 0  # no empty transactions
@@ -216,6 +249,7 @@ class TransactionalCheckpoint(Checkpoint):
         except BaseException:
             await _abort(producer)
             raise
+        self.committed.update(offsets)
         for store, records, batches in changelog:
             await _persist(store, records, batches)
         for store in stores:

@@ -242,6 +242,23 @@ async def test_the_committed_offset_skips_the_transaction_markers_after_the_last
     assert producer_of(runtime).offsets == {commands: 11}  # else the group would lag one record behind
 
 
+async def test_a_partition_read_past_an_aborted_transaction_without_records_gets_its_position_committed(
+    runtime: Runtime,
+):
+    """A killed worker's open transaction is aborted; a read-committed fetch skips its records and marker and
+    returns nothing, so nothing would ever commit that position: the group would show the lag forever."""
+    commands = TopicPartition(runtime.topics.profile_commands, 1)
+    runtime.consumer.highwaters[commands] = 4  # assigned
+    runtime.consumer.positions[commands] = 4  # three aborted copies and the abort marker, skipped
+    assert not runtime.checkpoint.empty  # never committed by this process
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert producer_of(runtime).offsets == {commands: 4}
+    assert runtime.checkpoint.empty  # the last stable offset is not past the commit
+    calls = transaction_calls(runtime)
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert transaction_calls(runtime) == calls  # nothing moved: no transaction
+
+
 async def test_records_held_for_their_timestamp_order_are_not_covered_by_the_transactions_offsets(runtime: Runtime):
     """A fetch moves the consumer's position past every record it returns; records the partition group still
     holds (an earlier order may yet come from the purchase topic) must replay after a crash, so the offset
