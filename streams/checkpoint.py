@@ -201,7 +201,8 @@ class TransactionalCheckpoint(Checkpoint):
         buffered = self.buffered()
         for tp in self.consumer.assignment():
             done = self.committed.get(tp)
-            if tp not in buffered and (done is None or self.consumer.last_stable_offset(tp) > done):
+            stable = self.consumer.last_stable_offset(tp)  # None until a fetch response for ``tp``
+            if tp not in buffered and (done is None or (stable is not None and stable > done)):
                 return True
         return False
 
