@@ -17,37 +17,41 @@ but not committed (same), never state that claims an output that was not sent. B
 twice, and a replay that decides differently (a clock tick, another interleaving) sends a second, different
 output beside the first.
 
-**Exactly once** (``TransactionalCheckpoint``), per state partition *p* with work, in *p*'s own transaction:
+**Exactly once** (``TransactionalCheckpoint``), EOS v2 (KIP-447): ONE transaction per worker covering every
+partition it holds: 1. begin; 2. send the outbox; 3. send every partition store's dirty keys to its changelog
+partition; 4. add the next offsets of every input partition to the transaction for the consumer group, with
+the group's generation and member id (``streams.eos_v2``); 5. commit; 6. only then write each store's
+records and changelog offset to RocksDB; 7. evict the caches. Readers with ``isolation.level=read_committed``
+(downstream consumers, the restore consumer, the group's committed offsets) see all of the worker's outputs,
+state and progress since its last checkpoint, or none of it.
 
-1. begin; 2. send *p*'s outbox records; 3. send *p*'s dirty keys to its changelog partition; 4. add the next
-offsets of *p*'s input partitions (partition *p* of every input topic, co-partitioned) to the transaction
-for the consumer group; 5. commit; 6. only then write *p*'s records and changelog offset to RocksDB; 7.
-evict the caches. Readers with ``isolation.level=read_committed`` (downstream consumers, the restore
-consumer, the group's committed offsets) see all of *p*'s outputs, state and progress, or none of it.
+Why one transaction and not one per partition: a command the stage forwards to a key of another partition
+held here is applied in memory there (``streams.forwarding``), so the receiving partition's state derives
+from the sending partition's uncommitted state. With a transaction per partition (EOS v1, this module's
+previous design) a crash between the two commits could leave the receiver committed and the sender not;
+the sender's replay could then decide differently (records in another order), and the second decision,
+carrying the same ``absorb_id``, was dropped as a duplicate (issue 10). In one transaction both commit or
+neither does.
 
-Why one transactional producer per partition (``transactional.id = f"{app_id}-{partition}"``, Kafka
-Streams' EOS-v1): aiokafka's ``TxnOffsetCommit`` carries no group generation (no KIP-447), so the broker
-cannot tell a zombie, a worker that lost *p* in a rebalance but has not noticed yet, from the owner by its
-offset commit. Fencing comes from the id instead: the new owner starts *p*'s producer (``init_transactions``)
-before it restores or processes *p*; that bumps the id's epoch, aborts the zombie's open transaction and
-makes every later call of the zombie's producer fail with ``ProducerFenced``. One id per worker could not
-do that: ids would have to follow partitions, not processes.
+Why fencing still holds with one ``transactional.id`` per worker (``transactional_id``): a zombie, a worker
+that lost partitions in a rebalance and has not noticed, commits its offsets with its old group generation;
+the group coordinator refuses them (``ILLEGAL_GENERATION``), the zombie's transaction is aborted, and
+nothing of it becomes visible. The id only has to be unique among live workers and stable across a
+worker's restarts, so that the restarted worker's ``init_transactions`` aborts its previous incarnation's
+open transaction at once (else it would hold the last stable offset of its partitions, and every
+read-committed reader, until ``transaction.timeout.ms``).
 
-Why a command forwarded to a key of another partition *q* is also written to ``profile-commands`` (see
-``streams.forwarding``): *q*'s state changes are committed by *q*'s transaction, its cause by *p*'s, and a
-crash can commit one and not the other. The copy in *p*'s transaction is the command's durable record,
-and the commands are idempotent: committed by *p* and not by *q*, *q* reads the copy after its restore and
-applies it; committed by *q* and not by *p*, *p* replays and forwards it again, and *q* finds it applied.
-Applied in memory as well when this worker holds *q*, it is decided at the same point of event time in
-every run; the process that applied it skips its copy when it reads it back.
+Why a command forwarded to a key of another partition *q* is still written to ``profile-commands``: when
+*q* is not held here it is how the command gets there; when it is, the copy commits with *q*'s state and
+is skipped when read back (``streams.forwarding``): redundant in one transaction, and left for now.
 
-A crash (or a failed call) leaves, per partition: before the commit, an open transaction that the broker
-aborts (at the latest when the next owner starts *p*'s producer), so nothing of it is visible, and the
-inputs replay from the last committed offsets onto the state of the last committed changelog; after the
-commit but before RocksDB, a disk that is behind its changelog: the restore reads the tail. Other
-partitions' transactions of the same checkpoint are independent. A failed or aborted transaction poisons
-the checkpoint like a failed at-least-once flush (the cache holds the state of the aborted transaction):
-nothing more is written and the worker stops; its restart restores from the changelog and replays.
+A crash (or a failed call) before the commit leaves an open transaction that the broker aborts (at the
+latest when the worker's next incarnation starts its producer), so nothing of it is visible, and the inputs
+replay from the last committed offsets onto the state of the last committed changelog; after the commit but
+before RocksDB, a disk behind its changelog: the restore reads the tail. A failed or aborted transaction
+poisons the checkpoint like a failed at-least-once flush (the cache holds the state of the aborted
+transaction): nothing more is written and the worker stops; its restart restores from the changelog and
+replays.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -63,6 +67,7 @@ from aiokafka.structs import TopicPartition
 
 from agents.outbox import OutboundRecord, Outbox
 from streams import metrics
+from streams.eos_v2 import GroupMetadata
 from streams.state_store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -70,9 +75,9 @@ log = logging.getLogger(__name__)
 ChangelogRecords = list[tuple[bytes, bytes | None]]
 
 
-def transactional_id(app_id: str, partition: int) -> str:
-    """The transactional id of state partition ``partition``'s producer: one per partition, whoever holds it."""
-    return f"{app_id}-{partition}"
+def transactional_id(app_id: str, worker: str) -> str:
+    """The transactional id of worker ``worker``'s producer: one per worker process (see the module docstring)."""
+    return f"{app_id}-{worker}"
 
 
 class Checkpoint:
@@ -164,55 +169,93 @@ class Checkpoint:
 
 
 class TransactionalCheckpoint(Checkpoint):
-    """Exactly-once ``commit``: one transaction per state partition (see the module docstring).
+    """Exactly-once ``commit``: one transaction per worker over all its partitions (see the module docstring).
 
-    ``producers`` maps each state partition held here to its started transactional producer; the runtime
-    keeps it up to date in its rebalance listener."""
+    ``producer`` is the worker's started transactional producer (``streams.eos_v2.GroupFencedProducer``);
+    ``group`` returns the consumer's group metadata at commit time, which fences a zombie's offsets."""
 
     def __init__(
         self,
         *,
-        producers: Mapping[int, AIOKafkaProducer],
+        producer: AIOKafkaProducer,
         consumer: AIOKafkaConsumer,
         outbox: Outbox,
         changelog_topic: str,
-        group_id: str,
+        group: Callable[[], GroupMetadata],
         buffered: Callable[[], Collection[TopicPartition]] = frozenset,
     ) -> None:
-        super().__init__(producer=None, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic)  # type: ignore[arg-type]
-        self.producers = producers
-        self.group_id = group_id
+        super().__init__(producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic)
+        self.group = group
         self.buffered = buffered  # input partitions with records fetched but not yet processed
+        self.committed: dict[TopicPartition, int] = {}  # what this process's transactions committed
+
+    @property
+    def empty(self) -> bool:
+        return super().empty and not self._skipped_ahead()
+
+    def _skipped_ahead(self) -> bool:
+        """Whether an assigned input partition may have been read past its committed offset without a record
+        to process: an aborted transaction's records and its marker are skipped by a read-committed fetch,
+        and unless its offset is committed the group shows that lag forever (the last transaction a killed
+        worker left open is aborted so). Also true before this process committed a partition at all."""
+        buffered = self.buffered()
+        for tp in self.consumer.assignment():
+            done = self.committed.get(tp)
+            stable = self.consumer.last_stable_offset(tp)  # None until a fetch response for ``tp``
+            if tp not in buffered and (done is None or (stable is not None and stable > done)):
+                return True
+        return False
+
+    async def _skipped_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        """Add to ``offsets`` the position of every assigned input partition read past its commit without a
+        record processed (see ``_skipped_ahead``); not those with records held back (``buffered``)."""
+        buffered = self.buffered()
+        for tp in self.consumer.assignment():
+            if tp in offsets or tp in buffered:
+                continue
+            try:
+                position = await self.consumer.position(tp)
+            except KafkaError as exc:  # revoked meanwhile
+                log.debug("no position of %s (%s)", tp, exc)
+                continue
+            if position > self.committed.get(tp, -1):
+                offsets[tp] = position
 
     async def _commit(self, stores: Collection[PartitionStore]) -> int:
-        outputs = self.outbox.take_by_partition()
-        offsets: dict[int, dict[TopicPartition, int]] = {}
+        outputs = self.outbox.take()
         buffered = self.buffered()
-        for tp, offset in self.offsets.items():
-            if tp not in buffered:
-                offset = await self._past_control_records(tp, offset)  # noqa: PLW2901
-            offsets.setdefault(tp.partition, {})[tp] = offset
+        offsets = {
+            tp: offset if tp in buffered else await self._past_control_records(tp, offset)
+            for tp, offset in self.offsets.items()
+        }
         self.offsets = {}
-        by_partition = {store.partition: store for store in stores}
-        with_work = set(offsets) | {p for p, store in by_partition.items() if store.dirty_count}
-        with_work.update(p for p in outputs if p is not None)
-        if None in outputs:
-            msg = "outputs produced outside any partition's work cannot join a transaction"
-            raise RuntimeError(msg)
-        # The partitions' transactions are independent: run them side by side (one producer each).
-        results = await asyncio.gather(
-            *(
-                self._commit_partition(p, outputs.get(p, []), offsets.get(p, {}), by_partition.get(p))
-                for p in sorted(with_work)
-            ),
-            return_exceptions=True,
-        )
-        failures = [result for result in results if isinstance(result, BaseException)]
-        if failures:
-            raise failures[0]
+        await self._skipped_offsets(offsets)
+        dirty = [(store, store.pending_records()) for store in stores if store.dirty_count]
+        if not outputs and not offsets and not dirty:
+            return 0  # no empty transactions
+        producer = self.producer
+        await producer.begin_transaction()
+        try:
+            acks = await _send_outputs(producer, outputs)
+            changelog = [
+                (store, records, await self._send_changelog(producer, store.partition, records))
+                for store, records in dirty
+                if records
+            ]
+            # Every send acknowledged before the commit: a failed one fails the transaction, not silently.
+            await asyncio.gather(*acks, *(future for _, _, batches in changelog for future, _ in batches))
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group())
+            await producer.commit_transaction()
+        except BaseException:
+            await _abort(producer)
+            raise
+        self.committed.update(offsets)
+        for store, records, batches in changelog:
+            await _persist(store, records, batches)
         for store in stores:
             store.evict()
-        return sum(len(records) for records in outputs.values())
+        return len(outputs)
 
     async def _past_control_records(self, tp: TopicPartition, next_offset: int) -> int:
         """The consumer's position when every fetched record of ``tp`` was processed: transactions leave
@@ -224,33 +267,6 @@ class TransactionalCheckpoint(Checkpoint):
         except KafkaError as exc:  # not assigned any more: what was processed
             log.debug("no position of %s (%s); committing the processed offset", tp, exc)
             return next_offset
-
-    async def _commit_partition(
-        self,
-        partition: int,
-        outputs: list[OutboundRecord],
-        offsets: dict[TopicPartition, int],
-        store: PartitionStore | None,
-    ) -> None:
-        producer = self.producers.get(partition)
-        if producer is None:
-            msg = f"work of partition {partition} without its transactional producer (partition not held)"
-            raise RuntimeError(msg)
-        records = store.pending_records() if store is not None else []
-        await producer.begin_transaction()
-        try:
-            acks = await _send_outputs(producer, outputs)
-            batches = await self._send_changelog(producer, partition, records) if records else []
-            # Every send acknowledged before the commit: a failed one fails the transaction, not silently.
-            await asyncio.gather(*acks, *(future for future, _ in batches))
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.group_id)
-            await producer.commit_transaction()
-        except BaseException:
-            await _abort(producer, partition)
-            raise
-        if store is not None and batches:
-            await _persist(store, records, batches)
 
 
 async def _send_outputs(producer: AIOKafkaProducer, outputs: list[OutboundRecord]) -> list[asyncio.Future]:
@@ -267,9 +283,9 @@ async def _persist(store: PartitionStore, records: ChangelogRecords, batches: li
     metrics.changelog_records.inc(len(records))
 
 
-async def _abort(producer: AIOKafkaProducer, partition: int) -> None:
+async def _abort(producer: AIOKafkaProducer) -> None:
     """Abort ``producer``'s open transaction if it can; if not (fenced, broker gone), the broker aborts it."""
     try:
         await producer.abort_transaction()
     except Exception as exc:  # noqa: BLE001  (the original failure is what is raised)
-        log.warning("abort of partition %d's transaction failed (%s); the broker aborts it", partition, exc)
+        log.warning("abort of the worker's transaction failed (%s); the broker aborts it", exc)

@@ -17,17 +17,14 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
    record whose processing fails goes to the one error policy (``streams.error_policy``).
 3. **Checkpoint**, every ``STREAMCDP_COMMIT_INTERVAL_S`` or ``STREAMCDP_FLUSH_MAX_RECORDS`` inputs: outputs,
    changelog, RocksDB, offsets, in that order (``streams.checkpoint``); with
-   ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per state partition. Every output
+   ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per worker. Every output
    is tagged with the partition whose work produced it (``Outbox.partition``). A command forwarded to a
    key of another partition held here is applied there at once, in that partition's turn (its outputs in
-   its transaction); with exactly-once it is also written to ``profile-commands`` in this partition's
-   transaction, its durable copy, which is applied once more (idempotent) only when a crash let one of
-   the two transactions through and not the other (``streams.forwarding``).
+   its transaction); with exactly-once it is also written to ``profile-commands`` in the same transaction,
+   a copy skipped when read back (``streams.forwarding``).
 
-Rebalances: the revoking listener checkpoints; the stores stay open (with exactly-once, the revoked
-partitions' transactional producers are stopped). The assigning listener closes the stores of partitions it
-did not give back, starts the new partitions' transactional producers (fencing their previous owner) before
-anything else, opens and restores the new ones from their changelog
+Rebalances: the revoking listener checkpoints; the stores stay open. The assigning listener closes the
+stores of partitions it did not give back, opens and restores the new ones from their changelog
 (``streams.recovery``), rebuilds their wake-up index and re-checks profiles whose segments were computed
 by other definitions. ``ready`` is false until that is done.
 
@@ -58,6 +55,7 @@ from streams import lag, metrics
 from streams.alignment import NO_TIME, PartitionGroup, RawKey, merge
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
+from streams.eos_v2 import group_metadata
 from streams.error_policy import ProcessingErrors
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.partitioning import InPlaceRouting, PartitionOwners
@@ -106,14 +104,13 @@ class Runtime(ConsumerRebalanceListener):
         stages: Stages,
         *,
         outbox: Outbox,
-        producer: AIOKafkaProducer | None,
+        producer: AIOKafkaProducer,
         consumer: AIOKafkaConsumer,
         restore_consumer: RestoreConsumer,
         assignor: CoPartitionAssignor,
-        partition_producer: Callable[[int], AIOKafkaProducer] | None = None,
     ) -> None:
-        """``producer`` sends at least once; with ``exactly_once``, ``partition_producer`` makes the
-        transactional producer of a state partition instead (``streams.worker`` builds both kinds)."""
+        """``producer`` sends at least once, or with ``exactly_once`` is the worker's transactional producer
+        whose offset commits carry the group's generation (``streams.worker`` builds either kind)."""
         self.settings = settings
         self.stages = stages
         self.policy = stages.policy
@@ -131,26 +128,20 @@ class Runtime(ConsumerRebalanceListener):
             max_cached_keys=settings.state_cache_keys,
         )
         self.transactional = settings.processing_guarantee == "exactly_once"
-        self.partition_producer = partition_producer
-        # State partition → its started transactional producer (exactly-once only); the checkpoint reads it.
-        self.partition_producers: dict[int, AIOKafkaProducer] = {}
         self.checkpoint: Checkpoint
+        if producer is None:
+            msg = f"{settings.processing_guarantee} processing needs a producer"
+            raise ValueError(msg)
         if self.transactional:
-            if partition_producer is None:
-                msg = "exactly_once processing needs a transactional producer per partition (partition_producer)"
-                raise ValueError(msg)
             self.checkpoint = TransactionalCheckpoint(
-                producers=self.partition_producers,
+                producer=producer,
                 consumer=consumer,
                 outbox=outbox,
                 changelog_topic=changelog_topic,
-                group_id=settings.app_id,
+                group=lambda: group_metadata(consumer),
                 buffered=self._buffered_inputs,
             )
         else:
-            if producer is None:
-                msg = "at_least_once processing needs a producer"
-                raise ValueError(msg)
             self.checkpoint = Checkpoint(
                 producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic
             )
@@ -202,8 +193,9 @@ class Runtime(ConsumerRebalanceListener):
     # --- lifecycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.producer is not None:
-            await self.producer.start()
+        # Exactly-once: ``start`` runs ``init_transactions``, aborting this worker's previous incarnation's
+        # open transaction (same transactional id) before anything is read.
+        await self.producer.start()
         await self.restore_consumer.start()
         self.consumer.subscribe(topics=list(self.source_topics), listener=self)
         await self.consumer.start()
@@ -219,9 +211,7 @@ class Runtime(ConsumerRebalanceListener):
                 await self.checkpoint.commit(self.stores.values())
         await self.consumer.stop()
         await self.restore_consumer.stop()
-        await self._stop_producers(list(self.partition_producers))
-        if self.producer is not None:
-            await self.producer.stop()
+        await self.producer.stop()
         for store in self.stores.values():
             store.close()
         self.stores.clear()
@@ -590,8 +580,6 @@ class Runtime(ConsumerRebalanceListener):
                 log.exception("flush failed in a rebalance; the worker stops")
                 self.stop()
                 return
-            # A revoked partition's next owner fences this producer anyway; stopping it now releases it.
-            await self._stop_producers(list(self.partition_producers))
             log.info("partitions revoked: %s", sorted(self._state_partitions(revoked)))
 
     async def on_partitions_assigned(self, assigned) -> None:
@@ -601,12 +589,6 @@ class Runtime(ConsumerRebalanceListener):
             for partition in set(self.stores) - wanted:
                 self.stores.pop(partition).close()
             started = time.monotonic()
-            try:
-                await self._start_producers(wanted)  # before the restore: aborts the previous owner's transaction
-            except Exception:
-                log.exception("a partition's transactional producer did not start; the worker stops")
-                self.stop()
-                return
             for partition in set(self._stream_ms) - wanted:
                 del self._stream_ms[partition]  # its next owner goes on from the stored one
             new, restored = await self.recovery.open_stores(sorted(wanted - set(self.stores)))
@@ -635,33 +617,6 @@ class Runtime(ConsumerRebalanceListener):
                 time.monotonic() - started,
                 stale,
             )
-
-    async def _start_producers(self, partitions: Collection[int]) -> None:
-        """Hold started transactional producers for exactly ``partitions`` (exactly-once): ``start`` runs
-        ``init_transactions``, which fences the previous owner's producer of the same id."""
-        await self._stop_producers(set(self.partition_producers) - set(partitions))
-        make = self.partition_producer
-        if not self.transactional or make is None:
-            return
-        new = {partition: make(partition) for partition in sorted(set(partitions) - set(self.partition_producers))}
-        results = await asyncio.gather(*(producer.start() for producer in new.values()), return_exceptions=True)
-        failed = None
-        for (partition, producer), result in zip(new.items(), results, strict=True):
-            if isinstance(result, BaseException):
-                failed = failed or (partition, result)
-            else:
-                self.partition_producers[partition] = producer
-        if failed is not None:
-            msg = f"the transactional producer of partition {failed[0]} did not start"
-            raise RuntimeError(msg) from failed[1]
-
-    async def _stop_producers(self, partitions: Collection[int]) -> None:
-        for partition in sorted(partitions):
-            producer = self.partition_producers.pop(partition)
-            try:
-                await producer.stop()
-            except Exception as exc:  # noqa: BLE001  (a fenced or disconnected producer: nothing left to send)
-                log.warning("transactional producer of partition %d stopped with %s", partition, exc)
 
 
 def _command_key(record: ConsumerRecord) -> RawKey:

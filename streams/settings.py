@@ -102,8 +102,8 @@ class Settings(BaseSettings):
     fetch_max_records: int = Field(5_000, ge=1, description="Most records taken from Kafka per fetch.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "exactly_once",
-        description="`exactly_once` commits each partition's outputs, changelog records and input offsets in one "
-        "Kafka transaction (one transactional producer per partition, fencing zombie workers); downstream "
+        description="`exactly_once` commits the worker's outputs, changelog records and input offsets in one "
+        "Kafka transaction per flush (EOS v2: zombie workers fenced by the group generation); downstream "
         "consumers must read with `isolation.level=read_committed`. `at_least_once` may resend outputs after a "
         "crash (deduplicated by the ids they carry), for brokers without transactions.",
     )

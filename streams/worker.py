@@ -16,6 +16,7 @@ from agents.pipeline import ProfilePipeline
 from streams import gauges, metrics, recovery
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import transactional_id
+from streams.eos_v2 import GroupFencedProducer
 from streams.logs import configure_logging
 from streams.runtime import Runtime
 from streams.security import check_production_settings, pii_policy
@@ -33,9 +34,17 @@ def web_url(settings: Settings) -> str:
     return settings.advertised_url.rstrip("/") or f"http://{settings.web_host}:{settings.web_port}"
 
 
+def worker_transactional_id(settings: Settings) -> str:
+    """The worker's transactional id: its web address, the name the assignor already gives it (unique among
+    live workers, since two cannot serve one address; the same after a restart, so the restarted worker's
+    ``init_transactions`` aborts what its previous incarnation left open). Fencing a zombie that lost its
+    partitions is the group's job (``streams.eos_v2``), not the id's."""
+    return transactional_id(settings.app_id, web_url(settings).split("://", 1)[-1])
+
+
 def build_runtime(settings: Settings) -> Runtime:
     """The runtime with its stage handlers (``agents.pipeline``) and its Kafka clients, not started: a
-    producer (at least once) or a transactional producer per held partition (exactly once), the group
+    producer (at least once, or transactional for the whole worker with exactly once), the group
     consumer and the restore consumer, both reading committed records only."""
     outbox = Outbox()
     stages = ProfilePipeline(
@@ -50,7 +59,9 @@ def build_runtime(settings: Settings) -> Runtime:
     bootstrap = settings.broker_bootstrap
 
     def producer(client_id: str, transactional_id: str | None = None) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
+        # Exactly-once: the producer whose transactional offset commits carry the group's generation.
+        kind = AIOKafkaProducer if transactional_id is None else GroupFencedProducer
+        return kind(
             bootstrap_servers=bootstrap,
             acks="all",
             enable_idempotence=True,
@@ -59,11 +70,6 @@ def build_runtime(settings: Settings) -> Runtime:
             client_id=client_id,
             transactional_id=transactional_id,
         )
-
-    def partition_producer(partition: int) -> AIOKafkaProducer:
-        """Partition ``partition``'s transactional producer: its id follows the partition, not the worker,
-        so that whoever holds the partition next fences this one (``streams.checkpoint``)."""
-        return producer(f"{settings.app_id}-worker-p{partition}", transactional_id(settings.app_id, partition))
 
     exactly_once = settings.processing_guarantee == "exactly_once"
     consumer = AIOKafkaConsumer(
@@ -84,11 +90,10 @@ def build_runtime(settings: Settings) -> Runtime:
         settings,
         stages,
         outbox=outbox,
-        producer=None if exactly_once else producer(f"{settings.app_id}-worker"),
+        producer=producer(f"{settings.app_id}-worker", worker_transactional_id(settings) if exactly_once else None),
         consumer=consumer,
         restore_consumer=restore_consumer,
         assignor=assignor,
-        partition_producer=partition_producer if exactly_once else None,
     )
 
 

@@ -96,37 +96,39 @@ class FakeProducer:
 
 
 class FakeTransactionalProducer(FakeProducer):
-    """One state partition's transactional producer. What a transaction sends becomes visible (``sent``,
-    ``changelog``, ``offsets``) only when it commits; the commit marker takes a changelog offset (``None``
-    in ``changelog``: a control record). ``fail_at`` names the step that raises: ``send``, ``changelog``,
-    ``offsets`` or ``commit``. Every call is recorded as ``"p<partition> <step>"``."""
+    """The worker's transactional producer (one transaction over all its partitions). What a transaction
+    sends becomes visible (``sent``, ``changelog``, ``offsets``) only when it commits; the commit marker
+    takes an offset in every changelog partition the transaction wrote (``None`` in ``changelog_log``: a
+    control record), as do the records of an aborted one. ``fail_at`` names the step that raises: ``send``,
+    ``changelog``, ``offsets`` or ``commit``. Every call is recorded as ``"txn <step>"``; ``groups`` holds
+    the group metadata each offset commit carried."""
 
-    def __init__(self, calls: list[str], partition: int, *, fail_at: str | None = None) -> None:
+    def __init__(self, calls: list[str], *, fail_at: str | None = None) -> None:
         super().__init__(calls)
-        self.partition = partition
         self.fail_at = fail_at
-        self.changelog_log: list[tuple[bytes, bytes | None] | None] = []  # the changelog partition, markers too
+        self.changelog_log: dict[int, list[tuple[bytes, bytes | None] | None]] = {}  # per partition, markers too
         self.offsets: dict[TopicPartition, int] = {}
+        self.groups: list = []
         self.in_transaction = False
-        self._pending: tuple[list, list, dict] = ([], [], {})
+        self._pending: tuple[list, dict[int, list], dict] = ([], {}, {})
 
     def _step(self, step: str) -> None:
-        self.calls.append(f"p{self.partition} {step}")
+        self.calls.append(f"txn {step}")
         if step.split(maxsplit=1)[0] == self.fail_at:
             msg = f"{step} failed"
             raise KafkaError(msg)
 
     async def start(self) -> None:
-        self.calls.append(f"p{self.partition} start")
+        self.calls.append("txn start")
 
     async def stop(self) -> None:
-        self.calls.append(f"p{self.partition} stop")
+        self.calls.append("txn stop")
 
     async def begin_transaction(self) -> None:
         assert not self.in_transaction
-        self.calls.append(f"p{self.partition} begin")
+        self.calls.append("txn begin")
         self.in_transaction = True
-        self._pending = ([], [], {})
+        self._pending = ([], {}, {})
 
     async def send(self, topic, value, *, key=None, headers=None):
         assert self.in_transaction
@@ -135,30 +137,44 @@ class FakeTransactionalProducer(FakeProducer):
         return resolved(Acked(0))
 
     async def send_batch(self, batch, topic, *, partition):
-        assert self.in_transaction and partition == self.partition
-        self._step(f"changelog x{len(batch.records)}")
-        offset = len(self.changelog_log) + len(self._pending[1])
-        self._pending[1].extend(batch.records)
+        assert self.in_transaction
+        self._step(f"changelog p{partition} x{len(batch.records)}")
+        pending = self._pending[1].setdefault(partition, [])
+        offset = len(self.changelog_log.get(partition, [])) + len(pending)
+        pending.extend(batch.records)
         return resolved(Acked(offset))
 
-    async def send_offsets_to_transaction(self, offsets, group_id):
+    async def send_offsets_to_transaction(self, offsets, group):
         assert self.in_transaction
         self._step(f"offsets {sorted((tp.topic, tp.partition, offset) for tp, offset in offsets.items())}")
+        self.groups.append(group)
         self._pending[2].update(offsets)
 
     async def commit_transaction(self) -> None:
         self._step("commit")
         outputs, changelog, offsets = self._pending
         self.sent.extend(outputs)
-        self.changelog_log.extend([*changelog, None])
-        self.changelog.setdefault(self.partition, []).extend(changelog)
+        for partition, records in changelog.items():
+            self.changelog_log.setdefault(partition, []).extend([*records, None])
+            self.changelog.setdefault(partition, []).extend(records)
         self.offsets.update(offsets)
         self.in_transaction = False
 
     async def abort_transaction(self) -> None:
-        self.calls.append(f"p{self.partition} abort")
-        self.changelog_log.extend([None] * (len(self._pending[1]) + 1))  # aborted records keep their offsets
+        self.calls.append("txn abort")
+        for partition, records in self._pending[1].items():  # aborted records keep their offsets
+            self.changelog_log.setdefault(partition, []).extend([None] * (len(records) + 1))
         self.in_transaction = False
+
+
+class FakeGroupCoordinator:
+    """What ``streams.eos_v2.group_metadata`` reads of an aiokafka consumer's group coordinator."""
+
+    def __init__(self, group_id: str) -> None:
+        self.group_id = group_id
+        self.generation = 1
+        self.member_id = "fake-member"
+        self._group_instance_id = None
 
 
 class FakeConsumer:
@@ -173,6 +189,7 @@ class FakeConsumer:
         self.listener = None
         self.highwaters: dict[TopicPartition, int] = {}  # preset one ahead of what is handed out: "not caught up"
         self.positions: dict[TopicPartition, int] = {}
+        self._coordinator = FakeGroupCoordinator("unit")
 
     def subscribe(self, *, topics, listener) -> None:
         self.calls.append("subscribe")

@@ -161,24 +161,16 @@ def build(tmp_path: Path, fetch_max_records: int, guarantee: str) -> tuple[Runti
         outbox=outbox,
         tally=Tally(),
     )
-    producers: list[FakeProducer] = []
-
-    def partition_producer(partition: int) -> FakeTransactionalProducer:
-        producers.append(FakeTransactionalProducer(calls, partition))
-        return producers[-1]
-
     exactly_once = guarantee == "exactly_once"
-    if not exactly_once:
-        producers.append(FakeProducer(calls))
+    producers: list[FakeProducer] = [FakeTransactionalProducer(calls) if exactly_once else FakeProducer(calls)]
     runtime = Runtime(
         settings,
         stages,
         outbox=outbox,
-        producer=None if exactly_once else producers[0],
+        producer=producers[0],
         consumer=FakeConsumer(calls, PARTITIONS),
         restore_consumer=FakeRestoreConsumer(calls, topic_names(settings).state_changelog(settings.app_id)),
         assignor=CoPartitionAssignor("http://127.0.0.1:1"),
-        partition_producer=partition_producer if exactly_once else None,
     )
     return runtime, producers
 
@@ -292,7 +284,9 @@ async def test_a_wall_clock_decision_moves_the_stream_time_which_a_restart_keeps
     rt.process(tp, later[:1])  # stamped hours before the decision: processed at the stream time, not its own
     assert rt.stream_time(tp.partition) == int(now * 1000) / 1000
     await rt.checkpoint.commit(rt.stores.values())
-    changelog = next(p for p in producers if p.partition == tp.partition).changelog_log
+    (producer,) = producers
+    assert isinstance(producer, FakeTransactionalProducer)
+    changelog = producer.changelog_log[tp.partition]
     await rt.close()
 
     restarted, _ = build(tmp_path / "b", 100, "exactly_once")

@@ -1,7 +1,8 @@
-"""Exactly-once processing without a broker: one transaction per state partition, in order; a failure at
-any step commits nothing; cross-partition forwards are applied in memory with a durable copy in Kafka;
-producers follow the assignment; the restore reads past control records. The last test is a known, open loss
-path (strict xfail): a crash between two partitions' transactions followed by a replay in another order."""
+"""Exactly-once processing without a broker: one transaction per worker over all its partitions (EOS v2), in
+order; a failure at any step commits nothing of any partition; cross-partition forwards are applied in
+memory; the offsets carry the group's generation; the restore reads past control records. The last tests
+are issue 10's loss path, closed by the single transaction: a crash can no longer commit one partition's
+state derived from another's uncommitted state."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from test_runtime_processing import (
 from agents.outbox import Outbox
 from agents.tables import IDENTITIES, PROFILES
 from streams.checkpoint import transactional_id
+from streams.eos_v2 import GroupMetadata
 from streams.forwarding import AT_HEADER, SOURCE_HEADER
 from streams.partitioning import owning_partition
 from streams.runtime import Runtime
@@ -39,14 +41,14 @@ async def runtime(tmp_path: Path):
         store.close()
 
 
-def producer_of(rt: Runtime, partition: int) -> FakeTransactionalProducer:
-    producer = rt.partition_producers[partition]
+def producer_of(rt: Runtime) -> FakeTransactionalProducer:
+    producer = rt.producer
     assert isinstance(producer, FakeTransactionalProducer)
     return producer
 
 
-def calls_of(rt: Runtime, partition: int) -> list[str]:
-    return [call for call in rt.consumer.calls if call.startswith(f"p{partition} ")]
+def transaction_calls(rt: Runtime) -> list[str]:
+    return [call for call in rt.consumer.calls if call.startswith("txn ")]
 
 
 def test_the_outbox_groups_records_by_the_partition_whose_work_produced_them():
@@ -64,36 +66,40 @@ def test_the_outbox_groups_records_by_the_partition_whose_work_produced_them():
     assert len(outbox) == 0 and outbox.partitions == []
 
 
-def test_the_transactional_id_follows_the_partition_not_the_worker():
-    assert transactional_id("shop", 3) == "shop-3"
+def test_the_transactional_id_names_the_worker_not_a_partition():
+    assert transactional_id("shop", "10.0.0.7:6066") == "shop-10.0.0.7:6066"
 
 
-async def test_a_checkpoint_commits_each_partitions_outputs_changelog_and_offsets_in_its_own_transaction(
+async def test_a_checkpoint_commits_every_partitions_outputs_changelog_and_offsets_in_one_transaction(
     runtime: Runtime,
 ):
-    tp, event = record(runtime, viewed("m1", userId="u-1"), offset=41)
-    p = tp.partition
+    user, anonymous = ids_in_different_partitions()
+    tp, event = record(runtime, viewed("m1", userId=user), offset=41)
+    other_tp, other = record(runtime, viewed("m2", anonymousId=anonymous), offset=5)
+    p, q = tp.partition, other_tp.partition
     commands = TopicPartition(runtime.topics.profile_commands, p)
     runtime.process(tp, [event, replace(event, offset=42, value=b"garbage")])  # the second is dead-lettered
+    runtime.process(other_tp, [other])
     runtime.checkpoint.store_offset(commands, 7, 0)
     await runtime.checkpoint.commit(runtime.stores.values())
 
-    offsets = sorted([(tp.topic, p, 43), (commands.topic, p, 7)])
-    assert calls_of(runtime, p)[-5:] == [
-        f"p{p} begin",
-        f"p{p} send {runtime.topics.deadletter}",
-        f"p{p} changelog x2",  # the profile and the partition's stream time
-        f"p{p} offsets {offsets}",
-        f"p{p} commit",
-    ]
-    producer = producer_of(runtime, p)
-    assert producer.offsets == {tp: 43, commands: 7}
+    offsets = sorted([(tp.topic, p, 43), (commands.topic, p, 7), (other_tp.topic, q, 6)])
+    changelogs = sorted([f"txn changelog p{p} x2", f"txn changelog p{q} x2"])  # a profile and a stream time each
+    calls = transaction_calls(runtime)
+    assert calls[0] == "txn begin" and calls[1] == f"txn send {runtime.topics.deadletter}"
+    assert sorted(calls[2:4]) == changelogs
+    assert calls[4:] == [f"txn offsets {offsets}", "txn commit"]  # one transaction, one offset commit
+    producer = producer_of(runtime)
+    assert producer.offsets == {tp: 43, commands: 7, other_tp: 6}
+    assert producer.groups == [GroupMetadata("unit", 1, "fake-member")]  # fenced by the group's generation
     assert runtime.consumer.committed == {}  # offsets go through the transaction, never the consumer
-    store = runtime.stores[p]
-    assert store.changelog_offset == 1 and store.dirty_count == 0  # persisted after the commit (2 records)
-    assert producer.changelog_log[-1] is None  # the commit marker takes an offset
-    assert all(not calls_of(runtime, q)[1:] for q in range(PARTITIONS) if q != p)  # no empty transactions
+    for partition in (p, q):
+        store = runtime.stores[partition]
+        assert store.changelog_offset == 1 and store.dirty_count == 0  # persisted after the commit (2 records)
+        assert producer.changelog_log[partition][-1] is None  # the commit marker takes an offset
     assert runtime.checkpoint.empty
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert transaction_calls(runtime) == calls  # no empty transactions
 
 
 @pytest.mark.parametrize("fail_at", ["send", "changelog", "offsets", "commit"])
@@ -107,8 +113,8 @@ async def test_a_failure_at_any_step_commits_nothing_persists_nothing_and_stops_
         runtime.process(tp, [event, replace(event, offset=1, value=b"garbage")])  # an output and state
         with pytest.raises(KafkaError):
             await runtime.checkpoint.commit(runtime.stores.values())
-        producer = producer_of(runtime, tp.partition)
-        assert producer.calls[-1] == f"p{tp.partition} abort"
+        producer = producer_of(runtime)
+        assert producer.calls[-1] == "txn abort"
         assert (producer.sent, producer.changelog, producer.offsets) == ([], {}, {})
         store = runtime.stores[tp.partition]
         # The cache holds the aborted state: the profile and the partition's stream time.
@@ -173,17 +179,19 @@ async def test_a_forward_to_another_partition_held_here_is_applied_now_and_writt
     assert alias_store.get(IDENTITIES, anonymous.encode()).redirect_to == user
 
 
-async def test_producers_start_before_the_restore_and_stop_when_revoked(tmp_path: Path):
+async def test_the_workers_producer_starts_with_it_and_outlives_rebalances(tmp_path: Path):
+    """One transactional producer per worker: started (``init_transactions``) before the consumer joins,
+    not restarted by rebalances, whose fencing the group coordinator does on the offsets' generation."""
     runtime = build_runtime(tmp_path, guarantee="exactly_once")
     calls = runtime.consumer.calls
+    await runtime.start()
+    assert calls.index("txn start") < calls.index("consumer start")
     await runtime.on_partitions_assigned(assignment(runtime, 0, 1))
-    assert calls == ["p0 start", "p1 start"] and sorted(runtime.partition_producers) == [0, 1]
     await runtime.on_partitions_revoked(assignment(runtime, 0, 1))
-    assert calls[-2:] == ["p0 stop", "p1 stop"] and runtime.partition_producers == {}
     await runtime.on_partitions_assigned(assignment(runtime, 1, 2))
-    assert calls[-2:] == ["p1 start", "p2 start"]  # new producers: init_transactions fences older owners
+    assert calls.count("txn start") == 1 and "txn stop" not in calls
     await runtime.close()
-    assert {"p1 stop", "p2 stop"} <= set(calls[-3:]) and runtime.partition_producers == {}
+    assert calls.count("txn stop") == 1
 
 
 async def test_state_committed_in_transactions_is_restored_past_the_commit_markers(tmp_path: Path):
@@ -193,10 +201,13 @@ async def test_state_committed_in_transactions_is_restored_past_the_commit_marke
     first.process(tp, [event])
     await first.checkpoint.commit(first.stores.values())
     first.process(tp, [replace(event, offset=1, value=b"not json")])  # a transaction without state
-    producer = producer_of(first, tp.partition)
+    producer = producer_of(first)
     await first.close()
-    changelog = producer.changelog_log
-    assert changelog[-1] is None and changelog[-2] is None  # two commit markers end the partition
+    changelog = producer.changelog_log[tp.partition]
+    # The commit marker ends the partition; the transaction without state wrote none there (a marker goes
+    # only to the partitions a transaction wrote).
+    assert changelog[-1] is None and changelog[-2] is not None
+    assert transaction_calls(first)[-2:] == ["txn commit", "txn stop"] and producer.offsets[tp] == 2
 
     second = build_runtime(tmp_path / "b", guarantee="exactly_once")
     second.restore_consumer.changelog = {tp.partition: changelog}
@@ -228,7 +239,24 @@ async def test_the_committed_offset_skips_the_transaction_markers_after_the_last
     runtime.checkpoint.store_offset(commands, 10, 1)  # the record at offset 9 was processed
     runtime.consumer.positions[commands] = 11  # the fetch also read the commit marker at offset 10
     await runtime.checkpoint.commit(runtime.stores.values())
-    assert producer_of(runtime, 1).offsets == {commands: 11}  # else the group would lag one record behind
+    assert producer_of(runtime).offsets == {commands: 11}  # else the group would lag one record behind
+
+
+async def test_a_partition_read_past_an_aborted_transaction_without_records_gets_its_position_committed(
+    runtime: Runtime,
+):
+    """A killed worker's open transaction is aborted; a read-committed fetch skips its records and marker and
+    returns nothing, so nothing would ever commit that position: the group would show the lag forever."""
+    commands = TopicPartition(runtime.topics.profile_commands, 1)
+    runtime.consumer.highwaters[commands] = 4  # assigned
+    runtime.consumer.positions[commands] = 4  # three aborted copies and the abort marker, skipped
+    assert not runtime.checkpoint.empty  # never committed by this process
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert producer_of(runtime).offsets == {commands: 4}
+    assert runtime.checkpoint.empty  # the last stable offset is not past the commit
+    calls = transaction_calls(runtime)
+    await runtime.checkpoint.commit(runtime.stores.values())
+    assert transaction_calls(runtime) == calls  # nothing moved: no transaction
 
 
 async def test_records_held_for_their_timestamp_order_are_not_covered_by_the_transactions_offsets(runtime: Runtime):
@@ -249,51 +277,47 @@ async def test_records_held_for_their_timestamp_order_are_not_covered_by_the_tra
     # Processed: clicks 0 and 1, then the order (t + 1.5 s); click 2 (t + 2 s) waits for the second order.
     assert runtime.consumer.positions[clicks] == 3
     await runtime.checkpoint.commit(runtime.stores.values())
-    assert producer_of(runtime, clicks.partition).offsets[clicks] == 2  # click 2 is not skipped on a restart
+    assert producer_of(runtime).offsets[clicks] == 2  # click 2 is not skipped on a restart
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, open (issue 10): a partition commits state derived from another partition's uncommitted "
-    "state (an absorb applied in memory); if that one's replay decides the link after more of the alias's events "
-    "(records arriving late, in another order), the new absorb carries the same absorb_id and is dropped as a "
-    "duplicate: the events applied to the alias in between are lost (seen at full size in the chaos test)",
-)
 async def test_a_replay_that_links_the_alias_after_more_of_its_events_loses_none_of_them(tmp_path: Path):
+    """Issue 10: the link (decided in the user's partition) and the absorb of the alias's profile (decided in
+    the alias's partition) are applied in memory in both partitions. With a transaction per partition, a crash
+    between the two commits left the user's partition committed with the absorb and the alias's not; the
+    alias's replay linked after three more events of the device, and the new absorb, carrying the same
+    absorb_id, was dropped (2 events instead of 5). In the worker's one transaction a crash at the commit
+    leaves neither partition's state: the replay, in whatever order, rebuilds all five events."""
     first = build_runtime(tmp_path / "a", guarantee="exactly_once")
     await first.on_partitions_assigned(assignment(first, *range(PARTITIONS)))
     user, anonymous = ids_in_different_partitions()
     alias_partition = owning_partition(anonymous.encode(), PARTITIONS)
     tp, seen = record(first, viewed("m1", anonymousId=anonymous))
     first.process(tp, [seen])
-    tp, linking = record(first, viewed("m2", userId=user, anonymousId=anonymous))
-    first.process(tp, [linking])  # the link and the absorb (m1), each applied in memory where it goes
+    user_tp, linking = record(first, viewed("m2", userId=user, anonymousId=anonymous))
+    first.process(user_tp, [linking])  # the link and the absorb (m1), each applied in memory where it goes
     assert events_of(first, user) == 2
-    # The link's durable copy, written in the user's partition's transaction.
-    (key, link_value, link_headers), *_ = (
-        (key, value, list(headers or ()))
-        for topic, key, value, headers in first.outbox.records
-        if topic == first.topics.profile_commands and key == anonymous.encode()
-    )
-    # The crash falls between the two partitions' transactions: the user's commits, the alias's does not.
-    producer_of(first, alias_partition).fail_at = "commit"
+    # The crash falls at the commit, after every partition's changelog records were sent.
+    producer = producer_of(first)
+    producer.fail_at = "commit"
     with pytest.raises(KafkaError):
         await first.checkpoint.commit(first.stores.values())
-    changelogs = {p: producer_of(first, p).changelog_log for p in range(PARTITIONS)}
+    changelogs = producer.changelog_log
+    assert sorted(changelogs) == sorted({alias_partition, user_tp.partition})  # both partitions were written
+    assert all(row is None for rows in changelogs.values() for row in rows)  # and nothing of either committed
     await first.close()
 
     second = build_runtime(tmp_path / "b", guarantee="exactly_once")
     second.restore_consumer.changelog = changelogs
     await second.on_partitions_assigned(assignment(second, *range(PARTITIONS)))
     try:
-        assert events_of(second, user) == 2  # the absorb of m1 was committed with the user's partition
-        # The alias's partition replays m1, and its later events arrive before the link's copy is read.
+        assert events_of(second, user) == 0  # no partition holds the absorb without its cause
+        # The alias's partition replays m1 and its later events before the user's partition replays the link.
         alias_tp = TopicPartition(second.topics.inbound("clickstream"), alias_partition)
         later = [record(second, viewed(f"m{n}", anonymousId=anonymous), offset=n - 2)[1] for n in range(3, 6)]
         second.process(alias_tp, [seen, *later])
-        copy_tp = TopicPartition(second.topics.profile_commands, alias_partition)
-        copy = consumer_record(copy_tp.topic, alias_partition, 0, key, link_value, headers=link_headers)
-        second.process(copy_tp, [copy])
+        second.process(user_tp, [linking])
         assert events_of(second, user) == 5  # m1, m2 and the three later events of the device
+        await second.checkpoint.commit(second.stores.values())
+        assert producer_of(second).offsets == {alias_tp: 4, user_tp: linking.offset + 1}
     finally:
         await second.close()

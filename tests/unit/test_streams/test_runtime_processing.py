@@ -73,8 +73,8 @@ def build_runtime(
     fail_at: str | None = None,
     **failures,
 ) -> Runtime:
-    """A runtime over the fakes; with ``exactly_once``, a ``FakeTransactionalProducer`` per partition (whose
-    step ``fail_at`` fails)."""
+    """A runtime over the fakes; with ``exactly_once``, the worker's ``FakeTransactionalProducer`` (whose step
+    ``fail_at`` fails)."""
     settings = Settings(
         topic_prefix="t1.",
         app_id="unit",
@@ -98,11 +98,10 @@ def build_runtime(
         settings,
         stages,
         outbox=outbox,
-        producer=None if exactly_once else FakeProducer(calls),
+        producer=FakeTransactionalProducer(calls, fail_at=fail_at) if exactly_once else FakeProducer(calls),
         consumer=FakeConsumer(calls, PARTITIONS),
         restore_consumer=FakeRestoreConsumer(calls, topic_names(settings).state_changelog(settings.app_id)),
         assignor=CoPartitionAssignor("http://127.0.0.1:1"),
-        partition_producer=(lambda p: FakeTransactionalProducer(calls, p, fail_at=fail_at)) if exactly_once else None,
     )
 
 

@@ -1,0 +1,276 @@
+"""Exactly-once v2 (KIP-447) on aiokafka: input offsets committed in a transaction, fenced by the consumer group.
+
+aiokafka 0.14 sends ``TxnOffsetCommit`` v0 only: transactional id, group id, producer id and epoch. The
+group coordinator then cannot tell the partitions' owner from a zombie (a worker that lost them in a
+rebalance and has not noticed yet), so fencing has to come from a transactional id per partition (EOS v1).
+Version 3 (KIP-447) adds the committing consumer's ``generation_id``, ``member_id`` and
+``group_instance_id``; the coordinator refuses a commit from an older generation (``ILLEGAL_GENERATION``) or
+from a member no longer in the group (``UNKNOWN_MEMBER_ID``, ``FENCED_INSTANCE_ID``), and the producer's
+transaction becomes abortable. One transactional producer per worker then suffices: the group, not the id,
+tells who owns a partition.
+
+Version 3 is the first "flexible" version of the API (``flexibleVersions: 3+`` in Kafka's
+``TxnOffsetCommitRequest.json``): compact strings and arrays, a tagged-field buffer after every struct, and
+request header v2 / response header v1. Version 2 added ``committed_leader_epoch`` per partition. aiokafka's
+protocol module has all of these (``CompactString``, ``CompactArray``, ``TaggedFields``,
+``RequestStruct.FLEXIBLE_VERSION``); only the request is missing. ``GroupFencedProducer`` adds it through
+the one place aiokafka builds that request, its sender's ``_do_txn_offset_commit`` (a private method of
+aiokafka 0.14: pinned in pyproject.toml, and ``tests/unit/test_streams/test_eos_v2.py`` checks the bytes).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+
+import aiokafka.errors as Errors
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import CoordinationType
+from aiokafka.producer.sender import Sender, TxnOffsetCommitHandler
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import CompactArray, CompactString, Int16, Int32, Int64, Schema, TaggedFields
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+log = logging.getLogger(__name__)
+
+TXN_OFFSET_COMMIT = 28
+FENCED_INSTANCE_ID = 82  # not in aiokafka 0.14's error table
+
+# The coordinator's answers that mean "this member no longer owns what it commits": the transaction must be
+# aborted and the worker must not go on (Java's producer raises CommitFailedException for the same codes).
+GROUP_FENCING_ERRORS = frozenset(
+    {
+        Errors.IllegalGenerationError.errno,
+        Errors.UnknownMemberIdError.errno,
+        Errors.RebalanceInProgressError.errno,
+        FENCED_INSTANCE_ID,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetadata:
+    """What the group coordinator checks on a v3 ``TxnOffsetCommit`` (Java's ``ConsumerGroupMetadata``)."""
+
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None = None
+
+
+class GroupFencedError(Errors.KafkaError):
+    """The group coordinator refused the transaction's offsets: this worker's generation is over."""
+
+
+def group_metadata(consumer: AIOKafkaConsumer) -> GroupMetadata:
+    """The consumer's current group generation and member id, read from its coordinator (aiokafka has no
+    public ``group_metadata()``; these are the attributes its own ``OffsetCommit`` requests send)."""
+    coordinator = consumer._coordinator
+    if coordinator is None:
+        msg = "the consumer has no group coordinator (no group_id): its offsets cannot be fenced by the group"
+        raise ValueError(msg)
+    return GroupMetadata(
+        group_id=coordinator.group_id,
+        generation_id=coordinator.generation,
+        member_id=coordinator.member_id,
+        group_instance_id=coordinator._group_instance_id,
+    )
+
+
+class TxnOffsetCommitResponse_v3(Response):  # aiokafka names protocol versions Name_vN
+    API_KEY = TXN_OFFSET_COMMIT
+    API_VERSION = 3
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "errors",  # "topics" in the spec; aiokafka's handler reads ``errors``
+            CompactArray(
+                ("topic", CompactString("utf-8")),
+                (
+                    "partition_errors",
+                    CompactArray(("partition", Int32), ("error_code", Int16), ("tags", TaggedFields)),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class TxnOffsetCommitRequest_v3(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = TXN_OFFSET_COMMIT
+    API_VERSION = 3
+    RESPONSE_TYPE = TxnOffsetCommitResponse_v3
+    SCHEMA = Schema(
+        ("transactional_id", CompactString("utf-8")),
+        ("group_id", CompactString("utf-8")),
+        ("producer_id", Int64),
+        ("producer_epoch", Int16),
+        ("generation_id", Int32),
+        ("member_id", CompactString("utf-8")),
+        ("group_instance_id", CompactString("utf-8")),  # nullable
+        (
+            "topics",
+            CompactArray(
+                ("topic", CompactString("utf-8")),
+                (
+                    "partitions",
+                    CompactArray(
+                        ("partition", Int32),
+                        ("offset", Int64),
+                        ("committed_leader_epoch", Int32),
+                        ("metadata", CompactString("utf-8")),  # nullable
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+NO_LEADER_EPOCH = -1
+
+
+class GroupTxnOffsetCommitRequest(Request[TxnOffsetCommitRequest_v3]):
+    """``TxnOffsetCommit`` v3 only: an older broker must fail loudly, not commit without the group check."""
+
+    API_KEY = TXN_OFFSET_COMMIT
+
+    def __init__(
+        self,
+        *,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        group: GroupMetadata,
+        topics: list[tuple[str, list[tuple[int, int, str]]]],
+    ) -> None:
+        self._transactional_id = transactional_id
+        self._producer_id = producer_id
+        self._producer_epoch = producer_epoch
+        self._group = group
+        self._topics = topics
+
+    def build(self, request_struct_class: type[TxnOffsetCommitRequest_v3]) -> TxnOffsetCommitRequest_v3:
+        group = self._group
+        topics = [
+            (
+                topic,
+                [(partition, offset, NO_LEADER_EPOCH, metadata, {}) for partition, offset, metadata in partitions],
+                {},
+            )
+            for topic, partitions in self._topics
+        ]
+        return request_struct_class(
+            self._transactional_id,
+            group.group_id,
+            self._producer_id,
+            self._producer_epoch,
+            group.generation_id,
+            group.member_id,
+            group.group_instance_id,
+            topics,
+            {},
+        )
+
+
+class _GroupTxnOffsetCommitHandler(TxnOffsetCommitHandler):
+    """aiokafka's handler with the v3 request, and the group's refusal made an abortable transaction error
+    (the base handler would raise it inside the sender task)."""
+
+    def __init__(self, sender: Sender, offsets: dict[TopicPartition, OffsetAndMetadata], group: GroupMetadata):
+        super().__init__(sender, offsets, group.group_id)
+        self._group = group
+
+    def create_request(self) -> GroupTxnOffsetCommitRequest:
+        txn_manager = self._sender._txn_manager
+        offset_data: dict[str, list[tuple[int, int, str]]] = collections.defaultdict(list)
+        for tp, offset in sorted(self._offsets.items()):
+            offset_data[tp.topic].append((tp.partition, offset.offset, offset.metadata))
+        return GroupTxnOffsetCommitRequest(
+            transactional_id=txn_manager.transactional_id,
+            producer_id=txn_manager.producer_id,
+            producer_epoch=txn_manager.producer_epoch,
+            group=self._group,
+            topics=list(offset_data.items()),
+        )
+
+    def handle_response(self, resp: TxnOffsetCommitResponse_v3) -> float | None:
+        refused = [
+            (topic, partition, code)
+            for topic, partitions, _tags in resp.errors
+            for partition, code, _partition_tags in partitions
+            if code in GROUP_FENCING_ERRORS
+        ]
+        if refused:
+            topic, partition, code = refused[0]
+            name = "FENCED_INSTANCE_ID" if code == FENCED_INSTANCE_ID else Errors.for_code(code).__name__
+            msg = (
+                f"the group coordinator refused the offset of {topic}[{partition}] ({name}) for generation "
+                f"{self._group.generation_id} of member {self._group.member_id!r}: the partitions belong to "
+                "another generation"
+            )
+            self._sender._txn_manager.error_transaction(GroupFencedError(msg))
+            return None
+        # The base handler reads (partition, error_code) pairs: drop the tagged fields.
+        resp.errors = [
+            (topic, [(partition, code) for partition, code, _partition_tags in partitions])
+            for topic, partitions, _tags in resp.errors
+        ]
+        return super().handle_response(resp)
+
+
+class _GroupFencedSender(Sender):
+    """aiokafka's sender, committing transactional offsets with v3 when the group's metadata is known."""
+
+    def __init__(self, sender: Sender) -> None:
+        super().__init__(
+            sender.client,
+            acks=sender._acks,
+            txn_manager=sender._txn_manager,
+            message_accumulator=sender._message_accumulator,
+            retry_backoff_ms=sender._retry_backoff * 1000,
+            request_timeout_ms=sender._request_timeout_ms,
+        )
+        self.groups: dict[str, GroupMetadata] = {}  # group id -> metadata of the commit in flight
+
+    async def _do_txn_offset_commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], group_id: str) -> None:
+        group = self.groups.get(group_id)
+        if group is None:  # offsets sent with a bare group id: aiokafka's v0 request
+            await super()._do_txn_offset_commit(offsets, group_id)
+            return
+        if not offsets:
+            return
+        try:
+            node_id = await self._find_coordinator(CoordinationType.GROUP, group_id)
+        except Errors.GroupAuthorizationFailedError as exc:
+            self._txn_manager.error_transaction(exc)
+            return
+        await _GroupTxnOffsetCommitHandler(self, offsets, group).do(node_id)
+
+
+class GroupFencedProducer(AIOKafkaProducer):
+    """A transactional producer whose offset commits carry the consumer group's generation (KIP-447)."""
+
+    def __init__(self, **config: object) -> None:
+        super().__init__(**config)  # type: ignore[arg-type]
+        self._sender = _GroupFencedSender(self._sender)
+
+    async def send_offsets_to_transaction(  # type: ignore[override]
+        self, offsets: dict[TopicPartition, int], group: GroupMetadata | str
+    ) -> None:
+        """Add ``offsets`` to the transaction; with ``GroupMetadata``, fenced by the group's generation (a
+        stale one fails the transaction with ``GroupFencedError``; abort it)."""
+        if isinstance(group, str):
+            await super().send_offsets_to_transaction(offsets, group)
+            return
+        sender: _GroupFencedSender = self._sender  # type: ignore[assignment]
+        sender.groups[group.group_id] = group
+        try:
+            await super().send_offsets_to_transaction(offsets, group.group_id)
+        finally:
+            sender.groups.pop(group.group_id, None)
