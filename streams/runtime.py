@@ -17,11 +17,10 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
    record whose processing fails goes to the one error policy (``streams.error_policy``).
 3. **Checkpoint**, every ``STREAMCDP_COMMIT_INTERVAL_S`` or ``STREAMCDP_FLUSH_MAX_RECORDS`` inputs: outputs,
    changelog, RocksDB, offsets, in that order (``streams.checkpoint``); with
-   ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per worker. Every output
-   is tagged with the partition whose work produced it (``Outbox.partition``). A command forwarded to a
-   key of another partition held here is applied there at once, in that partition's turn (its outputs in
-   its transaction); with exactly-once it is also written to ``profile-commands`` in the same transaction,
-   a copy skipped when read back (``streams.forwarding``).
+   ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per worker. A command
+   forwarded to a key of another partition held here is applied there at once, in that partition's turn;
+   with exactly-once it is also written to ``profile-commands`` in the same transaction, naming its source
+   partition (``Outbox.partition``), a copy skipped when read back (``streams.forwarding``).
 
 Rebalances: the revoking listener checkpoints; the stores stay open. The assigning listener closes the
 stores of partitions it did not give back, opens and restores the new ones from their changelog
@@ -374,7 +373,7 @@ class Runtime(ConsumerRebalanceListener):
         timestamp (the event time), first firing the wake-ups due by then, so a replay decides the same.
         """
         store = self.stores.get(tp.partition)
-        self.outbox.partition = tp.partition  # what follows is this partition's work (its transaction's)
+        self.outbox.partition = tp.partition  # what follows is this partition's work (the source of its forwards)
         started_ms = self._stream_ms.get(tp.partition, NO_TIME)
         if tp.topic == self.topics.profile_commands:
             if store is None:
@@ -447,9 +446,8 @@ class Runtime(ConsumerRebalanceListener):
     ) -> None:
         """Apply one command, then every command it leads to whose key is held here (links, merges, an
         event of a linked id), before the next input: no round trip through Kafka. A command for another
-        partition held here is applied in that partition's turn (its stream time moved to ``now`` first,
-        its outputs in its transaction). A failing command does not stop the ones after it; the input is
-        parked once, at its first failure. Re-entrant: a partition's wake-ups fired on the way apply
+        partition held here is applied in that partition's turn (its stream time moved to ``now`` first).
+        A failing command does not stop the ones after it; the input is parked once, at its first failure. Re-entrant: a partition's wake-ups fired on the way apply
         through their own queue."""
         outer = (self._local, self._depth, self._now, self.outbox.partition)
         local = self._local = deque([(store, key, command, None, depth)])
@@ -526,7 +524,7 @@ class Runtime(ConsumerRebalanceListener):
         """
         frontier_ms = min((self._stream_ms.get(p, NO_TIME) for p in behind if p in self.stores), default=None)
         for partition, store in self.stores.items():
-            self.outbox.partition = partition  # this partition's work (its transaction's)
+            self.outbox.partition = partition  # this partition's work (the source of its forwards)
             stream_ms = self._stream_ms.get(partition, NO_TIME)
             if partition in behind:
                 if stream_ms != NO_TIME:
