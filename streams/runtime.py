@@ -447,8 +447,8 @@ class Runtime(ConsumerRebalanceListener):
         """Apply one command, then every command it leads to whose key is held here (links, merges, an
         event of a linked id), before the next input: no round trip through Kafka. A command for another
         partition held here is applied in that partition's turn (its stream time moved to ``now`` first).
-        A failing command does not stop the ones after it; the input is parked once, at its first failure. Re-entrant: a partition's wake-ups fired on the way apply
-        through their own queue."""
+        A failing command does not stop the ones after it; the input is parked once, at its first failure.
+        Re-entrant: a partition's wake-ups fired on the way apply through their own queue."""
         outer = (self._local, self._depth, self._now, self.outbox.partition)
         local = self._local = deque([(store, key, command, None, depth)])
         apply = self.stages.apply
