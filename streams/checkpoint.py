@@ -39,7 +39,10 @@ the group coordinator refuses them (``ILLEGAL_GENERATION``), the zombie's transa
 nothing of it becomes visible. The id only has to be unique among live workers and stable across a
 worker's restarts, so that the restarted worker's ``init_transactions`` aborts its previous incarnation's
 open transaction at once (else it would hold the last stable offset of its partitions, and every
-read-committed reader, until ``transaction.timeout.ms``).
+read-committed reader, until ``transaction.timeout.ms``). A new owner of a partition waits for the previous
+owner's last transaction to end before it restores and reads (``Runtime.on_partitions_assigned``: the
+group's offsets fetched with ``require_stable``), since until its markers are written both the offsets and
+the changelog answer from before it.
 
 Why a command forwarded to a key of another partition *q* is still written to ``profile-commands``: when
 *q* is not held here it is how the command gets there; when it is, the copy commits with *q*'s state and

@@ -13,15 +13,17 @@ Version 3 is the first "flexible" version of the API (``flexibleVersions: 3+`` i
 ``TxnOffsetCommitRequest.json``): compact strings and arrays, a tagged-field buffer after every struct, and
 request header v2 / response header v1. Version 2 added ``committed_leader_epoch`` per partition. aiokafka's
 protocol module has all of these (``CompactString``, ``CompactArray``, ``TaggedFields``,
-``RequestStruct.FLEXIBLE_VERSION``); only the request is missing. ``GroupFencedProducer`` adds it through
+``RequestStruct.FLEXIBLE_VERSION``); only the requests are missing. ``GroupFencedProducer`` adds it through
 the one place aiokafka builds that request, its sender's ``_do_txn_offset_commit`` (a private method of
 aiokafka 0.14: pinned in pyproject.toml, and ``tests/unit/test_streams/test_eos_v2.py`` checks the bytes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiokafka.errors as Errors
@@ -29,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import CoordinationType
 from aiokafka.producer.sender import Sender, TxnOffsetCommitHandler
 from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.types import CompactArray, CompactString, Int16, Int32, Int64, Schema, TaggedFields
+from aiokafka.protocol.types import Boolean, CompactArray, CompactString, Int16, Int32, Int64, Schema, TaggedFields
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -274,3 +276,152 @@ class GroupFencedProducer(AIOKafkaProducer):
             await super().send_offsets_to_transaction(offsets, group.group_id)
         finally:
             sender.groups.pop(group.group_id, None)
+
+
+# --- stable committed offsets (KIP-447's ``require_stable``) -----------------------------------------------
+
+OFFSET_FETCH = 9
+UNSTABLE_OFFSET_COMMIT = 88  # not in aiokafka 0.14's error table
+NO_COMMITTED_OFFSET = -1
+# Answers after which the same request is sent again: the coordinator is loading or moving (aiokafka's own
+# committed-offset fetch retries these too), or a transaction that commits offsets of the group is open.
+RETRIED_OFFSET_FETCH_ERRORS = frozenset(
+    {
+        UNSTABLE_OFFSET_COMMIT,
+        Errors.GroupLoadInProgressError.errno,
+        Errors.GroupCoordinatorNotAvailableError.errno,
+        Errors.NotCoordinatorForGroupError.errno,
+    }
+)
+
+
+class OffsetFetchResponse_v7(Response):
+    API_KEY = OFFSET_FETCH
+    API_VERSION = 7
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "topics",
+            CompactArray(
+                ("topic", CompactString("utf-8")),
+                (
+                    "partitions",
+                    CompactArray(
+                        ("partition", Int32),
+                        ("offset", Int64),
+                        ("committed_leader_epoch", Int32),
+                        ("metadata", CompactString("utf-8")),  # nullable
+                        ("error_code", Int16),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("error_code", Int16),
+        ("tags", TaggedFields),
+    )
+
+
+class OffsetFetchRequest_v7(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = OFFSET_FETCH
+    API_VERSION = 7
+    RESPONSE_TYPE = OffsetFetchResponse_v7
+    SCHEMA = Schema(
+        ("group_id", CompactString("utf-8")),
+        (
+            "topics",
+            CompactArray(
+                ("topic", CompactString("utf-8")), ("partitions", CompactArray(Int32)), ("tags", TaggedFields)
+            ),
+        ),
+        ("require_stable", Boolean),
+        ("tags", TaggedFields),
+    )
+
+
+class StableOffsetFetchRequest(Request[OffsetFetchRequest_v7]):
+    """``OffsetFetch`` v7 with ``require_stable``: a partition whose offset a still-open transaction commits is
+    answered ``UNSTABLE_OFFSET_COMMIT`` instead of with the offset before it. Version 7 only: an older broker
+    must fail loudly rather than hand out an offset that a pending transaction is about to move."""
+
+    API_KEY = OFFSET_FETCH
+
+    def __init__(self, group_id: str, partitions: dict[str, list[int]]) -> None:
+        self._group_id = group_id
+        self._partitions = partitions
+
+    def build(self, request_struct_class: type[OffsetFetchRequest_v7]) -> OffsetFetchRequest_v7:
+        topics = [(topic, sorted(partitions), {}) for topic, partitions in sorted(self._partitions.items())]
+        return request_struct_class(self._group_id, topics, True, {})
+
+
+class UnstableOffsetsError(Errors.KafkaError):
+    """The group's offsets stayed unstable (a transaction committing them neither committed nor aborted)."""
+
+
+def stable_offsets_answer(resp: OffsetFetchResponse_v7) -> tuple[dict[TopicPartition, int], int | None]:
+    """The committed offsets of an ``OffsetFetch`` v7 answer (partitions without one left out), and the first
+    error code to retry on (``None``: the answer is complete). Any other error raises."""
+    errors = [resp.error_code] if resp.error_code else []
+    offsets: dict[TopicPartition, int] = {}
+    for topic, partitions, _tags in resp.topics:
+        for partition, offset, _epoch, _metadata, error_code, _partition_tags in partitions:
+            if error_code:
+                errors.append(error_code)
+            elif offset != NO_COMMITTED_OFFSET:
+                offsets[TopicPartition(topic, partition)] = offset
+    for code in errors:
+        if code not in RETRIED_OFFSET_FETCH_ERRORS:
+            name = Errors.for_code(code).__name__
+            msg = f"the group coordinator refused the stable offset fetch: {name} ({code})"
+            raise Errors.KafkaError(msg)
+    return offsets, (errors[0] if errors else None)
+
+
+class StableOffsetsConsumer(AIOKafkaConsumer):
+    """The worker's group consumer, which can also read the group's committed offsets with ``require_stable``
+    (aiokafka 0.14 fetches them with ``OffsetFetch`` v1-v3, which answer the offset from before a transaction
+    whose commit markers are not written yet)."""
+
+    async def stable_committed(
+        self, partitions: Iterable[TopicPartition], *, timeout_s: float, retry_s: float = 0.1
+    ) -> dict[TopicPartition, int]:
+        """The committed offsets of ``partitions`` (those without one left out) once no open transaction
+        commits any of them: asked again every ``retry_s`` while one does. Its previous owner's last
+        transaction is then committed or aborted, and its outputs and changelog records with it."""
+        coordinator = self._coordinator
+        if coordinator is None:
+            msg = "the consumer has no group coordinator: it must be started with a group id"
+            raise ValueError(msg)
+        by_topic: dict[str, list[int]] = collections.defaultdict(list)
+        for tp in partitions:
+            by_topic[tp.topic].append(tp.partition)
+        if not by_topic:
+            return {}
+        request = StableOffsetFetchRequest(coordinator.group_id, dict(by_topic))
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            await coordinator.ensure_coordinator_known()
+            try:
+                offsets, retry_code = stable_offsets_answer(await coordinator._send_req(request))
+            except Errors.KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                retry_code = getattr(exc, "errno", None)
+            else:
+                if retry_code is None:
+                    return offsets
+                if retry_code in (
+                    Errors.NotCoordinatorForGroupError.errno,
+                    Errors.GroupCoordinatorNotAvailableError.errno,
+                ):
+                    coordinator.coordinator_dead()
+            if asyncio.get_running_loop().time() + retry_s > deadline:
+                msg = (
+                    f"the committed offsets of {sorted(by_topic.items())} were still not stable after "
+                    f"{timeout_s:.0f} s (last answer: error {retry_code})"
+                )
+                raise UnstableOffsetsError(msg)
+            await asyncio.sleep(retry_s)

@@ -10,9 +10,12 @@ records of aborted transactions: the restore consumer reads committed records on
 either, but both take offsets. The checks below stay right: the end offset counts them, so a store whose
 last record is followed by a marker looks one behind and is "restored" by a read that returns nothing
 (its position still moves past the marker, so the loop ends); and the store's offset is that of a data
-record, always below the end, so a marker never makes it look ahead of its changelog. The worker starts
-a partition's transactional producer before the restore, which aborts the previous owner's open
-transaction, so the end offset (the last stable offset) is not held back by it.
+record, always below the end, so a marker never makes it look ahead of its changelog. The end offset is
+the last stable offset, which a transaction still open holds back: before the restore the runtime waits
+until the group's offsets of the assigned inputs are stable (``StableOffsetsConsumer.stable_committed``),
+that is until the previous owner's last transaction has committed or aborted, and on a single broker its
+changelog markers are written in the same request as its offsets' (across brokers they can land a moment
+apart, which this wait does not cover).
 
 Speed: a cold restore reads the whole changelog, so its per-record work is kept to the minimum. The
 changelog is read by librdkafka (``streams.changelog_reader``: fetching and record decoding in C, in a

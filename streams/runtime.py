@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -54,7 +54,7 @@ from streams import lag, metrics
 from streams.alignment import NO_TIME, PartitionGroup, RawKey, merge
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
-from streams.eos_v2 import group_metadata
+from streams.eos_v2 import StableOffsetsConsumer, group_metadata
 from streams.error_policy import ProcessingErrors
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.partitioning import InPlaceRouting, PartitionOwners
@@ -65,6 +65,10 @@ from streams.state_store import PartitionStore, StoreOptions
 from streams.topics import topic_names
 
 log = logging.getLogger(__name__)
+
+# How long a new assignment waits for the previous owner's last transaction to end: longer than the
+# producers' ``transaction.timeout.ms`` (aiokafka's default, 60 s), after which its coordinator aborts it.
+STABLE_OFFSETS_TIMEOUT_S = 90.0
 
 Command = Any  # a ``schemas.commands.ProfileCommand``; the loop only carries it from a stage to a stage
 Forward = Callable[[bytes, Command], None]
@@ -104,7 +108,7 @@ class Runtime(ConsumerRebalanceListener):
         *,
         outbox: Outbox,
         producer: AIOKafkaProducer,
-        consumer: AIOKafkaConsumer,
+        consumer: StableOffsetsConsumer,
         restore_consumer: RestoreConsumer,
         assignor: CoPartitionAssignor,
     ) -> None:
@@ -173,6 +177,8 @@ class Runtime(ConsumerRebalanceListener):
         self._stream_ms: dict[int, int] = {}
         # The last fetch, from its return until it is buffered (or rewound) under the lock.
         self._fetched: dict[TopicPartition, list[ConsumerRecord]] = {}
+        # Exactly-once: where the current assignment's inputs start (their stable committed offsets).
+        self._assigned_starts: dict[TopicPartition, int] = {}
 
     def _buffered_inputs(self) -> frozenset[TopicPartition]:
         """Input partitions with records fetched but not processed yet: those held in a partition group for
@@ -258,9 +264,12 @@ class Runtime(ConsumerRebalanceListener):
         processed offset of later records, or the position with exactly-once) would skip them for good.
         """
         assigned = self.consumer.assignment()
+        starts = self._assigned_starts
         for tp, records in batch.items():
             if records and tp in assigned:
-                self.consumer.seek(tp, records[0].offset)
+                # Never before the stable committed offset: a fetch from aiokafka's own, earlier one would
+                # hold inputs that a transaction of the previous owner has committed.
+                self.consumer.seek(tp, max(records[0].offset, starts.get(tp, 0)))
 
     # --- event-time order and clocks (``streams.alignment``) ---------------------------------------------
 
@@ -583,6 +592,19 @@ class Runtime(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         async with self._lock:
             self._generation += 1
+            starts: dict[TopicPartition, int] = {}
+            if self.transactional:
+                # Before the restore: the previous owner's last transaction may still be completing (its
+                # ``EndTxn`` returned, its markers not all written), and until it is, both the group's offsets
+                # and the changelog's last stable offset answer from before it; the restore would then miss
+                # its state while the offsets (fetched a moment later) skip its inputs.
+                try:
+                    starts = await self.consumer.stable_committed(assigned, timeout_s=STABLE_OFFSETS_TIMEOUT_S)
+                except Exception:
+                    log.exception("no stable committed offsets for the assignment; the worker stops")
+                    self.stop()
+                    return
+            self._assigned_starts = starts
             wanted = self._state_partitions(assigned)
             for partition in set(self.stores) - wanted:
                 self.stores.pop(partition).close()
@@ -605,6 +627,9 @@ class Runtime(ConsumerRebalanceListener):
                     self._apply(store, key, command, now)
             metrics.wakeups_indexed.set(sum(len(store.due_index) for store in self.stores.values()))
             metrics.assigned_partitions.set(len(self.stores))
+            # aiokafka fetched its own copy of the offsets, possibly before they were stable.
+            for tp, offset in starts.items():
+                self.consumer.seek(tp, offset)
             self.ready = True
             log.info(
                 "partitions assigned: %s; %d new, %d changelog records restored in %.1f s; "

@@ -9,14 +9,14 @@ import logging
 import signal
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
 from streams import gauges, metrics, recovery
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import transactional_id
-from streams.eos_v2 import GroupFencedProducer
+from streams.eos_v2 import GroupFencedProducer, StableOffsetsConsumer
 from streams.logs import configure_logging
 from streams.runtime import Runtime
 from streams.security import check_production_settings, pii_policy
@@ -72,7 +72,7 @@ def build_runtime(settings: Settings) -> Runtime:
         )
 
     exactly_once = settings.processing_guarantee == "exactly_once"
-    consumer = AIOKafkaConsumer(
+    consumer = StableOffsetsConsumer(
         bootstrap_servers=bootstrap,
         group_id=settings.app_id,
         client_id=f"{settings.app_id}-worker",

@@ -1,4 +1,5 @@
-"""KIP-447 fencing against the real broker: ``TxnOffsetCommit`` v3 from ``streams.eos_v2``'s producer.
+"""KIP-447 against the real broker: ``TxnOffsetCommit`` v3 from ``streams.eos_v2``'s producer, and the stable
+offset fetch (``OffsetFetch`` v7, ``require_stable``) of its consumer.
 
 A consumer joins the group (generation g); a second member joins, so the group moves to generation g' > g.
 A transaction committing offsets with the first member's old generation is refused by the group coordinator
@@ -15,7 +16,14 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from streams.eos_v2 import GroupFencedError, GroupFencedProducer, GroupMetadata, group_metadata
+from streams.eos_v2 import (
+    GroupFencedError,
+    GroupFencedProducer,
+    GroupMetadata,
+    StableOffsetsConsumer,
+    UnstableOffsetsError,
+    group_metadata,
+)
 from streams.settings import Settings
 
 PARTITIONS = 2
@@ -119,3 +127,53 @@ def test_stale_generation_is_fenced_and_current_commits(kafka_settings: Settings
     assert result["after_stale"] is None  # the aborted transaction's offset was never committed
     assert "UnknownMemberIdError" in str(result.get("unknown_member_error")), result
     assert result["after_current"] == 11
+
+
+async def stable_offsets_run(settings: Settings) -> dict[str, object]:
+    """A transaction commits offsets of the group; while it is open, the stable fetch waits (aiokafka's own
+    ``committed`` answers from before it), and it returns the offset once the transaction commits or aborts."""
+    topic = create_topic(settings)
+    group_id = f"eosv2-stable-{uuid.uuid4().hex[:8]}"
+    bootstrap = settings.broker_bootstrap
+    consumer = StableOffsetsConsumer(topic, bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    producer = GroupFencedProducer(bootstrap_servers=bootstrap, transactional_id=f"eosv2-{uuid.uuid4().hex[:8]}")
+    tp = TopicPartition(topic, 0)
+    result: dict[str, object] = {}
+    await consumer.start()
+    await producer.start()
+    try:
+        group = await joined(consumer)
+        await producer.begin_transaction()
+        await producer.send(topic, b"first", partition=0)
+        await producer.send_offsets_to_transaction({tp: 4}, group)
+        try:
+            await consumer.stable_committed([tp], timeout_s=2.0)
+        except UnstableOffsetsError as exc:
+            result["while_open"] = str(exc)
+        result["unstable_answer"] = await consumer.committed(tp)
+        waiting = asyncio.create_task(consumer.stable_committed([tp], timeout_s=60.0))
+        await asyncio.sleep(0.5)
+        result["waited"] = not waiting.done()
+        await producer.commit_transaction()
+        result["after_commit"] = await waiting
+
+        await producer.begin_transaction()
+        await producer.send_offsets_to_transaction({tp: 9}, group_metadata(consumer))
+        waiting = asyncio.create_task(consumer.stable_committed([tp], timeout_s=60.0))
+        await asyncio.sleep(0.5)
+        await producer.abort_transaction()
+        result["after_abort"] = await waiting
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return result
+
+
+def test_stable_offsets_wait_for_the_transaction_that_commits_them(kafka_settings: Settings) -> None:
+    result = asyncio.run(stable_offsets_run(kafka_settings))
+    assert "still not stable" in str(result.get("while_open")), result
+    assert result["unstable_answer"] is None  # aiokafka's OffsetFetch v1-v3: the offset from before it
+    assert result["waited"] is True
+    tp = next(iter(result["after_commit"]))  # type: ignore[call-overload]
+    assert result["after_commit"] == {tp: 4}
+    assert result["after_abort"] == {tp: 4}  # the aborted transaction's offset never counts

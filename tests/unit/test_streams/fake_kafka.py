@@ -190,6 +190,11 @@ class FakeConsumer:
         self.highwaters: dict[TopicPartition, int] = {}  # preset one ahead of what is handed out: "not caught up"
         self.positions: dict[TopicPartition, int] = {}
         self._coordinator = FakeGroupCoordinator("unit")
+        self.stable_offsets: dict[TopicPartition, int] = {}  # what ``stable_committed`` answers
+
+    async def stable_committed(self, partitions, *, timeout_s: float) -> dict[TopicPartition, int]:
+        self.calls.append("stable offsets")
+        return {tp: self.stable_offsets[tp] for tp in partitions if tp in self.stable_offsets}
 
     def subscribe(self, *, topics, listener) -> None:
         self.calls.append("subscribe")
