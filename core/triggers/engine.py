@@ -286,16 +286,20 @@ def advance_triggers(
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    if event is not None and not rule_only:
-        candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
+        # Nothing can enter: straight to the pass that settles the waiting triggers (a due one, an exit rule).
+        work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, guardrails=policy.guardrails)
     else:
-        # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
-        # have brought purchases that move a predicted date (same episode) or start a new one.
-        renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
-        candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
-    work = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
-    if isinstance(work, TriggerStep):
-        return work  # nothing entered, nothing else to do
+        if event is not None and not rule_only:
+            candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
+        else:
+            # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
+            # have brought purchases that move a predicted date (same episode) or start a new one.
+            renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
+            candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
+        entered = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
+        if isinstance(entered, TriggerStep):
+            return entered  # nothing entered, nothing else to do
+        work = entered
     kinds = list(work.current)
     if len(kinds) > 1:
         order = policy.priority_order
