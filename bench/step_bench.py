@@ -17,10 +17,15 @@ rarely all five), in thread CPU time (what other processes take of the cores doe
   ``no audiences, no triggers``. The two runs of each pair are interleaved chunk by chunk (one chunk
   without triggers, the same chunk with, the order swapped every repeat), so both see the same machine;
 - ``refresh_audiences`` alone, on each timed event's resulting profile.
+
+``--by-path`` (after the two numbers): instead, the trigger stage's own calls (``_advance_triggers``, without
+audiences) over the timed events, each call's best of 5 (``perf_counter``), grouped by what the call did
+(nothing to do, only the wake-up changed, an entry or renewal, another outcome, a send) and by event name.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 import time
@@ -29,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import core.profile_stage
 from core.audiences import refresh_audiences
 from core.profile_stage import KeyState, StagePolicy, step_key
 from offline.generator import WorkloadConfig, generate_workload
@@ -119,10 +125,69 @@ def refresh_inputs(timed, warmed: dict[str, KeyState], policy: StagePolicy) -> l
     return inputs
 
 
+def stage_path(result, answer) -> str:
+    """What one ``_advance_triggers`` call did, from its input ``result`` and its ``answer``."""
+    if answer is result:
+        return "nothing to do"
+    if answer.state is result.state:
+        return "only the wake-up changed"
+    if len(answer.triggers) > len(result.triggers):
+        return "a send (guards, payload)"
+    return "another outcome (exit, superseded, deferred...)" if answer.trigger_outcomes else "an entry or renewal"
+
+
+def print_stage_paths(warm, timed) -> None:
+    """``--by-path``: the trigger stage's calls over ``timed``, each call's best of ``REPEATS``, by what it did."""
+    policy = stage_policy(Settings())
+    plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
+    warmed = run(warm, {}, plain)
+    advance = core.profile_stage._advance_triggers
+    best: dict[int, tuple[float, str, str]] = {}
+
+    def timed_advance(before, command, result, **kwargs):
+        started = time.perf_counter()
+        answer = advance(before, command, result, **kwargs)
+        seconds = time.perf_counter() - started
+        event = command.event
+        name = event.event if event.type == "track" else event.type
+        key = id(command)
+        if key not in best or seconds < best[key][0]:
+            best[key] = (seconds, name, stage_path(result, answer))
+        return answer
+
+    core.profile_stage._advance_triggers = timed_advance
+    try:
+        for _ in range(REPEATS):
+            run(timed, dict(warmed), plain)
+    finally:
+        core.profile_stage._advance_triggers = advance
+    spent: collections.Counter[tuple[str, str]] = collections.Counter()
+    calls: collections.Counter[tuple[str, str]] = collections.Counter()
+    for seconds, name, path in best.values():
+        spent[name, path] += seconds
+        calls[name, path] += 1
+    per_event = 1e6 / len(timed)
+    print(f"the trigger stage's calls over {len(timed)} timed events (best of {REPEATS} per call, perf_counter)")
+    print(f"  in all {sum(spent.values()) * per_event:6.2f} µs/event")
+    paths = sorted({path for _, path in spent}, key=lambda path: -sum(v for k, v in spent.items() if k[1] == path))
+    for path in paths:
+        seconds = sum(v for k, v in spent.items() if k[1] == path)
+        count = sum(v for k, v in calls.items() if k[1] == path)
+        print(f"  {path:50s} {count:5d} calls {seconds / count * 1e6:6.1f} µs/call {seconds * per_event:5.2f} µs/event")
+    print("  the largest by event name:")
+    for key in sorted(spent, key=lambda key: -spent[key])[:12]:
+        name, path = key
+        per_call = spent[key] / calls[key] * 1e6
+        print(f"    {name:20s} {path:50s} {calls[key]:5d} calls {per_call:6.1f} µs/call {spent[key] * per_event:5.2f}")
+
+
 def main() -> None:
     customers = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     days = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     commands = keyed_commands(customers, days)
+    if "--by-path" in sys.argv[3:]:
+        print_stage_paths(commands[: len(commands) // 3], commands[len(commands) // 3 :])
+        return
     split = len(commands) // 3
     warm, timed = commands[:split], commands[split:]
     policy = stage_policy(Settings())
