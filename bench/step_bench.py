@@ -21,6 +21,10 @@ rarely all five), in thread CPU time (what other processes take of the cores doe
 ``--by-path`` (after the two numbers): instead, the trigger stage's own calls (``_advance_triggers``, without
 audiences) over the timed events, each call's best of 5 (``perf_counter``), grouped by what the call did
 (nothing to do, only the wake-up changed, an entry or renewal, another outcome, a send) and by event name.
+``--in-context``: instead, ``step_key`` without audiences three ways, interleaved chunk by chunk: with
+triggers, with the trigger stage's answers looked up (recorded in a first run: the same states, no engine),
+and without triggers; the first minus the second is the stage in the step's context, the second minus the
+third what the rest of the step costs more on the profiles the triggers change.
 """
 
 from __future__ import annotations
@@ -181,12 +185,66 @@ def print_stage_paths(warm, timed) -> None:
         print(f"    {name:20s} {path:50s} {calls[key]:5d} calls {per_call:6.1f} µs/call {spent[key] * per_event:5.2f}")
 
 
+def print_in_context(warm, timed) -> None:
+    """``--in-context``: the trigger stage's share of ``step_key`` with its answers computed and looked up."""
+    policy = stage_policy(Settings())
+    bare = StagePolicy(profile=policy.profile)
+    plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
+    warmed, warmed_bare = run(warm, {}, plain), run(warm, {}, bare)
+    advance = core.profile_stage._advance_triggers
+    answers: dict[int, object] = {}
+
+    def recording(before, command, result, **kwargs):
+        answers[id(command)] = answer = advance(before, command, result, **kwargs)
+        return answer
+
+    def looked_up(before, command, result, **kwargs):
+        return answers[id(command)]
+
+    core.profile_stage._advance_triggers = recording
+    try:
+        run(timed, dict(warmed), plain)
+        states: list[dict[str, KeyState]] = [{}, {}, {}]
+        starts = (warmed, warmed, warmed_bare)
+
+        def measure(which: int, stage, policy_: StagePolicy) -> Callable[[list], None]:
+            def measured(chunk: list) -> None:
+                core.profile_stage._advance_triggers = stage
+                run(chunk, states[which], policy_)
+
+            return measured
+
+        def restart(which: int) -> Callable[[], None]:
+            def restarted() -> None:
+                states[which].clear()
+                states[which].update(starts[which])
+
+            return restarted
+
+        computed, memoised, untriggered = paired_best_us(
+            (measure(0, advance, plain), measure(1, looked_up, plain), measure(2, advance, bare)),
+            timed,
+            (restart(0), restart(1), restart(2)),
+        )
+    finally:
+        core.profile_stage._advance_triggers = advance
+    print(f"{len(timed)} timed events, step_key without audiences, best of {REPEATS} per chunk of {CHUNK}, thread CPU")
+    print(f"  with triggers                               {computed:6.1f} µs/event")
+    print(f"  with the trigger stage's answers looked up  {memoised:6.1f} µs/event")
+    print(f"  without triggers                            {untriggered:6.1f} µs/event")
+    print(f"  the trigger stage in context                {computed - memoised:6.1f} µs/event")
+    print(f"  the rest of the step, more with triggers    {memoised - untriggered:6.1f} µs/event")
+
+
 def main() -> None:
     customers = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     days = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     commands = keyed_commands(customers, days)
     if "--by-path" in sys.argv[3:]:
         print_stage_paths(commands[: len(commands) // 3], commands[len(commands) // 3 :])
+        return
+    if "--in-context" in sys.argv[3:]:
+        print_in_context(commands[: len(commands) // 3], commands[len(commands) // 3 :])
         return
     split = len(commands) // 3
     warm, timed = commands[:split], commands[split:]
