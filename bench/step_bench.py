@@ -165,7 +165,7 @@ def print_stage_paths(warm, timed) -> None:
             run(timed, dict(warmed), plain)
     finally:
         core.profile_stage._advance_triggers = advance
-    spent: collections.Counter[tuple[str, str]] = collections.Counter()
+    spent: collections.defaultdict[tuple[str, str], float] = collections.defaultdict(float)
     calls: collections.Counter[tuple[str, str]] = collections.Counter()
     for seconds, name, path in best.values():
         spent[name, path] += seconds
