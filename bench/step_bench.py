@@ -17,10 +17,19 @@ rarely all five), in thread CPU time (what other processes take of the cores doe
   ``no audiences, no triggers``. The two runs of each pair are interleaved chunk by chunk (one chunk
   without triggers, the same chunk with, the order swapped every repeat), so both see the same machine;
 - ``refresh_audiences`` alone, on each timed event's resulting profile.
+
+``--by-path`` (after the two numbers): instead, the trigger stage's own calls (``_advance_triggers``, without
+audiences) over the timed events, each call's best of 5 (``perf_counter``), grouped by what the call did
+(nothing to do, only the wake-up changed, an entry or renewal, another outcome, a send) and by event name.
+``--in-context``: instead, ``step_key`` without audiences three ways, interleaved chunk by chunk: with
+triggers, with the trigger stage's answers looked up (recorded in a first run: the same states, no engine),
+and without triggers; the first minus the second is the stage in the step's context, the second minus the
+third what the rest of the step costs more on the profiles the triggers change.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 import time
@@ -29,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import core.profile_stage
 from core.audiences import refresh_audiences
 from core.profile_stage import KeyState, StagePolicy, step_key
 from offline.generator import WorkloadConfig, generate_workload
@@ -119,10 +129,123 @@ def refresh_inputs(timed, warmed: dict[str, KeyState], policy: StagePolicy) -> l
     return inputs
 
 
+def stage_path(result, answer) -> str:
+    """What one ``_advance_triggers`` call did, from its input ``result`` and its ``answer``."""
+    if answer is result:
+        return "nothing to do"
+    if answer.state is result.state:
+        return "only the wake-up changed"
+    if len(answer.triggers) > len(result.triggers):
+        return "a send (guards, payload)"
+    return "another outcome (exit, superseded, deferred...)" if answer.trigger_outcomes else "an entry or renewal"
+
+
+def print_stage_paths(warm, timed) -> None:
+    """``--by-path``: the trigger stage's calls over ``timed``, each call's best of ``REPEATS``, by what it did."""
+    policy = stage_policy(Settings())
+    plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
+    warmed = run(warm, {}, plain)
+    advance = core.profile_stage._advance_triggers
+    best: dict[int, tuple[float, str, str]] = {}
+
+    def timed_advance(before, command, result, **kwargs):
+        started = time.perf_counter()
+        answer = advance(before, command, result, **kwargs)
+        seconds = time.perf_counter() - started
+        event = command.event
+        name = event.event if event.type == "track" else event.type
+        key = id(command)
+        if key not in best or seconds < best[key][0]:
+            best[key] = (seconds, name, stage_path(result, answer))
+        return answer
+
+    core.profile_stage._advance_triggers = timed_advance
+    try:
+        for _ in range(REPEATS):
+            run(timed, dict(warmed), plain)
+    finally:
+        core.profile_stage._advance_triggers = advance
+    spent: collections.defaultdict[tuple[str, str], float] = collections.defaultdict(float)
+    calls: collections.Counter[tuple[str, str]] = collections.Counter()
+    for seconds, name, path in best.values():
+        spent[name, path] += seconds
+        calls[name, path] += 1
+    per_event = 1e6 / len(timed)
+    print(f"the trigger stage's calls over {len(timed)} timed events (best of {REPEATS} per call, perf_counter)")
+    print(f"  in all {sum(spent.values()) * per_event:6.2f} µs/event")
+    paths = sorted({path for _, path in spent}, key=lambda path: -sum(v for k, v in spent.items() if k[1] == path))
+    for path in paths:
+        seconds = sum(v for k, v in spent.items() if k[1] == path)
+        count = sum(v for k, v in calls.items() if k[1] == path)
+        print(f"  {path:50s} {count:5d} calls {seconds / count * 1e6:6.1f} µs/call {seconds * per_event:5.2f} µs/event")
+    print("  the largest by event name:")
+    for key in sorted(spent, key=lambda key: -spent[key])[:12]:
+        name, path = key
+        per_call = spent[key] / calls[key] * 1e6
+        print(f"    {name:20s} {path:50s} {calls[key]:5d} calls {per_call:6.1f} µs/call {spent[key] * per_event:5.2f}")
+
+
+def print_in_context(warm, timed) -> None:
+    """``--in-context``: the trigger stage's share of ``step_key`` with its answers computed and looked up."""
+    policy = stage_policy(Settings())
+    bare = StagePolicy(profile=policy.profile)
+    plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
+    warmed, warmed_bare = run(warm, {}, plain), run(warm, {}, bare)
+    advance = core.profile_stage._advance_triggers
+    answers: dict[int, object] = {}
+
+    def recording(before, command, result, **kwargs):
+        answers[id(command)] = answer = advance(before, command, result, **kwargs)
+        return answer
+
+    def looked_up(before, command, result, **kwargs):
+        return answers[id(command)]
+
+    core.profile_stage._advance_triggers = recording
+    try:
+        run(timed, dict(warmed), plain)
+        states: list[dict[str, KeyState]] = [{}, {}, {}]
+        starts = (warmed, warmed, warmed_bare)
+
+        def measure(which: int, stage, policy_: StagePolicy) -> Callable[[list], None]:
+            def measured(chunk: list) -> None:
+                core.profile_stage._advance_triggers = stage
+                run(chunk, states[which], policy_)
+
+            return measured
+
+        def restart(which: int) -> Callable[[], None]:
+            def restarted() -> None:
+                states[which].clear()
+                states[which].update(starts[which])
+
+            return restarted
+
+        computed, memoised, untriggered = paired_best_us(
+            (measure(0, advance, plain), measure(1, looked_up, plain), measure(2, advance, bare)),
+            timed,
+            (restart(0), restart(1), restart(2)),
+        )
+    finally:
+        core.profile_stage._advance_triggers = advance
+    print(f"{len(timed)} timed events, step_key without audiences, best of {REPEATS} per chunk of {CHUNK}, thread CPU")
+    print(f"  with triggers                               {computed:6.1f} µs/event")
+    print(f"  with the trigger stage's answers looked up  {memoised:6.1f} µs/event")
+    print(f"  without triggers                            {untriggered:6.1f} µs/event")
+    print(f"  the trigger stage in context                {computed - memoised:6.1f} µs/event")
+    print(f"  the rest of the step, more with triggers    {memoised - untriggered:6.1f} µs/event")
+
+
 def main() -> None:
     customers = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     days = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     commands = keyed_commands(customers, days)
+    if "--by-path" in sys.argv[3:]:
+        print_stage_paths(commands[: len(commands) // 3], commands[len(commands) // 3 :])
+        return
+    if "--in-context" in sys.argv[3:]:
+        print_in_context(commands[: len(commands) // 3], commands[len(commands) // 3 :])
+        return
     split = len(commands) // 3
     warm, timed = commands[:split], commands[split:]
     policy = stage_policy(Settings())

@@ -13,9 +13,12 @@ Run::
     .venv/bin/python bench/trigger_replay.py replay calls.pickle [--repeats 3] [--by-path]
 
 Record in the "before" tree, replay in both (the pickle holds the profiles and events; the policy is
-rebuilt from default ``Settings`` in the replaying tree). ``--by-path`` also prints where the time goes:
-the calls grouped by what their recorded answer did (sent, recorded another outcome, entered or renewed,
-left a pending trigger untouched, found nothing), each call's best of ``--repeats`` (``perf_counter``).
+rebuilt from default ``Settings`` in the replaying tree). Each call is replayed as the profile stage makes it:
+``untouched_wake`` first in trees that have it (an event that can touch no pending trigger is answered there;
+a tree that has it records only the calls it lets through), then ``advance_triggers``. ``--by-path`` also
+prints where the time goes: the calls grouped by what their recorded answer did (sent, recorded another
+outcome, entered or renewed, left a pending trigger untouched, found nothing), each call's best of
+``--repeats`` (``perf_counter``).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import core.profile_stage
+import core.triggers.engine
 from core.profile_stage import KeyState, StagePolicy, step_key
-from core.triggers.engine import advance_triggers
+from core.triggers.engine import TriggerStep, advance_triggers
 from streams.settings import Settings
 from streams.stage_config import stage_policy
 
@@ -61,6 +65,29 @@ def record(path: Path, *, audiences: bool, customers: int, days: float) -> None:
     print(f"{len(calls)} advance_triggers calls recorded ({'audiences' if audiences else 'no audiences'})")
 
 
+def _untouched_wake_of_the_tree():
+    """The profile stage's check before the call (``untouched_wake``), in trees that have it, else None."""
+    return getattr(core.triggers.engine, "untouched_wake", None)
+
+
+def stage_call(profile, policy, kwargs: dict):
+    """What the profile stage asks for a recorded call: ``untouched_wake`` first (where the tree has it), the
+    call itself only when that does not answer."""
+    untouched_wake = _untouched_wake_of_the_tree()
+    if untouched_wake is not None:
+        wake = untouched_wake(
+            profile,
+            kwargs["before"],
+            kwargs["event"],
+            at=kwargs["at"],
+            refreshed=kwargs["refreshed"],
+            policy=policy,
+        )
+        if wake is not None:
+            return TriggerStep(profile, due_at=wake)
+    return advance_triggers(profile, policy=policy, **kwargs)
+
+
 def replay(path: Path, *, repeats: int, by_path: bool = False) -> None:
     with path.open("rb") as source:
         calls = pickle.load(source)  # a file this script wrote
@@ -70,7 +97,7 @@ def replay(path: Path, *, repeats: int, by_path: bool = False) -> None:
         raise SystemExit(message)
     different = 0
     for profile, kwargs, expected in calls:
-        step = advance_triggers(profile, policy=policy, **kwargs)
+        step = stage_call(profile, policy, kwargs)
         same_object = (step.profile is profile) == (expected.profile is profile)
         # Struct equality, field by field: comparing encodings would count a default value that came back from
         # the pickle as a different object (``omit_defaults`` omits a float default by identity) as a difference.
@@ -81,10 +108,11 @@ def replay(path: Path, *, repeats: int, by_path: bool = False) -> None:
         for index, chunk in enumerate(chunks):
             started = time.thread_time()
             for profile, kwargs, _ in chunk:
-                advance_triggers(profile, policy=policy, **kwargs)
+                stage_call(profile, policy, kwargs)
             best[index] = min(best[index], time.thread_time() - started)
     print(f"{len(calls)} calls, {different} answers differ from the recording")
-    print(f"advance_triggers {sum(best) / len(calls) * 1e6:.2f} us/call (thread CPU, best of {repeats} per chunk)")
+    stage = "untouched_wake, then advance_triggers" if _untouched_wake_of_the_tree() else "advance_triggers"
+    print(f"{stage} {sum(best) / len(calls) * 1e6:.2f} us/call (thread CPU, best of {repeats} per chunk)")
     if by_path:
         print_paths(calls, policy, repeats)
 
@@ -115,7 +143,7 @@ def print_paths(calls: list, policy, repeats: int) -> None:
     for _ in range(repeats):
         for index, (profile, kwargs, _) in enumerate(calls):
             started = time.perf_counter()
-            advance_triggers(profile, policy=policy, **kwargs)
+            stage_call(profile, policy, kwargs)
             best[index] = min(best[index], time.perf_counter() - started)
     count: collections.Counter[str] = collections.Counter()
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)

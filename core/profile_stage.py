@@ -53,7 +53,7 @@ from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
 from core.stage_state import KeyState, StepResult
 from core.triggers.attribution import ATTRIBUTED_EVENTS, DEFAULT_WINDOW_S, attribute_event
-from core.triggers.engine import TriggerPolicy, advance_triggers, nothing_to_advance
+from core.triggers.engine import TriggerPolicy, advance_triggers, nothing_to_advance, untouched_wake
 from schemas.commands import (
     AbsorbProfile,
     ApplyEvent,
@@ -263,6 +263,10 @@ def _advance_triggers(
     refreshed = refreshed or isinstance(command, WakeUp)
     if nothing_to_advance(profile, event, refreshed=refreshed, policy=policy):
         return result  # as advance_triggers would leave it: same profile, no wake-up of its own
+    wake = untouched_wake(profile, before, event, at=at, refreshed=refreshed, policy=policy)
+    if wake is not None:  # as advance_triggers would leave it: same profile, the waiting triggers' wake-up
+        due_at = _earliest(result.due_at, wake)
+        return result if due_at == result.due_at else msgspec.structs.replace(result, due_at=due_at)
     step = advance_triggers(
         profile,
         event=event,

@@ -245,6 +245,13 @@ class TriggerPolicy:
             for kind, rule in rules.items()
         }
 
+    @cached_property
+    def reactive_events(self) -> frozenset[str]:
+        """The track events that may touch a pending trigger without it being due: those that enter a kind,
+        exit one by name, or may take a channel away (``WITHDRAWING_EVENTS``). Found once."""
+        definitions = self.definitions
+        return frozenset(definitions.by_entry_event) | definitions.exit_events | WITHDRAWING_EVENTS
+
     @property
     def version(self) -> str:
         return self.definitions.version
@@ -279,16 +286,20 @@ def advance_triggers(
         quiet = _quiet_wake(profile, before, at, policy)
         if quiet is not None:
             return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
-    if event is not None and not rule_only:
-        candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
+        # Nothing can enter: straight to the pass that settles the waiting triggers (a due one, an exit rule).
+        work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, guardrails=policy.guardrails)
     else:
-        # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
-        # have brought purchases that move a predicted date (same episode) or start a new one.
-        renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
-        candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
-    work = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
-    if isinstance(work, TriggerStep):
-        return work  # nothing entered, nothing else to do
+        if event is not None and not rule_only:
+            candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
+        else:
+            # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
+            # have brought purchases that move a predicted date (same episode) or start a new one.
+            renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
+            candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
+        entered = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
+        if isinstance(entered, TriggerStep):
+            return entered  # nothing entered, nothing else to do
+        work = entered
     kinds = list(work.current)
     if len(kinds) > 1:
         order = policy.priority_order
@@ -319,6 +330,27 @@ def nothing_to_advance(profile: Profile, event: Event | None, *, refreshed: bool
     if (refreshed or event is None) and definitions.rule_only:
         return False
     return event is None or event.type != "track" or event.event not in definitions.by_entry_event
+
+
+def untouched_wake(
+    profile: Profile, before: Profile | None, event: Event | None, *, at: float, refreshed: bool, policy: TriggerPolicy
+) -> float | None:
+    """The wake-up time ``advance_triggers`` would answer, with ``profile`` unchanged and nothing sent, for
+    an event that can touch no pending trigger; None: it may touch one (make the call).
+
+    Such an event enters nothing, exits nothing by name and takes no channel away (``TriggerPolicy.reactive_
+    events``), no rule-only entry is asked (no refresh), and every pending trigger waits as it was, not due,
+    its exit rule reading no field the event changed (``_quiet_wake``). The profile stage asks this after
+    ``nothing_to_advance``: half the calls of the generated workload are such events, answered here without
+    the call, its pass and its step."""
+    if event is None or (refreshed and policy.definitions.rule_only):
+        return None
+    if event.type == "track":
+        if event.event in policy.reactive_events:
+            return None
+    elif event.type == "identify" and on_suppression_list(profile):
+        return None  # ``_withdraws``: an identify may have put the customer on the suppression list
+    return _quiet_wake(profile, before, at, policy)
 
 
 def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has them

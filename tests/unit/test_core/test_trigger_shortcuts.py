@@ -25,7 +25,7 @@ import core.profile_stage
 from core.profile_stage import KeyState, StagePolicy, step_key
 from core.rules.context import Context
 from core.segment_fields import profile_view
-from core.triggers.engine import DefinedTrigger, TriggerPolicy, TriggerStep, advance_triggers
+from core.triggers.engine import DefinedTrigger, TriggerPolicy, TriggerStep, advance_triggers, untouched_wake
 from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 from schemas.commands import ApplyEvent
@@ -90,20 +90,44 @@ def _checking(triggers: TriggerPolicy, compared: dict[str, int]):
     return checked
 
 
+def _checking_wake(triggers: TriggerPolicy, compared: dict[str, int]):
+    """``untouched_wake`` that, when it answers, also runs the full evaluation and compares: the same profile,
+    nothing sent or recorded, the same wake-up. (Nothing is due then, so the forgetting time, which only the
+    decisions read and the profile stage passes to ``advance_triggers`` alone, does not matter.)"""
+    reference = _reference(triggers)
+
+    def checked(profile: Profile, before: Profile | None, event, **kwargs) -> float | None:
+        wake = untouched_wake(profile, before, event, **kwargs)
+        if wake is not None:
+            at, refreshed = kwargs["at"], kwargs["refreshed"]
+            full = advance_triggers(
+                profile, event=event, at=at, refreshed=refreshed, forgotten_at=None, policy=reference, before=None
+            )
+            assert full.profile is profile
+            assert full == TriggerStep(profile, due_at=wake)
+            compared["untouched"] += 1
+        return wake
+
+    return checked
+
+
 @compiled_stage
 @pytest.mark.parametrize("audiences", [False, True], ids=["no audiences", "audiences"])
 def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkeypatch):
     worker = stage_policy(Settings())
     policy = worker if audiences else StagePolicy(triggers=worker.triggers, profile=worker.profile)
     assert policy.triggers is not None
-    compared = dict.fromkeys(("steps", "sent", "outcomes"), 0)
+    compared = dict.fromkeys(("steps", "untouched", "sent", "outcomes"), 0)
     monkeypatch.setattr(core.profile_stage, "advance_triggers", _checking(policy.triggers, compared))
+    monkeypatch.setattr(core.profile_stage, "untouched_wake", _checking_wake(policy.triggers, compared))
     states: dict[str, KeyState] = {}
     for key, command, now in commands:
         state = states.get(key) or KeyState(key=key)
         states[key] = step_key(state, command, now=now, policy=policy).state
-    # The workload exercises the decisions, not only the fast path.
-    assert compared["steps"] > len(commands) / 2
+    # The workload exercises the decisions and the stage's shortcut, not only the fast path.
+    assert compared["steps"] + compared["untouched"] > len(commands) / 2
+    # With audiences nearly every event refreshes (rule-only entries are asked then): the shortcut rarely applies.
+    assert compared["untouched"] > (0 if audiences else 10)
     assert compared["sent"] > 10
     assert compared["outcomes"] > compared["sent"]
 
@@ -127,6 +151,7 @@ def test_the_shortcuts_decide_as_the_full_evaluation_on_random_journeys(raw: lis
     assert STAGE.triggers is not None
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(core.profile_stage, "advance_triggers", _checking(STAGE.triggers, defaultdict(int)))
+        patch.setattr(core.profile_stage, "untouched_wake", _checking_wake(STAGE.triggers, defaultdict(int)))
         Journey(STAGE).play(*played)
 
 
