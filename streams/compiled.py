@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="exit 1 unless compiled and in step, and each compiled module imports from its extension",
     )
+    check.add_argument(
+        "--modules", nargs="+", default=None, help="with --require-compiled: exactly these source paths compiled"
+    )
     sub.add_parser("clean", help="remove every extension and the stamp")
     args = parser.parse_args(argv)
     if args.command == "stamp":
@@ -208,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.require_compiled:
         if verdict.state != "compiled":
+            return 1
+        if args.modules is not None and sorted(args.modules) != sorted(verdict.modules):
+            print("compiled modules differ from: " + ", ".join(sorted(args.modules)))
             return 1
         missing = imported_from_extensions(verdict.modules)
         if missing:
