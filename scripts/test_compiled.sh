@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compiled == pure: compiles the modules scripts/build_compiled.sh lists (mypyc) in a COPY of the tree and runs
-# there the unit tests of the packages they belong to, so the tests that prove the pure modules also prove the
-# extensions the image ships. The checkout never gets an extension; the copy is removed at the end, also on
-# failure. Run by scripts/test.sh (about 2.5 minutes on a 2-core machine: ~30 s of gcc, ~2 min of tests).
+# the unit tests there, so the tests that prove the pure modules also prove the extensions the image ships.
+# The checkout never gets an extension; the copy is removed at the end, also on failure. Run by
+# scripts/test.sh (measured 89 s on the 2-core machine at load 2: 30 s of gcc, 58 s of tests).
 #
 #   scripts/test_compiled.sh [PYTEST ARGS]     PYTHON (default: .venv/bin/python) needs the `test` extra
 #
