@@ -2,6 +2,10 @@
 # Set up everything streamcdp needs on a fresh machine with Python 3.11, Java 17+ and Maven:
 # the virtualenv with the project installed, and the Apache Kafka broker jars from Maven Central.
 # Idempotent and quick when nothing changed. Sourced by scripts/test.sh and scripts/demo.sh.
+#
+# The pure stages run from their source unless STREAMCDP_COMPILE=1: then they are compiled with mypyc
+# (scripts/build_compiled.sh; needs gcc and the Python headers), or left pure when that fails. Without it,
+# extensions of an earlier STREAMCDP_COMPILE=1 are removed, so tests and the demo run the source.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,5 +35,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e '.[test]'
   echo "$want" > "$stamp"
+fi
+if [ "${STREAMCDP_COMPILE:-0}" = 1 ]; then
+  # Rebuilt only when a compiled module's source, the list of modules or Python changed since the last build.
+  # shellcheck disable=SC2046  # one argument per module path
+  if ! .venv/bin/python -m streams.compiled check --require-compiled --modules $(scripts/build_compiled.sh list) \
+    >/dev/null 2>&1; then
+    echo "bootstrap: compiling the pure stages with mypyc (scripts/build_compiled.sh)"
+    PYTHON=.venv/bin/python scripts/build_compiled.sh >.venv/build_compiled.log 2>&1 \
+      || echo "bootstrap: compiling failed (gcc or the Python headers missing? .venv/build_compiled.log); running the pure modules" >&2
+  fi
+  .venv/bin/python -m streams.compiled check
+elif [ -n "$(PYTHON=.venv/bin/python scripts/build_compiled.sh clean)" ]; then
+  echo "bootstrap: removed the compiled extensions of an earlier build (STREAMCDP_COMPILE=1 keeps them)"
 fi
 .venv/bin/streamcdp kafka fetch

@@ -4,13 +4,17 @@
 # change, and removing the extensions (`scripts/build_compiled.sh clean`) brings back the pure modules. Measured
 # and explained in bench/README.md, "Compiling the pure stages with mypyc (issues 11, 15)".
 #
-#   scripts/build_compiled.sh          compile MODULES below (about a minute of gcc)
+# A build writes streamcdp-compiled.json (streams/compiled.py): the sha256 of each compiled module's source and
+# the Python version. The worker checks it at start and refuses to run an extension older than its source;
+# after editing a compiled module, build again or clean. A failed build cleans up, leaving the pure modules.
+#
+#   scripts/build_compiled.sh          compile MODULES below (~30-40 s of gcc on a 2-core machine)
 #   scripts/build_compiled.sh all      compile MODULES and SLOWER (to measure them again)
-#   scripts/build_compiled.sh clean    remove every extension and the build directory
+#   scripts/build_compiled.sh clean    remove every extension, the stamp and the build directory
 #   scripts/build_compiled.sh list     print the modules it compiles
 #
-# PYTHON (default: .venv/bin/python) must have mypy (the `test` extra), which ships mypyc; gcc and the Python
-# headers must be on the machine.
+# PYTHON (default: .venv/bin/python) must have the project's dependencies and mypy (the `test` extra), which
+# ships mypyc; gcc and the Python headers must be on the machine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -55,20 +59,27 @@ SLOWER=(
 )
 
 clean() {
-  # The extensions sit next to the modules; mypyc's shared runtime (<hash>__mypyc.*.so) at the top.
-  find . -path ./.venv -prune -o -name '*.cpython-*.so' -print | xargs -r rm -f
+  # The extensions sit next to the modules in the packages; mypyc's shared runtime (<hash>__mypyc.*.so) and
+  # the stamp at the top. Only those: .venv and .cache hold other programs' extensions.
+  "$PYTHON" -m streams.compiled clean
+  rm -rf build
+}
+
+compile() {
+  clean >/dev/null
+  if ! "$PYTHON" -m mypyc "$@"; then
+    clean >/dev/null
+    echo "build_compiled: mypyc failed; extensions removed, the modules run from their source" >&2
+    return 1
+  fi
+  "$PYTHON" -m streams.compiled stamp "$@"
+  # mypyc's intermediate C files and objects; the extensions were copied next to the modules.
   rm -rf build
 }
 
 case "${1:-build}" in
-  build)
-    clean >/dev/null
-    "$PYTHON" -m mypyc "${MODULES[@]}"
-    ;;
-  all)
-    clean >/dev/null
-    "$PYTHON" -m mypyc "${MODULES[@]}" "${SLOWER[@]}"
-    ;;
+  build) compile "${MODULES[@]}" ;;
+  all) compile "${MODULES[@]}" "${SLOWER[@]}" ;;
   clean) clean ;;
   list) printf '%s\n' "${MODULES[@]}" ;;
   *)

@@ -16,6 +16,7 @@ from agents.pipeline import ProfilePipeline
 from streams import gauges, metrics, recovery
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import transactional_id
+from streams.compiled import check_compiled_modules
 from streams.eos_v2 import GroupFencedProducer, StableOffsetsConsumer
 from streams.logs import configure_logging
 from streams.runtime import Runtime
@@ -143,5 +144,6 @@ def run_worker() -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     configure_logging(settings.log_level, settings.log_format)
+    check_compiled_modules()  # no mypyc extension older than its source runs (scripts/build_compiled.sh)
     ensure_topics(settings)
     asyncio.run(serve(settings))

@@ -55,3 +55,17 @@ def test_dockerignore_keeps_the_context_to_what_the_image_needs() -> None:
     assert rules[rules.index("*")] == "*"
     for needed in ("pyproject.toml", "README.md", "core/", "schemas/", "streams/", "agents/", "config/", "models/"):
         assert f"!{needed}" in rules
+
+
+def test_the_build_stage_compiles_and_the_image_checks_the_extensions() -> None:
+    steps = instructions()
+    first_final = [op for op, _ in steps].index("FROM", 1)
+    build, final = steps[:first_final], steps[first_final:]
+    build_runs = " ".join(arg for op, arg in build if op == "RUN")
+    assert "scripts/build_compiled.sh" in build_runs and "gcc" in build_runs
+    # mypyc is the compiler of the mypy that pyproject.toml's `test` extra pins.
+    pinned = re.search(r'"(mypy==[\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert pinned and f'"{pinned.group(1)}"' in build_runs
+    assert ("COPY", "--from=build /compiled/ /usr/local/lib/python3.11/site-packages/") in final
+    assert ("RUN", "python -m streams.compiled check --require-compiled") in final
+    assert "!scripts/build_compiled.sh" in (REPO / ".dockerignore").read_text().split()
