@@ -6,6 +6,7 @@ The runtime takes its stage handlers and its Kafka clients as arguments; here th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from schemas.deadletter import PROCESSING_FAILED, UNDECODABLE_COMMAND
 from schemas.validation import ContractLimits
 from streams.assignor import CoPartitionAssignor
 from streams.partitioning import owning_partition
-from streams.runtime import Runtime
+from streams.runtime import YIELD_EVERY_RECORDS, Runtime
 from streams.settings import Settings
 from streams.state_store import PartitionStore
 from streams.topics import topic_names
@@ -325,6 +326,34 @@ def rebalance_during_the_first_fetch(runtime: Runtime) -> None:
 
     consumer.getmany = getmany_during_a_rebalance
     consumer.when_drained = runtime.stop
+
+
+async def test_a_large_fetch_lets_other_tasks_run_while_it_is_processed(runtime: Runtime):
+    """The web server shares the loop: while a backlog is processed, ``/readyz`` and ``/metrics`` get turns."""
+    consumer = runtime.consumer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    total = 3 * YIELD_EVERY_RECORDS
+    batch: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for n in range(total):
+        tp, event = record(runtime, viewed(f"m{n}", userId=f"u-{n % 50}"), offset=n)
+        batch.setdefault(tp, []).append(event)
+    for tp, records in batch.items():  # offsets consecutive per partition
+        batch[tp] = [consumer_record(tp.topic, tp.partition, i, r.key, r.value) for i, r in enumerate(records)]
+    consumer.batches = [batch]
+    consumer.when_drained = runtime.stop
+    seen: list[int] = []
+
+    async def observer() -> None:
+        while True:
+            seen.append(runtime.checkpoint.inputs)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(observer())
+    await runtime.run()
+    task.cancel()
+    assert any(0 < inputs < total for inputs in seen), sorted(set(seen))
+    assert sum(events_of(runtime, f"u-{n}") for n in range(50)) == total
+    await runtime.close()
 
 
 async def test_a_fetch_returned_across_a_rebalance_is_fetched_again_not_skipped(runtime: Runtime):
