@@ -13,9 +13,14 @@ Version 3 is the first "flexible" version of the API (``flexibleVersions: 3+`` i
 ``TxnOffsetCommitRequest.json``): compact strings and arrays, a tagged-field buffer after every struct, and
 request header v2 / response header v1. Version 2 added ``committed_leader_epoch`` per partition. aiokafka's
 protocol module has all of these (``CompactString``, ``CompactArray``, ``TaggedFields``,
-``RequestStruct.FLEXIBLE_VERSION``); only the requests are missing. ``GroupFencedProducer`` adds it through
+``RequestStruct.FLEXIBLE_VERSION``); only the request is missing. ``GroupFencedProducer`` adds it through
 the one place aiokafka builds that request, its sender's ``_do_txn_offset_commit`` (a private method of
 aiokafka 0.14: pinned in pyproject.toml, and ``tests/unit/test_streams/test_eos_v2.py`` checks the bytes).
+
+The other half of KIP-447 is on the consumer side: a new owner of a partition must not read the group's
+offsets while a transaction that commits them is still open. aiokafka fetches them with ``OffsetFetch``
+v1-v3, which answer the offset from before it; ``StableOffsetsConsumer.stable_committed`` sends v7 with
+``require_stable`` (flexible too), which the coordinator answers ``UNSTABLE_OFFSET_COMMIT`` until then.
 """
 
 from __future__ import annotations
