@@ -56,6 +56,7 @@ from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.eos_v2 import StableOffsetsConsumer, group_metadata
 from streams.error_policy import ProcessingErrors
+from streams.flush_policy import fetch_wait_ms, flush_due
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import RestoreConsumer, StoreRecovery
@@ -232,9 +233,14 @@ class Runtime(ConsumerRebalanceListener):
         last_commit = last_scan = time.monotonic()
         while not self._stopping.is_set():
             generation = self._generation
-            # Records held back for a lagging input are waited for with short fetches.
-            timeout_ms = 10 if self._groups_buffered() else 100
+            timeout_ms = fetch_wait_ms(
+                settings,
+                held_back=self._groups_buffered(),
+                outputs=len(self.outbox),
+                since_flush_s=time.monotonic() - last_commit,
+            )
             batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.fetch_max_records)
+            fetched = sum(map(len, batch.values()))
             self._fetched = batch  # returned (the position is past it), not buffered yet: see _buffered_inputs
             async with self._lock:
                 if self._groups_generation != self._generation:
@@ -251,8 +257,13 @@ class Runtime(ConsumerRebalanceListener):
                 if self.ready and monotonic - last_scan >= settings.trigger_scan_interval_s:
                     last_scan = monotonic
                     self.tick(time.time(), await self._behind_partitions())
-                if checkpoint.inputs >= settings.flush_max_records or (
-                    monotonic - last_commit >= settings.commit_interval_s and not checkpoint.empty
+                if flush_due(
+                    settings,
+                    since_flush_s=monotonic - last_commit,
+                    inputs=checkpoint.inputs,
+                    empty=checkpoint.empty,
+                    outputs=len(self.outbox),
+                    caught_up=fetched < settings.fetch_max_records,
                 ):
                     await checkpoint.commit(self.stores.values())
                     last_commit = time.monotonic()

@@ -429,3 +429,43 @@ async def test_assigned_partitions_are_restored_from_the_changelog(tmp_path: Pat
         assert second.ready
     finally:
         await second.close()
+
+
+def outputs_sent_at_each_fetch(runtime: Runtime) -> list[int]:
+    """How many outputs the producer had sent when each ``getmany`` was called."""
+    consumer, producer = runtime.consumer, runtime.producer
+    fetch = consumer.getmany
+    seen: list[int] = []
+
+    async def getmany(**kwargs):
+        seen.append(len(producer.sent))
+        return await fetch(**kwargs)
+
+    consumer.getmany = getmany
+    consumer.when_drained = runtime.stop
+    return seen
+
+
+async def test_a_caught_up_worker_sends_an_output_before_its_next_fetch_not_after_the_interval(runtime: Runtime):
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "output_linger_s": 0.0})
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    tp = record(runtime, viewed("m1", userId="u-1"))[0]
+    runtime.consumer.batches = [{tp: [consumer_record(tp.topic, tp.partition, 0, b"u-1", b"garbage")]}]
+    seen = outputs_sent_at_each_fetch(runtime)
+    await runtime.run()
+    assert seen == [0, 1]  # the dead letter went out right after the fetch that was not full
+    await runtime.close()
+
+
+async def test_a_full_fetch_keeps_its_outputs_for_the_interval(runtime: Runtime):
+    runtime.settings = runtime.settings.model_copy(
+        update={"commit_interval_s": 60.0, "output_linger_s": 0.0, "fetch_max_records": 1}
+    )
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    tp = record(runtime, viewed("m1", userId="u-1"))[0]
+    runtime.consumer.batches = [{tp: [consumer_record(tp.topic, tp.partition, 0, b"u-1", b"garbage")]}]
+    seen = outputs_sent_at_each_fetch(runtime)
+    await runtime.run()
+    assert seen == [0, 0]  # a backlog: the flush waits for the interval (or the record count)
+    assert [topic for topic, *_ in runtime.producer.sent] == [runtime.topics.deadletter]  # sent on close
+    await runtime.close()

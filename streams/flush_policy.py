@@ -1,0 +1,39 @@
+"""When the worker flushes (``Checkpoint.commit``): the trade between large transactions and fresh outputs.
+
+A flush makes everything processed since the last one durable and, with exactly-once, visible: outputs are
+held in the outbox until then, so the time to the next flush is part of every output's latency. Under a
+backlog, flushes follow the record count and ``commit_interval_s`` (few, large transactions: the
+throughput). Once the worker keeps up with its inputs, a fetch returns fewer records than it may, and an
+output waiting for the interval would only add latency: it is flushed at most ``output_linger_s`` after
+the previous flush (Kafka Streams' 100 ms commit interval under exactly-once plays that role there, for
+every load). Pure functions of the loop's counters, so the choice is tested without a broker.
+"""
+
+from __future__ import annotations
+
+from streams.settings import Settings
+
+FETCH_WAIT_MS = 100  # a fetch's longest wait for records when nothing is held back and no output waits
+HELD_BACK_FETCH_WAIT_MS = 10  # records held back for a lagging input are waited for with short fetches
+
+
+def flush_due(
+    settings: Settings, *, since_flush_s: float, inputs: int, empty: bool, outputs: int, caught_up: bool
+) -> bool:
+    """Whether to flush now: ``inputs`` records processed and ``outputs`` waiting since the flush
+    ``since_flush_s`` ago; ``empty``: nothing at all to commit; ``caught_up``: the last fetch was not full."""
+    if inputs >= settings.flush_max_records:
+        return True
+    if empty:
+        return False
+    if since_flush_s >= settings.commit_interval_s:
+        return True
+    return caught_up and outputs > 0 and since_flush_s >= settings.output_linger_s
+
+
+def fetch_wait_ms(settings: Settings, *, held_back: bool, outputs: int, since_flush_s: float) -> int:
+    """How long the next fetch may wait for records: not past the moment waiting outputs are due a flush."""
+    wait = HELD_BACK_FETCH_WAIT_MS if held_back else FETCH_WAIT_MS
+    if outputs:
+        wait = min(wait, max(0, round((settings.output_linger_s - since_flush_s) * 1000)))
+    return wait
