@@ -1,8 +1,8 @@
 """End-to-end latency at half load (issue 15, item 4): from an event's append to Kafka to its consequence
 on an output topic::
 
-    .venv/bin/python bench/latency_bench.py [--backlog-events 100000] [--live-seconds 60] [--load 0.5] \\
-        [--out bench/results/latency.json]
+    .venv/bin/python bench/latency_bench.py [--backlog-events 100000] [--backlog-kind generated|live] \\
+        [--live-seconds 60] [--load 0.5] [--out bench/results/latency.json]
 
 Clock: the broker's. The inbound topics and the output topics (``segments.changes``, ``triggers.*``) of
 the bench's deployment are set to ``message.timestamp.type=LogAppendTime``, so every record carries the
@@ -29,8 +29,12 @@ product. Consequences measured:
 Every live event is a new customer's: they cost the worker more than the backlog's (mostly known
 customers'; ``state_bench.py`` drains such traffic at less than half the backlog's rate), so ``--load``
 × the backlog's rate can exceed what the worker sustains for it, and the figures then measure a queue.
-``caught_up_s`` (seconds after the last send until the group has committed everything) shows it; give
-``--rate`` from ``state_bench.py``'s drain rate in that case.
+``caught_up_s`` (seconds after the last send until the group has committed everything) shows it; then
+use ``--backlog-kind live``: the backlog is new customers shaped like the live ones, so the sustained rate
+(and ``--load`` × it) is that of the traffic measured.
+
+Live customers carry a ``timezone`` trait where it is about 13:00 when the run starts (``daytime_zone``):
+the quiet hours guard would otherwise hold every trigger of a run made at night UTC until the morning.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from fleet import Deployment, Fleet, FleetRun, add_run_arguments, bench_main, dr
 from passthrough import steady_rate
 from pipeline_bench import (
     GroupLag,
+    Message,
     _route,
     build_workload,
     iso_now_ms,
@@ -72,10 +77,11 @@ def daytime_zone(now_s: float) -> str:
     return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
 
 
-def live_customer(index: int, timezone: str = "UTC") -> list[tuple[str, dict]]:
-    """The events of live customer ``index`` (without timestamps), in order; names for the JSON only."""
-    user_id = f"live-{index:07d}"
-    base = {"userId": user_id, "anonymousId": f"live-anon-{index:07d}"}
+def live_customer(index: int, timezone: str = "UTC", prefix: str = "live") -> list[tuple[str, dict]]:
+    """The events of live customer ``index`` (without timestamps), in order; names for the JSON only.
+    ``prefix`` names the ids (``live-…``: the customers whose latency is measured)."""
+    user_id = f"{prefix}-{index:07d}"
+    base = {"userId": user_id, "anonymousId": f"{prefix}-anon-{index:07d}"}
     product = {
         "product_id": f"sku-live-{index % 50}",
         "name": "Thing",
@@ -111,6 +117,19 @@ def live_customer(index: int, timezone: str = "UTC") -> list[tuple[str, dict]]:
 
 
 EVENTS_PER_LIVE_CUSTOMER = len(live_customer(0))
+
+
+def live_shaped_backlog(topics: TopicNames, events: int, gap: float, timezone: str) -> list[Message]:
+    """``--backlog-kind live``: about ``events`` events of new customers shaped like the live ones (ids
+    ``backlog-…``), stamped an hour ago, ``gap`` s apart per customer: its drain rate is the sustained rate
+    of the very traffic the live phase sends, so ``--load`` is a fraction of what the worker sustains for it."""
+    began = time.time() - 3600.0
+    messages = []
+    for index in range(max(1, events // EVENTS_PER_LIVE_CUSTOMER)):
+        for step, (_, payload) in enumerate(live_customer(index, timezone, prefix="backlog")):
+            stamped = dict(payload, timestamp=iso_now_ms(began + index * 0.01 + step * gap))
+            messages.append(_route(topics, stamped, orjson.dumps(stamped)))
+    return messages
 
 
 def live_schedule(rate: float, seconds: float, gap: float, timezone: str = "UTC") -> list[tuple[float, dict]]:
@@ -344,10 +363,14 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     inbound, outputs = list(deployment.topics.all_inbound), output_topics(deployment)
     set_log_append_time(bootstrap, inbound + outputs)
 
-    workload = build_workload(deployment.topics, args.backlog_events, None, args.seed)
-    backlog = len(workload.messages)
-    asyncio.run(load_backlog(bootstrap, workload.messages, args.partitions))
-    del workload
+    timezone = daytime_zone(time.time())
+    if args.backlog_kind == "live":
+        messages = live_shaped_backlog(deployment.topics, args.backlog_events, args.gap, timezone)
+    else:
+        messages = build_workload(deployment.topics, args.backlog_events, None, args.seed).messages
+    backlog = len(messages)
+    asyncio.run(load_backlog(bootstrap, messages, args.partitions))
+    del messages
     fleet = Fleet(deployment, 1, run.run_dir / "worker.log", cwd=run.run_dir / "src")
     run.fleets.append(fleet)
     drained = drain(fleet, backlog, broker_pid, bootstrap, timeout_s=300.0 + backlog / 200.0)
@@ -355,6 +378,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     rate = args.rate or args.load * sustained
     results["config"] = {
         "backlog_events": backlog,
+        "backlog_kind": args.backlog_kind,
         "partitions": args.partitions,
         "live_seconds": args.live_seconds,
         "gap_s": args.gap,
@@ -370,7 +394,6 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     input_starts, output_starts = end_offsets(bootstrap, inbound), end_offsets(bootstrap, outputs)
     run.tail = OutputTail(bootstrap, output_starts)
     run.tail.start()
-    timezone = daytime_zone(time.time())
     results["config"]["live_timezone"] = timezone
     schedule = live_schedule(rate, args.live_seconds, args.gap, timezone)
     results["live"] = asyncio.run(send_schedule(bootstrap, deployment.topics, schedule))
@@ -425,6 +448,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="a worker setting (streams/settings.py field name), repeatable; e.g. commit_interval_s=0.1",
+    )
+    parser.add_argument(
+        "--backlog-kind",
+        choices=("generated", "live"),
+        default="generated",
+        help="the backlog whose drain gives the sustained rate: the project's generated month (default), or new "
+        "customers shaped like the live traffic, so --load is a fraction of what the worker sustains for it",
     )
     parser.add_argument("--seed", type=int, default=1)
     add_run_arguments(parser, "latency")
