@@ -25,7 +25,14 @@ import core.profile_stage
 from core.profile_stage import KeyState, StagePolicy, step_key
 from core.rules.context import Context
 from core.segment_fields import profile_view
-from core.triggers.engine import DefinedTrigger, TriggerPolicy, TriggerStep, advance_triggers, untouched_wake
+from core.triggers.engine import (
+    DefinedTrigger,
+    TriggerPolicy,
+    TriggerStep,
+    advance_triggers,
+    quiet_event,
+    waiting_wake,
+)
 from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 from schemas.commands import ApplyEvent
@@ -76,7 +83,7 @@ def _checking(triggers: TriggerPolicy, compared: dict[str, int]):
 
     def checked(profile: Profile, **kwargs) -> TriggerStep:
         step = advance_triggers(profile, **kwargs)
-        full = advance_triggers(profile, **{**kwargs, "policy": reference, "before": None})
+        full = advance_triggers(profile, **{**kwargs, "policy": reference, "before": None, "settle_only": False})
         assert step == full
         at = kwargs["at"]
         for condition in conditions:
@@ -90,25 +97,44 @@ def _checking(triggers: TriggerPolicy, compared: dict[str, int]):
     return checked
 
 
-def _checking_wake(triggers: TriggerPolicy, compared: dict[str, int]):
-    """``untouched_wake`` that, when it answers, also runs the full evaluation and compares: the same profile,
-    nothing sent or recorded, the same wake-up. (Nothing is due then, so the forgetting time, which only the
-    decisions read and the profile stage passes to ``advance_triggers`` alone, does not matter.)"""
+def _checking_dispatch(triggers: TriggerPolicy, compared: dict[str, int]):
+    """``quiet_event`` and ``waiting_wake`` as the profile stage asks them (the second only after the first
+    said yes, for the same profile); when the pair answers, also the full evaluation, compared: the same
+    profile, nothing sent or recorded, the same wake-up. (Nothing is due then, so the forgetting time, which
+    only the decisions read and the profile stage passes to ``advance_triggers`` alone, does not matter.)
+    When ``waiting_wake`` does not answer, the call that follows (``settle_only``) is ``_checking``'s."""
     reference = _reference(triggers)
+    asked: dict = {}
 
-    def checked(profile: Profile, before: Profile | None, event, **kwargs) -> float | None:
-        wake = untouched_wake(profile, before, event, **kwargs)
+    def checked_quiet(profile: Profile, event, **kwargs) -> bool:
+        quiet = quiet_event(profile, event, **kwargs)
+        asked.clear()
+        if quiet:
+            asked.update(profile=profile, event=event, refreshed=kwargs["refreshed"])
+        return quiet
+
+    def checked_wake(profile: Profile, before: Profile | None, **kwargs) -> float | None:
+        assert asked["profile"] is profile  # asked only after quiet_event said yes for this profile
+        wake = waiting_wake(profile, before, **kwargs)
         if wake is not None:
-            at, refreshed = kwargs["at"], kwargs["refreshed"]
+            event, refreshed = asked["event"], asked["refreshed"]
             full = advance_triggers(
-                profile, event=event, at=at, refreshed=refreshed, forgotten_at=None, policy=reference, before=None
+                profile, event=event, at=kwargs["at"], refreshed=refreshed, forgotten_at=None, policy=reference
             )
             assert full.profile is profile
             assert full == TriggerStep(profile, due_at=wake)
             compared["untouched"] += 1
         return wake
 
-    return checked
+    return checked_quiet, checked_wake
+
+
+def _patch_stage(patch: pytest.MonkeyPatch, triggers: TriggerPolicy, compared: dict[str, int]) -> None:
+    """The profile stage's trigger calls replaced by the checking ones above."""
+    checked_quiet, checked_wake = _checking_dispatch(triggers, compared)
+    patch.setattr(core.profile_stage, "advance_triggers", _checking(triggers, compared))
+    patch.setattr(core.profile_stage, "quiet_event", checked_quiet)
+    patch.setattr(core.profile_stage, "waiting_wake", checked_wake)
 
 
 @compiled_stage
@@ -118,8 +144,7 @@ def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkey
     policy = worker if audiences else StagePolicy(triggers=worker.triggers, profile=worker.profile)
     assert policy.triggers is not None
     compared = dict.fromkeys(("steps", "untouched", "sent", "outcomes"), 0)
-    monkeypatch.setattr(core.profile_stage, "advance_triggers", _checking(policy.triggers, compared))
-    monkeypatch.setattr(core.profile_stage, "untouched_wake", _checking_wake(policy.triggers, compared))
+    _patch_stage(monkeypatch, policy.triggers, compared)
     states: dict[str, KeyState] = {}
     for key, command, now in commands:
         state = states.get(key) or KeyState(key=key)
@@ -150,8 +175,7 @@ def test_the_shortcuts_decide_as_the_full_evaluation_on_random_journeys(raw: lis
     played, _ = _script(raw, forget_at)
     assert STAGE.triggers is not None
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(core.profile_stage, "advance_triggers", _checking(STAGE.triggers, defaultdict(int)))
-        patch.setattr(core.profile_stage, "untouched_wake", _checking_wake(STAGE.triggers, defaultdict(int)))
+        _patch_stage(patch, STAGE.triggers, defaultdict(int))
         Journey(STAGE).play(*played)
 
 
