@@ -53,8 +53,8 @@ def record(path: Path, *, audiences: bool, customers: int, days: float) -> None:
 
     def recorded(profile, **kwargs):
         step = advance_triggers(profile, **kwargs)
-        # The stage's dispatch (``settle_only``) is not recorded: ``stage_call`` asks it again in the replaying tree.
-        calls.append((profile, {k: v for k, v in kwargs.items() if k not in {"policy", "settle_only"}}, step))
+        # The stage's dispatch (``quiet``) is not recorded: ``stage_call`` asks it again in the replaying tree.
+        calls.append((profile, {k: v for k, v in kwargs.items() if k not in {"policy", "quiet"}}, step))
         return step
 
     core.profile_stage.advance_triggers = recorded
@@ -69,7 +69,7 @@ def record(path: Path, *, audiences: bool, customers: int, days: float) -> None:
 
 def _dispatch_of_the_tree() -> str:
     """The profile stage's check before the call in this tree: ``quiet_event`` then ``waiting_wake`` (the call
-    told when both were asked), ``untouched_wake`` (trees before that), or none (the call alone)."""
+    told their answer), ``untouched_wake`` (trees before that), or none (the call alone)."""
     engine = core.triggers.engine
     if hasattr(engine, "quiet_event"):
         return "quiet_event and waiting_wake"
@@ -84,11 +84,12 @@ def stage_call(profile, policy, kwargs: dict):
     engine = core.triggers.engine
     dispatch = _dispatch_of_the_tree()
     if dispatch == "quiet_event and waiting_wake":
-        if engine.quiet_event(profile, kwargs["event"], refreshed=kwargs["refreshed"], policy=policy):
+        quiet = engine.quiet_event(profile, kwargs["event"], refreshed=kwargs["refreshed"], policy=policy)
+        if quiet:
             wake = engine.waiting_wake(profile, kwargs["before"], at=kwargs["at"], policy=policy)
             if wake is not None:
                 return TriggerStep(profile, due_at=wake)
-            return advance_triggers(profile, policy=policy, settle_only=True, **kwargs)
+        return advance_triggers(profile, policy=policy, quiet=quiet, **kwargs)
     elif dispatch == "untouched_wake":
         wake = engine.untouched_wake(
             profile,

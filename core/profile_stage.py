@@ -277,7 +277,7 @@ def _advance_triggers(
         forgotten_at=result.state.identity.forgotten_at,
         policy=policy,
         before=before,
-        settle_only=quiet,  # both asked above: the call goes straight to settling the waiting triggers
+        quiet=quiet,  # asked above (and, when quiet, the waiting triggers' wake-up): not asked again
     )
     due_at = _earliest(result.due_at, step.due_at)
     if step.profile is profile:

@@ -266,22 +266,25 @@ def advance_triggers(
     forgotten_at: float | None,
     policy: TriggerPolicy,
     before: Profile | None = None,
-    settle_only: bool = False,
+    quiet: bool | None = None,
 ) -> TriggerStep:
     """Run the trigger pipeline for one command of ``profile``'s key (see the module docstring).
 
     ``event``: the event just applied (None for a wake-up, a merge, a link); ``at``: the decision time;
     ``refreshed``: segments and scores were just re-evaluated (rule-only entries are checked then);
     ``before``: the profile before the event (exit rules on fields the event left alone are not re-run);
-    ``settle_only``: the caller (the profile stage) found the event quiet (``quiet_event``) and a waiting
-    trigger that may change (``waiting_wake`` None): the pass settles the waiting triggers at once, without
-    asking either again.
+    ``quiet``: ``quiet_event``'s answer when the caller (the profile stage) asked it already, and then, when
+    True, ``waiting_wake`` found a waiting trigger that may change: neither is asked again, the pass settles
+    the waiting triggers at once. None: ask them here.
     """
     pending_before = profile.pending_triggers
-    if settle_only or quiet_event(profile, event, refreshed=refreshed, policy=policy):
+    asked = quiet is not None
+    if not asked:
+        quiet = quiet_event(profile, event, refreshed=refreshed, policy=policy)
+    if quiet:
         if not pending_before:
             return TriggerStep(profile)  # nothing pending, and the event can enter nothing
-        if not settle_only:
+        if not asked:
             wake = waiting_wake(profile, before, at=at, policy=policy)
             if wake is not None:
                 return TriggerStep(profile, due_at=wake)  # the common case: pending, untouched, not due

@@ -83,7 +83,7 @@ def _checking(triggers: TriggerPolicy, compared: dict[str, int]):
 
     def checked(profile: Profile, **kwargs) -> TriggerStep:
         step = advance_triggers(profile, **kwargs)
-        full = advance_triggers(profile, **{**kwargs, "policy": reference, "before": None, "settle_only": False})
+        full = advance_triggers(profile, **{**kwargs, "policy": reference, "before": None, "quiet": None})
         assert step == full
         at = kwargs["at"]
         for condition in conditions:
@@ -102,7 +102,7 @@ def _checking_dispatch(triggers: TriggerPolicy, compared: dict[str, int]):
     said yes, for the same profile); when the pair answers, also the full evaluation, compared: the same
     profile, nothing sent or recorded, the same wake-up. (Nothing is due then, so the forgetting time, which
     only the decisions read and the profile stage passes to ``advance_triggers`` alone, does not matter.)
-    When ``waiting_wake`` does not answer, the call that follows (``settle_only``) is ``_checking``'s."""
+    The call that follows (told ``quiet``) is ``_checking``'s, compared with the full evaluation."""
     reference = _reference(triggers)
     asked: dict = {}
 
