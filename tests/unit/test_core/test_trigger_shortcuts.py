@@ -15,6 +15,7 @@ import dataclasses
 from collections import defaultdict
 
 import pytest
+from core_event_factory import T0, identify, page, shipped_triggers, track
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_trigger_kinds import STAGE
@@ -36,7 +37,8 @@ from core.triggers.engine import (
 from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 from schemas.commands import ApplyEvent
-from schemas.profile import Profile
+from schemas.profile import CartItem, Profile
+from schemas.triggers import PendingTrigger
 from streams.settings import Settings
 from streams.stage_config import stage_policy
 
@@ -155,6 +157,45 @@ def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkey
     assert compared["untouched"] > (0 if audiences else 10)
     assert compared["sent"] > 10
     assert compared["outcomes"] > compared["sent"]
+
+
+QUIET_CASES = [
+    ("a page view", page(T0 + 7200), False, {}, True),
+    ("a message event", track("Message Sent", T0 + 7200), False, {}, True),
+    ("an identify", identify(T0 + 7200), False, {}, True),
+    ("an entry event", track("Product Viewed", T0 + 7200), False, {}, False),
+    ("an exit event", track("Order Completed", T0 + 7200), False, {}, False),
+    ("a channel-withdrawing event", track("Unsubscribed", T0 + 7200), False, {}, False),
+    ("an identify on the suppression list", identify(T0 + 7200, suppressed=True), False, {"suppressed": True}, False),
+    ("a page view at a refresh (rule-only entries asked)", page(T0 + 7200), True, {}, False),
+    ("a wake-up (no event)", None, True, {}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("event", "refreshed", "traits", "quiet"), [c[1:] for c in QUIET_CASES], ids=[c[0] for c in QUIET_CASES]
+)
+def test_quiet_event_is_the_engines_own_quiet_path(event, refreshed, traits, quiet):
+    """``quiet_event`` (the one definition of an event that can touch no pending trigger) on a table of events,
+    and ``advance_triggers`` told its answer (as the profile stage tells it, a cart reminder due) answers as
+    when it asks itself, and as the full evaluation."""
+    triggers = shipped_triggers()
+    cart = (CartItem(product_id="p1", quantity=1, price=100, added_at=T0),)
+    pending = PendingTrigger(
+        kind="cart_abandonment", trigger_id="t1", entered_at=T0, last_entry_at=T0, due_at=T0 + 1800
+    )
+    profile = Profile(
+        customer_id="c1", user_id="u1", email_hash="e1", cart=cart, custom_traits=traits, pending_triggers=(pending,)
+    )
+    assert quiet_event(profile, event, refreshed=refreshed, policy=triggers) is quiet
+    at = T0 + 7200
+    kwargs = {"event": event, "at": at, "refreshed": refreshed, "forgotten_at": None, "before": profile}
+    if quiet:
+        assert waiting_wake(profile, profile, at=at, policy=triggers) is None  # due: the stage makes the call
+    told = advance_triggers(profile, policy=triggers, quiet=quiet, **kwargs)
+    assert told == advance_triggers(profile, policy=triggers, **kwargs)
+    assert told == advance_triggers(profile, policy=_reference(triggers), **{**kwargs, "before": None})
+    assert told.profile is not profile  # the due reminder was decided (sent, or another outcome recorded)
 
 
 # Journeys of the property tests, squeezed so that carts empty and checkouts and orders land while triggers
