@@ -78,19 +78,21 @@ def _dispatch_of_the_tree() -> str:
     return ""
 
 
+DISPATCH = _dispatch_of_the_tree()  # found once: a failed ``hasattr`` per call would cost the older trees more
+
+
 def stage_call(profile, policy, kwargs: dict):
     """What the profile stage asks for a recorded call: its check before the call (where the tree has one),
     the call itself only when that does not answer."""
     engine = core.triggers.engine
-    dispatch = _dispatch_of_the_tree()
-    if dispatch == "quiet_event and waiting_wake":
+    if DISPATCH == "quiet_event and waiting_wake":
         quiet = engine.quiet_event(profile, kwargs["event"], refreshed=kwargs["refreshed"], policy=policy)
         if quiet:
             wake = engine.waiting_wake(profile, kwargs["before"], at=kwargs["at"], policy=policy)
             if wake is not None:
                 return TriggerStep(profile, due_at=wake)
         return advance_triggers(profile, policy=policy, quiet=quiet, **kwargs)
-    elif dispatch == "untouched_wake":
+    if DISPATCH == "untouched_wake":
         wake = engine.untouched_wake(
             profile,
             kwargs["before"],
@@ -127,8 +129,7 @@ def replay(path: Path, *, repeats: int, by_path: bool = False) -> None:
                 stage_call(profile, policy, kwargs)
             best[index] = min(best[index], time.thread_time() - started)
     print(f"{len(calls)} calls, {different} answers differ from the recording")
-    dispatch = _dispatch_of_the_tree()
-    stage = f"{dispatch}, then advance_triggers" if dispatch else "advance_triggers"
+    stage = f"{DISPATCH}, then advance_triggers" if DISPATCH else "advance_triggers"
     print(f"{stage} {sum(best) / len(calls) * 1e6:.2f} us/call (thread CPU, best of {repeats} per chunk)")
     if by_path:
         print_paths(calls, policy, repeats)
