@@ -34,6 +34,7 @@ from core.triggers.engine import (
     quiet_event,
     waiting_wake,
 )
+from core.triggers.payload import JUST_BOUGHT_S, recommend
 from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 from schemas.commands import ApplyEvent
@@ -196,6 +197,46 @@ def test_quiet_event_is_the_engines_own_quiet_path(event, refreshed, traits, qui
     assert told == advance_triggers(profile, policy=triggers, **kwargs)
     assert told == advance_triggers(profile, policy=_reference(triggers), **{**kwargs, "before": None})
     assert told.profile is not profile  # the due reminder was decided (sent, or another outcome recorded)
+
+
+def _recommended_by_key(profile: Profile, exclude: set[str], at: float, count: int) -> tuple[str, ...]:
+    """The ranking as ``recommend`` wrote it before Round 7: the candidates sorted with a key function."""
+    in_cart = {item.product_id for item in profile.cart}
+    horizon = at - JUST_BOUGHT_S
+    candidates = [
+        (pid, viewed_at)
+        for pid, viewed_at in profile.recently_viewed
+        if pid not in exclude
+        and pid not in in_cart
+        and not (profile.product_purchases.get(pid) and profile.product_purchases[pid][-1] >= horizon)
+    ]
+    views = profile.product_views
+    ranked = sorted(candidates, key=lambda entry: (-views.get(entry[0], 0), -entry[1], entry[0]))
+    return tuple(pid for pid, _ in ranked[:count])
+
+
+_products = st.sampled_from(("p1", "p2", "p3", "p4", "p5"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    viewed=st.lists(st.tuples(_products, st.sampled_from((T0 - 50.0, T0 - 10.0, T0))), max_size=9),
+    views=st.dictionaries(_products, st.integers(0, 4)),
+    bought=st.dictionaries(_products, st.sampled_from((T0 - 40 * 86400.0, T0 - 86400.0))),
+    in_cart=st.lists(_products, max_size=2),
+    exclude=st.sets(_products, max_size=2),
+    count=st.integers(0, 6),
+)
+def test_recommend_ranks_as_the_key_sort(*, viewed, views, bought, in_cart, exclude, count):
+    """``recommend`` sorts each candidate as its own key tuple; the same products in the same order as the
+    key-function sort it replaced, ties (same views, same time) and repeated products included."""
+    cart = tuple(CartItem(product_id=pid, quantity=1, price=100, added_at=T0) for pid in in_cart)
+    purchases = {pid: [at] for pid, at in bought.items()}
+    profile = Profile(
+        customer_id="c1", recently_viewed=tuple(viewed), product_views=views, product_purchases=purchases, cart=cart
+    )
+    expected = _recommended_by_key(profile, exclude, T0, count) if count > 0 else ()
+    assert recommend(profile, exclude=exclude, at=T0, count=count) == expected
 
 
 # Journeys of the property tests, squeezed so that carts empty and checkouts and orders land while triggers
