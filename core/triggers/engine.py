@@ -257,7 +257,7 @@ class TriggerPolicy:
         return self.definitions.version
 
 
-def advance_triggers(
+def advance_triggers(  # noqa: PLR0912 - the per-event path in one function: a helper costs every entry event a call
     profile: Profile,
     *,
     event: Event | None,
@@ -291,7 +291,22 @@ def advance_triggers(
         # Nothing can enter: straight to the pass that settles the waiting triggers (a due one, an exit rule).
         work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, guardrails=policy.guardrails)
     else:
-        entered = _entered(policy, profile, event, before, at, refreshed=refreshed)
+        definitions = policy.definitions
+        name = event.event if event is not None and event.type == "track" else None
+        entering = definitions.by_entry_event.get(name, ()) if name is not None else ()
+        rule_only = definitions.rule_only if refreshed or event is None else ()
+        if not pending_before and not entering and not rule_only:
+            return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
+        withdrawing = event is not None and _withdraws(event, name, profile)
+        plain = event is not None and name not in definitions.exit_events and not withdrawing
+        if event is not None and not rule_only:
+            candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
+        else:
+            # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
+            # have brought purchases that move a predicted date (same episode) or start a new one.
+            renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
+            candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
+        entered = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
         if isinstance(entered, TriggerStep):
             return entered  # nothing entered, nothing else to do
         work = entered
@@ -340,30 +355,6 @@ def quiet_event(profile: Profile, event: Event | None, *, refreshed: bool, polic
     if event.type == "track":
         return event.event not in policy.reactive_events
     return event.type != "identify" or not on_suppression_list(profile)
-
-
-def _entered(
-    policy: TriggerPolicy, profile: Profile, event: Event | None, before: Profile | None, at: float, *, refreshed: bool
-) -> _Pass | TriggerStep:
-    """For an event that is not quiet (``quiet_event``), a refresh or a wake-up: the pass with the kinds it
-    may enter entered, or the answer when nothing entered and nothing else can change."""
-    definitions = policy.definitions
-    pending_before = profile.pending_triggers
-    name = event.event if event is not None and event.type == "track" else None
-    entering = definitions.by_entry_event.get(name, ()) if name is not None else ()
-    rule_only = definitions.rule_only if refreshed or event is None else ()
-    if not pending_before and not entering and not rule_only:
-        return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
-    withdrawing = event is not None and _withdraws(event, name, profile)
-    plain = event is not None and name not in definitions.exit_events and not withdrawing
-    if event is not None and not rule_only:
-        candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
-    else:
-        # Without an event (a wake-up, a merge) pending kinds with entry facts recompute them: a merge may
-        # have brought purchases that move a predicted date (same episode) or start a new one.
-        renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
-        candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
-    return _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
 
 
 def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has them
