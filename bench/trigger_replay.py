@@ -14,8 +14,9 @@ Run::
 
 Record in the "before" tree, replay in both (the pickle holds the profiles and events; the policy is
 rebuilt from default ``Settings`` in the replaying tree). Each call is replayed as the profile stage makes it:
-``untouched_wake`` first in trees that have it (an event that can touch no pending trigger is answered there;
-a tree that has it records only the calls it lets through), then ``advance_triggers``. ``--by-path`` also
+its check before the call first in trees that have one (``quiet_event`` and ``waiting_wake``, earlier
+``untouched_wake``: an event that can touch no pending trigger is answered there; a tree that has it records
+only the calls it lets through), then ``advance_triggers``. ``--by-path`` also
 prints where the time goes: the calls grouped by what their recorded answer did (sent, recorded another
 outcome, entered or renewed, left a pending trigger untouched, found nothing), each call's best of
 ``--repeats`` (``perf_counter``).
@@ -52,7 +53,8 @@ def record(path: Path, *, audiences: bool, customers: int, days: float) -> None:
 
     def recorded(profile, **kwargs):
         step = advance_triggers(profile, **kwargs)
-        calls.append((profile, {k: v for k, v in kwargs.items() if k != "policy"}, step))
+        # The stage's dispatch (``quiet``) is not recorded: ``stage_call`` asks it again in the replaying tree.
+        calls.append((profile, {k: v for k, v in kwargs.items() if k not in {"policy", "quiet"}}, step))
         return step
 
     core.profile_stage.advance_triggers = recorded
@@ -65,17 +67,33 @@ def record(path: Path, *, audiences: bool, customers: int, days: float) -> None:
     print(f"{len(calls)} advance_triggers calls recorded ({'audiences' if audiences else 'no audiences'})")
 
 
-def _untouched_wake_of_the_tree():
-    """The profile stage's check before the call (``untouched_wake``), in trees that have it, else None."""
-    return getattr(core.triggers.engine, "untouched_wake", None)
+def _dispatch_of_the_tree() -> str:
+    """The profile stage's check before the call in this tree: ``quiet_event`` then ``waiting_wake`` (the call
+    told their answer), ``untouched_wake`` (trees before that), or none (the call alone)."""
+    engine = core.triggers.engine
+    if hasattr(engine, "quiet_event"):
+        return "quiet_event and waiting_wake"
+    if hasattr(engine, "untouched_wake"):
+        return "untouched_wake"
+    return ""
+
+
+DISPATCH = _dispatch_of_the_tree()  # found once: a failed ``hasattr`` per call would cost the older trees more
 
 
 def stage_call(profile, policy, kwargs: dict):
-    """What the profile stage asks for a recorded call: ``untouched_wake`` first (where the tree has it), the
-    call itself only when that does not answer."""
-    untouched_wake = _untouched_wake_of_the_tree()
-    if untouched_wake is not None:
-        wake = untouched_wake(
+    """What the profile stage asks for a recorded call: its check before the call (where the tree has one),
+    the call itself only when that does not answer."""
+    engine = core.triggers.engine
+    if DISPATCH == "quiet_event and waiting_wake":
+        quiet = engine.quiet_event(profile, kwargs["event"], refreshed=kwargs["refreshed"], policy=policy)
+        if quiet:
+            wake = engine.waiting_wake(profile, kwargs["before"], at=kwargs["at"], policy=policy)
+            if wake is not None:
+                return TriggerStep(profile, due_at=wake)
+        return advance_triggers(profile, policy=policy, quiet=quiet, **kwargs)
+    if DISPATCH == "untouched_wake":
+        wake = engine.untouched_wake(
             profile,
             kwargs["before"],
             kwargs["event"],
@@ -111,7 +129,7 @@ def replay(path: Path, *, repeats: int, by_path: bool = False) -> None:
                 stage_call(profile, policy, kwargs)
             best[index] = min(best[index], time.thread_time() - started)
     print(f"{len(calls)} calls, {different} answers differ from the recording")
-    stage = "untouched_wake, then advance_triggers" if _untouched_wake_of_the_tree() else "advance_triggers"
+    stage = f"{DISPATCH}, then advance_triggers" if DISPATCH else "advance_triggers"
     print(f"{stage} {sum(best) / len(calls) * 1e6:.2f} us/call (thread CPU, best of {repeats} per chunk)")
     if by_path:
         print_paths(calls, policy, repeats)

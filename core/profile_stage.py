@@ -53,7 +53,7 @@ from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
 from core.stage_state import KeyState, StepResult
 from core.triggers.attribution import ATTRIBUTED_EVENTS, DEFAULT_WINDOW_S, attribute_event
-from core.triggers.engine import TriggerPolicy, advance_triggers, nothing_to_advance, untouched_wake
+from core.triggers.engine import TriggerPolicy, advance_triggers, nothing_to_advance, quiet_event, waiting_wake
 from schemas.commands import (
     AbsorbProfile,
     ApplyEvent,
@@ -263,10 +263,12 @@ def _advance_triggers(
     refreshed = refreshed or isinstance(command, WakeUp)
     if nothing_to_advance(profile, event, refreshed=refreshed, policy=policy):
         return result  # as advance_triggers would leave it: same profile, no wake-up of its own
-    wake = untouched_wake(profile, before, event, at=at, refreshed=refreshed, policy=policy)
-    if wake is not None:  # as advance_triggers would leave it: same profile, the waiting triggers' wake-up
-        due_at = _earliest(result.due_at, wake)
-        return result if due_at == result.due_at else msgspec.structs.replace(result, due_at=due_at)
+    quiet = quiet_event(profile, event, refreshed=refreshed, policy=policy)
+    if quiet:  # the event can touch no pending trigger: often none changes (half the calls of the workload)
+        wake = waiting_wake(profile, before, at=at, policy=policy)
+        if wake is not None:  # as advance_triggers would leave it: same profile, the waiting triggers' wake-up
+            due_at = _earliest(result.due_at, wake)
+            return result if due_at == result.due_at else msgspec.structs.replace(result, due_at=due_at)
     step = advance_triggers(
         profile,
         event=event,
@@ -275,6 +277,7 @@ def _advance_triggers(
         forgotten_at=result.state.identity.forgotten_at,
         policy=policy,
         before=before,
+        quiet=quiet,  # asked above (and, when quiet, the waiting triggers' wake-up): not asked again
     )
     due_at = _earliest(result.due_at, step.due_at)
     if step.profile is profile:

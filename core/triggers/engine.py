@@ -257,7 +257,7 @@ class TriggerPolicy:
         return self.definitions.version
 
 
-def advance_triggers(
+def advance_triggers(  # noqa: PLR0912 - the per-event path in one function: a helper costs every entry event a call
     profile: Profile,
     *,
     event: Event | None,
@@ -266,29 +266,39 @@ def advance_triggers(
     forgotten_at: float | None,
     policy: TriggerPolicy,
     before: Profile | None = None,
+    quiet: bool | None = None,
 ) -> TriggerStep:
     """Run the trigger pipeline for one command of ``profile``'s key (see the module docstring).
 
     ``event``: the event just applied (None for a wake-up, a merge, a link); ``at``: the decision time;
     ``refreshed``: segments and scores were just re-evaluated (rule-only entries are checked then);
-    ``before``: the profile before the event (exit rules on fields the event left alone are not re-run).
+    ``before``: the profile before the event (exit rules on fields the event left alone are not re-run);
+    ``quiet``: ``quiet_event``'s answer when the caller (the profile stage) asked it already, and then, when
+    True, ``waiting_wake`` found a waiting trigger that may change: neither is asked again, the pass settles
+    the waiting triggers at once. None: ask them here.
     """
-    definitions = policy.definitions
-    name = event.event if event is not None and event.type == "track" else None
-    entering = definitions.by_entry_event.get(name, ()) if name is not None else ()
-    rule_only = definitions.rule_only if refreshed or event is None else ()
     pending_before = profile.pending_triggers
-    if not pending_before and not entering and not rule_only:
-        return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
-    withdrawing = event is not None and _withdraws(event, name, profile)
-    plain = event is not None and name not in definitions.exit_events and not withdrawing
-    if plain and not entering and not rule_only:
-        quiet = _quiet_wake(profile, before, at, policy)
-        if quiet is not None:
-            return TriggerStep(profile, due_at=quiet)  # the common case: pending, untouched, not due
+    asked = quiet is not None
+    if not asked:
+        quiet = quiet_event(profile, event, refreshed=refreshed, policy=policy)
+    if quiet:
+        if not pending_before:
+            return TriggerStep(profile)  # nothing pending, and the event can enter nothing
+        if not asked:
+            wake = waiting_wake(profile, before, at=at, policy=policy)
+            if wake is not None:
+                return TriggerStep(profile, due_at=wake)  # the common case: pending, untouched, not due
         # Nothing can enter: straight to the pass that settles the waiting triggers (a due one, an exit rule).
         work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, guardrails=policy.guardrails)
     else:
+        definitions = policy.definitions
+        name = event.event if event is not None and event.type == "track" else None
+        entering = definitions.by_entry_event.get(name, ()) if name is not None else ()
+        rule_only = definitions.rule_only if refreshed or event is None else ()
+        if not pending_before and not entering and not rule_only:
+            return TriggerStep(profile)  # the per-event fast path: nothing pending, nothing to enter
+        withdrawing = event is not None and _withdraws(event, name, profile)
+        plain = event is not None and name not in definitions.exit_events and not withdrawing
         if event is not None and not rule_only:
             candidates = entering  # the usual case: no tuple to build, no kind to deduplicate
         else:
@@ -332,25 +342,19 @@ def nothing_to_advance(profile: Profile, event: Event | None, *, refreshed: bool
     return event is None or event.type != "track" or event.event not in definitions.by_entry_event
 
 
-def untouched_wake(
-    profile: Profile, before: Profile | None, event: Event | None, *, at: float, refreshed: bool, policy: TriggerPolicy
-) -> float | None:
-    """The wake-up time ``advance_triggers`` would answer, with ``profile`` unchanged and nothing sent, for
-    an event that can touch no pending trigger; None: it may touch one (make the call).
+def quiet_event(profile: Profile, event: Event | None, *, refreshed: bool, policy: TriggerPolicy) -> bool:
+    """Whether ``event`` can touch no pending trigger by itself: it enters nothing, exits nothing by name and
+    takes no channel away (``TriggerPolicy.reactive_events``; an identify may have put the customer on the
+    suppression list, as ``_withdraws`` reads it), and no rule-only entry is asked (no refresh, not a wake-up).
 
-    Such an event enters nothing, exits nothing by name and takes no channel away (``TriggerPolicy.reactive_
-    events``), no rule-only entry is asked (no refresh), and every pending trigger waits as it was, not due,
-    its exit rule reading no field the event changed (``_quiet_wake``). The profile stage asks this after
-    ``nothing_to_advance``: half the calls of the generated workload are such events, answered here without
-    the call, its pass and its step."""
+    Then only a waiting trigger that is due, or whose exit rule reads a field the event changed, can change
+    (``waiting_wake``). The one definition of the quiet path: the profile stage asks it before the call
+    (after ``nothing_to_advance``) and ``advance_triggers`` when its caller did not."""
     if event is None or (refreshed and policy.definitions.rule_only):
-        return None
+        return False
     if event.type == "track":
-        if event.event in policy.reactive_events:
-            return None
-    elif event.type == "identify" and on_suppression_list(profile):
-        return None  # ``_withdraws``: an identify may have put the customer on the suppression list
-    return _quiet_wake(profile, before, at, policy)
+        return event.event not in policy.reactive_events
+    return event.type != "identify" or not on_suppression_list(profile)
 
 
 def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has them
@@ -407,9 +411,9 @@ def _unchanged(
     when a waiting trigger may change."""
     if not profile.pending_triggers:
         return TriggerStep(profile)  # nothing entered, nothing pending
-    quiet = _quiet_wake(profile, before, at, policy)  # nothing entered: often nothing else to do
-    if quiet is not None:
-        return TriggerStep(profile, due_at=quiet)
+    wake = waiting_wake(profile, before, at=at, policy=policy)  # nothing entered: often nothing else to do
+    if wake is not None:
+        return TriggerStep(profile, due_at=wake)
     if work is not None:
         return work
     current = {p.kind: p for p in profile.pending_triggers}
@@ -544,9 +548,12 @@ class _Pass:
         return not open_channels(profile, rule.definition.channels, self.guardrails)
 
 
-def _quiet_wake(profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy) -> float | None:
-    """The next wake-up if an event that enters and exits nothing leaves every pending trigger as it was
-    (none due, no exit rule reading a changed field), else None (take the full path)."""
+def waiting_wake(profile: Profile, before: Profile | None, *, at: float, policy: TriggerPolicy) -> float | None:
+    """The next wake-up if an event that enters and exits nothing (``quiet_event``) leaves every pending
+    trigger as it was (none due, none re-timed, no exit rule reading a field the event changed), else None:
+    a waiting trigger may change (settle them). ``advance_triggers`` answers ``TriggerStep(profile,
+    due_at=...)`` then: the profile stage asks this itself, without the call, its pass and its step (half the
+    calls of the generated workload)."""
     waiting = profile.pending_triggers
     if before is None or before.pending_triggers is not waiting:
         return None

@@ -64,18 +64,20 @@ def recommend(profile: Profile, *, exclude: set[str], at: float, count: int) -> 
         return ()
     in_cart = {item.product_id for item in profile.cart} if profile.cart else ()
     purchases = profile.product_purchases
+    views = profile.product_views
     horizon = at - JUST_BOUGHT_S
-    candidates = []
+    # Each candidate as its own sort key (most viewed, then most recent, then the id): one plain tuple sort,
+    # no key function called per candidate (this runs for every message sent).
+    ranked = []
     for pid, viewed_at in profile.recently_viewed:  # only the viewed products' purchases are looked up
         if pid in exclude or pid in in_cart:
             continue
         times = purchases.get(pid)
         if times and times[-1] >= horizon:
             continue
-        candidates.append((pid, viewed_at))
-    views = profile.product_views
-    ranked = sorted(candidates, key=lambda entry: (-views.get(entry[0], 0), -entry[1], entry[0]))
-    return tuple(pid for pid, _ in ranked[:count])
+        ranked.append((-views.get(pid, 0), -viewed_at, pid))
+    ranked.sort()
+    return tuple(entry[2] for entry in ranked[:count])
 
 
 def _offer(definition: TriggerDefinition, trigger_id: str) -> dict[str, Fact]:

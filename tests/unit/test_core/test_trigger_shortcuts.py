@@ -15,6 +15,7 @@ import dataclasses
 from collections import defaultdict
 
 import pytest
+from core_event_factory import T0, identify, page, shipped_triggers, track
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_trigger_kinds import STAGE
@@ -25,11 +26,20 @@ import core.profile_stage
 from core.profile_stage import KeyState, StagePolicy, step_key
 from core.rules.context import Context
 from core.segment_fields import profile_view
-from core.triggers.engine import DefinedTrigger, TriggerPolicy, TriggerStep, advance_triggers, untouched_wake
+from core.triggers.engine import (
+    DefinedTrigger,
+    TriggerPolicy,
+    TriggerStep,
+    advance_triggers,
+    quiet_event,
+    waiting_wake,
+)
+from core.triggers.payload import JUST_BOUGHT_S, recommend
 from offline.generator import WorkloadConfig, generate_workload
 from offline.training import ReplayStats, customer_of, decode_lines, identity_map
 from schemas.commands import ApplyEvent
-from schemas.profile import Profile
+from schemas.profile import CartItem, Profile
+from schemas.triggers import PendingTrigger
 from streams.settings import Settings
 from streams.stage_config import stage_policy
 
@@ -76,7 +86,7 @@ def _checking(triggers: TriggerPolicy, compared: dict[str, int]):
 
     def checked(profile: Profile, **kwargs) -> TriggerStep:
         step = advance_triggers(profile, **kwargs)
-        full = advance_triggers(profile, **{**kwargs, "policy": reference, "before": None})
+        full = advance_triggers(profile, **{**kwargs, "policy": reference, "before": None, "quiet": None})
         assert step == full
         at = kwargs["at"]
         for condition in conditions:
@@ -90,25 +100,44 @@ def _checking(triggers: TriggerPolicy, compared: dict[str, int]):
     return checked
 
 
-def _checking_wake(triggers: TriggerPolicy, compared: dict[str, int]):
-    """``untouched_wake`` that, when it answers, also runs the full evaluation and compares: the same profile,
-    nothing sent or recorded, the same wake-up. (Nothing is due then, so the forgetting time, which only the
-    decisions read and the profile stage passes to ``advance_triggers`` alone, does not matter.)"""
+def _checking_dispatch(triggers: TriggerPolicy, compared: dict[str, int]):
+    """``quiet_event`` and ``waiting_wake`` as the profile stage asks them (the second only after the first
+    said yes, for the same profile); when the pair answers, also the full evaluation, compared: the same
+    profile, nothing sent or recorded, the same wake-up. (Nothing is due then, so the forgetting time, which
+    only the decisions read and the profile stage passes to ``advance_triggers`` alone, does not matter.)
+    The call that follows (told ``quiet``) is ``_checking``'s, compared with the full evaluation."""
     reference = _reference(triggers)
+    asked: dict = {}
 
-    def checked(profile: Profile, before: Profile | None, event, **kwargs) -> float | None:
-        wake = untouched_wake(profile, before, event, **kwargs)
+    def checked_quiet(profile: Profile, event, **kwargs) -> bool:
+        quiet = quiet_event(profile, event, **kwargs)
+        asked.clear()
+        if quiet:
+            asked.update(profile=profile, event=event, refreshed=kwargs["refreshed"])
+        return quiet
+
+    def checked_wake(profile: Profile, before: Profile | None, **kwargs) -> float | None:
+        assert asked["profile"] is profile  # asked only after quiet_event said yes for this profile
+        wake = waiting_wake(profile, before, **kwargs)
         if wake is not None:
-            at, refreshed = kwargs["at"], kwargs["refreshed"]
+            event, refreshed = asked["event"], asked["refreshed"]
             full = advance_triggers(
-                profile, event=event, at=at, refreshed=refreshed, forgotten_at=None, policy=reference, before=None
+                profile, event=event, at=kwargs["at"], refreshed=refreshed, forgotten_at=None, policy=reference
             )
             assert full.profile is profile
             assert full == TriggerStep(profile, due_at=wake)
             compared["untouched"] += 1
         return wake
 
-    return checked
+    return checked_quiet, checked_wake
+
+
+def _patch_stage(patch: pytest.MonkeyPatch, triggers: TriggerPolicy, compared: dict[str, int]) -> None:
+    """The profile stage's trigger calls replaced by the checking ones above."""
+    checked_quiet, checked_wake = _checking_dispatch(triggers, compared)
+    patch.setattr(core.profile_stage, "advance_triggers", _checking(triggers, compared))
+    patch.setattr(core.profile_stage, "quiet_event", checked_quiet)
+    patch.setattr(core.profile_stage, "waiting_wake", checked_wake)
 
 
 @compiled_stage
@@ -118,8 +147,7 @@ def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkey
     policy = worker if audiences else StagePolicy(triggers=worker.triggers, profile=worker.profile)
     assert policy.triggers is not None
     compared = dict.fromkeys(("steps", "untouched", "sent", "outcomes"), 0)
-    monkeypatch.setattr(core.profile_stage, "advance_triggers", _checking(policy.triggers, compared))
-    monkeypatch.setattr(core.profile_stage, "untouched_wake", _checking_wake(policy.triggers, compared))
+    _patch_stage(monkeypatch, policy.triggers, compared)
     states: dict[str, KeyState] = {}
     for key, command, now in commands:
         state = states.get(key) or KeyState(key=key)
@@ -130,6 +158,85 @@ def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkey
     assert compared["untouched"] > (0 if audiences else 10)
     assert compared["sent"] > 10
     assert compared["outcomes"] > compared["sent"]
+
+
+QUIET_CASES = [
+    ("a page view", page(T0 + 7200), False, {}, True),
+    ("a message event", track("Message Sent", T0 + 7200), False, {}, True),
+    ("an identify", identify(T0 + 7200), False, {}, True),
+    ("an entry event", track("Product Viewed", T0 + 7200), False, {}, False),
+    ("an exit event", track("Order Completed", T0 + 7200), False, {}, False),
+    ("a channel-withdrawing event", track("Unsubscribed", T0 + 7200), False, {}, False),
+    ("an identify on the suppression list", identify(T0 + 7200, suppressed=True), False, {"suppressed": True}, False),
+    ("a page view at a refresh (rule-only entries asked)", page(T0 + 7200), True, {}, False),
+    ("a wake-up (no event)", None, True, {}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("event", "refreshed", "traits", "quiet"), [c[1:] for c in QUIET_CASES], ids=[c[0] for c in QUIET_CASES]
+)
+def test_quiet_event_is_the_engines_own_quiet_path(event, refreshed, traits, quiet):
+    """``quiet_event`` (the one definition of an event that can touch no pending trigger) on a table of events,
+    and ``advance_triggers`` told its answer (as the profile stage tells it, a cart reminder due) answers as
+    when it asks itself, and as the full evaluation."""
+    triggers = shipped_triggers()
+    cart = (CartItem(product_id="p1", quantity=1, price=100, added_at=T0),)
+    pending = PendingTrigger(
+        kind="cart_abandonment", trigger_id="t1", entered_at=T0, last_entry_at=T0, due_at=T0 + 1800
+    )
+    profile = Profile(
+        customer_id="c1", user_id="u1", email_hash="e1", cart=cart, custom_traits=traits, pending_triggers=(pending,)
+    )
+    assert quiet_event(profile, event, refreshed=refreshed, policy=triggers) is quiet
+    at = T0 + 7200
+    kwargs = {"event": event, "at": at, "refreshed": refreshed, "forgotten_at": None, "before": profile}
+    if quiet:
+        assert waiting_wake(profile, profile, at=at, policy=triggers) is None  # due: the stage makes the call
+    told = advance_triggers(profile, policy=triggers, quiet=quiet, **kwargs)
+    assert told == advance_triggers(profile, policy=triggers, **kwargs)
+    assert told == advance_triggers(profile, policy=_reference(triggers), **{**kwargs, "before": None})
+    assert told.profile is not profile  # the due reminder was decided (sent, or another outcome recorded)
+
+
+def _recommended_by_key(profile: Profile, exclude: set[str], at: float, count: int) -> tuple[str, ...]:
+    """The ranking as ``recommend`` wrote it before Round 7: the candidates sorted with a key function."""
+    in_cart = {item.product_id for item in profile.cart}
+    horizon = at - JUST_BOUGHT_S
+    candidates = [
+        (pid, viewed_at)
+        for pid, viewed_at in profile.recently_viewed
+        if pid not in exclude
+        and pid not in in_cart
+        and not (profile.product_purchases.get(pid) and profile.product_purchases[pid][-1] >= horizon)
+    ]
+    views = profile.product_views
+    ranked = sorted(candidates, key=lambda entry: (-views.get(entry[0], 0), -entry[1], entry[0]))
+    return tuple(pid for pid, _ in ranked[:count])
+
+
+_products = st.sampled_from(("p1", "p2", "p3", "p4", "p5"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    viewed=st.lists(st.tuples(_products, st.sampled_from((T0 - 50.0, T0 - 10.0, T0))), max_size=9),
+    views=st.dictionaries(_products, st.integers(0, 4)),
+    bought=st.dictionaries(_products, st.sampled_from((T0 - 40 * 86400.0, T0 - 86400.0))),
+    in_cart=st.lists(_products, max_size=2),
+    exclude=st.sets(_products, max_size=2),
+    count=st.integers(0, 6),
+)
+def test_recommend_ranks_as_the_key_sort(*, viewed, views, bought, in_cart, exclude, count):
+    """``recommend`` sorts each candidate as its own key tuple; the same products in the same order as the
+    key-function sort it replaced, ties (same views, same time) and repeated products included."""
+    cart = tuple(CartItem(product_id=pid, quantity=1, price=100, added_at=T0) for pid in in_cart)
+    purchases = {pid: [at] for pid, at in bought.items()}
+    profile = Profile(
+        customer_id="c1", recently_viewed=tuple(viewed), product_views=views, product_purchases=purchases, cart=cart
+    )
+    expected = _recommended_by_key(profile, exclude, T0, count) if count > 0 else ()
+    assert recommend(profile, exclude=exclude, at=T0, count=count) == expected
 
 
 # Journeys of the property tests, squeezed so that carts empty and checkouts and orders land while triggers
@@ -150,8 +257,7 @@ def test_the_shortcuts_decide_as_the_full_evaluation_on_random_journeys(raw: lis
     played, _ = _script(raw, forget_at)
     assert STAGE.triggers is not None
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(core.profile_stage, "advance_triggers", _checking(STAGE.triggers, defaultdict(int)))
-        patch.setattr(core.profile_stage, "untouched_wake", _checking_wake(STAGE.triggers, defaultdict(int)))
+        _patch_stage(patch, STAGE.triggers, defaultdict(int))
         Journey(STAGE).play(*played)
 
 
