@@ -89,10 +89,13 @@ class PartitionGroup:
         self._changes += 1
         if not keys:
             self._emptied += 1
-        for record in records:
-            queue.append(record)
-            keys.append((record.timestamp, 0, tp.partition) if key_of is None else key_of(record))
-            self.buffered += 1
+        records = list(records)
+        queue.extend(records)
+        partition = tp.partition
+        keys.extend(
+            [(record.timestamp, 0, partition) for record in records] if key_of is None else map(key_of, records)
+        )
+        self.buffered += len(records)
 
     def take_run(self, tp: TopicPartition, at_ms: int, bound: OrderKey | None) -> list[ConsumerRecord]:
         """Records of ``tp``, its head first, while each goes before ``bound`` and before the heads of the
