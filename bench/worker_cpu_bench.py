@@ -25,9 +25,9 @@ the per-event glue.
 
 The garbage collector is set as the worker sets it (``streams.worker``: ``gc.freeze()`` of what is loaded, then
 ``GC_THRESHOLDS``), the generated backlog frozen with it: the worker never holds a backlog in memory, and with
-Python's default thresholds the collections of a drain scan it again and again (0.5 CPU-s of 2 repeats of
-30,000 events, ~9 µs per event, before branch ``runtime15``). ``--python-gc`` keeps Python's defaults (what
-this bench measured before).
+Python's default thresholds the collections scan it again and again (0.54 CPU-s of collections in a process
+running 2 repeats of 30,000 events, loading included, before branch ``runtime15``). ``--python-gc`` keeps
+Python's defaults (what this bench measured before).
 """
 
 from __future__ import annotations
