@@ -46,10 +46,15 @@ class InPlaceRouting:
     def applies(self, topic: str, partition: int, message_key: bytes | None, routing_key: bytes) -> bool:
         if message_key != routing_key:
             return False
+        return self.topic_applies(topic) and self._owner(routing_key) == partition
+
+    def topic_applies(self, topic: str) -> bool:
+        """Whether ``topic``'s messages may be applied in place at all (its partition count is the profile
+        stage's); ``applies`` then asks only the key's. The runtime asks once per run of a partition's records."""
         ok = self._topic_ok.get(topic)
         if ok is None:
             count = self._topic_partitions(topic)
             ok = count == self._owner.partitions
             if count is not None:  # unknown yet (no metadata): ask again next time, never remember "no"
                 self._topic_ok[topic] = ok
-        return ok and self._owner(routing_key) == partition
+        return ok

@@ -413,7 +413,7 @@ class Runtime(ConsumerRebalanceListener):
                 return
             stream_ms = self._process_commands(store, records, started_ms)
         else:
-            stream_ms = self._process_inbound(store, tp.partition, records, started_ms)
+            stream_ms = self._process_inbound(store, tp, records, started_ms)
         if stream_ms != started_ms:
             self._advance_stream_time(tp.partition, store, stream_ms)
         self.checkpoint.store_offset(tp, records[-1].offset + 1, len(records))
@@ -437,34 +437,41 @@ class Runtime(ConsumerRebalanceListener):
         return stream_ms
 
     def _process_inbound(
-        self, store: PartitionStore | None, partition: int, records: list[ConsumerRecord], stream_ms: int
+        self, store: PartitionStore | None, tp: TopicPartition, records: list[ConsumerRecord], stream_ms: int
     ) -> int:
-        """Inbound records, each at its event time (or the stream time, if later); the stream time reached."""
+        """Inbound records, each at its event time (or the stream time, if later); the stream time reached.
+
+        A record is applied in place when it is keyed and partitioned by its routing id and this worker holds
+        that partition, else re-keyed through ``profile-commands``. What holds for the whole run (the topic's
+        partition count, the store) is decided once here, so a record costs its own steps only."""
         on_error = self.errors.on_processing_error
+        ingest = self.stages.ingest
+        apply = self._apply
+        partition = tp.partition
+        in_place = self._in_place
+        in_place_store = store if in_place is not None and in_place.topic_applies(tp.topic) else None
+        owner = self._owners
+        now = stream_ms / 1000
         for record in records:
             if record.timestamp > stream_ms:
                 stream_ms = self._stream_ms[partition] = record.timestamp
+                now = stream_ms / 1000
                 if store is not None:
-                    self._fire_due(store, stream_ms / 1000)
+                    self._fire_due(store, now)
             try:
-                self._route(store, record, stream_ms / 1000)
+                key, command = ingest(record)
+                if in_place_store is not None and record.key == key and owner(key) == partition:
+                    apply(in_place_store, key, command, now, record)
+                else:
+                    self._rekey(store, key, command, now)
             except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
                 on_error(exc, record)
         return stream_ms
 
-    def _route(self, store: PartitionStore | None, record: ConsumerRecord, now: float) -> None:
-        """An inbound record: applied in place when it is keyed and partitioned by its routing id and this
-        worker holds that partition, else re-keyed through ``profile-commands``."""
-        key, command = self.stages.ingest(record)
-        if (
-            store is not None
-            and self._in_place is not None
-            and self._in_place.applies(record.topic, record.partition, record.key, key)
-        ):
-            self._apply(store, key, command, now, record)
-        else:
-            origin = Origin(round(now * 1000), 1, NO_SOURCE if store is None else store.partition)
-            self.outbox.send(self.topics.profile_commands, key, encode_command(command), origin_headers(origin))
+    def _rekey(self, store: PartitionStore | None, key: bytes, command: Command, now: float) -> None:
+        """An inbound record not applied in place: its command to ``profile-commands``, keyed by its routing id."""
+        origin = Origin(round(now * 1000), 1, NO_SOURCE if store is None else store.partition)
+        self.outbox.send(self.topics.profile_commands, key, encode_command(command), origin_headers(origin))
 
     def _apply(
         self,
@@ -480,18 +487,29 @@ class Runtime(ConsumerRebalanceListener):
         event of a linked id), before the next input: no round trip through Kafka. A command for another
         partition held here is applied in that partition's turn (its stream time moved to ``now`` first).
         A failing command does not stop the ones after it; the input is parked once, at its first failure.
-        Re-entrant: a partition's wake-ups fired on the way apply through their own queue."""
-        outer = (self._local, self._depth, self._now, self.outbox.partition)
-        local = self._local = deque([(store, key, command, None, depth)])
+        Re-entrant: a partition's wake-ups fired on the way apply through their own queue.
+
+        The first command is applied before the queue is looked at: most lead to none."""
+        outer_local, outer_depth, outer_now = self._local, self._depth, self._now
+        outbox = self.outbox
+        source = outbox.partition
+        local = self._local = deque()
+        self._depth = depth
+        self._now = now
         apply = self.stages.apply
         parked = record
         try:
+            try:
+                apply(store, key, command, now, self._forward)
+            except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
+                self.errors.on_processing_error(exc, parked, key)
+                parked = None
             while local:
                 store, key, command, origin, self._depth = local.popleft()
                 at = now
                 if origin is not None:  # decided in another partition's work
                     at = self._catch_up(store, now)
-                    self.outbox.partition = store.partition
+                    outbox.partition = store.partition
                 self._now = at
                 try:
                     apply(store, key, command, at, self._forward)
@@ -499,9 +517,10 @@ class Runtime(ConsumerRebalanceListener):
                     self.errors.on_processing_error(exc, parked, key)
                     parked = None
                 finally:
-                    self.outbox.partition = outer[3]
+                    outbox.partition = source
         finally:
-            self._local, self._depth, self._now, self.outbox.partition = outer
+            self._local, self._depth, self._now = outer_local, outer_depth, outer_now
+            outbox.partition = source
 
     def _forward(self, key: bytes, command: Command) -> None:
         """A command the stage addressed to ``key``: applied here when its partition is held here; with

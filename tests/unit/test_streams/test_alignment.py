@@ -213,3 +213,54 @@ def test_a_late_record_goes_at_its_partitions_stream_time():
         ("events.clickstream", 0, 5),  # processed at 40
         ("events.clickstream", 1, 45),
     ]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_worker_merge_hands_out_the_smallest_key_one_record_at_a_time(seed: int):
+    """Runs (``PartitionGroup.take_run``) give the order of picking, record by record, the smallest
+    ``(effective time, depth, deciding partition, input, partition)`` over every head, late records and
+    commands included."""
+    rng = random.Random(seed)
+    inputs = {0: (CLICKS, ORDERS, COMMANDS), 1: (CLICKS_1, COMMANDS_1)}
+    history: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for tps in inputs.values():
+        for tp in tps:
+            stamps = sorted(rng.randrange(200) for _ in range(rng.randint(0, 25)))
+            batch = [replace(r, partition=tp.partition) for r in records(tp, *stamps)]
+            if tp.topic == "profile-commands":  # decided at a time, depth and source of their own
+                batch = [
+                    replace(r, headers=origin_headers(Origin(r.timestamp, rng.randint(1, 3), rng.randint(0, 1))))
+                    for r in batch
+                ]
+            else:  # some stamped late: before records already in the input (processed at the stream time)
+                batch = [replace(r, timestamp=max(r.timestamp - rng.choice((0, 0, 0, 60)), 0)) for r in batch]
+            history[tp] = batch
+    start = {partition: rng.choice((NO_TIME, 50)) for partition in inputs}
+
+    groups = worker_groups()
+    for partition, tps in inputs.items():
+        for tp in tps:
+            if history[tp]:
+                groups[partition].add(tp, history[tp])
+    assert merged(groups, dict(start)) == _one_at_a_time(inputs, history, dict(start))
+
+
+def _one_at_a_time(inputs, history, stream_ms: dict[int, int]) -> list[tuple]:
+    queues = {tp: list(history[tp]) for tps in inputs.values() for tp in tps}
+    out = []
+    while any(queues.values()):
+        best = None
+        for partition, tps in inputs.items():
+            at_ms = stream_ms.get(partition, NO_TIME)
+            for index, tp in enumerate(tps):
+                if queues[tp]:
+                    origin = record_origin(queues[tp][0])
+                    raw = (queues[tp][0].timestamp, 0, partition) if tp.topic != "profile-commands" else origin
+                    key = (max(raw[0], at_ms), raw[1], raw[2], index, partition)
+                    if best is None or key < best[0]:
+                        best = (key, tp)
+        assert best is not None
+        record = queues[best[1]].pop(0)
+        out.append((record.topic, record.partition, record.timestamp))
+        stream_ms[record.partition] = max(stream_ms.get(record.partition, NO_TIME), record_origin(record).at_ms)
+    return out
