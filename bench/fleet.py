@@ -264,14 +264,18 @@ def drain(
     *,
     timeout_s: float,
     on_start: Callable[[Fleet], None] | None = None,
+    after_ready: Callable[[], object] | None = None,
 ) -> Drain:
-    """Start ``fleet`` (then call ``on_start``), wait until ready, then until ``target`` events are processed
-    and its group has committed the inbound and profile-commands topics to their end; CPU is counted from
-    ready to drained."""
+    """Start ``fleet`` (then call ``on_start``), wait until ready (then call ``after_ready``, e.g. to load the
+    backlog once every process holds its partitions), then until ``target`` events are processed and its
+    group has committed the inbound and profile-commands topics to their end; CPU is counted from ready to
+    drained."""
     fleet.start()
     if on_start is not None:
         on_start(fleet)
     ready_s = fleet.wait_ready(timeout_s)
+    if after_ready is not None:
+        after_ready()
     fleet_cpu, broker_cpu, machine = fleet.cpu_seconds(), cpu_seconds(broker_pid), machine_busy_seconds()
     topics = fleet.deployment.topics
     group_lag = GroupLag(bootstrap, fleet.deployment.app_id, (*topics.all_inbound, topics.profile_commands))

@@ -4,8 +4,11 @@
     .venv/bin/python bench/scale_bench.py [--events 1000000] [--processes 2] [--rounds 1] \\
         [--out bench/results/scale.json]
 
-Each drain gets its own deployment (topic prefix, app id, data dir) with the same backlog loaded into it,
-so every drain starts from the same state: an empty group, empty stores, N events waiting. Round r runs
+Each drain gets its own deployment (topic prefix, app id, data dir) and the same backlog, loaded once
+every process is ready: so every drain starts from the same state (empty stores, every process in the
+group holding its partitions) and measures the processes' steady share of the work, not a first process
+draining alone while a second joins (with the backlog loaded first, a 2-process drain was seen ready only
+after 43 % of it was processed, out of its CPU window). Round r runs
 1 then N processes when r is even, N then 1 when odd, so a slow spell of the shared machine does not
 always hit the same side. Per drain: sustained events/s (10–90 %, summed over the children's
 ``/metrics``), CPU of the workers (supervisor + children) and of the broker (``/proc/<pid>/stat``) from
@@ -41,11 +44,21 @@ def retarget(messages: list[Message], topics: TopicNames) -> list[Message]:
     return [Message(topics.prefix + m.topic, m.key, m.value) for m in messages]
 
 
-def measure(args: argparse.Namespace, run: Run, deployment: Deployment, processes: int, events: int) -> dict:
+def measure(args: argparse.Namespace, run: Run, deployment: Deployment, processes: int, backlog: list[Message]) -> dict:
     broker_pid = kafka_local.running_pid(run.broker)
     fleet = Fleet(deployment, processes, run.run_dir / f"workers-{deployment.app_id}.log", cwd=run.run_dir / "src")
     run.fleets.append(fleet)
-    result = drain(fleet, events, broker_pid, run.broker.broker_bootstrap, timeout_s=args.phase_timeout)
+    events = len(backlog)
+
+    def load() -> None:
+        loaded = asyncio.run(
+            load_backlog(run.broker.broker_bootstrap, retarget(backlog, deployment.topics), args.partitions)
+        )
+        log.info("loaded %d events (%.0f/s) for a %d-process drain", events, loaded["rate"], processes)
+
+    result = drain(
+        fleet, events, broker_pid, run.broker.broker_bootstrap, timeout_s=args.phase_timeout, after_ready=load
+    )
     fleet.stop()
     window = max(result.drained_s - result.ready_s, 1e-9)
     first = next((t for t, count in result.samples if count > 0), result.drained_s)
@@ -108,11 +121,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     runs = []
     for processes in order:
         deployment = make_deployment(run.broker, run.run_dir, args.partitions, triggers)
-        loaded = asyncio.run(
-            load_backlog(run.broker.broker_bootstrap, retarget(workload.messages, deployment.topics), args.partitions)
-        )
-        log.info("loaded %d events (%.0f/s) for a %d-process drain", events, loaded["rate"], processes)
-        runs.append(measure(args, run, deployment, processes, events))
+        runs.append(measure(args, run, deployment, processes, workload.messages))
         results["runs"] = runs
     del workload
 
