@@ -369,11 +369,19 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     else:
         messages = build_workload(deployment.topics, args.backlog_events, None, args.seed).messages
     backlog = len(messages)
-    asyncio.run(load_backlog(bootstrap, messages, args.partitions))
-    del messages
     fleet = Fleet(deployment, 1, run.run_dir / "worker.log", cwd=run.run_dir / "src")
     run.fleets.append(fleet)
-    drained = drain(fleet, backlog, broker_pid, bootstrap, timeout_s=300.0 + backlog / 200.0)
+    # Loaded once the worker is ready: a worker draining a waiting backlog answers /readyz late, and the
+    # work before that answer would be missing from the drain's CPU and rate.
+    drained = drain(
+        fleet,
+        backlog,
+        broker_pid,
+        bootstrap,
+        timeout_s=300.0 + backlog / 200.0,
+        after_ready=lambda: asyncio.run(load_backlog(bootstrap, messages, args.partitions)),
+    )
+    messages.clear()
     sustained = steady_rate(drained.samples, backlog)
     rate = args.rate or args.load * sustained
     results["config"] = {
