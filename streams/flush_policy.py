@@ -3,9 +3,8 @@
 A flush makes everything processed since the last one durable and, with exactly-once, visible: outputs are
 held in the outbox until then, so the time to the next flush is part of every output's latency. Under a
 backlog, flushes follow the record count and ``commit_interval_s`` (few, large transactions: the
-throughput). Once the worker keeps up with its inputs (the runtime's test: the last fetch was not full,
-no record is held back for event-time order, and the fetch responses' high watermarks show nothing more),
-an output waiting for the interval would only add latency: it is flushed at most ``output_linger_s`` after
+throughput). Once the worker keeps up with its inputs, a fetch returns fewer records than it may, and an
+output waiting for the interval would only add latency: it is flushed at most ``output_linger_s`` after
 the previous flush (Kafka Streams' 100 ms commit interval under exactly-once plays that role there, for
 every load). Pure functions of the loop's counters, so the choice is tested without a broker.
 """

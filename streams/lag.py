@@ -32,9 +32,8 @@ class LagGauges:
         self._timestamps: dict[tuple[str, int], float] = {}
         self._assignment: frozenset[tuple[str, int]] = frozenset()
 
-    def observe(self, consumer, batch: Mapping, stores: Iterable, now: float) -> int:
-        """Update the lag and wake-up gauges after one fetch (``batch``: the ``getmany`` result); return the
-        records behind over every assigned input partition (0: the worker has fetched all there was)."""
+    def observe(self, consumer, batch: Mapping, stores: Iterable, now: float) -> None:
+        """Update the lag and wake-up gauges after one fetch (``batch``: the ``getmany`` result)."""
         for tp, records in batch.items():
             if records:
                 last = records[-1]
@@ -46,7 +45,6 @@ class LagGauges:
             self._forget(self._assignment - assignment)
             metrics.assignment_changes.inc()
             self._assignment = assignment
-        total = 0
         for tp in assigned:
             key = (tp.topic, tp.partition)
             highwater = consumer.highwater(tp)
@@ -54,13 +52,11 @@ class LagGauges:
             if highwater is None or position is None:
                 continue  # nothing fetched from it yet: no figure rather than a wrong one
             behind = max(highwater - position, 0)
-            total += behind
             labels = (tp.topic, str(tp.partition))
             metrics.child(metrics.consumer_lag_records, *labels).set(behind)
             seconds = max(now - self._timestamps[key], 0.0) if behind else 0.0
             metrics.child(metrics.consumer_lag_seconds, *labels).set(seconds)
         metrics.oldest_wakeup_age_seconds.set(oldest_wakeup_age(stores, now))
-        return total
 
     def _forget(self, partitions: frozenset[tuple[str, int]]) -> None:
         for topic, partition in partitions:

@@ -252,7 +252,7 @@ class Runtime(ConsumerRebalanceListener):
                 else:
                     self._rewind(batch)
                 self._fetched = {}
-                behind = lag.observe_progress(self.consumer, batch, self.stores.values(), time.time())
+                lag.observe_progress(self.consumer, batch, self.stores.values(), time.time())
                 monotonic = time.monotonic()
                 if self.ready and monotonic - last_scan >= settings.trigger_scan_interval_s:
                     last_scan = monotonic
@@ -263,9 +263,7 @@ class Runtime(ConsumerRebalanceListener):
                     inputs=checkpoint.inputs,
                     empty=checkpoint.empty,
                     outputs=len(self.outbox),
-                    # Keeping up: the fetch was not full, nothing is held back for event-time order and the
-                    # last fetch responses had nothing more (while a backlog drains, one of them fails).
-                    caught_up=fetched < settings.fetch_max_records and not behind and not self._groups_buffered(),
+                    caught_up=fetched < settings.fetch_max_records,
                 ):
                     await checkpoint.commit(self.stores.values())
                     last_commit = time.monotonic()

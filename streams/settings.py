@@ -102,11 +102,11 @@ class Settings(BaseSettings):
     output_linger_s: float = Field(
         0.05,
         ge=0,
-        description="While the worker keeps up with its inputs (its last fetch was not full, held nothing back for "
-        "event-time order and left nothing more on the broker), longest time an output (trigger, segment change, "
-        "dead letter) waits for its flush: outputs are made visible at most this long after the previous flush "
-        "instead of waiting for `commit_interval_s`. Under a backlog flushes follow `commit_interval_s` and "
-        "`flush_max_records`, so transactions stay large. 0: a flush after every fetch that leaves outputs.",
+        description="While the worker keeps up with its inputs (a fetch returns fewer than `fetch_max_records`), "
+        "longest time an output (trigger, segment change, dead letter) waits for its flush: outputs are made "
+        "visible at most this long after the previous flush instead of waiting for `commit_interval_s`. Under a "
+        "backlog (full fetches) flushes follow `commit_interval_s` and `flush_max_records`, so transactions stay "
+        "large. 0: a flush after every fetch that leaves outputs.",
     )
     fetch_max_records: int = Field(5_000, ge=1, description="Most records taken from Kafka per fetch.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(

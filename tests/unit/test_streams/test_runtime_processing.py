@@ -469,17 +469,3 @@ async def test_a_full_fetch_keeps_its_outputs_for_the_interval(runtime: Runtime)
     assert seen == [0, 0]  # a backlog: the flush waits for the interval (or the record count)
     assert [topic for topic, *_ in runtime.producer.sent] == [runtime.topics.deadletter]  # sent on close
     await runtime.close()
-
-
-async def test_a_fetch_behind_the_high_watermark_keeps_its_outputs_for_the_interval(runtime: Runtime):
-    """A fetch that is not full while more records wait on the broker (a backlog in several fetch
-    responses): not keeping up, so no flush per fetch."""
-    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "output_linger_s": 0.0})
-    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
-    tp = record(runtime, viewed("m1", userId="u-1"))[0]
-    runtime.consumer.highwaters[tp] = 500  # the fetch response said 499 more records are there
-    runtime.consumer.batches = [{tp: [consumer_record(tp.topic, tp.partition, 0, b"u-1", b"garbage")]}]
-    seen = outputs_sent_at_each_fetch(runtime)
-    await runtime.run()
-    assert seen == [0, 0]
-    await runtime.close()
