@@ -44,9 +44,12 @@ class InPlaceRouting:
         self._topic_ok: dict[str, bool] = {}
 
     def applies(self, topic: str, partition: int, message_key: bytes | None, routing_key: bytes) -> bool:
-        if message_key != routing_key:
-            return False
-        return self.topic_applies(topic) and self._owner(routing_key) == partition
+        return self.key_applies(partition, message_key, routing_key) and self.topic_applies(topic)
+
+    def key_applies(self, partition: int, message_key: bytes | None, routing_key: bytes) -> bool:
+        """The message's half of ``applies``: keyed by its routing id and in the partition that id owns (the
+        runtime asks ``topic_applies`` once per run of a topic's records, this per message)."""
+        return message_key == routing_key and self._owner(routing_key) == partition
 
     def topic_applies(self, topic: str) -> bool:
         """Whether ``topic``'s messages may be applied in place at all (its partition count is the profile

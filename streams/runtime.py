@@ -450,7 +450,7 @@ class Runtime(ConsumerRebalanceListener):
         partition = tp.partition
         in_place = self._in_place
         in_place_store = store if in_place is not None and in_place.topic_applies(tp.topic) else None
-        owner = self._owners
+        key_applies = in_place.key_applies if in_place is not None else None
         now = stream_ms / 1000
         for record in records:
             if record.timestamp > stream_ms:
@@ -460,7 +460,7 @@ class Runtime(ConsumerRebalanceListener):
                     self._fire_due(store, now)
             try:
                 key, command = ingest(record)
-                if in_place_store is not None and record.key == key and owner(key) == partition:
+                if in_place_store is not None and key_applies is not None and key_applies(partition, record.key, key):
                     apply(in_place_store, key, command, now, record)
                 else:
                     self._rekey(store, key, command, now)
