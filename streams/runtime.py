@@ -487,23 +487,14 @@ class Runtime(ConsumerRebalanceListener):
         event of a linked id), before the next input: no round trip through Kafka. A command for another
         partition held here is applied in that partition's turn (its stream time moved to ``now`` first).
         A failing command does not stop the ones after it; the input is parked once, at its first failure.
-        Re-entrant: a partition's wake-ups fired on the way apply through their own queue.
-
-        The first command is applied before the queue is looked at: most lead to none."""
+        Re-entrant: a partition's wake-ups fired on the way apply through their own queue."""
         outer_local, outer_depth, outer_now = self._local, self._depth, self._now
         outbox = self.outbox
         source = outbox.partition
-        local = self._local = deque()
-        self._depth = depth
-        self._now = now
+        local = self._local = deque([(store, key, command, None, depth)])
         apply = self.stages.apply
         parked = record
         try:
-            try:
-                apply(store, key, command, now, self._forward)
-            except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
-                self.errors.on_processing_error(exc, parked, key)
-                parked = None
             while local:
                 store, key, command, origin, self._depth = local.popleft()
                 at = now
