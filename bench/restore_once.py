@@ -74,7 +74,7 @@ async def restore(args: argparse.Namespace, settings: Settings) -> dict:
     options = StoreOptions(
         block_cache_bytes=settings.rocksdb_block_cache_bytes,
         write_buffer_bytes=settings.rocksdb_write_buffer_bytes,
-        max_cached_keys=settings.state_cache_keys,
+        cache_bytes=settings.state_cache_bytes,
     )
     store_recovery = recovery.StoreRecovery(
         consumer, changelog_topic=args.topic, data_dir=settings.data_dir, options=options

@@ -134,7 +134,7 @@ class Runtime(ConsumerRebalanceListener):
         self.store_options = StoreOptions(
             block_cache_bytes=settings.rocksdb_block_cache_bytes,
             write_buffer_bytes=settings.rocksdb_write_buffer_bytes,
-            max_cached_keys=settings.state_cache_keys,
+            cache_bytes=settings.state_cache_bytes,
         )
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.checkpoint: Checkpoint

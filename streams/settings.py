@@ -75,15 +75,23 @@ class Settings(BaseSettings):
         "`http://worker-0.streamcdp-worker:6066` (empty: `http://WEB_HOST:WEB_PORT`; set it when binding `0.0.0.0`).",
     )
     rocksdb_block_cache_bytes: int = Field(
-        64 * 1024 * 1024,
-        description="RocksDB block cache per partition store.",
+        128 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="RocksDB memory of a worker, all its partition stores together: one block cache (data, index "
+        "and filter blocks) that the memtables are charged to as well.",
     )
-    rocksdb_write_buffer_bytes: int = Field(16 * 1024 * 1024, description="RocksDB memtable size per partition store.")
-    state_cache_keys: int = Field(
-        50_000,
-        ge=100,
-        description="Decoded keys kept in memory per partition store "
-        "(beyond it, clean ones are dropped after a flush).",
+    rocksdb_write_buffer_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="RocksDB memtables of a worker, all its partition stores together (part of "
+        "`STREAMCDP_ROCKSDB_BLOCK_CACHE_BYTES`).",
+    )
+    state_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Decoded state values a worker keeps in memory beyond those changed since the last flush, "
+        "counted by their encoded size (decoded they take about 3–4 times that), shared by its partition "
+        "stores; the oldest are dropped after a flush.",
     )
     restore_fetch_bytes: int = Field(
         16 * 1024 * 1024,

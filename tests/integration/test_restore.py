@@ -22,7 +22,7 @@ from streams.settings import Settings
 from streams.state_store import StoreOptions
 
 PARTITIONS = 2
-OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
+OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, cache_bytes=1 << 20)
 OFFSET_KEY = b"\xff changelog offset"
 
 

@@ -39,7 +39,7 @@ TOPICS = TopicNames(prefix="t1.")
 T0 = 1_764_000_000.0
 DELAY = 1800.0  # the shipped cart_abandonment's delay (config/triggers.yaml)
 POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"), triggers=TriggerPolicy(load_triggers()))
-OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
+OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, cache_bytes=1 << 20)
 
 PRIVACY = PiiPolicy(hash_key=b"test-secret")
 

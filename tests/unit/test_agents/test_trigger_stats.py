@@ -25,7 +25,7 @@ from streams.state_store import PartitionStore, StoreOptions
 TOPICS = TopicNames(prefix="t1.")
 T0 = 1_764_000_000.0
 POLICY = StagePolicy(profile=ProfilePolicy(pii_hash_key="test-secret"), attribution_window_s=3600.0)
-OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
+OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, cache_bytes=1 << 20)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from streams.settings import Settings
 from streams.state_store import PartitionStore, StoreOptions
 
 TOPIC = "app.state-changelog"
-OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=1000)
+OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, cache_bytes=1 << 20)
 OFFSET_KEY = b"\xff changelog offset"
 
 Changelog = list[tuple[bytes, bytes | None] | None]  # None: a transaction marker or an aborted record

@@ -12,7 +12,7 @@ from agents.store import Table
 from agents.tables import ALL_TABLES, IDENTITIES, PROFILES, SEGMENT_SIZES, WAKE_UPS
 from core.identity import KeyIdentity
 from schemas.profile import Profile
-from streams.state_store import PartitionStore, StoreOptions
+from streams.state_store import ENTRY_OVERHEAD_BYTES, PartitionStore, StoreOptions
 
 
 class CountingCodec:
@@ -42,9 +42,13 @@ class Stores:
         self.path = path
         self._open: list[PartitionStore] = []
 
-    def open(self, *, max_cached_keys: int = 1000) -> PartitionStore:
-        options = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, max_cached_keys=max_cached_keys)
-        store = PartitionStore(3, self.path, options)
+    def open(
+        self, *, cache_bytes: int = 1 << 20, options: StoreOptions | None = None, partition: int = 3
+    ) -> PartitionStore:
+        if options is None:
+            options = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, cache_bytes=cache_bytes)
+        path = self.path if partition == 3 else self.path.with_name(f"{self.path.name}-{partition}")
+        store = PartitionStore(partition, path, options)
         self._open.append(store)
         return store
 
@@ -56,6 +60,10 @@ class Stores:
         """Close ``store`` (dropping its cache) and open its RocksDB again, as a restarted worker does."""
         self.close(store)
         return self.open()
+
+    def reopen_with(self, store: PartitionStore, *, cache_bytes: int) -> PartitionStore:
+        self.close(store)
+        return self.open(cache_bytes=cache_bytes)
 
     def close_all(self) -> None:
         while self._open:
@@ -315,20 +323,64 @@ def test_items_after_a_persisted_delete(store: PartitionStore, text: Table):
 # --- eviction ----------------------------------------------------------------------------------------
 
 
-def test_persist_evicts_the_oldest_clean_values_down_to_max_cached_keys(stores: Stores, text: Table, codec):
-    store = stores.open(max_cached_keys=3)
+def entry_bytes(key: bytes, value: str) -> int:
+    """What a clean cached text value counts against the budget (tag + key, overhead, encoded value)."""
+    return 1 + len(key) + ENTRY_OVERHEAD_BYTES + len(value.encode())
+
+
+def test_persist_evicts_the_oldest_clean_values_down_to_the_budget(stores: Stores, text: Table, codec):
+    store = stores.open(cache_bytes=3 * entry_bytes(b"k0", "k0"))
     keys = [f"k{i}".encode() for i in range(10)]
     for key in keys:
         store.put(text, key, key.decode())
     flush(store, 0)
+    assert store.cached_bytes == 3 * entry_bytes(b"k0", "k0")
     assert [store.get(text, key) for key in keys[7:]] == ["k7", "k8", "k9"]
     assert not codec.decoded  # the three newest stayed cached
     assert [store.get(text, key) for key in keys[:7]] == [key.decode() for key in keys[:7]]
     assert sum(codec.decoded.values()) == 7  # the evicted ones were read back from RocksDB
 
 
+def test_reads_count_against_the_budget_and_a_flush_drops_the_oldest(stores: Stores, text: Table, codec):
+    store = stores.open()
+    keys = [f"k{i}".encode() for i in range(6)]
+    for key in keys:
+        store.put(text, key, key.decode())
+    flush(store, 0)
+    budget = 2 * entry_bytes(b"k0", "k0")
+    reader = stores.reopen_with(store, cache_bytes=budget)  # an empty cache over the same RocksDB
+    assert [reader.get(text, key) for key in keys] == [key.decode() for key in keys]
+    assert reader.get(text, b"missing") is None  # a missing value is cached (and counted) too
+    assert reader.cached_bytes == 6 * entry_bytes(b"k0", "k0") + 1 + len(b"missing") + ENTRY_OVERHEAD_BYTES
+    flush(reader, 1)
+    assert reader.cached_bytes <= budget
+    codec.decoded.clear()
+    assert [reader.get(text, key) for key in keys[:4]] == ["k0", "k1", "k2", "k3"]
+    assert sum(codec.decoded.values()) == 4  # the oldest reads were dropped
+
+
+def test_stores_of_one_worker_share_its_budget(stores: Stores, text: Table):
+    entry = entry_bytes(b"k0", "k0")
+    options = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20, cache_bytes=4 * entry)
+    first = stores.open(options=options, partition=3)
+    second = stores.open(options=options, partition=4)
+    for store in (first, second):
+        for i in range(5):
+            store.put(text, f"k{i}".encode(), f"k{i}")
+        flush(store, 0)
+    assert first.cached_bytes == second.cached_bytes == 2 * entry  # half of the budget each
+    stores.close(second)  # a partition revoked: its share goes to the store still open
+    for i in range(5, 9):
+        first.put(text, f"k{i}".encode(), f"k{i}")
+    flush(first, 1)
+    assert first.cached_bytes == 4 * entry
+    assert options.decoded_budget.open_stores == 1
+    stores.close(first)
+    assert options.decoded_budget.open_stores == 0
+
+
 def test_eviction_keeps_dirty_values(stores: Stores, text: Table):
-    store = stores.open(max_cached_keys=1)
+    store = stores.open(cache_bytes=1)
     for i in range(6):
         store.put(text, f"k{i}".encode(), f"v{i}")
     records = sorted(store.pending_records())
@@ -341,7 +393,7 @@ def test_eviction_keeps_dirty_values(stores: Stores, text: Table):
 
 
 def test_eviction_never_resurrects_a_deleted_value(stores: Stores, text: Table):
-    store = stores.open(max_cached_keys=1)
+    store = stores.open(cache_bytes=1)
     store.put(text, b"k1", "one")
     flush(store, 0)
     store.delete(text, b"k1")
