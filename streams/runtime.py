@@ -249,6 +249,7 @@ class Runtime(ConsumerRebalanceListener):
                 if generation == self._generation:
                     self._buffer(batch)
                     await self._process_aligned(time.monotonic())
+                    self._pause_full_inputs()
                 else:
                     self._rewind(batch)
                 self._fetched = {}
@@ -301,6 +302,22 @@ class Runtime(ConsumerRebalanceListener):
             if group is None:
                 group = self._groups[tp.partition] = self._new_group(tp.partition)
             group.add(tp, records)
+
+    def _pause_full_inputs(self) -> None:
+        """Pause fetching the inputs holding ``buffered_records_per_input`` records or more, resume the others.
+
+        What is held waits for an input behind it in event time; that input has nothing buffered, so it is
+        never paused and its records keep coming: the merge goes on and the paused inputs drain. Asked of the
+        consumer each time (a rebalance gives new partition states, unpaused)."""
+        limit = self.settings.buffered_records_per_input
+        full = {tp for group in self._groups.values() for tp, queue in group.queues.items() if len(queue) >= limit}
+        paused = self.consumer.paused()
+        if full != paused:
+            assigned = self.consumer.assignment()
+            if to_pause := (full - paused) & assigned:
+                self.consumer.pause(*to_pause)
+            if to_resume := (paused - full) & assigned:
+                self.consumer.resume(*to_resume)
 
     def _new_group(self, partition: int) -> PartitionGroup:
         """Partition ``partition``'s group: that partition of every assigned input topic, in topic order."""

@@ -136,6 +136,14 @@ class Settings(BaseSettings):
             "cannot be reached, a shorter one bounds the delay that adds."
         ),
     )
+    buffered_records_per_input: int = Field(
+        1_000,
+        ge=1,
+        description="Records of one input partition fetched and held for event-time order beyond which its fetching "
+        "is paused until they are processed (Kafka Streams' `buffered.records.per.partition`): without it, a "
+        "backlog whose topics are fetched unevenly would hold everything read ahead of the slowest input in "
+        "memory.",
+    )
     log_level: str = Field("info", description="Worker log level.")
     log_format: Literal["text", "json"] = Field(
         "text",

@@ -191,6 +191,11 @@ class FakeConsumer:
         self.positions: dict[TopicPartition, int] = {}
         self._coordinator = FakeGroupCoordinator("unit")
         self.stable_offsets: dict[TopicPartition, int] = {}  # what ``stable_committed`` answers
+        self.paused_partitions: set[TopicPartition] = set()
+        # Records of a batch for a paused partition: handed out, before anything later of it, once resumed.
+        self.withheld: dict[TopicPartition, list[ConsumerRecord]] = {}
+        self._idle_fetches = 0  # fetches in a row that returned nothing while records were withheld
+        self.withheld_records = 0  # how many records a pause held back, in all
 
     async def stable_committed(self, partitions, *, timeout_s: float) -> dict[TopicPartition, int]:
         self.calls.append("stable offsets")
@@ -219,10 +224,21 @@ class FakeConsumer:
     def last_stable_offset(self, tp: TopicPartition) -> int:
         return -1  # read_uncommitted, as aiokafka reports it
 
+    def pause(self, *tps: TopicPartition) -> None:
+        self.calls.append("pause " + " ".join(sorted(f"{tp.topic}-{tp.partition}" for tp in tps)))
+        self.paused_partitions.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.calls.append("resume " + " ".join(sorted(f"{tp.topic}-{tp.partition}" for tp in tps)))
+        self.paused_partitions.difference_update(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_partitions)
+
     async def getmany(self, *, timeout_ms: int, max_records: int):
         await asyncio.sleep(0)
-        if self.batches:
-            batch = self.batches.pop(0)
+        if self.batches or self.withheld:
+            batch = self._unpaused(self.batches.pop(0) if self.batches else {})
             for tp, records in batch.items():
                 if records:
                     self.highwaters[tp] = max(self.highwaters.get(tp, 0), records[-1].offset + 1)
@@ -231,6 +247,21 @@ class FakeConsumer:
             return batch
         self.when_drained()
         return {}
+
+    def _unpaused(self, scripted: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, list]:
+        """The records a fetch returns: what was withheld for partitions resumed since, then the scripted batch
+        without its paused partitions' records (withheld in order). A run that withholds records for good (its
+        loop never resumes a partition) fails here instead of spinning."""
+        batch = {tp: self.withheld.pop(tp) for tp in list(self.withheld) if tp not in self.paused_partitions}
+        for tp, records in scripted.items():
+            if tp in self.paused_partitions or tp in self.withheld:
+                self.withheld.setdefault(tp, []).extend(records)
+                self.withheld_records += len(records)
+            else:
+                batch.setdefault(tp, []).extend(records)
+        self._idle_fetches = 0 if any(batch.values()) else self._idle_fetches + 1
+        assert self._idle_fetches < 1000, f"records withheld for good: {sorted(self.withheld)}"
+        return batch
 
     async def end_offsets(self, tps) -> dict[TopicPartition, int]:
         """A ``ListOffsets`` answer: the preset high watermark (nothing on the broker without one)."""
