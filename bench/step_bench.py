@@ -21,10 +21,14 @@ rarely all five), in thread CPU time (what other processes take of the cores doe
 ``--by-path`` (after the two numbers): instead, the trigger stage's own calls (``_advance_triggers``, without
 audiences) over the timed events, each call's best of 5 (``perf_counter``), grouped by what the call did
 (nothing to do, only the wake-up changed, an entry or renewal, another outcome, a send) and by event name.
-``--in-context``: instead, ``step_key`` without audiences three ways, interleaved chunk by chunk: with
-triggers, with the trigger stage's answers looked up (recorded in a first run: the same states, no engine),
-and without triggers; the first minus the second is the stage in the step's context, the second minus the
-third what the rest of the step costs more on the profiles the triggers change.
+``--in-context``: instead, ``step_key`` without audiences four ways, interleaved chunk by chunk: with
+triggers; with the trigger stage's answers looked up (recorded in a first run); without the stage, from the
+profiles the triggers left after the warm-up (their trigger state carried, the attribution of responses run,
+nothing advanced); and without triggers. The first minus the third is the stage in the step's context, the third
+minus the fourth what the rest of the step costs more on the profiles the triggers leave. (Round 7 took the
+second for the third: the looked-up answers carry the recording run's profiles from event to event, and the rest
+of the step runs slower on those, 2–3 µs/event, see Round 8 in bench/README.md: that was no cost of the stage's
+state.)
 """
 
 from __future__ import annotations
@@ -186,7 +190,8 @@ def print_stage_paths(warm, timed) -> None:
 
 
 def print_in_context(warm, timed) -> None:
-    """``--in-context``: the trigger stage's share of ``step_key`` with its answers computed and looked up."""
+    """``--in-context``: the trigger stage's share of ``step_key``, and what the rest of the step costs more on the
+    profiles the triggers leave."""
     policy = stage_policy(Settings())
     bare = StagePolicy(profile=policy.profile)
     plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
@@ -204,10 +209,19 @@ def print_in_context(warm, timed) -> None:
     core.profile_stage._advance_triggers = recording
     try:
         run(timed, dict(warmed), plain)
-        states: list[dict[str, KeyState]] = [{}, {}, {}]
-        starts = (warmed, warmed, warmed_bare)
+        # With triggers; their answers looked up; no trigger stage from the profiles the triggers left after the
+        # warm-up (pending triggers, history and sends carried, attribution run, nothing advanced); no triggers.
+        ways = (
+            (advance, plain, warmed),
+            (looked_up, plain, warmed),
+            (advance, bare, warmed),
+            (advance, bare, warmed_bare),
+        )
+        states: list[dict[str, KeyState]] = [{} for _ in ways]
 
-        def measure(which: int, stage, policy_: StagePolicy) -> Callable[[list], None]:
+        def measure(which: int) -> Callable[[list], None]:
+            stage, policy_, _ = ways[which]
+
             def measured(chunk: list) -> None:
                 core.profile_stage._advance_triggers = stage
                 run(chunk, states[which], policy_)
@@ -217,23 +231,23 @@ def print_in_context(warm, timed) -> None:
         def restart(which: int) -> Callable[[], None]:
             def restarted() -> None:
                 states[which].clear()
-                states[which].update(starts[which])
+                states[which].update(ways[which][2])
 
             return restarted
 
-        computed, memoised, untriggered = paired_best_us(
-            (measure(0, advance, plain), measure(1, looked_up, plain), measure(2, advance, bare)),
-            timed,
-            (restart(0), restart(1), restart(2)),
+        computed, memoised, carried, untriggered = paired_best_us(
+            tuple(measure(which) for which in range(len(ways))), timed, tuple(restart(w) for w in range(len(ways)))
         )
     finally:
         core.profile_stage._advance_triggers = advance
     print(f"{len(timed)} timed events, step_key without audiences, best of {REPEATS} per chunk of {CHUNK}, thread CPU")
-    print(f"  with triggers                               {computed:6.1f} µs/event")
-    print(f"  with the trigger stage's answers looked up  {memoised:6.1f} µs/event")
-    print(f"  without triggers                            {untriggered:6.1f} µs/event")
-    print(f"  the trigger stage in context                {computed - memoised:6.1f} µs/event")
-    print(f"  the rest of the step, more with triggers    {memoised - untriggered:6.1f} µs/event")
+    print(f"  with triggers                                     {computed:6.1f} µs/event")
+    print(f"  with the trigger stage's answers looked up        {memoised:6.1f} µs/event")
+    print(f"  without the stage, on the profiles triggers leave {carried:6.1f} µs/event")
+    print(f"  without triggers                                  {untriggered:6.1f} µs/event")
+    print(f"  the trigger stage in context                      {computed - carried:6.1f} µs/event")
+    print(f"  the rest of the step, more on those profiles      {carried - untriggered:6.1f} µs/event")
+    print(f"  the looked-up answers, more than no stage         {memoised - carried:6.1f} µs/event")
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from core.shop_catalog import CATALOG
 from schemas.errors import ConfigError
 
@@ -38,9 +40,9 @@ class ConsumableCatalog:
         return self.cycle_days_by_category.get(self.category_of(product_id))
 
 
-@dataclass(frozen=True)
-class Replenishment:
-    """The expected next purchase of one consumable by one customer."""
+class Replenishment(msgspec.Struct, frozen=True):
+    """The expected next purchase of one consumable by one customer (a struct: the trigger stage builds one on
+    every order, a frozen dataclass costs several times more to build)."""
 
     product_id: str
     category: str
@@ -65,25 +67,35 @@ def purchase_intervals(timestamps: Iterable[float]) -> list[float]:
     return gaps
 
 
+def next_purchase(timestamps: Sequence[float], default_days: float) -> tuple[float, float, int]:
+    """The prediction for one consumable bought at ``timestamps`` (seconds, not empty) whose catalog cycle is
+    ``default_days``: ``(last purchase, expected interval in seconds, purchases counted)``. Two or more purchases
+    counted (``MIN_INTERVAL_S`` apart): the median of their intervals; one: the catalog cycle. The one
+    definition both ``predict_product`` and ``soonest_replenishment`` predict with."""
+    gaps = purchase_intervals(timestamps)
+    interval_s = statistics.median(gaps) if gaps else default_days * DAY_S
+    return max(timestamps), interval_s, len(gaps) + 1
+
+
 def predict_product(product_id: str, timestamps: Sequence[float], catalog: ConsumableCatalog) -> Replenishment | None:
     """The next expected purchase of one consumable, or None (not a consumable, or never bought)."""
     default = catalog.default_cycle_days(product_id)
     if default is None or not timestamps:
         return None
-    gaps = purchase_intervals(timestamps)
-    if gaps:
-        interval_s, basis = statistics.median(gaps), "own"
-    else:
-        interval_s, basis = default * DAY_S, "catalog"
-    last = max(timestamps)
+    return _replenishment(product_id, catalog, *next_purchase(timestamps, default))
+
+
+def _replenishment(
+    product_id: str, catalog: ConsumableCatalog, last: float, interval_s: float, purchases: int
+) -> Replenishment:
     return Replenishment(
         product_id=product_id,
         category=catalog.category_of(product_id),
         last_purchase_at=last,
         interval_days=interval_s / DAY_S,
         expected_at=last + interval_s,
-        basis=basis,
-        purchases=len(gaps) + 1,
+        basis="own" if purchases > 1 else "catalog",
+        purchases=purchases,
     )
 
 
@@ -102,6 +114,29 @@ def predict_replenishment(
         if prediction is not None:
             predictions[product_id] = prediction
     return predictions
+
+
+def soonest_replenishment(
+    product_purchases: Mapping[str, Sequence[float]], catalog: ConsumableCatalog | None
+) -> Replenishment | None:
+    """The consumable expected soonest (of two at the same time, the smaller product id): the first of
+    ``predict_replenishment``'s predictions by ``(expected_at, product_id)``, or None. Builds the record of
+    that one only (the trigger stage asks this on every order)."""
+    if catalog is None:
+        return None
+    soonest: tuple[float, str] | None = None
+    prediction: tuple[float, float, int] = (0.0, 0.0, 0)
+    for product_id, timestamps in product_purchases.items():
+        if not isinstance(timestamps, (list, tuple)) or not timestamps:
+            continue
+        default = catalog.default_cycle_days(product_id)
+        if default is None:
+            continue
+        last, interval_s, purchases = next_purchase([float(t) for t in timestamps], default)
+        candidate = (last + interval_s, product_id)
+        if soonest is None or candidate < soonest:
+            soonest, prediction = candidate, (last, interval_s, purchases)
+    return None if soonest is None else _replenishment(soonest[1], catalog, *prediction)
 
 
 def due_replenishments(

@@ -19,7 +19,7 @@ from typing import Any
 
 from core.profile.bounded import clipped_id, clipped_text, product_id_of
 from core.profile.policy import MAX_TEXT_BYTES, MAX_URL_BYTES
-from core.replenishment import ConsumableCatalog, predict_replenishment
+from core.replenishment import ConsumableCatalog, soonest_replenishment
 from schemas.events import Event
 from schemas.profile import Profile
 from schemas.triggers import Fact, PendingTrigger
@@ -104,10 +104,9 @@ def _not_added_nor_bought(profile: Profile, pending: PendingTrigger, params: Par
 def _soonest_replenishment(profile: Profile, consumables: ConsumableCatalog | None) -> Facts | None:
     if consumables is None or not profile.product_purchases:
         return None
-    predictions = predict_replenishment(profile.product_purchases, consumables)
-    if not predictions:
+    soonest = soonest_replenishment(profile.product_purchases, consumables)
+    if soonest is None:
         return None
-    soonest = min(predictions.values(), key=lambda p: (p.expected_at, p.product_id))
     return {
         "product_id": soonest.product_id,
         "category": soonest.category,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.replenishment import (
     ConsumableCatalog,
@@ -10,6 +12,7 @@ from core.replenishment import (
     due_replenishments,
     predict_replenishment,
     purchase_intervals,
+    soonest_replenishment,
 )
 from schemas.errors import ConfigError
 
@@ -58,6 +61,39 @@ def test_due_lists_soonest_first() -> None:
         "litter-10l",
         "food-12kg",
     ]
+
+
+# Histories over the catalog's product, category and unknown products: a purchase at most 60 days after T0,
+# on whole hours or a minute apart (split orders, ties in expected time between products).
+_times = st.lists(
+    st.integers(0, 60 * 24).map(lambda h: T0 + h * 3600.0) | st.integers(0, 5).map(lambda m: T0 + m * 60.0)
+)
+_histories = st.dictionaries(
+    st.sampled_from(["food-12kg", "litter-10l", "tent", "litter-5l"]), _times | _times.map(tuple), max_size=4
+)
+_TIED_CATALOG = ConsumableCatalog(
+    cycle_days_by_product={"food-12kg": 14.0},
+    cycle_days_by_category={"cat-litter": 14.0},
+    category_by_product={"food-12kg": "dog-food", "litter-10l": "cat-litter", "litter-5l": "cat-litter"},
+)
+
+
+@given(_histories, st.sampled_from([CATALOG, _TIED_CATALOG]))
+def test_soonest_is_the_first_of_all_predictions(purchases: dict, catalog: ConsumableCatalog) -> None:
+    predictions = predict_replenishment(purchases, catalog)
+    expected = min(predictions.values(), key=lambda p: (p.expected_at, p.product_id)) if predictions else None
+    assert soonest_replenishment(purchases, catalog) == expected
+
+
+def test_soonest_of_two_due_together_is_the_smaller_product_id() -> None:
+    purchases = {"litter-10l": (T0,), "food-12kg": (T0,)}  # both due at T0 + 14 days
+    soonest = soonest_replenishment(purchases, _TIED_CATALOG)
+    assert soonest is not None and soonest.product_id == "food-12kg" and soonest.expected_at == T0 + 14 * DAY
+
+
+def test_soonest_without_a_catalog_or_purchases() -> None:
+    assert soonest_replenishment({"food-12kg": (T0,)}, None) is None
+    assert soonest_replenishment({"tent": (T0,), "food-12kg": ()}, CATALOG) is None
 
 
 def test_inputs_are_not_mutated() -> None:
