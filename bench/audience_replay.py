@@ -27,12 +27,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import core.profile_stage
 from core.audiences import refresh_audiences
 from core.profile_stage import KeyState, StagePolicy, step_key
-from step_bench import keyed_commands
 from streams.settings import Settings
 from streams.stage_config import stage_policy
 
@@ -41,6 +39,9 @@ CHUNK = 250
 
 def run_workload(policy: StagePolicy, customers: int, days: float) -> list:
     """Every ``step_key`` result of the workload, in order (each key's state carried as the worker does)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from step_bench import keyed_commands
+
     states: dict[str, KeyState] = {}
     results = []
     for key, command, now in keyed_commands(customers, days):
