@@ -244,14 +244,15 @@ class _ViewPlan:
 @functools.lru_cache(maxsize=64)
 def _view_plan(cls: Any, fields: frozenset[str]) -> _ViewPlan:
     """For a record type and wanted keys: which fields may be taken as stored, which rendered, the traits."""
-    types = {field.name: field.type for field in msgspec.inspect.type_info(cls).fields}
+    info = msgspec.inspect.type_info(cls)
+    types = {field.name: field.type for field in info.fields} if isinstance(info, msgspec.inspect.StructType) else {}
     wanted = [
         (name, encoded)
         for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
         if encoded in fields
     ]
-    stored = [(name, encoded) for name, encoded in wanted if _stored_as_viewed(types[name])]
-    rendered = [(name, encoded) for name, encoded in wanted if not _stored_as_viewed(types[name])]
+    stored = [(name, encoded) for name, encoded in wanted if name in types and _stored_as_viewed(types[name])]
+    rendered = [pair for pair in wanted if pair not in stored]
     traits = tuple(trait for trait in VIEW_TRAITS if trait.name in fields) if issubclass(cls, Profile) else ()
     return _ViewPlan(
         stored=tuple(encoded for _, encoded in stored),
