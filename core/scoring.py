@@ -72,14 +72,11 @@ _DAYS_SINCE_FIRST_SEEN = TRAITS["days_since_first_seen"].fn
 
 
 def _reader(obj: Any) -> Callable[[str, Any], Any]:
-    """``lambda name, default: <field of the record or view>``, with the record-or-view choice made once."""
-    if is_mapping_type(type(obj)):
+    """``lambda name, default: <field of the record or view>``, with the record-or-view choice made once
+    (for a record ``getattr`` itself, bound: no Python frame per read)."""
+    if obj.__class__ is dict or is_mapping_type(type(obj)):
         return obj.get
-
-    def read(name: str, default: Any = None) -> Any:
-        return getattr(obj, name, default)
-
-    return read
+    return functools.partial(getattr, obj)
 
 
 def _days_since(at: Any, now: float) -> float:
@@ -97,11 +94,16 @@ def _log1p(value: float) -> float:
     return math.log1p(max(0.0, value))
 
 
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, a dict (the usual case) answered without the ABC check."""
+    return value.__class__ is dict or isinstance(value, Mapping)
+
+
 def _engagement_rates(engagement: Any) -> tuple[float, float]:
     delivered = opened = clicked = 0
-    if isinstance(engagement, Mapping):
+    if _is_mapping(engagement):
         for counts in engagement.values():
-            if isinstance(counts, Mapping):
+            if _is_mapping(counts):
                 delivered += int(counts.get("delivered", 0) or counts.get("sent", 0) or 0)
                 opened += int(counts.get("opened", 0) or 0)
                 clicked += int(counts.get("clicked", 0) or 0)
@@ -121,7 +123,7 @@ def compute_features(profile: Any, *, now: float) -> tuple[float, ...]:
     orders = max(0, int(get("orders", 0) or 0))
     revenue = max(0, int(get("revenue", 0) or 0))
     event_last_at = get("event_last_at", {}) or {}
-    last_view = event_last_at.get("Product Viewed") if isinstance(event_last_at, Mapping) else None
+    last_view = event_last_at.get("Product Viewed") if _is_mapping(event_last_at) else None
     days_since_view = _days_since(last_view, now)
     cart = get("cart", ()) or ()
     last_order_at = get("last_order_at", 0.0) if orders else 0.0

@@ -195,30 +195,100 @@ def profile_view(
     return view
 
 
+_SCALAR_TYPES = (msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType, msgspec.inspect.BoolType)
+
+
+def _stored_as_viewed(info: msgspec.inspect.Type) -> bool:
+    """Whether a field of this type is, in the view, its stored value: scalars and dicts of scalars by
+    string key, which the JSON round trip gives back equal (``_partial_view`` checks each value)."""
+    kinds = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    return all(
+        isinstance(kind, (msgspec.inspect.NoneType, *_SCALAR_TYPES))
+        or (
+            isinstance(kind, msgspec.inspect.DictType)
+            and isinstance(kind.key_type, msgspec.inspect.StrType)
+            and isinstance(kind.value_type, _SCALAR_TYPES)
+        )
+        for kind in kinds
+    )
+
+
+def _finite_numbers(values: dict[str, Any]) -> bool:
+    """Whether a dict's values are all numbers, none a NaN or an infinity."""
+    try:
+        total = sum(values.values(), 0.0)  # a NaN or an infinity makes the sum one (so may an overflow)
+    except TypeError:  # not all numbers
+        return False
+    return total - total == 0.0
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """``record -> (its values of names)``, always a tuple."""
+    if len(names) == 1:
+        only = names[0]
+        return lambda record: (getattr(record, only),)
+    return operator.attrgetter(*names) if names else (lambda record: ())
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    """How to build a partial view of one record type: fields taken as stored, fields rendered, traits."""
+
+    stored: tuple[str, ...]  # encoded names of the fields whose stored value may be their view value
+    read_stored: Callable[[Any], tuple[Any, ...]]
+    rendered: tuple[str, ...]  # encoded names of the fields the JSON round trip renders (tuples, records)
+    read_rendered: Callable[[Any], tuple[Any, ...]]
+    traits: tuple[Trait, ...]
+
+
 @functools.lru_cache(maxsize=64)
-def _view_plan(cls: Any, fields: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], Any], tuple[Trait, ...]]:
-    """For a record type and wanted keys: the encoded names, a getter of their values, the traits to compute."""
-    pairs = [
+def _view_plan(cls: Any, fields: frozenset[str]) -> _ViewPlan:
+    """For a record type and wanted keys: which fields may be taken as stored, which rendered, the traits."""
+    info = msgspec.inspect.type_info(cls)
+    types = {field.name: field.type for field in info.fields} if isinstance(info, msgspec.inspect.StructType) else {}
+    wanted = [
         (name, encoded)
         for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
         if encoded in fields
     ]
-    names = tuple(name for name, _ in pairs)
-    if len(names) == 1:
-        only = names[0]
-        getter: Callable[[Any], Any] = lambda record: (getattr(record, only),)  # noqa: E731
-    else:
-        getter = operator.attrgetter(*names) if names else (lambda record: ())
+    stored = [(name, encoded) for name, encoded in wanted if name in types and _stored_as_viewed(types[name])]
+    rendered = [pair for pair in wanted if pair not in stored]
     traits = tuple(trait for trait in VIEW_TRAITS if trait.name in fields) if issubclass(cls, Profile) else ()
-    return tuple(encoded for _, encoded in pairs), getter, traits
+    return _ViewPlan(
+        stored=tuple(encoded for _, encoded in stored),
+        read_stored=_getter(tuple(name for name, _ in stored)),
+        rendered=tuple(encoded for _, encoded in rendered),
+        read_rendered=_getter(tuple(name for name, _ in rendered)),
+        traits=traits,
+    )
 
 
 def _partial_view(profile: msgspec.Struct, fields: frozenset[str], now: float, policy: ProfilePolicy) -> dict[str, Any]:
-    encoded, values_of, traits = _view_plan(type(profile), fields)
-    # The same JSON round trip as the full view, over the wanted fields only (under their encoded names).
-    view = _json_decoder.decode(_json_encoder.encode(dict(zip(encoded, values_of(profile), strict=True))))
-    if traits:
-        _add_traits(profile, view, traits, now, policy)
+    plan = _view_plan(type(profile), fields)
+    # The same JSON round trip as the full view (under the encoded names), over the fields whose stored value
+    # is not what it gives back: rendering every wanted field was most of the view's cost.
+    rendered = dict(zip(plan.rendered, plan.read_rendered(profile), strict=True))
+    view = {}
+    for name, value in zip(plan.stored, plan.read_stored(profile), strict=True):
+        # Whether the JSON round trip gives the value back equal: a string, an int, a bool, None, a finite
+        # float (JSON has no NaN or infinity: they come back None), a dict of such numbers. A record built
+        # without the decoder's checks may hold anything else: rendered then.
+        cls = value.__class__
+        if (
+            cls is str
+            or cls is int
+            or (cls is float and value - value == 0.0)
+            or value is None
+            or cls is bool
+            or (cls is dict and _finite_numbers(value))
+        ):
+            view[name] = value
+        else:
+            rendered[name] = value
+    if rendered:
+        view.update(_json_decoder.decode(_json_encoder.encode(rendered)))
+    if plan.traits:
+        _add_traits(profile, view, plan.traits, now, policy)
     return view
 
 
