@@ -383,7 +383,8 @@ def _compile_affinity_breakpoints(node: AffinityCompare, half_life_s: float) -> 
 
     def affinity(ctx: Context) -> tuple[float, ...]:
         stored = affinity_at(ctx.view, category, ctx.now)
-        if stored is None or not stored[0] > threshold:
+        # A value exactly at the threshold (one view against ``>= 1``) flips as soon as it decays: at ``at``.
+        if stored is None or not stored[0] >= threshold:
             return ()
         value, at = stored
         crossing = at + half_life_s * math.log2(value / threshold)

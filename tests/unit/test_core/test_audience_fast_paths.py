@@ -175,3 +175,16 @@ def test_time_of_a_list_equals_the_item_by_item_answer(values: list) -> None:
 @pytest.mark.parametrize("values", [[], [1.5, T0], [T0, math.nan], [math.nan, T0], [T0, 2_000_000_000], [True, T0]])
 def test_time_of_examples(values: list) -> None:
     assert _time_of(values) == reference_time_of(values)
+
+
+def test_an_affinity_exactly_at_its_threshold_flips_as_soon_as_it_decays() -> None:
+    """One view of hiking boots makes the affinity exactly 1, which ``affinity("hiking-boots") >= 1`` (hikers)
+    matches only at the view's instant: the segment's next change is then, not at the customer's next event."""
+    profile = Profile(
+        customer_id="c", first_seen=T0, last_seen=T0, category_affinity={"hiking-boots": Affinity(1.0, T0)}
+    )
+    assert "hikers" in evaluate_segments(DEFAULTS, profile, now=T0)
+    due = next_time_change(DEFAULTS, profile, now=T0)
+    assert due is not None
+    assert T0 < due <= T0 + 1e-3
+    assert "hikers" not in evaluate_segments(DEFAULTS, profile, now=due)

@@ -161,7 +161,7 @@ def breakpoints(node: Any, ctx: Context, half_life_s: float = DEFAULT_AFFINITY_H
         yield from replenishment_times(node, ctx)
     elif isinstance(node, AffinityCompare):
         stored = affinity_at(ctx.view, node.category, ctx.now)
-        if stored is not None and node.threshold > 0 and stored[0] > node.threshold:
+        if stored is not None and node.threshold > 0 and stored[0] >= node.threshold:
             value, at = stored
             crossing = at + half_life_s * math.log2(value / node.threshold)
             # Rounding may put the exact crossing a hair late; the caller re-evaluates at each candidate.
