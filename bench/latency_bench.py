@@ -43,10 +43,13 @@ import argparse
 import asyncio
 import bisect
 import logging
+import signal
+import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 from fleet import Deployment, Fleet, FleetRun, add_run_arguments, bench_main, drain, make_deployment
@@ -62,6 +65,7 @@ from pipeline_bench import (
 
 from schemas.topics import TopicNames
 from streams import kafka_local
+from streams.http_probe import http_get
 
 log = logging.getLogger("bench.latency")
 
@@ -324,11 +328,109 @@ def latencies(inputs: list, outputs: list, seen: dict, gap_s: float) -> dict:
     }
 
 
+# The worker's counters compared between the backlog and the live phase (sample name, label or "").
+PHASE_COUNTERS = {
+    "streamcdp_events_ingested_total": None,
+    "streamcdp_profile_commands_total": "kind",  # event, check (a wake-up: WakeUp), link, ...
+    "streamcdp_fetches_total": "result",  # records, empty
+    "streamcdp_fetched_records_total": None,
+    "streamcdp_flush_seconds_count": None,  # flushes (with exactly-once, transactions)
+    "streamcdp_outputs_sent_total": None,
+    "streamcdp_changelog_records_total": None,
+}
+
+
+def worker_counters(fleet: Fleet) -> dict[str, float]:
+    """The ``PHASE_COUNTERS`` of every child, summed (``name`` or ``name:label``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for port in fleet.ports():
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout_s=5.0)
+        if status != 200:
+            continue
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name not in PHASE_COUNTERS:
+                    continue
+                label = PHASE_COUNTERS[sample.name]
+                name = sample.name if label is None else f"{sample.name}:{sample.labels.get(label, '')}"
+                counts[name] = counts.get(name, 0.0) + sample.value
+    return counts
+
+
+def phase_figures(cpu_s: float, seconds: float, before: dict[str, float], after: dict[str, float]) -> dict:
+    """One phase's worker CPU per event and what the loop did per event and per second (counter deltas)."""
+    delta = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    events = delta.get("streamcdp_events_ingested_total", 0.0)
+    fetches = delta.get("streamcdp_fetches_total:records", 0.0)
+    flushes = delta.get("streamcdp_flush_seconds_count", 0.0)
+
+    def per_event(value: float) -> float | None:
+        return value / events if events else None
+
+    return {
+        "seconds": seconds,
+        "events": events,
+        "worker_cpu_seconds": cpu_s,
+        "worker_cpu_ms_per_event": None if not events else 1000 * cpu_s / events,
+        "records_per_fetch": delta.get("streamcdp_fetched_records_total", 0.0) / fetches if fetches else None,
+        "fetches_per_s": fetches / seconds if seconds else None,
+        "empty_fetches_per_s": delta.get("streamcdp_fetches_total:empty", 0.0) / seconds if seconds else None,
+        "flushes_per_s": flushes / seconds if seconds else None,
+        "events_per_flush": events / flushes if flushes else None,
+        "wake_ups_per_event": per_event(delta.get("streamcdp_profile_commands_total:check", 0.0)),
+        "commands_per_event": per_event(
+            sum(v for k, v in delta.items() if k.startswith("streamcdp_profile_commands_total:"))
+        ),
+        "changelog_records_per_event": per_event(delta.get("streamcdp_changelog_records_total", 0.0)),
+        "outputs_per_event": per_event(delta.get("streamcdp_outputs_sent_total", 0.0)),
+        "counters": delta,
+    }
+
+
+@dataclass
+class PySpy:
+    """``py-spy record`` of one worker process (raw collapsed stacks, 200 Hz) for one phase; ``stop`` writes it."""
+
+    pid: int
+    out: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> PySpy:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        command = [spy, "record", "--pid", str(self.pid), "-r", "200", "-f", "raw", "-o", str(self.out)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
 @dataclass
 class Run(FleetRun):
     tail: OutputTail | None = None
+    spies: list[PySpy] = field(default_factory=list)
+
+    def spy(self, fleet: Fleet, directory: str | None, phase: str) -> PySpy | None:
+        """With ``--py-spy DIR``: profile the fleet's (one) worker child for ``phase``, into DIR/pyspy-PHASE.raw."""
+        if directory is None:
+            return None
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        spy = PySpy(fleet.children()[0], Path(directory) / f"pyspy-{phase}.raw").start()
+        self.spies.append(spy)
+        return spy
 
     def stop_extras(self) -> None:
+        for spy in self.spies:
+            spy.stop()
         if self.tail is not None:
             self.tail.stop()
 
@@ -371,16 +473,20 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     backlog = len(messages)
     fleet = Fleet(deployment, 1, run.run_dir / "worker.log", cwd=run.run_dir / "src")
     run.fleets.append(fleet)
+    at_ready: dict[str, float] = {}
+    spies: list[PySpy | None] = []
+
+    def load() -> None:
+        at_ready.update(worker_counters(fleet))
+        spies.append(run.spy(fleet, args.py_spy, "backlog"))
+        asyncio.run(load_backlog(bootstrap, messages, args.partitions))
+
     # Loaded once the worker is ready: a worker draining a waiting backlog answers /readyz late, and the
     # work before that answer would be missing from the drain's CPU and rate.
-    drained = drain(
-        fleet,
-        backlog,
-        broker_pid,
-        bootstrap,
-        timeout_s=300.0 + backlog / 200.0,
-        after_ready=lambda: asyncio.run(load_backlog(bootstrap, messages, args.partitions)),
-    )
+    drained = drain(fleet, backlog, broker_pid, bootstrap, timeout_s=300.0 + backlog / 200.0, after_ready=load)
+    drained_counters = worker_counters(fleet)
+    if spies[0] is not None:
+        spies[0].stop()
     messages.clear()
     sustained = steady_rate(drained.samples, backlog)
     rate = args.rate or args.load * sustained
@@ -396,7 +502,11 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "events_per_live_customer": EVENTS_PER_LIVE_CUSTOMER,
         "timestamps": "LogAppendTime on inbound and output topics (the broker's append time)",
     }
-    results["backlog"] = {"sustained_rate": sustained, "workers_cpu_seconds": drained.fleet_cpu_s}
+    results["backlog"] = {
+        "sustained_rate": sustained,
+        "workers_cpu_seconds": drained.fleet_cpu_s,
+        **phase_figures(drained.fleet_cpu_s, drained.drained_s - drained.ready_s, at_ready, drained_counters),
+    }
     log.info("backlog: %.0f events/s sustained; live at %.0f events/s for %.0f s", sustained, rate, args.live_seconds)
 
     input_starts, output_starts = end_offsets(bootstrap, inbound), end_offsets(bootstrap, outputs)
@@ -404,11 +514,19 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     run.tail.start()
     results["config"]["live_timezone"] = timezone
     schedule = live_schedule(rate, args.live_seconds, args.gap, timezone)
+    live_spy = run.spy(fleet, args.py_spy, "live")
+    live_counters, live_cpu, live_began = worker_counters(fleet), fleet.cpu_seconds(), time.monotonic()
     results["live"] = asyncio.run(send_schedule(bootstrap, deployment.topics, schedule))
     # Customers start for --live-seconds, each one's events span (events - 1) x gap: the rate ramps up and
     # down over that span at both ends and is the nominal rate in between; "rate" is the average of all.
     results["live"]["nominal_rate"] = rate
     results["live"]["caught_up_s"] = wait_caught_up(bootstrap, deployment, timeout_s=300.0)
+    # From the first send until caught up: the same events as a backlog of that size (its CPU: the backlog's).
+    results["live"]["worker"] = phase_figures(
+        fleet.cpu_seconds() - live_cpu, time.monotonic() - live_began, live_counters, worker_counters(fleet)
+    )
+    if live_spy is not None:
+        live_spy.stop()
     time.sleep(max(3.0, args.gap))  # the last consequences: the commit interval, a trigger scan
     run.tail.stop()
     seen, run.tail = run.tail.seen, None
@@ -440,7 +558,18 @@ def table(results: dict) -> str:
         else:
             lines.append(f"{name:<32}      0")
     lines.append(f"trigger records by kind: {latency['trigger_records_by_kind']}")
+    lines.append("phase     events  worker CPU ms/event  records/fetch  flushes/s  wake-ups/event  changelog/event")
+    for name, figures in (("backlog", results["backlog"]), ("live", live["worker"])):
+        lines.append(
+            f"{name:<8} {figures['events']:>7.0f}  {_figure(figures['worker_cpu_ms_per_event'], 19, 3)}  "
+            f"{_figure(figures['records_per_fetch'], 13, 1)}  {_figure(figures['flushes_per_s'], 9, 1)}  "
+            f"{_figure(figures['wake_ups_per_event'], 14, 3)}  {_figure(figures['changelog_records_per_event'], 15, 3)}"
+        )
     return "\n".join(lines)
+
+
+def _figure(value: float | None, width: int, decimals: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{decimals}f}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -465,6 +594,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "customers shaped like the live traffic, so --load is a fraction of what the worker sustains for it",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        default=None,
+        help="profile the worker process in each phase (py-spy record -r 200 -f raw): DIR/pyspy-backlog.raw and "
+        "DIR/pyspy-live.raw (the sampling slows the worker: take CPU figures from runs without it)",
+    )
     add_run_arguments(parser, "latency")
     return parser.parse_args(argv)
 

@@ -241,6 +241,11 @@ class Runtime(ConsumerRebalanceListener):
             )
             batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.fetch_max_records)
             fetched = sum(map(len, batch.values()))
+            if fetched:
+                metrics.child(metrics.fetches, "records").inc()
+                metrics.fetched_records.inc(fetched)
+            else:
+                metrics.child(metrics.fetches, "empty").inc()
             self._fetched = batch  # returned (the position is past it), not buffered yet: see _buffered_inputs
             async with self._lock:
                 if self._groups_generation != self._generation:
