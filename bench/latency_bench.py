@@ -328,6 +328,8 @@ def latencies(inputs: list, outputs: list, seen: dict, gap_s: float) -> dict:
     }
 
 
+IDLE_SECONDS = 5.0  # between the backlog and the live phase: the worker's CPU per second without traffic
+
 # The worker's counters compared between the backlog and the live phase (sample name, label or "").
 PHASE_COUNTERS = {
     "streamcdp_events_ingested_total": None,
@@ -378,6 +380,7 @@ def phase_figures(cpu_s: float, seconds: float, before: dict[str, float], after:
         "fetches_per_s": fetches / seconds if seconds else None,
         "empty_fetches_per_s": delta.get("streamcdp_fetches_total:empty", 0.0) / seconds if seconds else None,
         "flushes_per_s": flushes / seconds if seconds else None,
+        "flushes_per_event": flushes / events if events else None,
         "events_per_flush": events / flushes if flushes else None,
         "wake_ups_per_event": per_event(delta.get("streamcdp_profile_commands_total:check", 0.0)),
         "commands_per_event": per_event(
@@ -391,7 +394,9 @@ def phase_figures(cpu_s: float, seconds: float, before: dict[str, float], after:
 
 @dataclass
 class PySpy:
-    """``py-spy record`` of one worker process (raw collapsed stacks, 200 Hz) for one phase; ``stop`` writes it."""
+    """``py-spy record`` of one worker process (raw collapsed stacks, 200 Hz) for one phase; ``stop`` writes it.
+    ``--nonblocking``: the worker is not paused for each sample (paused, it fell behind live traffic it keeps up
+    with otherwise, and the profile was of a queue)."""
 
     pid: int
     out: Path
@@ -399,7 +404,19 @@ class PySpy:
 
     def start(self) -> PySpy:
         spy = str(Path(sys.executable).with_name("py-spy"))
-        command = [spy, "record", "--pid", str(self.pid), "-r", "200", "-f", "raw", "-o", str(self.out)]
+        command = [
+            spy,
+            "record",
+            "--pid",
+            str(self.pid),
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(self.out),
+        ]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
 
@@ -514,6 +531,12 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     run.tail.start()
     results["config"]["live_timezone"] = timezone
     schedule = live_schedule(rate, args.live_seconds, args.gap, timezone)
+    # The worker's CPU with no traffic (its ticks, heartbeats, empty fetches): spread over the live events, it is
+    # part of their cost at a low rate, none of the backlog's.
+    idle_cpu, idle_began = fleet.cpu_seconds(), time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    idle_s = time.monotonic() - idle_began
+    results["idle"] = {"seconds": idle_s, "worker_cpu_seconds_per_s": (fleet.cpu_seconds() - idle_cpu) / idle_s}
     live_spy = run.spy(fleet, args.py_spy, "live")
     live_counters, live_cpu, live_began = worker_counters(fleet), fleet.cpu_seconds(), time.monotonic()
     results["live"] = asyncio.run(send_schedule(bootstrap, deployment.topics, schedule))
