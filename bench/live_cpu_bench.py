@@ -45,6 +45,7 @@ from pipeline_bench import _route, iso_now_ms  # noqa: E402
 from worker_cpu_bench import PARTITIONS, build_runtime, summarise  # noqa: E402
 
 import core.profile_stage  # noqa: E402
+from agents.tally import PROFILE_COMMANDS  # noqa: E402
 from streams import metrics  # noqa: E402
 from streams.worker import GC_THRESHOLDS  # noqa: E402
 
@@ -135,10 +136,10 @@ async def drain(rt, batches: list[dict], *, flush_each: bool) -> int:
     return flushes
 
 
-def _counters() -> tuple[float, float]:
-    """Wake-ups applied and changelog records written so far (the worker's Prometheus counters)."""
-    wake_ups = metrics.child(metrics.profile_commands, "check")._value.get()
-    return wake_ups, metrics.changelog_records._value.get()
+def _counters(rt) -> tuple[float, float]:
+    """Wake-ups applied (the stage's own tally: ``build_runtime`` gives it one) and changelog records written."""
+    counts, _ = rt.stages.tally.take()
+    return counts.get((PROFILE_COMMANDS, ("check",)), 0), metrics.changelog_records._value.get()
 
 
 def one_run(mode: str, args, refreshes: Refreshes) -> dict:
@@ -154,12 +155,12 @@ def one_run(mode: str, args, refreshes: Refreshes) -> dict:
         gc.collect()
         gc.freeze()
         refreshes.calls = 0
-        before = _counters()
+        rt.stages.tally.take()
+        before = 0.0, metrics.changelog_records._value.get()
         started = time.process_time()
         flushes = asyncio.run(drain(rt, batches, flush_each=small))
         seconds = time.process_time() - started
-        metrics.tally.publish()
-        after = _counters()
+        after = _counters(rt)
         gc.unfreeze()
     return {
         "mode": mode,
