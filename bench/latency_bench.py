@@ -126,14 +126,59 @@ EVENTS_PER_LIVE_CUSTOMER = len(live_customer(0))
 def live_shaped_backlog(topics: TopicNames, events: int, gap: float, timezone: str) -> list[Message]:
     """``--backlog-kind live``: about ``events`` events of new customers shaped like the live ones (ids
     ``backlog-…``), stamped an hour ago, ``gap`` s apart per customer: its drain rate is the sustained rate
-    of the very traffic the live phase sends, so ``--load`` is a fraction of what the worker sustains for it."""
+    of the very traffic the live phase sends, so ``--load`` is a fraction of what the worker sustains for it.
+
+    But the runtime's event time is the records' Kafka timestamps, and loaded into ``LogAppendTime`` topics in
+    about a second, a customer's events are milliseconds apart there: ``audience_min_interval_s`` folds them into
+    one refresh, where live every event refreshes (bench README, round 3 of the latency section). Hence
+    ``live_stamped_backlog``."""
+    return [message for _, message in _live_shaped(topics, events, gap, timezone)]
+
+
+def live_stamped_backlog(topics: TopicNames, events: int, gap: float, timezone: str) -> list[tuple[int, Message]]:
+    """``--backlog-kind live-stamped``: ``live_shaped_backlog``'s events with their own times as Kafka timestamps
+    (epoch ms, loaded with ``CreateTime``), in time order: the runtime sees a customer's events ``gap`` apart, as
+    live, and the drain rate is what the worker sustains for that traffic."""
+    return sorted(_live_shaped(topics, events, gap, timezone), key=lambda stamped: stamped[0])
+
+
+def _live_shaped(topics: TopicNames, events: int, gap: float, timezone: str) -> list[tuple[int, Message]]:
     began = time.time() - 3600.0
     messages = []
     for index in range(max(1, events // EVENTS_PER_LIVE_CUSTOMER)):
         for step, (_, payload) in enumerate(live_customer(index, timezone, prefix="backlog")):
-            stamped = dict(payload, timestamp=iso_now_ms(began + index * 0.01 + step * gap))
-            messages.append(_route(topics, stamped, orjson.dumps(stamped)))
+            at = began + index * 0.01 + step * gap
+            stamped = dict(payload, timestamp=iso_now_ms(at))
+            messages.append((round(at * 1000), _route(topics, stamped, orjson.dumps(stamped))))
     return messages
+
+
+async def load_stamped(bootstrap: str, stamped: list[tuple[int, Message]], partitions: int) -> None:
+    """``pipeline_bench.load_backlog`` with each record's Kafka timestamp given (epoch ms): hand-built batches per
+    partition, keys partitioned by murmur2 as every client does."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner, everything = DefaultPartitioner(), list(range(partitions))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024
+    )
+    await producer.start()
+    batches: dict[tuple[str, int], object] = {}
+    deliveries = []
+    try:
+        for timestamp_ms, message in stamped:
+            where = (message.topic, partitioner(message.key, everything, everything))
+            batch = batches.get(where) or batches.setdefault(where, producer.create_batch())
+            if batch.append(key=message.key, value=message.value, timestamp=timestamp_ms) is None:
+                deliveries.append(await producer.send_batch(batch, where[0], partition=where[1]))
+                batch = batches[where] = producer.create_batch()
+                batch.append(key=message.key, value=message.value, timestamp=timestamp_ms)
+        for (topic, partition), batch in batches.items():
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
 
 
 def live_schedule(rate: float, seconds: float, gap: float, timezone: str = "UTC") -> list[tuple[float, dict]]:
@@ -480,10 +525,16 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     settings = dict(item.split("=", 1) for item in args.worker_setting)  # e.g. commit_interval_s=0.1
     deployment = make_deployment(run.broker, run.run_dir, args.partitions, extra=settings)
     inbound, outputs = list(deployment.topics.all_inbound), output_topics(deployment)
-    set_log_append_time(bootstrap, inbound + outputs)
+    stamped_backlog = args.backlog_kind == "live-stamped"
+    # A stamped backlog keeps its own timestamps (CreateTime); the inbound topics switch after its drain.
+    set_log_append_time(bootstrap, outputs if stamped_backlog else inbound + outputs)
 
     timezone = daytime_zone(time.time())
-    if args.backlog_kind == "live":
+    stamped: list[tuple[int, Message]] = []
+    if stamped_backlog:
+        stamped = live_stamped_backlog(deployment.topics, args.backlog_events, args.gap, timezone)
+        messages = [message for _, message in stamped]
+    elif args.backlog_kind == "live":
         messages = live_shaped_backlog(deployment.topics, args.backlog_events, args.gap, timezone)
     else:
         messages = build_workload(deployment.topics, args.backlog_events, None, args.seed).messages
@@ -496,7 +547,10 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     def load() -> None:
         at_ready.update(worker_counters(fleet))
         spies.append(run.spy(fleet, args.py_spy, "backlog"))
-        asyncio.run(load_backlog(bootstrap, messages, args.partitions))
+        if stamped_backlog:
+            asyncio.run(load_stamped(bootstrap, stamped, args.partitions))
+        else:
+            asyncio.run(load_backlog(bootstrap, messages, args.partitions))
 
     # Loaded once the worker is ready: a worker draining a waiting backlog answers /readyz late, and the
     # work before that answer would be missing from the drain's CPU and rate.
@@ -505,6 +559,9 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     if spies[0] is not None:
         spies[0].stop()
     messages.clear()
+    stamped.clear()
+    if stamped_backlog:
+        set_log_append_time(bootstrap, inbound)  # the live phase's latencies are measured in append times
     sustained = steady_rate(drained.samples, backlog)
     rate = args.rate or args.load * sustained
     results["config"] = {
@@ -611,10 +668,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--backlog-kind",
-        choices=("generated", "live"),
+        choices=("generated", "live", "live-stamped"),
         default="generated",
         help="the backlog whose drain gives the sustained rate: the project's generated month (default), or new "
-        "customers shaped like the live traffic, so --load is a fraction of what the worker sustains for it",
+        "customers shaped like the live traffic, so --load is a fraction of what the worker sustains for it; or those "
+        "with their own times as Kafka timestamps (live-stamped: a customer's events gap apart in the runtime's event "
+        "time, as live, where loaded they are milliseconds apart)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
