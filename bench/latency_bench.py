@@ -1,7 +1,7 @@
 """End-to-end latency at half load (issue 15, item 4): from an event's append to Kafka to its consequence
 on an output topic::
 
-    .venv/bin/python bench/latency_bench.py [--backlog-events 100000] [--backlog-kind generated|live] \\
+    .venv/bin/python bench/latency_bench.py [--backlog-events 100000] [--backlog-kind generated|live|live-stamped] \\
         [--live-seconds 60] [--load 0.5] [--out bench/results/latency.json]
 
 Clock: the broker's. The inbound topics and the output topics (``segments.changes``, ``triggers.*``) of
@@ -31,7 +31,15 @@ customers'; ``state_bench.py`` drains such traffic at less than half the backlog
 × the backlog's rate can exceed what the worker sustains for it, and the figures then measure a queue.
 ``caught_up_s`` (seconds after the last send until the group has committed everything) shows it; then
 use ``--backlog-kind live``: the backlog is new customers shaped like the live ones, so the sustained rate
-(and ``--load`` × it) is that of the traffic measured.
+(and ``--load`` × it) is that of the traffic measured. Loaded in a second into ``LogAppendTime`` topics, though, a
+backlog customer's events are milliseconds apart in the runtime's event time (the Kafka timestamps), and one audience
+refresh serves them all, where live every event refreshes: ``--backlog-kind live-stamped`` loads them with their own
+times as Kafka timestamps, so the drain does the stage work of live traffic.
+
+Per phase (backlog drain, live from the first send until caught up) the JSON gives the worker's CPU per event and
+what its loop did: records per fetch, fetches and flushes per second, wake-ups and changelog records per event
+(``backlog``, ``live.worker``), and the idle worker's CPU per second between the two (``idle``); ``--py-spy DIR``
+profiles the worker in each phase.
 
 Live customers carry a ``timezone`` trait where it is about 13:00 when the run starts (``daytime_zone``):
 the quiet hours guard would otherwise hold every trigger of a run made at night UTC until the morning.

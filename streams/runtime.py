@@ -56,7 +56,7 @@ from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.eos_v2 import StableOffsetsConsumer, group_metadata
 from streams.error_policy import ProcessingErrors
-from streams.flush_policy import fetch_wait_ms, flush_due
+from streams.flush_policy import fetch_pause_s, fetch_wait_ms, flush_due
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import RestoreConsumer, StoreRecovery
@@ -230,8 +230,19 @@ class Runtime(ConsumerRebalanceListener):
     async def run(self) -> None:
         settings = self.settings
         checkpoint = self.checkpoint
-        last_commit = last_scan = time.monotonic()
+        last_commit = last_scan = fetched_at = time.monotonic()
+        fetched = 0
         while not self._stopping.is_set():
+            pause = fetch_pause_s(
+                settings,
+                fetched=fetched,
+                held_back=self._groups_buffered(),
+                since_fetch_s=time.monotonic() - fetched_at,
+                outputs=len(self.outbox),
+                since_flush_s=time.monotonic() - last_commit,
+            )
+            if pause:
+                await asyncio.sleep(pause)  # records gather in the consumer (streams.flush_policy)
             generation = self._generation
             timeout_ms = fetch_wait_ms(
                 settings,
@@ -240,6 +251,7 @@ class Runtime(ConsumerRebalanceListener):
                 since_flush_s=time.monotonic() - last_commit,
             )
             batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.fetch_max_records)
+            fetched_at = time.monotonic()
             fetched = sum(map(len, batch.values()))
             if fetched:
                 metrics.child(metrics.fetches, "records").inc()
