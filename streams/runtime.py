@@ -6,7 +6,9 @@ acks), far below the profile stage's target of 25,000 events/s per worker. This 
 aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead:
 
 1. **Fetch** up to ``STREAMCDP_FETCH_MAX_RECORDS`` records of the assigned partitions (co-partitioned by
-   ``streams.assignor``: partition *p* of every input topic and the state of partition *p* live together).
+   ``streams.assignor``: partition *p* of every input topic and the state of partition *p* live together). A
+   worker keeping up lets records gather up to ``STREAMCDP_LIVE_FETCH_INTERVAL_S`` between fetches
+   (``streams.flush_policy``).
 2. **Process** them in one event-time order over all the partitions held here (``streams.alignment.merge``:
    a record may be held until no earlier one of any input can come; a held record is not processed, so
    no checkpoint commits its offset). Inbound records are validated
