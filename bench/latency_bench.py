@@ -1,7 +1,7 @@
 """End-to-end latency at half load (issue 15, item 4): from an event's append to Kafka to its consequence
 on an output topic::
 
-    .venv/bin/python bench/latency_bench.py [--backlog-events 100000] [--backlog-kind generated|live] \\
+    .venv/bin/python bench/latency_bench.py [--backlog-events 100000] [--backlog-kind generated|live|live-stamped] \\
         [--live-seconds 60] [--load 0.5] [--out bench/results/latency.json]
 
 Clock: the broker's. The inbound topics and the output topics (``segments.changes``, ``triggers.*``) of
@@ -31,7 +31,15 @@ customers'; ``state_bench.py`` drains such traffic at less than half the backlog
 × the backlog's rate can exceed what the worker sustains for it, and the figures then measure a queue.
 ``caught_up_s`` (seconds after the last send until the group has committed everything) shows it; then
 use ``--backlog-kind live``: the backlog is new customers shaped like the live ones, so the sustained rate
-(and ``--load`` × it) is that of the traffic measured.
+(and ``--load`` × it) is that of the traffic measured. Loaded in a second into ``LogAppendTime`` topics, though, a
+backlog customer's events are milliseconds apart in the runtime's event time (the Kafka timestamps), and one audience
+refresh serves them all, where live every event refreshes: ``--backlog-kind live-stamped`` loads them with their own
+times as Kafka timestamps, so the drain does the stage work of live traffic.
+
+Per phase (backlog drain, live from the first send until caught up) the JSON gives the worker's CPU per event and
+what its loop did: records per fetch, fetches and flushes per second, wake-ups and changelog records per event
+(``backlog``, ``live.worker``), and the idle worker's CPU per second between the two (``idle``); ``--py-spy DIR``
+profiles the worker in each phase.
 
 Live customers carry a ``timezone`` trait where it is about 13:00 when the run starts (``daytime_zone``):
 the quiet hours guard would otherwise hold every trigger of a run made at night UTC until the morning.
@@ -43,10 +51,13 @@ import argparse
 import asyncio
 import bisect
 import logging
+import signal
+import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 from fleet import Deployment, Fleet, FleetRun, add_run_arguments, bench_main, drain, make_deployment
@@ -62,6 +73,7 @@ from pipeline_bench import (
 
 from schemas.topics import TopicNames
 from streams import kafka_local
+from streams.http_probe import http_get
 
 log = logging.getLogger("bench.latency")
 
@@ -122,14 +134,59 @@ EVENTS_PER_LIVE_CUSTOMER = len(live_customer(0))
 def live_shaped_backlog(topics: TopicNames, events: int, gap: float, timezone: str) -> list[Message]:
     """``--backlog-kind live``: about ``events`` events of new customers shaped like the live ones (ids
     ``backlog-…``), stamped an hour ago, ``gap`` s apart per customer: its drain rate is the sustained rate
-    of the very traffic the live phase sends, so ``--load`` is a fraction of what the worker sustains for it."""
+    of the very traffic the live phase sends, so ``--load`` is a fraction of what the worker sustains for it.
+
+    But the runtime's event time is the records' Kafka timestamps, and loaded into ``LogAppendTime`` topics in
+    about a second, a customer's events are milliseconds apart there: ``audience_min_interval_s`` folds them into
+    one refresh, where live every event refreshes (bench README, round 3 of the latency section). Hence
+    ``live_stamped_backlog``."""
+    return [message for _, message in _live_shaped(topics, events, gap, timezone)]
+
+
+def live_stamped_backlog(topics: TopicNames, events: int, gap: float, timezone: str) -> list[tuple[int, Message]]:
+    """``--backlog-kind live-stamped``: ``live_shaped_backlog``'s events with their own times as Kafka timestamps
+    (epoch ms, loaded with ``CreateTime``), in time order: the runtime sees a customer's events ``gap`` apart, as
+    live, and the drain rate is what the worker sustains for that traffic."""
+    return sorted(_live_shaped(topics, events, gap, timezone), key=lambda stamped: stamped[0])
+
+
+def _live_shaped(topics: TopicNames, events: int, gap: float, timezone: str) -> list[tuple[int, Message]]:
     began = time.time() - 3600.0
     messages = []
     for index in range(max(1, events // EVENTS_PER_LIVE_CUSTOMER)):
         for step, (_, payload) in enumerate(live_customer(index, timezone, prefix="backlog")):
-            stamped = dict(payload, timestamp=iso_now_ms(began + index * 0.01 + step * gap))
-            messages.append(_route(topics, stamped, orjson.dumps(stamped)))
+            at = began + index * 0.01 + step * gap
+            stamped = dict(payload, timestamp=iso_now_ms(at))
+            messages.append((round(at * 1000), _route(topics, stamped, orjson.dumps(stamped))))
     return messages
+
+
+async def load_stamped(bootstrap: str, stamped: list[tuple[int, Message]], partitions: int) -> None:
+    """``pipeline_bench.load_backlog`` with each record's Kafka timestamp given (epoch ms): hand-built batches per
+    partition, keys partitioned by murmur2 as every client does."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner, everything = DefaultPartitioner(), list(range(partitions))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024
+    )
+    await producer.start()
+    batches: dict[tuple[str, int], object] = {}
+    deliveries = []
+    try:
+        for timestamp_ms, message in stamped:
+            where = (message.topic, partitioner(message.key, everything, everything))
+            batch = batches.get(where) or batches.setdefault(where, producer.create_batch())
+            if batch.append(key=message.key, value=message.value, timestamp=timestamp_ms) is None:
+                deliveries.append(await producer.send_batch(batch, where[0], partition=where[1]))
+                batch = batches[where] = producer.create_batch()
+                batch.append(key=message.key, value=message.value, timestamp=timestamp_ms)
+        for (topic, partition), batch in batches.items():
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
 
 
 def live_schedule(rate: float, seconds: float, gap: float, timezone: str = "UTC") -> list[tuple[float, dict]]:
@@ -324,11 +381,126 @@ def latencies(inputs: list, outputs: list, seen: dict, gap_s: float) -> dict:
     }
 
 
+IDLE_SECONDS = 5.0  # between the backlog and the live phase: the worker's CPU per second without traffic
+
+# The worker's counters compared between the backlog and the live phase (sample name, label or "").
+PHASE_COUNTERS = {
+    "streamcdp_events_ingested_total": None,
+    "streamcdp_profile_commands_total": "kind",  # event, check (a wake-up: WakeUp), link, ...
+    "streamcdp_fetches_total": "result",  # records, empty
+    "streamcdp_fetched_records_total": None,
+    "streamcdp_flush_seconds_count": None,  # flushes (with exactly-once, transactions)
+    "streamcdp_outputs_sent_total": None,
+    "streamcdp_changelog_records_total": None,
+}
+
+
+def worker_counters(fleet: Fleet) -> dict[str, float]:
+    """The ``PHASE_COUNTERS`` of every child, summed (``name`` or ``name:label``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for port in fleet.ports():
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout_s=5.0)
+        if status != 200:
+            continue
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name not in PHASE_COUNTERS:
+                    continue
+                label = PHASE_COUNTERS[sample.name]
+                name = sample.name if label is None else f"{sample.name}:{sample.labels.get(label, '')}"
+                counts[name] = counts.get(name, 0.0) + sample.value
+    return counts
+
+
+def phase_figures(cpu_s: float, seconds: float, before: dict[str, float], after: dict[str, float]) -> dict:
+    """One phase's worker CPU per event and what the loop did per event and per second (counter deltas)."""
+    delta = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    events = delta.get("streamcdp_events_ingested_total", 0.0)
+    fetches = delta.get("streamcdp_fetches_total:records", 0.0)
+    flushes = delta.get("streamcdp_flush_seconds_count", 0.0)
+
+    def per_event(value: float) -> float | None:
+        return value / events if events else None
+
+    return {
+        "seconds": seconds,
+        "events": events,
+        "worker_cpu_seconds": cpu_s,
+        "worker_cpu_ms_per_event": None if not events else 1000 * cpu_s / events,
+        "records_per_fetch": delta.get("streamcdp_fetched_records_total", 0.0) / fetches if fetches else None,
+        "fetches_per_s": fetches / seconds if seconds else None,
+        "empty_fetches_per_s": delta.get("streamcdp_fetches_total:empty", 0.0) / seconds if seconds else None,
+        "flushes_per_s": flushes / seconds if seconds else None,
+        "flushes_per_event": flushes / events if events else None,
+        "events_per_flush": events / flushes if flushes else None,
+        "wake_ups_per_event": per_event(delta.get("streamcdp_profile_commands_total:check", 0.0)),
+        "commands_per_event": per_event(
+            sum(v for k, v in delta.items() if k.startswith("streamcdp_profile_commands_total:"))
+        ),
+        "changelog_records_per_event": per_event(delta.get("streamcdp_changelog_records_total", 0.0)),
+        "outputs_per_event": per_event(delta.get("streamcdp_outputs_sent_total", 0.0)),
+        "counters": delta,
+    }
+
+
+@dataclass
+class PySpy:
+    """``py-spy record`` of one worker process (raw collapsed stacks, 200 Hz) for one phase; ``stop`` writes it.
+    ``--nonblocking``: the worker is not paused for each sample (paused, it fell behind live traffic it keeps up
+    with otherwise, and the profile was of a queue)."""
+
+    pid: int
+    out: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> PySpy:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        command = [
+            spy,
+            "record",
+            "--pid",
+            str(self.pid),
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(self.out),
+        ]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
 @dataclass
 class Run(FleetRun):
     tail: OutputTail | None = None
+    spies: list[PySpy] = field(default_factory=list)
+
+    def spy(self, fleet: Fleet, directory: str | None, phase: str) -> PySpy | None:
+        """With ``--py-spy DIR``: profile the fleet's (one) worker child for ``phase``, into DIR/pyspy-PHASE.raw."""
+        if directory is None:
+            return None
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        spy = PySpy(fleet.children()[0], Path(directory) / f"pyspy-{phase}.raw").start()
+        self.spies.append(spy)
+        return spy
 
     def stop_extras(self) -> None:
+        for spy in self.spies:
+            spy.stop()
         if self.tail is not None:
             self.tail.stop()
 
@@ -361,27 +533,43 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     settings = dict(item.split("=", 1) for item in args.worker_setting)  # e.g. commit_interval_s=0.1
     deployment = make_deployment(run.broker, run.run_dir, args.partitions, extra=settings)
     inbound, outputs = list(deployment.topics.all_inbound), output_topics(deployment)
-    set_log_append_time(bootstrap, inbound + outputs)
+    stamped_backlog = args.backlog_kind == "live-stamped"
+    # A stamped backlog keeps its own timestamps (CreateTime); the inbound topics switch after its drain.
+    set_log_append_time(bootstrap, outputs if stamped_backlog else inbound + outputs)
 
     timezone = daytime_zone(time.time())
-    if args.backlog_kind == "live":
+    stamped: list[tuple[int, Message]] = []
+    if stamped_backlog:
+        stamped = live_stamped_backlog(deployment.topics, args.backlog_events, args.gap, timezone)
+        messages = [message for _, message in stamped]
+    elif args.backlog_kind == "live":
         messages = live_shaped_backlog(deployment.topics, args.backlog_events, args.gap, timezone)
     else:
         messages = build_workload(deployment.topics, args.backlog_events, None, args.seed).messages
     backlog = len(messages)
     fleet = Fleet(deployment, 1, run.run_dir / "worker.log", cwd=run.run_dir / "src")
     run.fleets.append(fleet)
+    at_ready: dict[str, float] = {}
+    spies: list[PySpy | None] = []
+
+    def load() -> None:
+        at_ready.update(worker_counters(fleet))
+        spies.append(run.spy(fleet, args.py_spy, "backlog"))
+        if stamped_backlog:
+            asyncio.run(load_stamped(bootstrap, stamped, args.partitions))
+        else:
+            asyncio.run(load_backlog(bootstrap, messages, args.partitions))
+
     # Loaded once the worker is ready: a worker draining a waiting backlog answers /readyz late, and the
     # work before that answer would be missing from the drain's CPU and rate.
-    drained = drain(
-        fleet,
-        backlog,
-        broker_pid,
-        bootstrap,
-        timeout_s=300.0 + backlog / 200.0,
-        after_ready=lambda: asyncio.run(load_backlog(bootstrap, messages, args.partitions)),
-    )
+    drained = drain(fleet, backlog, broker_pid, bootstrap, timeout_s=300.0 + backlog / 200.0, after_ready=load)
+    drained_counters = worker_counters(fleet)
+    if spies[0] is not None:
+        spies[0].stop()
     messages.clear()
+    stamped.clear()
+    if stamped_backlog:
+        set_log_append_time(bootstrap, inbound)  # the live phase's latencies are measured in append times
     sustained = steady_rate(drained.samples, backlog)
     rate = args.rate or args.load * sustained
     results["config"] = {
@@ -396,7 +584,11 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "events_per_live_customer": EVENTS_PER_LIVE_CUSTOMER,
         "timestamps": "LogAppendTime on inbound and output topics (the broker's append time)",
     }
-    results["backlog"] = {"sustained_rate": sustained, "workers_cpu_seconds": drained.fleet_cpu_s}
+    results["backlog"] = {
+        "sustained_rate": sustained,
+        "workers_cpu_seconds": drained.fleet_cpu_s,
+        **phase_figures(drained.fleet_cpu_s, drained.drained_s - drained.ready_s, at_ready, drained_counters),
+    }
     log.info("backlog: %.0f events/s sustained; live at %.0f events/s for %.0f s", sustained, rate, args.live_seconds)
 
     input_starts, output_starts = end_offsets(bootstrap, inbound), end_offsets(bootstrap, outputs)
@@ -404,11 +596,25 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     run.tail.start()
     results["config"]["live_timezone"] = timezone
     schedule = live_schedule(rate, args.live_seconds, args.gap, timezone)
+    # The worker's CPU with no traffic (its ticks, heartbeats, empty fetches): spread over the live events, it is
+    # part of their cost at a low rate, none of the backlog's.
+    idle_cpu, idle_began = fleet.cpu_seconds(), time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    idle_s = time.monotonic() - idle_began
+    results["idle"] = {"seconds": idle_s, "worker_cpu_seconds_per_s": (fleet.cpu_seconds() - idle_cpu) / idle_s}
+    live_spy = run.spy(fleet, args.py_spy, "live")
+    live_counters, live_cpu, live_began = worker_counters(fleet), fleet.cpu_seconds(), time.monotonic()
     results["live"] = asyncio.run(send_schedule(bootstrap, deployment.topics, schedule))
     # Customers start for --live-seconds, each one's events span (events - 1) x gap: the rate ramps up and
     # down over that span at both ends and is the nominal rate in between; "rate" is the average of all.
     results["live"]["nominal_rate"] = rate
     results["live"]["caught_up_s"] = wait_caught_up(bootstrap, deployment, timeout_s=300.0)
+    # From the first send until caught up: the same events as a backlog of that size (its CPU: the backlog's).
+    results["live"]["worker"] = phase_figures(
+        fleet.cpu_seconds() - live_cpu, time.monotonic() - live_began, live_counters, worker_counters(fleet)
+    )
+    if live_spy is not None:
+        live_spy.stop()
     time.sleep(max(3.0, args.gap))  # the last consequences: the commit interval, a trigger scan
     run.tail.stop()
     seen, run.tail = run.tail.seen, None
@@ -440,7 +646,18 @@ def table(results: dict) -> str:
         else:
             lines.append(f"{name:<32}      0")
     lines.append(f"trigger records by kind: {latency['trigger_records_by_kind']}")
+    lines.append("phase     events  worker CPU ms/event  records/fetch  flushes/s  wake-ups/event  changelog/event")
+    for name, figures in (("backlog", results["backlog"]), ("live", live["worker"])):
+        lines.append(
+            f"{name:<8} {figures['events']:>7.0f}  {_figure(figures['worker_cpu_ms_per_event'], 19, 3)}  "
+            f"{_figure(figures['records_per_fetch'], 13, 1)}  {_figure(figures['flushes_per_s'], 9, 1)}  "
+            f"{_figure(figures['wake_ups_per_event'], 14, 3)}  {_figure(figures['changelog_records_per_event'], 15, 3)}"
+        )
     return "\n".join(lines)
+
+
+def _figure(value: float | None, width: int, decimals: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{decimals}f}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -459,12 +676,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--backlog-kind",
-        choices=("generated", "live"),
+        choices=("generated", "live", "live-stamped"),
         default="generated",
         help="the backlog whose drain gives the sustained rate: the project's generated month (default), or new "
-        "customers shaped like the live traffic, so --load is a fraction of what the worker sustains for it",
+        "customers shaped like the live traffic, so --load is a fraction of what the worker sustains for it; or those "
+        "with their own times as Kafka timestamps (live-stamped: a customer's events gap apart in the runtime's event "
+        "time, as live, where loaded they are milliseconds apart)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        default=None,
+        help="profile the worker process in each phase (py-spy record -r 200 -f raw): DIR/pyspy-backlog.raw and "
+        "DIR/pyspy-live.raw (the sampling slows the worker: take CPU figures from runs without it)",
+    )
     add_run_arguments(parser, "latency")
     return parser.parse_args(argv)
 

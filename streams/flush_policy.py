@@ -14,6 +14,13 @@ flight, so the stricter test rarely held, the outputs waited for the interval, a
 meant for a coming flush spun the loop (p50 879 ms against 64 ms at 1,000 events/s, bench README "Round 2"
 of the latency section). The price of the simple test is a flush per linger while a backlog drains in
 partial fetches; measured on a drain, within the noise.
+
+Why a pause between live fetches (``fetch_pause_s``): a worker keeping up fetched again as soon as it had processed
+a fetch, 10-20 records at 400-600 events/s, and every fetch has fixed costs (the consumer's round trips, the
+event-time merge, the lag gauges, a share of the flushes): live traffic cost it twice the CPU per event of a backlog
+of it, more the smaller its fetches (bench README, round 3 of the latency section). Outputs are visible only at the
+next flush, so records left to gather in the consumer for up to ``live_fetch_interval_s`` are not decided later
+than their flush unless the linger ends meanwhile; the pause never runs past that end.
 """
 
 from __future__ import annotations
@@ -44,3 +51,18 @@ def fetch_wait_ms(settings: Settings, *, held_back: bool, outputs: int, since_fl
     if outputs:
         wait = min(wait, max(0, round((settings.output_linger_s - since_flush_s) * 1000)))
     return wait
+
+
+def fetch_pause_s(
+    settings: Settings, *, fetched: int, held_back: bool, since_fetch_s: float, outputs: int, since_flush_s: float
+) -> float:
+    """How long to let records gather before the next fetch: after a fetch of ``fetched`` records that was not
+    full, up to ``live_fetch_interval_s`` since it returned (``since_fetch_s`` ago), never past the moment waiting
+    outputs are due a flush. None under a backlog (full fetches), after an empty fetch (it waited already), or with
+    records held back for event-time order (their inputs are waited for with short fetches)."""
+    if not fetched or fetched >= settings.fetch_max_records or held_back:
+        return 0.0
+    pause = settings.live_fetch_interval_s - since_fetch_s
+    if outputs:
+        pause = min(pause, settings.output_linger_s - since_flush_s)
+    return max(0.0, pause)

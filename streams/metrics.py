@@ -100,6 +100,15 @@ changelog_records = Counter(
     "State records written to the changelog (one per dirty key per flush).",
     registry=registry,
 )
+fetches = Counter(
+    "streamcdp_fetches_total",
+    "Fetches of the stream loop, by whether they returned records (empty: the wait ended with none).",
+    ["result"],
+    registry=registry,
+)
+fetched_records = Counter(
+    "streamcdp_fetched_records_total", "Records the stream loop's fetches returned.", registry=registry
+)
 restored_records = Counter(
     "streamcdp_restored_records_total", "Changelog records read back into partition stores.", registry=registry
 )

@@ -6,7 +6,9 @@ acks), far below the profile stage's target of 25,000 events/s per worker. This 
 aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead:
 
 1. **Fetch** up to ``STREAMCDP_FETCH_MAX_RECORDS`` records of the assigned partitions (co-partitioned by
-   ``streams.assignor``: partition *p* of every input topic and the state of partition *p* live together).
+   ``streams.assignor``: partition *p* of every input topic and the state of partition *p* live together). A
+   worker keeping up lets records gather up to ``STREAMCDP_LIVE_FETCH_INTERVAL_S`` between fetches
+   (``streams.flush_policy``).
 2. **Process** them in one event-time order over all the partitions held here (``streams.alignment.merge``:
    a record may be held until no earlier one of any input can come; a held record is not processed, so
    no checkpoint commits its offset). Inbound records are validated
@@ -56,7 +58,7 @@ from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.eos_v2 import StableOffsetsConsumer, group_metadata
 from streams.error_policy import ProcessingErrors
-from streams.flush_policy import fetch_wait_ms, flush_due
+from streams.flush_policy import fetch_pause_s, fetch_wait_ms, flush_due
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import RestoreConsumer, StoreRecovery
@@ -230,8 +232,19 @@ class Runtime(ConsumerRebalanceListener):
     async def run(self) -> None:
         settings = self.settings
         checkpoint = self.checkpoint
-        last_commit = last_scan = time.monotonic()
+        last_commit = last_scan = fetched_at = time.monotonic()
+        fetched = 0
         while not self._stopping.is_set():
+            pause = fetch_pause_s(
+                settings,
+                fetched=fetched,
+                held_back=self._groups_buffered(),
+                since_fetch_s=time.monotonic() - fetched_at,
+                outputs=len(self.outbox),
+                since_flush_s=time.monotonic() - last_commit,
+            )
+            if pause:
+                await asyncio.sleep(pause)  # records gather in the consumer (streams.flush_policy)
             generation = self._generation
             timeout_ms = fetch_wait_ms(
                 settings,
@@ -240,7 +253,13 @@ class Runtime(ConsumerRebalanceListener):
                 since_flush_s=time.monotonic() - last_commit,
             )
             batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.fetch_max_records)
+            fetched_at = time.monotonic()
             fetched = sum(map(len, batch.values()))
+            if fetched:
+                metrics.child(metrics.fetches, "records").inc()
+                metrics.fetched_records.inc(fetched)
+            else:
+                metrics.child(metrics.fetches, "empty").inc()
             self._fetched = batch  # returned (the position is past it), not buffered yet: see _buffered_inputs
             async with self._lock:
                 if self._groups_generation != self._generation:

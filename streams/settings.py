@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         "large. 0: a flush after every fetch that leaves outputs.",
     )
     fetch_max_records: int = Field(5_000, ge=1, description="Most records taken from Kafka per fetch.")
+    live_fetch_interval_s: float = Field(
+        0.025,
+        ge=0,
+        description="While the worker keeps up (a fetch returns fewer than `fetch_max_records`), shortest time "
+        "between two fetches: records gather in the consumer meanwhile, so live traffic pays each fetch's fixed "
+        "costs for more records (never past the moment waiting outputs are due a flush). 0: fetch again at once.",
+    )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "exactly_once",
         description="`exactly_once` commits the worker's outputs, changelog records and input offsets in one "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.flush_policy import FETCH_WAIT_MS, HELD_BACK_FETCH_WAIT_MS, fetch_wait_ms, flush_due
+from streams.flush_policy import FETCH_WAIT_MS, HELD_BACK_FETCH_WAIT_MS, fetch_pause_s, fetch_wait_ms, flush_due
 from streams.settings import Settings
 
 SETTINGS = Settings(commit_interval_s=0.5, output_linger_s=0.05, flush_max_records=1000)
@@ -37,3 +37,32 @@ def test_a_fetch_does_not_wait_past_the_moment_waiting_outputs_are_due():
     assert fetch_wait_ms(SETTINGS, held_back=True, outputs=0, since_flush_s=0.0) == HELD_BACK_FETCH_WAIT_MS
     assert fetch_wait_ms(SETTINGS, held_back=False, outputs=3, since_flush_s=0.02) == 30
     assert fetch_wait_ms(SETTINGS, held_back=False, outputs=3, since_flush_s=0.2) == 0
+
+
+def pause(
+    *, fetched: int = 10, held_back: bool = False, since_fetch: float = 0.0, outputs: int = 0, since: float = 0.0
+):
+    return fetch_pause_s(
+        LIVE, fetched=fetched, held_back=held_back, since_fetch_s=since_fetch, outputs=outputs, since_flush_s=since
+    )
+
+
+LIVE = Settings(output_linger_s=0.05, live_fetch_interval_s=0.025, fetch_max_records=1000)
+
+
+def test_after_a_small_fetch_records_gather_until_the_live_fetch_interval():
+    assert pause(since_fetch=0.0) == 0.025
+    assert round(pause(since_fetch=0.01), 6) == 0.015
+    assert pause(since_fetch=0.03) == 0.0
+
+
+def test_no_pause_under_a_backlog_when_idle_or_with_records_held_back():
+    assert pause(fetched=1000) == 0.0  # a full fetch: a backlog
+    assert pause(fetched=0) == 0.0  # an empty fetch waited for records already
+    assert pause(held_back=True) == 0.0  # the lagging input is waited for with short fetches
+
+
+def test_the_pause_never_runs_past_the_moment_waiting_outputs_are_due():
+    assert round(pause(outputs=3, since=0.04), 6) == 0.01
+    assert pause(outputs=3, since=0.06) == 0.0
+    assert pause(outputs=0, since=0.06) == 0.025  # nothing waits: the interval alone
