@@ -48,6 +48,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -196,10 +197,15 @@ def drain(pipeline: Pipeline, run: ChaosRun | None = None) -> None:
     raise AssertionError(msg)
 
 
-def settle_and_stop(pipeline: Pipeline) -> float:
-    """Let the clock fire what is due, then stop the worker cleanly (its last flush reaches the changelog)."""
+def settle_and_stop(pipeline: Pipeline, before_stop: Callable[[], None] = lambda: None) -> float:
+    """Let the clock fire what is due, then stop the worker cleanly (its last flush reaches the changelog).
+
+    ``before_stop`` runs once it has settled: a question to the running worker whose answer is compared with
+    the state it stops with (asked before the clock has fired what is due, a wake-up in between would change
+    a membership after the answer)."""
     time.sleep(SETTLE_S)
     wait_until_drained(pipeline, timeout_s=DRAIN_TIMEOUT_S, quiet_s=0.5)
+    before_stop()
     pipeline.worker.stop()
     return time.time()
 
@@ -299,8 +305,11 @@ def run_with_chaos(factory: PipelineFactory, kafka_settings: Settings, workload:
     drain(pipeline, run)
     run.open_transactions = open_transactions(pipeline)
     run.mismatches = profile_mismatches(worker, workload)
-    run.listed_sizes = listed_segment_sizes(pipeline)
-    run.disturbed = collect_outputs(pipeline, settle_and_stop(pipeline))
+
+    def ask_sizes() -> None:
+        run.listed_sizes = listed_segment_sizes(pipeline)
+
+    run.disturbed = collect_outputs(pipeline, settle_and_stop(pipeline, before_stop=ask_sizes))
     return run
 
 
