@@ -198,9 +198,10 @@ def profile_view(
 _SCALAR_TYPES = (msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType, msgspec.inspect.BoolType)
 
 
-def _stored_as_viewed(info: msgspec.inspect.Type) -> bool:
+def stored_as_viewed(info: msgspec.inspect.Type) -> bool:
     """Whether a field of this type is, in the view, its stored value: scalars and dicts of scalars by
-    string key, which the JSON round trip gives back equal (``_partial_view`` checks each value)."""
+    string key, which the JSON round trip gives back equal (``_partial_view`` checks each value). The one
+    definition the partial view and the trigger rules' direct reads (``core.triggers.rules.plain_fields``) use."""
     kinds = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
     return all(
         isinstance(kind, (msgspec.inspect.NoneType, *_SCALAR_TYPES))
@@ -251,7 +252,7 @@ def _view_plan(cls: Any, fields: frozenset[str]) -> _ViewPlan:
         for name, encoded in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
         if encoded in fields
     ]
-    stored = [(name, encoded) for name, encoded in wanted if name in types and _stored_as_viewed(types[name])]
+    stored = [(name, encoded) for name, encoded in wanted if name in types and stored_as_viewed(types[name])]
     rendered = [pair for pair in wanted if pair not in stored]
     traits = tuple(trait for trait in VIEW_TRAITS if trait.name in fields) if issubclass(cls, Profile) else ()
     return _ViewPlan(

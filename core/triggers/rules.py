@@ -42,7 +42,7 @@ from core.rules.nodes import (
 )
 from core.rules.parser import compile_rule
 from core.rules.tokens import RuleError, parse_window
-from core.segment_fields import DERIVED_FIELDS, FieldCatalog, build_catalog, profile_view
+from core.segment_fields import DERIVED_FIELDS, FieldCatalog, build_catalog, profile_view, stored_as_viewed
 
 __all__ = [
     "DEFAULT_AFFINITY_HALF_LIFE_S",
@@ -61,9 +61,6 @@ __all__ = [
 ]
 
 
-_PLAIN = (str, int, float, bool, type(None))
-
-
 def _record_fields(record_type: Hashable) -> tuple[msgspec.inspect.Field, ...]:
     info = msgspec.inspect.type_info(record_type)
     return info.fields if isinstance(info, msgspec.inspect.StructType) else ()
@@ -73,13 +70,9 @@ def _record_fields(record_type: Hashable) -> tuple[msgspec.inspect.Field, ...]:
 def plain_fields(record_type: Hashable) -> frozenset[str]:
     """Fields of ``record_type`` whose values already are what the rule view holds (scalars, and dicts
     of scalars by string key): a rule reading only these (and ``record_lists``) needs no rendered view."""
-    plain: set[str] = set()
-    for record_field in _record_fields(record_type):
-        kind = record_field.type
-        kinds = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
-        if all(_is_plain(one) for one in kinds):
-            plain.add(record_field.encode_name)
-    return frozenset(plain)
+    return frozenset(
+        record_field.encode_name for record_field in _record_fields(record_type) if stored_as_viewed(record_field.type)
+    )
 
 
 @cache
@@ -156,17 +149,6 @@ def counted_only(node: Any) -> frozenset[str]:
         elif not isinstance(current, (Literal, ListLiteral, EventCount, Affinity, AffinityCompare)):
             return frozenset()  # a node this walk does not know: render everything
     return frozenset(counted - read)
-
-
-def _is_plain(kind: msgspec.inspect.Type) -> bool:
-    scalar = (msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType, msgspec.inspect.BoolType)
-    if isinstance(kind, (*scalar, msgspec.inspect.NoneType)):
-        return True
-    return (
-        isinstance(kind, msgspec.inspect.DictType)
-        and isinstance(kind.key_type, msgspec.inspect.StrType)
-        and isinstance(kind.value_type, scalar)
-    )
 
 
 RecordTest = Callable[[Any], bool]
