@@ -9,7 +9,7 @@ catalog's default cycle for the product (else for its category) is used.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -99,21 +99,30 @@ def _replenishment(
     )
 
 
+def _next_purchases(
+    product_purchases: Mapping[str, Sequence[float]], catalog: ConsumableCatalog
+) -> Iterator[tuple[str, float, float, int]]:
+    """``(product id, last purchase, expected interval in seconds, purchases counted)`` of every consumable
+    bought (``next_purchase``): the one walk over a profile's purchases both predictions below make."""
+    for product_id, timestamps in product_purchases.items():
+        if not isinstance(timestamps, (list, tuple)) or not timestamps:
+            continue
+        default = catalog.default_cycle_days(product_id)
+        if default is not None:
+            yield (product_id, *next_purchase([float(t) for t in timestamps], default))
+
+
 def predict_replenishment(
     product_purchases: Mapping[str, Sequence[float]], catalog: ConsumableCatalog | None
 ) -> dict[str, Replenishment]:
     """For every consumable the customer has bought: when they are expected to buy it again (nothing
     without a catalog of consumables)."""
-    predictions: dict[str, Replenishment] = {}
     if catalog is None:
-        return predictions
-    for product_id, timestamps in product_purchases.items():
-        if not isinstance(timestamps, (list, tuple)):
-            continue
-        prediction = predict_product(product_id, [float(t) for t in timestamps], catalog)
-        if prediction is not None:
-            predictions[product_id] = prediction
-    return predictions
+        return {}
+    return {
+        product_id: _replenishment(product_id, catalog, last, interval_s, purchases)
+        for product_id, last, interval_s, purchases in _next_purchases(product_purchases, catalog)
+    }
 
 
 def soonest_replenishment(
@@ -124,19 +133,10 @@ def soonest_replenishment(
     that one only (the trigger stage asks this on every order)."""
     if catalog is None:
         return None
-    soonest: tuple[float, str] | None = None
-    prediction: tuple[float, float, int] = (0.0, 0.0, 0)
-    for product_id, timestamps in product_purchases.items():
-        if not isinstance(timestamps, (list, tuple)) or not timestamps:
-            continue
-        default = catalog.default_cycle_days(product_id)
-        if default is None:
-            continue
-        last, interval_s, purchases = next_purchase([float(t) for t in timestamps], default)
-        candidate = (last + interval_s, product_id)
-        if soonest is None or candidate < soonest:
-            soonest, prediction = candidate, (last, interval_s, purchases)
-    return None if soonest is None else _replenishment(soonest[1], catalog, *prediction)
+    soonest = min(
+        _next_purchases(product_purchases, catalog), key=lambda next_: (next_[1] + next_[2], next_[0]), default=None
+    )
+    return None if soonest is None else _replenishment(soonest[0], catalog, *soonest[1:])
 
 
 def due_replenishments(
