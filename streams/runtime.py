@@ -60,6 +60,7 @@ from streams.eos_v2 import StableOffsetsConsumer, group_metadata
 from streams.error_policy import ProcessingErrors
 from streams.flush_policy import fetch_pause_s, fetch_wait_ms, flush_due
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
+from streams.heap_trim import HeapTrimmer, glibc_malloc_trim
 from streams.partitioning import InPlaceRouting, PartitionOwners
 from streams.recovery import RestoreConsumer, StoreRecovery
 from streams.security import pii_policy
@@ -164,6 +165,7 @@ class Runtime(ConsumerRebalanceListener):
             self.topics.deadletter, outbox, metrics.tally, redact=lambda raw: redact_payload(raw, privacy)
         )
         self.stores: dict[int, PartitionStore] = {}
+        self.heap_trimmer = HeapTrimmer(settings.malloc_trim_interval_s, glibc_malloc_trim())
         self.ready = False
         self._generation = 0  # bumped by every rebalance: a fetch from an older one is dropped
         self._lock = asyncio.Lock()  # processing, checkpoints and rebalancing never interleave
@@ -287,6 +289,7 @@ class Runtime(ConsumerRebalanceListener):
                 ):
                     await checkpoint.commit(self.stores.values())
                     last_commit = time.monotonic()
+                    self.heap_trimmer.after_flush(last_commit)
         if checkpoint.failed is not None:
             msg = "a flush failed; stopping so that the inputs since the last commit replay"
             raise RuntimeError(msg) from checkpoint.failed

@@ -151,6 +151,26 @@ class Settings(BaseSettings):
         "backlog whose topics are fetched unevenly would hold everything read ahead of the slowest input in "
         "memory.",
     )
+    fetch_partition_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes of one input partition a fetch of the worker's consumer returns (Kafka's "
+        "`max.partition.fetch.bytes`). The consumer holds up to one fetch response per input partition until it is "
+        "processed: at 4 MiB the responses of a worker's 16 input partitions took ~170 MiB of a draining worker.",
+    )
+    fetch_max_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes one fetch of the worker's consumer returns, all partitions together (Kafka's "
+        "`fetch.max.bytes`).",
+    )
+    malloc_trim_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="Shortest time between two returns of the C heap's free pages to the system (glibc "
+        "`malloc_trim`, after a flush; 20-70 ms each): a flush allocates and frees tens of MiB that glibc "
+        "otherwise keeps. 0: never (also where the C library has no `malloc_trim`).",
+    )
     log_level: str = Field("info", description="Worker log level.")
     log_format: Literal["text", "json"] = Field(
         "text",

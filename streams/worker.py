@@ -83,7 +83,8 @@ def build_runtime(settings: Settings) -> Runtime:
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
         max_poll_interval_ms=300_000,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+        max_partition_fetch_bytes=settings.fetch_partition_bytes,
+        fetch_max_bytes=settings.fetch_max_bytes,
         isolation_level="read_committed",  # offsets committed by a transaction become visible with it
     )
     restore_consumer = recovery.restore_consumer(settings, client_id=f"{settings.app_id}-restore")

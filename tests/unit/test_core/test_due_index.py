@@ -63,3 +63,18 @@ def test_a_due_time_written_during_the_pass_is_popped_in_the_same_pass():
     assert index.pop_next(50.0, table.get) == (b"a", 20.0)
     assert index.pop_next(50.0, table.get) == (b"b", 30.0)
     assert index.pop_next(50.0, table.get) is None
+
+
+@given(st.lists(st.floats(allow_nan=False) | st.sampled_from([0.0, -0.0, 1.5]), min_size=1, max_size=40))
+def test_an_entry_keeps_its_time_exactly_and_sorts_as_the_time_does(times):
+    """The heap's packed entries: every float comes back bit for bit, and the order is the numbers' order
+    (negative, zero, fractions and infinities included), the key breaking ties."""
+    table = {f"k{i:02d}".encode(): due_at + 0.0 for i, due_at in enumerate(times)}  # -0.0 is kept as 0.0
+    index = DueIndex()
+    index.rebuild(table.items())
+    assert index.earliest() == min(times)
+    popped = []
+    while (due := index.pop_next(float("inf"), table.get)) is not None:
+        popped.append(due)
+    assert popped == sorted(((key, due_at) for key, due_at in table.items()), key=lambda item: (item[1], item[0]))
+    assert all(due_at == table[key] and str(due_at) == str(table[key]) for key, due_at in popped)
