@@ -193,7 +193,9 @@ def measure_size(args: argparse.Namespace, run: Run, profiles: int) -> dict:
     result = drain(fleet, loaded, broker_pid, bootstrap, timeout_s=timeout_s, on_start=watch_memory)
     final = fleet.metrics()[0]
     samples = [f"cust-{index:08d}" for index in range(0, profiles, max(1, profiles // 20))]
-    found = sum(fleet.profile_status(customer_id) == 200 for customer_id in samples)
+    # 0: no answer within the probe's 5 s (a worker busy right after the drain), not a missing profile (404)
+    statuses = [fleet.profile_status(customer_id) for customer_id in samples]
+    found = sum(status == 200 for status in statuses)
     run.memory.sample()
     child = fleet.children()[0]
     peak_rss = run.memory.hwm_kib.get(child, 0) * 1024
@@ -222,6 +224,7 @@ def measure_size(args: argparse.Namespace, run: Run, profiles: int) -> dict:
         "drain_seconds": result.drained_s - result.ready_s,
         "deadlettered": final["deadlettered"],
         "sampled_profiles_found": f"{found} of {len(samples)}",
+        "sampled_statuses": statuses,
         "peak_rss_bytes": peak_rss,
         "rss_after_cold_restore_bytes": cold_rss,
         "state_bytes_on_disk": state["bytes_on_disk"],

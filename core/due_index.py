@@ -15,30 +15,36 @@ import heapq
 import struct
 from collections.abc import Callable, Iterable
 
-_DOUBLE = struct.Struct(">d")
-_BITS = struct.Struct(">Q")
-_SIGN = 1 << 63
+_NON_NEGATIVE = struct.Struct(">Bd")  # marker 1, then the float's IEEE 754 bytes, big-endian
+_NEGATIVE = struct.Struct(">BQ")  # marker 0, then the float's bits, all flipped
+_DOUBLE_BITS = struct.Struct(">d")
 _ALL_BITS = (1 << 64) - 1
+PREFIX_BYTES = 9
 
 
 def _time_prefix(due_at: float) -> bytes:
-    """``due_at`` as 8 bytes whose byte order is the float's order: its IEEE 754 bits, big-endian, with the
-    sign bit set for non-negative values and every bit flipped for negative ones (so -1 < 0 < 1 also compare
-    right, though wake-ups are epoch seconds). Exact: ``_due_at`` gives back the same float (-0.0 as 0.0, which
-    it equals, so that the two do not sort apart)."""
-    (bits,) = _BITS.unpack(_DOUBLE.pack(due_at + 0.0))
-    return _BITS.pack(bits ^ _ALL_BITS if bits & _SIGN else bits | _SIGN)
+    """``due_at`` as 9 bytes whose byte order is the float's order. A non-negative float's big-endian IEEE 754
+    bytes already sort as the float does, so wake-ups (epoch seconds) take one ``struct`` call; a negative
+    one's bits, flipped, sort as it does, and its marker byte puts it before every non-negative one. Exact:
+    ``_due_at`` gives back the same float (-0.0 as 0.0, which it equals)."""
+    due_at += 0.0
+    if due_at >= 0.0:
+        return _NON_NEGATIVE.pack(1, due_at)
+    (bits,) = struct.unpack(">Q", _DOUBLE_BITS.pack(due_at))
+    return _NEGATIVE.pack(0, bits ^ _ALL_BITS)
 
 
 def _due_at(entry: bytes) -> float:
-    (bits,) = _BITS.unpack_from(entry)
-    return _DOUBLE.unpack(_BITS.pack(bits ^ _SIGN if bits & _SIGN else bits ^ _ALL_BITS))[0]
+    if entry[0]:
+        return _NON_NEGATIVE.unpack_from(entry)[1]
+    bits = _NEGATIVE.unpack_from(entry)[1] ^ _ALL_BITS
+    return _DOUBLE_BITS.unpack(bits.to_bytes(8, "big"))[0]
 
 
 class DueIndex:
     """Min-heap of wake-up times over a key → due-time table."""
 
-    # An entry is one bytes object: the due time's 8 order-keeping bytes (``_time_prefix``), then the key. It
+    # An entry is one bytes object: the due time's 9 order-keeping bytes (``_time_prefix``), then the key. It
     # sorts as the tuple ``(due_at, key)`` would and takes 56 bytes for a 13-byte key, where that tuple, its
     # float and its own key object took about 130: the heap is most of what a worker keeps per profile
     # (nearly every profile has a wake-up). Every changed wake-up pushes one, leaving the old one stale.
@@ -55,7 +61,8 @@ class DueIndex:
 
     def rebuild(self, entries: Iterable[tuple[bytes, float]]) -> None:
         """Replace the heap with the table's current ``(key, due_at)`` entries."""
-        self._heap = [_time_prefix(due_at) + key for key, due_at in entries]
+        pack = _NON_NEGATIVE.pack  # the common case inline: a restart rebuilds a heap of every profile
+        self._heap = [pack(1, due_at) + key if due_at > 0.0 else _time_prefix(due_at) + key for key, due_at in entries]
         heapq.heapify(self._heap)
         self._table_size = len(self._heap)
 
@@ -77,9 +84,9 @@ class DueIndex:
         the end of its quiet hours, already past) is popped in the same pass, in time order."""
         heap = self._heap
         now_prefix = _time_prefix(now)
-        while heap and heap[0][:8] <= now_prefix:
+        while heap and heap[0][:PREFIX_BYTES] <= now_prefix:
             entry = heapq.heappop(heap)
-            key, due_at = entry[8:], _due_at(entry)
+            key, due_at = entry[PREFIX_BYTES:], _due_at(entry)
             if current(key) == due_at:
                 return key, due_at
         return None
