@@ -3,9 +3,10 @@
 A flush of a draining worker allocates and frees tens of MiB at once: the encoded changelog values, their
 copies in the producer's batches and in RocksDB's write batch, the consumer's fetch responses. glibc keeps
 freed memory in its heap for reuse and returns only the top of the heap, so a heap whose top holds one live
-object keeps every free page below it: measured on `bench/state_bench.py` at 200,000 profiles, the peak RSS
-fell by ~170 MiB with a trim every 5 s. ``malloc_trim(0)`` returns the free pages anywhere in the heap; it
-walks the heap (20-70 ms on a 600 MiB heap), so it runs at most every ``malloc_trim_interval_s``.
+object keeps every free page below it: in `bench/state_bench.py`'s drain of a million profiles the main heap
+held 1.58 GB of a 2.45 GB RSS, and ~210 MB with a trim every 5 s (bench/README.md, "Round 4"). ``malloc_trim(0)``
+returns the free pages anywhere in the heap; it walks the heap (20-70 ms on a 600 MiB heap), so it runs at most
+every ``malloc_trim_interval_s``.
 """
 
 from __future__ import annotations
