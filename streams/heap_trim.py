@@ -12,7 +12,6 @@ every ``malloc_trim_interval_s``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 
@@ -20,12 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def glibc_malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS). Looked up among the
+    symbols the process has loaded already (``CDLL(None)``): ``ctypes.util.find_library`` would run
+    ``ldconfig`` in a subprocess for each runtime built."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]
