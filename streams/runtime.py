@@ -58,7 +58,7 @@ from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.eos_v2 import StableOffsetsConsumer, group_metadata
 from streams.error_policy import ProcessingErrors
-from streams.flush_policy import fetch_pause_s, fetch_wait_ms, flush_due
+from streams.flush_policy import fetch_pause_s, fetch_wait_ms, flush_due, flush_due_within_fetch
 from streams.forwarding import NO_SOURCE, InMemoryCopies, Origin, origin_headers, record_origin
 from streams.heap_trim import HeapTrimmer, glibc_malloc_trim
 from streams.partitioning import InPlaceRouting, PartitionOwners
@@ -166,6 +166,7 @@ class Runtime(ConsumerRebalanceListener):
         )
         self.stores: dict[int, PartitionStore] = {}
         self.heap_trimmer = HeapTrimmer(settings.malloc_trim_interval_s, glibc_malloc_trim())
+        self._flushed_at = time.monotonic()  # when the loop's last flush ended
         self.ready = False
         self._generation = 0  # bumped by every rebalance: a fetch from an older one is dropped
         self._lock = asyncio.Lock()  # processing, checkpoints and rebalancing never interleave
@@ -234,7 +235,7 @@ class Runtime(ConsumerRebalanceListener):
     async def run(self) -> None:
         settings = self.settings
         checkpoint = self.checkpoint
-        last_commit = last_scan = fetched_at = time.monotonic()
+        last_scan = fetched_at = self._flushed_at = time.monotonic()
         fetched = 0
         while not self._stopping.is_set():
             pause = fetch_pause_s(
@@ -243,7 +244,7 @@ class Runtime(ConsumerRebalanceListener):
                 held_back=self._groups_buffered(),
                 since_fetch_s=time.monotonic() - fetched_at,
                 outputs=len(self.outbox),
-                since_flush_s=time.monotonic() - last_commit,
+                since_flush_s=time.monotonic() - self._flushed_at,
             )
             if pause:
                 await asyncio.sleep(pause)  # records gather in the consumer (streams.flush_policy)
@@ -252,7 +253,7 @@ class Runtime(ConsumerRebalanceListener):
                 settings,
                 held_back=self._groups_buffered(),
                 outputs=len(self.outbox),
-                since_flush_s=time.monotonic() - last_commit,
+                since_flush_s=time.monotonic() - self._flushed_at,
             )
             batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.fetch_max_records)
             fetched_at = time.monotonic()
@@ -281,18 +282,22 @@ class Runtime(ConsumerRebalanceListener):
                     self.tick(time.time(), await self._behind_partitions())
                 if flush_due(
                     settings,
-                    since_flush_s=monotonic - last_commit,
+                    since_flush_s=monotonic - self._flushed_at,
                     inputs=checkpoint.inputs,
                     empty=checkpoint.empty,
                     outputs=len(self.outbox),
                     caught_up=fetched < settings.fetch_max_records,
                 ):
-                    await checkpoint.commit(self.stores.values())
-                    last_commit = time.monotonic()
-                    self.heap_trimmer.after_flush(last_commit)
+                    await self._flush()
         if checkpoint.failed is not None:
             msg = "a flush failed; stopping so that the inputs since the last commit replay"
             raise RuntimeError(msg) from checkpoint.failed
+
+    async def _flush(self) -> None:
+        """The loop's checkpoint (under the lock): outputs, changelog, RocksDB, offsets; then the heap trim."""
+        await self.checkpoint.commit(self.stores.values())
+        self._flushed_at = time.monotonic()
+        self.heap_trimmer.after_flush(self._flushed_at)
 
     def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """A fetch that straddled a rebalance is not processed; seek its partitions back to its first records.
@@ -413,10 +418,16 @@ class Runtime(ConsumerRebalanceListener):
         self._ensure_groups()
         lag = (await self._lags(self._groups.values())).get
         since_yield = 0
+        stores = self.stores.values()
         for tp, records in merge(self._groups, self._stream_ms, lag, monotonic):
             self.process(tp, records)
             since_yield += len(records)
-            if since_yield >= YIELD_EVERY_RECORDS:
+            if flush_due_within_fetch(self.settings, dirty_keys=sum(store.dirty_count for store in stores)):
+                # Between two runs no key is half-written; the checkpoint commits the offsets processed so far
+                # (the fetch's partitions count as buffered), the rest of the fetch goes on after it.
+                await self._flush()
+                since_yield = 0
+            elif since_yield >= YIELD_EVERY_RECORDS:
                 # Between two partitions' runs no key is half-written, and the lock keeps rebalances and
                 # checkpoints out; the web server and the consumer's heartbeats get their turn.
                 since_yield = 0

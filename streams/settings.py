@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     flush_max_records: int = Field(
         20_000, ge=1, description="Inputs processed before a flush is forced, whatever the interval."
     )
+    flush_max_dirty_keys: int = Field(
+        5_000,
+        ge=1,
+        description="State keys changed since the last flush, all partition stores together, that force a flush "
+        "between two partitions' runs of a fetch: a flush holds every changed value encoded, in the producer's "
+        "batches and in RocksDB's write batch at once, so this bounds its memory (a fetch of new customers "
+        "changes about three keys per event).",
+    )
     output_linger_s: float = Field(
         0.05,
         ge=0,

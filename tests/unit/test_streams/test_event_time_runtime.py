@@ -142,7 +142,11 @@ def fetches(
 
 
 def build(
-    tmp_path: Path, fetch_max_records: int, guarantee: str, buffered_records_per_input: int = 1_000
+    tmp_path: Path,
+    fetch_max_records: int,
+    guarantee: str,
+    buffered_records_per_input: int = 1_000,
+    flush_max_dirty_keys: int = 5_000,
 ) -> tuple[Runtime, list[FakeProducer]]:
     """A runtime over the fakes, and the producers whose committed outputs are the run's outputs."""
     settings = Settings(
@@ -153,6 +157,7 @@ def build(
         fetch_max_records=fetch_max_records,
         processing_guarantee=guarantee,
         buffered_records_per_input=buffered_records_per_input,
+        flush_max_dirty_keys=flush_max_dirty_keys,
     )
     calls: list[str] = []
     outbox = Outbox()
@@ -188,12 +193,13 @@ async def decide(
     made=history,
     buffered_records_per_input: int = 1_000,
     calls: list[str] | None = None,
+    flush_max_dirty_keys: int = 5_000,
 ) -> tuple[set, set]:
     """Run the loop over the history fetched one way, then an idle tick; the triggers and segment changes sent
     (``calls``: filled with the fakes' calls)."""
-    rt, producers = build(tmp_path, max_batch, guarantee, buffered_records_per_input)
+    rt, producers = build(tmp_path, max_batch, guarantee, buffered_records_per_input, flush_max_dirty_keys)
     if calls is not None:
-        rt.consumer.calls = calls
+        rt.consumer.calls = rt.producer.calls = calls
     data = inputs(rt, made)
     await rt.start()
     await rt.on_partitions_assigned([TopicPartition(t, p) for t in rt.source_topics for p in range(PARTITIONS)])
@@ -245,6 +251,26 @@ async def test_the_same_history_decides_the_same_whatever_the_fetches(
     assert reminded == {f"u{n}" for n in range(CUSTOMERS) if n % 2 == 0}  # no reminder for a cart that was ordered
     assert all(T0 <= at < T0 + 2 * 3600 for *_, at in changes)  # event time, not the time of processing
     assert changes  # segments were entered (and the comparison is not of two empty sets)
+
+
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+async def test_flushes_within_a_fetch_decide_the_same(tmp_path: Path, guarantee: str):
+    """A fetch that changes ``flush_max_dirty_keys`` keys is flushed between two runs and goes on after it:
+    the whole history in one fetch, flushed every few keys, decides what one flush at the end decides."""
+    reference = await decide(tmp_path / "ref", seed=0, max_batch=10_000, topic_first=None, made=device_history)
+    calls: list[str] = []
+    flushed = await decide(
+        tmp_path / "run",
+        seed=0,
+        max_batch=10_000,
+        topic_first=None,
+        guarantee=guarantee,
+        made=device_history,
+        calls=calls,
+        flush_max_dirty_keys=3,
+    )
+    assert flushed == reference
+    assert calls.count("txn commit" if guarantee == "exactly_once" else "commit") > 10  # flushed within the fetch
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,7 @@ def build_runtime(tmp_path: Path) -> Runtime:
         data_dir=tmp_path,
         topic_partitions=PARTITIONS,
         flush_max_records=64,  # several checkpoints during the run
+        flush_max_dirty_keys=48,  # and some between two runs of a fetch
         # What is checked here is each record's handling, not the commit protocol (one plain producer keeps
         # every output readable; test_runtime_processing.py runs the per-partition transactions).
         processing_guarantee="at_least_once",

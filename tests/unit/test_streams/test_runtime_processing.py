@@ -469,3 +469,39 @@ async def test_a_full_fetch_keeps_its_outputs_for_the_interval(runtime: Runtime)
     assert seen == [0, 0]  # a backlog: the flush waits for the interval (or the record count)
     assert [topic for topic, *_ in runtime.producer.sent] == [runtime.topics.deadletter]  # sent on close
     await runtime.close()
+
+
+async def test_a_fetch_that_changes_many_keys_is_flushed_between_runs_with_the_offsets_processed_so_far(
+    tmp_path: Path,
+):
+    """``flush_max_dirty_keys`` bounds what a flush holds: a fetch whose first partition's run changes that many
+    keys is committed before the next run (its offset only), the rest at the next flush; nothing is lost."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 1})
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    users = {}  # one customer in each of two partitions
+    for n in range(100):
+        tp, rec = record(runtime, viewed(f"m{n}", userId=f"u-{n}"))
+        users.setdefault(tp, rec)
+        if len(users) == 2:
+            break
+    (first_tp, first), (second_tp, second) = sorted(users.items(), key=lambda item: item[1].timestamp)
+    consumer.batches = [{first_tp: [first], second_tp: [second]}]
+    transactions = []  # the offsets of each committed transaction, at its commit
+    commit = producer.commit_transaction
+
+    async def commit_transaction():
+        pending = dict(producer._pending[2])
+        await commit()
+        transactions.append(pending)
+
+    producer.commit_transaction = commit_transaction
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert transactions[:2] == [{first_tp: 1}, {second_tp: 1}]  # one run each, not one flush at the end
+    assert producer.offsets == {first_tp: 1, second_tp: 1}
+    for tp, rec in ((first_tp, first), (second_tp, second)):
+        assert runtime.stores[tp.partition].get(PROFILES, rec.key) is not None
+        assert any(key == PROFILES.tag + rec.key for key, _ in producer.changelog[tp.partition])
+    await runtime.close()
