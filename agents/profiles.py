@@ -72,7 +72,7 @@ class CommandHandler:
         # ``now`` is the partition's stream time (its records' Kafka timestamps, at the collector the arrival):
         # how far the wall clock is past it is the worker's backlog, whatever the age of the event itself.
         result = step_key(state, command, now=now, policy=self.policy, backlog_s=max(0.0, wall - now))
-        _write_back(store, key, result)
+        _write_back(store, key, result, now)
         # Most results hold only a note: each kind of output is looked at only when there is some.
         if result.forwards:
             self._forward(result.forwards, forward)
@@ -159,7 +159,7 @@ def _count_attributions(store: StageStore, result: StepResult) -> None:
         store.put(TRIGGER_STATS, kind.encode(), stats)
 
 
-def _write_back(store: StageStore, key: bytes, result) -> None:
+def _write_back(store: StageStore, key: bytes, result, now: float) -> None:
     new_state = result.state
     if result.profile_changed:
         store.put(PROFILES, key, new_state.profile)  # None deletes
@@ -169,4 +169,4 @@ def _write_back(store: StageStore, key: bytes, result) -> None:
     if result.due_at != stored_due:
         store.put(WAKE_UPS, key, result.due_at)
         if result.due_at is not None:
-            store.due_index.push(key, result.due_at)
+            store.due_index.write(key, stored_due, result.due_at, now)

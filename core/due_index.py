@@ -3,10 +3,13 @@
 The worker's due table (customer → time a trigger or a segment change may next be due) is the truth and
 lives in RocksDB with a changelog; nearly every profile has an entry (e.g. "new visitor" ends 7 days after
 first seen). Scanning it every tick would scan every profile, so the worker keeps this min-heap of
-``(due_at, key)`` beside it: the profile stage pushes every due time it writes, the clock pops only what
-is due and acts on an entry only if the table still holds that time (stale entries are skipped).
-The heap is rebuilt from the table when the worker's partitions change, and when stale entries make it
-much larger than the table.
+``(due_at, key)`` beside it: the profile stage indexes the due times it writes (``write``), the clock pops
+only what is due and acts on an entry only if the table still holds that time. The heap holds, for every key
+of the table, an entry at or before the key's due time: a due time moved later needs no new entry while the
+key's earlier one waits in the heap (most writes: an event pushes a key's reminders and segment expiries
+later), since that entry, popped, finds the table's later time and is pushed again for it; one moved
+earlier, or written after the key's entry was popped, is pushed. The heap is rebuilt from the table when
+the worker's partitions change, and when stale entries make it much larger than the table.
 """
 
 from __future__ import annotations
@@ -74,12 +77,21 @@ class DueIndex:
     def push(self, key: bytes, due_at: float) -> None:
         heapq.heappush(self._heap, _time_prefix(due_at) + key)
 
+    def write(self, key: bytes, previous: float | None, due_at: float, now: float) -> None:
+        """Index ``key``'s new due time ``due_at``, written at ``now`` over the table's ``previous`` one: pushed
+        unless the entry that indexes ``previous`` is still waiting (``previous`` later than ``now``, so not
+        popped yet) and pops no later than ``due_at``. A write at or after ``previous`` pushes: the clock fires
+        what is due before a later command is applied, so that entry was popped, the key woken at it."""
+        if previous is None or due_at < previous or previous <= now:
+            heapq.heappush(self._heap, _time_prefix(due_at) + key)
+
     def needs_compaction(self) -> bool:
         return len(self._heap) > max(self._min_compact_size, self._compact_factor * self._table_size)
 
     def pop_next(self, now: float, current: Callable[[bytes], float | None]) -> tuple[bytes, float] | None:
         """The earliest ``(key, due_at)`` due at or before ``now`` that is still the table's (``current(key)``),
-        removed from the heap (stale entries on the way are dropped); None: nothing is due.
+        removed from the heap; None: nothing is due. An entry on the way whose key's due time was moved later
+        is pushed again at that time (``write`` left it to stand for it), others are dropped.
 
         One at a time, so that a due time written while the previous key is applied (a trigger deferred to
         the end of its quiet hours, already past) is popped in the same pass, in time order."""
@@ -88,6 +100,9 @@ class DueIndex:
         while heap and heap[0][:PREFIX_BYTES] <= now_prefix:
             entry = heapq.heappop(heap)
             key, due_at = entry[PREFIX_BYTES:], _due_at(entry)
-            if current(key) == due_at:
+            table_due = current(key)
+            if table_due == due_at:
                 return key, due_at
+            if table_due is not None and table_due > due_at:
+                heapq.heappush(heap, _time_prefix(table_due) + key)
         return None

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from streams.flush_policy import FETCH_WAIT_MS, HELD_BACK_FETCH_WAIT_MS, fetch_pause_s, fetch_wait_ms, flush_due
+from streams.flush_policy import (
+    FETCH_WAIT_MS,
+    HELD_BACK_FETCH_WAIT_MS,
+    fetch_pause_s,
+    fetch_wait_ms,
+    flush_due,
+    flush_due_within_fetch,
+)
 from streams.settings import Settings
 
 SETTINGS = Settings(commit_interval_s=0.5, output_linger_s=0.05, flush_max_records=1000)
@@ -30,6 +37,12 @@ def test_without_outputs_only_the_interval_or_the_record_count_flush():
 
 def test_nothing_to_commit_is_never_flushed_by_time():
     assert not due(since=10.0, inputs=0, outputs=0, empty=True)
+
+
+def test_a_fetch_is_flushed_between_runs_once_its_changed_keys_reach_the_bound():
+    bounded = Settings(flush_max_dirty_keys=5000)
+    assert not flush_due_within_fetch(bounded, dirty_keys=4999)
+    assert flush_due_within_fetch(bounded, dirty_keys=5000)
 
 
 def test_a_fetch_does_not_wait_past_the_moment_waiting_outputs_are_due():
