@@ -165,7 +165,9 @@ class Runtime(ConsumerRebalanceListener):
             self.topics.deadletter, outbox, metrics.tally, redact=lambda raw: redact_payload(raw, privacy)
         )
         self.stores: dict[int, PartitionStore] = {}
-        self.heap_trimmer = HeapTrimmer(settings.malloc_trim_interval_s, glibc_malloc_trim())
+        self.heap_trimmer = HeapTrimmer(
+            settings.malloc_trim_interval_s, glibc_malloc_trim(), growth_bytes=settings.malloc_trim_growth_bytes
+        )
         self._flushed_at = time.monotonic()  # when the loop's last flush ended
         self.ready = False
         self._generation = 0  # bumped by every rebalance: a fetch from an older one is dropped

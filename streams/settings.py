@@ -173,11 +173,18 @@ class Settings(BaseSettings):
         "`fetch.max.bytes`).",
     )
     malloc_trim_interval_s: float = Field(
-        5.0,
+        1.0,
         ge=0,
         description="Shortest time between two returns of the C heap's free pages to the system (glibc "
         "`malloc_trim`, after a flush; 20-70 ms each): a flush allocates and frees tens of MiB that glibc "
         "otherwise keeps. 0: never (also where the C library has no `malloc_trim`).",
+    )
+    malloc_trim_growth_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description="Growth of the worker's resident memory since the last heap trim that makes the next flush "
+        "trim (at most every `malloc_trim_interval_s`): the RSS stays within about this much of what is live. "
+        "0: trim every `malloc_trim_interval_s` whatever the growth.",
     )
     log_level: str = Field("info", description="Worker log level.")
     log_format: Literal["text", "json"] = Field(
