@@ -90,6 +90,12 @@ flush_seconds = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=registry,
 )
+heap_trim_seconds = Histogram(
+    "streamcdp_heap_trim_seconds",
+    "One return of the C heap's free pages to the system after a flush (glibc malloc_trim); its count: the trims.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    registry=registry,
+)
 outputs_sent = Counter(
     "streamcdp_outputs_sent_total",
     "Records sent by the profile stage (triggers, segment changes, dead letters, re-keyed commands).",

@@ -299,7 +299,8 @@ class Runtime(ConsumerRebalanceListener):
         """The loop's checkpoint (under the lock): outputs, changelog, RocksDB, offsets; then the heap trim."""
         await self.checkpoint.commit(self.stores.values())
         self._flushed_at = time.monotonic()
-        self.heap_trimmer.after_flush(self._flushed_at)
+        if self.heap_trimmer.after_flush(self._flushed_at):
+            metrics.heap_trim_seconds.observe(time.monotonic() - self._flushed_at)
 
     def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """A fetch that straddled a rebalance is not processed; seek its partitions back to its first records.

@@ -27,6 +27,7 @@ from core.profile_stage import StagePolicy
 from schemas.commands import WakeUp, encode_command
 from schemas.deadletter import PROCESSING_FAILED, UNDECODABLE_COMMAND
 from schemas.validation import ContractLimits
+from streams import metrics
 from streams.assignor import CoPartitionAssignor
 from streams.partitioning import owning_partition
 from streams.runtime import YIELD_EVERY_RECORDS, Runtime
@@ -504,4 +505,16 @@ async def test_a_fetch_that_changes_many_keys_is_flushed_between_runs_with_the_o
     for tp, rec in ((first_tp, first), (second_tp, second)):
         assert runtime.stores[tp.partition].get(PROFILES, rec.key) is not None
         assert any(key == PROFILES.tag + rec.key for key, _ in producer.changelog[tp.partition])
+    await runtime.close()
+
+
+async def test_the_first_flush_trims_the_heap_and_counts_it(runtime: Runtime):
+    trims = metrics.registry.get_sample_value("streamcdp_heap_trim_seconds_count") or 0.0
+    runtime.settings = runtime.settings.model_copy(update={"flush_max_dirty_keys": 1})  # a flush in the loop
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    tp, first = record(runtime, viewed("m1", userId="u-1"))
+    runtime.consumer.batches = [{tp: [first]}]
+    runtime.consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert metrics.registry.get_sample_value("streamcdp_heap_trim_seconds_count") == trims + 1  # glibc here
     await runtime.close()
