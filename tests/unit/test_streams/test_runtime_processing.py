@@ -19,7 +19,7 @@ from fake_kafka import FakeConsumer, FakeProducer, FakeRestoreConsumer, FakeTran
 
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
-from agents.tables import IDENTITIES, PROFILES
+from agents.tables import IDENTITIES, PROFILES, WAKE_UPS
 from agents.tally import Tally
 from core.privacy import PiiPolicy
 from core.profile.policy import ProfilePolicy
@@ -517,4 +517,39 @@ async def test_the_first_flush_trims_the_heap_and_counts_it(runtime: Runtime):
     runtime.consumer.when_drained = runtime.stop
     await runtime.run()
     assert metrics.registry.get_sample_value("streamcdp_heap_trim_seconds_count") == trims + 1  # glibc here
+    await runtime.close()
+
+
+async def test_wake_ups_a_record_makes_due_are_fired_in_bounded_flushes_before_it(tmp_path: Path):
+    """Many wake-ups due at one moment (the triggers quiet hours deferred, at their end) are fired before the
+    record that makes them due, with a flush whenever ``flush_max_dirty_keys`` keys changed, not all held for one
+    flush; the record is processed after them, at its time."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    tp, rec = record(runtime, viewed("m1", userId="u-1"))
+    store = runtime.stores[tp.partition]
+    due_at = rec.timestamp / 1000 - 60
+    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
+    for key in sleepers:
+        store.put(WAKE_UPS, key, due_at)
+        store.due_index.push(key, due_at)
+    runtime._stream_ms[tp.partition] = round(due_at * 1000) - 1000  # the partition's clock before them
+    transactions = []
+    commit = producer.commit_transaction
+
+    async def commit_transaction():
+        transactions.append(dict(producer._pending[2]))
+        await commit()
+
+    producer.commit_transaction = commit_transaction
+    consumer.batches = [{tp: [rec]}]
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
+    assert transactions[0] == {}  # before the record: its offset is committed with or after it
+    assert all(store.get(WAKE_UPS, key) is None for key in sleepers)  # each woken (nothing pending for them)
+    assert store.get(PROFILES, rec.key) is not None
+    assert runtime.stream_time(tp.partition) == rec.timestamp / 1000
     await runtime.close()
