@@ -422,12 +422,11 @@ class Runtime(ConsumerRebalanceListener):
         self._ensure_groups()
         lag = (await self._lags(self._groups.values())).get
         since_yield = 0
-        stores = self.stores.values()
         for tp, records in merge(self._groups, self._stream_ms, lag, monotonic):
             await self._fire_due_before(tp, records)
             self.process(tp, records)
             since_yield += len(records)
-            if flush_due_within_fetch(self.settings, dirty_keys=sum(store.dirty_count for store in stores)):
+            if self._dirty_flush_due():
                 # Between two runs no key is half-written; the checkpoint commits the offsets processed so far
                 # (the fetch's partitions count as buffered), the rest of the fetch goes on after it.
                 await self._flush()
@@ -455,12 +454,17 @@ class Runtime(ConsumerRebalanceListener):
         self.outbox.partition = tp.partition
         self._advance_stream_time(tp.partition, store, at_ms)
         now = at_ms / 1000
-        stores = self.stores.values()
         for key, command in self.stages.due_commands(store, now):
             self._apply(store, key, command, now)
-            if flush_due_within_fetch(self.settings, dirty_keys=sum(each.dirty_count for each in stores)):
+            if self._dirty_flush_due():
                 await self._flush()
                 self.outbox.partition = tp.partition
+
+    def _dirty_flush_due(self) -> bool:
+        """Whether the keys changed since the last flush, all stores together, call for a flush now."""
+        return flush_due_within_fetch(
+            self.settings, dirty_keys=sum(store.dirty_count for store in self.stores.values())
+        )
 
     def stream_time(self, partition: int) -> float | None:
         """The partition's stream time in epoch seconds (the largest event timestamp processed, or the wall
