@@ -112,7 +112,7 @@ class Checkpoint:
             raise RuntimeError(msg) from self.failed
         started = time.perf_counter()
         try:
-            outputs = await self._commit(stores)
+            outputs, changelog = await self._commit(stores)
         except BaseException as exc:
             # Outputs may be lost while the cache holds state that assumes them sent: never persist that
             # state; the inputs since the last commit replay after a restart.
@@ -123,8 +123,11 @@ class Checkpoint:
         metrics.tally.publish()
         metrics.flush_seconds.observe(time.perf_counter() - started)
         metrics.outputs_sent.inc(outputs)
+        metrics.flush_records.labels("outputs").observe(outputs)
+        metrics.flush_records.labels("changelog").observe(changelog)
 
-    async def _commit(self, stores: Collection[PartitionStore]) -> int:
+    async def _commit(self, stores: Collection[PartitionStore]) -> tuple[int, int]:
+        """Everything processed, made durable; the outputs and the changelog records it sent."""
         # 1. Outputs, acknowledged.
         outputs = self.outbox.take()
         acks = await _send_outputs(self.producer, outputs)
@@ -150,7 +153,7 @@ class Checkpoint:
             except (CommitFailedError, KafkaError) as exc:
                 # A rebalance took the partitions: their new owner replays from the last commit (deduplicated).
                 log.warning("offset commit failed (%s); the inputs since the last commit will be replayed", exc)
-        return len(outputs)
+        return len(outputs), sum(len(records) for _, records, _ in changelog)
 
     async def _send_changelog(
         self, producer: AIOKafkaProducer, partition: int, records: ChangelogRecords
@@ -224,7 +227,7 @@ class TransactionalCheckpoint(Checkpoint):
             if position > self.committed.get(tp, -1):
                 offsets[tp] = position
 
-    async def _commit(self, stores: Collection[PartitionStore]) -> int:
+    async def _commit(self, stores: Collection[PartitionStore]) -> tuple[int, int]:
         outputs = self.outbox.take()
         buffered = self.buffered()
         offsets = {
@@ -235,7 +238,7 @@ class TransactionalCheckpoint(Checkpoint):
         await self._skipped_offsets(offsets)
         dirty = [(store, store.pending_records()) for store in stores if store.dirty_count]
         if not outputs and not offsets and not dirty:
-            return 0  # no empty transactions
+            return 0, 0  # no empty transactions
         producer = self.producer
         await producer.begin_transaction()
         try:
@@ -258,7 +261,7 @@ class TransactionalCheckpoint(Checkpoint):
             await _persist(store, records, batches)
         for store in stores:
             store.evict()
-        return len(outputs)
+        return len(outputs), sum(len(records) for _, records, _ in changelog)
 
     async def _past_control_records(self, tp: TopicPartition, next_offset: int) -> int:
         """The consumer's position when every fetched record of ``tp`` was processed: transactions leave

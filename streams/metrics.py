@@ -90,6 +90,14 @@ flush_seconds = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=registry,
 )
+flush_records = Histogram(
+    "streamcdp_flush_records",
+    "What one flush held: records sent, by kind (``outputs``: triggers, segment changes, dead letters, re-keyed "
+    "and forwarded commands; ``changelog``: changed state keys). A worker's memory peaks with its largest flushes.",
+    ["kind"],
+    buckets=(10, 100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000),
+    registry=registry,
+)
 heap_trim_seconds = Histogram(
     "streamcdp_heap_trim_seconds",
     "One return of the C heap's free pages to the system after a flush (glibc malloc_trim); its count: the trims.",

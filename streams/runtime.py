@@ -422,10 +422,17 @@ class Runtime(ConsumerRebalanceListener):
         self._ensure_groups()
         lag = (await self._lags(self._groups.values())).get
         since_yield = 0
-        for tp, records in merge(self._groups, self._stream_ms, lag, monotonic):
-            await self._fire_due_before(tp, records)
-            self.process(tp, records)
-            since_yield += len(records)
+        for tp, run in merge(self._groups, self._stream_ms, lag, monotonic):
+            records = run
+            while True:
+                await self._fire_due_before(tp, records)
+                processed = self.process(tp, records, until_flush_due=True)
+                if processed == len(records):
+                    break
+                # Stopped before a record whose wake-ups reached the bound: flush, then fire the rest before it.
+                await self._flush()
+                records = records[processed:]
+            since_yield += len(run)
             if self._dirty_flush_due():
                 # Between two runs no key is half-written; the checkpoint commits the offsets processed so far
                 # (the fetch's partitions count as buffered), the rest of the fetch goes on after it.
@@ -442,23 +449,24 @@ class Runtime(ConsumerRebalanceListener):
         two of them once ``flush_max_dirty_keys`` keys changed, and move the partition's stream time to that
         record's (as ``_catch_up`` does). Many wake-ups can come due at one moment of event time (the triggers
         deferred by quiet hours, at their end); fired inside ``process`` they would all wait in memory for one
-        flush (a draining worker's RSS jumped by ~300 MB at such bursts, bench README "Round 5")."""
+        flush (a draining worker's RSS jumped by ~300 MB at such bursts, bench README "Round 5"). The stream time
+        may be there already: ``process`` stopped before this record, its wake-ups fired only in part."""
         store = self.stores.get(tp.partition)
         if store is None:
             return
         first = records[0]
         at_ms = record_origin(first).at_ms if tp.topic == self.topics.profile_commands else first.timestamp
+        stream_ms = self._stream_ms.get(tp.partition, NO_TIME)
         earliest = store.due_index.earliest()
-        if at_ms <= self._stream_ms.get(tp.partition, NO_TIME) or earliest is None or earliest > at_ms / 1000:
+        if earliest is None or earliest > max(at_ms, stream_ms) / 1000:
             return
         self.outbox.partition = tp.partition
-        self._advance_stream_time(tp.partition, store, at_ms)
-        now = at_ms / 1000
-        for key, command in self.stages.due_commands(store, now):
-            self._apply(store, key, command, now)
-            if self._dirty_flush_due():
-                await self._flush()
-                self.outbox.partition = tp.partition
+        if at_ms > stream_ms:
+            self._advance_stream_time(tp.partition, store, at_ms)
+        now = self._stream_ms[tp.partition] / 1000
+        while not self._fire_due(store, now, until_flush_due=True):
+            await self._flush()
+            self.outbox.partition = tp.partition
 
     def _dirty_flush_due(self) -> bool:
         """Whether the keys changed since the last flush, all stores together, call for a flush now."""
@@ -481,8 +489,11 @@ class Runtime(ConsumerRebalanceListener):
 
     # --- processing (no awaits: a key's read-modify-write is atomic) -------------------------------------
 
-    def process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Process one partition's records in order; every per-record step is under the error policy.
+    def process(self, tp: TopicPartition, records: list[ConsumerRecord], *, until_flush_due: bool = False) -> int:
+        """Process one partition's records in order; every per-record step is under the error policy. The
+        number processed: all, unless ``until_flush_due`` and the wake-ups a record made due reached
+        ``flush_max_dirty_keys`` changed keys (then that record and those after it are left, the partition's
+        stream time at it, for the caller to flush and fire the rest first).
 
         ``now`` is the partition's stream time, not the wall clock: an inbound record advances it to its
         timestamp (the event time), first firing the wake-ups due by then, so a replay decides the same.
@@ -493,23 +504,29 @@ class Runtime(ConsumerRebalanceListener):
         if tp.topic == self.topics.profile_commands:
             if store is None:
                 log.error("records of %s without its partition store; left for the next owner", tp)
-                return
-            stream_ms = self._process_commands(store, records, started_ms)
+                return len(records)
+            stream_ms, processed = self._process_commands(store, records, started_ms, until_flush_due)
         else:
-            stream_ms = self._process_inbound(store, tp, records, started_ms)
+            stream_ms, processed = self._process_inbound(store, tp, records, started_ms, until_flush_due)
         if stream_ms != started_ms:
             self._advance_stream_time(tp.partition, store, stream_ms)
-        self.checkpoint.store_offset(tp, records[-1].offset + 1, len(records))
+        if processed:
+            self.checkpoint.store_offset(tp, records[processed - 1].offset + 1, processed)
+        return processed
 
-    def _process_commands(self, store: PartitionStore, records: list[ConsumerRecord], stream_ms: int) -> int:
-        """``profile-commands`` records, each at its origin's stream time or later; the stream time reached."""
+    def _process_commands(
+        self, store: PartitionStore, records: list[ConsumerRecord], stream_ms: int, until_flush_due: bool
+    ) -> tuple[int, int]:
+        """``profile-commands`` records, each at its origin's stream time or later; the stream time reached and
+        the records processed (see ``process``)."""
         on_error = self.errors.on_processing_error
         decode = self.stages.decode
-        for record in records:
+        for index, record in enumerate(records):
             origin = record_origin(record)  # decided at its origin's stream time: applied no earlier
             if origin.at_ms > stream_ms:
                 stream_ms = self._stream_ms[store.partition] = origin.at_ms
-                self._fire_due(store, stream_ms / 1000)
+                if not self._fire_due(store, stream_ms / 1000, until_flush_due=until_flush_due):
+                    return stream_ms, index
             if self._copies.take(record.key, record.value):
                 metrics.tally.add(FORWARDS, "copy_skipped")
                 continue  # applied in memory when it was decided
@@ -517,12 +534,18 @@ class Runtime(ConsumerRebalanceListener):
                 self._apply(store, record.key, decode(record), stream_ms / 1000, record, depth=origin.depth)
             except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
                 on_error(exc, record)
-        return stream_ms
+        return stream_ms, len(records)
 
     def _process_inbound(
-        self, store: PartitionStore | None, tp: TopicPartition, records: list[ConsumerRecord], stream_ms: int
-    ) -> int:
-        """Inbound records, each at its event time (or the stream time, if later); the stream time reached.
+        self,
+        store: PartitionStore | None,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+        stream_ms: int,
+        until_flush_due: bool,
+    ) -> tuple[int, int]:
+        """Inbound records, each at its event time (or the stream time, if later); the stream time reached and
+        the records processed (see ``process``).
 
         A record is applied in place when it is keyed and partitioned by its routing id and this worker holds
         that partition, else re-keyed through ``profile-commands``. What holds for the whole run (the topic's
@@ -535,12 +558,12 @@ class Runtime(ConsumerRebalanceListener):
         in_place_store = store if in_place is not None and in_place.topic_applies(tp.topic) else None
         key_applies = in_place.key_applies if in_place is not None else None
         now = stream_ms / 1000
-        for record in records:
+        for index, record in enumerate(records):
             if record.timestamp > stream_ms:
                 stream_ms = self._stream_ms[partition] = record.timestamp
                 now = stream_ms / 1000
-                if store is not None:
-                    self._fire_due(store, now)
+                if store is not None and not self._fire_due(store, now, until_flush_due=until_flush_due):
+                    return stream_ms, index
             try:
                 key, command = ingest(record)
                 if in_place_store is not None and key_applies is not None and key_applies(partition, record.key, key):
@@ -549,7 +572,7 @@ class Runtime(ConsumerRebalanceListener):
                     self._rekey(store, key, command, now)
             except Exception as exc:  # noqa: BLE001  (the error policy decides: park or stop)
                 on_error(exc, record)
-        return stream_ms
+        return stream_ms, len(records)
 
     def _rekey(self, store: PartitionStore | None, key: bytes, command: Command, now: float) -> None:
         """An inbound record not applied in place: its command to ``profile-commands``, keyed by its routing id."""
@@ -678,13 +701,18 @@ class Runtime(ConsumerRebalanceListener):
                 behind.add(tp.partition)
         return behind
 
-    def _fire_due(self, store: PartitionStore, now: float) -> None:
-        """Apply the wake-ups of ``store`` due at or before ``now`` (each decided at its due time)."""
+    def _fire_due(self, store: PartitionStore, now: float, *, until_flush_due: bool = False) -> bool:
+        """Apply the wake-ups of ``store`` due at or before ``now`` (each decided at its due time); whether all
+        were. With ``until_flush_due``, stop once ``flush_max_dirty_keys`` keys changed: the rest stay in the due
+        index for the next pass, after a flush."""
         earliest = store.due_index.earliest()
         if earliest is None or earliest > now:
-            return
+            return True
         for key, command in self.stages.due_commands(store, now):
             self._apply(store, key, command, now)
+            if until_flush_due and self._dirty_flush_due():
+                return False
+        return True
 
     # --- rebalance listener -----------------------------------------------------------------------------
 

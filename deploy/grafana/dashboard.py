@@ -40,14 +40,15 @@ class Panel:
     queries: tuple[Query, ...]
 
 
-def quantiles(histogram: str, by: str = "") -> tuple[Query, ...]:
-    """p50 / p90 / p99 of a histogram over every worker."""
+def quantiles(histogram: str, by: str = "", levels: tuple[float, ...] = (0.5, 0.9, 0.99)) -> tuple[Query, ...]:
+    """Quantiles (p50 / p90 / p99) of a histogram over every worker, one series per value of the label ``by``."""
+    labels, legend = (f"le, {by}", f"{{{{{by}}}}} ") if by else ("le", "")
     return tuple(
         Query(
-            f"histogram_quantile({q}, sum by (le{by}) (rate({histogram}_bucket{{{WORKERS}}}[{RATE}])))",
-            f"p{round(q * 100)}",
+            f"histogram_quantile({q}, sum by ({labels}) (rate({histogram}_bucket{{{WORKERS}}}[{RATE}])))",
+            f"{legend}p{round(q * 100)}",
         )
-        for q in (0.5, 0.9, 0.99)
+        for q in levels
     )
 
 
@@ -104,6 +105,13 @@ PANELS: tuple[Panel, ...] = (
         "One flush: outputs acknowledged, changelog written, RocksDB batch, offsets committed.",
         "s",
         quantiles("streamcdp_flush_seconds"),
+    ),
+    Panel(
+        "Flush size",
+        "Records one flush sent, by kind (outputs; changelog: changed state keys). A worker's memory peaks with its "
+        "largest flushes; `STREAMCDP_FLUSH_MAX_DIRTY_KEYS` bounds the changelog's.",
+        "short",
+        quantiles("streamcdp_flush_records", by="kind", levels=(0.5, 0.99)),
     ),
     Panel(
         "Triggers by kind and channel",

@@ -290,6 +290,11 @@ async def test_a_failed_output_writes_no_state_commits_nothing_and_stops_all_lat
 # --- the loop and recovery -----------------------------------------------------------------------------
 
 
+def flush_records(kind: str) -> float:
+    """The records of ``kind`` all flushes so far held (``streamcdp_flush_records``' sum)."""
+    return metrics.registry.get_sample_value("streamcdp_flush_records_sum", {"kind": kind}) or 0.0
+
+
 def assignment(rt: Runtime, *partitions: int) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for topic in rt.source_topics for p in partitions]
 
@@ -302,11 +307,15 @@ async def test_the_loop_processes_fetched_records_and_checkpoints_them_on_close(
     tp, first = record(runtime, viewed("m1", userId="u-1"), offset=0)
     consumer.batches.append({tp: [first, consumer_record(tp.topic, tp.partition, 1, b"u-1", b"garbage")]})
     consumer.when_drained = runtime.stop
+    flushed = {kind: flush_records(kind) for kind in ("outputs", "changelog")}
     await runtime.run()
     await runtime.close()
     assert consumer.committed == {tp: 2}
     assert [topic for topic, *_ in producer.sent] == [runtime.topics.deadletter]
     assert producer.changelog[tp.partition]  # the profile of u-1 went to the changelog
+    # What the flushes held: the dead letter, and as many changelog records as the producer was given.
+    assert flush_records("outputs") - flushed["outputs"] == 1
+    assert flush_records("changelog") - flushed["changelog"] == len(producer.changelog[tp.partition])
     assert runtime.consumer.calls[-3:] == ["consumer stop", "restore stop", "producer stop"]
 
 
@@ -552,4 +561,46 @@ async def test_wake_ups_a_record_makes_due_are_fired_in_bounded_flushes_before_i
     assert all(store.get(WAKE_UPS, key) is None for key in sleepers)  # each woken (nothing pending for them)
     assert store.get(PROFILES, rec.key) is not None
     assert runtime.stream_time(tp.partition) == rec.timestamp / 1000
+    await runtime.close()
+
+
+async def test_wake_ups_a_record_within_a_run_makes_due_are_fired_in_bounded_flushes_before_it(tmp_path: Path):
+    """A record that is not its run's first can make a burst of wake-ups due too: the run stops before it once
+    ``flush_max_dirty_keys`` keys changed, the records before it are committed, the rest of the burst is fired in
+    bounded flushes, and the record goes after them, at its time."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    tp, _ = record(runtime, viewed("m1", userId="u-1"))
+    first_ms, second_ms = 1_700_000_000_000, 1_700_000_120_000
+    first, second = (
+        consumer_record(
+            tp.topic, tp.partition, offset, b"u-1", orjson.dumps(viewed(f"m{offset}", userId="u-1")), timestamp=at_ms
+        )
+        for offset, at_ms in ((0, first_ms), (1, second_ms))
+    )
+    store = runtime.stores[tp.partition]
+    due_at = (first_ms + 60_000) / 1000  # between the two records
+    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
+    for key in sleepers:
+        store.put(WAKE_UPS, key, due_at)
+        store.due_index.push(key, due_at)
+    runtime._stream_ms[tp.partition] = first_ms - 1000
+    transactions = []
+    commit = producer.commit_transaction
+
+    async def commit_transaction():
+        transactions.append(dict(producer._pending[2]))
+        await commit()
+
+    producer.commit_transaction = commit_transaction
+    consumer.batches = [{tp: [first, second]}]
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
+    assert [offsets.get(tp) for offsets in transactions[:2]] == [1, None]  # the first record's, then none
+    assert transactions[-1].get(tp) == 2  # the second record, after all of them
+    assert all(store.get(WAKE_UPS, key) is None for key in sleepers)
+    assert runtime.stream_time(tp.partition) == second_ms / 1000
     await runtime.close()
