@@ -604,3 +604,54 @@ async def test_wake_ups_a_record_within_a_run_makes_due_are_fired_in_bounded_flu
     assert all(store.get(WAKE_UPS, key) is None for key in sleepers)
     assert runtime.stream_time(tp.partition) == second_ms / 1000
     await runtime.close()
+
+
+async def test_a_burst_due_in_another_partition_is_fired_in_bounded_flushes_before_a_run_that_forwards_to_it(
+    tmp_path: Path,
+):
+    """A run whose record forwards a command to another partition held here brings that partition to its time
+    first (``_catch_up``, inside the run, all at once). A burst of wake-ups due there by then is fired before the
+    run instead, in bounded flushes, since that partition's buffered records come no earlier."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    user, anonymous = ids_in_different_partitions()
+    linking_ms, later_ms = 1_700_000_000_000, 1_700_000_120_000
+    identify = {"type": "identify", "messageId": "i-1", "userId": user, "anonymousId": anonymous, "timestamp": 0}
+    tp, _ = record(runtime, identify)
+    linking = consumer_record(tp.topic, tp.partition, 0, user.encode(), orjson.dumps(identify), timestamp=linking_ms)
+    other_tp, _ = record(runtime, viewed("m-2", anonymousId=anonymous))
+    assert other_tp.partition != tp.partition
+    later = consumer_record(
+        other_tp.topic,
+        other_tp.partition,
+        0,
+        anonymous.encode(),
+        orjson.dumps(viewed("m-2", anonymousId=anonymous)),
+        timestamp=later_ms,
+    )
+    other = runtime.stores[other_tp.partition]
+    due_at = (linking_ms - 30_000) / 1000
+    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
+    for key in sleepers:
+        other.put(WAKE_UPS, key, due_at)
+        other.due_index.push(key, due_at)
+    for partition in (tp.partition, other_tp.partition):
+        runtime._stream_ms[partition] = linking_ms - 60_000
+    transactions = []
+    commit = producer.commit_transaction
+
+    async def commit_transaction():
+        transactions.append(dict(producer._pending[2]))
+        await commit()
+
+    producer.commit_transaction = commit_transaction
+    consumer.batches = [{tp: [linking], other_tp: [later]}]
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
+    assert transactions[0] == {}  # before the linking record
+    assert all(other.get(WAKE_UPS, key) is None for key in sleepers)
+    assert other.get(PROFILES, anonymous.encode()) is not None
+    await runtime.close()
