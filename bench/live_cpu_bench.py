@@ -129,7 +129,7 @@ async def drain(rt, batches: list[dict], *, flush_each: bool) -> int:
     if flush_each:
         rt.settings = rt.settings.model_copy(update={"output_linger_s": 0.0})
     await rt.run()
-    rt.tick(time.time() + BEHIND_S, ())  # the wake-ups left, an hour later (the tick of a live partition)
+    await rt.tick(time.time() + BEHIND_S, ())  # the wake-ups left, an hour later (the tick of a live partition)
     await rt.checkpoint.commit(rt.stores.values())
     summarise(rt)
     await rt.close()

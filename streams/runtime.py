@@ -286,7 +286,7 @@ class Runtime(ConsumerRebalanceListener):
                 monotonic = time.monotonic()
                 if self.ready and monotonic - last_scan >= settings.trigger_scan_interval_s:
                     last_scan = monotonic
-                    self.tick(time.time(), await self._behind_partitions())
+                    await self.tick(time.time(), await self._behind_partitions())
                 if flush_due(
                     settings,
                     since_flush_s=monotonic - self._flushed_at,
@@ -478,10 +478,7 @@ class Runtime(ConsumerRebalanceListener):
             self.outbox.partition = partition
             if at_ms > stream_ms:
                 self._advance_stream_time(partition, store, at_ms)
-            now = self._stream_ms[partition] / 1000
-            while not self._fire_due(store, now, until_flush_due=True):
-                await self._flush()
-                self.outbox.partition = partition
+            await self._fire_due_in_flushes(store, self._stream_ms[partition] / 1000)
         if len(partitions) > 1:
             dues = [due for store in self.stores.values() if (due := store.due_index.earliest()) is not None]
             # None pending: looked at again by the next run (a wake-up written meanwhile must not wait for good).
@@ -677,8 +674,10 @@ class Runtime(ConsumerRebalanceListener):
         self._fire_due(store, at_ms / 1000)
         return now
 
-    def tick(self, now: float, behind: Collection[int] = ()) -> None:
-        """Apply the commands the clock makes due in every partition held here, each by its own clock.
+    async def tick(self, now: float, behind: Collection[int] = ()) -> None:
+        """Apply the commands the clock makes due in every partition held here, each by its own clock, in
+        bounded flushes (``_fire_due_in_flushes``: a backlog's last tick, once its inputs are caught up, fires
+        what came due up to the wall clock, all at once).
 
         A partition in ``behind`` (catching up: records held back, or an input short of its end offset) is at
         its stream time: its wake-ups fire as its records pass them, never by the wall clock, so a cart is
@@ -691,12 +690,12 @@ class Runtime(ConsumerRebalanceListener):
         clock moved past them.
         """
         frontier_ms = min((self._stream_ms.get(p, NO_TIME) for p in behind if p in self.stores), default=None)
-        for partition, store in self.stores.items():
+        for partition, store in list(self.stores.items()):  # flushes between: the loop's lock keeps rebalances out
             self.outbox.partition = partition  # this partition's work (the source of its forwards)
             stream_ms = self._stream_ms.get(partition, NO_TIME)
             if partition in behind:
                 if stream_ms != NO_TIME:
-                    self._fire_due(store, stream_ms / 1000)
+                    await self._fire_due_in_flushes(store, stream_ms / 1000)
                 continue
             at_ms = int(now * 1000) if frontier_ms is None else min(int(now * 1000), frontier_ms)
             at_ms = max(stream_ms, at_ms)
@@ -704,7 +703,7 @@ class Runtime(ConsumerRebalanceListener):
             if earliest is not None and earliest <= at_ms / 1000:
                 if at_ms > stream_ms:
                     self._advance_stream_time(partition, store, at_ms)
-                self._fire_due(store, at_ms / 1000)
+                await self._fire_due_in_flushes(store, at_ms / 1000)
 
     async def _behind_partitions(self) -> set[int]:
         """Partitions with records held back or an input not caught up (end offset unknown: behind).
@@ -720,6 +719,15 @@ class Runtime(ConsumerRebalanceListener):
             if not await self._input_caught_up(tp):
                 behind.add(tp.partition)
         return behind
+
+    async def _fire_due_in_flushes(self, store: PartitionStore, now: float) -> None:
+        """Apply the wake-ups of ``store`` due at or before ``now``, flushing whenever ``flush_max_dirty_keys``
+        keys changed (between two keys' wake-ups: none is half-applied); its partition's work (the outbox's
+        source) throughout."""
+        self.outbox.partition = store.partition
+        while not self._fire_due(store, now, until_flush_due=True):
+            await self._flush()
+            self.outbox.partition = store.partition
 
     def _fire_due(self, store: PartitionStore, now: float, *, until_flush_due: bool = False) -> bool:
         """Apply the wake-ups of ``store`` due at or before ``now`` (each decided at its due time); whether all

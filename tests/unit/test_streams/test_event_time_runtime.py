@@ -208,7 +208,7 @@ async def decide(
     rt.consumer.batches = fetches(data, random.Random(seed), max_batch, topic_first and rt.topics.inbound(topic_first))
     rt.consumer.when_drained = rt.stop
     await rt.run()
-    rt.tick(time.time())  # caught up: the wall clock fires what is left (each wake-up decided at its due time)
+    await rt.tick(time.time())  # caught up: the wall clock fires what is left (each wake-up decided at its due time)
     await rt.close()
     if calls is not None:
         calls.append(f"withheld {rt.consumer.withheld_records}")
@@ -315,7 +315,7 @@ async def test_a_wall_clock_decision_moves_the_stream_time_which_a_restart_keeps
     rt.process(tp, [first])  # a cart six hours ago: its reminder is overdue by the wall clock
     assert rt.stream_time(tp.partition) == first.timestamp / 1000
     now = time.time()
-    rt.tick(now)  # idle (nothing behind): the reminder fires by the wall clock
+    await rt.tick(now)  # idle (nothing behind): the reminder fires by the wall clock
     assert rt.stream_time(tp.partition) == int(now * 1000) / 1000
     rt.process(tp, later[:1])  # stamped hours before the decision: processed at the stream time, not its own
     assert rt.stream_time(tp.partition) == int(now * 1000) / 1000
@@ -352,7 +352,7 @@ async def test_the_wall_clock_moves_a_partition_no_further_than_a_partition_stil
         other = 1 - tp.partition
         behind_ms = first.timestamp + 3_600_000  # the other partition has caught up to one hour later only
         rt._stream_ms[other] = behind_ms
-        rt.tick(time.time(), behind={other})
+        await rt.tick(time.time(), behind={other})
         assert rt.stream_time(tp.partition) == behind_ms / 1000  # not the wall clock: at most that far
         decided = [topic for topic, *_ in rt.outbox.records if topic in rt.topics.all_triggers]
         assert decided  # the reminder, due by then, fired

@@ -655,3 +655,31 @@ async def test_a_burst_due_in_another_partition_is_fired_in_bounded_flushes_befo
     assert all(other.get(WAKE_UPS, key) is None for key in sleepers)
     assert other.get(PROFILES, anonymous.encode()) is not None
     await runtime.close()
+
+
+async def test_the_clock_fires_a_burst_of_wake_ups_in_bounded_flushes(tmp_path: Path):
+    """The tick of a caught-up partition fires what came due up to the wall clock (a drained backlog's
+    reminders, all at once) with a flush whenever ``flush_max_dirty_keys`` keys changed."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    producer = runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    store = runtime.stores[0]
+    due_at = time.time() - 60
+    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
+    for key in sleepers:
+        store.put(WAKE_UPS, key, due_at)
+        store.due_index.push(key, due_at)
+    transactions = 0
+    commit = producer.commit_transaction
+
+    async def commit_transaction():
+        nonlocal transactions
+        transactions += 1
+        await commit()
+
+    producer.commit_transaction = commit_transaction
+    await runtime.tick(time.time())
+    assert transactions >= 4  # 50 wake-ups, a flush every 10 changed keys (the last ones wait for the loop's)
+    assert all(store.get(WAKE_UPS, key) is None for key in sleepers)
+    await runtime.close()
