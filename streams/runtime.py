@@ -80,6 +80,10 @@ STABLE_OFFSETS_TIMEOUT_S = 90.0
 # ``pipeline_bench.py --events 100000``: the longest gap between ``/metrics`` answers (asked every 0.5 s) went
 # from 2.5-2.7 s to 0.7-0.85 s, worker CPU 7.8 -> 7.0-7.6 s (no cost resolved).
 YIELD_EVERY_RECORDS = 500
+# A run's records between two looks at the keys changed (``flush_max_dirty_keys``): a partition whose inputs are
+# far ahead of the others' hands out its whole buffer as one run (tens of thousands of records), and a 1M-profile
+# drain's flushes between runs then held over 50,000 changelog records (bench README "Round 6").
+RUN_SLICE_RECORDS = 500
 
 Command = Any  # a ``schemas.commands.ProfileCommand``; the loop only carries it from a stage to a stage
 Forward = Callable[[bytes, Command], None]
@@ -427,26 +431,27 @@ class Runtime(ConsumerRebalanceListener):
         lag = (await self._lags(self._groups.values())).get
         since_yield = 0
         for tp, run in merge(self._groups, self._stream_ms, lag, monotonic):
-            records = run
-            while True:
-                await self._fire_due_before(tp, records)
-                processed = self.process(tp, records, until_flush_due=True)
-                if processed == len(records):
-                    break
-                # Stopped before a record whose wake-ups reached the bound: flush, then fire the rest before it.
-                await self._flush()
-                records = records[processed:]
-            since_yield += len(run)
-            if self._dirty_flush_due():
-                # Between two runs no key is half-written; the checkpoint commits the offsets processed so far
-                # (the fetch's partitions count as buffered), the rest of the fetch goes on after it.
-                await self._flush()
-                since_yield = 0
-            elif since_yield >= YIELD_EVERY_RECORDS:
-                # Between two partitions' runs no key is half-written, and the lock keeps rebalances and
-                # checkpoints out; the web server and the consumer's heartbeats get their turn.
-                since_yield = 0
-                await asyncio.sleep(0)
+            for start in range(0, len(run), RUN_SLICE_RECORDS):
+                records = run[start : start + RUN_SLICE_RECORDS]
+                since_yield += len(records)
+                while True:
+                    await self._fire_due_before(tp, records)
+                    processed = self.process(tp, records, until_flush_due=True)
+                    if processed == len(records):
+                        break
+                    # Stopped before a record whose wake-ups reached the bound: flush, fire the rest before it.
+                    await self._flush()
+                    records = records[processed:]
+                if self._dirty_flush_due():
+                    # Between two records no key is half-written; the checkpoint commits the offsets processed so
+                    # far (the fetch's partitions count as buffered), the rest of the fetch goes on after it.
+                    await self._flush()
+                    since_yield = 0
+                elif since_yield >= YIELD_EVERY_RECORDS:
+                    # Between two records no key is half-written, and the lock keeps rebalances and checkpoints
+                    # out; the web server and the consumer's heartbeats get their turn.
+                    since_yield = 0
+                    await asyncio.sleep(0)
 
     async def _fire_due_before(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         """Fire the wake-ups that the run's first record makes due before the run is processed, flushing between

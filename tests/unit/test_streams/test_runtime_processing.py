@@ -30,7 +30,7 @@ from schemas.validation import ContractLimits
 from streams import metrics
 from streams.assignor import CoPartitionAssignor
 from streams.partitioning import owning_partition
-from streams.runtime import YIELD_EVERY_RECORDS, Runtime
+from streams.runtime import RUN_SLICE_RECORDS, YIELD_EVERY_RECORDS, Runtime
 from streams.settings import Settings
 from streams.state_store import PartitionStore
 from streams.topics import topic_names
@@ -682,4 +682,40 @@ async def test_the_clock_fires_a_burst_of_wake_ups_in_bounded_flushes(tmp_path: 
     await runtime.tick(time.time())
     assert transactions >= 4  # 50 wake-ups, a flush every 10 changed keys (the last ones wait for the loop's)
     assert all(store.get(WAKE_UPS, key) is None for key in sleepers)
+    await runtime.close()
+
+
+async def test_a_long_run_of_one_partition_is_flushed_between_its_slices(tmp_path: Path):
+    """A partition far ahead of the others hands out its whole buffer as one run: the changed keys are looked at
+    every ``RUN_SLICE_RECORDS`` records of it, and a flush commits the offsets processed so far."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 1})
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    count = 2 * RUN_SLICE_RECORDS + 10
+    users = [u for u in (f"u-{n}" for n in range(20 * count)) if owning_partition(u.encode(), PARTITIONS) == 0]
+    tp, _ = record(runtime, viewed("m", userId=users[0]))
+    records = [
+        consumer_record(
+            tp.topic,
+            0,
+            offset,
+            user.encode(),
+            orjson.dumps(viewed(f"m-{offset}", userId=user)),
+            timestamp=1_700_000_000_000 + offset,
+        )
+        for offset, user in enumerate(users[:count])
+    ]
+    transactions = []
+    commit = producer.commit_transaction
+
+    async def commit_transaction():
+        transactions.append(dict(producer._pending[2]))
+        await commit()
+
+    producer.commit_transaction = commit_transaction
+    consumer.batches = [{tp: records}]
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert [offsets.get(tp) for offsets in transactions] == [RUN_SLICE_RECORDS, 2 * RUN_SLICE_RECORDS, count]
     await runtime.close()
