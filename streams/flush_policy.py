@@ -46,8 +46,8 @@ def flush_due(
 
 
 def flush_due_within_fetch(settings: Settings, *, dirty_keys: int) -> bool:
-    """Whether to flush between two partitions' runs of a fetch: ``dirty_keys`` state keys changed since the
-    last flush. A draining worker's fetch of new customers changes about three keys per event, each written
+    """Whether to flush between two slices of a fetch (or two wake-ups): ``dirty_keys`` state keys changed since
+    the last flush. A draining worker's fetch of new customers changes about three keys per event, each written
     encoded to the changelog and to RocksDB's write batch at the flush: without this bound a fetch of 5,000
     such events made flushes of ~13,500 values, and their copies were the peak of its memory (bench README,
     "Round 5" of the state bench). A fetch of returning customers changes fewer keys per event, but may reach it

@@ -18,8 +18,8 @@ aiokafka's ``getmany`` and pays Kafka's per-message costs once per batch instead
    send goes to the ``Outbox``. The clock (``Stages.due_commands``) adds the commands time makes due. A
    record whose processing fails goes to the one error policy (``streams.error_policy``).
 3. **Checkpoint**, every ``STREAMCDP_COMMIT_INTERVAL_S`` or ``STREAMCDP_FLUSH_MAX_RECORDS`` inputs, and between
-   two runs of a fetch (or two wake-ups a record makes due) once ``STREAMCDP_FLUSH_MAX_DIRTY_KEYS`` keys changed:
-   outputs, changelog, RocksDB, offsets, in that order (``streams.checkpoint``); with
+   two slices of a fetch (or two wake-ups the clock or a record makes due) once ``STREAMCDP_FLUSH_MAX_DIRTY_KEYS``
+   keys changed: outputs, changelog, RocksDB, offsets, in that order (``streams.checkpoint``); with
    ``STREAMCDP_PROCESSING_GUARANTEE=exactly_once``, one Kafka transaction per worker. A command
    forwarded to a key of another partition held here is applied there at once, in that partition's turn;
    with exactly-once it is also written to ``profile-commands`` in the same transaction, naming its source

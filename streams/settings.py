@@ -111,10 +111,10 @@ class Settings(BaseSettings):
         5_000,
         ge=1,
         description="State keys changed since the last flush, all partition stores together, that force a flush "
-        "between two partitions' runs of a fetch, or between two wake-ups that a record makes due (before that "
-        "record): a flush holds every changed value encoded, in the producer's batches and in RocksDB's write batch "
-        "at once, so this bounds its memory (a fetch of new customers "
-        "changes about three keys per event).",
+        "between two slices of a fetch (a partition's run of records, 500 at most), or between two wake-ups the "
+        "clock or a record makes due: a flush holds every changed value encoded, in the producer's batches and in "
+        "RocksDB's write batch at once, so this bounds its memory (a fetch of new customers changes about three "
+        "keys per event).",
     )
     output_linger_s: float = Field(
         0.05,
