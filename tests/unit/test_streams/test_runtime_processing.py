@@ -290,6 +290,20 @@ async def test_a_failed_output_writes_no_state_commits_nothing_and_stops_all_lat
 # --- the loop and recovery -----------------------------------------------------------------------------
 
 
+def committed_transactions(producer: FakeTransactionalProducer) -> list[dict[TopicPartition, int]]:
+    """The input offsets of each transaction ``producer`` commits from now on, in order (appended at its commit)."""
+    transactions: list[dict[TopicPartition, int]] = []
+    commit = producer.commit_transaction
+
+    async def commit_transaction():
+        pending = dict(producer._pending[2])
+        await commit()
+        transactions.append(pending)
+
+    producer.commit_transaction = commit_transaction
+    return transactions
+
+
 def flush_records(kind: str) -> float:
     """The records of ``kind`` all flushes so far held (``streamcdp_flush_records``' sum)."""
     return metrics.registry.get_sample_value("streamcdp_flush_records_sum", {"kind": kind}) or 0.0
@@ -498,15 +512,7 @@ async def test_a_fetch_that_changes_many_keys_is_flushed_between_runs_with_the_o
             break
     (first_tp, first), (second_tp, second) = sorted(users.items(), key=lambda item: item[1].timestamp)
     consumer.batches = [{first_tp: [first], second_tp: [second]}]
-    transactions = []  # the offsets of each committed transaction, at its commit
-    commit = producer.commit_transaction
-
-    async def commit_transaction():
-        pending = dict(producer._pending[2])
-        await commit()
-        transactions.append(pending)
-
-    producer.commit_transaction = commit_transaction
+    transactions = committed_transactions(producer)
     consumer.when_drained = runtime.stop
     await runtime.run()
     assert transactions[:2] == [{first_tp: 1}, {second_tp: 1}]  # one run each, not one flush at the end
@@ -545,14 +551,7 @@ async def test_wake_ups_a_record_makes_due_are_fired_in_bounded_flushes_before_i
         store.put(WAKE_UPS, key, due_at)
         store.due_index.push(key, due_at)
     runtime._stream_ms[tp.partition] = round(due_at * 1000) - 1000  # the partition's clock before them
-    transactions = []
-    commit = producer.commit_transaction
-
-    async def commit_transaction():
-        transactions.append(dict(producer._pending[2]))
-        await commit()
-
-    producer.commit_transaction = commit_transaction
+    transactions = committed_transactions(producer)
     consumer.batches = [{tp: [rec]}]
     consumer.when_drained = runtime.stop
     await runtime.run()
@@ -587,14 +586,7 @@ async def test_wake_ups_a_record_within_a_run_makes_due_are_fired_in_bounded_flu
         store.put(WAKE_UPS, key, due_at)
         store.due_index.push(key, due_at)
     runtime._stream_ms[tp.partition] = first_ms - 1000
-    transactions = []
-    commit = producer.commit_transaction
-
-    async def commit_transaction():
-        transactions.append(dict(producer._pending[2]))
-        await commit()
-
-    producer.commit_transaction = commit_transaction
+    transactions = committed_transactions(producer)
     consumer.batches = [{tp: [first, second]}]
     consumer.when_drained = runtime.stop
     await runtime.run()
@@ -639,14 +631,7 @@ async def test_a_burst_due_in_another_partition_is_fired_in_bounded_flushes_befo
         other.due_index.push(key, due_at)
     for partition in (tp.partition, other_tp.partition):
         runtime._stream_ms[partition] = linking_ms - 60_000
-    transactions = []
-    commit = producer.commit_transaction
-
-    async def commit_transaction():
-        transactions.append(dict(producer._pending[2]))
-        await commit()
-
-    producer.commit_transaction = commit_transaction
+    transactions = committed_transactions(producer)
     consumer.batches = [{tp: [linking], other_tp: [later]}]
     consumer.when_drained = runtime.stop
     await runtime.run()
@@ -670,17 +655,9 @@ async def test_the_clock_fires_a_burst_of_wake_ups_in_bounded_flushes(tmp_path: 
     for key in sleepers:
         store.put(WAKE_UPS, key, due_at)
         store.due_index.push(key, due_at)
-    transactions = 0
-    commit = producer.commit_transaction
-
-    async def commit_transaction():
-        nonlocal transactions
-        transactions += 1
-        await commit()
-
-    producer.commit_transaction = commit_transaction
+    transactions = committed_transactions(producer)
     await runtime.tick(time.time())
-    assert transactions >= 4  # 50 wake-ups, a flush every 10 changed keys (the last ones wait for the loop's)
+    assert len(transactions) >= 4  # 50 wake-ups, a flush every 10 changed keys (the last ones wait for the loop's)
     assert all(store.get(WAKE_UPS, key) is None for key in sleepers)
     await runtime.close()
 
@@ -706,14 +683,7 @@ async def test_a_long_run_of_one_partition_is_flushed_between_its_slices(tmp_pat
         )
         for offset, user in enumerate(users[:count])
     ]
-    transactions = []
-    commit = producer.commit_transaction
-
-    async def commit_transaction():
-        transactions.append(dict(producer._pending[2]))
-        await commit()
-
-    producer.commit_transaction = commit_transaction
+    transactions = committed_transactions(producer)
     consumer.batches = [{tp: records}]
     consumer.when_drained = runtime.stop
     await runtime.run()
