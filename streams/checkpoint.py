@@ -111,8 +111,9 @@ class Checkpoint:
             msg = "an earlier flush failed; nothing more is written"
             raise RuntimeError(msg) from self.failed
         started = time.perf_counter()
+        changelog = sum(store.dirty_count for store in stores)  # one changelog record per dirty key
         try:
-            outputs, changelog = await self._commit(stores)
+            outputs = await self._commit(stores)
         except BaseException as exc:
             # Outputs may be lost while the cache holds state that assumes them sent: never persist that
             # state; the inputs since the last commit replay after a restart.
@@ -126,8 +127,7 @@ class Checkpoint:
         metrics.flush_records.labels("outputs").observe(outputs)
         metrics.flush_records.labels("changelog").observe(changelog)
 
-    async def _commit(self, stores: Collection[PartitionStore]) -> tuple[int, int]:
-        """Everything processed, made durable; the outputs and the changelog records it sent."""
+    async def _commit(self, stores: Collection[PartitionStore]) -> int:
         # 1. Outputs, acknowledged.
         outputs = self.outbox.take()
         acks = await _send_outputs(self.producer, outputs)
@@ -153,7 +153,7 @@ class Checkpoint:
             except (CommitFailedError, KafkaError) as exc:
                 # A rebalance took the partitions: their new owner replays from the last commit (deduplicated).
                 log.warning("offset commit failed (%s); the inputs since the last commit will be replayed", exc)
-        return len(outputs), sum(len(records) for _, records, _ in changelog)
+        return len(outputs)
 
     async def _send_changelog(
         self, producer: AIOKafkaProducer, partition: int, records: ChangelogRecords
@@ -227,7 +227,7 @@ class TransactionalCheckpoint(Checkpoint):
             if position > self.committed.get(tp, -1):
                 offsets[tp] = position
 
-    async def _commit(self, stores: Collection[PartitionStore]) -> tuple[int, int]:
+    async def _commit(self, stores: Collection[PartitionStore]) -> int:
         outputs = self.outbox.take()
         buffered = self.buffered()
         offsets = {
@@ -238,7 +238,7 @@ class TransactionalCheckpoint(Checkpoint):
         await self._skipped_offsets(offsets)
         dirty = [(store, store.pending_records()) for store in stores if store.dirty_count]
         if not outputs and not offsets and not dirty:
-            return 0, 0  # no empty transactions
+            return 0  # no empty transactions
         producer = self.producer
         await producer.begin_transaction()
         try:
@@ -261,7 +261,7 @@ class TransactionalCheckpoint(Checkpoint):
             await _persist(store, records, batches)
         for store in stores:
             store.evict()
-        return len(outputs), sum(len(records) for _, records, _ in changelog)
+        return len(outputs)
 
     async def _past_control_records(self, tp: TopicPartition, next_offset: int) -> int:
         """The consumer's position when every fetched record of ``tp`` was processed: transactions leave

@@ -480,7 +480,6 @@ class Runtime(ConsumerRebalanceListener):
             earliest = store.due_index.earliest()
             if earliest is None or earliest > max(at_ms, stream_ms) / 1000:
                 continue
-            self.outbox.partition = partition
             if at_ms > stream_ms:
                 self._advance_stream_time(partition, store, at_ms)
             await self._fire_due_in_flushes(store, self._stream_ms[partition] / 1000)
