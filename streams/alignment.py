@@ -169,6 +169,11 @@ class PartitionGroup:
         self._head_memo = (stream_ms, self._changes, best)
         return best
 
+    def caught_up(self, lag: Lag) -> bool:
+        """Nothing buffered, and no ordered input may still hold records on the broker: the partition's next
+        record is not written yet."""
+        return not self.buffered and not self.lagging(lag)
+
     def lagging(self, lag: Lag) -> list[TopicPartition]:
         """Ordered inputs with nothing buffered that may still hold records on the broker (lag > 0 or unknown)."""
         ordered = self.ordered_topics

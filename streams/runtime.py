@@ -55,7 +55,7 @@ from core.privacy import redact_payload
 from core.profile_stage import StagePolicy
 from schemas.commands import encode_command
 from streams import lag, metrics
-from streams.alignment import NO_TIME, PartitionGroup, RawKey, merge
+from streams.alignment import NO_TIME, Lag, PartitionGroup, RawKey, merge
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import Checkpoint, TransactionalCheckpoint
 from streams.eos_v2 import StableOffsetsConsumer, group_metadata
@@ -435,7 +435,7 @@ class Runtime(ConsumerRebalanceListener):
                 records = run[start : start + RUN_SLICE_RECORDS]
                 since_yield += len(records)
                 while True:
-                    await self._fire_due_before(tp, records)
+                    await self._fire_due_before(tp, records, lag)
                     processed = self.process(tp, records, until_flush_due=True)
                     if processed == len(records):
                         break
@@ -453,7 +453,7 @@ class Runtime(ConsumerRebalanceListener):
                     since_yield = 0
                     await asyncio.sleep(0)
 
-    async def _fire_due_before(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _fire_due_before(self, tp: TopicPartition, records: list[ConsumerRecord], lag: Lag) -> None:
         """Fire the wake-ups that the run's first record makes due before the run is processed, flushing between
         two of them once ``flush_max_dirty_keys`` keys changed, and move the partition's stream time to that
         record's (as ``_catch_up`` does). Many wake-ups can come due at one moment of event time (the triggers
@@ -461,17 +461,25 @@ class Runtime(ConsumerRebalanceListener):
         flush (a draining worker's RSS jumped by ~300 MB at such bursts, bench README "Round 5"). The stream time
         may be there already: ``process`` stopped before this record, its wake-ups fired only in part.
 
-        Other partitions with records buffered are brought to that time too, once it passes the earliest wake-up
-        of any store (``_due_horizon_ms``): their next records come no earlier (the merge hands out the smallest
-        first), so what they fire is what their next record, or a command this run forwards to them
-        (``_catch_up``, inside ``process``, unbounded), would fire, at the same due times. Measured: a 1M-profile
-        drain's bursts went mostly that way, flushes of over 50,000 records (bench README "Round 6")."""
+        Other partitions are brought to that time too, once it passes the earliest wake-up of any store
+        (``_due_horizon_ms``): those with records buffered, which come no earlier (the merge hands out the
+        smallest first), and those caught up (``PartitionGroup.caught_up``: their next record is not written
+        yet). What they fire is what a command this run forwards to them
+        (``_catch_up``, inside ``process``, unbounded) or the clock's next tick (``tick``: a caught-up partition
+        follows the stream time of those behind) would fire, at the same due times. Measured: a 1M-profile
+        drain's bursts went that way, flushes of over 50,000 records, first through partitions with records
+        buffered (bench README "Round 6"), then through partitions whose inputs had all been read (11,000
+        wake-ups in one partition at once, "Round 7")."""
         first = records[0]
         at_ms = record_origin(first).at_ms if tp.topic == self.topics.profile_commands else first.timestamp
         partitions = [tp.partition]
         if at_ms >= self._due_horizon_ms:
             groups = self._groups
-            partitions += [p for p in self.stores if p != tp.partition and p in groups and groups[p].buffered]
+            partitions += [
+                p
+                for p in self.stores
+                if p != tp.partition and p in groups and (groups[p].buffered or groups[p].caught_up(lag))
+            ]
         for partition in partitions:
             store = self.stores.get(partition)
             if store is None:

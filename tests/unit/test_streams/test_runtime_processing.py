@@ -642,6 +642,44 @@ async def test_a_burst_due_in_another_partition_is_fired_in_bounded_flushes_befo
     await runtime.close()
 
 
+async def test_a_burst_due_in_a_caught_up_partition_is_fired_in_bounded_flushes_before_a_run_that_forwards_to_it(
+    tmp_path: Path,
+):
+    """The same for a partition with nothing buffered whose inputs are all caught up (a drain's partition that
+    has read everything while another still forwards links to it): its next record is not written yet, so the
+    run's time is where a forward or the clock's tick would bring it. Measured: 11,000 wake-ups at once there,
+    a flush of 45,000 changelog records (bench README "Round 7")."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    user, anonymous = ids_in_different_partitions()
+    linking_ms = 1_700_000_000_000
+    identify = {"type": "identify", "messageId": "i-1", "userId": user, "anonymousId": anonymous, "timestamp": 0}
+    tp, _ = record(runtime, identify)
+    linking = consumer_record(tp.topic, tp.partition, 0, user.encode(), orjson.dumps(identify), timestamp=linking_ms)
+    other_tp, _ = record(runtime, viewed("m-2", anonymousId=anonymous))
+    assert other_tp.partition != tp.partition
+    other = runtime.stores[other_tp.partition]
+    due_at = (linking_ms - 30_000) / 1000
+    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
+    for key in sleepers:
+        other.put(WAKE_UPS, key, due_at)
+        other.due_index.push(key, due_at)
+    for partition in (tp.partition, other_tp.partition):
+        runtime._stream_ms[partition] = linking_ms - 60_000
+    transactions = committed_transactions(producer)
+    consumer.batches = [{tp: [linking]}]  # nothing for the other partition: every input of it is at its end
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
+    assert transactions[0] == {}  # before the linking record
+    assert transactions[-1].get(tp) == 1  # the linking record, after all of them
+    assert all(other.get(WAKE_UPS, key) is None for key in sleepers)
+    assert runtime.stream_time(other_tp.partition) == linking_ms / 1000  # brought to the run's time
+    await runtime.close()
+
+
 async def test_the_clock_fires_a_burst_of_wake_ups_in_bounded_flushes(tmp_path: Path):
     """The tick of a caught-up partition fires what came due up to the wall clock (a drained backlog's
     reminders, all at once) with a flush whenever ``flush_max_dirty_keys`` keys changed."""
