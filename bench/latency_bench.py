@@ -390,9 +390,14 @@ PHASE_COUNTERS = {
     "streamcdp_fetches_total": "result",  # records, empty
     "streamcdp_fetched_records_total": None,
     "streamcdp_flush_seconds_count": None,  # flushes (with exactly-once, transactions)
+    "streamcdp_flush_seconds_sum": None,  # the loop's time in them (it processes nothing meanwhile)
     "streamcdp_outputs_sent_total": None,
     "streamcdp_changelog_records_total": None,
+    "streamcdp_gc_pause_seconds_count": "generation",  # the collector's pauses stop the loop
+    "streamcdp_gc_pause_seconds_sum": "generation",
 }
+# Pauses at most this long, per generation (``..._bucket:<generation>``): the count above it is the long ones.
+GC_PAUSE_LONG_S = "0.025"
 
 
 def worker_counters(fleet: Fleet) -> dict[str, float]:
@@ -406,6 +411,9 @@ def worker_counters(fleet: Fleet) -> dict[str, float]:
             continue
         for family in text_string_to_metric_families(body.decode()):
             for sample in family.samples:
+                if sample.name == "streamcdp_gc_pause_seconds_bucket" and sample.labels.get("le") == GC_PAUSE_LONG_S:
+                    name = f"{sample.name}:{sample.labels['generation']}"
+                    counts[name] = counts.get(name, 0.0) + sample.value
                 if sample.name not in PHASE_COUNTERS:
                     continue
                 label = PHASE_COUNTERS[sample.name]
@@ -435,6 +443,17 @@ def phase_figures(cpu_s: float, seconds: float, before: dict[str, float], after:
         "flushes_per_s": flushes / seconds if seconds else None,
         "flushes_per_event": flushes / events if events else None,
         "events_per_flush": events / flushes if flushes else None,
+        "flush_ms_per_flush": 1000 * delta.get("streamcdp_flush_seconds_sum", 0.0) / flushes if flushes else None,
+        "flush_share_of_wall": delta.get("streamcdp_flush_seconds_sum", 0.0) / seconds if seconds else None,
+        "gc_pauses": {
+            generation: {
+                "count": delta.get(f"streamcdp_gc_pause_seconds_count:{generation}", 0.0),
+                "ms": 1000 * delta.get(f"streamcdp_gc_pause_seconds_sum:{generation}", 0.0),
+                f"over_{GC_PAUSE_LONG_S}_s": delta.get(f"streamcdp_gc_pause_seconds_count:{generation}", 0.0)
+                - delta.get(f"streamcdp_gc_pause_seconds_bucket:{generation}", 0.0),
+            }
+            for generation in ("0", "1", "2")
+        },
         "wake_ups_per_event": per_event(delta.get("streamcdp_profile_commands_total:check", 0.0)),
         "commands_per_event": per_event(
             sum(v for k, v in delta.items() if k.startswith("streamcdp_profile_commands_total:"))

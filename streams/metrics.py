@@ -104,6 +104,14 @@ heap_trim_seconds = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
     registry=registry,
 )
+gc_pause_seconds = Histogram(
+    "streamcdp_gc_pause_seconds",
+    "One collection of the cyclic garbage collector, by generation (0 youngest, 2 all objects): the event loop "
+    "stops meanwhile, so long ones show in the outputs' latency (``streams.gc_pauses``).",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=registry,
+)
 outputs_sent = Counter(
     "streamcdp_outputs_sent_total",
     "Records sent by the profile stage (triggers, segment changes, dead letters, re-keyed commands).",

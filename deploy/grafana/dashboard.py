@@ -114,6 +114,13 @@ PANELS: tuple[Panel, ...] = (
         quantiles("streamcdp_flush_records", by="kind", levels=(0.5, 0.99)),
     ),
     Panel(
+        "GC pauses",
+        "One collection of Python's cyclic garbage collector, by generation (2: every object). The event loop stops "
+        "meanwhile, so long pauses add to the outputs' latency (streamcdp_gc_pause_seconds).",
+        "s",
+        quantiles("streamcdp_gc_pause_seconds", by="generation", levels=(0.5, 0.99)),
+    ),
+    Panel(
         "Triggers by kind and channel",
         "Triggers published per second, by kind and channel (the holdout channel logs the control group).",
         "ops",
