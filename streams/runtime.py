@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -194,9 +193,6 @@ class Runtime(ConsumerRebalanceListener):
         self._groups: dict[int, PartitionGroup] = {}
         self._groups_generation = 0
         self._stream_ms: dict[int, int] = {}
-        # At most the earliest wake-up of every store when last looked at (``_fire_due_before``); one written
-        # earlier since then fires the usual way, by its partition's next record or ``_catch_up``.
-        self._due_horizon_ms = NO_TIME
         # The last fetch, from its return until it is buffered (or rewound) under the lock.
         self._fetched: dict[TopicPartition, list[ConsumerRecord]] = {}
         # Exactly-once: where the current assignment's inputs start (their stable committed offsets).
@@ -461,26 +457,20 @@ class Runtime(ConsumerRebalanceListener):
         flush (a draining worker's RSS jumped by ~300 MB at such bursts, bench README "Round 5"). The stream time
         may be there already: ``process`` stopped before this record, its wake-ups fired only in part.
 
-        Other partitions are brought to that time too, once it passes the earliest wake-up of any store
-        (``_due_horizon_ms``): those with records buffered, which come no earlier (the merge hands out the
-        smallest first), and those caught up (``PartitionGroup.caught_up``: their next record is not written
-        yet). What they fire is what a command this run forwards to them
-        (``_catch_up``, inside ``process``, unbounded) or the clock's next tick (``tick``: a caught-up partition
-        follows the stream time of those behind) would fire, at the same due times. Measured: a 1M-profile
-        drain's bursts went that way, flushes of over 50,000 records, first through partitions with records
-        buffered (bench README "Round 6"), then through partitions whose inputs had all been read (11,000
-        wake-ups in one partition at once, "Round 7")."""
+        Other partitions with wake-ups due by then are brought to that time too: those with records buffered,
+        which come no earlier (the merge hands out the smallest first), and those caught up
+        (``PartitionGroup.caught_up``: their next record is not written yet). What they fire is what a command
+        this run forwards to them (``_catch_up``, inside ``process``, unbounded) or the clock's next tick (``tick``:
+        a caught-up partition follows the stream time of those behind) would fire, at the same due times. Each
+        store's earliest wake-up is looked at for every run (a heap's head): a horizon kept between runs missed
+        the wake-ups written after it was taken, due earlier. Measured: a 1M-profile drain's bursts went that way,
+        flushes of over 50,000 records, through partitions with records buffered (bench README "Round 6"), then
+        through caught-up ones, and through wake-ups written after the horizon (12,000 in one partition at once,
+        "Round 7")."""
         first = records[0]
         at_ms = record_origin(first).at_ms if tp.topic == self.topics.profile_commands else first.timestamp
-        partitions = [tp.partition]
-        if at_ms >= self._due_horizon_ms:
-            groups = self._groups
-            partitions += [
-                p
-                for p in self.stores
-                if p != tp.partition and p in groups and (groups[p].buffered or groups[p].caught_up(lag))
-            ]
-        for partition in partitions:
+        groups = self._groups
+        for partition in (tp.partition, *(p for p in self.stores if p != tp.partition)):
             store = self.stores.get(partition)
             if store is None:
                 continue
@@ -488,13 +478,13 @@ class Runtime(ConsumerRebalanceListener):
             earliest = store.due_index.earliest()
             if earliest is None or earliest > max(at_ms, stream_ms) / 1000:
                 continue
+            if partition != tp.partition:
+                group = groups.get(partition)
+                if group is None or not (group.buffered or group.caught_up(lag)):
+                    continue  # its next record may come earlier: it fires its own wake-ups then
             if at_ms > stream_ms:
                 self._advance_stream_time(partition, store, at_ms)
             await self._fire_due_in_flushes(store, self._stream_ms[partition] / 1000)
-        if len(partitions) > 1:
-            dues = [due for store in self.stores.values() if (due := store.due_index.earliest()) is not None]
-            # None pending: looked at again by the next run (a wake-up written meanwhile must not wait for good).
-            self._due_horizon_ms = math.floor(min(dues) * 1000) if dues else NO_TIME
         self.outbox.partition = tp.partition
 
     def _dirty_flush_due(self) -> bool:
@@ -811,7 +801,6 @@ class Runtime(ConsumerRebalanceListener):
                     self._apply(store, key, command, now)
             metrics.wakeups_indexed.set(sum(len(store.due_index) for store in self.stores.values()))
             metrics.assigned_partitions.set(len(self.stores))
-            self._due_horizon_ms = NO_TIME  # the new stores' wake-ups: looked at by the next run
             # aiokafka fetched its own copy of the offsets, possibly before they were stable.
             for tp, offset in starts.items():
                 self.consumer.seek(tp, offset)

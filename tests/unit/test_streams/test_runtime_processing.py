@@ -680,6 +680,60 @@ async def test_a_burst_due_in_a_caught_up_partition_is_fired_in_bounded_flushes_
     await runtime.close()
 
 
+async def test_wake_ups_written_after_an_earlier_run_are_fired_in_bounded_flushes_before_a_run_that_forwards(
+    tmp_path: Path,
+):
+    """Every run looks at each store's earliest wake-up afresh: wake-ups written in another partition after an
+    earlier run, due before this run, fire before it in bounded flushes, not inside it when it forwards there
+    (a horizon kept from the earlier run, a wake-up days ahead, missed them: 12,000 at once at 200k profiles)."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    consumer, producer = runtime.consumer, runtime.producer
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    user, anonymous = ids_in_different_partitions()
+    linking_ms = 1_700_000_000_000
+    identify = {"type": "identify", "messageId": "i-1", "userId": user, "anonymousId": anonymous, "timestamp": 0}
+    tp, _ = record(runtime, identify)
+    first = consumer_record(
+        tp.topic,
+        tp.partition,
+        0,
+        user.encode(),
+        orjson.dumps(viewed("m-1", userId=user)),
+        timestamp=linking_ms - 120_000,
+    )
+    linking = consumer_record(tp.topic, tp.partition, 1, user.encode(), orjson.dumps(identify), timestamp=linking_ms)
+    other_tp, _ = record(runtime, viewed("m-2", anonymousId=anonymous))
+    assert other_tp.partition != tp.partition
+    store, other = runtime.stores[tp.partition], runtime.stores[other_tp.partition]
+    far = linking_ms / 1000 + 10 * 86400  # the earliest wake-up of any store when the first run starts
+    store.put(WAKE_UPS, b"far", far)
+    store.due_index.push(b"far", far)
+    due_at = (linking_ms - 30_000) / 1000
+    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
+    for partition in (tp.partition, other_tp.partition):
+        runtime._stream_ms[partition] = linking_ms - 180_000
+    fetch, fetches = consumer.getmany, []
+
+    async def getmany(**kwargs):
+        fetches.append(kwargs)
+        if len(fetches) == 2:  # after the first run: wake-ups written since, due before the next one
+            for key in sleepers:
+                other.put(WAKE_UPS, key, due_at)
+                other.due_index.push(key, due_at)
+        return await fetch(**kwargs)
+
+    consumer.getmany = getmany
+    transactions = committed_transactions(producer)
+    consumer.batches = [{tp: [first]}, {tp: [linking]}]
+    consumer.when_drained = runtime.stop
+    await runtime.run()
+    assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
+    assert transactions[-1].get(tp) == 2  # the linking record, after all of them
+    assert all(other.get(WAKE_UPS, key) is None for key in sleepers)
+    await runtime.close()
+
+
 async def test_the_clock_fires_a_burst_of_wake_ups_in_bounded_flushes(tmp_path: Path):
     """The tick of a caught-up partition fires what came due up to the wall clock (a drained backlog's
     reminders, all at once) with a flush whenever ``flush_max_dirty_keys`` keys changed."""
