@@ -68,9 +68,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
-from agents.outbox import OutboundRecord, Outbox
+from agents.outbox import Outbox
 from streams import metrics
+from streams.batched_send import Owner, send_batches, send_outputs
 from streams.eos_v2 import GroupMetadata
+from streams.partitioning import owning_partition
 from streams.state_store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -87,12 +89,19 @@ class Checkpoint:
     """Input offsets and outputs since the last commit, and at-least-once ``commit`` (see the module docstring)."""
 
     def __init__(
-        self, *, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, outbox: Outbox, changelog_topic: str
+        self,
+        *,
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+        outbox: Outbox,
+        changelog_topic: str,
+        owner: Owner = owning_partition,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
         self.outbox = outbox
         self.changelog_topic = changelog_topic
+        self.owner = owner  # places an output's key (``streams.batched_send``)
         self.offsets: dict[TopicPartition, int] = {}  # next offset to read, per input partition
         self.inputs = 0  # records processed since the last commit
         self.failed: BaseException | None = None
@@ -130,7 +139,7 @@ class Checkpoint:
     async def _commit(self, stores: Collection[PartitionStore]) -> int:
         # 1. Outputs, acknowledged.
         outputs = self.outbox.take()
-        acks = await _send_outputs(self.producer, outputs)
+        acks = await send_outputs(self.producer, outputs, self.owner)
         if acks:
             await asyncio.gather(*acks)
         # 2. The changelog of every dirty key.
@@ -159,19 +168,9 @@ class Checkpoint:
         self, producer: AIOKafkaProducer, partition: int, records: ChangelogRecords
     ) -> list[tuple[asyncio.Future, int]]:
         """Changelog records as whole producer batches (one future per batch, not per record)."""
-        sent: list[tuple[asyncio.Future, int]] = []
-        batch, count = producer.create_batch(), 0
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                sent.append((await producer.send_batch(batch, self.changelog_topic, partition=partition), count))
-                batch, count = producer.create_batch(), 0
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    msg = f"changelog record of {len(value or b'')} bytes does not fit in a producer batch"
-                    raise ValueError(msg)
-            count += 1
-        if count:
-            sent.append((await producer.send_batch(batch, self.changelog_topic, partition=partition), count))
-        return sent
+        return await send_batches(
+            producer, self.changelog_topic, partition, ((key, value, None) for key, value in records)
+        )
 
 
 class TransactionalCheckpoint(Checkpoint):
@@ -189,8 +188,11 @@ class TransactionalCheckpoint(Checkpoint):
         changelog_topic: str,
         group: Callable[[], GroupMetadata],
         buffered: Callable[[], Collection[TopicPartition]] = frozenset,
+        owner: Owner = owning_partition,
     ) -> None:
-        super().__init__(producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic)
+        super().__init__(
+            producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic, owner=owner
+        )
         self.group = group
         self.buffered = buffered  # input partitions with records fetched but not yet processed
         self.committed: dict[TopicPartition, int] = {}  # what this process's transactions committed
@@ -242,7 +244,7 @@ class TransactionalCheckpoint(Checkpoint):
         producer = self.producer
         await producer.begin_transaction()
         try:
-            acks = await _send_outputs(producer, outputs)
+            acks = await send_outputs(producer, outputs, self.owner)
             changelog = [
                 (store, records, await self._send_changelog(producer, store.partition, records))
                 for store, records in dirty
@@ -273,12 +275,6 @@ class TransactionalCheckpoint(Checkpoint):
         except KafkaError as exc:  # not assigned any more: what was processed
             log.debug("no position of %s (%s); committing the processed offset", tp, exc)
             return next_offset
-
-
-async def _send_outputs(producer: AIOKafkaProducer, outputs: list[OutboundRecord]) -> list[asyncio.Future]:
-    """Queue ``outputs`` on ``producer``; the futures of their acknowledgements."""
-    send = producer.send
-    return [await send(topic, value, key=key, headers=headers) for topic, key, value, headers in outputs]
 
 
 async def _persist(store: PartitionStore, records: ChangelogRecords, batches: list[tuple[asyncio.Future, int]]) -> None:

@@ -34,6 +34,10 @@ class PartitionOwners:
             partition = self._owner[key] = owning_partition(key, self.partitions)
         return partition
 
+    def place(self, key: bytes, partitions: int) -> int:
+        """``owning_partition`` for a topic of ``partitions`` partitions: from the memo when it has this count."""
+        return self(key) if partitions == self.partitions else owning_partition(key, partitions)
+
 
 class InPlaceRouting:
     """Decides whether an inbound message may be applied in place (no hop through profile-commands)."""

@@ -145,6 +145,7 @@ class Runtime(ConsumerRebalanceListener):
             cache_bytes=settings.state_cache_bytes,
         )
         self.transactional = settings.processing_guarantee == "exactly_once"
+        self._owners = PartitionOwners(settings.topic_partitions)  # a key's partition, memoised
         self.checkpoint: Checkpoint
         if producer is None:
             msg = f"{settings.processing_guarantee} processing needs a producer"
@@ -157,10 +158,15 @@ class Runtime(ConsumerRebalanceListener):
                 changelog_topic=changelog_topic,
                 group=lambda: group_metadata(consumer),
                 buffered=self._buffered_inputs,
+                owner=self._owners.place,
             )
         else:
             self.checkpoint = Checkpoint(
-                producer=producer, consumer=consumer, outbox=outbox, changelog_topic=changelog_topic
+                producer=producer,
+                consumer=consumer,
+                outbox=outbox,
+                changelog_topic=changelog_topic,
+                owner=self._owners.place,
             )
         self.recovery = StoreRecovery(
             restore_consumer, changelog_topic=changelog_topic, data_dir=settings.data_dir, options=self.store_options
@@ -178,7 +184,6 @@ class Runtime(ConsumerRebalanceListener):
         self._generation = 0  # bumped by every rebalance: a fetch from an older one is dropped
         self._lock = asyncio.Lock()  # processing, checkpoints and rebalancing never interleave
         self._stopping = asyncio.Event()
-        self._owners = PartitionOwners(settings.topic_partitions)
         self._in_place = InPlaceRouting(self._owners, self._partition_count) if settings.ingest_in_place else None
         # Commands the profile stage addressed to keys of partitions held here: applied in place, in order
         # (each ``_apply`` has its own queue), with the origin of those decided in another partition's work;

@@ -60,12 +60,20 @@ class RecordingBatch:
         return object()
 
 
-class FakeProducer:
-    """Outputs acknowledged at once (or failed with ``fail_outputs``); changelog batches get offsets from 100."""
+def is_changelog(topic: str) -> bool:
+    """Whether a batch goes to the state changelog (``TopicNames.state_changelog``) or is outputs."""
+    return topic.endswith(".state-changelog")
 
-    def __init__(self, calls: list[str], *, fail_outputs: bool = False) -> None:
+
+class FakeProducer:
+    """Outputs acknowledged at once (or failed with ``fail_outputs``); changelog batches get offsets from 100.
+    Outputs come as batches (``streams.batched_send``) or one by one (``send``); either is recorded per record,
+    ``"send <topic>"``, in ``sent``. Every topic has ``partitions`` partitions."""
+
+    def __init__(self, calls: list[str], *, fail_outputs: bool = False, partitions: int = 4) -> None:
         self.calls = calls
         self.fail_outputs = fail_outputs
+        self.partitions = partitions
         self.next_offset = 100
         self.sent: list[tuple[str, bytes | None, bytes]] = []
         self.changelog: dict[int, list[tuple[bytes, bytes | None]]] = {}
@@ -85,10 +93,16 @@ class FakeProducer:
         self.sent.append((topic, key, value))
         return resolved(Acked(0))
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
     def create_batch(self) -> RecordingBatch:
         return RecordingBatch()
 
     async def send_batch(self, batch, topic, *, partition):
+        if not is_changelog(topic):
+            acks = [await self.send(topic, value, key=key) for key, value in batch.records]
+            return acks[0]  # a batch's future: its first record's (failed with it)
         self.calls.append(f"changelog p{partition} x{len(batch.records)}")
         self.changelog.setdefault(partition, []).extend(batch.records)
         offset, self.next_offset = self.next_offset, self.next_offset + len(batch.records)
@@ -138,6 +152,9 @@ class FakeTransactionalProducer(FakeProducer):
 
     async def send_batch(self, batch, topic, *, partition):
         assert self.in_transaction
+        if not is_changelog(topic):
+            acks = [await self.send(topic, value, key=key) for key, value in batch.records]
+            return acks[0]
         self._step(f"changelog p{partition} x{len(batch.records)}")
         pending = self._pending[1].setdefault(partition, [])
         offset = len(self.changelog_log.get(partition, [])) + len(pending)
