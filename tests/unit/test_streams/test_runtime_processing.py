@@ -535,6 +535,15 @@ async def test_the_first_flush_trims_the_heap_and_counts_it(runtime: Runtime):
     await runtime.close()
 
 
+def put_sleepers(store, due_at: float, count: int = 50) -> list[bytes]:
+    """``count`` keys with nothing but a wake-up at ``due_at`` in ``store`` (a burst due at one moment)."""
+    sleepers = [f"sleeper-{n}".encode() for n in range(count)]
+    for key in sleepers:
+        store.put(WAKE_UPS, key, due_at)
+        store.due_index.push(key, due_at)
+    return sleepers
+
+
 async def test_wake_ups_a_record_makes_due_are_fired_in_bounded_flushes_before_it(tmp_path: Path):
     """Many wake-ups due at one moment (the triggers quiet hours deferred, at their end) are fired before the
     record that makes them due, with a flush whenever ``flush_max_dirty_keys`` keys changed, not all held for one
@@ -546,10 +555,7 @@ async def test_wake_ups_a_record_makes_due_are_fired_in_bounded_flushes_before_i
     tp, rec = record(runtime, viewed("m1", userId="u-1"))
     store = runtime.stores[tp.partition]
     due_at = rec.timestamp / 1000 - 60
-    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
-    for key in sleepers:
-        store.put(WAKE_UPS, key, due_at)
-        store.due_index.push(key, due_at)
+    sleepers = put_sleepers(store, due_at)
     runtime._stream_ms[tp.partition] = round(due_at * 1000) - 1000  # the partition's clock before them
     transactions = committed_transactions(producer)
     consumer.batches = [{tp: [rec]}]
@@ -581,10 +587,7 @@ async def test_wake_ups_a_record_within_a_run_makes_due_are_fired_in_bounded_flu
     )
     store = runtime.stores[tp.partition]
     due_at = (first_ms + 60_000) / 1000  # between the two records
-    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
-    for key in sleepers:
-        store.put(WAKE_UPS, key, due_at)
-        store.due_index.push(key, due_at)
+    sleepers = put_sleepers(store, due_at)
     runtime._stream_ms[tp.partition] = first_ms - 1000
     transactions = committed_transactions(producer)
     consumer.batches = [{tp: [first, second]}]
@@ -598,23 +601,35 @@ async def test_wake_ups_a_record_within_a_run_makes_due_are_fired_in_bounded_flu
     await runtime.close()
 
 
+async def linking_runtime(tmp_path: Path):
+    """An exactly-once runtime holding every partition, flushing every 10 changed keys, and an identify whose
+    user and anonymous ids live in different partitions: (runtime, user, anonymous, identify, the identify's
+    input partition, the anonymous id's)."""
+    runtime = build_runtime(tmp_path, guarantee="exactly_once")
+    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
+    user, anonymous = ids_in_different_partitions()
+    identify = {"type": "identify", "messageId": "i-1", "userId": user, "anonymousId": anonymous, "timestamp": 0}
+    tp, _ = record(runtime, identify)
+    other_tp, _ = record(runtime, viewed("m-2", anonymousId=anonymous))
+    assert other_tp.partition != tp.partition
+    return runtime, user, anonymous, identify, tp, other_tp
+
+
+@pytest.mark.parametrize("other_buffered", [True, False], ids=["other-partition-buffered", "other-partition-caught-up"])
 async def test_a_burst_due_in_another_partition_is_fired_in_bounded_flushes_before_a_run_that_forwards_to_it(
-    tmp_path: Path,
+    tmp_path: Path, other_buffered: bool
 ):
     """A run whose record forwards a command to another partition held here brings that partition to its time
     first (``_catch_up``, inside the run, all at once). A burst of wake-ups due there by then is fired before the
-    run instead, in bounded flushes, since that partition's buffered records come no earlier."""
-    runtime = build_runtime(tmp_path, guarantee="exactly_once")
-    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    run instead, in bounded flushes: that partition's buffered records come no earlier, and one with nothing
+    buffered and every input at its end has no next record written yet, so the run's time is where a forward
+    or the clock's tick would bring it (measured: 11,000 wake-ups at once there, a flush of 45,000 changelog
+    records, bench README "Round 7")."""
+    runtime, user, anonymous, identify, tp, other_tp = await linking_runtime(tmp_path)
     consumer, producer = runtime.consumer, runtime.producer
-    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
-    user, anonymous = ids_in_different_partitions()
     linking_ms, later_ms = 1_700_000_000_000, 1_700_000_120_000
-    identify = {"type": "identify", "messageId": "i-1", "userId": user, "anonymousId": anonymous, "timestamp": 0}
-    tp, _ = record(runtime, identify)
     linking = consumer_record(tp.topic, tp.partition, 0, user.encode(), orjson.dumps(identify), timestamp=linking_ms)
-    other_tp, _ = record(runtime, viewed("m-2", anonymousId=anonymous))
-    assert other_tp.partition != tp.partition
     later = consumer_record(
         other_tp.topic,
         other_tp.partition,
@@ -624,59 +639,21 @@ async def test_a_burst_due_in_another_partition_is_fired_in_bounded_flushes_befo
         timestamp=later_ms,
     )
     other = runtime.stores[other_tp.partition]
-    due_at = (linking_ms - 30_000) / 1000
-    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
-    for key in sleepers:
-        other.put(WAKE_UPS, key, due_at)
-        other.due_index.push(key, due_at)
+    sleepers = put_sleepers(other, (linking_ms - 30_000) / 1000)
     for partition in (tp.partition, other_tp.partition):
         runtime._stream_ms[partition] = linking_ms - 60_000
     transactions = committed_transactions(producer)
-    consumer.batches = [{tp: [linking], other_tp: [later]}]
+    consumer.batches = [{tp: [linking], other_tp: [later]} if other_buffered else {tp: [linking]}]
     consumer.when_drained = runtime.stop
     await runtime.run()
     assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
     assert transactions[0] == {}  # before the linking record
     assert all(other.get(WAKE_UPS, key) is None for key in sleepers)
-    assert other.get(PROFILES, anonymous.encode()) is not None
-    await runtime.close()
-
-
-async def test_a_burst_due_in_a_caught_up_partition_is_fired_in_bounded_flushes_before_a_run_that_forwards_to_it(
-    tmp_path: Path,
-):
-    """The same for a partition with nothing buffered whose inputs are all caught up (a drain's partition that
-    has read everything while another still forwards links to it): its next record is not written yet, so the
-    run's time is where a forward or the clock's tick would bring it. Measured: 11,000 wake-ups at once there,
-    a flush of 45,000 changelog records (bench README "Round 7")."""
-    runtime = build_runtime(tmp_path, guarantee="exactly_once")
-    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
-    consumer, producer = runtime.consumer, runtime.producer
-    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
-    user, anonymous = ids_in_different_partitions()
-    linking_ms = 1_700_000_000_000
-    identify = {"type": "identify", "messageId": "i-1", "userId": user, "anonymousId": anonymous, "timestamp": 0}
-    tp, _ = record(runtime, identify)
-    linking = consumer_record(tp.topic, tp.partition, 0, user.encode(), orjson.dumps(identify), timestamp=linking_ms)
-    other_tp, _ = record(runtime, viewed("m-2", anonymousId=anonymous))
-    assert other_tp.partition != tp.partition
-    other = runtime.stores[other_tp.partition]
-    due_at = (linking_ms - 30_000) / 1000
-    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
-    for key in sleepers:
-        other.put(WAKE_UPS, key, due_at)
-        other.due_index.push(key, due_at)
-    for partition in (tp.partition, other_tp.partition):
-        runtime._stream_ms[partition] = linking_ms - 60_000
-    transactions = committed_transactions(producer)
-    consumer.batches = [{tp: [linking]}]  # nothing for the other partition: every input of it is at its end
-    consumer.when_drained = runtime.stop
-    await runtime.run()
-    assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
-    assert transactions[0] == {}  # before the linking record
-    assert transactions[-1].get(tp) == 1  # the linking record, after all of them
-    assert all(other.get(WAKE_UPS, key) is None for key in sleepers)
-    assert runtime.stream_time(other_tp.partition) == linking_ms / 1000  # brought to the run's time
+    if other_buffered:
+        assert other.get(PROFILES, anonymous.encode()) is not None
+    else:
+        assert transactions[-1].get(tp) == 1  # the linking record, after all of them
+        assert runtime.stream_time(other_tp.partition) == linking_ms / 1000  # brought to the run's time
     await runtime.close()
 
 
@@ -686,14 +663,9 @@ async def test_wake_ups_written_after_an_earlier_run_are_fired_in_bounded_flushe
     """Every run looks at each store's earliest wake-up afresh: wake-ups written in another partition after an
     earlier run, due before this run, fire before it in bounded flushes, not inside it when it forwards there
     (a horizon kept from the earlier run, a wake-up days ahead, missed them: 12,000 at once at 200k profiles)."""
-    runtime = build_runtime(tmp_path, guarantee="exactly_once")
-    runtime.settings = runtime.settings.model_copy(update={"commit_interval_s": 60.0, "flush_max_dirty_keys": 10})
+    runtime, user, _, identify, tp, other_tp = await linking_runtime(tmp_path)
     consumer, producer = runtime.consumer, runtime.producer
-    await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
-    user, anonymous = ids_in_different_partitions()
     linking_ms = 1_700_000_000_000
-    identify = {"type": "identify", "messageId": "i-1", "userId": user, "anonymousId": anonymous, "timestamp": 0}
-    tp, _ = record(runtime, identify)
     first = consumer_record(
         tp.topic,
         tp.partition,
@@ -703,14 +675,12 @@ async def test_wake_ups_written_after_an_earlier_run_are_fired_in_bounded_flushe
         timestamp=linking_ms - 120_000,
     )
     linking = consumer_record(tp.topic, tp.partition, 1, user.encode(), orjson.dumps(identify), timestamp=linking_ms)
-    other_tp, _ = record(runtime, viewed("m-2", anonymousId=anonymous))
-    assert other_tp.partition != tp.partition
     store, other = runtime.stores[tp.partition], runtime.stores[other_tp.partition]
     far = linking_ms / 1000 + 10 * 86400  # the earliest wake-up of any store when the first run starts
     store.put(WAKE_UPS, b"far", far)
     store.due_index.push(b"far", far)
     due_at = (linking_ms - 30_000) / 1000
-    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
+    written: list[bytes] = []
     for partition in (tp.partition, other_tp.partition):
         runtime._stream_ms[partition] = linking_ms - 180_000
     fetch, fetches = consumer.getmany, []
@@ -718,9 +688,7 @@ async def test_wake_ups_written_after_an_earlier_run_are_fired_in_bounded_flushe
     async def getmany(**kwargs):
         fetches.append(kwargs)
         if len(fetches) == 2:  # after the first run: wake-ups written since, due before the next one
-            for key in sleepers:
-                other.put(WAKE_UPS, key, due_at)
-                other.due_index.push(key, due_at)
+            written.extend(put_sleepers(other, due_at))
         return await fetch(**kwargs)
 
     consumer.getmany = getmany
@@ -730,7 +698,8 @@ async def test_wake_ups_written_after_an_earlier_run_are_fired_in_bounded_flushe
     await runtime.run()
     assert len(transactions) >= 5  # 50 wake-ups, a flush every 10 changed keys
     assert transactions[-1].get(tp) == 2  # the linking record, after all of them
-    assert all(other.get(WAKE_UPS, key) is None for key in sleepers)
+    assert len(written) == 50
+    assert all(other.get(WAKE_UPS, key) is None for key in written)
     await runtime.close()
 
 
@@ -743,10 +712,7 @@ async def test_the_clock_fires_a_burst_of_wake_ups_in_bounded_flushes(tmp_path: 
     await runtime.on_partitions_assigned(assignment(runtime, *range(PARTITIONS)))
     store = runtime.stores[0]
     due_at = time.time() - 60
-    sleepers = [f"sleeper-{n}".encode() for n in range(50)]
-    for key in sleepers:
-        store.put(WAKE_UPS, key, due_at)
-        store.due_index.push(key, due_at)
+    sleepers = put_sleepers(store, due_at)
     transactions = committed_transactions(producer)
     await runtime.tick(time.time())
     assert len(transactions) >= 4  # 50 wake-ups, a flush every 10 changed keys (the last ones wait for the loop's)
