@@ -5,7 +5,8 @@ test drives it with fakes. Two guarantees (``STREAMCDP_PROCESSING_GUARANTEE``) s
 
 **At least once** (``Checkpoint``), five steps whose order makes a crash safe:
 
-1. send the outbox (triggers, segment changes, dead letters, re-keyed commands) and wait for the acks;
+1. send the outbox (triggers, segment changes, dead letters, re-keyed commands) as whole producer batches per
+   topic partition (``streams.batched_send``) and wait for the acks;
 2. send each dirty key of every partition store once to the changelog (whole producer batches);
 3. wait for the changelog acks, then write those values and the changelog offset to RocksDB in one batch;
 4. evict the stores' caches down to their size;
