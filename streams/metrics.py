@@ -14,6 +14,7 @@ from agents import tally as tally_names
 from agents.tally import Tally
 from core.triggers.guards import OUTCOMES
 from schemas.conversions import RESPONSES
+from streams.gc_pauses import GcPauses
 
 registry = CollectorRegistry(auto_describe=True)
 # process_resident_memory_bytes, process_cpu_seconds_total, process_start_time_seconds, ...: the dashboard's RSS.
@@ -104,14 +105,10 @@ heap_trim_seconds = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
     registry=registry,
 )
-gc_pause_seconds = Histogram(
-    "streamcdp_gc_pause_seconds",
-    "One collection of the cyclic garbage collector, by generation (0 youngest, 2 all objects): the event loop "
-    "stops meanwhile, so long ones show in the outputs' latency (``streams.gc_pauses``).",
-    ["generation"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
-    registry=registry,
-)
+# The garbage collector's pauses by generation, counted by a lock-free ``gc.callbacks`` entry
+# (``streams.gc_pauses``; the worker installs it).
+gc_pauses = GcPauses()
+registry.register(gc_pauses)
 outputs_sent = Counter(
     "streamcdp_outputs_sent_total",
     "Records sent by the profile stage (triggers, segment changes, dead letters, re-keyed commands).",

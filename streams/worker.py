@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.outbox import Outbox
 from agents.pipeline import ProfilePipeline
-from streams import gauges, gc_pauses, metrics, recovery
+from streams import gauges, metrics, recovery
 from streams.assignor import CoPartitionAssignor
 from streams.checkpoint import transactional_id
 from streams.compiled import check_compiled_modules
@@ -112,7 +112,7 @@ async def serve(settings: Settings) -> None:
     runtime = build_runtime(settings)
     gc.freeze()  # modules, settings and the compiled segment rules live as long as the process
     gc.set_threshold(*GC_THRESHOLDS)
-    gc_pauses.install()
+    metrics.gc_pauses.install()
     loop = asyncio.get_running_loop()
     stop_requested: list[float] = []
 

@@ -115,10 +115,16 @@ PANELS: tuple[Panel, ...] = (
     ),
     Panel(
         "GC pauses",
-        "One collection of Python's cyclic garbage collector, by generation (2: every object). The event loop stops "
-        "meanwhile, so long pauses add to the outputs' latency (streamcdp_gc_pause_seconds).",
-        "s",
-        quantiles("streamcdp_gc_pause_seconds", by="generation", levels=(0.5, 0.99)),
+        "Share of the time the event loop stood still in Python's cyclic garbage collector, by generation (2: every "
+        "object; streamcdp_gc_pause_seconds, whose buckets give the pauses' lengths): a long pause adds to the "
+        "outputs' latency. 0 while no collection runs.",
+        "percentunit",
+        (
+            Query(
+                f"sum by (generation) (rate(streamcdp_gc_pause_seconds_sum{{{WORKERS}}}[{RATE}]))",
+                "generation {{generation}}: share of time",
+            ),
+        ),
     ),
     Panel(
         "Triggers by kind and channel",
