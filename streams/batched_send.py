@@ -36,12 +36,12 @@ async def send_batches(
     sent: list[tuple[asyncio.Future, int]] = []
     batch, count = producer.create_batch(), 0
     for key, value, headers in records:
-        if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
-            batch, count = producer.create_batch(), 0
-            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+        while batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+            if not count:  # refused by an empty batch: no batch holds it (none is queued empty)
                 msg = f"a record of {len(value or b'')} bytes does not fit in a producer batch ({topic})"
                 raise ValueError(msg)
+            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+            batch, count = producer.create_batch(), 0
         count += 1
     if count:
         sent.append((await producer.send_batch(batch, topic, partition=partition), count))

@@ -103,6 +103,9 @@ class FakeProducer:
         if not is_changelog(topic):
             acks = [await self.send(topic, value, key=key) for key, value in batch.records]
             return acks[0]  # a batch's future: its first record's (failed with it)
+        return await self._changelog_batch(batch, partition)
+
+    async def _changelog_batch(self, batch, partition):
         self.calls.append(f"changelog p{partition} x{len(batch.records)}")
         self.changelog.setdefault(partition, []).extend(batch.records)
         offset, self.next_offset = self.next_offset, self.next_offset + len(batch.records)
@@ -150,11 +153,8 @@ class FakeTransactionalProducer(FakeProducer):
         self._pending[0].append((topic, key, value))
         return resolved(Acked(0))
 
-    async def send_batch(self, batch, topic, *, partition):
+    async def _changelog_batch(self, batch, partition):
         assert self.in_transaction
-        if not is_changelog(topic):
-            acks = [await self.send(topic, value, key=key) for key, value in batch.records]
-            return acks[0]
         self._step(f"changelog p{partition} x{len(batch.records)}")
         pending = self._pending[1].setdefault(partition, [])
         offset = len(self.changelog_log.get(partition, [])) + len(pending)

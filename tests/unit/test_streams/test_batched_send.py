@@ -95,6 +95,7 @@ async def test_a_record_larger_than_an_empty_batch_is_refused_with_its_topic() -
     producer = BatchingProducer({"t": 1})
     with pytest.raises(ValueError, match=r"a record of 101 bytes does not fit in a producer batch \(t\)"):
         await send_batches(producer, "t", 0, [(b"k", b"x" * 101, None)])
+    assert producer.batches == []  # no empty batch queued before the refusal
 
 
 async def test_a_record_without_a_key_goes_to_one_of_the_topics_partitions() -> None:
