@@ -281,6 +281,8 @@ def _advance_triggers(
     )
     due_at = _earliest(result.due_at, step.due_at)
     if step.profile is profile:
+        if step.outcomes:  # entries that arrived stale: counted, the profile unchanged
+            return msgspec.structs.replace(result, due_at=due_at, trigger_outcomes=step.outcomes)
         return result if due_at == result.due_at else msgspec.structs.replace(result, due_at=due_at)
     return msgspec.structs.replace(
         result,

@@ -5,7 +5,10 @@ the profile stage once per command, after the event is applied and segments and 
 
 1. cancels pending triggers whose exit events arrived (``exit.events``);
 2. lets definitions whose entry events match (or, at a refresh or a wake-up, rule-only definitions)
-   enter or renew a pending trigger (one per kind; a new episode supersedes the old one);
+   enter or renew a pending trigger (one per kind; a new episode supersedes the old one); an entry that
+   arrives stale (a replay, a backlog far behind its events: its due time plus ``expires`` already past,
+   ``ArrivedStale``) could only be dropped, so it is decided at once and counted, never pending and not
+   kept in the profile's trigger history (it would push real decisions out of that bounded record);
 3. cancels pending triggers whose exit rule holds, recomputes each due time from the current definitions
    (changed file, restart: same ``trigger_id``, new due time, never a second message);
 4. passes each due trigger, highest priority first, through ``TriggerRule.decide`` — facts still valid,
@@ -61,6 +64,14 @@ NEVER = float("-inf")
 HELD_EXPIRY_MARGIN_S = 1.0  # a held trigger's wake-up comes just after it expires, so the stale guard drops it
 
 
+class ArrivedStale(NamedTuple):
+    """What ``TriggerRule.enter`` answers for a new entry that is stale on arrival: ``pending`` would be due
+    longer ago than its ``expires`` at the decision time, so deciding it can only drop it (``StaleGuard``, or
+    a guard before it). It has no ``trigger_id`` (``""``): no sender ever sees it, and no id is computed."""
+
+    pending: PendingTrigger
+
+
 class TriggerRule(Protocol):
     """One trigger kind: when a customer enters it, when it becomes due, what cancels it, and the decision."""
 
@@ -70,8 +81,11 @@ class TriggerRule(Protocol):
 
     def enter(
         self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
-    ) -> PendingTrigger | None:
-        """The pending trigger after this entry (new, renewed or a new episode), or None: no entry."""
+    ) -> PendingTrigger | ArrivedStale | None:
+        """The pending trigger after this entry (new, renewed or a new episode), or None: no entry.
+
+        ``ArrivedStale`` (only when nothing of the kind is pending): a new entry already stale at ``at``.
+        """
 
     def due_at(self, pending: PendingTrigger) -> float:
         """When ``pending`` may be decided (from the current definition)."""
@@ -118,7 +132,7 @@ class DefinedTrigger:
 
     def enter(
         self, profile: Profile, event: Event | None, *, entry_at: float, at: float, existing: PendingTrigger | None
-    ) -> PendingTrigger | None:
+    ) -> PendingTrigger | ArrivedStale | None:
         d = self.definition
         entry_facts, rule_first = self._entry_order
         rule = d.entry_rule
@@ -142,12 +156,19 @@ class DefinedTrigger:
             last = max(existing.last_entry_at, entry_at)
             kept = facts or existing.facts
             return msgspec.structs.replace(existing, last_entry_at=last, facts=kept, due_at=wait.due_at(last, kept))
+        due_at = wait.due_at(entry_at, facts)
+        if existing is None and at > due_at + wait.expires:  # as ``StaleGuard`` would find it when decided
+            return ArrivedStale(
+                PendingTrigger(
+                    kind=d.name, trigger_id="", entered_at=entry_at, last_entry_at=entry_at, due_at=due_at, facts=facts
+                )
+            )
         return PendingTrigger(
             kind=d.name,
             trigger_id=trigger_id_for(profile.customer_id, d.name, entry_at, episode),
             entered_at=entry_at,
             last_entry_at=entry_at,
-            due_at=wait.due_at(entry_at, facts),
+            due_at=due_at,
             facts=facts,
         )
 
@@ -289,7 +310,9 @@ def advance_triggers(  # noqa: PLR0912 - the per-event path in one function: a h
             if wake is not None:
                 return TriggerStep(profile, due_at=wake)  # the common case: pending, untouched, not due
         # Nothing can enter: straight to the pass that settles the waiting triggers (a due one, an exit rule).
-        work = _Pass(policy.rules, {p.kind: p for p in pending_before}, at, before, guardrails=policy.guardrails)
+        work = _Pass(
+            policy.rules, {p.kind: p for p in pending_before}, at, before, forgotten_at, guardrails=policy.guardrails
+        )
     else:
         definitions = policy.definitions
         name = event.event if event is not None and event.type == "track" else None
@@ -306,7 +329,9 @@ def advance_triggers(  # noqa: PLR0912 - the per-event path in one function: a h
             # have brought purchases that move a predicted date (same episode) or start a new one.
             renewing = () if event is not None else tuple(_with_facts(definitions, pending_before))
             candidates = tuple({d.name: d for d in (*entering, *rule_only, *renewing)}.values())  # a kind may be both
-        entered = _enter_all(policy, profile, event, candidates, before, at, withdrawing=withdrawing, plain=plain)
+        entered = _enter_all(
+            policy, profile, event, candidates, before, at, forgotten_at, withdrawing=withdrawing, plain=plain
+        )
         if isinstance(entered, TriggerStep):
             return entered  # nothing entered, nothing else to do
         work = entered
@@ -315,17 +340,17 @@ def advance_triggers(  # noqa: PLR0912 - the per-event path in one function: a h
         order = policy.priority_order
         kinds.sort(key=lambda kind: order.get(kind) or (0, kind))
     for kind in kinds:
-        work.settle(kind, profile, event, forgotten_at)
+        work.settle(kind, profile, event)
     pending_after = tuple(work.current.values())
     if len(pending_after) > 1:
         pending_after = tuple(sorted(pending_after, key=_kind_of))
     due_at = min(work.wake) if work.wake else None
     if pending_after == pending_before and not work.outcomes:
-        return TriggerStep(profile, due_at=due_at)
+        return TriggerStep(profile, outcomes=tuple(work.arrived_stale), due_at=due_at)
     return TriggerStep(
         _recorded(profile, pending_after, work.outcomes, work.sent, work.pass_sends, at, guardrails=policy.guardrails),
         triggers=tuple(work.sent),
-        outcomes=tuple((pending.kind, outcome.name) for pending, outcome in work.outcomes),
+        outcomes=(*work.arrived_stale, *((pending.kind, outcome.name) for pending, outcome in work.outcomes)),
         due_at=due_at,
     )
 
@@ -364,6 +389,7 @@ def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has th
     candidates: tuple[TriggerDefinition, ...],
     before: Profile | None,
     at: float,
+    forgotten_at: float | None,
     *,
     withdrawing: bool,
     plain: bool,
@@ -373,27 +399,43 @@ def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has th
     rules = policy.rules
     current = {p.kind: p for p in profile.pending_triggers} if profile.pending_triggers else {}
     entries: list[tuple[str, PendingTrigger]] | None = None
+    arrived_stale: list[tuple[str, str]] = []
     if plain and (not current or not _any_waiting(candidates, current)):
         # Kinds with nothing waiting: each entry is asked on its own, as ``_Pass.enter`` would (no exit
         # check, nothing to supersede); the usual answer, nothing entered, needs no pass at all.
         for definition in candidates:
             entry_at = event.timestamp if event is not None and definition.entry_events else at
-            entered = rules[definition.name].enter(profile, event, entry_at=entry_at, at=at, existing=None)
-            if entered is not None:
-                if entries is None:
-                    entries = []
-                entries.append((definition.name, entered))
+            rule = rules[definition.name]
+            entered = rule.enter(profile, event, entry_at=entry_at, at=at, existing=None)
+            if entered is None:
+                continue
+            if isinstance(entered, ArrivedStale):
+                arrived_stale.append(_decided_stale(rule, profile, entered, at, forgotten_at))
+                continue
+            if entries is None:
+                entries = []
+            entries.append((definition.name, entered))
         if entries is None:
-            return _unchanged(profile, before, at, policy, None)
-    work = _Pass(rules, current, at, before, guardrails=policy.guardrails, withdrawing=withdrawing)
+            return _unchanged(profile, before, at, policy, None, forgotten_at, arrived_stale)
+    work = _Pass(rules, current, at, before, forgotten_at, guardrails=policy.guardrails, withdrawing=withdrawing)
     if entries is not None:
         current.update(entries)
+        work.arrived_stale = arrived_stale
         return work
     for definition in candidates:
         work.enter(definition, profile, event)
     if not work.changed and plain:
-        return _unchanged(profile, before, at, policy, work)
+        return _unchanged(profile, before, at, policy, work, forgotten_at, work.arrived_stale)
     return work
+
+
+def _decided_stale(
+    rule: TriggerRule, profile: Profile, entry: ArrivedStale, at: float, forgotten_at: float | None
+) -> tuple[str, str]:
+    """``(kind, outcome)`` of an entry that arrived stale: ``rule.decide`` as for any due trigger (the facts
+    check, then the guards up to ``StaleGuard``, which drops it if nothing before it does)."""
+    pending = entry.pending
+    return pending.kind, rule.decide(profile, pending, at=at, forgotten_at=forgotten_at).outcome.name
 
 
 def _any_waiting(candidates: tuple[TriggerDefinition, ...], current: dict[str, PendingTrigger]) -> bool:
@@ -404,20 +446,28 @@ def _any_waiting(candidates: tuple[TriggerDefinition, ...], current: dict[str, P
     return False
 
 
-def _unchanged(
-    profile: Profile, before: Profile | None, at: float, policy: TriggerPolicy, work: _Pass | None
+def _unchanged(  # noqa: PLR0917 - the pass's inputs, as _enter_all has them
+    profile: Profile,
+    before: Profile | None,
+    at: float,
+    policy: TriggerPolicy,
+    work: _Pass | None,
+    forgotten_at: float | None,
+    arrived_stale: list[tuple[str, str]],
 ) -> _Pass | TriggerStep:
     """After a plain event entered nothing: the answer, or the pass (``work``, else a new one) to settle
-    when a waiting trigger may change."""
+    when a waiting trigger may change. ``arrived_stale``: the outcomes of entries that arrived stale."""
     if not profile.pending_triggers:
-        return TriggerStep(profile)  # nothing entered, nothing pending
+        return TriggerStep(profile, outcomes=tuple(arrived_stale))  # nothing entered, nothing pending
     wake = waiting_wake(profile, before, at=at, policy=policy)  # nothing entered: often nothing else to do
     if wake is not None:
-        return TriggerStep(profile, due_at=wake)
+        return TriggerStep(profile, outcomes=tuple(arrived_stale), due_at=wake)
     if work is not None:
         return work
     current = {p.kind: p for p in profile.pending_triggers}
-    return _Pass(policy.rules, current, at, before, guardrails=policy.guardrails)
+    work = _Pass(policy.rules, current, at, before, forgotten_at, guardrails=policy.guardrails)
+    work.arrived_stale = arrived_stale
+    return work
 
 
 class _Pass:
@@ -431,6 +481,7 @@ class _Pass:
         "current",
         "at",
         "before",
+        "forgotten_at",
         "guardrails",
         "withdrawing",
         "outcomes",
@@ -439,6 +490,7 @@ class _Pass:
         "wake",
         "changed",
         "exits",
+        "arrived_stale",
     )
 
     def __init__(
@@ -447,6 +499,7 @@ class _Pass:
         current: dict[str, PendingTrigger],
         at: float,
         before: Profile | None,
+        forgotten_at: float | None = None,
         *,
         guardrails: Guardrails = NO_GUARDRAILS,
         withdrawing: bool = False,
@@ -455,6 +508,7 @@ class _Pass:
         self.current = current
         self.at = at
         self.before = before
+        self.forgotten_at = forgotten_at
         self.guardrails = guardrails
         self.withdrawing = withdrawing  # the event may have taken channels away (consent, suppression)
         self.outcomes: list[tuple[PendingTrigger, Outcome]] = []
@@ -465,6 +519,7 @@ class _Pass:
         # ``DefinedTrigger.cancels`` answers, by (kind, entered_at): the answer reads the pending trigger
         # only through ``entered_at`` (a renewal keeps it), so the check before an entry also serves ``settle``.
         self.exits: dict[tuple[str, float], bool] = {}
+        self.arrived_stale: list[tuple[str, str]] = []  # (kind, outcome) of entries decided on arrival
 
     def enter(self, definition: TriggerDefinition, profile: Profile, event: Event | None) -> None:
         """Let ``definition`` enter (or renew, or start a new episode of) its pending trigger."""
@@ -478,6 +533,9 @@ class _Pass:
             return  # the same event exits it (and may not renew it)
         entered = rule.enter(profile, event, entry_at=entry_at, at=self.at, existing=existing)
         if entered is None:
+            return
+        if isinstance(entered, ArrivedStale):
+            self.arrived_stale.append(_decided_stale(rule, profile, entered, self.at, self.forgotten_at))
             return
         if existing is not None and entered.trigger_id != existing.trigger_id:
             self.outcomes.append((existing, SUPERSEDED))
@@ -502,7 +560,7 @@ class _Pass:
             return None
         return before
 
-    def settle(self, kind: str, profile: Profile, event: Event | None, forgotten_at: float | None) -> None:
+    def settle(self, kind: str, profile: Profile, event: Event | None) -> None:
         """Withdraw, cancel, re-time, or decide the pending trigger of ``kind``."""
         pending = self.current[kind]
         rule = self.rules.get(kind)
@@ -521,7 +579,7 @@ class _Pass:
             self.wake.append(due_at)
             return
         decided = rule.decide(
-            profile, pending, at=self.at, forgotten_at=forgotten_at, pass_sends=tuple(self.pass_sends)
+            profile, pending, at=self.at, forgotten_at=self.forgotten_at, pass_sends=tuple(self.pass_sends)
         )
         outcome, trigger = decided.outcome, decided.trigger
         if outcome.action == HOLD:

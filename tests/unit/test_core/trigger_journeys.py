@@ -3,7 +3,8 @@
 ``Journey(policy).play(*steps)``: each step is an ``Event`` (applied at its own timestamp, with every
 command it causes — links, merges — applied at once) or ``Tick(at)``; before each step the clock wakes
 every key whose wake-up time has come, at exactly that time, in time order. ``sent`` lists every
-published trigger; ``outcomes`` every ``(kind, outcome)``.
+published trigger; ``outcomes`` every ``(kind, outcome)``. ``lag``: how far behind its events the worker
+reads them (a backlog, a replay): each step is played ``lag`` seconds after its own time.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Forget:
 
 
 class Journey:
-    def __init__(self, policy: StagePolicy, *profiles: Profile) -> None:
+    def __init__(self, policy: StagePolicy, *profiles: Profile, lag: float = 0.0) -> None:
         self.policy = policy
+        self.lag = lag
         self.states: dict[str, KeyState] = {p.customer_id: KeyState(key=p.customer_id, profile=p) for p in profiles}
         self.due: dict[str, float] = {}
         self.sent: list[Trigger] = []
@@ -72,15 +74,17 @@ class Journey:
         self._run(key, WakeUp(now=at), at)
 
     def play(self, *steps: Event | Tick | Forget) -> Journey:
+        lag = self.lag
         for step in steps:
             if isinstance(step, Tick):
-                self.advance(step.at)
+                self.advance(step.at + lag)
             elif isinstance(step, Forget):
-                self.advance(step.at)
-                self._run(step.customer_id, ForgetCustomer(customer_id=step.customer_id, at=step.at), step.at)
+                self.advance(step.at + lag)
+                forget = ForgetCustomer(customer_id=step.customer_id, at=step.at)
+                self._run(step.customer_id, forget, step.at + lag)
             else:
-                self.advance(step.timestamp)
-                self._run(step.routing_id, ApplyEvent(event=step), step.timestamp)
+                self.advance(step.timestamp + lag)
+                self._run(step.routing_id, ApplyEvent(event=step), step.timestamp + lag)
         return self
 
     def decisions(self) -> list[tuple[float, str, str, str]]:
