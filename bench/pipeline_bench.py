@@ -365,6 +365,17 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests while this VM wanted to run (/proc/stat ``steal``), summed
+    over cores. ``machine_busy_seconds`` counts it as busy, so it is part of "everything else"; a live phase
+    whose lag jumps while steal jumps was slowed from outside the machine."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return fields[7] / os.sysconf("SC_CLK_TCK") if len(fields) > 7 else 0.0
+
+
 def disk_usage(path: Path) -> dict:
     """Bytes on disk (as du) and apparent bytes of everything under ``path``."""
     on_disk = apparent = files = 0
@@ -773,6 +784,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     broker_pid = results["broker"]["pid"]
     broker_cpu_at_start = cpu_seconds(broker_pid)
     machine_at_start = machine_busy_seconds()
+    steal_at_start = machine_steal_seconds()
     log.info("worker pid %s ready after %.1f s; draining %d events", worker.pid, ready_s, events)
     group_lag = GroupLag(bootstrap, app_id, (*topics.all_inbound, topics.profile_commands))
     samples = wait_processed(worker, events, timeout_s=args.phase_timeout, group_lag=group_lag)
@@ -780,6 +792,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     cpu_used = cpu_seconds(worker.pid) - cpu_at_start
     broker_cpu_used = cpu_seconds(broker_pid) - broker_cpu_at_start
     machine_used = machine_busy_seconds() - machine_at_start
+    steal_used = machine_steal_seconds() - steal_at_start
     series = [(t, f["processed"]) for t, f in samples]
     first_t = next((t for t, count in series if count > 0), drained_at)
     final = samples[-1][1]
@@ -802,6 +815,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "broker_cpu_share": broker_cpu_used / drain_window,
         # Everything else that ran meanwhile (this bench's sampler, other users of the machine), in cores.
         "other_cpu_share": max(0.0, machine_used - cpu_used - broker_cpu_used) / drain_window,
+        "steal_cpu_share": steal_used / drain_window,  # part of other_cpu_share
         "samples": [(round(t, 3), int(count)) for t, count in series],
     }
     log.info("pipeline: %.0f events/s sustained; drained in %.1f s", sustained, drained_at - first_t)
@@ -810,12 +824,15 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
     live_rate = min(args.live_rate, max(50.0, args.live_load * sustained)) if sustained > 0 else args.live_rate
     payloads = live_payloads(args.live_events, args.seed + 1)
     before = worker.metrics() or final
+    live_steal_at_start, live_started = machine_steal_seconds(), time.monotonic()
     log.info("live phase: %d events at %.0f events/s", len(payloads), live_rate)
     live = asyncio.run(produce_live(bootstrap, topics, payloads, live_rate))
     wait_processed(worker, before["processed"] + live["events"], timeout_s=args.phase_timeout, group_lag=group_lag)
     group_lag.close()
     time.sleep(1.0)  # the lag is observed right after the table write; one more scrape interval to be safe
     after = worker.metrics() or before
+    live_window = max(time.monotonic() - live_started, 1e-9)
+    live_steal_share = (machine_steal_seconds() - live_steal_at_start) / live_window
     buckets = {
         bound: after["lag_buckets"].get(bound, 0.0) - before["lag_buckets"].get(bound, 0.0)
         for bound in after["lag_buckets"]
@@ -833,6 +850,7 @@ def run_benchmark(args: argparse.Namespace, run: Run) -> dict:
         "p99_s": p99,
         "p99_bucket_le": p99_bound,
         "buckets": {str(bound): count for bound, count in sorted(buckets.items())},
+        "steal_cpu_share": live_steal_share,  # CPU the hypervisor took for other guests, in cores
     }
 
     # --- 5. memory and state ------------------------------------------------------------------------
@@ -935,11 +953,13 @@ def table(results: dict) -> str:
             "worker CPU during drain",
             f"{pipeline['worker_cpu_share'] * 100:.0f} % of one core "
             f"(broker {pipeline['broker_cpu_share'] * 100:.0f} %, "
-            f"everything else {pipeline.get('other_cpu_share', 0) * 100:.0f} %)",
+            f"everything else {pipeline.get('other_cpu_share', 0) * 100:.0f} %, "
+            f"of it steal {pipeline.get('steal_cpu_share', 0) * 100:.0f} %)",
         ),
         ("dead-lettered", f"{pipeline['deadlettered']:,.0f}"),
         (f"e2e lag p50 (live, {latency['live_rate']:,.0f}/s)", ms(latency["p50_s"], latency["p50_bucket_le"])),
         ("e2e lag p99", ms(latency["p99_s"], latency["p99_bucket_le"])),
+        ("steal during the live phase", f"{latency.get('steal_cpu_share', 0) * 100:.1f} % of one core"),
         ("worker peak RSS (VmHWM)", mib(memory["worker_vmhwm_bytes"])),
         ("state on disk (data dir)", mib(state["bytes_on_disk"])),
         ("recovery: ready (readyz 200)", f"{recovery['ready_s']:.1f} s"),
