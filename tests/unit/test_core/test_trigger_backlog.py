@@ -12,12 +12,12 @@ import dataclasses
 from collections import Counter
 
 import msgspec
-from core_event_factory import T0, identify
+from core_event_factory import T0
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_trigger_kinds import STAGE, D, H, M, add, checkout, order, remove, view
-from test_trigger_properties import OPS
-from trigger_journeys import Journey, Tick
+from test_trigger_kinds import STAGE, D, H, M, add, order
+from test_trigger_properties import OPS, _script
+from trigger_journeys import Journey
 
 from core.profile.policy import MAX_TRIGGER_HISTORY
 from core.triggers.engine import ArrivedStale, DefinedTrigger
@@ -91,32 +91,6 @@ def test_a_stale_entry_leaves_what_waits_as_it_was():
 OPS_WITH_VIEWS = (*OPS, "view", "view")
 
 
-def _journey_steps(raw: list) -> list:
-    """A journey of one customer and two devices, time moving forward (``test_trigger_properties``'s ops,
-    with product views for the browse and high-intent kinds)."""
-    played: list = []
-    at = T0
-    for index, (op, device, gap_minutes, product) in enumerate(raw):
-        at += gap_minutes * M
-        user, anon = ("u1", None) if device == "u1" else (None, device)
-        if op == "add":
-            played.append(add(at, product, user=user, anon=anon))
-        elif op == "view":
-            played.append(view(at, product, user=user, anon=anon))
-        elif op == "remove" and device == "u1":
-            played.append(remove(at, product))
-        elif op == "checkout" and device == "u1":
-            played.append(checkout(at))
-        elif op == "order":
-            played.append(order(at, "p1", "p2", user=user, anon=anon, order_id=f"o-{index}"))
-        elif op == "identify" and device != "u1":
-            played.append(identify(at, user="u1", anon=device))
-        else:
-            played.append(Tick(at))
-    played.append(Tick(at + 40 * D))
-    return played
-
-
 @settings(max_examples=80, deadline=None)
 @given(
     raw=st.lists(
@@ -132,7 +106,7 @@ def _journey_steps(raw: list) -> list:
     lag=st.sampled_from((0.0, 40 * M, 2 * D, 4 * D, 30 * D)),
 )
 def test_a_backlog_decides_what_the_full_pass_decides(raw, lag):
-    played = _journey_steps(raw)
+    played, _ = _script(raw, None, settle_s=40 * D)  # with views: the browse and high-intent kinds enter too
     shortcut = Journey(STAGE, lag=lag).play(*played)
     full = Journey(FULL_PASS, lag=lag).play(*played)
     assert shortcut.sent == full.sent

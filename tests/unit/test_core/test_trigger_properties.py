@@ -16,7 +16,7 @@ from __future__ import annotations
 from core_event_factory import T0, identify
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_trigger_kinds import STAGE, M, add, checkout, order, remove
+from test_trigger_kinds import STAGE, M, add, checkout, order, remove, view
 from trigger_journeys import Forget, Journey, Tick
 
 DEVICES = ("u1", "a1", "a2")
@@ -29,8 +29,11 @@ steps = st.lists(
 )
 
 
-def _script(raw: list, forget_at: int | None) -> tuple[list, list[tuple[str, str, float]]]:
-    """The journey's steps and ``(op, device, at)`` of the adds and orders it plays."""
+def _script(
+    raw: list, forget_at: int | None, settle_s: float = 5 * 86400.0
+) -> tuple[list, list[tuple[str, str, float]]]:
+    """The journey's steps and ``(op, device, at)`` of the adds and orders it plays; a last tick ``settle_s``
+    after the last step. A ``view`` op (not in ``OPS``; ``test_trigger_backlog`` plays it) views the product."""
     played: list = []
     facts: list[tuple[str, str, float]] = []
     at = T0
@@ -44,6 +47,8 @@ def _script(raw: list, forget_at: int | None) -> tuple[list, list[tuple[str, str
         if op == "add":
             played.append(add(at, product, user=user, anon=anon))
             facts.append(("add", device, at))
+        elif op == "view":
+            played.append(view(at, product, user=user, anon=anon))
         elif op == "remove" and device == "u1":
             played.append(remove(at, product))
         elif op == "checkout" and device == "u1":
@@ -55,7 +60,7 @@ def _script(raw: list, forget_at: int | None) -> tuple[list, list[tuple[str, str
             played.append(identify(at, user="u1", anon=device))
         else:
             played.append(Tick(at))
-    played.append(Tick(at + 5 * 86400.0))
+    played.append(Tick(at + settle_s))
     return played, facts
 
 
