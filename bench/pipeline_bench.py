@@ -355,11 +355,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_ticks() -> list[int]:
+    """The machine's CPU time by state so far, in clock ticks summed over cores: the ``cpu`` line of
+    /proc/stat (user, nice, system, idle, iowait, irq, softirq, steal, ...); empty when unreadable."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all processes on the machine spent busy so far (from /proc/stat), summed over cores."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError):
+    fields = machine_cpu_ticks()
+    if not fields:
         return 0.0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
@@ -369,10 +377,7 @@ def machine_steal_seconds() -> float:
     """CPU seconds the hypervisor gave other guests while this VM wanted to run (/proc/stat ``steal``), summed
     over cores. ``machine_busy_seconds`` counts it as busy, so it is part of "everything else"; a live phase
     whose lag jumps while steal jumps was slowed from outside the machine."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
+    fields = machine_cpu_ticks()
     return fields[7] / os.sysconf("SC_CLK_TCK") if len(fields) > 7 else 0.0
 
 
