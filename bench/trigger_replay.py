@@ -14,7 +14,9 @@ Run::
 
 Record in the "before" tree, replay in both (the pickle holds the profiles and events; the policy is
 rebuilt from default ``Settings`` in the replaying tree). Each call is replayed as the profile stage makes it:
-its check before the call first in trees that have one (``quiet_event`` and ``waiting_wake``, earlier
+in trees that have ``refresh_may_enter``, a refreshed event that lets nothing rule-only enter is replayed
+unrefreshed (and answered by ``nothing_to_advance`` where that answers); then its check before the call first
+in trees that have one (``quiet_event`` and ``waiting_wake``, earlier
 ``untouched_wake``: an event that can touch no pending trigger is answered there; a tree that has it records
 only the calls it lets through), then ``advance_triggers``. ``--by-path`` also
 prints where the time goes: the calls grouped by what their recorded answer did (sent, recorded another
@@ -79,12 +81,25 @@ def _dispatch_of_the_tree() -> str:
 
 
 DISPATCH = _dispatch_of_the_tree()  # found once: a failed ``hasattr`` per call would cost the older trees more
+REFRESH_CHECK = hasattr(core.triggers.engine, "refresh_may_enter")  # the profile stage asks it first
 
 
 def stage_call(profile, policy, kwargs: dict):
     """What the profile stage asks for a recorded call: its check before the call (where the tree has one),
     the call itself only when that does not answer."""
     engine = core.triggers.engine
+    # The profile stage's check of a refresh (``refresh_may_enter``), then ``nothing_to_advance`` again: a
+    # refresh that lets nothing rule-only enter leaves the event's own paths.
+    event = kwargs["event"]
+    if (
+        REFRESH_CHECK
+        and kwargs["refreshed"]
+        and event is not None
+        and not engine.refresh_may_enter(profile, event, at=kwargs["at"], policy=policy)
+    ):
+        kwargs = {**kwargs, "refreshed": False}
+        if engine.nothing_to_advance(profile, event, refreshed=False, policy=policy):
+            return TriggerStep(profile)
     if DISPATCH == "quiet_event and waiting_wake":
         quiet = engine.quiet_event(profile, kwargs["event"], refreshed=kwargs["refreshed"], policy=policy)
         if quiet:

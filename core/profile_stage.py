@@ -53,7 +53,14 @@ from core.profile.merge import holds_every_event_of, merge_profiles
 from core.profile.policy import MAX_ABSORBED_IDS, ProfilePolicy
 from core.stage_state import KeyState, StepResult
 from core.triggers.attribution import ATTRIBUTED_EVENTS, DEFAULT_WINDOW_S, attribute_event
-from core.triggers.engine import TriggerPolicy, advance_triggers, nothing_to_advance, quiet_event, waiting_wake
+from core.triggers.engine import (
+    TriggerPolicy,
+    advance_triggers,
+    nothing_to_advance,
+    quiet_event,
+    refresh_may_enter,
+    waiting_wake,
+)
 from schemas.commands import (
     AbsorbProfile,
     ApplyEvent,
@@ -261,6 +268,8 @@ def _advance_triggers(
     assert profile is not None
     event = command.event if isinstance(command, ApplyEvent) and APPLIED in result.notes else None
     refreshed = refreshed or isinstance(command, WakeUp)
+    if refreshed and event is not None and not refresh_may_enter(profile, event, at=at, policy=policy):
+        refreshed = False  # nothing rule-only can enter: the event's own paths (see refresh_may_enter)
     if nothing_to_advance(profile, event, refreshed=refreshed, policy=policy):
         return result  # as advance_triggers would leave it: same profile, no wake-up of its own
     quiet = quiet_event(profile, event, refreshed=refreshed, policy=policy)

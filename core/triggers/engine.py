@@ -382,6 +382,38 @@ def quiet_event(profile: Profile, event: Event | None, *, refreshed: bool, polic
     return event.type != "identify" or not on_suppression_list(profile)
 
 
+def refresh_may_enter(profile: Profile, event: Event, *, at: float, policy: TriggerPolicy) -> bool:
+    """Whether the refresh of segments and scores before ``event`` may let a rule-only definition enter (or
+    renew): one of them is pending, has a custom rule, or may enter now (``DefinedTrigger.enter``).
+
+    A refresh matters to the trigger stage only through the rule-only entries it asks. When none of them can
+    enter, ``advance_triggers`` answers for the refreshed event what it answers for the event alone, so the
+    profile stage passes ``refreshed=False`` and the quiet paths stay open (live traffic refreshes on nearly
+    every event, and most of them enter nothing). The entry is asked as ``_enter_all`` asks it: same event,
+    entry time ``at`` (a rule-only definition has no entry events)."""
+    rule_only = policy.definitions.rule_only
+    if not rule_only:
+        return False
+    rules = policy.rules
+    pending = profile.pending_triggers
+    for definition in rule_only:
+        rule = rules.get(definition.name)
+        if type(rule) is not DefinedTrigger:  # a custom rule may enter on more than its definition says
+            return True
+        if pending and any(p.kind == definition.name for p in pending):  # a renewal, settled by the pass
+            return True
+        condition = definition.entry_rule
+        if (
+            rule._entry_order[1]  # the rule asked first (as ``enter`` asks it): the usual answer, no
+            and condition is not None
+            and not condition.holds(profile, at, rule.consumables, rule.profile_policy)
+        ):
+            continue
+        if rule.enter(profile, event, entry_at=at, at=at, existing=None) is not None:
+            return True
+    return False
+
+
 def _enter_all(  # noqa: PLR0917 - the pass's inputs, as advance_triggers has them
     policy: TriggerPolicy,
     profile: Profile,

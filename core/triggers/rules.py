@@ -168,9 +168,7 @@ def record_test(node: Any, record_type: Any, counted: frozenset[str]) -> RecordT
         if any(item is None for item in items):
             return None
         tests = tuple(item for item in items if item is not None)
-        if isinstance(node, And):
-            return lambda record: all(test(record) for test in tests)
-        return lambda record: any(test(record) for test in tests)
+        return _all_of(tests) if isinstance(node, And) else _any_of(tests)
     if isinstance(node, Not):
         inner = record_test(node.item, record_type, counted)
         return None if inner is None else (lambda record: not inner(record))
@@ -212,6 +210,37 @@ def record_test(node: Any, record_type: Any, counted: frozenset[str]) -> RecordT
         return isinstance(value, _NUMERIC) and kind is not bool and compare(value, constant)
 
     return against_number
+
+
+def _all_of(tests: tuple[RecordTest, ...]) -> RecordTest:
+    """``and`` of record tests, in order, stopping at the first false one. Two tests (the usual ``and``) as
+    one expression: no generator per call (an entry rule runs for most events)."""
+    if len(tests) == 2:
+        first, second = tests
+        return lambda record: bool(first(record) and second(record))
+
+    def all_hold(record: Any) -> bool:
+        for test in tests:  # noqa: SIM110 - a loop, not ``all`` over a generator (see the docstring)
+            if not test(record):
+                return False
+        return True
+
+    return all_hold
+
+
+def _any_of(tests: tuple[RecordTest, ...]) -> RecordTest:
+    """``or`` of record tests, in order, stopping at the first true one (as ``_all_of``)."""
+    if len(tests) == 2:
+        first, second = tests
+        return lambda record: bool(first(record) or second(record))
+
+    def any_holds(record: Any) -> bool:
+        for test in tests:  # noqa: SIM110 - see _all_of
+            if test(record):
+                return True
+        return False
+
+    return any_holds
 
 
 def _record_number(node: Any, plain: frozenset[str], counted_lists: frozenset[str]) -> Callable[[Any], Any] | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 
+import msgspec
 import pytest
 from core_event_factory import T0, identify, page, shipped_triggers, track
 from hypothesis import given, settings
@@ -32,6 +33,7 @@ from core.triggers.engine import (
     TriggerStep,
     advance_triggers,
     quiet_event,
+    refresh_may_enter,
     waiting_wake,
 )
 from core.triggers.payload import JUST_BOUGHT_S, recommend
@@ -132,9 +134,29 @@ def _checking_dispatch(triggers: TriggerPolicy, compared: dict[str, int]):
     return checked_quiet, checked_wake
 
 
+def _checking_refresh(triggers: TriggerPolicy, compared: dict[str, int]):
+    """``refresh_may_enter`` as the profile stage asks it; when it says no rule-only definition can enter, the
+    full evaluation of the refreshed event is compared with the full evaluation of the event alone (what the
+    stage then runs): the same answer. (The forgetting time is the same in both, so it need not be the stage's.)"""
+    reference = _reference(triggers)
+
+    def checked(profile: Profile, event, *, at: float, policy: TriggerPolicy) -> bool:
+        may_enter = refresh_may_enter(profile, event, at=at, policy=policy)
+        if not may_enter:
+            asked = {"event": event, "at": at, "forgotten_at": None, "policy": reference}
+            assert advance_triggers(profile, refreshed=True, **asked) == advance_triggers(
+                profile, refreshed=False, **asked
+            )
+            compared["refresh_enters_nothing"] += 1
+        return may_enter
+
+    return checked
+
+
 def _patch_stage(patch: pytest.MonkeyPatch, triggers: TriggerPolicy, compared: dict[str, int]) -> None:
     """The profile stage's trigger calls replaced by the checking ones above."""
     checked_quiet, checked_wake = _checking_dispatch(triggers, compared)
+    patch.setattr(core.profile_stage, "refresh_may_enter", _checking_refresh(triggers, compared))
     patch.setattr(core.profile_stage, "advance_triggers", _checking(triggers, compared))
     patch.setattr(core.profile_stage, "quiet_event", checked_quiet)
     patch.setattr(core.profile_stage, "waiting_wake", checked_wake)
@@ -146,7 +168,7 @@ def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkey
     worker = stage_policy(Settings())
     policy = worker if audiences else StagePolicy(triggers=worker.triggers, profile=worker.profile)
     assert policy.triggers is not None
-    compared = dict.fromkeys(("steps", "untouched", "sent", "outcomes"), 0)
+    compared = dict.fromkeys(("steps", "untouched", "sent", "outcomes", "refresh_enters_nothing"), 0)
     _patch_stage(monkeypatch, policy.triggers, compared)
     states: dict[str, KeyState] = {}
     for key, command, now in commands:
@@ -154,8 +176,10 @@ def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkey
         states[key] = step_key(state, command, now=now, policy=policy).state
     # The workload exercises the decisions and the stage's shortcut, not only the fast path.
     assert compared["steps"] + compared["untouched"] > len(commands) / 2
-    # With audiences nearly every event refreshes (rule-only entries are asked then): the shortcut rarely applies.
-    assert compared["untouched"] > (0 if audiences else 10)
+    # With audiences nearly every event refreshes; most refreshes let no rule-only entry in, and then the
+    # event takes the same paths as without (``refresh_may_enter``).
+    assert compared["untouched"] > 10
+    assert (compared["refresh_enters_nothing"] > len(commands) / 2) if audiences else True
     assert compared["sent"] > 10
     assert compared["outcomes"] > compared["sent"]
 
@@ -271,6 +295,9 @@ RECORD_RULES = (
     "scores.purchase_7d < 0.6 or orders > 1",
     "orders > 0 and scores.churn_60d >= 0.5",
     "orders == 1",
+    "count(cart) > 0 and orders > 0 and exists(user_id)",
+    "orders == 1 or count(cart) == 0 or scores.purchase_7d >= 0.6",
+    "not (orders > 0 or exists(user_id))",
 )
 
 
@@ -313,3 +340,33 @@ def test_a_rule_the_record_test_does_not_cover_reads_the_view():
 
     for text in ("count(recently_viewed) > 1", "days_since(last_seen) > 3", "scores.purchase_7d >= orders"):
         assert compile_condition(text, build_catalog())._record_test(Profile) is None, text
+
+
+def test_a_refresh_matters_only_when_a_rule_only_definition_may_enter():
+    """``refresh_may_enter`` (win_back, the shipped rule-only kind: ``orders > 0 and scores.churn_60d >= 0.5``,
+    re-entry 60 days): yes when its rule holds and it may enter again, or when one is pending; no otherwise,
+    and never without rule-only definitions."""
+    triggers = STAGE.triggers
+    assert triggers is not None
+    event = page(T0)
+    likely_to_churn = Profile(customer_id="c1", user_id="u1", orders=1, scores={"churn_60d": 0.9})
+    assert refresh_may_enter(likely_to_churn, event, at=T0, policy=triggers)
+    assert not refresh_may_enter(msgspec.structs.replace(likely_to_churn, orders=0), event, at=T0, policy=triggers)
+    assert not refresh_may_enter(
+        msgspec.structs.replace(likely_to_churn, scores={"churn_60d": 0.4}), event, at=T0, policy=triggers
+    )
+    sent_lately = msgspec.structs.replace(likely_to_churn, trigger_last_sent={"win_back": T0 - 86400.0})
+    assert not refresh_may_enter(sent_lately, event, at=T0, policy=triggers)  # within its re-entry time
+    waiting = PendingTrigger(
+        kind="win_back", trigger_id="win_back:1", entered_at=T0, last_entry_at=T0, due_at=T0 + 60, facts={}
+    )
+    waiting_profile = msgspec.structs.replace(sent_lately, orders=0, pending_triggers=(waiting,))
+    assert refresh_may_enter(waiting_profile, event, at=T0, policy=triggers)  # the pass settles it
+    without_rule_only = dataclasses.replace(
+        triggers,
+        definitions=dataclasses.replace(
+            triggers.definitions,
+            definitions=tuple(d for d in triggers.definitions.definitions if d.entry_events),
+        ),
+    )
+    assert not refresh_may_enter(likely_to_churn, event, at=T0, policy=without_rule_only)
