@@ -21,7 +21,8 @@ rarely all five), in thread CPU time (what other processes take of the cores doe
 ``--by-path`` (after the two numbers): instead, the trigger stage's own calls (``_advance_triggers``, without
 audiences) over the timed events, each call's best of 5 (``perf_counter``), grouped by what the call did
 (nothing to do, only the wake-up changed, an entry or renewal, another outcome, a send) and by event name.
-``--in-context``: instead, ``step_key`` without audiences four ways, interleaved chunk by chunk: with
+``--in-context [--audiences]``: instead, ``step_key`` without audiences (with the worker's, as on live traffic, with
+``--audiences``) four ways, interleaved chunk by chunk: with
 triggers; with the trigger stage's answers looked up (recorded in a first run); without the stage, from the
 profiles the triggers left after the warm-up (their trigger state carried, the attribution of responses run,
 nothing advanced); and without triggers. The first minus the third is the stage in the step's context, the third
@@ -189,12 +190,17 @@ def print_stage_paths(warm, timed) -> None:
         print(f"    {name:20s} {path:50s} {calls[key]:5d} calls {per_call:6.1f} µs/call {spent[key] * per_event:5.2f}")
 
 
-def print_in_context(warm, timed) -> None:
+def print_in_context(warm, timed, *, audiences: bool = False) -> None:
     """``--in-context``: the trigger stage's share of ``step_key``, and what the rest of the step costs more on the
-    profiles the triggers leave."""
+    profiles the triggers leave. ``audiences``: with the worker's segments and scores (its whole policy), as on
+    live traffic: the refreshed events ask the rule-only entries, and the scores let ``high_intent_offer`` and
+    ``win_back`` enter, which they never do without them."""
     policy = stage_policy(Settings())
-    bare = StagePolicy(profile=policy.profile)
-    plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
+    if audiences:
+        bare, plain = dataclasses.replace(policy, triggers=None), policy
+    else:
+        bare = StagePolicy(profile=policy.profile)
+        plain = StagePolicy(triggers=policy.triggers, profile=policy.profile)
     warmed, warmed_bare = run(warm, {}, plain), run(warm, {}, bare)
     advance = core.profile_stage._advance_triggers
     answers: dict[int, object] = {}
@@ -240,7 +246,8 @@ def print_in_context(warm, timed) -> None:
         )
     finally:
         core.profile_stage._advance_triggers = advance
-    print(f"{len(timed)} timed events, step_key without audiences, best of {REPEATS} per chunk of {CHUNK}, thread CPU")
+    which = "with the worker's audiences" if audiences else "without audiences"
+    print(f"{len(timed)} timed events, step_key {which}, best of {REPEATS} per chunk of {CHUNK}, thread CPU")
     print(f"  with triggers                                     {computed:6.1f} µs/event")
     print(f"  with the trigger stage's answers looked up        {memoised:6.1f} µs/event")
     print(f"  without the stage, on the profiles triggers leave {carried:6.1f} µs/event")
@@ -258,7 +265,8 @@ def main() -> None:
         print_stage_paths(commands[: len(commands) // 3], commands[len(commands) // 3 :])
         return
     if "--in-context" in sys.argv[3:]:
-        print_in_context(commands[: len(commands) // 3], commands[len(commands) // 3 :])
+        split = len(commands) // 3
+        print_in_context(commands[:split], commands[split:], audiences="--audiences" in sys.argv[3:])
         return
     split = len(commands) // 3
     warm, timed = commands[:split], commands[split:]
