@@ -404,7 +404,7 @@ def refresh_may_enter(profile: Profile, event: Event, *, at: float, policy: Trig
             return True
         condition = definition.entry_rule
         if (
-            rule._entry_order[1]  # the rule asked first (as ``enter`` asks it): the usual answer, no
+            rule._entry_order[1]  # ``enter`` tests this rule first too; it fails for most refreshes
             and condition is not None
             and not condition.holds(profile, at, rule.consumables, rule.profile_policy)
         ):
