@@ -179,7 +179,8 @@ def test_the_shortcuts_decide_as_the_full_evaluation(commands, audiences, monkey
     # With audiences nearly every event refreshes; most refreshes let no rule-only entry in, and then the
     # event takes the same paths as without (``refresh_may_enter``).
     assert compared["untouched"] > 10
-    assert (compared["refresh_enters_nothing"] > len(commands) / 2) if audiences else True
+    if audiences:
+        assert compared["refresh_enters_nothing"] > len(commands) / 2
     assert compared["sent"] > 10
     assert compared["outcomes"] > compared["sent"]
 
