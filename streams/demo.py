@@ -108,7 +108,9 @@ def _format_trigger(trigger: dict) -> str:
     items = ", ".join(
         f"{item['quantity']}× {item.get('name') or item['product_id']}" for item in trigger.get("items", [])
     )
-    value = trigger.get("value", 0) / 100
+    # The payload's own currency; a trigger without items (cross-sell, win-back) has no amount to show.
+    value = trigger.get("value", 0)
+    money = f"{trigger.get('currency') or '':>3} {value / 100:>8.2f}" if items or value else " " * 12
     content = trigger.get("content", {}).get("template", "")
     extras = [f"offer {trigger['offer']['code']}"] if trigger.get("offer", {}).get("code") else []
     if trigger.get("recommendations"):
@@ -116,7 +118,7 @@ def _format_trigger(trigger: dict) -> str:
     route = f"via {trigger['channel']:<8}" if trigger.get("treatment") != "holdout" else "held out    "
     return (
         f"  → {trigger['kind']:<24} {route} to {trigger['customer_id']:<14} "
-        f"€{value:>8.2f}  {content:<18} [{items[:50]}] {'; '.join(extras)}"
+        f"{money}  {content:<18} [{items[:50]}] {'; '.join(extras)}"
     )
 
 
