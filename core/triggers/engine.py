@@ -214,7 +214,14 @@ class DefinedTrigger:
             return Decided(outcome)
         channel, reason = decision.channel
         trigger = build_trigger(
-            profile, pending, d, at=at, channel=channel, reason=reason, holdout=outcome.action == CONTROL
+            profile,
+            pending,
+            d,
+            at=at,
+            channel=channel,
+            reason=reason,
+            holdout=outcome.action == CONTROL,
+            content=decision.content,
         )
         return Decided(outcome, trigger)
 

@@ -15,8 +15,9 @@ sent, e.g. once the anonymous visitor logs in), ``defer`` (keep it pending with 
 The order, and why: the final, cheap, customer-wide facts first (forgotten, already sent, stale, nobody to
 send to, suppressed); then the channels (consent, contact); then time (quiet hours defer before any cap
 is spent, so the caps are counted when the message really goes out); then the caps, where the triggers due
-together compete by priority (the engine decides them highest first); last the holdout, so the control arm
-is drawn from exactly the messages that would have been sent.
+together compete by priority (the engine decides them highest first); then the content, built only for a
+message that may go out (a message that asked for items or recommendations and found none is not sent);
+last the holdout, so the control arm is drawn from exactly the messages that would have been sent.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from core.triggers.contact import on_suppression_list, open_channels, reachable
 from core.triggers.definitions import TriggerDefinition
 from core.triggers.guardrails import NO_GUARDRAILS, Guardrails
 from core.triggers.holdout import in_holdout
+from core.triggers.payload import MessageContent, asks_for_content, message_content
 from core.triggers.quiet_hours import customer_zone, quiet_until
 from schemas.profile import Profile
 from schemas.triggers import PendingTrigger, TriggerSend
@@ -85,6 +87,11 @@ CAPPED = Outcome(
 OUTRANKED = Outcome(
     "outranked", DROP, "due together with a higher-priority trigger that took the last message the caps allow"
 )
+BLOCKED_NO_CONTENT = Outcome(
+    "blocked_no_content",
+    DROP,
+    "the message would be empty: it asks for items or recommendations, found none, and carries no offer",
+)
 HOLDOUT = Outcome(
     "holdout", CONTROL, "the customer is in the kind's holdout (or the control group): published on triggers.holdout"
 )
@@ -107,6 +114,7 @@ OUTCOMES: tuple[Outcome, ...] = (
     DEFERRED_QUIET_HOURS,
     CAPPED,
     OUTRANKED,
+    BLOCKED_NO_CONTENT,
     HOLDOUT,
 )
 
@@ -137,6 +145,7 @@ class Decision:
         "_reachable_channels",
         "_channel",
         "_quiet_until",
+        "_content",
     )
 
     def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaced was built
@@ -160,6 +169,7 @@ class Decision:
         self._reachable_channels: tuple[str, ...] | None = None
         self._channel: tuple[str, str] | None = None
         self._quiet_until: Any = _UNKNOWN
+        self._content: MessageContent | None = None
 
     @property
     def open_channels(self) -> tuple[str, ...]:
@@ -212,6 +222,14 @@ class Decision:
             else:
                 found = None
             self._quiet_until = found
+        return found
+
+    @property
+    def content(self) -> MessageContent:
+        """The message's items and recommendations (``message_content``), built once for the guard and payload."""
+        found = self._content
+        if found is None:
+            found = self._content = message_content(self.profile, self.pending, self.definition, at=self.at)
         return found
 
 
@@ -328,6 +346,19 @@ class CapsGuard:
 
 
 @dataclass(frozen=True)
+class ContentGuard:
+    """A message that would say nothing is not sent: a cross-sell with nothing left to recommend."""
+
+    name: str = "content"
+
+    def check(self, decision: Decision) -> Outcome | None:
+        if not asks_for_content(decision.definition):
+            return None
+        items, recommendations = decision.content
+        return None if items or recommendations else BLOCKED_NO_CONTENT
+
+
+@dataclass(frozen=True)
 class HoldoutGuard:
     name: str = "holdout"
 
@@ -348,6 +379,7 @@ GUARDS: tuple[Guard, ...] = (
     ContactGuard(),
     QuietHoursGuard(),
     CapsGuard(),
+    ContentGuard(),
     HoldoutGuard(),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from core.triggers.definitions import TriggerDefinition
 from schemas.profile import Profile
@@ -80,6 +81,31 @@ def recommend(profile: Profile, *, exclude: set[str], at: float, count: int) -> 
     return tuple(entry[2] for entry in ranked[:count])
 
 
+class MessageContent(NamedTuple):
+    """What a message shows: its items and the recommended product ids (``message_content``)."""
+
+    items: tuple[TriggerItem, ...]
+    recommendations: tuple[str, ...]
+
+
+def message_content(
+    profile: Profile, pending: PendingTrigger, definition: TriggerDefinition, *, at: float
+) -> MessageContent:
+    """The items the definition's ``content.items`` names and the recommendations, never one of the items or
+    of the entry's products (an order's, for a cross-sell)."""
+    items = _items(profile, pending, definition.content.items)
+    exclude = {item.product_id for item in items}
+    exclude.update(str(pending.facts.get("product_ids", "")).split(","))
+    return MessageContent(items, recommend(profile, exclude=exclude, at=at, count=definition.content.recommendations))
+
+
+def asks_for_content(definition: TriggerDefinition) -> bool:
+    """Whether a message of ``definition`` is empty without items and recommendations: it asks for either and
+    carries no offer (an offer is content of its own; a definition that asks for neither is a template alone)."""
+    content = definition.content
+    return not content.offer and (content.items != "none" or content.recommendations > 0)
+
+
 def _offer(definition: TriggerDefinition, trigger_id: str) -> dict[str, Fact]:
     code = trigger_id.rsplit(":", 1)[-1][:8].upper()
     return {
@@ -112,14 +138,14 @@ def build_trigger(
     channel: str,
     reason: str = "",
     holdout: bool = False,
+    content: MessageContent | None = None,
 ) -> Trigger:
     """The payload of ``pending`` decided at ``at`` for ``channel`` (chosen for ``reason``).
 
-    ``holdout``: the control arm's copy (``treatment: holdout``, published on ``triggers.holdout`` only).
+    ``holdout``: the control arm's copy (``treatment: holdout``, published on ``triggers.holdout`` only);
+    ``content``: ``message_content`` of the same inputs when the guards already asked it.
     """
-    items = _items(profile, pending, definition.content.items)
-    exclude = {item.product_id for item in items}
-    exclude.update(str(pending.facts.get("product_ids", "")).split(","))
+    items, recommendations = content or message_content(profile, pending, definition, at=at)
     currency = next((item.currency for item in profile.cart if item.currency), None) if items else None
     locale = profile.custom_traits.get("locale")
     return Trigger(
@@ -138,7 +164,7 @@ def build_trigger(
         items=items,
         value=sum(max(0, item.price) * max(0, item.quantity) for item in items),  # bad input: 0, as cart_value
         currency=currency or (str(pending.facts["currency"]) if "currency" in pending.facts else None),
-        recommendations=recommend(profile, exclude=exclude, at=at, count=definition.content.recommendations),
+        recommendations=recommendations,
         offer=_offer(definition, pending.trigger_id),
         content=dict(definition.content.extra),
         segments=profile.segments,

@@ -24,7 +24,7 @@ from core.triggers.guards import (
     run_guards,
 )
 from core.triggers.payload import recommend, trigger_id_for
-from schemas.profile import Profile
+from schemas.profile import CartItem, Profile
 from schemas.triggers import PendingTrigger
 
 
@@ -135,7 +135,8 @@ def test_forgetting_the_customer_cancels_everything_pending():
 def test_the_forgotten_guard_blocks_state_entered_before_the_deletion():
     pending = PendingTrigger(kind="cart_abandonment", trigger_id="t", entered_at=T0, last_entry_at=T0, due_at=T0)
     definition = STAGE.triggers.definitions.by_kind["cart_abandonment"]
-    known = Profile(customer_id="u1", user_id="u1")
+    cart = (CartItem(product_id="p1", quantity=1, price=999, added_at=T0),)  # a cart reminder has a cart
+    known = Profile(customer_id="u1", user_id="u1", cart=cart)
     assert run_guards(Decision(known, pending, definition, T0 + 1, forgotten_at=T0 + 0.5)) == BLOCKED_FORGOTTEN
     assert run_guards(Decision(known, pending, definition, T0 + 1, forgotten_at=T0 - 1)) == SENT
     anonymous = Profile(customer_id="a1")
@@ -155,6 +156,7 @@ def test_every_guard_outcome_is_declared_once():
         "contactable",
         "quiet_hours",
         "caps",
+        "content",
         "holdout",
     ]
 

@@ -33,6 +33,7 @@ from core.triggers.guardrails import (
 from core.triggers.guards import (
     BLOCKED_CONSENT,
     BLOCKED_NO_CONTACT,
+    BLOCKED_NO_CONTENT,
     BLOCKED_SUPPRESSED,
     CAPPED,
     DEFERRED_QUIET_HOURS,
@@ -42,6 +43,7 @@ from core.triggers.guards import (
     CapsGuard,
     ConsentGuard,
     ContactGuard,
+    ContentGuard,
     Decision,
     HoldoutGuard,
     QuietHoursGuard,
@@ -49,15 +51,17 @@ from core.triggers.guards import (
     run_guards,
 )
 from core.triggers.holdout import in_holdout
+from core.triggers.payload import build_trigger, message_content
 from core.triggers.quiet_hours import customer_zone, quiet_until
 from schemas.errors import ConfigError
-from schemas.profile import Profile
+from schemas.profile import CartItem, Profile
 from schemas.triggers import PendingTrigger, TriggerSend
 
 RAILS = dataclasses.replace(DEFAULT_GUARDRAILS, quiet_hours=None)
 CART = shipped_triggers().definitions.by_kind["cart_abandonment"]  # channels: email, apppush, webpush
 PENDING = PendingTrigger(kind="cart_abandonment", trigger_id="t1", entered_at=T0, last_entry_at=T0, due_at=T0)
-KNOWN = Profile(customer_id="u1", user_id="u1", email_hash="e" * 64)
+CART_ITEMS = (CartItem(product_id="rope-9mm", quantity=1, price=8990, added_at=T0),)  # a cart reminder's content
+KNOWN = Profile(customer_id="u1", user_id="u1", email_hash="e" * 64, cart=CART_ITEMS)
 
 
 def decide(profile: Profile = KNOWN, *, at: float = T0, rails=RAILS, definition=CART, pass_sends=()) -> Decision:
@@ -179,6 +183,62 @@ def test_a_definition_cap_replaces_the_kind_caps():
     profile = known(trigger_sends=sends(("cart_abandonment", "email", T0 - H)))
     assert CapsGuard().check(decide(profile, definition=definition)) is None
     assert CapsGuard().check(decide(profile)) == CAPPED
+
+
+CROSS_SELL = shipped_triggers().definitions.by_kind["post_purchase_cross_sell"]  # recommendations only
+BOUGHT = PendingTrigger(
+    kind="post_purchase_cross_sell",
+    trigger_id="x1",
+    entered_at=T0,
+    last_entry_at=T0,
+    due_at=T0,
+    facts={"order_id": "o-1", "product_ids": "rope-9mm", "categories": "climbing"},
+)
+
+
+def cross_sell(profile: Profile, *, definition=CROSS_SELL, rails=RAILS) -> Decision:
+    return Decision(profile, BOUGHT, definition, T0 + 3 * D, None, rails)
+
+
+def test_a_message_with_nothing_to_show_is_not_sent():
+    # Viewed only what was bought: a cross-sell would recommend nothing.
+    only_bought = known(cart=(), recently_viewed=(("rope-9mm", T0 - H),), product_views={"rope-9mm": 2})
+    assert ContentGuard().check(cross_sell(only_bought)) == BLOCKED_NO_CONTENT
+    assert run_guards(cross_sell(only_bought)) == BLOCKED_NO_CONTENT
+    # Something else viewed: recommended, and sent.
+    browsed = known(cart=(), recently_viewed=(("rope-9mm", T0 - H), ("harness-1", T0 - H)))
+    decision = cross_sell(browsed)
+    assert run_guards(decision) == SENT
+    assert decision.content.recommendations == ("harness-1",)
+
+
+def test_content_is_asked_only_of_a_message_that_needs_it():
+    nothing = known(cart=())
+    with_offer = dataclasses.replace(
+        CROSS_SELL, content=dataclasses.replace(CROSS_SELL.content, offer={"code": "MORE-{trigger}"})
+    )
+    template_only = dataclasses.replace(CROSS_SELL, content=dataclasses.replace(CROSS_SELL.content, recommendations=0))
+    assert ContentGuard().check(cross_sell(nothing, definition=with_offer)) is None  # an offer says something
+    assert ContentGuard().check(cross_sell(nothing, definition=template_only)) is None  # asks for nothing
+    assert ContentGuard().check(cross_sell(nothing)) == BLOCKED_NO_CONTENT
+
+
+def test_an_empty_message_is_not_drawn_into_the_holdout():
+    rails = dataclasses.replace(RAILS, holdout_shares=parse_holdout_shares("*:1"))
+    assert run_guards(cross_sell(known(cart=()), rails=rails)) == BLOCKED_NO_CONTENT
+    assert run_guards(decide(rails=rails)) == HOLDOUT  # a cart reminder has its cart
+
+
+def test_the_payload_carries_the_content_the_guard_built():
+    browsed = known(cart=(), recently_viewed=(("harness-1", T0 - H), ("chalk", T0 - 2 * H)))
+    decision = cross_sell(browsed)
+    assert run_guards(decision) == SENT
+    at = decision.at
+    given = build_trigger(browsed, BOUGHT, CROSS_SELL, at=at, channel="email", content=decision.content)
+    built = build_trigger(browsed, BOUGHT, CROSS_SELL, at=at, channel="email")
+    assert given == built
+    assert built.recommendations == message_content(browsed, BOUGHT, CROSS_SELL, at=at).recommendations
+    assert set(built.recommendations) == {"harness-1", "chalk"}
 
 
 @pytest.mark.parametrize(

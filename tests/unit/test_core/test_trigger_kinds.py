@@ -122,9 +122,15 @@ CHECKOUT = [
         [(T0 + M + H, "checkout_abandonment", "u1", "email")],
     ),
     (
-        "checkout then order",
-        [add(T0), checkout(T0 + M), order(T0 + 30 * M, "rope-9mm"), Tick(T0 + 4 * D)],
+        "checkout then order: the cross-sell recommends what else was viewed",
+        [view(T0 - H, "harness-1"), add(T0), checkout(T0 + M), order(T0 + 30 * M, "rope-9mm"), Tick(T0 + 4 * D)],
         [(T0 + 30 * M + 3 * D, "post_purchase_cross_sell", "u1", "email")],
+    ),
+    # Nothing viewed but what was bought: the cross-sell would recommend nothing (blocked_no_content).
+    (
+        "checkout then order, nothing else viewed",
+        [add(T0), checkout(T0 + M), order(T0 + 30 * M, "rope-9mm"), Tick(T0 + 4 * D)],
+        [],
     ),
 ]
 
@@ -155,7 +161,7 @@ BROWSE = [
 REPLENISHMENT = [
     (
         "runs out in 30 days",
-        [order(T0, "dogfood-12kg"), Tick(T0 + 40 * D)],
+        [view(T0 - H, "dog-bowl"), order(T0, "dogfood-12kg"), Tick(T0 + 40 * D)],
         [
             (T0 + 3 * D, "post_purchase_cross_sell", "u1", "email"),
             (T0 + 27 * D, "replenishment", "u1", "email"),
@@ -164,15 +170,12 @@ REPLENISHMENT = [
     (
         "bought again first: the next reminder follows the customer's own rhythm",
         [order(T0, "dogfood-12kg"), order(T0 + 20 * D, "dogfood-12kg", order_id="o-2"), Tick(T0 + 60 * D)],
-        [
-            (T0 + 3 * D, "post_purchase_cross_sell", "u1", "email"),
-            (T0 + 23 * D, "post_purchase_cross_sell", "u1", "email"),
-            (T0 + 37 * D, "replenishment", "u1", "email"),
-        ],
+        [(T0 + 37 * D, "replenishment", "u1", "email")],  # nothing else viewed: no cross-sell to send
     ),
     (
         "bought in store on a linked device first",
         [
+            view(T0 - H, "dog-bowl"),
             order(T0, "dogfood-12kg"),
             order(T0 + 20 * D, "dogfood-12kg", user=None, anon="pos-card-7", order_id="pos-1"),
             identify(T0 + 21 * D, user="u1", anon="pos-card-7"),
