@@ -160,6 +160,22 @@ def midday_zone(now: float) -> str:
     return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # the Etc/ zones' signs are inverted
 
 
+def stall_report(pipeline, line: str) -> str:
+    """What the simulator saw, with the worker's decisions, wake-up age, flushes and log: enough to tell a
+    worker that stopped deciding from one that decided but did not commit (one CI run saw 226 of 400
+    reminders, then 20 s without a trigger; not reproduced since)."""
+    status, body = pipeline.worker.http_get("/metrics")
+    wanted = (
+        "streamcdp_trigger_decisions_total{",
+        "streamcdp_oldest_wakeup_age_seconds",
+        "streamcdp_consumer_lag_seconds{",
+        "streamcdp_flush_seconds_count",
+        "streamcdp_flush_seconds_sum",
+    )
+    metrics = [row for row in body.decode(errors="replace").splitlines() if row.startswith(wanted)]
+    return "\n".join([line, f"/metrics ({status}):", *metrics, "worker log:", pipeline.worker.log_tail(40)])
+
+
 def run_simulated_campaign(make_pipeline, tmp_path, *, holdout_share: float | None) -> dict:
     """Cart reminders for ``CUSTOMERS`` scripted shoppers, answered by the sender simulator with
     ``TRUE_EFFECT``; returns ``/triggers/stats`` once every reminder's answers are counted."""
@@ -188,7 +204,7 @@ def run_simulated_campaign(make_pipeline, tmp_path, *, holdout_share: float | No
             pipeline.settings, model, idle_s=20.0, max_messages=CUSTOMERS, group_id=f"sim-{pipeline.settings.app_id}"
         )
     )
-    assert sum(summary.triggers.values()) == CUSTOMERS, summary.line()
+    assert sum(summary.triggers.values()) == CUSTOMERS, stall_report(pipeline, summary.line())
     assert summary.rejected == 0
     orders = summary.answers["Order Completed"]
     document = wait_for_stats(
